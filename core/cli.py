@@ -1,0 +1,279 @@
+"""`dynastudio`: the pipeline headless, with progress bars; user mistakes exit 2 with one line on stderr."""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from .config import BUILTIN_MINILM, DEPTH_RULES, PROFILES, STAGES, DataConfig, ProjectConfig, profile_config
+from .errors import Cancelled, ConfigError, UserError
+from .events import CheckpointSaved, EvalEnded, LogMessage, StageEnded, StageStarted, StepEnded, StopToken
+
+
+# ---- progress -----------------------------------------------------------------------------------
+class ProgressPrinter:
+    """Event sink that draws one tqdm bar per stage and prints evaluations and checkpoints."""
+
+    def __init__(self, stream=sys.stderr):
+        self.stream = stream
+        self.bar = None
+
+    def __call__(self, event) -> None:
+        from tqdm import tqdm
+
+        if isinstance(event, StageStarted):
+            self._close()
+            self.bar = tqdm(total=event.total_steps, initial=event.resumed_from_step, desc=event.stage, file=self.stream, dynamic_ncols=True)
+        elif isinstance(event, StepEnded) and self.bar is not None:
+            self.bar.update(event.step - self.bar.n)
+            mean = sum(event.losses.values()) / max(1, len(event.losses))
+            self.bar.set_postfix(loss=f"{mean:.4f}", lr=f"{event.lr:.1e}", refresh=False)
+        elif isinstance(event, EvalEnded):
+            vals = ", ".join(f"{k} {v:.4f}" for k, v in event.results.items())
+            self._write(f"[{event.stage}] dev {event.metric_name}: {vals}")
+        elif isinstance(event, CheckpointSaved):
+            pass
+        elif isinstance(event, StageEnded):
+            self._close()
+            self._write(f"[{event.stage}] {'skipped' if event.skipped else 'done'} in {event.seconds:.1f}s")
+        elif isinstance(event, LogMessage):
+            self._write(f"[{event.level}] {event.text}")
+
+    def _write(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+# ---- commands -----------------------------------------------------------------------------------
+def _data_config(a) -> DataConfig:
+    if a.demo:
+        return DataConfig(kind="demo")
+    if a.task:
+        if a.train or a.dev:
+            raise ConfigError("give either --task or --train/--dev, not both")
+        return DataConfig(kind="glue", task=a.task.lower(), data_dir=a.data_dir)
+    missing = [f for f, v in (("--train", a.train), ("--dev", a.dev), ("--text-columns", a.text_columns), ("--label-column", a.label_column)) if not v]
+    if missing:
+        raise ConfigError(f"a local dataset needs {', '.join(missing)} (or use --task NAME for GLUE)")
+    cols = tuple(c.strip() for c in a.text_columns.split(",") if c.strip())
+    if not 1 <= len(cols) <= 2:
+        raise ConfigError("--text-columns takes one or two column names, e.g. sentence or question,passage")
+    return DataConfig(
+        kind="files", train=str(Path(a.train).resolve()), dev=str(Path(a.dev).resolve()),
+        text_columns=cols, label_column=a.label_column,
+    )
+
+
+def cmd_new(a) -> int:
+    from .pipeline import new_project
+
+    if not a.demo and not a.model:
+        raise ConfigError("give --demo, or --model PATH_OR_ID with a task")
+    model = BUILTIN_MINILM if a.demo else a.model
+    if model != BUILTIN_MINILM and Path(model).exists():
+        model = str(Path(model).resolve())
+    profile = a.profile or ("quick" if a.demo else "paper")
+    train = profile_config(profile, depth_rule=a.depth_rule, seed=a.seed)
+    config = ProjectConfig(
+        model=model, model_is_finetuned=a.finetuned, data=_data_config(a), train=train, name=Path(a.dir).name,
+    )
+    project = new_project(Path(a.dir), config, overwrite=a.overwrite)
+    task = json.loads((project.root / "task.json").read_text())
+    print(f"created {project.root}: model {model}, task {task['name']} ({task['train_rows']} train / {task['dev_rows']} dev rows, "
+          f"metric {task['metric']}), profile {profile}")
+    print(f"next: dynastudio run {project.root}")
+    return 0
+
+
+def _apply_run_options(project, a) -> None:
+    t = project.config.train
+    changes = {}
+    if a.profile and a.profile != t.profile:
+        new = profile_config(a.profile, seed=t.seed, depth_rule=t.depth_rule, max_train_examples=t.max_train_examples)
+        changes = {f: getattr(new, f) for f in PROFILES[a.profile]} | {"profile": a.profile}
+    if a.max_train_examples is not None and a.max_train_examples != t.max_train_examples:
+        changes["max_train_examples"] = a.max_train_examples
+    if not changes:
+        return
+    started = [s for s in STAGES if project.is_done(s) or project.checkpoint_dir(s).exists()]
+    if started:
+        raise ConfigError(
+            f"{project.root}: stage '{started[0]}' already ran with the project's settings; "
+            f"drop --profile/--max-train-examples to resume, or create a new project"
+        )
+    project.save_config(project.config.with_train(**changes))
+
+
+def cmd_run(a) -> int:
+    from .pipeline import run_pipeline
+    from .project import Project
+
+    project = Project.open(Path(a.dir))
+    _apply_run_options(project, a)
+    stop = StopToken()
+
+    def on_sigint(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping after this step (Ctrl-C again to abort now)...", file=sys.stderr, flush=True)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    printer = ProgressPrinter()
+    try:
+        out = run_pipeline(project, printer, stop, until=a.until)
+    except Cancelled:
+        printer._close()
+        print(f"stopped; the project is saved: `dynastudio run {project.root}` resumes it", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    printer._close()
+    if not out["ran"]:
+        print("nothing to do: every requested stage is done (dynastudio report shows the results)")
+    else:
+        print(f"ran: {', '.join(out['ran'])}")
+    return 0
+
+
+def cmd_status(a) -> int:
+    from .project import Project
+
+    project = Project.open(Path(a.dir))
+    cfg = project.config
+    print(f"project {project.root}  model {cfg.model}  data {cfg.data.kind}:{cfg.data.task or cfg.data.train or 'demo'}  profile {cfg.train.profile}")
+    for stage in STAGES:
+        info = project.stage_info(stage)
+        if info.get("done"):
+            extra = " (skipped)" if info.get("skipped") else ""
+            secs = f" {info['seconds']:.0f}s" if "seconds" in info else ""
+            print(f"  {stage:<17} done{extra}{secs}")
+        else:
+            ck = project.checkpoint_dir(stage) / "trainer.json"
+            if ck.is_file():
+                step = json.loads(ck.read_text()).get("step")
+                print(f"  {stage:<17} in progress (checkpoint at step {step})")
+            else:
+                print(f"  {stage:<17} pending")
+    return 0
+
+
+def cmd_importance(a) -> int:
+    from .project import Project
+
+    project = Project.open(Path(a.dir))
+    imp = project.load_importance()
+    if a.json:
+        print(json.dumps({k: v.tolist() for k, v in imp.items()}))
+        return 0
+    head = imp["head"]
+    L, H = head.shape
+    print(f"head importance (|dL/d head_mask|, original order), {L} layers x {H} heads")
+    for i in range(L):
+        row = head[i] / head[i].max().clamp_min(1e-12)
+        print(f"  layer {i}: " + " ".join(f"{v:4.2f}" for v in row.tolist()))
+    neuron = imp["neuron"]
+    print(f"FFN neuron importance, {neuron.shape[1]} neurons per layer (first-order Taylor)")
+    for i in range(L):
+        r = neuron[i]
+        srt = r.sort(descending=True).values
+        top = srt[: max(1, len(srt) // 4)].sum() / srt.sum().clamp_min(1e-12)
+        print(f"  layer {i}: max {r.max():.3g}  median {r.median():.3g}  top quarter holds {100 * top:.0f}% of the total")
+    return 0
+
+
+def cmd_report(a) -> int:
+    from .project import Project
+
+    project = Project.open(Path(a.dir))
+    res = project.load_results()
+    if a.json:
+        print(json.dumps(res, indent=2))
+        return 0
+    metric = res["metric"]
+    teacher = res.get("teacher", {}).get("score")
+    print(f"task {res['task']}  model {res['model']}  depth rule {res['depth_rule']}  dev rows {res['dev_examples']}")
+    if teacher is not None:
+        print(f"teacher (fine-tuned, full): {metric} {100 * teacher:.2f}")
+    lat_cols = sorted({k for r in res["rows"] for k in r if k.startswith("latency_") and k.endswith("_ms")})
+    head = f"{'width':>5} {'depth':>5} {metric:>10} {'enc params':>11} {'params':>11} {'FLOPs':>6}"
+    head += "".join(f" {c[8:]:>14}" for c in lat_cols)
+    print(head)
+    for r in res["rows"]:
+        line = (f"{r['width_mult']:>5g} {r['depth_mult']:>5g} {100 * r['value']:>10.2f} {r['encoder_params']:>11,} "
+                f"{r['total_params']:>11,} {r['flops_rel']:>6.3f}")
+        line += "".join(f" {r[c]:>14.2f}" if isinstance(r.get(c), (int, float)) else f" {'-':>14}" for c in lat_cols)
+        print(line)
+    if "latency_setup" in res:
+        s = res["latency_setup"]
+        print(f"latency: {s.get('device')}, {s.get('threads')} thread(s), batch {s.get('batch')}, seq {s.get('seq')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dynastudio", description="DynaBERT Studio: one model, every size.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    n = sub.add_parser("new", help="create a project folder (validates the data right away)")
+    n.add_argument("dir")
+    n.add_argument("--demo", action="store_true", help="the built-in MiniLM on the built-in demo data")
+    n.add_argument("--model", help=f"local folder, Hugging Face id, or {BUILTIN_MINILM}")
+    n.add_argument("--finetuned", action="store_true", help="the model is already fine-tuned on this task: skip finetune")
+    n.add_argument("--task", help="GLUE task: sst2, cola, mrpc, rte, qnli, qqp, mnli, stsb")
+    n.add_argument("--data-dir", help="local GLUE folder (raw GLUE TSV layout) instead of downloading")
+    n.add_argument("--train", help="local CSV/TSV/JSONL training file")
+    n.add_argument("--dev", help="local CSV/TSV/JSONL dev file")
+    n.add_argument("--text-columns", help="one or two column names, comma separated")
+    n.add_argument("--label-column")
+    n.add_argument("--profile", choices=sorted(PROFILES))
+    n.add_argument("--depth-rule", choices=DEPTH_RULES)
+    n.add_argument("--seed", type=int)
+    n.add_argument("--overwrite", action="store_true", help="replace a project that exists in DIR")
+    n.set_defaults(func=cmd_new)
+
+    r = sub.add_parser("run", help="run (or resume) the pipeline")
+    r.add_argument("dir")
+    r.add_argument("--until", choices=STAGES)
+    r.add_argument("--profile", choices=sorted(PROFILES))
+    r.add_argument("--max-train-examples", type=int)
+    r.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("status", help="which stages are done")
+    s.add_argument("dir")
+    s.set_defaults(func=cmd_status)
+
+    i = sub.add_parser("importance", help="head and neuron importance scores")
+    i.add_argument("dir")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_importance)
+
+    rp = sub.add_parser("report", help="the results grid: one row per sub-network")
+    rp.add_argument("dir")
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\naborted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

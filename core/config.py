@@ -1,0 +1,196 @@
+"""Project configuration: frozen dataclasses, JSON with a schema version, profiles of hyper-parameters."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from .errors import ConfigError
+
+SCHEMA_VERSION = 1
+
+BUILTIN_MINILM = "builtin:minilm"
+DEPTH_RULES = ("paper", "keep-last")
+STAGES = ("finetune", "rewire", "width", "depth", "finetune-subnets", "evaluate")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the task's data comes from.
+
+    kind: "glue" (a GLUE task by name, from `data_dir` if given, else through `datasets`),
+          "files" (a local CSV/TSV/JSONL pair), or "demo" (the built-in synthetic set).
+    """
+
+    kind: str = "demo"
+    task: str | None = None
+    data_dir: str | None = None
+    train: str | None = None
+    dev: str | None = None
+    text_columns: tuple[str, ...] = ()
+    label_column: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    profile: str = "quick"
+    seed: int = 0
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    max_seq_length: int = 128
+    max_train_examples: int | None = None
+    # importance scoring: "heldout" = a slice of train kept out of training; "dev" = the dev set
+    importance_split: str = "heldout"
+    importance_examples: int = 2000
+    teacher_epochs: float = 3.0
+    teacher_lr: float = 2e-5
+    width_epochs: float = 3.0
+    width_lr: float = 2e-5
+    depth_epochs: float = 3.0
+    depth_lr: float = 2e-5
+    subnet_epochs: float = 0.0  # 0 = skip the optional finetune-subnets stage
+    subnet_lr: float = 2e-5
+    warmup_frac: float = 0.0
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    # loss = l1 * soft-CE(logits) + l2 * sum of hidden-state MSEs
+    width_l1: float = 1.0
+    width_l2: float = 0.1
+    depth_l1: float = 1.0
+    depth_l2: float = 1.0
+    width_mults: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
+    depth_mults: tuple[float, ...] = (1.0, 0.75, 0.5)
+    depth_rule: str = "keep-last"
+    checkpoint_every: int = 200  # optimizer steps between mid-stage checkpoints
+    device: str = "auto"
+
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # The defaults of the paper's released code (run_glue.py of DynaBERT).
+    "paper": dict(
+        batch_size=32,
+        max_seq_length=128,
+        teacher_epochs=3.0,
+        teacher_lr=2e-5,
+        width_epochs=3.0,
+        width_lr=2e-5,
+        depth_epochs=3.0,
+        depth_lr=2e-5,
+        checkpoint_every=500,
+    ),
+    # Small enough that the built-in demo runs end to end on 2 CPU cores in a few minutes.
+    "quick": dict(
+        batch_size=32,
+        max_seq_length=64,
+        teacher_epochs=3.0,
+        teacher_lr=5e-5,
+        width_epochs=2.0,
+        width_lr=5e-5,
+        depth_epochs=2.0,
+        depth_lr=5e-5,
+        importance_examples=256,
+        checkpoint_every=50,
+    ),
+}
+
+
+def profile_config(name: str, **overrides: Any) -> TrainConfig:
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile '{name}': choose one of {', '.join(PROFILES)}")
+    values = dict(PROFILES[name])
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values["profile"] = name
+    return validate_train(TrainConfig(**values))
+
+
+def validate_train(t: TrainConfig) -> TrainConfig:
+    def bad(field_name: str, why: str) -> ConfigError:
+        return ConfigError(f"train.{field_name}: {why}")
+
+    if t.batch_size < 1:
+        raise bad("batch_size", "must be at least 1")
+    if not 8 <= t.max_seq_length <= 4096:
+        raise bad("max_seq_length", "must be between 8 and 4096")
+    for name in ("teacher_lr", "width_lr", "depth_lr", "subnet_lr"):
+        if not 0 < getattr(t, name) < 1:
+            raise bad(name, "must be a small positive number such as 2e-5")
+    for name in ("teacher_epochs", "width_epochs", "depth_epochs", "subnet_epochs"):
+        if getattr(t, name) < 0:
+            raise bad(name, "must be 0 or more")
+    for name, mults in (("width_mults", t.width_mults), ("depth_mults", t.depth_mults)):
+        if not mults or any(not 0 < m <= 1 for m in mults):
+            raise bad(name, "each multiplier must be in (0, 1], e.g. 1.0,0.75,0.5")
+        if 1.0 not in mults:
+            raise bad(name, "must include 1.0 (the full model is always trained)")
+    if t.depth_rule not in DEPTH_RULES:
+        raise bad("depth_rule", f"must be one of {', '.join(DEPTH_RULES)}")
+    if t.importance_split not in ("heldout", "dev"):
+        raise bad("importance_split", "must be 'heldout' or 'dev'")
+    if t.max_train_examples is not None and t.max_train_examples < 1:
+        raise bad("max_train_examples", "must be at least 1")
+    return t
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    model: str = BUILTIN_MINILM
+    model_is_finetuned: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    name: str = "project"
+    schema_version: int = SCHEMA_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str, source: str = "project.json") -> "ProjectConfig":
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{source}: not valid JSON (line {exc.lineno}): restore it or create the project again") from None
+        return ProjectConfig.from_dict(migrate(raw, source), source)
+
+    @staticmethod
+    def from_dict(raw: dict, source: str = "project.json") -> "ProjectConfig":
+        try:
+            data = _build(DataConfig, raw.get("data", {}), f"{source}: data")
+            train = validate_train(_build(TrainConfig, raw.get("train", {}), f"{source}: train"))
+            top = {k: v for k, v in raw.items() if k not in ("data", "train")}
+            return _build(ProjectConfig, {**top, "data": data, "train": train}, source)
+        except TypeError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    def with_train(self, **changes: Any) -> "ProjectConfig":
+        return replace(self, train=validate_train(replace(self.train, **changes)))
+
+
+def _build(cls, values: dict, where: str):
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(unknown)}: remove them")
+    out = {}
+    for k, v in values.items():
+        if isinstance(v, list):
+            v = tuple(v)
+        out[k] = v
+    return cls(**out)
+
+
+def migrate(raw: dict, source: str = "project.json") -> dict:
+    """Bring an older project.json up to SCHEMA_VERSION.
+
+    Version 1 is the first released schema, so there is nothing to upgrade yet; a later
+    schema adds one `if version == N:` step here so old projects keep opening.
+    """
+    version = raw.get("schema_version")
+    if not isinstance(version, int) or version < 1:
+        raise ConfigError(f"{source}: missing or invalid schema_version: this is not a DynaBERT Studio project file")
+    if version > SCHEMA_VERSION:
+        raise ConfigError(
+            f"{source}: schema_version {version} is newer than this DynaBERT Studio understands "
+            f"({SCHEMA_VERSION}): upgrade dynabert-studio"
+        )
+    return raw

@@ -1,0 +1,281 @@
+"""Run a BERT-family classifier at any width/depth by slicing its weights at run time (no masking)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.activations import ACT2FN
+
+from .errors import ModelError
+
+# model_type -> the head layout we know how to drive. RoBERTa-style encoders share BERT's layer layout.
+SUPPORTED_MODEL_TYPES = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta"}
+
+
+@dataclass(frozen=True)
+class SubnetSpec:
+    """One sub-network: the paper's width multiplier (heads/neurons) and depth multiplier (layers)."""
+
+    width_mult: float = 1.0
+    depth_mult: float = 1.0
+
+    @property
+    def label(self) -> str:
+        return f"w{self.width_mult:g}_d{self.depth_mult:g}"
+
+    @property
+    def is_full(self) -> bool:
+        return self.width_mult == 1.0 and self.depth_mult == 1.0
+
+
+def check_supported(config) -> str:
+    """Return the head layout ("bert"/"roberta") or raise a ModelError naming what is supported."""
+    kind = SUPPORTED_MODEL_TYPES.get(getattr(config, "model_type", None))
+    if kind is None:
+        raise ModelError(
+            f"model type '{getattr(config, 'model_type', '?')}' is not supported: use a BERT or RoBERTa "
+            f"encoder ({', '.join(sorted(SUPPORTED_MODEL_TYPES))})"
+        )
+    pet = getattr(config, "position_embedding_type", "absolute") or "absolute"
+    if pet != "absolute":
+        raise ModelError(f"position_embedding_type '{pet}' is not supported: only absolute position embeddings are")
+    if getattr(config, "is_decoder", False):
+        raise ModelError("decoder configurations are not supported: use an encoder-only BERT/RoBERTa model")
+    if config.hidden_size % config.num_attention_heads:
+        raise ModelError("hidden_size must be divisible by num_attention_heads")
+    return kind
+
+
+def n_heads_kept(num_heads: int, width_mult: float) -> int:
+    # int() as in the paper's code (12 heads at 0.75 -> 9); the epsilon guards 0.7499999.
+    return max(1, int(num_heads * width_mult + 1e-6))
+
+
+def n_neurons_kept(intermediate_size: int, width_mult: float) -> int:
+    return max(1, int(intermediate_size * width_mult + 1e-6))
+
+
+def kept_layers(num_layers: int, depth_mult: float, rule: str) -> list[int]:
+    """Indices of the layers a sub-network at `depth_mult` keeps.
+
+    paper:     layer floor(i / d) for i in range(round(d * L)), as DynaBERT's released code does
+               (at L=6, d=0.5 -> 0, 2, 4: the last layer is dropped).
+    keep-last: the same spacing counted from the top, so the last layer is always kept
+               (at L=6, d=0.5 -> 1, 3, 5).
+    """
+    if depth_mult >= 1.0:
+        return list(range(num_layers))
+    depth = max(1, round(depth_mult * num_layers))
+    from_bottom = [min(num_layers - 1, math.floor(i / depth_mult)) for i in range(depth)]
+    if rule == "paper":
+        return from_bottom
+    if rule == "keep-last":
+        return sorted(num_layers - 1 - j for j in from_bottom)
+    raise ValueError(f"unknown depth rule {rule!r}")
+
+
+def layer_targets(num_layers: int, depth_mult: float, rule: str) -> list[int]:
+    """For each kept layer, the teacher layer whose output it stands for.
+
+    The dropped layers are grouped with a kept neighbour: under `paper` a kept layer replaces itself
+    and the dropped layers that follow it, so it is matched to the teacher's output at the end of
+    that run; under `keep-last` it replaces the dropped layers before it, so it is matched to itself.
+    """
+    kept = kept_layers(num_layers, depth_mult, rule)
+    if rule == "paper":
+        return [kept[j + 1] - 1 if j + 1 < len(kept) else num_layers - 1 for j in range(len(kept))]
+    return list(kept)
+
+
+@dataclass
+class LayerWeights:
+    """The tensors of one encoder layer (views into the model's parameters)."""
+
+    q_w: torch.Tensor
+    q_b: torch.Tensor
+    k_w: torch.Tensor
+    k_b: torch.Tensor
+    v_w: torch.Tensor
+    v_b: torch.Tensor
+    ao_w: torch.Tensor  # attention output dense: (hidden, heads*head_dim)
+    ao_b: torch.Tensor
+    ln1_w: torch.Tensor
+    ln1_b: torch.Tensor
+    fi_w: torch.Tensor  # intermediate dense: (neurons, hidden)
+    fi_b: torch.Tensor
+    fo_w: torch.Tensor  # FFN output dense: (hidden, neurons)
+    fo_b: torch.Tensor
+    ln2_w: torch.Tensor
+    ln2_b: torch.Tensor
+
+    def sliced(self, n_heads: int, head_dim: int, n_neurons: int) -> "LayerWeights":
+        kd = n_heads * head_dim
+        return LayerWeights(
+            self.q_w[:kd], self.q_b[:kd], self.k_w[:kd], self.k_b[:kd], self.v_w[:kd], self.v_b[:kd],
+            self.ao_w[:, :kd], self.ao_b, self.ln1_w, self.ln1_b,
+            self.fi_w[:n_neurons], self.fi_b[:n_neurons], self.fo_w[:, :n_neurons], self.fo_b,
+            self.ln2_w, self.ln2_b,
+        )
+
+
+@dataclass(frozen=True)
+class LayerHyper:
+    head_dim: int
+    act: str
+    eps: float
+    p_attn: float
+    p_hidden: float
+
+
+def layer_forward(
+    h: torch.Tensor,
+    attn_mask: torch.Tensor | None,
+    w: LayerWeights,
+    n_heads: int,
+    hp: LayerHyper,
+    training: bool,
+    head_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One post-LN transformer layer over (possibly sliced) weights; cost scales with n_heads and neurons."""
+    bsz, seq, _ = h.shape
+    hd = hp.head_dim
+
+    def heads(x: torch.Tensor) -> torch.Tensor:
+        return x.view(bsz, seq, n_heads, hd).transpose(1, 2)
+
+    q = heads(F.linear(h, w.q_w, w.q_b))
+    k = heads(F.linear(h, w.k_w, w.k_b))
+    v = heads(F.linear(h, w.v_w, w.v_b))
+    ctx = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=attn_mask, dropout_p=hp.p_attn if training else 0.0
+    )
+    if head_mask is not None:
+        ctx = ctx * head_mask.view(1, n_heads, 1, 1)
+    ctx = ctx.transpose(1, 2).reshape(bsz, seq, n_heads * hd)
+    a = F.dropout(F.linear(ctx, w.ao_w, w.ao_b), hp.p_hidden, training)
+    h1 = F.layer_norm(a + h, (h.shape[-1],), w.ln1_w, w.ln1_b, hp.eps)
+    inter = ACT2FN[hp.act](F.linear(h1, w.fi_w, w.fi_b))
+    o = F.dropout(F.linear(inter, w.fo_w, w.fo_b), hp.p_hidden, training)
+    return F.layer_norm(o + h1, (h.shape[-1],), w.ln2_w, w.ln2_b, hp.eps)
+
+
+def sdpa_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """Boolean (B,1,1,T) mask for SDPA; None when nothing is padded (lets SDPA take its fastest path)."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    return attention_mask.bool()[:, None, None, :]
+
+
+@dataclass
+class SubnetOutput:
+    logits: torch.Tensor
+    hidden_states: list[torch.Tensor]  # embedding output, then each kept layer's output
+    kept: list[int]  # original indices of the kept layers
+
+
+def encoder_of(model: nn.Module) -> nn.Module:
+    return getattr(model, model.base_model_prefix)
+
+
+def layer_weights(model: nn.Module, i: int) -> LayerWeights:
+    layer = encoder_of(model).encoder.layer[i]
+    sa, ao, fi, fo = layer.attention.self, layer.attention.output, layer.intermediate.dense, layer.output
+    return LayerWeights(
+        sa.query.weight, sa.query.bias, sa.key.weight, sa.key.bias, sa.value.weight, sa.value.bias,
+        ao.dense.weight, ao.dense.bias, ao.LayerNorm.weight, ao.LayerNorm.bias,
+        fi.weight, fi.bias, fo.dense.weight, fo.dense.bias, fo.LayerNorm.weight, fo.LayerNorm.bias,
+    )
+
+
+def layer_hyper(config) -> LayerHyper:
+    return LayerHyper(
+        head_dim=config.hidden_size // config.num_attention_heads,
+        act=config.hidden_act,
+        eps=config.layer_norm_eps,
+        p_attn=config.attention_probs_dropout_prob,
+        p_hidden=config.hidden_dropout_prob,
+    )
+
+
+def classify(model: nn.Module, kind: str, h: torch.Tensor) -> torch.Tensor:
+    """Apply the model's own classification head to the last hidden state."""
+    if kind == "roberta":
+        return model.classifier(h)
+    pooled = encoder_of(model).pooler(h)
+    return model.classifier(model.dropout(pooled))
+
+
+def forward_subnet(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    token_type_ids: torch.Tensor | None = None,
+    *,
+    spec: SubnetSpec = SubnetSpec(),
+    depth_rule: str = "keep-last",
+    head_mask: torch.Tensor | None = None,
+    need_hidden: bool = False,
+) -> SubnetOutput:
+    """Forward pass of the sub-network `spec` of an HF sequence classifier whose weights are rewired.
+
+    Heads and FFN neurons are kept from the front (rewiring puts the most important there), so the
+    sub-network is a prefix slice of every weight matrix: cost follows the width.
+    `head_mask` (layers x heads, full width) multiplies each head's context; used for importance only.
+    """
+    config = model.config
+    kind = check_supported(config)
+    hp = layer_hyper(config)
+    n_heads = n_heads_kept(config.num_attention_heads, spec.width_mult)
+    n_neurons = n_neurons_kept(config.intermediate_size, spec.width_mult)
+    kept = kept_layers(config.num_hidden_layers, spec.depth_mult, depth_rule)
+    training = model.training
+
+    h = encoder_of(model).embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+    mask = sdpa_mask(attention_mask)
+    hidden = [h] if need_hidden else []
+    for i in kept:
+        w = layer_weights(model, i)
+        if n_heads != config.num_attention_heads or n_neurons != config.intermediate_size:
+            w = w.sliced(n_heads, hp.head_dim, n_neurons)
+        hm = head_mask[i, :n_heads] if head_mask is not None else None
+        h = layer_forward(h, mask, w, n_heads, hp, training, hm)
+        if need_hidden:
+            hidden.append(h)
+    return SubnetOutput(classify(model, kind, h), hidden, kept)
+
+
+def subnet_grid(width_mults: Sequence[float], depth_mults: Sequence[float]) -> list[SubnetSpec]:
+    """All width x depth combinations, widest and deepest first."""
+    return [
+        SubnetSpec(w, d)
+        for d in sorted(set(depth_mults), reverse=True)
+        for w in sorted(set(width_mults), reverse=True)
+    ]
+
+
+def subnet_size(config, spec: SubnetSpec, depth_rule: str, seq_len: int = 128) -> dict:
+    """Parameter counts (encoder and total) and per-example FLOPs at `seq_len` of a sub-network."""
+    H = config.hidden_size
+    hd = H // config.num_attention_heads
+    kd = n_heads_kept(config.num_attention_heads, spec.width_mult) * hd
+    kn = n_neurons_kept(config.intermediate_size, spec.width_mult)
+    n_layers = len(kept_layers(config.num_hidden_layers, spec.depth_mult, depth_rule))
+    emb = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * H + 2 * H
+    per_layer = 3 * (kd * H + kd) + (kd * H + H) + 2 * H + (kn * H + kn) + (kn * H + H) + 2 * H
+    head = H * H + H + H * config.num_labels + config.num_labels
+    S = seq_len
+    # multiply-accumulates of the matmuls (projections, scores, context, FFN, head); x2 = FLOPs
+    macs_layer = 3 * S * H * kd + 2 * S * S * kd + S * kd * H + 2 * S * H * kn
+    flops = 2 * (n_layers * macs_layer + H * H + H * config.num_labels)
+    return {
+        "encoder_params": emb + n_layers * per_layer,
+        "total_params": emb + n_layers * per_layer + head,
+        "flops": flops,
+        "layers": n_layers,
+        "heads": kd // hd,
+        "neurons": kn,
+    }

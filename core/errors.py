@@ -1,0 +1,29 @@
+"""Typed errors: the ones a user can cause carry a one-line message naming the thing and the fix."""
+
+
+class UserError(Exception):
+    """A mistake the user can fix (bad file, bad column, unsupported model...).
+
+    The message is one line that names the file/line/field and says what to do.
+    Front ends show it as-is: a dialog in the studio, a stderr line + exit 2 in the CLI.
+    """
+
+
+class DataError(UserError):
+    """Bad or missing training/evaluation data."""
+
+
+class ModelError(UserError):
+    """A model that cannot be loaded or is not a supported architecture."""
+
+
+class ProjectError(UserError):
+    """A project folder that is missing, incomplete or corrupted."""
+
+
+class ConfigError(UserError):
+    """An invalid setting (hyper-parameter, multiplier list, stage name...)."""
+
+
+class Cancelled(Exception):
+    """Raised inside a job when its stop token was set; the project stays resumable."""

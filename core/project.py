@@ -1,0 +1,293 @@
+"""The project folder: config, stage state, atomic safetensors checkpoints, metrics, importance, results."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import STAGES, ProjectConfig
+from .errors import ConfigError, ProjectError
+
+PROJECT_FILE = "project.json"
+STATE_FILE = "state.json"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        # safetensors refuses shared or strided storage; give it plain contiguous copies
+        plain = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+        save_file(plain, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise ProjectError(f"{path}: {what} is missing: run the stage that makes it again (dynastudio run)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ProjectError(
+            f"{path}: {what} is corrupted ({str(exc).splitlines()[0][:80]}): delete it and run the stage again"
+        ) from None
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    model_state: dict[str, torch.Tensor]
+    optimizer_state: dict
+    rng_state: torch.Tensor | None
+    extra: dict
+
+
+class Project:
+    """A project folder. All writes are atomic; `run` picks up at the first unfinished stage."""
+
+    def __init__(self, root: Path, config: ProjectConfig, state: dict):
+        self.root = Path(root)
+        self.config = config
+        self.state = state
+
+    # ---- creation / opening ------------------------------------------------------------------
+    @staticmethod
+    def create(root: Path, config: ProjectConfig, overwrite: bool = False) -> "Project":
+        root = Path(root)
+        if (root / PROJECT_FILE).exists() and not overwrite:
+            raise ProjectError(f"{root}: a project already exists here: open it, or pick another folder")
+        if root.exists() and not root.is_dir():
+            raise ProjectError(f"{root}: exists and is not a folder: pick another path")
+        root.mkdir(parents=True, exist_ok=True)
+        project = Project(root, config, {"stages": {}, "created": time.time()})
+        atomic_write_text(root / PROJECT_FILE, config.to_json())
+        project._save_state()
+        return project
+
+    @staticmethod
+    def open(root: Path) -> "Project":
+        root = Path(root)
+        cfg_path = root / PROJECT_FILE
+        if not cfg_path.is_file():
+            raise ProjectError(f"{root}: not a DynaBERT Studio project (no {PROJECT_FILE}): create one with `dynastudio new`")
+        try:
+            config = ProjectConfig.from_json(cfg_path.read_text(encoding="utf-8"), str(cfg_path))
+        except UnicodeDecodeError:
+            raise ConfigError(f"{cfg_path}: not UTF-8 text: restore it or create the project again") from None
+        state_path = root / STATE_FILE
+        state = {"stages": {}}
+        if state_path.is_file():
+            try:
+                state = json.loads(state_path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise ProjectError(f"{state_path}: corrupted: delete it to redo every stage") from None
+        return Project(root, config, state)
+
+    def save_config(self, config: ProjectConfig) -> None:
+        self.config = config
+        atomic_write_text(self.root / PROJECT_FILE, config.to_json())
+
+    # ---- stage state -------------------------------------------------------------------------
+    def _save_state(self) -> None:
+        atomic_write_text(self.root / STATE_FILE, json.dumps(self.state, indent=2, sort_keys=True))
+
+    def is_done(self, stage: str) -> bool:
+        return bool(self.state.get("stages", {}).get(stage, {}).get("done"))
+
+    def mark_done(self, stage: str, **info: Any) -> None:
+        self.state.setdefault("stages", {})[stage] = {"done": True, "finished": time.time(), **info}
+        self._save_state()
+
+    def reset_stage(self, stage: str) -> None:
+        """Forget a stage and every stage after it (their inputs changed)."""
+        later = STAGES[STAGES.index(stage):]
+        for s in later:
+            self.state.get("stages", {}).pop(s, None)
+            shutil.rmtree(self.checkpoint_dir(s), ignore_errors=True)
+        self._save_state()
+
+    def stage_info(self, stage: str) -> dict:
+        return dict(self.state.get("stages", {}).get(stage, {}))
+
+    # ---- paths -------------------------------------------------------------------------------
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.root / "tokenizer"
+
+    def model_dir(self, name: str) -> Path:
+        return self.root / "models" / name
+
+    def checkpoint_dir(self, stage: str) -> Path:
+        return self.root / "checkpoints" / stage
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def results_path(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def importance_path(self) -> Path:
+        return self.root / "importance.safetensors"
+
+    # ---- models ------------------------------------------------------------------------------
+    def save_model(self, name: str, model: torch.nn.Module, info: dict | None = None) -> Path:
+        d = self.model_dir(name)
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(d / "config.json", model.config.to_json_string())
+        meta = {"format": "pt", "dynastudio_model": name, "info": json.dumps(info or {})}
+        atomic_save_tensors(d / "model.safetensors", model.state_dict(), meta)
+        return d
+
+    def has_model(self, name: str) -> bool:
+        return (self.model_dir(name) / "model.safetensors").is_file()
+
+    def load_model(self, name: str, device: str | torch.device = "cpu") -> torch.nn.Module:
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        d = self.model_dir(name)
+        cfg_path = d / "config.json"
+        if not cfg_path.is_file():
+            raise ProjectError(f"{cfg_path}: the {name} model is missing: run `dynastudio run {self.root}` to make it")
+        try:
+            config = AutoConfig.from_pretrained(str(d))
+        except (OSError, ValueError) as exc:
+            raise ProjectError(f"{cfg_path}: unreadable model config ({exc}): delete {d} and run again") from None
+        state = load_tensors(d / "model.safetensors", f"the {name} model weights")
+        model = AutoModelForSequenceClassification.from_config(config)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise ProjectError(
+                f"{d / 'model.safetensors'}: weights do not match config.json ({str(exc).splitlines()[0][:100]}): "
+                f"delete {d} and run again"
+            ) from None
+        return model.to(device).eval()
+
+    # ---- mid-stage checkpoints ---------------------------------------------------------------
+    def save_checkpoint(self, stage: str, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, extra: dict) -> Path:
+        d = self.checkpoint_dir(stage)
+        d.mkdir(parents=True, exist_ok=True)
+        meta = {"step": str(step), "stage": stage}
+        atomic_save_tensors(d / "model.safetensors", model.state_dict(), meta)
+        opt_tensors, opt_meta = _flatten_optimizer(optimizer)
+        opt_tensors["__rng_torch__"] = torch.get_rng_state()
+        atomic_save_tensors(d / "optimizer.safetensors", opt_tensors, meta)
+        # trainer.json is written last: it is what marks the checkpoint complete
+        atomic_write_text(d / "trainer.json", json.dumps({"step": step, "optimizer": opt_meta, **extra}, indent=2))
+        return d
+
+    def load_checkpoint(self, stage: str) -> Checkpoint | None:
+        d = self.checkpoint_dir(stage)
+        trainer = d / "trainer.json"
+        if not trainer.is_file():
+            return None
+        try:
+            info = json.loads(trainer.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ProjectError(f"{trainer}: corrupted checkpoint: delete {d} to restart the {stage} stage") from None
+        model_state = load_tensors(d / "model.safetensors", f"the {stage} checkpoint")
+        opt = load_tensors(d / "optimizer.safetensors", f"the {stage} optimizer checkpoint")
+        rng = opt.pop("__rng_torch__", None)
+        return Checkpoint(info["step"], model_state, _unflatten_optimizer(opt, info["optimizer"]), rng, info)
+
+    def clear_checkpoint(self, stage: str) -> None:
+        shutil.rmtree(self.checkpoint_dir(stage), ignore_errors=True)
+
+    # ---- metrics, importance, results --------------------------------------------------------
+    def append_metrics(self, record: dict) -> None:
+        # one short line per call: a crash can at worst truncate the last line, which readers skip
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read_metrics(self) -> list[dict]:
+        if not self.metrics_path.is_file():
+            return []
+        out = []
+        for line in self.metrics_path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
+
+    def save_importance(self, tensors: dict[str, torch.Tensor], info: dict) -> None:
+        atomic_save_tensors(self.importance_path, tensors, {"info": json.dumps(info)})
+
+    def load_importance(self) -> dict[str, torch.Tensor]:
+        if not self.importance_path.is_file():
+            raise ProjectError(f"{self.root}: no importance scores yet: run `dynastudio run {self.root} --until rewire`")
+        return load_tensors(self.importance_path, "the importance scores")
+
+    def save_results(self, results: dict) -> None:
+        atomic_write_text(self.results_path, json.dumps(results, indent=2))
+
+    def load_results(self) -> dict:
+        if not self.results_path.is_file():
+            raise ProjectError(f"{self.root}: no results yet: run `dynastudio run {self.root}` through the evaluate stage")
+        try:
+            return json.loads(self.results_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ProjectError(f"{self.results_path}: corrupted: delete it and run `dynastudio run {self.root}` again") from None
+
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict] = {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{idx}.{k}"] = v
+            else:
+                scalars.setdefault(str(idx), {})[k] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, v in tensors.items():
+        idx, k = key.split(".", 1)
+        state.setdefault(int(idx), {})[k] = v
+    for idx, kv in meta.get("scalars", {}).items():
+        state.setdefault(int(idx), {}).update(kv)
+    return {"state": state, "param_groups": meta["param_groups"]}
