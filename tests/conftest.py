@@ -65,7 +65,7 @@ def make_tiny_model_dir(root: Path, layers: int = 4) -> Path:
 
     root.mkdir(parents=True, exist_ok=True)
     (root / "vocab.txt").write_text("\n".join(SPECIAL + GOOD + BAD + FILLER) + "\n", encoding="utf-8")
-    tok = BertTokenizerFast(vocab_file=str(root / "vocab.txt"), do_lower_case=True)
+    tok = BertTokenizerFast.from_pretrained(str(root))  # reads vocab.txt (v5 takes no vocab_file=)
     tok.save_pretrained(str(root))
     model = tiny_model(num_hidden_layers=layers)
     model.save_pretrained(str(root))
@@ -87,7 +87,7 @@ def tiny_project_config(model_dir: Path, train: Path, dev: Path, **train_overrid
     from core.config import DataConfig, ProjectConfig, profile_config
 
     t = dict(
-        batch_size=16, eval_batch_size=32, max_seq_length=32, teacher_epochs=2, teacher_lr=1e-3,
+        batch_size=16, eval_batch_size=32, max_seq_length=32, teacher_epochs=8, teacher_lr=2e-3,
         width_epochs=1, width_lr=5e-4, depth_epochs=1, depth_lr=5e-4, importance_examples=32,
         checkpoint_every=4,
     )

@@ -1,0 +1,143 @@
+"""The `dynastudio` CLI: the contract later tools rely on, and clean one-line errors for user mistakes."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_sentences, write_tsv
+
+
+def dyn(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "core.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+class _Proc:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `dynastudio` in this process (no interpreter start-up): the same main() the entry point calls."""
+    from core.cli import main
+
+    def run(*args):
+        capsys.readouterr()
+        rc = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return _Proc(rc, out.out, out.err)
+
+    return run
+
+
+def assert_user_error(proc, *needles):
+    assert proc.returncode == 2, proc.stderr
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+def _files_args(train, dev, model):
+    return ["--model", model, "--train", train, "--dev", dev, "--text-columns", "sentence", "--label-column", "label"]
+
+
+def test_cli_end_to_end_on_a_tiny_model(tiny_model_dir, tiny_task_files, tmp_path):
+    train, dev = tiny_task_files
+    proj = tmp_path / "proj"
+    out = dyn("new", proj, *_files_args(train, dev, tiny_model_dir), "--profile", "quick")
+    assert out.returncode == 0, out.stderr
+    assert "192" not in out.stdout or "train" in out.stdout
+    # shrink the run through the project file the way a user would edit it
+    cfg = json.loads((proj / "project.json").read_text())
+    cfg["train"].update(batch_size=16, max_seq_length=32, teacher_epochs=2, width_epochs=1, depth_epochs=1, importance_examples=16)
+    (proj / "project.json").write_text(json.dumps(cfg))
+    out = dyn("run", proj, "--until", "rewire", "--max-train-examples", "64")
+    assert out.returncode == 0, out.stderr
+    assert "ran: finetune, rewire" in out.stdout
+    status = dyn("status", proj).stdout
+    assert "finetune          done" in status and "width             pending" in status
+    imp = json.loads(dyn("importance", proj, "--json").stdout)
+    assert len(imp["head"]) == 4 and len(imp["neuron"][0]) == 64
+    assert "layer 3" in dyn("importance", proj).stdout
+    # changing the profile after a stage ran would silently mix settings: refused
+    assert_user_error(dyn("run", proj, "--profile", "paper"), "already ran")
+    out = dyn("run", proj)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(dyn("report", proj, "--json").stdout)
+    assert len(report["rows"]) == 12
+    for key in ("width_mult", "depth_mult", "metric", "value", "encoder_params", "total_params", "flops_rel"):
+        assert key in report["rows"][0]
+    text = dyn("report", proj).stdout
+    assert "0.25" in text and "enc params" in text
+    assert "nothing to do" in dyn("run", proj).stdout
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing_file", "missing_column", "empty", "unknown_label", "bad_bytes", "short_row"],
+)
+def test_new_refuses_bad_data(cli, case, tiny_model_dir, tmp_path):
+    train = write_tsv(tmp_path / "train.tsv", tiny_sentences(20, 0))
+    dev = write_tsv(tmp_path / "dev.tsv", tiny_sentences(10, 1))
+    label_col, needles = "label", []
+    if case == "missing_file":
+        dev = tmp_path / "nope.tsv"
+        needles = ["nope.tsv"]
+    elif case == "missing_column":
+        label_col, needles = "polarity", ["polarity", "train.tsv"]
+    elif case == "empty":
+        dev.write_text("")
+        needles = ["dev.tsv"]
+    elif case == "unknown_label":
+        with dev.open("a") as f:
+            f.write("a strange row\t7\n")
+        needles = ["dev.tsv", "line 12", "7"]
+    elif case == "bad_bytes":
+        with train.open("ab") as f:
+            f.write(b"caf\xe9 au lait\t1\n")
+        needles = ["train.tsv", "line 22", "UTF-8"]
+    elif case == "short_row":
+        with train.open("a") as f:
+            f.write("no label here\n")
+        needles = ["train.tsv", "line 22"]
+    proj = tmp_path / "proj"
+    proc = cli("new", proj, "--model", tiny_model_dir, "--train", train, "--dev", dev, "--text-columns", "sentence", "--label-column", label_col)
+    assert_user_error(proc, *needles)
+    assert not (proj / "project.json").exists()
+
+
+def test_unsupported_model_is_named(cli, tmp_path, tiny_task_files):
+    from transformers import GPT2Config
+
+    folder = tmp_path / "gpt2"
+    GPT2Config(n_layer=1, n_embd=16, n_head=2).save_pretrained(folder)
+    proc = cli("new", tmp_path / "p", *_files_args(*tiny_task_files, folder))
+    assert_user_error(proc, "gpt2", "BERT")
+
+
+def test_unknown_model_id_offline(cli, tmp_path, tiny_task_files):
+    proc = cli("new", tmp_path / "p", *_files_args(*tiny_task_files, "no-such-user/no-such-model-xyz"))
+    assert_user_error(proc, "no-such-user/no-such-model-xyz")
+
+
+def test_not_a_project(cli, tmp_path):
+    assert_user_error(cli("run", tmp_path), "not a DynaBERT Studio project")
+    assert_user_error(cli("report", tmp_path), "dynastudio new")
+
+
+def test_unknown_glue_task(cli, tmp_path):
+    assert_user_error(cli("new", tmp_path / "p", "--model", "builtin:minilm", "--task", "sst3"), "sst3")
+
+
+def test_demo_project_is_created_from_the_builtin_model(tmp_path):
+    proc = dyn("new", tmp_path / "demo", "--demo")
+    assert proc.returncode == 0, proc.stderr
+    cfg = json.loads((tmp_path / "demo" / "project.json").read_text())
+    assert cfg["model"] == "builtin:minilm" and cfg["data"]["kind"] == "demo" and cfg["schema_version"] == 1
+    assert (tmp_path / "demo" / "tokenizer" / "tokenizer.json").is_file() or (tmp_path / "demo" / "tokenizer" / "vocab.txt").is_file()
