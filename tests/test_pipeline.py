@@ -147,3 +147,35 @@ def test_core_imports_without_qt():
     code = "import sys, core.pipeline, core.cli, core.distill; print(any(m.startswith(('PySide6', 'pyqtgraph')) for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_already_finetuned_model_skips_finetune(tiny_model_dir, tiny_task_files, tmp_path):
+    from dataclasses import replace
+
+    cfg = replace(tiny_project_config(tiny_model_dir, *tiny_task_files), model_is_finetuned=True)
+    project = new_project(tmp_path / "ft", cfg)
+    log = EventLog()
+    run_pipeline(project, log, until="rewire")
+    info = project.stage_info("finetune")
+    assert info["skipped"] is True and "dev" in info
+    assert [e.skipped for e in log.of(StageEnded)] == [True, False]
+    # the teacher is the given model, unchanged
+    from transformers import AutoModelForSequenceClassification
+
+    given = AutoModelForSequenceClassification.from_pretrained(str(tiny_model_dir)).state_dict()
+    saved = project.load_model("teacher").state_dict()
+    assert all(torch.equal(given[k], saved[k]) for k in given)
+
+
+def test_glue_task_from_local_folder(tmp_path):
+    from pathlib import Path
+
+    from core.config import DataConfig, ProjectConfig, profile_config
+
+    glue = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
+    if not (glue / "SST-2").is_dir():
+        pytest.skip("../shared/data/glue not present")
+    cfg = ProjectConfig(model="builtin:minilm", data=DataConfig(kind="glue", task="sst2", data_dir=str(glue)), train=profile_config("quick"))
+    project = new_project(tmp_path / "sst2", cfg)
+    task = json.loads((project.root / "task.json").read_text())
+    assert task["train_rows"] == 67349 and task["dev_rows"] == 872 and task["metric"] == "accuracy"
