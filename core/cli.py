@@ -205,17 +205,104 @@ def cmd_report(a) -> int:
     if teacher is not None:
         print(f"teacher (fine-tuned, full): {metric} {100 * teacher:.2f}")
     lat_cols = sorted({k for r in res["rows"] for k in r if k.startswith("latency_") and k.endswith("_ms")})
+    size_cols = sorted({k for r in res["rows"] for k in r if k.startswith("size_") and k.endswith("_mb")})
     head = f"{'width':>5} {'depth':>5} {metric:>10} {'enc params':>11} {'params':>11} {'FLOPs':>6}"
-    head += "".join(f" {c[8:]:>14}" for c in lat_cols)
+    head += "".join(f" {c[8:]:>14}" for c in lat_cols) + "".join(f" {c[5:]:>13}" for c in size_cols)
     print(head)
+
+    def num(r, key, fmt, width):
+        v = r.get(key)
+        return f" {format(v, fmt):>{width}}" if isinstance(v, (int, float)) else f" {'-':>{width}}"
+
     for r in res["rows"]:
-        line = (f"{r['width_mult']:>5g} {r['depth_mult']:>5g} {100 * r['value']:>10.2f} {r['encoder_params']:>11,} "
-                f"{r['total_params']:>11,} {r['flops_rel']:>6.3f}")
-        line += "".join(f" {r[c]:>14.2f}" if isinstance(r.get(c), (int, float)) else f" {'-':>14}" for c in lat_cols)
+        # a row measured by `latency` before `evaluate` ran has no metric yet
+        value = f"{100 * r['value']:>10.2f}" if isinstance(r.get("value"), (int, float)) else f"{'-':>10}"
+        line = f"{r['width_mult']:>5g} {r['depth_mult']:>5g} {value}"
+        line += num(r, "encoder_params", ",", 11) + num(r, "total_params", ",", 11) + num(r, "flops_rel", ".3f", 6)
+        line += "".join(num(r, c, ".2f", 14) for c in lat_cols) + "".join(num(r, c, ".1f", 13) for c in size_cols)
         print(line)
     if "latency_setup" in res:
         s = res["latency_setup"]
-        print(f"latency: {s.get('device')}, {s.get('threads')} thread(s), batch {s.get('batch')}, seq {s.get('seq')}")
+        print(f"latency: {s.get('device')}, {s.get('threads')} thread(s), batch {s.get('batch')}, seq {s.get('seq')}"
+              + (f", median/p90 of {s['runs']} runs, {s['runtime']}" if s.get("runs") and s.get("runtime") else ""))
+    return 0
+
+
+def _stop_on_sigint() -> tuple[StopToken, object]:
+    stop = StopToken()
+
+    def on_sigint(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print("\nstopping...", file=sys.stderr, flush=True)
+
+    return stop, signal.signal(signal.SIGINT, on_sigint)
+
+
+def cmd_latency(a) -> int:
+    from .events import LatencyMeasured, LogMessage
+    from .latency import latency_job
+    from .project import Project
+
+    project = Project.open(Path(a.dir))
+    formats = tuple(f.strip().lower() for f in a.formats.split(",") if f.strip())
+
+    def show(event) -> None:
+        if isinstance(event, LatencyMeasured):
+            vals = "  ".join(f"{k[8:-3]} {v:.2f} ms" for k, v in event.values.items() if k.startswith("latency_") and "_p90" not in k)
+            print(f"[{event.index}/{event.total}] {event.label:<12} {vals}", flush=True)
+        elif isinstance(event, LogMessage):
+            print(f"[{event.level}] {event.text}", file=sys.stderr, flush=True)
+
+    print(f"measuring {formats} latency: batch {a.batch}, sequence {a.seq}, {a.threads} thread(s), "
+          f"{a.runs} runs after {a.warmup} warm-up (low priority, in a separate process)", flush=True)
+    stop, previous = _stop_on_sigint()
+    try:
+        out = latency_job(project, show, stop, batch=a.batch, seq=a.seq, threads=a.threads, formats=formats,
+                          runs=a.runs, warmup=a.warmup)
+    except Cancelled:
+        print("stopped; results.json was not changed", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print(f"measured {len(out['rows'])} sub-networks on {out['setup']['device']}: `dynastudio report {project.root}` shows the grid")
+    return 0
+
+
+def cmd_export(a) -> int:
+    from .events import LogMessage
+    from .export import export
+    from .project import Project
+
+    project = Project.open(Path(a.dir))
+
+    def show(event) -> None:
+        if isinstance(event, LogMessage):
+            print(f"[{event.level}] {event.text}", file=sys.stderr, flush=True)
+
+    stop, previous = _stop_on_sigint()
+    try:
+        rep = export(project, (a.width, a.depth), a.target or a.format, a.out, overwrite=a.overwrite,
+                     events=show, stop=stop, model_name=a.model)
+    except Cancelled:
+        print("stopped; nothing was written", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    v = rep.verification
+    via = f" (target {rep.target})" if rep.target else ""
+    print(f"exported w{rep.width_mult:g} d{rep.depth_mult:g} as {rep.format}{via} to {rep.path}")
+    print(f"  {v['model_file']}: {rep.size_mb:.1f} MB, {v['subnet']['params']:,} parameters, "
+          f"{v['subnet']['layers']} layers x {v['subnet']['heads']} heads x {v['subnet']['neurons']} neurons")
+    line = f"  verified: max abs diff vs PyTorch {rep.max_abs_diff:.2e} at shapes {v['probe']['shapes']}"
+    if rep.agreement is not None:
+        line += f"; dev prediction agreement {100 * rep.agreement:.2f}% ({rep.dev_examples} examples)"
+        dev = v.get("dev") or {}
+        if dev.get("exported_score") is not None:
+            line += f", {dev['metric']} {dev['exported_score']:.4f} vs {dev['pytorch_score']:.4f} in PyTorch"
+    print(line)
+    print(f"  how to run it: {Path(rep.path) / 'README.md'}")
     return 0
 
 
@@ -260,6 +347,30 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("dir")
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=cmd_report)
+
+    lt = sub.add_parser("latency", help="onnxruntime latency and file size of every sub-network, into the grid")
+    lt.add_argument("dir")
+    lt.add_argument("--batch", type=int, default=1)
+    lt.add_argument("--seq", type=int, default=128, help="sequence length in tokens")
+    lt.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    lt.add_argument("--formats", default="fp32", help="comma separated: fp32, int8, fp16 (default fp32)")
+    lt.add_argument("--runs", type=int, default=50, help="timed runs per sub-network and format")
+    lt.add_argument("--warmup", type=int, default=10, help="untimed runs first")
+    lt.set_defaults(func=cmd_latency)
+
+    from .targets import FORMATS, PRESETS
+
+    ex = sub.add_parser("export", help="one sub-network as a standalone model for a device (verified)")
+    ex.add_argument("dir")
+    ex.add_argument("--width", type=float, required=True, help="width multiplier, e.g. 0.5")
+    ex.add_argument("--depth", type=float, required=True, help="depth multiplier, e.g. 0.75")
+    what = ex.add_mutually_exclusive_group(required=True)
+    what.add_argument("--format", choices=list(FORMATS), help="; ".join(f"{k}: {v}" for k, v in FORMATS.items()))
+    what.add_argument("--target", choices=list(PRESETS), help="; ".join(f"{k} -> {v}" for k, v in PRESETS.items()))
+    ex.add_argument("--out", required=True, help="the folder to create")
+    ex.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
+    ex.add_argument("--model", help="project model to export from (default: the most trained one)")
+    ex.set_defaults(func=cmd_export)
     return p
 
 

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from transformers.activations import ACT2FN
 
 from .errors import ModelError
+# the layer math lives in the self-contained slim module (it ships inside HF-style exports)
+from .slim import LayerHyper, LayerWeights, layer_forward  # noqa: F401  (re-exported)
 
 # model_type -> the head layout we know how to drive. RoBERTa-style encoders share BERT's layer layout.
 SUPPORTED_MODEL_TYPES = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta"}
@@ -89,78 +89,6 @@ def layer_targets(num_layers: int, depth_mult: float, rule: str) -> list[int]:
     if rule == "paper":
         return [kept[j + 1] - 1 if j + 1 < len(kept) else num_layers - 1 for j in range(len(kept))]
     return list(kept)
-
-
-@dataclass
-class LayerWeights:
-    """The tensors of one encoder layer (views into the model's parameters)."""
-
-    q_w: torch.Tensor
-    q_b: torch.Tensor
-    k_w: torch.Tensor
-    k_b: torch.Tensor
-    v_w: torch.Tensor
-    v_b: torch.Tensor
-    ao_w: torch.Tensor  # attention output dense: (hidden, heads*head_dim)
-    ao_b: torch.Tensor
-    ln1_w: torch.Tensor
-    ln1_b: torch.Tensor
-    fi_w: torch.Tensor  # intermediate dense: (neurons, hidden)
-    fi_b: torch.Tensor
-    fo_w: torch.Tensor  # FFN output dense: (hidden, neurons)
-    fo_b: torch.Tensor
-    ln2_w: torch.Tensor
-    ln2_b: torch.Tensor
-
-    def sliced(self, n_heads: int, head_dim: int, n_neurons: int) -> "LayerWeights":
-        kd = n_heads * head_dim
-        return LayerWeights(
-            self.q_w[:kd], self.q_b[:kd], self.k_w[:kd], self.k_b[:kd], self.v_w[:kd], self.v_b[:kd],
-            self.ao_w[:, :kd], self.ao_b, self.ln1_w, self.ln1_b,
-            self.fi_w[:n_neurons], self.fi_b[:n_neurons], self.fo_w[:, :n_neurons], self.fo_b,
-            self.ln2_w, self.ln2_b,
-        )
-
-
-@dataclass(frozen=True)
-class LayerHyper:
-    head_dim: int
-    act: str
-    eps: float
-    p_attn: float
-    p_hidden: float
-
-
-def layer_forward(
-    h: torch.Tensor,
-    attn_mask: torch.Tensor | None,
-    w: LayerWeights,
-    n_heads: int,
-    hp: LayerHyper,
-    training: bool,
-    head_mask: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """One post-LN transformer layer over (possibly sliced) weights; cost scales with n_heads and neurons."""
-    bsz, seq, _ = h.shape
-    hd = hp.head_dim
-
-    def heads(x: torch.Tensor) -> torch.Tensor:
-        return x.view(bsz, seq, n_heads, hd).transpose(1, 2)
-
-    q = heads(F.linear(h, w.q_w, w.q_b))
-    k = heads(F.linear(h, w.k_w, w.k_b))
-    v = heads(F.linear(h, w.v_w, w.v_b))
-    ctx = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=attn_mask, dropout_p=hp.p_attn if training else 0.0
-    )
-    if head_mask is not None:
-        ctx = ctx * head_mask.view(1, n_heads, 1, 1)
-    ctx = ctx.transpose(1, 2).reshape(bsz, seq, n_heads * hd)
-    a = F.dropout(F.linear(ctx, w.ao_w, w.ao_b), hp.p_hidden, training)
-    h1 = F.layer_norm(a + h, (h.shape[-1],), w.ln1_w, w.ln1_b, hp.eps)
-    inter = ACT2FN[hp.act](F.linear(h1, w.fi_w, w.fi_b))
-    o = F.dropout(F.linear(inter, w.fo_w, w.fo_b), hp.p_hidden, training)
-    return F.layer_norm(o + h1, (h.shape[-1],), w.ln2_w, w.ln2_b, hp.eps)
 
 
 def sdpa_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:

@@ -27,3 +27,7 @@ class ConfigError(UserError):
 
 class Cancelled(Exception):
     """Raised inside a job when its stop token was set; the project stays resumable."""
+
+
+class ExportError(UserError):
+    """An export whose verification failed (the exported model disagrees with PyTorch), or that could not be written."""

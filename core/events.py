@@ -114,3 +114,15 @@ def fanout(*sinks: Callable[[Event], None]) -> Callable[[Event], None]:
             s(event)
 
     return sink
+
+
+@dataclass(frozen=True)
+class LatencyMeasured:
+    """One sub-network measured by the latency job (index of total), with its row's new values."""
+
+    label: str
+    width_mult: float
+    depth_mult: float
+    values: dict  # latency_fp32_ms, latency_fp32_p90_ms, size_onnx_fp32_mb, ... as written to results.json
+    index: int
+    total: int

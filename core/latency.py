@@ -1,0 +1,408 @@
+"""On-device latency and file size of every grid sub-network, measured with onnxruntime in a low-priority child process."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import errors
+from .dynamic import SubnetSpec, subnet_grid, subnet_size
+from .errors import Cancelled, ConfigError, ModelError, ProjectError
+from .events import LatencyMeasured, LogMessage, StageEnded, StageStarted, StopToken, null_sink
+from .project import Project
+
+LATENCY_FORMATS = ("fp32", "int8", "fp16")
+LATENCY_KEY_PREFIXES = ("latency_", "size_onnx_")  # the row keys this job owns
+PROTOCOL_PREFIX = "@@latency "
+
+
+@dataclass(frozen=True)
+class LatencySettings:
+    batch: int = 1
+    seq: int = 128
+    threads: int = 1
+    formats: tuple[str, ...] = ("fp32",)
+    runs: int = 50
+    warmup: int = 10
+    nice: int = 10  # added to the child's niceness: a training in the same machine keeps the CPU first
+
+    def checked(self) -> "LatencySettings":
+        if self.batch < 1 or self.seq < 2 or self.threads < 1 or self.runs < 1 or self.warmup < 0:
+            raise ConfigError("latency: batch, threads and runs must be at least 1, seq at least 2, warmup 0 or more")
+        bad = [f for f in self.formats if f not in LATENCY_FORMATS]
+        if bad or not self.formats:
+            raise ConfigError(f"latency --formats {','.join(self.formats)}: choose from {', '.join(LATENCY_FORMATS)}")
+        return LatencySettings(self.batch, self.seq, self.threads, tuple(dict.fromkeys(self.formats)), self.runs, self.warmup, self.nice)
+
+
+# ---- measuring ----------------------------------------------------------------------------------
+def cpu_name() -> str:
+    """The CPU's model name (what the grid says it was measured on)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def time_runs(sess, feed: dict, runs: int, warmup: int) -> np.ndarray:
+    """Seconds of each of `runs` timed calls, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        sess.run(None, feed)
+    times = np.empty(runs)
+    for i in range(runs):
+        t = time.perf_counter()
+        sess.run(None, feed)
+        times[i] = time.perf_counter() - t
+    return times
+
+
+def latency_feed(input_names: list[str], vocab: int, batch: int, seq: int) -> dict:
+    """Full-length random sentences (no padding): the worst case at this sequence length."""
+    g = np.random.default_rng(0)
+    low = 1000 if vocab > 2000 else min(5, vocab - 1)  # ordinary word pieces, past the special tokens
+    ids = g.integers(low, vocab, size=(batch, seq), dtype=np.int64)
+    f = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    return {k: f[k] for k in input_names}
+
+
+@dataclass
+class Cell:
+    """One sub-network's exported files (format -> path) and the inputs to time them with."""
+
+    files: dict
+    feed: dict
+
+    def sizes(self) -> dict:
+        out = {}
+        for fmt, p in self.files.items():
+            out[f"size_onnx_{fmt}_mb"] = sum(
+                q.stat().st_size for q in p.parent.iterdir() if q.name == p.name or q.name.startswith(p.name + ".")
+            ) / 1e6
+        return out
+
+
+def export_cell(slim, input_names: list[str], formats, folder: Path, s: LatencySettings) -> Cell:
+    """Write `slim` as ONNX in each of `formats` (fp32 first: int8 is quantized from it) into `folder`."""
+    from .export import export_onnx, quantize_int8
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32 = export_onnx(slim, folder / "model.onnx", input_names)
+    files = {"fp32": fp32}
+    if "int8" in formats:
+        files["int8"] = quantize_int8(fp32, folder / "model_int8.onnx")
+    if "fp16" in formats:
+        files["fp16"] = export_onnx(slim, folder / "model_fp16.onnx", input_names, half=True)
+    return Cell({f: files[f] for f in formats}, latency_feed(input_names, slim.config.vocab_size, s.batch, s.seq))
+
+
+def n_rounds(runs: int) -> int:
+    return max(1, min(5, runs // 10))
+
+
+def time_cells(cells: list[Cell], s: LatencySettings, on_round=None) -> list[dict]:
+    """Median and p90 latency of every cell and format, timed in interleaved rounds.
+
+    Each round times every cell for a share of the runs, with a fresh session and a short warm-up:
+    a load that comes and goes (a training beside us) then weighs on every cell alike instead of
+    on whichever cells happened to run at the busy moment, so the ratios between cells hold.
+    """
+    from .export import ort_session
+
+    rounds = n_rounds(s.runs)
+    share = [s.runs // rounds + (1 if r < s.runs % rounds else 0) for r in range(rounds)]
+    warm = max(1, -(-s.warmup // rounds)) if s.warmup else 0
+    times: list[dict] = [{f: [] for f in c.files} for c in cells]
+    for r in range(rounds):
+        for c, t in zip(cells, times):
+            for fmt, path in c.files.items():
+                sess = ort_session(path, threads=s.threads)
+                t[fmt].append(time_runs(sess, c.feed, share[r], warm if r else max(warm, s.warmup)))
+                del sess
+        if on_round is not None:
+            on_round(r + 1, rounds)
+    out = []
+    for c, t in zip(cells, times):
+        values = {}
+        for fmt in c.files:
+            all_t = np.concatenate(t[fmt]) * 1e3
+            values[f"latency_{fmt}_ms"] = float(np.median(all_t))
+            values[f"latency_{fmt}_p90_ms"] = float(np.percentile(all_t, 90))
+        out.append({**values, **c.sizes()})
+    return out
+
+
+def measure_slim(slim, input_names: list[str], s: LatencySettings) -> dict:
+    """One sub-network's row values for results.json (latency and size per format), measured right here."""
+    with tempfile.TemporaryDirectory(prefix="dynastudio-latency-") as scratch:
+        return time_cells([export_cell(slim, input_names, s.formats, Path(scratch), s)], s)[0]
+
+
+def model_for_latency(project: Project):
+    """(model, name): the most trained model; before any training the base model (latency depends only on shapes)."""
+    from .pipeline import final_model_name, load_model_config, resolve_model
+
+    try:
+        name = final_model_name(project)
+    except ProjectError:
+        name = None
+    if name is not None:
+        return project.load_model(name), name
+    from transformers import AutoModelForSequenceClassification
+
+    task_file = project.root / "task.json"
+    n_labels = 2
+    if task_file.is_file():
+        task = json.loads(task_file.read_text(encoding="utf-8"))
+        n_labels = 1 if task.get("is_regression") else max(1, len(task.get("labels") or [0, 1]))
+    load_model_config(project.config.model)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(resolve_model(project.config.model), num_labels=n_labels)
+    except Exception as exc:
+        raise ModelError(f"model '{project.config.model}': weights could not be loaded ({str(exc).splitlines()[0][:140]})") from None
+    return model.float().eval(), "base (untrained: latency depends only on the shapes)"
+
+
+def latency_setup(s: LatencySettings, model_name: str) -> dict:
+    import onnxruntime
+
+    return {
+        "device": cpu_name(),
+        "machine": platform.machine(),
+        "os": f"{platform.system()} {platform.release()}",
+        "cpu_count": os.cpu_count(),
+        "threads": s.threads,
+        "batch": s.batch,
+        "seq": s.seq,
+        "runs": s.runs,
+        "warmup": s.warmup,
+        "formats": list(s.formats),
+        "statistics": f"median and p90 of the timed runs (in {n_rounds(s.runs)} interleaved rounds), milliseconds per batch",
+        "runtime": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider",
+        "onnxruntime": onnxruntime.__version__,
+        "session": "sequential execution, inter-op threads 1, graph optimizations on except SkipLayerNormFusion",
+        "process": f"separate process at nice +{s.nice}",
+        "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "model": model_name,
+        "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+# ---- the child process --------------------------------------------------------------------------
+def _child_main() -> int:
+    """`python -m core.latency --child`: read one request (JSON) on stdin, write one line per result."""
+    proto = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)  # libraries' prints go to stderr: stdout carries the protocol only
+
+    def send(**msg) -> None:
+        proto.write(PROTOCOL_PREFIX + json.dumps(msg) + "\n")
+        proto.flush()
+
+    req = json.loads(sys.stdin.read())
+    s = LatencySettings(**{**req["settings"], "formats": tuple(req["settings"]["formats"])})
+    try:
+        if s.nice and hasattr(os, "nice"):
+            os.nice(s.nice)
+        import torch
+
+        torch.set_num_threads(s.threads)
+        from .export import input_names_for
+        from .extract import extract_from_model
+        from .pipeline import _quiet_transformers, load_tokenizer
+
+        _quiet_transformers()
+        project = Project.open(Path(req["root"]))
+        model, name = model_for_latency(project)
+        c = model.config
+        longest = c.max_position_embeddings - ((c.pad_token_id or 0) + 1 if c.model_type != "bert" else 0)
+        if s.seq > longest:
+            raise ConfigError(f"latency --seq {s.seq}: the model takes at most {longest} tokens: pick a shorter sequence")
+        tok_dir = project.tokenizer_dir
+        tokenizer = load_tokenizer(str(tok_dir) if tok_dir.is_dir() else project.config.model)
+        send(setup=latency_setup(s, name))
+        rule = project.config.train.depth_rule
+        full_flops = subnet_size(model.config, SubnetSpec(), rule)["flops"]
+        cells, sizes = [], []
+        with tempfile.TemporaryDirectory(prefix="dynastudio-latency-") as scratch:
+            specs = [SubnetSpec(w, d) for w, d in req["specs"]]
+            for i, spec in enumerate(specs):
+                slim = extract_from_model(model, spec, rule)
+                cells.append(export_cell(slim, input_names_for(tokenizer, slim), s.formats, Path(scratch) / spec.label, s))
+                size = subnet_size(model.config, spec, rule)
+                sizes.append({**size, "flops_rel": size["flops"] / full_flops})
+                send(progress=f"exported {spec.label} ({i + 1}/{len(specs)})")
+            del model
+            measured = time_cells(cells, s, lambda r, n: send(progress=f"timing round {r}/{n} done"))
+        for spec, size, values in zip(specs, sizes, measured):
+            send(row={"width_mult": spec.width_mult, "depth_mult": spec.depth_mult, "sizes": size, "values": values})
+    except errors.UserError as exc:
+        send(error={"type": type(exc).__name__, "message": str(exc)})
+        return 2
+    send(done=True)
+    return 0
+
+
+def _run_child(request: dict, threads: int, on_message, stop: StopToken) -> None:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    repo = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "core.latency", "--child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=err, env=env, text=True, encoding="utf-8",
+        )
+        lines: queue.Queue = queue.Queue()
+
+        def pump() -> None:
+            for line in proc.stdout:
+                if line.startswith(PROTOCOL_PREFIX):
+                    lines.put(json.loads(line[len(PROTOCOL_PREFIX):]))
+            lines.put(None)
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        try:
+            proc.stdin.write(json.dumps(request))
+            proc.stdin.close()
+            while True:
+                if stop.is_set():
+                    raise Cancelled("stopped by request")
+                try:
+                    msg = lines.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if msg is None:
+                    break
+                if "error" in msg:
+                    cls = getattr(errors, msg["error"]["type"], errors.UserError)
+                    raise (cls if isinstance(cls, type) and issubclass(cls, errors.UserError) else errors.UserError)(msg["error"]["message"])
+                on_message(msg)
+            if proc.wait() != 0:
+                err.seek(0)
+                tail = "\n".join(err.read().strip().splitlines()[-8:])
+                raise RuntimeError(f"the latency measurement process failed (exit {proc.returncode}):\n{tail}")
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            reader.join(timeout=5)
+
+
+# ---- the job ------------------------------------------------------------------------------------
+def _owned(key: str) -> bool:
+    return key.startswith(LATENCY_KEY_PREFIXES)
+
+
+def _merge_into_results(project: Project, measured: list[dict], setup: dict, specs, model_name: str) -> dict:
+    # measured[i] = {"values": latency/size keys, "sizes": params/FLOPs of specs[i]}
+    """Write the new measurements into results.json, re-read just before (the evaluate job may have written it)."""
+    if project.results_path.is_file():
+        res = project.load_results()
+    else:
+        task = {}
+        if (project.root / "task.json").is_file():
+            task = json.loads((project.root / "task.json").read_text(encoding="utf-8"))
+        res = {"task": task.get("name", "?"), "metric": task.get("metric", "score"), "model": model_name,
+               "depth_rule": project.config.train.depth_rule, "dev_examples": task.get("dev_rows"),
+               "flops_seq_len": 128, "rows": []}
+    rows = res.setdefault("rows", [])
+    by_label = {r.get("label"): r for r in rows}
+    for r in rows:  # numbers from another setup must not sit beside the new ones
+        for k in [k for k in r if _owned(k)]:
+            del r[k]
+    for spec, m in zip(specs, measured):
+        row = by_label.get(spec.label)
+        if row is None:  # no evaluation yet: the row gets its shape, the metric comes with `evaluate`
+            row = {"label": spec.label, "width_mult": spec.width_mult, "depth_mult": spec.depth_mult}
+            rows.append(row)
+        for k, v in m["sizes"].items():
+            row.setdefault(k, v)
+        row.update(m["values"])
+    res["latency_setup"] = setup
+    project.save_results(res)
+    return res
+
+
+def latency_job(
+    project: Project | str | Path,
+    events=null_sink,
+    stop: StopToken | None = None,
+    batch: int = 1,
+    seq: int = 128,
+    threads: int = 1,
+    formats: tuple[str, ...] | list[str] = ("fp32",),
+    runs: int = 50,
+    warmup: int = 10,
+    specs: list[SubnetSpec] | None = None,
+) -> dict:
+    """Measure every grid sub-network's onnxruntime latency (median, p90) and ONNX file size on this machine.
+
+    Each sub-network is extracted and exported to a temporary ONNX file per format (fp32, int8,
+    fp16); then all of them are timed in interleaved rounds (`warmup` untimed runs, then `runs`
+    timed runs in all, at `batch` x `seq` tokens with `threads` intra-op threads), so a load that
+    comes and goes skews every cell alike. All of it happens in a child process at lowered priority
+    with its thread count pinned, so a training running meanwhile keeps the CPU. The rows of results.json get
+    latency_<fmt>_ms, latency_<fmt>_p90_ms and size_onnx_<fmt>_mb, the file gets `latency_setup`
+    (device, threads, shapes, runtime). Emits StageStarted/LatencyMeasured/StageEnded; a set stop
+    token ends the child and raises Cancelled. Returns {"rows": [...], "setup": {...}}.
+    """
+    stop = stop or StopToken()
+    s = LatencySettings(batch, seq, threads, tuple(formats), runs, warmup).checked()
+    if not isinstance(project, Project):
+        project = Project.open(Path(project))
+    t = project.config.train
+    specs = list(specs) if specs is not None else subnet_grid(t.width_mults, t.depth_mults)
+    stop.check()
+    t0 = time.perf_counter()
+    events(StageStarted("latency", len(specs)))
+    measured: list[dict] = []
+    state: dict = {}
+
+    def on_message(msg: dict) -> None:
+        if "setup" in msg:
+            state["setup"] = msg["setup"]
+        elif "progress" in msg:
+            events(LogMessage(f"latency: {msg['progress']}"))
+        elif "row" in msg:
+            row = msg["row"]
+            spec = specs[len(measured)]  # the child answers in request order
+            if (row["width_mult"], row["depth_mult"]) != (spec.width_mult, spec.depth_mult):
+                raise RuntimeError(f"latency: got {row['width_mult']}/{row['depth_mult']} for {spec.label}: please report it")
+            measured.append({"values": row["values"], "sizes": row["sizes"]})
+            events(LatencyMeasured(spec.label, spec.width_mult, spec.depth_mult, row["values"], len(measured), len(specs)))
+
+    request = {"root": str(project.root.resolve()), "specs": [[sp.width_mult, sp.depth_mult] for sp in specs],
+               "settings": {**asdict(s), "formats": list(s.formats)}}
+    _run_child(request, s.threads, on_message, stop)
+    if len(measured) != len(specs) or "setup" not in state:
+        raise RuntimeError("the latency measurement process ended early without an error: please report it")
+    setup = {**state["setup"], "seconds": round(time.perf_counter() - t0, 1)}
+    res = _merge_into_results(project, measured, setup, specs, state["setup"]["model"])
+    events(StageEnded("latency", time.perf_counter() - t0))
+    return {"rows": [dict(label=sp.label, **m["values"]) for sp, m in zip(specs, measured)], "setup": setup, "results": res}
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--child"]:
+        sys.exit(_child_main())
+    print("usage: dynastudio latency DIR (this module's --child mode is internal)", file=sys.stderr)
+    sys.exit(2)

@@ -1,0 +1,275 @@
+"""Export: every format writes a folder that reloads and matches PyTorch; folders are never clobbered; latency fills the grid."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_tiny_model_dir, tiny_model, tiny_project_config
+from core.cli import main
+from core.errors import Cancelled, ConfigError, ExportError, UserError
+from core.events import EventLog, ExportDone, StopToken
+from core.export import FORMATS, MODEL_FILES, PRESETS, export, resolve_format
+from core.extract import extract
+from core.project import Project
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, tiny_task_files) -> Project:
+    """A project whose fine-tuned model is a tiny random BERT (no training needed to export it)."""
+    from core.pipeline import new_project
+
+    root = tmp_path_factory.mktemp("export")
+    model_dir = make_tiny_model_dir(root / "model")
+    cfg = tiny_project_config(model_dir, *tiny_task_files, width_mults=(1.0, 0.5), depth_mults=(1.0, 0.5))
+    p = new_project(root / "proj", cfg)
+    p.save_model("teacher", tiny_model(seed=11))
+    p.mark_done("finetune")
+    return p
+
+
+def _copy(project: Project, dest: Path) -> Project:
+    shutil.copytree(project.root, dest)
+    return Project.open(dest)
+
+
+def _feeds(vocab: int, names: list[str]):
+    """Two shapes, one row padded: what a user would feed."""
+    out = []
+    for batch, seq in ((2, 9), (5, 23)):
+        g = np.random.default_rng(batch)
+        ids = g.integers(5, vocab, size=(batch, seq), dtype=np.int64)
+        mask = np.ones_like(ids)
+        mask[0, seq // 2:] = 0
+        ids[0, seq // 2:] = 0
+        f = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        out.append({k: f[k] for k in names})
+    return out
+
+
+def _no_leftovers(parent: Path) -> None:
+    assert not [p.name for p in parent.iterdir() if p.name.startswith(".")], "temporary folders left behind"
+
+
+@pytest.mark.parametrize("choice", ["onnx", "onnx-int8", "gpu-server", "torchscript", "hf"])
+def test_every_format_exports_reloads_and_verifies(project, tmp_path, choice):
+    fmt = PRESETS.get(choice, choice)
+    out = tmp_path / "out"
+    log = EventLog()
+    rep = export(project, (0.5, 0.5), choice, out, events=log)
+
+    names = {p.name for p in out.iterdir()}
+    assert {MODEL_FILES[fmt], "README.md", "verification.json", "tokenizer_config.json"} <= names
+    assert ("config.json" if fmt == "hf" else "dynabert_config.json") in names
+    v = json.loads((out / "verification.json").read_text())
+    assert v["passed"] and v["format"] == fmt and v["target"] == (choice if choice in PRESETS else None)
+    assert v["subnet"]["layers"] == 2 and v["subnet"]["heads"] == 2 and v["probe"]["source"] == "dev set"
+    assert len(v["probe"]["shapes"]) == 2 and v["probe"]["shapes"][0] != v["probe"]["shapes"][1]  # dynamic axes used
+    readme = (out / "README.md").read_text()
+    assert MODEL_FILES[fmt] in readme and "## Run it" in readme
+    if fmt in ("onnx-int8", "onnx-fp16"):
+        assert v["dev"]["examples"] == 64 and 0.0 <= rep.agreement <= 1.0
+    else:
+        assert rep.max_abs_diff <= 1e-4 and rep.agreement is None
+    assert log.of(ExportDone) == [ExportDone(str(out), fmt, rep.max_abs_diff, rep.agreement)]
+    _no_leftovers(tmp_path)
+
+    # read it back on our own, at shapes the export never saw
+    slim = extract(project, 0.5, 0.5)
+    names_in = v["inputs"]
+    for feed in _feeds(slim.config.vocab_size, names_in):
+        with torch.no_grad():
+            ref = slim(*(torch.from_numpy(feed[k]) for k in names_in)).numpy()
+        if fmt.startswith("onnx"):
+            import onnxruntime as ort
+
+            sess = ort.InferenceSession(str(out / MODEL_FILES[fmt]), providers=["CPUExecutionProvider"])
+            assert [i.shape for i in sess.get_inputs()] == [["batch", "sequence"]] * len(names_in)
+            got = sess.run(None, feed)[0]
+        elif fmt == "torchscript":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated, LibTorch still loads it
+                module = torch.jit.load(str(out / MODEL_FILES[fmt]))
+            got = module(*(torch.from_numpy(feed[k]) for k in names_in)).numpy()
+        else:
+            continue  # the HF folder has its own test, in a clean interpreter
+        assert got.shape == ref.shape and got.dtype == np.float32
+        tol = {"onnx-int8": 0.5, "onnx-fp16": 1e-2}.get(fmt, 1e-4)
+        assert np.abs(got - ref).max() <= tol
+
+
+def test_hf_folder_loads_without_the_project(project, tmp_path):
+    out = tmp_path / "hf"
+    export(project, (0.5, 1.0), "hf", out)
+    assert (out / "modeling_dynabert.py").is_file() and json.loads((out / "config.json").read_text())["auto_map"]
+    script = tmp_path / "load.py"
+    script.write_text(
+        "import json, sys\n"
+        "sys.modules['core'] = None  # DynaBERT Studio must not be needed\n"
+        "import torch\n"
+        "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
+        "folder = sys.argv[1]\n"
+        "tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)\n"
+        "model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()\n"
+        "enc = tok(['the film was great', 'a dull boring plot and ugly acting'], padding=True, return_tensors='pt')\n"
+        "with torch.no_grad():\n"
+        "    out = model(**enc)\n"
+        "assert sys.modules['core'] is None\n"
+        "print(json.dumps({'cls': type(model).__name__, 'logits': out.logits.tolist(), 'ids': enc['input_ids'].tolist(),\n"
+        "                  'mask': enc['attention_mask'].tolist()}))\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-I", str(script), str(out.resolve())], cwd=elsewhere, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["cls"] == "DynaBertSlimForSequenceClassification"
+    slim = extract(project, 0.5, 1.0)
+    with torch.no_grad():
+        ref = slim(torch.tensor(got["ids"]), torch.tensor(got["mask"]))
+    assert torch.allclose(torch.tensor(got["logits"]), ref, atol=1e-5)
+
+
+def test_existing_folder_asks_for_overwrite(project, tmp_path):
+    out = tmp_path / "ts"
+    export(project, (1.0, 1.0), "torchscript", out)
+    (out / "marker").write_text("old")
+    with pytest.raises(UserError, match="--overwrite"):
+        export(project, (0.5, 1.0), "torchscript", out)
+    assert (out / "marker").exists()
+    rep = export(project, (0.5, 1.0), "libtorch", out, overwrite=True)
+    assert not (out / "marker").exists() and rep.verification["subnet"]["width_mult"] == 0.5
+    # --overwrite replaces earlier exports only, never an unrelated folder (or the project)
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "thesis.tex").write_text("precious")
+    with pytest.raises(UserError, match="not an export folder"):
+        export(project, (0.5, 1.0), "torchscript", other, overwrite=True)
+    with pytest.raises(UserError):
+        export(project, (0.5, 1.0), "torchscript", project.root, overwrite=True)
+    assert (other / "thesis.tex").read_text() == "precious" and (project.root / "project.json").is_file()
+    _no_leftovers(tmp_path)
+
+
+def test_failed_verification_is_an_error_and_writes_nothing(project, tmp_path, monkeypatch):
+    import core.export as ex
+
+    real = ex._runner
+    monkeypatch.setattr(ex, "_runner", lambda fmt, folder: (lambda feed, run=real(fmt, folder): run(feed) + 3e-4))
+    out = tmp_path / "bad"
+    with pytest.raises(ExportError, match=r"differs from PyTorch by 3\.0\de-04"):
+        export(project, (0.5, 1.0), "torchscript", out)
+    assert not out.exists()
+    _no_leftovers(tmp_path)
+
+
+def test_formats_and_presets_resolve():
+    assert {PRESETS[p] for p in PRESETS} <= set(FORMATS)
+    assert resolve_format("desktop-cpu") == ("onnx", "desktop-cpu") and resolve_format("mobile-arm")[0] == "onnx-int8"
+    assert resolve_format("gpu-server")[0] == "onnx-fp16" and resolve_format("HF") == ("hf", None)
+    with pytest.raises(ConfigError, match="targets are"):
+        resolve_format("coreml")
+
+
+def test_cli_export_and_its_user_errors(project, tmp_path, capsys):
+    out = tmp_path / "cli"
+    args = ["export", str(project.root), "--width", "0.5", "--depth", "1", "--target", "libtorch", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "torchscript (target libtorch)" in printed and "max abs diff" in printed
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--overwrite" in err[0]
+    broken = _copy(project, tmp_path / "broken")
+    w = broken.model_dir("teacher") / "model.safetensors"
+    w.write_bytes(b"\0" * 64)
+    assert main(["export", str(broken.root), "--width", "1", "--depth", "1", "--format", "onnx", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "corrupted" in err[0] and "model.safetensors" in err[0]
+    assert main(["export", str(project.root), "--width", "1.5", "--depth", "1", "--format", "onnx", "--out", str(tmp_path / "y")]) == 2
+    assert "(0, 1]" in capsys.readouterr().err
+
+
+def test_latency_fills_the_results_grid(project, tmp_path, capsys):
+    p = _copy(project, tmp_path / "lat")
+    # an earlier evaluation and a stale measurement from another setup
+    p.save_results({"task": "train", "metric": "accuracy", "model": "teacher", "depth_rule": "keep-last", "dev_examples": 64,
+                    "rows": [{"label": "w1_d1", "width_mult": 1.0, "depth_mult": 1.0, "value": 0.75, "latency_fp16_ms": 9.0}]})
+    args = ["latency", str(p.root), "--batch", "2", "--seq", "16", "--threads", "1", "--formats", "fp32,int8", "--runs", "3", "--warmup", "1"]
+    assert main(args) == 0
+    assert "[4/4]" in capsys.readouterr().out
+    res = p.load_results()
+    s = res["latency_setup"]
+    assert (s["threads"], s["batch"], s["seq"], s["runs"]) == (1, 2, 16, 3) and s["device"] and s["onnxruntime"]
+    rows = {r["label"]: r for r in res["rows"]}
+    assert set(rows) == {"w1_d1", "w0.5_d1", "w1_d0.5", "w0.5_d0.5"}
+    for r in rows.values():
+        for key in ("latency_fp32_ms", "latency_fp32_p90_ms", "latency_int8_ms", "size_onnx_fp32_mb", "size_onnx_int8_mb"):
+            assert r[key] > 0, key
+        assert r["latency_fp32_p90_ms"] >= r["latency_fp32_ms"] and "flops_rel" in r and "total_params" in r
+    assert rows["w1_d1"]["value"] == 0.75 and "latency_fp16_ms" not in rows["w1_d1"]
+    assert rows["w0.5_d1"]["size_onnx_fp32_mb"] < rows["w1_d1"]["size_onnx_fp32_mb"]
+    assert main(["report", str(p.root)]) == 0
+    report = capsys.readouterr().out
+    assert "fp32_ms" in report and "int8_ms" in report and "onnx_int8_mb" in report and "1 thread(s), batch 2, seq 16" in report
+
+
+def test_latency_job_stops_and_checks_settings(project):
+    from core.latency import latency_job
+
+    stop = StopToken()
+    stop.set()
+    with pytest.raises(Cancelled):
+        latency_job(project, stop=stop)
+    with pytest.raises(ConfigError, match="fp32, int8, fp16"):
+        latency_job(project, formats=("fp64",))
+    assert not project.results_path.exists()
+
+
+def test_roberta_onnx_export_and_fp16_embedding_tables(tmp_path):
+    """RoBERTa (position ids counted over non-pad tokens) exports with dynamic axes; big lookup tables can go fp16.
+
+    Tiny models fall under the size threshold of the INT8 recipe's fp16 tables, so it is forced here.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    from core.dynamic import SubnetSpec
+    from core.export import _fp16_embedding_tables, export_onnx
+    from core.extract import extract_from_model
+
+    slim = extract_from_model(tiny_model("roberta", seed=3), SubnetSpec(0.5, 0.5), "keep-last")
+    names = ["input_ids", "attention_mask"]
+    src = export_onnx(slim, tmp_path / "m.onnx", names)
+    _fp16_embedding_tables(src, tmp_path / "h.onnx", external=False, min_elements=500)
+    m = onnx.load(str(tmp_path / "h.onnx"))
+    assert any(n.op_type == "Cast" and n.name.endswith("_to_fp32") for n in m.graph.node)
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 and tuple(i.dims) == (33, 32) for i in m.graph.initializer)
+    fp32 = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+    half_tables = ort.InferenceSession(str(tmp_path / "h.onnx"), providers=["CPUExecutionProvider"])
+    for feed in _feeds(slim.config.vocab_size, names):
+        feed["input_ids"][0, 4:] = 1  # RoBERTa's pad id: those positions keep the padding position
+        with torch.no_grad():
+            ref = slim(*(torch.from_numpy(feed[k]) for k in names)).numpy()
+        assert np.abs(fp32.run(None, feed)[0] - ref).max() <= 1e-4
+        assert np.abs(half_tables.run(None, feed)[0] - ref).max() < 1e-2
+
+
+def test_latency_before_any_training_uses_the_base_model(tmp_path, tiny_task_files):
+    """Latency depends only on shapes: a project still training its teacher can be measured already."""
+    from core.latency import model_for_latency
+    from core.pipeline import new_project
+
+    p = new_project(tmp_path / "p", tiny_project_config(make_tiny_model_dir(tmp_path / "m"), *tiny_task_files))
+    model, name = model_for_latency(p)
+    assert name.startswith("base") and model.config.num_labels == 2 and model.config.num_hidden_layers == 4
