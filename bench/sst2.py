@@ -1,0 +1,289 @@
+"""SST-2 quality report: the DynaBERT grid against baselines measured in the same run (MiniLM, real data).
+
+Baselines, every width x depth cell:
+  A  the fine-tuned teacher sliced, no rewiring, no further training
+  B  the rewired teacher sliced, no further training
+  C  DynaBERT without rewiring (the paper's ablation): same teacher, same stages, same data
+  D  (--with-d) one sub-network shape distilled on its own for the same number of steps
+
+Every training stage runs as a child `dynastudio run --until STAGE` so its wall time and peak
+memory (max RSS) are measured per stage. Writes bench/results/sst2.{md,json,png}.
+
+    python bench/sst2.py                         # default: about an hour on 2 CPU cores
+    python bench/sst2.py --train-examples 67349 --epochs 3 --seq 128   # a larger run for a GPU
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from core.config import DataConfig, ProjectConfig, profile_config  # noqa: E402
+from core.data import compute_metric  # noqa: E402
+from core.dynamic import SubnetSpec, subnet_grid  # noqa: E402
+from core.pipeline import evaluate_specs, new_project, open_workspace, predict  # noqa: E402
+from core.project import Project  # noqa: E402
+
+GLUE = ROOT.parent / "shared" / "data" / "glue"
+OUT = ROOT / "bench" / "results"
+WIDTHS = (1.0, 0.75, 0.5, 0.25)
+DEPTHS = (1.0, 0.75, 0.5)
+
+
+def run_stage(project: Path, stage: str) -> dict:
+    """Run one stage in a child process; return its wall time and peak RSS (MiB)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "core.cli", "run", str(project), "--until", stage],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    err = proc.stderr.read()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"stage {stage} of {project} failed ({proc.returncode}):\n{err[-2000:]}")
+    return {"seconds": time.perf_counter() - t0, "peak_rss_mib": usage.ru_maxrss / 1024}
+
+
+def grid_scores(ws, model) -> dict[str, float]:
+    specs = subnet_grid(WIDTHS, DEPTHS)
+    return {k: v["score"] for k, v in evaluate_specs(ws, model, specs).items()}
+
+
+def make_config(a, name: str) -> ProjectConfig:
+    train = profile_config(
+        "paper", batch_size=32, max_seq_length=a.seq, max_train_examples=a.train_examples,
+        importance_examples=a.importance_examples, teacher_epochs=a.teacher_epochs, teacher_lr=a.teacher_lr,
+        width_epochs=a.epochs, width_lr=a.lr, depth_epochs=a.epochs, depth_lr=a.lr,
+        depth_rule=a.depth_rule, seed=a.seed, checkpoint_every=10_000,
+        width_l2=a.width_l2, depth_l2=a.depth_l2,
+    )
+    return ProjectConfig(model="builtin:minilm", data=DataConfig(kind="glue", task="sst2", data_dir=str(GLUE)), train=train, name=name)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--train-examples", type=int, default=10_000)
+    ap.add_argument("--importance-examples", type=int, default=2000)
+    ap.add_argument("--seq", type=int, default=64)
+    ap.add_argument("--teacher-epochs", type=float, default=1.0)
+    ap.add_argument("--teacher-lr", type=float, default=5e-5)
+    ap.add_argument("--epochs", type=float, default=1.0, help="epochs of each distillation stage")
+    ap.add_argument("--lr", type=float, default=5e-5, help="distillation learning rate")
+    ap.add_argument("--width-l2", type=float, default=0.1)
+    ap.add_argument("--depth-l2", type=float, default=1.0)
+    ap.add_argument("--depth-rule", default="keep-last", choices=("paper", "keep-last"))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-c", action="store_true", help="skip baseline C (halves the time)")
+    ap.add_argument("--work", default=str(ROOT / "bench" / ".cache" / "sst2"))
+    ap.add_argument("--fresh", action="store_true", help="delete earlier work folders first")
+    ap.add_argument("--name", default="sst2")
+    ap.add_argument("--no-latency", action="store_true")
+    ap.add_argument("--render-only", action="store_true", help="re-render the .md/.png from the saved JSON")
+    a = ap.parse_args()
+    if a.render_only:
+        render(json.loads((OUT / f"{a.name}.json").read_text()), OUT / a.name)
+        return
+    if not (GLUE / "SST-2" / "train.tsv").is_file():
+        raise SystemExit(f"SST-2 not found under {GLUE}: this benchmark reads ../shared/data/glue/SST-2")
+
+    work = Path(a.work)
+    if a.fresh:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    stages_file = work / "stages.json"  # per-stage time/memory survive a resumed benchmark
+    stages: dict[str, dict] = json.loads(stages_file.read_text()) if stages_file.is_file() else {}
+
+    def record(key: str, folder: Path, stage: str) -> None:
+        stages[key] = run_stage(folder, stage)
+        stages_file.write_text(json.dumps(stages, indent=2))
+        print(f"{key}: {stages[key]['seconds']:.0f}s, peak {stages[key]['peak_rss_mib']:.0f} MiB", flush=True)
+
+    # ---- DynaBERT -------------------------------------------------------------------------
+    dyn_dir = work / "dynabert"
+    if not (dyn_dir / "project.json").exists():
+        new_project(dyn_dir, make_config(a, "dynabert"))
+    for stage in ("finetune", "rewire", "width", "depth", "evaluate"):
+        if not Project.open(dyn_dir).is_done(stage):
+            record(f"dynabert/{stage}", dyn_dir, stage)
+    dyn = Project.open(dyn_dir)
+    ws = open_workspace(dyn)
+    teacher_score = dyn.stage_info("finetune")["dev"]["score"]
+    results = {"dynabert": {r["label"]: r["value"] for r in dyn.load_results()["rows"]}}
+    rows_meta = {r["label"]: r for r in dyn.load_results()["rows"]}
+
+    # ---- A and B: slices of the teacher without training -----------------------------------
+    results["A_teacher_sliced"] = grid_scores(ws, dyn.load_model("teacher"))
+    results["B_rewired_sliced"] = grid_scores(ws, dyn.load_model("rewired"))
+
+    # ---- C: DynaBERT without rewiring: the same teacher stands in for the rewired model -----
+    if not a.skip_c:
+        c_dir = work / "no_rewire"
+        if not (c_dir / "project.json").exists():
+            c = new_project(c_dir, make_config(a, "no_rewire"))
+            teacher = dyn.load_model("teacher")
+            c.save_model("teacher", teacher)
+            c.save_model("rewired", teacher, {"note": "not rewired: baseline C"})
+            c.mark_done("finetune", **dyn.stage_info("finetune"))
+            c.mark_done("rewire", skipped=True, note="baseline C keeps the original order")
+        for stage in ("width", "depth", "evaluate"):
+            if not Project.open(c_dir).is_done(stage):
+                record(f"no_rewire/{stage}", c_dir, stage)
+        results["C_no_rewiring"] = {r["label"]: r["value"] for r in Project.open(c_dir).load_results()["rows"]}
+
+    wall = time.perf_counter() - t_start
+    steps = {k: v for k, v in dyn.state["stages"].items() if "steps" in v}
+    report = {
+        "argv": " ".join(sys.argv[1:]),
+        "settings": {
+            "model": "MiniLM-L6-H384 (builtin:minilm)",
+            "data": "SST-2 (GLUE), train for training and importance, dev for reporting",
+            "train_examples": len(ws.train),
+            "importance_examples": len(ws.heldout),
+            "dev_examples": len(ws.dev),
+            "seq_len": a.seq,
+            "batch_size": 32,
+            "teacher_epochs": a.teacher_epochs,
+            "teacher_lr": a.teacher_lr,
+            "distill_epochs_per_stage": a.epochs,
+            "distill_lr": a.lr,
+            "width_l1_l2": [1.0, a.width_l2],
+            "depth_l1_l2": [1.0, a.depth_l2],
+            "depth_rule": a.depth_rule,
+            "seed": a.seed,
+            "threads": torch.get_num_threads(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "torch": torch.__version__,
+        },
+        "teacher": teacher_score,
+        "grid": results,
+        "stage_steps": {k: v.get("steps") for k, v in steps.items()},
+        "stages_measured": stages,
+        "wall_seconds_this_invocation": wall,
+        "wall_seconds_all_stages": sum(v["seconds"] for v in stages.values()),
+        "rows": {k: {f: rows_meta[k][f] for f in ("width_mult", "depth_mult", "flops_rel", "total_params")} for k in rows_meta},
+    }
+    if not a.no_latency:
+        report["latency"] = measure_latency(dyn)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{a.name}.json").write_text(json.dumps(report, indent=2))
+    render(report, OUT / a.name)
+
+
+def measure_latency(project: Project) -> dict:
+    """Per-cell ONNX fp32 latency (batch 1, seq 128, 1 thread); the same for every method of a cell shape."""
+    from core.latency import latency_job
+
+    latency_job(project, batch=1, seq=128, threads=1, formats=("fp32",))
+    res = project.load_results()
+    return {"setup": res.get("latency_setup"), "ms": {r["label"]: r.get("latency_fp32_ms") for r in res["rows"]}}
+
+
+def targets(report: dict) -> list[tuple[str, str, bool]]:
+    g, t = report["grid"], report["teacher"]
+    dyn = g["dynabert"]
+    pts = lambda v: 100 * v  # noqa: E731
+    out = []
+    for label, limit in (("w1_d1", 0.5), ("w0.5_d1", 2.0), ("w1_d0.5", 2.0), ("w0.25_d0.5", 5.0)):
+        gap = pts(t - dyn[label])
+        out.append((f"cell {label} within {limit} points of the teacher", f"{pts(dyn[label]):.2f} vs {pts(t):.2f} (gap {gap:+.2f})", gap <= limit))
+    smaller = [k for k in dyn if k != "w1_d1"]
+    for base in ("A_teacher_sliced", "B_rewired_sliced"):
+        wins = [k for k in smaller if dyn[k] > g[base][k]]
+        out.append((f"DynaBERT above {base[0]} in every smaller cell", f"{len(wins)}/{len(smaller)} cells", len(wins) == len(smaller)))
+    if "C_no_rewiring" in g:
+        diff = np.mean([pts(dyn[k] - g["C_no_rewiring"][k]) for k in smaller])
+        out.append(("rewiring helps on average over the smaller cells (DynaBERT - C)", f"{diff:+.2f} points", diff > 0))
+    return out
+
+
+def render(report: dict, stem: Path) -> None:
+    s, g = report["settings"], report["grid"]
+    names = {"dynabert": "DynaBERT", "A_teacher_sliced": "A: teacher sliced", "B_rewired_sliced": "B: rewired teacher sliced",
+             "C_no_rewiring": "C: DynaBERT without rewiring"}
+    lat = (report.get("latency") or {}).get("ms", {})
+    labels = [f"w{w:g}_d{d:g}" for d in DEPTHS for w in WIDTHS]
+    md = ["# SST-2: the DynaBERT grid against baselines (MiniLM-L6-H384)", "",
+          f"`python bench/sst2.py {report.get('argv', '')}`".replace("  ", " "), "",
+          "## Settings", ""]
+    md += [f"- {k.replace('_', ' ')}: {v}" for k, v in s.items()]
+    total = report.get("wall_seconds_all_stages")
+    if total:
+        md.append(f"- wall time of all training/evaluation stages: {total / 60:.1f} min")
+    md += ["", f"Teacher (fine-tuned full model) dev accuracy: **{100 * report['teacher']:.2f}**", "",
+           "## Dev accuracy per cell", "",
+           "| width | depth | FLOPs | latency ms | " + " | ".join(names[k] for k in g) + " |",
+           "|---|---|---|---|" + "---|" * len(g)]
+    for lab in labels:
+        r = report["rows"][lab]
+        ms = lat.get(lab)
+        md.append(f"| {r['width_mult']:g} | {r['depth_mult']:g} | {r['flops_rel']:.3f} | {ms:.2f} |" if ms else
+                  f"| {r['width_mult']:g} | {r['depth_mult']:g} | {r['flops_rel']:.3f} | - |")
+        md[-1] += "".join(f" {100 * g[k][lab]:.2f} |" for k in g)
+    md += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
+    md += [f"| {name} | {val} | {'yes' if ok else '**no**'} |" for name, val, ok in targets(report)]
+    if report.get("latency", {}).get("setup"):
+        st = report["latency"]["setup"]
+        md += ["", f"Latency: onnxruntime fp32, {st.get('device')}, {st.get('threads')} thread(s), batch {st.get('batch')}, seq {st.get('seq')}."]
+    md += ["", "## Stage wall time and peak memory (max RSS of the stage's process)", "", "| stage | seconds | peak MiB |", "|---|---|---|"]
+    md += [f"| {k} | {v['seconds']:.0f} | {v['peak_rss_mib']:.0f} |" for k, v in report["stages_measured"].items()]
+    if report.get("analysis"):
+        md += ["", "## Analysis", "", report["analysis"]]
+    stem.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    plot(report, stem.with_suffix(".png"), names, labels, lat)
+
+
+def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points no other point beats on both lower latency and higher accuracy, by latency."""
+    front, best = [], -1.0
+    for x, y in sorted(points):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def plot(report, path: Path, names, labels, lat) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    use_lat = all(lat.get(l) for l in labels)
+    xs = [lat[l] if use_lat else report["rows"][l]["flops_rel"] for l in labels]
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
+    markers = {"dynabert": "o", "A_teacher_sliced": "x", "B_rewired_sliced": "+", "C_no_rewiring": "s"}
+    for key, series in report["grid"].items():
+        ys = [100 * series[l] for l in labels]
+        ax.scatter(xs, ys, marker=markers.get(key, "."), label=names.get(key, key), s=40 if key == "dynabert" else 30,
+                   facecolors="none" if key == "C_no_rewiring" else None, edgecolors="tab:green" if key == "C_no_rewiring" else None)
+        if key == "dynabert":
+            front = pareto(list(zip(xs, ys)))
+            ax.plot([p[0] for p in front], [p[1] for p in front], "-", lw=1.5, alpha=0.7, label="DynaBERT Pareto front")
+            for x, y, l in zip(xs, ys, labels):
+                ax.annotate(l.replace("_", " "), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(100 * report["teacher"], ls="--", c="grey", lw=1, label="teacher")
+    ax.set_xlabel("latency, ms (ONNX fp32, batch 1, seq 128, 1 thread)" if use_lat else "FLOPs relative to the full model")
+    ax.set_ylabel("SST-2 dev accuracy, %")
+    ax.set_title("MiniLM-L6-H384 on SST-2: every width x depth sub-network")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
