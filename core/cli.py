@@ -167,6 +167,17 @@ def cmd_status(a) -> int:
     return 0
 
 
+def cmd_gui(a) -> int:
+    # imported here, never at module level: core stays free of Qt (a test checks)
+    try:
+        from studio.app import main as studio_main
+    except ImportError as exc:
+        if not (exc.name or "").startswith(("PySide6", "shiboken6", "pyqtgraph")):
+            raise
+        raise UserError(f"the studio needs PySide6 and pyqtgraph (missing {exc.name}): pip install -e . in this repository") from None
+    return studio_main(([a.dir] if a.dir else []) + (["--demo"] if a.demo else []))
+
+
 def cmd_importance(a) -> int:
     from .project import Project
 
@@ -337,6 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="which stages are done")
     s.add_argument("dir")
     s.set_defaults(func=cmd_status)
+
+    g = sub.add_parser("gui", help="open the studio (Qt desktop app)")
+    g.add_argument("dir", nargs="?", help="a project folder to open (with --demo: where the demo project lives, default ./demo)")
+    g.add_argument("--demo", action="store_true", help="open the built-in demo project, creating it the first time")
+    g.set_defaults(func=cmd_gui)
 
     i = sub.add_parser("importance", help="head and neuron importance scores")
     i.add_argument("dir")

@@ -1,0 +1,182 @@
+"""Render a PNG of every studio page on the demo project (offscreen) into docs/screenshots/.
+
+    python docs/make_screenshots.py [--project DIR] [--out docs/screenshots]
+
+Without --project it creates the demo project in a temporary folder and runs the quick pipeline
+through core (a few minutes on a CPU). Latency is measured through core if the results have none,
+the Export page runs a real export into a scratch folder, and the Train page is shot while a
+training really runs: the depth stage of a scratch copy is redone for a few steps, then stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SIZE = (1280, 820)
+
+
+def ensure_demo(folder: Path | None, scratch: Path) -> Path:
+    from core.pipeline import new_project, run_pipeline
+    from core.project import Project
+    from studio.pages.project import demo_config
+
+    root = folder or scratch / "demo"
+    if not (root / "project.json").is_file():
+        print(f"creating the demo project in {root}", flush=True)
+        new_project(root, demo_config("demo"))
+    project = Project.open(root)
+    if not project.is_done("evaluate"):
+        from core.cli import ProgressPrinter
+
+        print("running the quick pipeline (a few minutes)…", flush=True)
+        run_pipeline(project, ProgressPrinter())
+    return root
+
+
+def ensure_latency(root: Path, runs: int) -> None:
+    from core.latency import latency_job
+    from core.project import Project
+
+    project = Project.open(root)
+    if any(k.startswith("latency_") for r in project.load_results()["rows"] for k in r):
+        return
+    print(f"measuring latency ({runs} runs per sub-network)…", flush=True)
+    latency_job(project, batch=1, seq=128, threads=1, formats=("fp32",), runs=runs, warmup=3)
+
+
+def pump(app, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.01)
+
+
+def wait_for(app, cond, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        app.processEvents()
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def shoot(window, app, out: Path, name: str) -> None:
+    pump(app, 0.4)
+    path = out / f"{name}.png"
+    window.grab().save(str(path))
+    print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--project", type=Path, help="a trained demo project to use (it is not modified)")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
+    ap.add_argument("--latency-runs", type=int, default=20)
+    ap.add_argument("--live-steps", type=int, default=12, help="depth steps to run for the live Train shot (0: history only)")
+    a = ap.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="dynastudio-shots-"))
+    os.environ["DYNASTUDIO_CONFIG_DIR"] = str(scratch / "config")  # leave the user's recent list alone
+
+    # work on a copy: latency, exports and the live training write into the project
+    src = ensure_demo(a.project, scratch)
+    root = scratch / "demo-copy"
+    shutil.copytree(src, root, ignore=shutil.ignore_patterns("exports", "checkpoints"))
+    ensure_latency(root, a.latency_runs)
+
+    from PySide6.QtWidgets import QApplication, QScrollArea
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    from studio.app import MainWindow
+
+    w = MainWindow()
+    w.resize(*SIZE)
+    w.show()
+    state = w.state
+
+    # 1. Project: the new-project form on a local file, with the column pickers, preview and label counts
+    pp = w.pages["project"]
+    pp.tabs.setCurrentIndex(1)
+    pp.folder.setText(str(Path.home() / "dynabert" / "reviews"))
+    pp.task_files.setChecked(True)
+    pp.train_file.setText(str(REPO / "assets" / "demo" / "train.tsv"))
+    pp.validate()
+    w.go_to("project")
+    scroll = pp.tabs.currentWidget().findChild(QScrollArea)
+    if scroll is not None:
+        scroll.ensureWidgetVisible(pp.label_counts, 0, 40)
+    shoot(w, app, a.out, "1-project")
+
+    pp.open_folder(root)
+
+    # 2. Importance
+    w.go_to("importance")
+    shoot(w, app, a.out, "2-importance")
+
+    # 3. Train: redo the depth stage for a few steps on a scratch copy, shoot it live, stop it
+    tp = w.pages["train"]
+    if a.live_steps > 0:
+        from core.project import Project
+
+        live = scratch / "live"
+        shutil.copytree(root, live)
+        Project.open(live).reset_stage("depth")
+        pp.open_folder(live)
+        w.go_to("train")
+        tp.start()
+        seen = []
+        state.bridge.progress.connect(lambda e: seen.append(e) if e.stage == "depth" else None)
+        if not wait_for(app, lambda: len(seen) >= 1 and seen[-1].step >= a.live_steps, timeout=1800):
+            print("warning: the live training did not reach its steps in time", file=sys.stderr)
+        shoot(w, app, a.out, "3-train")
+        tp.stop()
+        wait_for(app, lambda: not state.runner.is_running(), timeout=600)
+        pp.open_folder(root)
+    else:
+        w.go_to("train")
+        shoot(w, app, a.out, "3-train")
+
+    # 4. Explore: latency on the x axis, a budget, a selection
+    ep = w.pages["explore"]
+    w.go_to("explore")
+    pump(app, 0.3)
+    if len(ep.xs):
+        from studio.pages.explore import best_under
+
+        lo, hi = float(ep.xs.min()), float(ep.xs.max())
+        # select a cheaper pick than the budget's best, so both rings show
+        pick = best_under(ep.xs, ep.ys, lo + 0.2 * (hi - lo))
+        if pick is not None:
+            state.select(ep._plot_labels[pick])
+        ep.set_budget(lo + 0.45 * (hi - lo))
+    shoot(w, app, a.out, "4-explore")
+
+    # 5. Export: a real export of the selection, then the verification and the files
+    xp = w.pages["export"]
+    w.go_to("export")
+    xp.target.setCurrentIndex(max(0, xp.target.findData("mobile-arm")))
+    xp.out.setText(str(scratch / "exports" / f"{state.selected or 'w1_d1'}-mobile-arm"))
+    xp._out_edited = True
+    xp.start_export()
+    wait_for(app, lambda: not state.runner.is_running(), timeout=900)
+    shoot(w, app, a.out, "5-export")
+
+    w.close()
+    state.runner.shutdown()
+    shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

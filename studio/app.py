@@ -1,0 +1,264 @@
+"""The studio's main window: a workflow sidebar (Project -> Importance -> Train -> Explore -> Export) over one page per step."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QSize
+from PySide6.QtGui import QAction, QCloseEvent, QColor
+from PySide6.QtWidgets import (
+    QApplication, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow, QMessageBox, QPushButton,
+    QStackedWidget, QVBoxLayout, QWidget,
+)
+
+from .errors import install_excepthook
+from .state import STEP_TITLES, STEPS, StudioState
+from .style import BANNER_CSS
+
+# the step a blocked step sends people to
+PREREQUISITE = {"importance": "train", "train": "project", "explore": "train", "export": "train"}
+
+
+class BlockedPanel(QWidget):
+    """Shown instead of a page that cannot be used yet: why, and a button to the step to do first."""
+
+    def __init__(self, go_to, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.reason = QLabel()
+        self.reason.setObjectName("blockedReason")
+        self.reason.setWordWrap(True)
+        self.reason.setStyleSheet(BANNER_CSS)
+        self.button = QPushButton()
+        self.button.clicked.connect(lambda: go_to(self.target))
+        self.target = "project"
+        lay = QVBoxLayout(self)
+        lay.addStretch(1)
+        lay.addWidget(self.reason)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(self.button)
+        row.addStretch(1)
+        lay.addLayout(row)
+        lay.addStretch(2)
+
+    def show_reason(self, reason: str, target: str) -> None:
+        self.reason.setText(reason)
+        self.target = target
+        self.button.setText(f"Go to {STEP_TITLES[target]}")
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, state: StudioState | None = None):
+        super().__init__()
+        from .pages.explore import ExplorePage
+        from .pages.export import ExportPage
+        from .pages.importance import ImportancePage
+        from .pages.project import ProjectPage
+        from .pages.train import TrainPage
+
+        self.state = state or StudioState(self)
+        self.setWindowTitle("DynaBERT Studio")
+        self.resize(1280, 820)
+        self._closing = False
+        # tests replace this; the real one asks with a dialog
+        self.confirm_close = self._ask_close
+
+        self.pages = {
+            "project": ProjectPage(self.state),
+            "importance": ImportancePage(self.state),
+            "train": TrainPage(self.state),
+            "explore": ExplorePage(self.state),
+            "export": ExportPage(self.state),
+        }
+        self.sidebar = QListWidget()
+        self.sidebar.setObjectName("sidebar")
+        self.sidebar.setFixedWidth(190)
+        self.sidebar.setIconSize(QSize(8, 8))
+        f = self.sidebar.font()
+        f.setPointSizeF(f.pointSizeF() * 1.15)
+        self.sidebar.setFont(f)
+        self.sidebar.setStyleSheet("QListWidget { border: none; background: #f1f3f6; padding-top: 8px; }"
+                                   "QListWidget::item { padding: 10px 12px; }"
+                                   "QListWidget::item:selected { background: #dbe6f7; color: #000; }")
+        self.stack = QStackedWidget()
+        self.slots: dict[str, QStackedWidget] = {}
+        self.blocked: dict[str, BlockedPanel] = {}
+        for i, step in enumerate(STEPS):
+            slot = QStackedWidget()
+            panel = BlockedPanel(self.go_to)
+            slot.addWidget(self.pages[step])
+            slot.addWidget(panel)
+            self.slots[step], self.blocked[step] = slot, panel
+            self.stack.addWidget(slot)
+            self.sidebar.addItem(QListWidgetItem(f"{i + 1}   {STEP_TITLES[step]}"))
+        self.sidebar.currentRowChanged.connect(self._on_step)
+
+        central = QWidget()
+        lay = QHBoxLayout(central)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(0)
+        lay.addWidget(self.sidebar)
+        lay.addWidget(self.stack, 1)
+        self.setCentralWidget(central)
+        self.job_label = QLabel()
+        self.statusBar().addPermanentWidget(self.job_label)
+        self._build_menu()
+
+        s = self.state
+        s.projectChanged.connect(lambda _: self._refresh_steps())
+        s.projectUpdated.connect(lambda _: self._refresh_steps())
+        s.runner.busyChanged.connect(self._on_busy)
+        s.runner.started.connect(lambda name: self.job_label.setText(f"running: {name}"))
+        s.bridge.progress.connect(lambda e: self.job_label.setText(f"{e.stage}: step {e.step}/{e.total_steps}"))
+        s.recentChanged.connect(self._fill_recent_menu)
+        self.pages["project"].projectOpened.connect(self._on_project_opened)
+        # a finished training moves on to its results, unless the user is busy on another page
+        self.pages["train"].trainingFinished.connect(
+            lambda: self.state.all_done() and self.current_step() == "train" and self.go_to("explore"))
+        self._refresh_steps()
+        self.sidebar.setCurrentRow(0)
+
+    # ---- menu ----------------------------------------------------------------------------------
+    def _build_menu(self) -> None:
+        m = self.menuBar().addMenu("&File")
+        for text, slot, key in (
+            ("&New project", lambda: (self.go_to("project"), self.pages["project"].tabs.setCurrentIndex(1)), "Ctrl+N"),
+            ("&Open project…", self.pages["project"]._pick_and_open, "Ctrl+O"),
+            ("Open the &demo project", lambda: self.pages["project"].open_or_create_demo(Path("demo")), None),
+        ):
+            a = QAction(text, self)
+            a.triggered.connect(slot)
+            if key:
+                a.setShortcut(key)
+            m.addAction(a)
+        self.recent_menu = m.addMenu("Open &recent")
+        self._fill_recent_menu(self.state.recent.load())
+        m.addSeparator()
+        quit_action = QAction("&Quit", self)
+        quit_action.setShortcut("Ctrl+Q")
+        quit_action.triggered.connect(self.close)
+        m.addAction(quit_action)
+
+    def _fill_recent_menu(self, items: list[str]) -> None:
+        self.recent_menu.clear()
+        for p in items:
+            a = QAction(p, self)
+            a.triggered.connect(lambda _=False, p=p: self.pages["project"].open_folder(p))
+            self.recent_menu.addAction(a)
+        self.recent_menu.setEnabled(bool(items))
+
+    # ---- navigation ----------------------------------------------------------------------------
+    def go_to(self, step: str) -> None:
+        self.sidebar.setCurrentRow(STEPS.index(step))
+
+    def current_step(self) -> str:
+        return STEPS[max(0, self.sidebar.currentRow())]
+
+    def _on_step(self, row: int) -> None:
+        if row < 0:
+            return
+        self.stack.setCurrentIndex(row)
+        self._show_slot(STEPS[row])
+
+    def blocked_reason_shown(self, step: str) -> bool:
+        """True while `step` shows its "do this first" panel instead of the page."""
+        return self.slots[step].currentIndex() == 1
+
+    def _show_slot(self, step: str) -> None:
+        reason = self.state.blocked_reason(step)
+        slot = self.slots[step]
+        if reason is None:
+            slot.setCurrentIndex(0)
+        else:
+            self.blocked[step].show_reason(reason, "project" if self.state.project is None else PREREQUISITE.get(step, "project"))
+            slot.setCurrentIndex(1)
+
+    def _refresh_steps(self) -> None:
+        for i, step in enumerate(STEPS):
+            item = self.sidebar.item(i)
+            reason = self.state.blocked_reason(step)
+            item.setForeground(QColor("#999") if reason else QColor("#111"))
+            item.setToolTip(reason or "")
+            done = (step == "project" and self.state.project is not None) or (step == "train" and self.state.all_done())
+            item.setText(f"{i + 1}   {STEP_TITLES[step]}" + ("   ✓" if done else ""))
+            self._show_slot(step)
+        p = self.state.project
+        self.setWindowTitle(f"DynaBERT Studio — {p.config.name} ({p.root})" if p else "DynaBERT Studio")
+
+    def _on_project_opened(self, project) -> None:
+        self.statusBar().showMessage(f"opened {project.root}", 5000)
+        self.go_to("explore" if self.state.results() is not None else "train")
+
+    def _on_busy(self, busy: bool) -> None:
+        if not busy:
+            self.job_label.setText("")
+            if self._closing:
+                self.close()
+
+    # ---- closing -------------------------------------------------------------------------------
+    def _ask_close(self) -> bool:
+        answer = QMessageBox.question(
+            self, "Training is running",
+            "A job is running. Stop it and quit?\n\nTraining stops after the current step and saves a checkpoint; "
+            "opening the project again and pressing Resume continues where it stopped.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        runner = self.state.runner
+        if not runner.is_running():
+            event.accept()
+            return
+        if not self._closing:
+            if not self.confirm_close():
+                event.ignore()
+                return
+            self._closing = True
+        # stop and close once the worker has checkpointed and ended (busyChanged(False) calls close again)
+        runner.cancel_all()
+        self.statusBar().showMessage("Stopping: saving a checkpoint, then closing…")
+        self.setEnabled(False)
+        event.ignore()
+
+
+def default_demo_dir() -> Path:
+    return Path("demo")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="dynastudio gui", description="Open DynaBERT Studio.")
+    parser.add_argument("dir", nargs="?", help="a project folder to open (with --demo: where the demo lives)")
+    parser.add_argument("--demo", action="store_true", help="open the built-in demo project, creating it the first time")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if (sys.platform.startswith("linux") and QApplication.instance() is None
+            and not any(os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))):
+        # Qt would abort with a core dump; say what to do instead
+        print("error: no display to open the studio on (DISPLAY is not set): run it on a desktop session, "
+              "or use the CLI: dynastudio run DIR", file=sys.stderr)
+        return 2
+    app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "dynastudio"])
+    app.setApplicationName("DynaBERT Studio")
+    from .warmup import warm_up
+
+    warm_up()  # before the window shows: the first job must not freeze it with imports
+    window = MainWindow()
+    install_excepthook(lambda: window)
+    # a quit that bypasses closeEvent (session end, Ctrl-C) still stops the job at a checkpoint
+    app.aboutToQuit.connect(window.state.runner.shutdown)
+    window.show()
+    page = window.pages["project"]
+    if args.demo:
+        folder = Path(args.dir) if args.dir else default_demo_dir()
+        print(f"demo project: {folder.resolve()}", flush=True)
+        page.open_or_create_demo(folder)
+    elif args.dir:
+        page.open_folder(args.dir)
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

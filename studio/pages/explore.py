@@ -1,0 +1,448 @@
+"""Explore page: metric vs latency per sub-network, the Pareto front, a latency budget, and a table synced with the chart."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (
+    QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSlider, QSpinBox,
+    QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+)
+
+from ..errors import show_error
+from ..state import StudioState
+from ..style import HINT_CSS, encoding_legend_html, fmt_params, label_sort_key, subnet_colour, subnet_symbol
+
+JOB = "latency"
+FLOPS_AXIS = "flops_rel"
+SLIDER_STEPS = 1000
+
+
+def latency_columns(rows: list[dict]) -> list[str]:
+    """The median latency columns the rows hold (latency_fp32_ms, latency_int8_ms...), p90 ones left out."""
+    cols = {k for r in rows for k, v in r.items() if k.startswith("latency_") and k.endswith("_ms")
+            and not k.endswith("_p90_ms") and isinstance(v, (int, float))}
+    order = {"fp32": 0, "int8": 1, "fp16": 2}
+    return sorted(cols, key=lambda c: (order.get(c[8:-3], 9), c))
+
+
+def pareto_front(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Indices of the points no other point beats on both lower x and higher y, by increasing x."""
+    order = np.lexsort((-ys, xs))  # by x, then best y first
+    front, best = [], -np.inf
+    for i in order:
+        if ys[i] > best:
+            front.append(i)
+            best = ys[i]
+    return np.asarray(front, dtype=int)
+
+
+def best_under(xs: np.ndarray, ys: np.ndarray, budget: float) -> int | None:
+    """The index with the highest metric among x <= budget (the cheaper one on ties); None if nothing fits."""
+    ok = np.flatnonzero(xs <= budget + 1e-12)
+    if ok.size == 0:
+        return None
+    return int(ok[np.lexsort((xs[ok], -ys[ok]))[0]])
+
+
+class ExplorePage(QWidget):
+    COLUMNS = ("sub-network", "metric", "params", "size", "FLOPs", "latency")
+
+    def __init__(self, state: StudioState, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.state = state
+        self.rows: list[dict] = []
+        self.labels: list[str] = []
+        self._plot_labels: list[str] = []
+        self._colours: list[str] = []
+        self.xs = np.zeros(0)
+        self.ys = np.zeros(0)
+        self.metric_name = "metric"
+        self.x_key = FLOPS_AXIS
+        self.best: int | None = None
+        self.setup: dict = {}
+
+        # ---- axis and latency controls ----
+        self.axis = QComboBox()
+        self.axis.setObjectName("xAxis")
+        self.axis.currentIndexChanged.connect(lambda _: self._on_axis())
+        self.threads = QSpinBox()
+        self.threads.setRange(1, max(1, os.cpu_count() or 1))
+        self.threads.setValue(1)
+        self.batch = QSpinBox()
+        self.batch.setRange(1, 256)
+        self.batch.setValue(1)
+        self.seq = QSpinBox()
+        self.seq.setRange(8, 512)
+        self.seq.setValue(128)
+        self.formats = QComboBox()
+        for text, fmts in (("fp32", ("fp32",)), ("fp32 + int8", ("fp32", "int8"))):
+            self.formats.addItem(text, fmts)
+        self.measure = QPushButton("Measure latency")
+        self.measure.setObjectName("measureLatency")
+        self.measure.setToolTip("Exports every sub-network to ONNX and times it with onnxruntime on this machine "
+                                "(in a low-priority process).")
+        self.measure.clicked.connect(self.measure_latency)
+        lat = QHBoxLayout()
+        lat.addWidget(QLabel("x axis:"))
+        lat.addWidget(self.axis)
+        lat.addSpacing(16)
+        for text, w in (("threads", self.threads), ("batch", self.batch), ("sequence", self.seq), ("formats", self.formats)):
+            lat.addWidget(QLabel(text))
+            lat.addWidget(w)
+        lat.addWidget(self.measure)
+        lat.addStretch(1)
+        self.device = QLabel()
+        self.device.setStyleSheet(HINT_CSS)
+        self.device.setWordWrap(True)
+
+        # ---- chart ----
+        self.plot = pg.PlotWidget()
+        self.plot.showGrid(x=True, y=True, alpha=0.25)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.hideButtons()
+        self.front_line = pg.PlotDataItem(pen=pg.mkPen("#888", width=1.5, style=Qt.PenStyle.DashLine), name="Pareto front")
+        self.scatter = pg.ScatterPlotItem(size=13, pen=pg.mkPen("w", width=1), hoverable=True,
+                                          hoverPen=pg.mkPen("k", width=2), hoverSize=16, tip=self._tip, name="sub-network")
+        self.best_ring = pg.ScatterPlotItem(size=26, symbol="o", pen=pg.mkPen("#2ca02c", width=3), brush=None,
+                                            name="best under the budget")
+        self.selected_ring = pg.ScatterPlotItem(size=22, symbol="s", pen=pg.mkPen("#d62728", width=2.5), brush=None,
+                                                name="selected")
+        self.budget_line = pg.InfiniteLine(angle=90, movable=True, pen=pg.mkPen("#2ca02c", width=1.5, style=Qt.PenStyle.DotLine),
+                                           label="budget", labelOpts={"position": 0.96, "color": "#2ca02c", "anchors": [(1, 0), (1, 0)]})
+        self.plot.addLegend(offset=(-40, -10), labelTextSize="9pt")
+        for item in (self.front_line, self.scatter, self.best_ring, self.selected_ring):
+            self.plot.addItem(item)
+        self.plot.addItem(self.budget_line, ignoreBounds=True)
+        self.budget_line.sigPositionChanged.connect(self._on_line_moved)
+        self.scatter.sigClicked.connect(self._on_points_clicked)
+        # the rings sit on top of their point and get its clicks first: hand those on to the points
+        for ring in (self.best_ring, self.selected_ring):
+            ring.sigClicked.connect(self._on_ring_clicked)
+        self.scatter.sigHovered.connect(self._on_hovered)
+
+        # ---- budget ----
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setObjectName("budget")
+        self.slider.setRange(0, SLIDER_STEPS)
+        self.slider.setValue(SLIDER_STEPS)
+        self.slider.valueChanged.connect(self._on_slider)
+        self.budget_text = QLabel()
+        self.budget_text.setObjectName("budgetText")
+        self.budget_text.setMinimumWidth(420)
+        self.pick_best = QPushButton("Select it")
+        self.pick_best.clicked.connect(lambda: self.best is not None and self.state.select(self.labels[self.best]))
+        budget = QHBoxLayout()
+        budget.addWidget(QLabel("Budget:"))
+        budget.addWidget(self.slider, 1)
+        budget.addWidget(self.budget_text)
+        budget.addWidget(self.pick_best)
+
+        # ---- table ----
+        self.table = QTableWidget(0, len(self.COLUMNS))
+        self.table.setHorizontalHeaderLabels(self.COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setSortingEnabled(True)
+        self.table.itemSelectionChanged.connect(self._on_table_selection)
+
+        chart = QWidget()
+        cl = QVBoxLayout(chart)
+        cl.setContentsMargins(0, 0, 0, 0)
+        cl.addWidget(self.plot, 1)
+        self.encoding = QLabel()
+        self.encoding.setTextFormat(Qt.TextFormat.RichText)
+        cl.addWidget(self.encoding)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(chart)
+        split.addWidget(self.table)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        split.setSizes([640, 440])
+
+        self.hover = QLabel("Hover a point for its details; click one (or a table row) to select it for export.")
+        self.hover.setStyleSheet(HINT_CSS)
+        lay = QVBoxLayout(self)
+        lay.addLayout(lat)
+        lay.addWidget(self.device)
+        lay.addWidget(split, 1)
+        lay.addLayout(budget)
+        lay.addWidget(self.hover)
+
+        state.projectChanged.connect(lambda _: self.reload())
+        state.projectUpdated.connect(lambda _: self.reload())
+        state.selectionChanged.connect(self._show_selection)
+        state.runner.busyChanged.connect(lambda _: self._update_measure())
+        state.runner.errored.connect(self._on_job_errored)
+        state.bridge.latencyMeasured.connect(
+            lambda e: self.measure.setText(f"Measuring {e.index}/{e.total}…") if state.runner.name == JOB else None)
+        self.reload()
+
+    # ---- data ----------------------------------------------------------------------------------
+    def reload(self) -> None:
+        res = self.state.results() or {}
+        self.rows = sorted([r for r in res.get("rows", []) if isinstance(r.get("value"), (int, float))],
+                           key=lambda r: label_sort_key(r["label"]))
+        self.labels = [r["label"] for r in self.rows]
+        self.metric_name = res.get("metric", "metric")
+        self.setup = res.get("latency_setup", {}) or {}
+        keep = self.axis.currentData()
+        self.axis.blockSignals(True)
+        self.axis.clear()
+        for col in latency_columns(self.rows):
+            self.axis.addItem(f"latency {col[8:-3]} (ms)", col)
+        self.axis.addItem("relative FLOPs (no latency needed)", FLOPS_AXIS)
+        i = self.axis.findData(keep)
+        self.axis.setCurrentIndex(i if i >= 0 and keep != FLOPS_AXIS else 0)
+        self.axis.blockSignals(False)
+        self._fill_table()
+        self._on_axis()
+        self._update_measure()
+
+    def _on_axis(self) -> None:
+        self.x_key = self.axis.currentData() or FLOPS_AXIS
+        rows = [r for r in self.rows if isinstance(r.get(self.x_key), (int, float))]
+        self.xs = np.asarray([r[self.x_key] for r in rows], dtype=float)
+        self.ys = np.asarray([r["value"] for r in rows], dtype=float)
+        self._plot_labels = [r["label"] for r in rows]
+        if self.x_key == FLOPS_AXIS:
+            self.plot.setLabel("bottom", "relative FLOPs at 128 tokens (1.0 = full model)"
+                               + (" — latency not measured yet" if not latency_columns(self.rows) else ""))
+            self.device.setText("The x axis is the compute each sub-network needs, relative to the full model. "
+                                "Measure latency to place them on this machine's real timings.")
+        else:
+            s = self.setup
+            self.plot.setLabel("bottom", f"{self.x_key[8:-3]} latency, ms per batch (median)")
+            self.device.setText(f"Measured on {s.get('device', 'this machine')}: {s.get('threads', '?')} thread(s), "
+                                f"batch {s.get('batch', '?')}, {s.get('seq', '?')} tokens, {s.get('runtime', 'onnxruntime')}.")
+        self.plot.setLabel("left", f"dev {self.metric_name}")
+        self.plot.setTitle(f"dev {self.metric_name} vs {'latency' if self.x_key != FLOPS_AXIS else 'compute'}: "
+                           f"{len(self.xs)} sub-networks", size="11pt")
+        widths = sorted({r["width_mult"] for r in self.rows}, reverse=True) or [1.0]
+        depths = sorted({r["depth_mult"] for r in self.rows}, reverse=True) or [1.0]
+        self._colours = [subnet_colour(l, widths) for l in self._plot_labels]
+        spots = [dict(pos=(x, y), data=label, brush=pg.mkBrush(c), symbol=subnet_symbol(label, depths))
+                 for x, y, label, c in zip(self.xs, self.ys, self._plot_labels, self._colours)]
+        self.encoding.setText(encoding_legend_html(widths, depths) if self.rows else "")
+        self.scatter.setData(spots=spots)
+        if len(self.xs):
+            front = pareto_front(self.xs, self.ys)
+            self.front_line.setData(self.xs[front], self.ys[front])
+            pad_x = (self.xs.max() - self.xs.min()) * 0.06 or 0.05
+            pad_y = (self.ys.max() - self.ys.min()) * 0.12 or 0.02
+            self.plot.setXRange(self.xs.min() - pad_x, self.xs.max() + pad_x, padding=0)
+            self.plot.setYRange(self.ys.min() - pad_y, self.ys.max() + pad_y, padding=0)
+        else:
+            self.front_line.setData([], [])
+        self._fill_table_x()
+        self._on_slider(self.slider.value())
+        self._show_selection(self.state.selected)
+
+    # ---- table ---------------------------------------------------------------------------------
+    def _fill_table(self) -> None:
+        self.table.blockSignals(True)
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(self.rows))
+        self.table.horizontalHeaderItem(1).setText(self.metric_name)
+        for i, r in enumerate(self.rows):
+            size = r.get("size_onnx_fp32_mb")
+            size_text = f"{size:.1f} MB" if isinstance(size, (int, float)) else f"≈{r.get('total_params', 0) * 4 / 1e6:.0f} MB"
+            cells = [
+                (r["label"], (r["width_mult"], r["depth_mult"])), (f"{r['value']:.4f}", r["value"]), (fmt_params(r.get("total_params")), r.get("total_params", 0)),
+                (size_text, size or r.get("total_params", 0) * 4 / 1e6), (f"{r.get('flops_rel', 0):.3f}", r.get("flops_rel", 0)),
+                ("-", 0.0),
+            ]
+            for j, (text, key) in enumerate(cells):
+                item = _SortItem(text, key)
+                item.setData(Qt.ItemDataRole.UserRole + 1, r["label"])
+                if j == 0:
+                    item.setForeground(QBrush(QColor(subnet_colour(r["label"]))))
+                self.table.setItem(i, j, item)
+        self.table.setSortingEnabled(True)
+        self.table.blockSignals(False)
+
+    def _fill_table_x(self) -> None:
+        """The latency column follows the chosen x axis."""
+        self.table.setSortingEnabled(False)
+        lat = self.x_key if self.x_key != FLOPS_AXIS else (latency_columns(self.rows) or [None])[0]
+        self.table.horizontalHeaderItem(5).setText(f"latency {lat[8:-3]} (ms)" if lat else "latency (ms)")
+        by_label = {r["label"]: r for r in self.rows}
+        for i in range(self.table.rowCount()):
+            label = self.table.item(i, 0).data(Qt.ItemDataRole.UserRole + 1)
+            v = by_label[label].get(lat) if lat else None
+            item = _SortItem(f"{v:.2f}" if isinstance(v, (int, float)) else "—", v if isinstance(v, (int, float)) else 1e18)
+            item.setData(Qt.ItemDataRole.UserRole + 1, label)
+            self.table.setItem(i, 5, item)
+        self.table.setSortingEnabled(True)
+        self.table.resizeColumnsToContents()
+        # the whole table fits beside the chart: no hidden latency column behind a scroll bar
+        h = self.table.horizontalHeader()
+        need = sum(max(self.table.sizeHintForColumn(j), h.sectionSizeHint(j)) for j in range(self.table.columnCount()))
+        self.table.setMinimumWidth(min(560, need + self.table.frameWidth() * 2 + 20))
+
+    def _table_row_of(self, label: str) -> int:
+        for i in range(self.table.rowCount()):
+            if self.table.item(i, 0).data(Qt.ItemDataRole.UserRole + 1) == label:
+                return i
+        return -1
+
+    # ---- selection (chart <-> table <-> state) -------------------------------------------------
+    def _on_points_clicked(self, _item, points, _ev=None) -> None:
+        if len(points):
+            self.state.select(points[0].data())
+
+    def _on_ring_clicked(self, _ring, _points, ev) -> None:
+        self._on_points_clicked(self.scatter, self.scatter.pointsAt(self.scatter.mapFromScene(ev.scenePos())))
+
+    def _on_table_selection(self) -> None:
+        items = self.table.selectedItems()
+        if items:
+            self.state.select(items[0].data(Qt.ItemDataRole.UserRole + 1))
+
+    def _show_selection(self, label) -> None:
+        if label in self._plot_labels:
+            i = self._plot_labels.index(label)
+            self.selected_ring.setData([self.xs[i]], [self.ys[i]])
+        else:
+            self.selected_ring.setData([], [])
+        row = self._table_row_of(label) if label else -1
+        self.table.blockSignals(True)
+        if row >= 0:
+            self.table.selectRow(row)
+            self.table.scrollToItem(self.table.item(row, 0))
+        else:
+            self.table.clearSelection()
+        self.table.blockSignals(False)
+        if label:
+            self.hover.setText(f"Selected {label}: the Export page exports it.")
+
+    def point_for(self, label: str) -> tuple[float, float]:
+        i = self._plot_labels.index(label)
+        return float(self.xs[i]), float(self.ys[i])
+
+    # ---- hover ---------------------------------------------------------------------------------
+    def _tip(self, x: float, y: float, data) -> str:
+        r = next((r for r in self.rows if r["label"] == data), None)
+        if r is None:
+            return str(data)
+        size = r.get("size_onnx_fp32_mb")
+        lat = [f"latency {c[8:-3]}: {r[c]:.2f} ms" for c in latency_columns([r])]
+        return "\n".join([
+            f"{r['label']}  (width {r['width_mult']:g}, depth {r['depth_mult']:g})",
+            f"dev {self.metric_name}: {r['value']:.4f}",
+            f"parameters: {fmt_params(r.get('total_params'))}",
+            f"ONNX fp32 size: {size:.1f} MB" if isinstance(size, (int, float)) else
+            f"size: ≈{r.get('total_params', 0) * 4 / 1e6:.0f} MB (fp32 weights)",
+            f"FLOPs: {r.get('flops_rel', 0):.3f} of the full model",
+            *(lat or ["latency: not measured"]),
+        ])
+
+    def _on_hovered(self, _item, points, _ev) -> None:
+        if len(points):
+            self.hover.setText(self._tip(0, 0, points[0].data()).replace("\n", " · "))
+
+    # ---- budget --------------------------------------------------------------------------------
+    def _budget_value(self, v: int) -> float:
+        if not len(self.xs):
+            return 0.0
+        lo, hi = float(self.xs.min()), float(self.xs.max())
+        return lo + (hi - lo) * v / SLIDER_STEPS
+
+    def _on_slider(self, v: int) -> None:
+        budget = self._budget_value(v)
+        self.budget_line.blockSignals(True)
+        self.budget_line.setValue(budget)
+        self.budget_line.blockSignals(False)
+        self._apply_budget(budget)
+
+    def _on_line_moved(self) -> None:
+        if not len(self.xs):
+            return
+        lo, hi = float(self.xs.min()), float(self.xs.max())
+        v = int(round((self.budget_line.value() - lo) / ((hi - lo) or 1) * SLIDER_STEPS))
+        self.slider.blockSignals(True)
+        self.slider.setValue(max(0, min(SLIDER_STEPS, v)))
+        self.slider.blockSignals(False)
+        self._apply_budget(self.budget_line.value())
+
+    def _apply_budget(self, budget: float) -> None:
+        if not len(self.xs):
+            self.best = None
+            self.best_ring.setData([], [])
+            self.budget_text.setText("no results yet")
+            self.pick_best.setEnabled(False)
+            return
+        self.best = best_under(self.xs, self.ys, budget)
+        unit = " ms" if self.x_key != FLOPS_AXIS else "× FLOPs"
+        # points over the budget fade, the rest keep their colour: updated in place
+        brushes = [pg.mkBrush(c) if x <= budget + 1e-12 else pg.mkBrush(200, 200, 200, 160)
+                   for x, c in zip(self.xs, self._colours)]
+        self.scatter.setBrush(brushes)
+        if self.best is None:
+            self.best_ring.setData([], [])
+            self.budget_text.setText(f"≤ {budget:.3g}{unit}: nothing fits")
+        else:
+            b = self.best
+            self.best_ring.setData([self.xs[b]], [self.ys[b]])
+            self.budget_text.setText(f"≤ {budget:.3g}{unit}: best is {self._plot_labels[b]} "
+                                     f"({self.metric_name} {self.ys[b]:.4f} at {self.xs[b]:.3g}{unit})")
+        self.pick_best.setEnabled(self.best is not None)
+
+    def set_budget(self, budget: float) -> None:
+        lo, hi = (float(self.xs.min()), float(self.xs.max())) if len(self.xs) else (0.0, 1.0)
+        self.slider.setValue(int(round((budget - lo) / ((hi - lo) or 1) * SLIDER_STEPS)))
+
+    # ---- latency job ---------------------------------------------------------------------------
+    def measure_latency(self) -> None:
+        project = self.state.project
+        if project is None:
+            return
+        root = project.root
+        batch, seq, threads, formats = self.batch.value(), self.seq.value(), self.threads.value(), self.formats.currentData()
+
+        def job(events, stop):
+            from core.latency import latency_job
+            from core.project import Project
+
+            return latency_job(Project.open(root), events, stop, batch=batch, seq=seq, threads=threads, formats=formats)
+
+        self.state.runner.start(JOB, job)
+
+    def _update_measure(self) -> None:
+        busy = self.state.runner.is_running()
+        running = self.state.runner.name == JOB
+        self.measure.setEnabled(self.state.project is not None and not busy)
+        self.measure.setText("Measuring…" if running else ("Measure again" if latency_columns(self.rows) else "Measure latency"))
+
+    def _on_job_errored(self, name: str, info) -> None:
+        if name == JOB:
+            show_error(self.window(), info, "Latency measurement failed")
+
+
+class _SortItem(QTableWidgetItem):
+    """Sorts by a number kept beside the shown text (so '20.1 M' sorts after '9.8 M')."""
+
+    def __init__(self, text: str, key):
+        super().__init__(text)
+        self.key = key
+
+    def __lt__(self, other):
+        if isinstance(other, _SortItem):
+            try:
+                return self.key < other.key
+            except TypeError:
+                return str(self.key) < str(other.key)
+        return super().__lt__(other)
+
+
+if __name__ == "__main__":
+    from ..preview import run_preview
+
+    run_preview(ExplorePage)

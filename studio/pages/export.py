@@ -1,0 +1,261 @@
+"""Export page: the selected sub-network, a target preset, one click; then the verification, the files and their sizes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QUrl
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
+    QLineEdit, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+)
+
+from ..errors import show_error
+from ..state import StudioState
+from ..style import HINT_CSS, fmt_bytes, label_sort_key
+
+JOB = "export"
+
+
+def presets() -> tuple[dict, dict, dict]:
+    """(preset -> format, preset -> description, format -> description) from core.targets; empty without it."""
+    try:
+        from core.targets import FORMATS, PRESET_DESCRIPTIONS, PRESETS
+    except ImportError:  # a core without the export module: the page says so instead of failing
+        return {}, {}, {}
+    return dict(PRESETS), dict(PRESET_DESCRIPTIONS), dict(FORMATS)
+
+
+class ExportPage(QWidget):
+    def __init__(self, state: StudioState, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.state = state
+        self.report = None  # the last ExportReport
+        self._out_edited = False
+        self.preset_formats, self.preset_text, self.format_text = presets()
+
+        self.subnet = QComboBox()
+        self.subnet.setObjectName("exportSubnet")
+        self.subnet.currentIndexChanged.connect(self._on_subnet)
+        # only a choice made here is a selection for the other pages; filling the list is not
+        self.subnet.activated.connect(lambda _: self.state.select(self.subnet.currentData()))
+        self.target = QComboBox()
+        self.target.setObjectName("exportTarget")
+        for name, fmt in self.preset_formats.items():
+            self.target.addItem(f"{name}  →  {fmt}", name)
+        self.target.currentIndexChanged.connect(self._on_target)
+        self.target_help = QLabel()
+        self.target_help.setStyleSheet(HINT_CSS)
+        self.target_help.setWordWrap(True)
+        self.out = QLineEdit()
+        self.out.setObjectName("exportFolder")
+        self.out.textEdited.connect(lambda _: setattr(self, "_out_edited", True))
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self._browse)
+        out_row = QHBoxLayout()
+        out_row.addWidget(self.out, 1)
+        out_row.addWidget(browse)
+        self.overwrite = QCheckBox("Replace an earlier export in this folder")
+        self.export_button = QPushButton("Export")
+        self.export_button.setObjectName("exportButton")
+        self.export_button.setMinimumHeight(32)
+        self.export_button.clicked.connect(self.start_export)
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+
+        form_box = QGroupBox("What to export")
+        form = QFormLayout(form_box)
+        form.addRow("Sub-network", self.subnet)
+        target_col = QVBoxLayout()
+        target_col.setSpacing(2)
+        target_col.addWidget(self.target)
+        target_col.addWidget(self.target_help)
+        form.addRow("Target", target_col)
+        form.addRow("Folder", out_row)
+        form.addRow("", self.overwrite)
+        form.addRow("", self.export_button)
+        form.addRow("", self.status)
+
+        self.verify = QLabel("No export yet.")
+        self.verify.setObjectName("verification")
+        self.verify.setWordWrap(True)
+        self.verify.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.files = QTableWidget(0, 2)
+        self.files.setHorizontalHeaderLabels(["file", "size"])
+        self.files.verticalHeader().setVisible(False)
+        self.files.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.files.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        self.files.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        self.open_folder = QPushButton("Open folder")
+        self.open_folder.setObjectName("openFolder")
+        self.open_folder.setEnabled(False)
+        self.open_folder.clicked.connect(self._open_folder)
+        result_box = QGroupBox("Result")
+        rl = QVBoxLayout(result_box)
+        rl.addWidget(self.verify)
+        rl.addWidget(self.files, 1)
+        row = QHBoxLayout()
+        row.addStretch(1)
+        row.addWidget(self.open_folder)
+        rl.addLayout(row)
+
+        lay = QVBoxLayout(self)
+        lay.addWidget(form_box)
+        lay.addWidget(result_box, 1)
+
+        state.projectChanged.connect(self._on_project)
+        state.projectUpdated.connect(lambda _: self._fill_subnets())
+        state.selectionChanged.connect(self._on_selection)
+        r = state.runner
+        r.finished.connect(self._on_finished)
+        r.errored.connect(self._on_errored)
+        r.cancelled.connect(lambda name: name == JOB and self.status.setText("Export stopped: nothing was written."))
+        r.busyChanged.connect(lambda _: self._update_button())
+        self._on_target()
+        self._on_project(state.project)
+
+    # ---- inputs --------------------------------------------------------------------------------
+    def _on_project(self, _project) -> None:
+        self.report = None
+        self._out_edited = False
+        self._show_report(None)
+        self._fill_subnets()
+
+    def _fill_subnets(self) -> None:
+        res = self.state.results() or {}
+        rows = sorted(res.get("rows", []), key=lambda r: label_sort_key(r.get("label", "")))
+        metric = res.get("metric", "metric")
+        keep = self.state.selected or self.subnet.currentData()
+        self.subnet.blockSignals(True)
+        self.subnet.clear()
+        for r in rows:
+            v = r.get("value")
+            text = f"{r['label']}   ({metric} {v:.4f})" if isinstance(v, (int, float)) else r["label"]
+            self.subnet.addItem(text, r["label"])
+        i = self.subnet.findData(keep)
+        self.subnet.setCurrentIndex(max(0, i))
+        self.subnet.blockSignals(False)
+        self._on_subnet()
+
+    def _on_selection(self, label) -> None:
+        i = self.subnet.findData(label)
+        if i >= 0:
+            self.subnet.setCurrentIndex(i)
+
+    def _on_subnet(self, *_):
+        self._default_out()
+        self._update_button()
+
+    def _on_target(self, *_):
+        name = self.target.currentData()
+        fmt = self.preset_formats.get(name, "")
+        self.target_help.setText(f"{self.preset_text.get(name, '')}. {self.format_text.get(fmt, '')}.")
+        self._default_out()
+
+    def _default_out(self) -> None:
+        project, label = self.state.project, self.subnet.currentData()
+        if project is None or label is None or self._out_edited:
+            return
+        self.out.setText(str(project.root / "exports" / f"{label}-{self.target.currentData()}"))
+
+    def _browse(self) -> None:
+        start = self.out.text() or (str(self.state.project.root) if self.state.project else "")
+        folder = QFileDialog.getExistingDirectory(self, "Export into folder", str(Path(start).parent))
+        if folder:
+            self.out.setText(str(Path(folder) / Path(self.out.text() or "export").name))
+            self._out_edited = True
+
+    def _update_button(self) -> None:
+        running = self.state.runner.name == JOB
+        self.export_button.setText("Exporting…" if running else "Export")
+        self.export_button.setEnabled(self.state.project is not None and self.subnet.currentData() is not None
+                                      and not self.state.runner.is_running() and bool(self.preset_formats))
+        if not self.preset_formats:
+            self.export_button.setToolTip("This installation's core has no export module (core.targets/core.export).")
+
+    # ---- the job -------------------------------------------------------------------------------
+    def start_export(self) -> None:
+        project, label = self.state.project, self.subnet.currentData()
+        if project is None or label is None:
+            return
+        row = next((r for r in (self.state.results() or {}).get("rows", []) if r["label"] == label), None)
+        if row is None:
+            return
+        out = self.out.text().strip()
+        if not out:
+            show_error(self.window(), _user_error("choose a folder to export into"), "Export")
+            return
+        root, spec, target, overwrite = project.root, (row["width_mult"], row["depth_mult"]), self.target.currentData(), self.overwrite.isChecked()
+
+        def job(events, stop):
+            from core.export import export
+            from core.project import Project
+
+            return export(Project.open(root), spec, target, out, overwrite=overwrite, events=events, stop=stop)
+
+        self.status.setText(f"Exporting {label} for {target}… (extract, convert, then verify against PyTorch)")
+        self.state.runner.start(JOB, job)
+
+    def _on_finished(self, name: str, report) -> None:
+        if name != JOB:
+            return
+        self.report = report
+        self.status.setText(f"Exported to {report.path}")
+        self._show_report(report)
+
+    def _on_errored(self, name: str, info) -> None:
+        if name != JOB:
+            return
+        self.status.setText(f"Export failed: {info.message}")
+        show_error(self.window(), info, "Export failed")
+
+    def _show_report(self, report) -> None:
+        self.files.setRowCount(0)
+        self.open_folder.setEnabled(report is not None)
+        if report is None:
+            self.verify.setText("No export yet: pick a sub-network and a target, then Export.")
+            return
+        v = report.verification or {}
+        ok = v.get("passed", True)
+        tol = v.get("tolerance")
+        lines = [
+            f"<b>{'✔ verified' if ok else '✘ verification failed'}</b>: {report.format} "
+            f"(target {report.target or '-'}) of w{report.width_mult:g} d{report.depth_mult:g}",
+            f"largest difference to PyTorch: {report.max_abs_diff:.2e}" + (f" (tolerance {tol:g})" if tol else ""),
+        ]
+        if report.agreement is not None:
+            lines.append(f"same prediction as PyTorch on {100 * report.agreement:.2f}% of {report.dev_examples} dev examples")
+        sub = v.get("subnet", {})
+        if sub:
+            lines.append(f"{sub.get('layers')} layers × {sub.get('heads')} heads × {sub.get('neurons')} FFN neurons, "
+                         f"{sub.get('params', 0):,} parameters; model file {report.size_mb:.1f} MB")
+        self.verify.setText("<br>".join(lines))
+        # what is really in the folder (the report's list predates the README written last)
+        folder = Path(report.path)
+        try:
+            files = sorted((p.name, p.stat().st_size) for p in folder.iterdir() if p.is_file())
+        except OSError:
+            files = sorted(report.files.items())
+        files.append(("total", sum(size for _, size in files)))
+        self.files.setRowCount(len(files))
+        for i, (name, size) in enumerate(files):
+            self.files.setItem(i, 0, QTableWidgetItem(name))
+            item = QTableWidgetItem(fmt_bytes(size))
+            item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            self.files.setItem(i, 1, item)
+
+    def _open_folder(self) -> None:
+        if self.report is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(self.report.path))
+
+
+def _user_error(message: str):
+    from core.errors import UserError
+
+    return UserError(message)
+
+
+if __name__ == "__main__":
+    from ..preview import run_preview
+
+    run_preview(ExportPage)

@@ -1,0 +1,707 @@
+"""Project page: open a project, or create one (model, task with column pickers and preview, profile, hyper-parameters), validated inline."""
+from __future__ import annotations
+
+import dataclasses
+import html
+from collections import Counter
+from pathlib import Path
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView, QButtonGroup, QCheckBox, QComboBox, QFileDialog, QFormLayout, QGridLayout, QGroupBox,
+    QHBoxLayout, QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem, QPushButton, QRadioButton,
+    QScrollArea, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget,
+)
+
+from core.config import BUILTIN_MINILM, DEPTH_RULES, PROFILES, STAGES, DataConfig, ProjectConfig, TrainConfig, profile_config
+from core.errors import ConfigError, UserError
+
+from ..errors import show_error
+from ..state import StudioState
+from ..style import ERROR_CSS, HINT_CSS
+
+JOB = "create"
+PREVIEW_ROWS = 8
+NONE = "(none)"
+CHOICES = {"depth_rule": DEPTH_RULES, "importance_split": ("heldout", "dev"), "device": ("auto", "cpu", "cuda")}
+# the hyper-parameters most people touch first; the rest sit under "More"
+MAIN_FIELDS = ("batch_size", "max_seq_length", "teacher_epochs", "teacher_lr", "width_epochs", "width_lr",
+               "depth_epochs", "depth_lr", "width_mults", "depth_mults", "max_train_examples", "seed")
+
+
+def demo_config(name: str = "demo") -> ProjectConfig:
+    """The built-in demo: MiniLM on the synthetic sentiment set, quick profile (what `dynastudio new --demo` makes)."""
+    return ProjectConfig(model=BUILTIN_MINILM, data=DataConfig(kind="demo"), train=profile_config("quick"), name=name)
+
+
+def glue_tasks() -> list[str]:
+    from core.data import GLUE_TASKS
+
+    return list(GLUE_TASKS)
+
+
+def file_columns(path: str) -> list[str]:
+    """Column names of a CSV/TSV/JSONL file (raises DataError with a one-line message)."""
+    from core.data import _peek_columns  # the reader the loader itself uses, so the pickers match it
+
+    return _peek_columns(Path(path))
+
+
+def guess_columns(columns: list[str]) -> tuple[str | None, str | None, str | None]:
+    """(text a, text b, label) guesses, the same order the loader tries."""
+    from core.data import _TEXT_GUESSES
+
+    label = next((c for c in ("label", "labels") if c in columns), None)
+    for guess in _TEXT_GUESSES:
+        if all(c in columns for c in guess):
+            return guess[0], (guess[1] if len(guess) > 1 else None), label
+    others = [c for c in columns if c != label]
+    return (others[0] if others else None), None, label
+
+
+class HyperParams(QWidget):
+    """One editor per TrainConfig field, filled from a profile; `values()` parses them, naming the bad field."""
+
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.fields = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name != "profile"}
+        self.editors: dict[str, QWidget] = {}
+        main, more = QFormLayout(), QFormLayout()
+        for name, f in self.fields.items():
+            if name in CHOICES:
+                w = QComboBox()
+                w.addItems(list(CHOICES[name]))
+                w.currentIndexChanged.connect(lambda _: self.changed.emit())
+            elif str(f.type) == "bool":
+                w = QCheckBox()
+                w.toggled.connect(lambda _: self.changed.emit())
+            else:
+                w = QLineEdit()
+                w.textChanged.connect(lambda _: self.changed.emit())
+                if "None" in str(f.type):
+                    w.setPlaceholderText("all")
+            w.setObjectName(f"hp_{name}")
+            w.setToolTip(f"train.{name} ({f.type})")
+            self.editors[name] = w
+            (main if name in MAIN_FIELDS else more).addRow(name.replace("_", " "), w)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(main)
+        lay.addSpacing(20)
+        lay.addLayout(more)
+
+    def load(self, t: TrainConfig) -> None:
+        for name, w in self.editors.items():
+            v = getattr(t, name)
+            w.blockSignals(True)
+            if isinstance(w, QComboBox):
+                w.setCurrentText(str(v))
+            elif isinstance(w, QCheckBox):
+                w.setChecked(bool(v))
+            else:
+                w.setText("" if v is None else ",".join(f"{x:g}" for x in v) if isinstance(v, tuple) else f"{v:g}" if isinstance(v, float) else str(v))
+            w.blockSignals(False)
+        self.changed.emit()
+
+    def values(self) -> dict:
+        out = {}
+        for name, w in self.editors.items():
+            kind = str(self.fields[name].type)
+            if isinstance(w, QComboBox):
+                out[name] = w.currentText()
+                continue
+            if isinstance(w, QCheckBox):
+                out[name] = w.isChecked()
+                continue
+            text = w.text().strip()
+            try:
+                if "tuple" in kind:
+                    out[name] = tuple(float(x) for x in text.split(",") if x.strip())
+                elif "None" in kind and not text:
+                    out[name] = None
+                elif kind.startswith("int"):
+                    out[name] = int(text)
+                elif kind.startswith("float"):
+                    out[name] = float(text)
+                else:
+                    out[name] = text
+            except ValueError:
+                what = "comma-separated numbers such as 1.0,0.75,0.5" if "tuple" in kind else (
+                    "a whole number" if kind.startswith("int") else "a number such as 2e-5")
+                raise ConfigError(f"train.{name}: '{text}' is not {what}") from None
+        return out
+
+    def set_enabled(self, on: bool) -> None:
+        for w in self.editors.values():
+            w.setEnabled(on)
+
+
+class ProjectPage(QWidget):
+    projectOpened = Signal(object)  # Project, after open or create
+
+    def __init__(self, state: StudioState, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.state = state
+        self._table_cache: dict = {}
+        self.errors: list[str] = []
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self._build_current(), "Current project")
+        self.tabs.addTab(self._build_new(), "New project")
+        self.tabs.addTab(self._build_open(), "Open")
+        QVBoxLayout(self).addWidget(self.tabs)
+
+        self._validate_timer = QTimer(self)
+        self._validate_timer.setSingleShot(True)
+        self._validate_timer.setInterval(250)  # files are re-read at most a few times a second while typing
+        self._validate_timer.timeout.connect(self.validate)
+
+        state.projectChanged.connect(self._show_current)
+        state.projectUpdated.connect(self._show_current)
+        state.recentChanged.connect(self._fill_recent)
+        r = state.runner
+        r.finished.connect(self._on_finished)
+        r.errored.connect(self._on_errored)
+        r.busyChanged.connect(lambda _: self._update_create())
+        self.hp.load(profile_config("quick"))
+        self._show_current(state.project)
+        self._fill_recent(state.recent.load())
+        self._on_kind_changed()
+        self.tabs.setCurrentIndex(0 if state.project is not None else 1)
+
+    # ---- building ------------------------------------------------------------------------------
+    def _build_current(self) -> QWidget:
+        w = QWidget()
+        self.current = QLabel()
+        self.current.setObjectName("currentProject")
+        self.current.setWordWrap(True)
+        self.current.setTextFormat(Qt.TextFormat.RichText)
+        self.current.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+        self.current.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.current.setContentsMargins(16, 12, 16, 12)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.current)
+        QVBoxLayout(w).addWidget(scroll)
+        return w
+
+    def _build_new(self) -> QWidget:
+        page = QWidget()
+        # --- where ---
+        self.folder = QLineEdit()
+        self.folder.setObjectName("newFolder")
+        self.folder.setPlaceholderText("a new or empty folder, e.g. ~/dynabert/sentiment")
+        folder_row = self._with_browse(self.folder, self._pick_folder)
+
+        # --- model ---
+        self.model_builtin = QRadioButton("Built-in MiniLM-L6-H384 (6 layers, 22 M parameters, no download)")
+        self.model_local = QRadioButton("Local folder")
+        self.model_hub = QRadioButton("Hugging Face hub id")
+        self.model_builtin.setChecked(True)
+        self.model_group = QButtonGroup(self)
+        for b in (self.model_builtin, self.model_local, self.model_hub):
+            self.model_group.addButton(b)
+        self.model_dir = QLineEdit()
+        self.model_dir.setObjectName("modelDir")
+        self.model_dir.setPlaceholderText("a folder with config.json, weights and tokenizer files")
+        self.model_id = QLineEdit()
+        self.model_id.setObjectName("modelId")
+        self.model_id.setPlaceholderText("e.g. bert-base-uncased (downloaded when the project is created)")
+        self.finetuned = QCheckBox("Already fine-tuned on this task (skip the teacher fine-tuning)")
+        model_box = QGroupBox("Model")
+        mg = QGridLayout(model_box)
+        mg.addWidget(self.model_builtin, 0, 0, 1, 2)
+        mg.addWidget(self.model_local, 1, 0)
+        mg.addLayout(self._with_browse(self.model_dir, lambda: self._pick_dir(self.model_dir)), 1, 1)
+        mg.addWidget(self.model_hub, 2, 0)
+        mg.addWidget(self.model_id, 2, 1)
+        mg.addWidget(self.finetuned, 3, 0, 1, 2)
+        self.model_error = self._error_label()
+        mg.addWidget(self.model_error, 4, 0, 1, 2)
+
+        # --- task ---
+        self.task_demo = QRadioButton("Demo set (synthetic movie-review sentiment, 2 labels)")
+        self.task_glue = QRadioButton("GLUE task")
+        self.task_files = QRadioButton("Local files (CSV, TSV or JSONL)")
+        self.task_demo.setChecked(True)
+        self.task_group = QButtonGroup(self)
+        for b in (self.task_demo, self.task_glue, self.task_files):
+            self.task_group.addButton(b)
+        self.glue = QComboBox()
+        self.glue.addItems(glue_tasks())
+        self.glue_dir = QLineEdit()
+        self.glue_dir.setPlaceholderText("optional: a local GLUE folder (else downloaded with `datasets`)")
+        self.train_file = QLineEdit()
+        self.train_file.setObjectName("trainFile")
+        self.dev_file = QLineEdit()
+        self.dev_file.setObjectName("devFile")
+        self.text_a, self.text_b, self.label_col = QComboBox(), QComboBox(), QComboBox()
+        self.text_a.setObjectName("textColumn")
+        self.text_b.setObjectName("textColumnB")
+        self.label_col.setObjectName("labelColumn")
+        task_box = QGroupBox("Task")
+        tg = QGridLayout(task_box)
+        tg.addWidget(self.task_demo, 0, 0, 1, 4)
+        tg.addWidget(self.task_glue, 1, 0)
+        tg.addWidget(self.glue, 1, 1)
+        tg.addLayout(self._with_browse(self.glue_dir, lambda: self._pick_dir(self.glue_dir)), 1, 2, 1, 2)
+        tg.addWidget(self.task_files, 2, 0, 1, 4)
+        self.files_box = QWidget()
+        fg = QGridLayout(self.files_box)
+        fg.setContentsMargins(20, 0, 0, 0)
+        fg.addWidget(QLabel("train file"), 0, 0)
+        fg.addLayout(self._with_browse(self.train_file, lambda: self._pick_file(self.train_file)), 0, 1, 1, 5)
+        fg.addWidget(QLabel("dev file"), 1, 0)
+        fg.addLayout(self._with_browse(self.dev_file, lambda: self._pick_file(self.dev_file)), 1, 1, 1, 5)
+        fg.addWidget(QLabel("text"), 2, 0)
+        fg.addWidget(self.text_a, 2, 1)
+        fg.addWidget(QLabel("second text (pairs)"), 2, 2)
+        fg.addWidget(self.text_b, 2, 3)
+        fg.addWidget(QLabel("label"), 2, 4)
+        fg.addWidget(self.label_col, 2, 5)
+        self.preview = QTableWidget(0, 3)
+        self.preview.setObjectName("preview")
+        self.preview.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.preview.verticalHeader().setVisible(False)
+        self.preview.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.preview.verticalHeader().setDefaultSectionSize(22)
+        self.preview.setMinimumHeight(120)
+        self.preview.setMaximumHeight(210)
+        self.label_counts = QLabel()
+        self.label_counts.setObjectName("labelCounts")
+        self.label_counts.setWordWrap(True)
+        fg.addWidget(self.preview, 3, 0, 1, 6)
+        fg.addWidget(self.label_counts, 4, 0, 1, 6)
+        tg.addWidget(self.files_box, 3, 0, 1, 4)
+        self.task_error = self._error_label()
+        tg.addWidget(self.task_error, 4, 0, 1, 4)
+
+        # --- training ---
+        self.profile = QComboBox()
+        self.profile.setObjectName("profile")
+        for name in PROFILES:
+            self.profile.addItem(name, name)
+        self.profile.setCurrentText("quick")
+        self.profile_help = QLabel("quick: short runs for a CPU (sequence 64, 3/2/2 epochs); "
+                                   "paper: the DynaBERT paper's settings (sequence 128, 3 epochs per stage)")
+        self.profile_help.setStyleSheet(HINT_CSS)
+        self.profile_help.setWordWrap(True)
+        self.hp = HyperParams()
+        train_box = QGroupBox("Training")
+        tl = QVBoxLayout(train_box)
+        prow = QHBoxLayout()
+        prow.addWidget(QLabel("profile"))
+        prow.addWidget(self.profile)
+        reset = QPushButton("Reset to the profile's defaults")
+        reset.clicked.connect(self._on_profile)
+        prow.addWidget(reset)
+        prow.addStretch(1)
+        tl.addLayout(prow)
+        tl.addWidget(self.profile_help)
+        tl.addWidget(self.hp)
+        self.train_error = self._error_label()
+        tl.addWidget(self.train_error)
+
+        # --- create ---
+        self.create_button = QPushButton("Create project")
+        self.create_button.setObjectName("createProject")
+        self.create_button.setMinimumHeight(32)
+        self.create_button.clicked.connect(self.create_from_form)
+        self.create_status = QLabel()
+        self.create_status.setWordWrap(True)
+        where = QGroupBox("Folder")
+        QVBoxLayout(where).addLayout(folder_row)
+        self.folder_error = self._error_label()
+        where.layout().addWidget(self.folder_error)
+
+        inner = QWidget()
+        il = QVBoxLayout(inner)
+        for w in (where, model_box, task_box, train_box):
+            il.addWidget(w)
+        row = QHBoxLayout()
+        row.addWidget(self.create_button)
+        row.addWidget(self.create_status, 1)
+        il.addLayout(row)
+        il.addStretch(1)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(inner)
+        QVBoxLayout(page).addWidget(scroll)
+
+        # any change re-validates (debounced)
+        for w in (self.folder, self.model_dir, self.model_id, self.glue_dir, self.train_file, self.dev_file):
+            w.textChanged.connect(self._schedule_validate)
+        for b in (self.model_builtin, self.model_local, self.model_hub, self.task_demo, self.task_glue, self.task_files):
+            b.toggled.connect(self._on_kind_changed)
+        for c in (self.text_a, self.text_b, self.label_col, self.glue):
+            c.currentIndexChanged.connect(self._schedule_validate)
+        self.finetuned.toggled.connect(self._schedule_validate)
+        self.train_file.textChanged.connect(self._on_train_file)
+        self.profile.currentIndexChanged.connect(self._on_profile)
+        self.hp.changed.connect(self._schedule_validate)
+        return page
+
+    def _build_open(self) -> QWidget:
+        w = QWidget()
+        open_button = QPushButton("Open a project folder…")
+        open_button.clicked.connect(self._pick_and_open)
+        demo_button = QPushButton("Open the demo project (creates it in ./demo the first time)")
+        demo_button.setObjectName("openDemo")
+        demo_button.clicked.connect(lambda: self.open_or_create_demo(Path("demo")))
+        self.recent = QListWidget()
+        self.recent.setObjectName("recentProjects")
+        self.recent.itemActivated.connect(lambda item: self.open_folder(item.data(Qt.ItemDataRole.UserRole)))
+        lay = QVBoxLayout(w)
+        row = QHBoxLayout()
+        row.addWidget(open_button)
+        row.addWidget(demo_button)
+        row.addStretch(1)
+        lay.addLayout(row)
+        lay.addWidget(QLabel("Recent projects (double-click to open):"))
+        lay.addWidget(self.recent, 1)
+        return w
+
+    def _with_browse(self, edit: QLineEdit, pick) -> QHBoxLayout:
+        row = QHBoxLayout()
+        row.addWidget(edit, 1)
+        b = QPushButton("Browse…")
+        b.clicked.connect(pick)
+        row.addWidget(b)
+        return row
+
+    @staticmethod
+    def _error_label() -> QLabel:
+        label = QLabel()
+        label.setStyleSheet(ERROR_CSS)
+        label.setWordWrap(True)
+        label.setVisible(False)
+        return label
+
+    # ---- pickers -------------------------------------------------------------------------------
+    def _pick_folder(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Project folder")
+        if d:
+            self.folder.setText(d)
+
+    def _pick_dir(self, edit: QLineEdit) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Choose a folder", edit.text())
+        if d:
+            edit.setText(d)
+
+    def _pick_file(self, edit: QLineEdit) -> None:
+        f, _ = QFileDialog.getOpenFileName(self, "Choose a data file", edit.text(), "Tables (*.csv *.tsv *.txt *.jsonl *.json);;All files (*)")
+        if f:
+            edit.setText(f)
+
+    def _pick_and_open(self) -> None:
+        d = QFileDialog.getExistingDirectory(self, "Open a project folder")
+        if d:
+            self.open_folder(d)
+
+    def _on_kind_changed(self, *_):
+        self.model_dir.setEnabled(self.model_local.isChecked())
+        self.model_id.setEnabled(self.model_hub.isChecked())
+        self.glue.setEnabled(self.task_glue.isChecked())
+        self.glue_dir.setEnabled(self.task_glue.isChecked())
+        self.files_box.setEnabled(self.task_files.isChecked())
+        self.files_box.setVisible(self.task_files.isChecked())
+        self._schedule_validate()
+
+    def _on_profile(self, *_):
+        self.hp.load(profile_config(self.profile.currentData() or "quick"))
+
+    def _on_train_file(self, text: str) -> None:
+        """New train file: offer its columns in the pickers, pre-selecting the loader's own guesses."""
+        try:
+            cols = file_columns(text) if text.strip() and Path(text).is_file() else []
+        except UserError:
+            cols = []
+        a, b, label = guess_columns(cols) if cols else (None, None, None)
+        for combo, pick, optional in ((self.text_a, a, False), (self.text_b, b, True), (self.label_col, label, False)):
+            combo.blockSignals(True)
+            combo.clear()
+            if optional:
+                combo.addItem(NONE)
+            combo.addItems(cols)
+            if pick:
+                combo.setCurrentText(pick)
+            combo.blockSignals(False)
+        if not self.dev_file.text().strip() and cols:
+            # the usual layout: train.tsv beside dev.tsv
+            p = Path(text)
+            sibling = p.with_name(p.name.replace("train", "dev"))
+            if sibling != p and sibling.is_file():
+                self.dev_file.setText(str(sibling))
+        self._schedule_validate()
+
+    # ---- validation ----------------------------------------------------------------------------
+    def _schedule_validate(self, *_):
+        self._validate_timer.start()
+
+    def model_name(self) -> str:
+        if self.model_local.isChecked():
+            t = self.model_dir.text().strip()
+            return str(Path(t).expanduser().resolve()) if t else ""
+        if self.model_hub.isChecked():
+            return self.model_id.text().strip()
+        return BUILTIN_MINILM
+
+    def data_config(self) -> DataConfig:
+        if self.task_demo.isChecked():
+            return DataConfig(kind="demo")
+        if self.task_glue.isChecked():
+            d = self.glue_dir.text().strip()
+            return DataConfig(kind="glue", task=self.glue.currentText(), data_dir=str(Path(d).expanduser()) if d else None)
+        cols = tuple(c for c in (self.text_a.currentText(), self.text_b.currentText()) if c and c != NONE)
+        tr, dv = self.train_file.text().strip(), self.dev_file.text().strip()
+        return DataConfig(kind="files", train=str(Path(tr).expanduser().resolve()) if tr else None,
+                          dev=str(Path(dv).expanduser().resolve()) if dv else None, text_columns=cols,
+                          label_column=self.label_col.currentText() or None)
+
+    def config(self) -> ProjectConfig:
+        """The form as a ProjectConfig; raises UserError naming the first bad field."""
+        values = self.hp.values()
+        profile = self.profile.currentData() or "quick"
+        train = profile_config(profile, **{k: v for k, v in values.items()})
+        folder = self.folder.text().strip()
+        return ProjectConfig(model=self.model_name(), model_is_finetuned=self.finetuned.isChecked(),
+                             data=self.data_config(), train=train, name=Path(folder).name if folder else "project")
+
+    def validate(self) -> list[str]:
+        """Check every section without running anything; show each problem under its section."""
+        self._validate_timer.stop()
+        problems: dict[QLabel, str] = {}
+        folder = self.folder.text().strip()
+        if not folder:
+            problems[self.folder_error] = "Choose the folder the project will live in."
+        elif (Path(folder).expanduser() / "project.json").exists():
+            problems[self.folder_error] = f"{folder} already holds a project: open it from the Open tab, or pick another folder."
+        elif Path(folder).expanduser().exists() and not Path(folder).expanduser().is_dir():
+            problems[self.folder_error] = f"{folder} is a file: pick a folder."
+        if msg := self._check_model():
+            problems[self.model_error] = msg
+        if msg := self._check_task():
+            problems[self.task_error] = msg
+        try:
+            self.config()
+        except UserError as exc:
+            problems[self.train_error] = str(exc)
+        for label in (self.folder_error, self.model_error, self.task_error, self.train_error):
+            label.setText(problems.get(label, ""))
+            label.setVisible(label in problems)
+        self.errors = list(problems.values())
+        self._update_create()
+        return self.errors
+
+    def _check_model(self) -> str | None:
+        if self.model_local.isChecked():
+            t = self.model_dir.text().strip()
+            if not t:
+                return "Choose the model folder."
+            p = Path(t).expanduser()
+            if not (p / "config.json").is_file():
+                return f"{t}: no config.json here: pick the folder a transformers model was saved to."
+            try:
+                from core.pipeline import load_model_config
+
+                load_model_config(str(p.resolve()))  # local only: reads config.json, checks the architecture
+            except UserError as exc:
+                return str(exc)
+        elif self.model_hub.isChecked() and not self.model_id.text().strip():
+            return "Type a Hugging Face model id, e.g. bert-base-uncased."
+        return None
+
+    def _check_task(self) -> str | None:
+        self.preview.setRowCount(0)
+        self.label_counts.setText("")
+        if self.task_glue.isChecked():
+            d = self.glue_dir.text().strip()
+            if d and not Path(d).expanduser().is_dir():
+                return f"{d}: folder not found: point it at the GLUE folder, or leave it empty to download."
+            return None
+        if not self.task_files.isChecked():
+            return None
+        tr, dv = self.train_file.text().strip(), self.dev_file.text().strip()
+        if not tr or not dv:
+            return "Choose a train file and a dev file."
+        if not self.text_a.currentText() or not self.label_col.currentText():
+            return "Pick the text column and the label column."
+        cfg = self.data_config()
+        cols = cfg.text_columns
+        try:
+            train, names, regression = self._read(cfg.train, cols, cfg.label_column, None, None)
+            self._show_preview(train, cols, cfg.label_column, names, regression)
+            self._read(cfg.dev, cols, cfg.label_column, names, regression)
+        except UserError as exc:
+            return str(exc)
+        return None
+
+    def _read(self, path, cols, label, names, regression):
+        """read_table, remembered per file version so typing elsewhere does not re-read big files."""
+        from core.data import read_table
+
+        p = Path(path)
+        try:
+            stamp = p.stat().st_mtime_ns, p.stat().st_size
+        except OSError:
+            stamp = None
+        key = (str(p), stamp, tuple(cols), label, names, regression)
+        if key not in self._table_cache:
+            self._table_cache = {k: v for k, v in list(self._table_cache.items())[-3:]}
+            self._table_cache[key] = read_table(p, cols, label, names, regression=regression)
+        return self._table_cache[key]
+
+    def _show_preview(self, table, cols, label, names, regression) -> None:
+        headers = list(cols) + [label]
+        n = min(PREVIEW_ROWS, len(table))
+        self.preview.setColumnCount(len(headers))
+        self.preview.setHorizontalHeaderLabels(headers)
+        header = self.preview.horizontalHeader()
+        for j in range(len(headers)):  # texts share the room, the label column takes what it needs
+            header.setSectionResizeMode(j, QHeaderView.ResizeMode.ResizeToContents if j == len(headers) - 1
+                                        else QHeaderView.ResizeMode.Stretch)
+        self.preview.setRowCount(n)
+        for i in range(n):
+            cells = [table.text_a[i]] + ([table.text_b[i]] if table.text_b is not None else []) + [table.labels[i]]
+            for j, v in enumerate(cells):
+                shown = names[v] if names and isinstance(v, int) and j == len(cells) - 1 and 0 <= v < len(names) else v
+                self.preview.setItem(i, j, QTableWidgetItem(str(shown)))
+        if regression:
+            vals = [float(v) for v in table.labels]
+            self.label_counts.setText(f"{len(table)} rows; numeric labels (regression) from {min(vals):g} to {max(vals):g}")
+        else:
+            counts = Counter(table.labels)
+            parts = [f"{names[k] if names and isinstance(k, int) else k}: {c}" for k, c in sorted(counts.items())]
+            self.label_counts.setText(f"{len(table)} train rows; label counts: " + " · ".join(parts))
+
+    def _update_create(self) -> None:
+        busy = self.state.runner.is_running()
+        self.create_button.setEnabled(not self.errors and not busy)
+        if self.state.runner.name == JOB:
+            self.create_status.setText("Creating the project: checking the data and the model, copying the tokenizer…")
+        elif busy:
+            self.create_status.setText(f"Waiting for the running job ({self.state.runner.name}) to end.")
+        elif self.errors:
+            self.create_status.setText(f"{len(self.errors)} thing(s) to fix above.")
+        else:
+            self.create_status.setText("Ready.")
+
+    # ---- create / open -------------------------------------------------------------------------
+    def create_from_form(self) -> None:
+        if self.validate():
+            return
+        try:
+            config = self.config()
+        except UserError as exc:
+            show_error(self.window(), exc, "Cannot create the project")
+            return
+        self.create(Path(self.folder.text().strip()).expanduser(), config)
+
+    def create(self, root: Path, config: ProjectConfig) -> None:
+        root = Path(root).resolve()
+
+        def job(events, stop):
+            from core.pipeline import new_project
+
+            return new_project(root, config)
+
+        self.create_status.setText(f"Creating {root}…")
+        self.state.runner.start(JOB, job)
+
+    def open_or_create_demo(self, folder: Path) -> None:
+        folder = Path(folder)
+        if (folder / "project.json").is_file():
+            self.open_folder(folder)
+        else:
+            self.create(folder, demo_config(folder.resolve().name or "demo"))
+
+    def open_folder(self, folder) -> bool:
+        runner = self.state.runner
+        if runner.is_running() and runner.name != JOB:
+            # the running job's events would land in the other project's views
+            show_error(self.window(), UserError(f"a job ({runner.name}) is running in {self.state.project.root}: "
+                                                 f"stop it on the Train page, then open the other project"),
+                       "Cannot open the project")
+            return False
+        try:
+            project = self.state.open_project(folder)
+        except UserError as exc:
+            show_error(self.window(), exc, "Cannot open the project")
+            return False
+        except Exception as exc:  # an unreadable folder is still the user's file, never a crash
+            show_error(self.window(), exc, "Cannot open the project")
+            return False
+        self.tabs.setCurrentIndex(0)
+        self.projectOpened.emit(project)
+        return True
+
+    def _on_finished(self, name: str, project) -> None:
+        if name != JOB:
+            return
+        self.create_status.setText(f"Created {project.root}.")
+        self.open_folder(project.root)
+
+    def _on_errored(self, name: str, info) -> None:
+        if name != JOB:
+            return
+        self.create_status.setText(f"Not created: {info.message}")
+        show_error(self.window(), info, "Cannot create the project")
+
+    # ---- current project -----------------------------------------------------------------------
+    def _show_current(self, project) -> None:
+        if project is None:
+            self.current.setText("<h3>No project open</h3><p>Create one on the <b>New project</b> tab, "
+                                 "or open a folder (or the demo) on the <b>Open</b> tab.</p>")
+            return
+        cfg = project.config
+        d = cfg.data
+        data = {"demo": "built-in demo set", "glue": f"GLUE {d.task}" + (f" from {d.data_dir}" if d.data_dir else ""),
+                "files": f"{d.train} / {d.dev}, text {', '.join(d.text_columns)}, label {d.label_column}"}.get(d.kind, d.kind)
+        task = {}
+        try:
+            import json
+
+            task = json.loads((project.root / "task.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+        def took(stage: str) -> str:
+            info = project.stage_info(stage)
+            bits = [f"{info['steps']} steps" if info.get("steps") else "", f"{info['seconds']:.0f} s" if info.get("seconds") else ""]
+            return ", ".join(b for b in bits if b)
+
+        rows = "".join(f"<tr><td>{s}</td><td>&nbsp;&nbsp;{html.escape(self.state.stage_status(s))}</td>"
+                       f"<td style='color:#666'>&nbsp;&nbsp;{took(s)}</td></tr>" for s in STAGES)
+        t = cfg.train
+        hp = ", ".join(f"{k} {v}" for k, v in (("batch", t.batch_size), ("sequence", t.max_seq_length),
+                                                 ("epochs", f"{t.teacher_epochs:g}/{t.width_epochs:g}/{t.depth_epochs:g}"),
+                                                 ("lr", f"{t.teacher_lr:g}/{t.width_lr:g}/{t.depth_lr:g}"),
+                                                 ("widths", ",".join(f"{w:g}" for w in t.width_mults)),
+                                                 ("depths", ",".join(f"{x:g}" for x in t.depth_mults)),
+                                                 ("depth rule", t.depth_rule)))
+        task_line = (f"{task.get('name')}: {task.get('train_rows')} train / {task.get('dev_rows')} dev rows, metric "
+                     f"{task.get('metric')}, labels {', '.join(map(str, task.get('labels') or [])) or 'numeric'}") if task else ""
+        self.current.setText(
+            f"<h3>{html.escape(cfg.name)}</h3><p><b>Folder</b> {html.escape(str(project.root))}<br>"
+            f"<b>Model</b> {html.escape(cfg.model)}{' (already fine-tuned)' if cfg.model_is_finetuned else ''}<br>"
+            f"<b>Data</b> {html.escape(data)}<br>{html.escape(task_line)}<br>"
+            f"<b>Profile</b> {t.profile}: {html.escape(hp)}</p>"
+            f"<p><b>Stages</b></p><table>{rows}</table>"
+            f"<p style='color:#666'>Next: the Train page runs (or resumes) every unfinished stage.</p>")
+
+    def _fill_recent(self, items: list[str]) -> None:
+        self.recent.clear()
+        for p in items:
+            item = QListWidgetItem(p)
+            item.setData(Qt.ItemDataRole.UserRole, p)
+            self.recent.addItem(item)
+        if not items:
+            placeholder = QListWidgetItem("(none yet)")
+            placeholder.setFlags(Qt.ItemFlag.NoItemFlags)
+            self.recent.addItem(placeholder)
+
+
+if __name__ == "__main__":
+    from ..preview import run_preview
+
+    run_preview(ProjectPage)

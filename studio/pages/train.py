@@ -1,0 +1,503 @@
+"""Train page: start/stop/resume the pipeline, a progress bar per stage with ETA, live loss and evaluation curves, a log."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import (
+    QComboBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSplitter,
+    QVBoxLayout, QWidget,
+)
+
+from core.config import STAGES
+from core.events import CheckpointSaved, EvalEnded, LogMessage, StageEnded, StageStarted, StepEnded
+
+from ..errors import show_error
+from ..state import StudioState
+from ..style import HINT_CSS, fmt_seconds, label_sort_key, subnet_pen
+
+JOB = "train"
+# stages that report steps (rewire and evaluate only report their end)
+STEPPED = ("finetune", "width", "depth", "finetune-subnets")
+STAGE_TITLES = {
+    "finetune": "Fine-tune teacher", "rewire": "Importance + rewire", "width": "Width distillation",
+    "depth": "Width + depth distillation", "finetune-subnets": "Fine-tune sub-networks", "evaluate": "Evaluate",
+}
+
+
+class CurveSet:
+    """Points per stage and sub-network; a repeated step (after a resume) replaces the points from there on."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
+
+    def add(self, stage: str, step: int, values: dict) -> None:
+        per_label = self.data.setdefault(stage, {})
+        for label, value in values.items():
+            xs, ys = per_label.setdefault(label, ([], []))
+            if xs and step <= xs[-1]:
+                cut = int(np.searchsorted(np.asarray(xs), step))  # steps redone after a resume
+                del xs[cut:], ys[cut:]
+            xs.append(step)
+            ys.append(float(value))
+
+    def restart(self, stage: str, from_step: int) -> None:
+        """A stage (re)starting at `from_step` makes every later point of it stale."""
+        for xs, ys in self.data.get(stage, {}).values():
+            cut = int(np.searchsorted(np.asarray(xs), from_step, side="right"))
+            del xs[cut:], ys[cut:]
+
+    def clear(self) -> None:
+        self.data.clear()
+
+    def stages(self) -> list[str]:
+        return [s for s in STAGES if s in self.data] + [s for s in self.data if s not in STAGES]
+
+    def labels(self, stage: str) -> list[str]:
+        return sorted(self.data.get(stage, {}), key=label_sort_key)
+
+
+class CurvePlot:
+    """One PlotDataItem per sub-network, kept and fed with setData; the legend is rebuilt only when the set changes."""
+
+    def __init__(self, plot: pg.PlotItem, title: str, y_label: str, symbols: bool = False,
+                 legend: pg.LegendItem | None = None):
+        self.plot = plot
+        plot.setTitle(title, size="11pt")
+        plot.setLabel("bottom", "optimizer step")
+        plot.setLabel("left", y_label)
+        plot.showGrid(x=True, y=True, alpha=0.25)
+        self.legend = legend
+        self.symbols = symbols
+        self.items: dict[str, pg.PlotDataItem] = {}
+        self.shown: list[str] = []
+        # said where the curves will be, so an empty plot reads as "not yet", not as broken
+        self.placeholder = pg.TextItem("", color="#888", anchor=(0.5, 0.5))
+        self.placeholder.setParentItem(plot.getViewBox())
+        plot.getViewBox().sigResized.connect(self._place_placeholder)
+
+    def set_placeholder(self, text: str) -> None:
+        self.placeholder.setText(text)
+        self._place_placeholder()
+
+    def _place_placeholder(self, *_):
+        r = self.plot.getViewBox().boundingRect()
+        self.placeholder.setPos(r.center())
+
+    def setTitle(self, title: str, **kw) -> None:
+        self.plot.setTitle(title, **kw)
+
+    def setLabel(self, axis: str, text: str) -> None:
+        self.plot.setLabel(axis, text)
+
+    def show_curves(self, per_label: dict[str, tuple[list, list]]) -> None:
+        labels = sorted((l for l, (xs, _) in per_label.items() if xs), key=label_sort_key)
+        if labels != self.shown:
+            self._relabel(labels)
+            if labels:
+                self.plot.enableAutoRange()  # a new set of curves: forget the last stage's ranges
+        self.placeholder.setVisible(not labels)
+        for label in labels:
+            xs, ys = per_label[label]
+            self.items[label].setData(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float))
+
+    def _relabel(self, labels: list[str]) -> None:
+        if self.legend is not None:
+            self.legend.clear()
+        for label, item in self.items.items():
+            if label not in labels and item.scene() is not None:
+                self.plot.removeItem(item)
+        for label in labels:
+            item = self.items.get(label)
+            if item is None:
+                pen = subnet_pen(label)
+                kw = dict(symbol="o", symbolSize=5, symbolBrush=pen.color(), symbolPen=None) if self.symbols else {}
+                item = pg.PlotDataItem(pen=pen, **kw)
+                # long runs: draw at most about one point per pixel
+                item.setDownsampling(auto=True, method="peak")
+                item.setClipToView(True)
+                self.items[label] = item
+            if item.scene() is None:
+                self.plot.addItem(item)
+            if self.legend is not None:
+                self.legend.addItem(item, label)
+        self.shown = labels
+
+    def point_count(self) -> int:
+        return sum(len(self.items[l].xData) for l in self.shown if self.items[l].xData is not None)
+
+
+class StageRow:
+    """A stage's name, progress bar and status text (steps, ETA, duration)."""
+
+    def __init__(self, grid: QGridLayout, row: int, stage: str):
+        self.stage = stage
+        self.name = QLabel(STAGE_TITLES.get(stage, stage))
+        self.bar = QProgressBar()
+        self.bar.setTextVisible(True)
+        self.bar.setMinimumWidth(240)
+        self.status = QLabel("pending")
+        self.status.setMinimumWidth(230)
+        grid.addWidget(self.name, row, 0)
+        grid.addWidget(self.bar, row, 1)
+        grid.addWidget(self.status, row, 2)
+        self.t0 = 0.0
+        self.step0 = 0
+
+    def idle(self, status: str) -> None:
+        self.bar.setRange(0, 100)
+        self.bar.setValue(100 if status in ("done", "skipped") else 0)
+        self.bar.setFormat("%p%")
+        self.status.setText(status)
+
+    def busy(self, text: str) -> None:
+        self.bar.setRange(0, 0)  # Qt's indeterminate bar: this stage reports no steps
+        self.status.setText(text)
+
+    def started(self, e: StageStarted) -> None:
+        self.bar.setRange(0, max(1, e.total_steps))
+        self.bar.setValue(e.resumed_from_step)
+        self.bar.setFormat(f"%v / %m steps")
+        self.t0, self.step0 = time.monotonic(), e.resumed_from_step
+        self.status.setText(f"resumed at step {e.resumed_from_step}" if e.resumed_from_step else "running")
+
+    def stepped(self, e: StepEnded) -> None:
+        if self.bar.maximum() != e.total_steps:
+            self.bar.setRange(0, e.total_steps)
+            self.bar.setFormat("%v / %m steps")
+        self.bar.setValue(e.step)
+        done = e.step - self.step0
+        if done > 0 and self.t0:
+            per = (time.monotonic() - self.t0) / done
+            loss = sum(e.losses.values()) / max(1, len(e.losses))
+            self.status.setText(f"{fmt_seconds(per * (e.total_steps - e.step))} left · mean loss {loss:.3f}")
+
+    def ended(self, e: StageEnded) -> None:
+        self.bar.setRange(0, 100)
+        self.bar.setValue(100)
+        self.bar.setFormat("%p%")
+        self.status.setText("skipped" if e.skipped else f"done in {fmt_seconds(e.seconds)}")
+
+
+class TrainPage(QWidget):
+    trainingFinished = Signal()
+
+    def __init__(self, state: StudioState, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.state = state
+        self.losses = CurveSet()
+        self.evals = CurveSet()
+        self.metric_name = "metric"
+        self.shown_stage: str | None = None
+        self.follow = True  # the curves follow the running stage until the user picks one
+        self._running_stage: str | None = None
+
+        self.start_button = QPushButton("Start training")
+        self.start_button.setObjectName("startTraining")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setObjectName("stopTraining")
+        self.stop_button.setToolTip("Stops after the current step and saves a checkpoint: Resume continues from there.")
+        self.until = QComboBox()
+        for s in STAGES:
+            self.until.addItem(f"{STAGE_TITLES[s]}" + (" (all)" if s == STAGES[-1] else ""), s)
+        self.until.setCurrentIndex(len(STAGES) - 1)
+        self.summary = QLabel()
+        self.summary.setStyleSheet(HINT_CSS)
+        self.summary.setWordWrap(True)
+        top = QHBoxLayout()
+        top.addWidget(self.start_button)
+        top.addWidget(self.stop_button)
+        top.addWidget(QLabel("Run until:"))
+        top.addWidget(self.until)
+        top.addWidget(self.summary, 1)
+
+        stages_box = QGroupBox("Stages")
+        grid = QGridLayout(stages_box)
+        grid.setColumnStretch(1, 1)
+        self.rows = {s: StageRow(grid, i, s) for i, s in enumerate(STAGES)}
+
+        # one canvas: both plots share the sub-network legend on the right, outside the curves
+        self.canvas = pg.GraphicsLayoutWidget()
+        self.legend = pg.LegendItem(labelTextSize="9pt", verSpacing=-4)
+        self.legend.setParentItem(None)
+        self.loss_plot = CurvePlot(self.canvas.addPlot(row=0, col=0), "Training loss per sub-network", "loss",
+                                   legend=self.legend)
+        self.eval_plot = CurvePlot(self.canvas.addPlot(row=1, col=0), "Dev metric per sub-network (end of each epoch)",
+                                   "metric", symbols=True)
+        self.loss_plot.set_placeholder("One curve per sub-network appears here once training starts.")
+        self.eval_plot.set_placeholder("The dev metric of every sub-network is drawn at the end of each epoch.")
+        self.canvas.addItem(self.legend, row=0, col=1, rowspan=2)
+        self.canvas.ci.layout.setRowStretchFactor(0, 3)
+        self.canvas.ci.layout.setRowStretchFactor(1, 2)
+        self.canvas.ci.layout.setColumnStretchFactor(0, 5)
+        self.curve_stage = QComboBox()
+        self.curve_stage.setToolTip("Which stage's curves to show; they follow the running stage by default.")
+        self.curve_stage.activated.connect(self._pick_stage)
+        curve_bar = QHBoxLayout()
+        curve_bar.addWidget(QLabel("Curves of stage:"))
+        curve_bar.addWidget(self.curve_stage)
+        curve_bar.addStretch(1)
+        plots = QWidget()
+        pl = QVBoxLayout(plots)
+        pl.setContentsMargins(0, 0, 0, 0)
+        pl.addLayout(curve_bar)
+        pl.addWidget(self.canvas, 1)
+
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(5000)
+        self.log.setFont(QFont("monospace", 9))
+        self.log.setPlaceholderText("Stage starts and ends, evaluations, checkpoints and messages appear here.")
+        log_box = QGroupBox("Log")
+        QVBoxLayout(log_box).addWidget(self.log)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(plots)
+        split.addWidget(log_box)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+        split.setSizes([800, 300])
+
+        lay = QVBoxLayout(self)
+        lay.addLayout(top)
+        lay.addWidget(stages_box)
+        lay.addWidget(split, 1)
+
+        self.start_button.clicked.connect(self.start)
+        self.stop_button.clicked.connect(self.stop)
+        b = state.bridge
+        b.stageStarted.connect(self._on_stage_started)
+        b.stageEnded.connect(self._on_stage_ended)
+        b.steps.connect(self._on_steps)
+        b.progress.connect(self._on_progress)
+        b.evalEnded.connect(self._on_eval)
+        b.checkpointSaved.connect(self._on_checkpoint)
+        b.log.connect(self._on_log)
+        r = state.runner
+        r.started.connect(self._on_job_started)
+        r.finished.connect(self._on_job_finished)
+        r.cancelled.connect(self._on_job_cancelled)
+        r.errored.connect(self._on_job_errored)
+        r.busyChanged.connect(lambda _: self._update_buttons())
+        state.projectChanged.connect(self._on_project_changed)
+        state.projectUpdated.connect(lambda _: self._refresh_rows())
+        self._on_project_changed(state.project)
+
+    # ---- actions -------------------------------------------------------------------------------
+    def start(self) -> None:
+        project = self.state.project
+        if project is None:
+            return
+        root, until = project.root, self.until.currentData()
+
+        def job(events, stop):
+            from core.pipeline import run_pipeline
+            from core.project import Project
+
+            # the worker opens its own Project: the GUI's copy is only ever read
+            return run_pipeline(Project.open(root), events, stop, until=until)
+
+        self.follow = True
+        self.state.runner.start(JOB, job)
+
+    def stop(self) -> None:
+        if self.state.runner.name == JOB:
+            self._log("stopping after the current step (a checkpoint is saved)…")
+            self.stop_button.setEnabled(False)
+            self.state.runner.stop()
+
+    def is_training(self) -> bool:
+        return self.state.runner.name == JOB
+
+    # ---- project -------------------------------------------------------------------------------
+    def _on_project_changed(self, project) -> None:
+        self.losses.clear()
+        self.evals.clear()
+        self.shown_stage = None
+        self.log.clear()
+        if project is not None:
+            self._replay_history(project)
+        self._refresh_rows()
+        self._show_stage(self._latest_stage())
+
+    def _replay_history(self, project) -> None:
+        """Draw the curves of earlier runs from metrics.jsonl, so reopening a project shows its training."""
+        for rec in project.read_metrics():
+            kind, stage = rec.get("kind"), rec.get("stage")
+            if kind == "step" and isinstance(rec.get("losses"), dict):
+                self.losses.add(stage, int(rec.get("step", 0)), rec["losses"])
+            elif kind == "eval" and isinstance(rec.get("results"), dict):
+                self.evals.add(stage, int(rec.get("step", 0)), rec["results"])
+                self.metric_name = rec.get("metric", self.metric_name)
+        if project.metrics_path.is_file():
+            self._log(f"opened {project.root}: {sum(len(v[0]) for d in self.losses.data.values() for v in d.values())} "
+                      f"logged loss points")
+
+    def _refresh_rows(self) -> None:
+        if self.is_training():
+            return
+        for stage, row in self.rows.items():
+            row.idle(self.state.stage_status(stage))
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        project, busy = self.state.project, self.state.runner.is_running()
+        training = self.is_training()
+        done = self.state.all_done()
+        started = project is not None and any(self.state.stage_status(s) != "pending" for s in STAGES)
+        self.start_button.setText("All stages done" if done else ("Resume training" if started else "Start training"))
+        self.start_button.setEnabled(project is not None and not busy and not done)
+        self.stop_button.setEnabled(training)
+        self.until.setEnabled(not training)
+        if project is None:
+            self.summary.setText("Open or create a project first.")
+        elif training:
+            self.summary.setText("Training… the window stays usable; Stop keeps the project resumable.")
+        elif busy:
+            self.summary.setText(f"Waiting for the running job ({self.state.runner.name}) to end.")
+        elif done:
+            self.summary.setText("Every stage is done: see the Explore page.")
+        else:
+            t = project.config.train
+            self.summary.setText(f"profile {t.profile}: {len(t.width_mults)} widths × {len(t.depth_mults)} depths, "
+                                 f"batch {t.batch_size}, sequence {t.max_seq_length}")
+
+    # ---- job lifecycle -------------------------------------------------------------------------
+    def _on_job_started(self, name: str) -> None:
+        if name != JOB:
+            return
+        self._log("training started")
+        first = next((s for s in STAGES if self.state.stage_status(s) not in ("done", "skipped")), None)
+        self._mark_running(first)
+        self._update_buttons()
+
+    def _mark_running(self, stage: str | None) -> None:
+        self._running_stage = stage
+        if stage is not None:
+            self.rows[stage].busy("starting…" if stage in STEPPED else "running…")
+
+    def _on_job_finished(self, name: str, result) -> None:
+        if name != JOB:
+            return
+        ran = ", ".join(result.get("ran", [])) if isinstance(result, dict) else ""
+        self._log(f"training finished ({ran or 'nothing left to run'})")
+        self._running_stage = None
+        self._refresh_rows()
+        self.trainingFinished.emit()
+
+    def _on_job_cancelled(self, name: str) -> None:
+        if name != JOB:
+            return
+        self._log("stopped: the project is saved; Resume continues from the last checkpoint")
+        self._running_stage = None
+        self._refresh_rows()
+
+    def _on_job_errored(self, name: str, info) -> None:
+        if name != JOB:
+            return
+        self._log(f"error: {info.message}")
+        self._running_stage = None
+        self._refresh_rows()
+        show_error(self.window(), info, "Training failed")
+
+    # ---- events --------------------------------------------------------------------------------
+    def _on_stage_started(self, e: StageStarted) -> None:
+        if not self.is_training():
+            return  # other jobs (latency) have stages of their own
+        self._running_stage = e.stage
+        if e.stage in self.rows:
+            self.rows[e.stage].started(e)
+        self.losses.restart(e.stage, e.resumed_from_step)
+        self.evals.restart(e.stage, e.resumed_from_step)
+        if e.stage == self.shown_stage or self.follow:
+            self._show_stage(e.stage if self.follow else self.shown_stage)
+        self._log(f"{e.stage}: started, {e.total_steps} steps" + (f", resumed at {e.resumed_from_step}" if e.resumed_from_step else ""))
+
+    def _on_stage_ended(self, e: StageEnded) -> None:
+        if not self.is_training():
+            return
+        if e.stage in self.rows:
+            self.rows[e.stage].ended(e)
+        self._log(f"{e.stage}: {'skipped' if e.skipped else 'done in ' + fmt_seconds(e.seconds)}")
+        until = self.until.currentData()
+        if self.is_training() and e.stage != until and e.stage in STAGES:
+            later = STAGES[STAGES.index(e.stage) + 1:]
+            nxt = next((s for s in later if self.state.stage_status(s) not in ("done", "skipped")), None)
+            if nxt is not None and STAGES.index(nxt) <= STAGES.index(until):
+                self._mark_running(nxt)
+
+    def _on_steps(self, batch: list[StepEnded]) -> None:
+        for e in batch:
+            self.losses.add(e.stage, e.step, e.losses)
+        stage = batch[-1].stage
+        if self.follow and stage != self.shown_stage:
+            self._show_stage(stage)
+        elif stage == self.shown_stage:
+            self.loss_plot.show_curves(self.losses.data.get(stage, {}))
+        self._sync_stage_combo()
+
+    def _on_progress(self, e: StepEnded) -> None:
+        if e.stage in self.rows:
+            self.rows[e.stage].stepped(e)
+
+    def _on_eval(self, e: EvalEnded) -> None:
+        self.metric_name = e.metric_name
+        self._log(f"{e.stage} step {e.step}: dev {e.metric_name} " + ", ".join(
+            f"{k} {v:.3f}" for k, v in sorted(e.results.items(), key=lambda kv: label_sort_key(kv[0]))))
+        if e.stage == "evaluate":
+            return  # the final grid is the Explore page's job
+        self.evals.add(e.stage, e.step, e.results)
+        if e.stage == self.shown_stage:
+            self.eval_plot.setLabel("left", f"dev {self.metric_name}")
+            self.eval_plot.show_curves(self.evals.data.get(e.stage, {}))
+
+    def _on_checkpoint(self, e: CheckpointSaved) -> None:
+        self._log(f"{e.stage}: checkpoint at step {e.step}")
+
+    def _on_log(self, e: LogMessage) -> None:
+        self._log(e.text if e.level == "info" else f"{e.level}: {e.text}")
+
+    # ---- curves --------------------------------------------------------------------------------
+    def _latest_stage(self) -> str | None:
+        stages = [s for s in self.losses.stages()]
+        return stages[-1] if stages else None
+
+    def _show_stage(self, stage: str | None) -> None:
+        self.shown_stage = stage
+        self.loss_plot.show_curves(self.losses.data.get(stage, {}) if stage else {})
+        self.eval_plot.setLabel("left", f"dev {self.metric_name}")
+        self.eval_plot.show_curves(self.evals.data.get(stage, {}) if stage else {})
+        self.loss_plot.setTitle(f"Training loss per sub-network — {STAGE_TITLES.get(stage, stage)}" if stage
+                                else "Training loss per sub-network", size="11pt")
+        self._sync_stage_combo()
+
+    def _sync_stage_combo(self) -> None:
+        stages = self.losses.stages()
+        if [self.curve_stage.itemData(i) for i in range(self.curve_stage.count())] != stages:
+            self.curve_stage.blockSignals(True)
+            self.curve_stage.clear()
+            for s in stages:
+                self.curve_stage.addItem(STAGE_TITLES.get(s, s), s)
+            self.curve_stage.blockSignals(False)
+        self.curve_stage.setEnabled(bool(stages))
+        i = self.curve_stage.findData(self.shown_stage)
+        if i >= 0 and i != self.curve_stage.currentIndex():
+            self.curve_stage.setCurrentIndex(i)
+
+    def _pick_stage(self, index: int) -> None:
+        stage = self.curve_stage.itemData(index)
+        # picking the running stage again hands control back to "follow"
+        self.follow = stage == self._running_stage or not self.is_training()
+        self._show_stage(stage)
+
+    def _log(self, text: str) -> None:
+        self.log.appendPlainText(f"{time.strftime('%H:%M:%S')}  {text}")
+
+
+if __name__ == "__main__":
+    from ..preview import run_preview
+
+    run_preview(TrainPage)

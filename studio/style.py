@@ -1,0 +1,91 @@
+"""Shared look: one colour per width, one line style per depth, number formats, so every page reads the same."""
+from __future__ import annotations
+
+import re
+
+import pyqtgraph as pg
+from PySide6.QtCore import Qt
+
+# light plots read better in screenshots and next to native widgets
+pg.setConfigOptions(antialias=True, background="w", foreground="#333")
+
+# widths from widest to narrowest; four hues far apart (and colour-blind safe) so 1.0 and 0.75 never look alike
+_WIDTH_COLOURS = ["#1f4e99", "#AA3377", "#228833", "#E69F00", "#66CCEE", "#EE6677", "#999999", "#000000"]
+_DEPTH_SYMBOLS = ["o", "t", "s", "d", "star"]
+_DEPTH_STYLES = [Qt.PenStyle.SolidLine, Qt.PenStyle.DashLine, Qt.PenStyle.DotLine, Qt.PenStyle.DashDotLine]
+_LABEL = re.compile(r"^w([0-9.]+)_d([0-9.]+)$")
+
+
+def parse_label(label: str) -> tuple[float, float] | None:
+    """'w0.75_d1' -> (0.75, 1.0); None for labels of another shape (e.g. 'full')."""
+    m = _LABEL.match(label)
+    return (float(m.group(1)), float(m.group(2))) if m else None
+
+
+def label_sort_key(label: str):
+    wd = parse_label(label)
+    return (0, -wd[1], -wd[0]) if wd else (1, label)
+
+
+def subnet_colour(label: str, widths=(1.0, 0.75, 0.5, 0.25)) -> str:
+    wd = parse_label(label)
+    if wd is None:
+        return _WIDTH_COLOURS[0]
+    ordered = sorted(set(widths) | {wd[0]}, reverse=True)
+    return _WIDTH_COLOURS[ordered.index(wd[0]) % len(_WIDTH_COLOURS)]
+
+
+def subnet_pen(label: str, depths=(1.0, 0.75, 0.5), width: float = 1.6):
+    wd = parse_label(label)
+    style = Qt.PenStyle.SolidLine
+    if wd is not None:
+        ordered = sorted(set(depths) | {wd[1]}, reverse=True)
+        style = _DEPTH_STYLES[ordered.index(wd[1]) % len(_DEPTH_STYLES)]
+    return pg.mkPen(subnet_colour(label), width=width, style=style)
+
+
+def subnet_symbol(label: str, depths=(1.0, 0.75, 0.5)) -> str:
+    """Scatter symbol per depth: circle = full depth, triangle, square... (colour already says the width)."""
+    wd = parse_label(label)
+    if wd is None:
+        return "o"
+    ordered = sorted(set(depths) | {wd[1]}, reverse=True)
+    return _DEPTH_SYMBOLS[ordered.index(wd[1]) % len(_DEPTH_SYMBOLS)]
+
+
+def encoding_legend_html(widths, depths) -> str:
+    """One line saying what colour and shape mean, for charts with one mark per sub-network."""
+    shapes = {"o": "●", "t": "▼", "s": "■", "d": "◆", "star": "★"}
+    ws = " ".join(f"<span style='color:{subnet_colour(f'w{w:g}_d1', widths)}'>■ {w:g}</span>"
+                  for w in sorted(widths, reverse=True))
+    ds = " ".join(f"{shapes[subnet_symbol(f'w1_d{d:g}', depths)]} {d:g}" for d in sorted(depths, reverse=True))
+    return f"colour = width: {ws} &nbsp;&nbsp; shape = depth: {ds}"
+
+
+def pretty_label(label: str) -> str:
+    wd = parse_label(label)
+    return f"width {wd[0]:g} · depth {wd[1]:g}" if wd else label
+
+
+def fmt_params(n) -> str:
+    return f"{n / 1e6:.1f} M" if isinstance(n, (int, float)) else "-"
+
+
+def fmt_seconds(s: float) -> str:
+    s = max(0, int(round(s)))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def fmt_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+BANNER_CSS = "QLabel { background: #fff4d6; border: 1px solid #e0c36b; border-radius: 4px; padding: 8px; }"
+ERROR_CSS = "color: #b00020;"
+HINT_CSS = "color: #666;"

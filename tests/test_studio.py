@@ -1,0 +1,383 @@
+"""The studio on the offscreen platform: bridge, worker, the whole point-and-click flow on a tiny model, errors, closing."""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QPointF, Qt  # noqa: E402
+from PySide6.QtWidgets import QMessageBox  # noqa: E402
+
+from conftest import tiny_project_config  # noqa: E402
+from core.events import StageStarted, StepEnded  # noqa: E402
+
+TINY_HP = dict(batch_size="16", eval_batch_size="32", max_seq_length="32", teacher_epochs="2", teacher_lr="0.002",
+               width_epochs="1", width_lr="0.0005", depth_epochs="1", depth_lr="0.0005", importance_examples="32",
+               checkpoint_every="4")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(tmp_path, monkeypatch):
+    # recent projects go to a temp folder, never the developer's own list
+    monkeypatch.setenv("DYNASTUDIO_CONFIG_DIR", str(tmp_path / "config"))
+
+
+@pytest.fixture
+def window(qtbot):
+    from studio.app import MainWindow
+
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    runner = w.state.runner
+    runner.shutdown()
+    assert not runner.any_thread_running(), "a job thread outlived its test"
+
+
+def _made_project(root: Path, model_dir, files, **overrides):
+    from core.pipeline import new_project
+
+    return new_project(root, tiny_project_config(model_dir, *files, **overrides))
+
+
+def _error_boxes() -> list[QMessageBox]:
+    from studio import errors
+
+    return [b for b in errors.open_dialogs if b.isVisible()]
+
+
+def _close_error_boxes() -> None:
+    for b in _error_boxes():
+        b.done(0)
+
+
+# ---- bridge and worker ---------------------------------------------------------------------------
+def test_bridge_delivers_every_step_in_order_from_another_thread(qtbot):
+    from studio.bridge import Bridge
+
+    bridge = Bridge(interval_ms=50)
+    got, progress, stages = [], [], []
+    bridge.steps.connect(lambda batch: got.extend(e.step for e in batch))
+    bridge.progress.connect(lambda e: progress.append(e.step))
+    bridge.stageStarted.connect(lambda e: stages.append((e.stage, len(got))))
+
+    def emit():
+        bridge.sink(StageStarted("width", 2000))
+        for i in range(1, 2001):
+            bridge.sink(StepEnded("width", i, 2000, {"w1_d1": 1.0 / i}, 1e-4, 0))
+
+    t = threading.Thread(target=emit)
+    t.start()
+    t.join()
+    qtbot.waitUntil(lambda: len(got) == 2000, timeout=5000)
+    assert got == list(range(1, 2001))  # curves lose no point and keep the order
+    assert stages == [("width", 0)]  # the stage began before any of its steps reached a view
+    assert progress[-1] == 2000
+    assert bridge.flushes < 50  # 2001 events, a handful of repaints
+    assert len(progress) == bridge.flushes
+
+
+def test_runner_reports_errors_with_details_and_new_job_cancels_the_old(qtbot):
+    from studio.bridge import Bridge
+    from studio.worker import JobRunner
+
+    runner = JobRunner(Bridge())
+    with qtbot.waitSignal(runner.errored, timeout=10000) as err:
+        runner.start("boom", lambda events, stop: 1 / 0)
+    name, info = err.args
+    assert name == "boom" and not info.user and "ZeroDivisionError" in info.detail
+
+    def slow(events, stop):
+        while True:
+            stop.check()
+            threading.Event().wait(0.01)
+
+    order = []
+    runner.cancelled.connect(lambda n: order.append(("cancelled", n)))
+    runner.finished.connect(lambda n, r: order.append(("finished", n, r)))
+    runner.start("slow", slow)
+    runner.start("quick", lambda events, stop: 42)
+    qtbot.waitUntil(lambda: len(order) == 2, timeout=10000)
+    assert order == [("cancelled", "slow"), ("finished", "quick", 42)]
+    assert not runner.is_running() and not runner.any_thread_running()
+
+
+# ---- the whole flow ------------------------------------------------------------------------------
+def test_whole_flow_create_train_explore_export(window, qtbot, tiny_model_dir, tiny_task_files, tmp_path):
+    w, state = window, window.state
+    train_file, dev_file = tiny_task_files
+    assert w.blocked["train"].reason.text().startswith("No project is open")
+
+    # Project: fill the form like a user, validated inline before anything runs
+    pp = w.pages["project"]
+    pp.tabs.setCurrentIndex(1)
+    pp.folder.setText(str(tmp_path / "proj"))
+    pp.model_local.setChecked(True)
+    pp.model_dir.setText(str(tiny_model_dir))
+    pp.task_files.setChecked(True)
+    pp.train_file.setText(str(train_file))
+    pp.dev_file.setText(str(dev_file))
+    assert pp.text_a.currentText() == "sentence" and pp.label_col.currentText() == "label"
+    for name, value in TINY_HP.items():
+        pp.hp.editors[name].setText(value)
+    pp.hp.editors["width_mults"].setText("1,0.5")
+    pp.hp.editors["depth_mults"].setText("1,0.5")
+    assert pp.validate() == []
+    assert pp.preview.rowCount() > 0 and "label counts" in pp.label_counts.text()
+    with qtbot.waitSignal(pp.projectOpened, timeout=60000):
+        qtbot.mouseClick(pp.create_button, Qt.MouseButton.LeftButton)
+    assert state.project is not None and w.current_step() == "train"
+    assert w.blocked_reason_shown("explore")
+
+    # Train: every stage, curves fed live
+    tp = w.pages["train"]
+    steps_seen = []
+    state.bridge.steps.connect(lambda batch: steps_seen.extend(batch))
+    with qtbot.waitSignal(state.runner.finished, timeout=180000):
+        qtbot.mouseClick(tp.start_button, Qt.MouseButton.LeftButton)
+    assert state.all_done()
+    depth_steps = [e for e in steps_seen if e.stage == "depth"]
+    assert depth_steps and tp.shown_stage == "depth"
+    assert tp.loss_plot.shown == ["w1_d1", "w0.5_d1", "w1_d0.5", "w0.5_d0.5"]
+    assert tp.loss_plot.point_count() == 4 * len(depth_steps)  # one point per step per sub-network, none lost
+    assert tp.eval_plot.point_count() > 0
+    assert all(r.bar.value() == r.bar.maximum() for r in tp.rows.values())
+    assert w.current_step() == "explore"  # a finished training moves on to the results
+
+    # Importance: heatmaps hold data, hover reads a value
+    ip = w.pages["importance"]
+    w.go_to("importance")
+    assert w.slots["importance"].currentIndex() == 0
+    assert ip.has_data() and ip.heads.shown.shape == (4, 4)
+    assert ip.neurons.shown.shape[0] == 4 and np.isfinite(ip.neurons.shown).all()
+    centre = ip.heads.plot.vb.mapViewToScene(QPointF(1.5, 2.5))
+    ip._on_mouse_moved(centre)
+    assert ip.hover.text().startswith("layer 2, head 1: importance")
+    ip.before.setChecked(True)
+    assert ip.heads.shown.shape == (4, 4) and not ip.heads.cuts
+
+    # Explore: one point per sub-network; clicking a point selects it, the table follows
+    ep = w.pages["explore"]
+    w.go_to("explore")
+    qtbot.waitUntil(lambda: ep.plot.isVisible(), timeout=2000)
+    qtbot.wait(200)  # let the freshly shown chart lay out before mapping points to pixels
+    rows = state.results()["rows"]
+    assert len(ep.scatter.points()) == len(rows) == 4
+    pts = {l: ep.point_for(l) for l in ep.labels}
+    # a point no other point sits on (w1_d0.5 and w0.5_d1 share their FLOPs, and may share the metric)
+    target = next(l for l in ("w0.5_d0.5", "w1_d1", "w0.5_d1") if list(pts.values()).count(pts[l]) == 1)
+    x, y = pts[target]
+    view_pos = ep.plot.mapFromScene(ep.plot.getViewBox().mapViewToScene(QPointF(x, y)))
+    qtbot.mouseClick(ep.plot.viewport(), Qt.MouseButton.LeftButton, pos=view_pos)
+    qtbot.waitUntil(lambda: state.selected == target, timeout=3000)
+    selected_rows = {i.row() for i in ep.table.selectedItems()}
+    assert len(selected_rows) == 1 and ep.table.item(selected_rows.pop(), 0).text() == target
+    assert list(ep.selected_ring.getData()[0]) == [x]
+    # ... and selecting a table row selects on the chart
+    other = next(l for l in ep.labels if l != target)
+    ep.table.selectRow(ep._table_row_of(other))
+    assert state.selected == other
+    assert ep.selected_ring.getData()[0][0] == ep.point_for(other)[0]
+    # the budget picks the best sub-network under it
+    ep.set_budget(float(min(ep.xs)))
+    assert ep.best is not None and ep.xs[ep.best] == min(ep.xs)
+    assert "best is" in ep.budget_text.text()
+    tip = ep._tip(0, 0, target)
+    assert target in tip and "parameters" in tip and "latency" in tip
+
+    # Export: the selection, a preset, one click, an ONNX file that verified
+    xp = w.pages["export"]
+    state.select(target)
+    w.go_to("export")
+    assert xp.subnet.currentData() == target
+    xp.target.setCurrentIndex(xp.target.findData("desktop-cpu"))
+    out = tmp_path / "exported"
+    xp.out.setText(str(out))
+    xp._out_edited = True
+    with qtbot.waitSignal(state.runner.finished, timeout=180000):
+        qtbot.mouseClick(xp.export_button, Qt.MouseButton.LeftButton)
+    assert (out / "model.onnx").is_file()
+    assert "verified" in xp.verify.text() and xp.files.rowCount() >= 3
+    assert xp.open_folder.isEnabled()
+    assert not _error_boxes()
+
+
+# ---- closing, errors, latency wiring --------------------------------------------------------------
+def test_closing_mid_training_asks_stops_and_stays_resumable(window, qtbot, tiny_model_dir, tiny_task_files, tmp_path):
+    from core.project import Project
+
+    w, state = window, window.state
+    project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files, teacher_epochs=400)
+    w.pages["project"].open_folder(project.root)
+    asked = []
+    w.confirm_close = lambda: asked.append(True) or True
+    with qtbot.waitSignal(state.bridge.progress, timeout=60000):
+        w.pages["train"].start()
+    thread = state.runner._thread
+    assert thread is not None and thread.isRunning()
+    assert w.isVisible()  # the GUI thread is free while the worker trains
+    w.close()
+    assert asked == [True]
+    qtbot.waitUntil(lambda: not w.isVisible(), timeout=60000)
+    assert not state.runner.is_running() and thread.isFinished() and not state.runner.any_thread_running()
+    status = state.stage_status("finetune")
+    assert status.startswith("paused at step"), status
+    reopened = Project.open(project.root)
+    assert reopened.load_checkpoint("finetune").step > 0 and not reopened.is_done("finetune")
+
+
+def test_closing_asks_and_no_keeps_training(window, qtbot, tiny_model_dir, tiny_task_files, tmp_path):
+    w, state = window, window.state
+    project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files, teacher_epochs=400)
+    state.open_project(project.root)
+    w.confirm_close = lambda: False
+    with qtbot.waitSignal(state.bridge.progress, timeout=60000):
+        w.pages["train"].start()
+    w.close()
+    assert w.isVisible() and state.runner.is_running()
+    with qtbot.waitSignal(state.runner.cancelled, timeout=60000):
+        w.pages["train"].stop()
+
+
+def test_user_mistakes_are_messages_not_crashes(window, qtbot, tmp_path, tiny_task_files):
+    w = window
+    pp = w.pages["project"]
+    # opening a folder that is not a project: a dialog with the one-line message, no details
+    assert not pp.open_folder(tmp_path)
+    boxes = _error_boxes()
+    assert len(boxes) == 1 and "not a DynaBERT Studio project" in boxes[0].text() and not boxes[0].detailedText()
+    _close_error_boxes()
+
+    # a data file without the label column, an unsupported model: inline, before anything runs
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,stars\nnice film,5\n", encoding="utf-8")
+    gpt = tmp_path / "gpt"
+    gpt.mkdir()
+    (gpt / "config.json").write_text(json.dumps({"model_type": "gpt2"}), encoding="utf-8")
+    pp.folder.setText(str(tmp_path / "new"))
+    pp.model_local.setChecked(True)
+    pp.model_dir.setText(str(gpt))
+    pp.task_files.setChecked(True)
+    pp.train_file.setText(str(bad))
+    pp.dev_file.setText(str(tiny_task_files[1]))
+    pp.label_col.setCurrentText("stars")
+    pp.hp.editors["teacher_lr"].setText("fast")
+    errors = pp.validate()
+    assert len(errors) == 3
+    assert "not supported" in pp.model_error.text() and pp.model_error.isVisibleTo(pp)
+    assert "teacher_lr" in pp.train_error.text()
+    assert pp.task_error.text() and not pp.create_button.isEnabled()
+    assert not (tmp_path / "new").exists()
+
+    # a bug inside a job: a dialog whose details hold the traceback
+    from studio.errors import ErrorInfo, show_error
+
+    try:
+        raise RuntimeError("kaboom")
+    except RuntimeError as exc:
+        box = show_error(w, ErrorInfo.from_exception(exc))
+    assert "kaboom" in box.text() and "Traceback" in box.detailedText()
+    _close_error_boxes()
+
+    # a full disk is the user's to fix: the message says so
+    import errno
+
+    info = ErrorInfo.from_exception(OSError(errno.ENOSPC, "No space left on device", "/x/model.onnx"))
+    assert info.user and "disk is full" in info.message
+
+
+def test_measure_latency_switches_the_axis(window, qtbot, tiny_model_dir, tiny_task_files, tmp_path, monkeypatch):
+    import core.latency
+    from core.pipeline import run_pipeline
+
+    w, state = window, window.state
+    project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files, teacher_epochs=1,
+                            width_mults=(1.0, 0.5), depth_mults=(1.0,))
+    run_pipeline(project)
+
+    def fake_latency_job(project, events, stop, batch=1, seq=128, threads=1, formats=("fp32",), **_):
+        res = project.load_results()
+        for r in res["rows"]:
+            r["latency_fp32_ms"] = 10.0 * r["flops_rel"]
+            r["size_onnx_fp32_mb"] = 1.0
+        res["latency_setup"] = {"device": "test CPU", "threads": threads, "batch": batch, "seq": seq}
+        project.save_results(res)
+        return {"rows": res["rows"]}
+
+    monkeypatch.setattr(core.latency, "latency_job", fake_latency_job)
+    w.pages["project"].open_folder(project.root)
+    ep = w.pages["explore"]
+    assert ep.x_key == "flops_rel" and "not measured" in ep.plot.getAxis("bottom").labelText
+    ep.threads.setValue(1)
+    with qtbot.waitSignal(state.runner.finished, timeout=30000):
+        qtbot.mouseClick(ep.measure, Qt.MouseButton.LeftButton)
+    assert ep.x_key == "latency_fp32_ms" and "test CPU" in ep.device.text()
+    assert ep.xs.max() == 10.0 and len(ep.xs) == 2
+
+
+def test_each_page_builds_on_its_own(qtbot, tiny_model_dir, tiny_task_files, tmp_path):
+    from studio.pages.explore import ExplorePage
+    from studio.pages.export import ExportPage
+    from studio.pages.importance import ImportancePage
+    from studio.pages.project import ProjectPage
+    from studio.pages.train import TrainPage
+    from studio.state import StudioState
+
+    project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files)
+    for cls in (ProjectPage, ImportancePage, TrainPage, ExplorePage, ExportPage):
+        state = StudioState()
+        page = cls(state)
+        qtbot.addWidget(page)
+        state.open_project(project.root)
+        page.show()
+        assert page.isVisible()
+
+
+def test_recent_projects_are_remembered(qtbot, tiny_model_dir, tiny_task_files, tmp_path):
+    from studio.state import RecentProjects, StudioState
+
+    project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files)
+    StudioState().open_project(project.root)
+    assert RecentProjects().load() == [str(project.root.resolve())]
+
+
+def test_pareto_front_and_budget_helpers():
+    from studio.pages.explore import best_under, pareto_front
+
+    xs = np.array([1.0, 2.0, 3.0, 2.5, 0.5])
+    ys = np.array([0.8, 0.9, 0.95, 0.85, 0.6])
+    assert pareto_front(xs, ys).tolist() == [4, 0, 1, 2]
+    assert best_under(xs, ys, 2.6) == 1
+    assert best_under(xs, ys, 0.1) is None
+
+
+def test_gui_command_opens_the_project_it_is_given(qtbot, monkeypatch, tiny_model_dir, tiny_task_files, tmp_path):
+    import sys
+
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from core.cli import main as cli_main
+    from studio.app import MainWindow
+
+    project = _made_project(tmp_path / "opened", tiny_model_dir, tiny_task_files)
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # main() installs its own; put ours back after
+    seen = {}
+
+    def look_and_quit():
+        w = next(w for w in QApplication.topLevelWidgets() if isinstance(w, MainWindow) and w.isVisible())
+        seen.update(title=w.windowTitle(), step=w.current_step(), project=w.state.project)
+        w.close()
+        QApplication.instance().quit()
+
+    QTimer.singleShot(200, look_and_quit)
+    assert cli_main(["gui", str(project.root)]) == 0
+    assert seen["project"] is not None and seen["project"].root == project.root
+    assert str(project.root) in seen["title"] and seen["step"] == "train"
