@@ -181,7 +181,10 @@ class MainWindow(QMainWindow):
             reason = self.state.blocked_reason(step)
             item.setForeground(QColor("#999") if reason else QColor("#111"))
             item.setToolTip(reason or "")
-            done = (step == "project" and self.state.project is not None) or (step == "train" and self.state.all_done())
+            p = self.state.project
+            done = p is not None and (
+                step == "project" or (step == "importance" and p.is_done("rewire")) or (step == "train" and self.state.all_done())
+            )
             item.setText(f"{i + 1}   {STEP_TITLES[step]}" + ("   ✓" if done else ""))
             self._show_slot(step)
         p = self.state.project
