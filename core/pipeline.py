@@ -284,28 +284,27 @@ def rewire_job(ws: Workspace, events=null_sink, stop: StopToken | None = None) -
     return {"batches": imp.batches, "examples": len(ws.heldout), "rewire_max_logit_diff": diff}
 
 
-def width_job(ws: Workspace, events=null_sink, stop: StopToken | None = None) -> dict:
-    stop = stop or StopToken()
+def _distill_job(ws: Workspace, stage: str, source: str, specs, l1: float, l2: float, epochs: float, lr: float, events, stop) -> dict:
+    """Distil the frozen `source` model at full size into a copy of itself trained at every spec."""
     t = ws.cfg.train
-    teacher = ws.project.load_model("rewired", ws.device)
-    student = ws.project.load_model("rewired", ws.device)
-    specs = [SubnetSpec(w, 1.0) for w in sorted(set(t.width_mults), reverse=True)]
-    step_fn = lambda m, b: distill_step(m, teacher, b, specs, l1=t.width_l1, l2=t.width_l2, depth_rule=t.depth_rule, is_regression=ws.task.is_regression)
-    info = _train_stage(ws, "width", student, step_fn, t.width_epochs, t.width_lr, specs, events, stop)
-    ws.project.save_model("width", student, info)
+    teacher = ws.project.load_model(source, ws.device)
+    student = ws.project.load_model(source, ws.device)
+    step_fn = lambda m, b: distill_step(m, teacher, b, specs, l1=l1, l2=l2, depth_rule=t.depth_rule, is_regression=ws.task.is_regression)
+    info = _train_stage(ws, stage, student, step_fn, epochs, lr, specs, events, stop or StopToken())
+    ws.project.save_model(STAGE_MODEL[stage], student, info)
     return info
+
+
+def width_job(ws: Workspace, events=null_sink, stop: StopToken | None = None) -> dict:
+    t = ws.cfg.train
+    specs = [SubnetSpec(w, 1.0) for w in sorted(set(t.width_mults), reverse=True)]
+    return _distill_job(ws, "width", "rewired", specs, t.width_l1, t.width_l2, t.width_epochs, t.width_lr, events, stop)
 
 
 def depth_job(ws: Workspace, events=null_sink, stop: StopToken | None = None) -> dict:
-    stop = stop or StopToken()
     t = ws.cfg.train
-    teacher = ws.project.load_model("width", ws.device)
-    student = ws.project.load_model("width", ws.device)
     specs = subnet_grid(t.width_mults, t.depth_mults)
-    step_fn = lambda m, b: distill_step(m, teacher, b, specs, l1=t.depth_l1, l2=t.depth_l2, depth_rule=t.depth_rule, is_regression=ws.task.is_regression)
-    info = _train_stage(ws, "depth", student, step_fn, t.depth_epochs, t.depth_lr, specs, events, stop)
-    ws.project.save_model("depth", student, info)
-    return info
+    return _distill_job(ws, "depth", "width", specs, t.depth_l1, t.depth_l2, t.depth_epochs, t.depth_lr, events, stop)
 
 
 def finetune_subnets_job(ws: Workspace, events=null_sink, stop: StopToken | None = None) -> dict:
