@@ -119,15 +119,7 @@ def cmd_run(a) -> int:
 
     project = Project.open(Path(a.dir))
     _apply_run_options(project, a)
-    stop = StopToken()
-
-    def on_sigint(signum, frame):
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-        print("\nstopping after this step (Ctrl-C again to abort now)...", file=sys.stderr, flush=True)
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    stop, previous = _stop_on_sigint()
     printer = ProgressPrinter()
     try:
         out = run_pipeline(project, printer, stop, until=a.until)
@@ -246,7 +238,7 @@ def _stop_on_sigint() -> tuple[StopToken, object]:
         if stop.is_set():
             raise KeyboardInterrupt
         stop.set()
-        print("\nstopping...", file=sys.stderr, flush=True)
+        print("\nstopping after this step (Ctrl-C again to abort now)...", file=sys.stderr, flush=True)
 
     return stop, signal.signal(signal.SIGINT, on_sigint)
 
