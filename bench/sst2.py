@@ -4,13 +4,13 @@ Baselines, every width x depth cell:
   A  the fine-tuned teacher sliced, no rewiring, no further training
   B  the rewired teacher sliced, no further training
   C  DynaBERT without rewiring (the paper's ablation): same teacher, same stages, same data
-  D  (--with-d) one sub-network shape distilled on its own for the same number of steps
 
 Every training stage runs as a child `dynastudio run --until STAGE` so its wall time and peak
 memory (max RSS) are measured per stage. Writes bench/results/sst2.{md,json,png}.
 
-    python bench/sst2.py                         # default: about an hour on 2 CPU cores
-    python bench/sst2.py --train-examples 67349 --epochs 3 --seq 128   # a larger run for a GPU
+    python bench/sst2.py                         # default: about 1.5 hours on 2 CPU cores
+    python bench/sst2.py --skip-c                # without baseline C: about 50 minutes
+    python bench/sst2.py --train-examples 67349 --width-epochs 3 --depth-epochs 3 --seq 128   # a larger run for a GPU
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def make_config(a, name: str) -> ProjectConfig:
     train = profile_config(
         "paper", batch_size=32, max_seq_length=a.seq, max_train_examples=a.train_examples,
         importance_examples=a.importance_examples, teacher_epochs=a.teacher_epochs, teacher_lr=a.teacher_lr,
-        width_epochs=a.epochs, width_lr=a.lr, depth_epochs=a.epochs, depth_lr=a.lr,
+        width_epochs=a.width_epochs, width_lr=a.lr, depth_epochs=a.depth_epochs, depth_lr=a.lr,
         depth_rule=a.depth_rule, seed=a.seed, checkpoint_every=10_000,
         width_l2=a.width_l2, depth_l2=a.depth_l2,
     )
@@ -78,7 +78,9 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--teacher-epochs", type=float, default=1.0)
     ap.add_argument("--teacher-lr", type=float, default=5e-5)
-    ap.add_argument("--epochs", type=float, default=1.0, help="epochs of each distillation stage")
+    ap.add_argument("--width-epochs", type=float, default=1.0, help="epochs of stage 1 (width)")
+    ap.add_argument("--depth-epochs", type=float, default=2.0,
+                    help="epochs of stage 2 (width x depth); CALIBRATION.md: one plain epoch misses the depth-0.5 targets")
     ap.add_argument("--lr", type=float, default=5e-5, help="distillation learning rate")
     ap.add_argument("--width-l2", type=float, default=0.1)
     ap.add_argument("--depth-l2", type=float, default=1.0)
@@ -156,7 +158,8 @@ def main() -> None:
             "batch_size": 32,
             "teacher_epochs": a.teacher_epochs,
             "teacher_lr": a.teacher_lr,
-            "distill_epochs_per_stage": a.epochs,
+            "width_stage_epochs": a.width_epochs,
+            "depth_stage_epochs": a.depth_epochs,
             "distill_lr": a.lr,
             "width_l1_l2": [1.0, a.width_l2],
             "depth_l1_l2": [1.0, a.depth_l2],
