@@ -75,9 +75,22 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=20)
     a = ap.parse_args()
+    result = measure(Path(a.glue), a.train_examples, a.batch, a.seq, a.threads, a.runs, a.warmup)
+    result["command"] = " ".join([Path(sys.executable).name, *sys.argv])
+    md = report_md(result)
+    OUT.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(OUT / "latency.json", json.dumps(result, indent=2))
+    atomic_write_text(OUT / "latency.md", md)
+    print()
+    print(md)
+    return 0
 
+
+def measure(glue: Path, train_examples: int = 8000, batch: int = 1, seq: int = 128, threads: int = 1,
+            runs: int = 100, warmup: int = 20) -> dict:
+    """Every cell's fp32/INT8 latency against its FLOPs, then the full model's INT8 export checked on SST-2 dev."""
     t0 = time.perf_counter()
-    project = finetuned_project(Path(a.glue), a.train_examples)
+    project = finetuned_project(glue, train_examples)
     teacher = project.stage_info("finetune").get("dev", {})
 
     def show(event) -> None:
@@ -86,10 +99,10 @@ def main() -> int:
             print(f"  [{event.index:>2}/{event.total}] {event.label:<12} fp32 {v['latency_fp32_ms']:7.2f} ms"
                   f"   int8 {v['latency_int8_ms']:7.2f} ms", flush=True)
 
-    print(f"measuring every sub-network: batch {a.batch}, sequence {a.seq}, {a.threads} thread(s), "
-          f"{a.runs} runs after {a.warmup} warm-up", flush=True)
-    lat = latency_job(project, show, batch=a.batch, seq=a.seq, threads=a.threads, formats=("fp32", "int8"),
-                      runs=a.runs, warmup=a.warmup)
+    print(f"measuring every sub-network: batch {batch}, sequence {seq}, {threads} thread(s), "
+          f"{runs} runs after {warmup} warm-up", flush=True)
+    lat = latency_job(project, show, batch=batch, seq=seq, threads=threads, formats=("fp32", "int8"),
+                      runs=runs, warmup=warmup)
     setup = lat["setup"]
     rows = {r["label"]: r for r in lat["results"]["rows"]}
     full = rows["w1_d1"]
@@ -128,10 +141,10 @@ def main() -> int:
     }
     result = {
         "benchmark": "bench/latency.py",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": "python bench/latency.py",
         "setup": setup,
         "model": "builtin MiniLM (6 layers, 12 heads, hidden 384, FFN 1536)",
-        "finetune": {"train_examples": a.train_examples, "epochs": 1, "seq": 64, "teacher_dev": teacher},
+        "finetune": {"train_examples": train_examples, "epochs": 1, "seq": 64, "teacher_dev": teacher},
         "targets": {"latency_over_flops_max": RATIO_LIMIT, "int8_speedup_min": INT8_SPEEDUP_TARGET,
                     "int8_agreement_min": AGREEMENT_TARGET},
         "grid": table,
@@ -140,13 +153,7 @@ def main() -> int:
         "python": platform.python_version(),
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    md = report_md(result)
-    OUT.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(OUT / "latency.json", json.dumps(result, indent=2))
-    atomic_write_text(OUT / "latency.md", md)
-    print()
-    print(md)
-    return 0
+    return result
 
 
 def report_md(r: dict) -> str:

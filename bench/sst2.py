@@ -33,7 +33,7 @@ import torch  # noqa: E402
 from core.config import DataConfig, ProjectConfig, profile_config  # noqa: E402
 from core.data import compute_metric  # noqa: E402
 from core.dynamic import SubnetSpec, subnet_grid  # noqa: E402
-from core.pipeline import evaluate_specs, new_project, open_workspace, predict  # noqa: E402
+from core.pipeline import evaluate_specs, final_model_name, new_project, open_workspace, predict  # noqa: E402
 from core.project import Project  # noqa: E402
 
 GLUE = ROOT.parent / "shared" / "data" / "glue"
@@ -129,6 +129,9 @@ def main() -> None:
     results["A_teacher_sliced"] = grid_scores(ws, dyn.load_model("teacher"))
     results["B_rewired_sliced"] = grid_scores(ws, dyn.load_model("rewired"))
 
+    # ---- how sure: the teacher-vs-cell gaps with a paired bootstrap over dev examples --------
+    gaps = gap_intervals(ws, dyn.load_model("teacher"), dyn.load_model(final_model_name(dyn)), rows_meta)
+
     # ---- C: DynaBERT without rewiring: the same teacher stands in for the rewired model -----
     if not a.skip_c:
         c_dir = work / "no_rewire"
@@ -170,6 +173,7 @@ def main() -> None:
             "torch": torch.__version__,
         },
         "teacher": teacher_score,
+        "target_gaps": gaps,
         "grid": results,
         "stage_steps": {k: v.get("steps") for k, v in steps.items()},
         "stages_measured": stages,
@@ -182,6 +186,28 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{a.name}.json").write_text(json.dumps(report, indent=2))
     render(report, OUT / a.name)
+
+
+TARGET_CELLS = {"w1_d1": 0.5, "w0.5_d1": 2.0, "w1_d0.5": 2.0, "w0.25_d0.5": 5.0}  # label -> allowed gap, points
+
+
+def gap_intervals(ws, teacher, model, rows_meta: dict, n_boot: int = 5000, seed: int = 0) -> dict:
+    """Teacher minus cell dev accuracy (points) for the target cells, with a 95% paired bootstrap interval:
+    dev examples are resampled with replacement and both models scored on the same resample."""
+    y = np.asarray(ws.dev.labels)
+    args = (ws.cfg.train.depth_rule, ws.cfg.train.eval_batch_size, ws.pad_id, ws.device)
+    t_ok = predict(teacher, ws.dev, SubnetSpec(), *args).argmax(-1) == y
+    idx = np.random.default_rng(seed).integers(0, len(y), size=(n_boot, len(y)))
+    out = {}
+    for label in TARGET_CELLS:
+        r = rows_meta[label]
+        s_ok = predict(model, ws.dev, SubnetSpec(r["width_mult"], r["depth_mult"]), *args).argmax(-1) == y
+        diff = t_ok.astype(float) - s_ok.astype(float)
+        boot = 100 * diff[idx].mean(axis=1)
+        out[label] = {"gap": 100 * diff.mean(), "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+                      "only_teacher_right": int((t_ok & ~s_ok).sum()), "only_cell_right": int((~t_ok & s_ok).sum()),
+                      "dev_examples": int(len(y))}
+    return out
 
 
 def measure_latency(project: Project) -> dict:
@@ -198,9 +224,11 @@ def targets(report: dict) -> list[tuple[str, str, bool]]:
     dyn = g["dynabert"]
     pts = lambda v: 100 * v  # noqa: E731
     out = []
-    for label, limit in (("w1_d1", 0.5), ("w0.5_d1", 2.0), ("w1_d0.5", 2.0), ("w0.25_d0.5", 5.0)):
+    for label, limit in TARGET_CELLS.items():
         gap = pts(t - dyn[label])
-        out.append((f"cell {label} within {limit} points of the teacher", f"{pts(dyn[label]):.2f} vs {pts(t):.2f} (gap {gap:+.2f})", gap <= limit))
+        ci = report.get("target_gaps", {}).get(label)
+        extra = f"; 95% interval of the gap {ci['ci95'][0]:+.2f} to {ci['ci95'][1]:+.2f}" if ci else ""
+        out.append((f"cell {label} within {limit} points of the teacher", f"{pts(dyn[label]):.2f} vs {pts(t):.2f} (gap {gap:+.2f}{extra})", gap <= limit))
     smaller = [k for k in dyn if k != "w1_d1"]
     for base in ("A_teacher_sliced", "B_rewired_sliced"):
         wins = [k for k in smaller if dyn[k] > g[base][k]]
@@ -236,6 +264,12 @@ def render(report: dict, stem: Path) -> None:
         md[-1] += "".join(f" {100 * g[k][lab]:.2f} |" for k in g)
     md += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     md += [f"| {name} | {val} | {'yes' if ok else '**no**'} |" for name, val, ok in targets(report)]
+    if report.get("target_gaps"):
+        n = next(iter(report["target_gaps"].values()))["dev_examples"]
+        md += ["", f"Gap = teacher minus cell, in points of dev accuracy; one dev example is {100 / n:.2f} points. "
+               "The interval is a 95% paired bootstrap over the dev examples (5,000 resamples). Examples only the teacher / "
+               "only the cell gets right: " + ", ".join(f"{k} {v['only_teacher_right']}/{v['only_cell_right']}"
+                                                        for k, v in report["target_gaps"].items()) + "."]
     if report.get("latency", {}).get("setup"):
         st = report["latency"]["setup"]
         md += ["", f"Latency: onnxruntime fp32, {st.get('device')}, {st.get('threads')} thread(s), batch {st.get('batch')}, seq {st.get('seq')}."]

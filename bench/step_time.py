@@ -23,22 +23,15 @@ sys.path.insert(0, str(ROOT))
 from core.config import DataConfig  # noqa: E402
 from core.data import encode, iterate_batches, load_task_data, subset  # noqa: E402
 from core.distill import distill_step, make_optimizer, task_step  # noqa: E402
-from core.dynamic import SubnetSpec, subnet_grid  # noqa: E402
+from core.dynamic import SubnetSpec, subnet_grid, subnet_size  # noqa: E402
 from core.pipeline import load_base_model, load_tokenizer  # noqa: E402
 
 GLUE = ROOT.parent / "shared" / "data" / "glue"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--batches", type=int, default=12)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--max-seq", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "step_time"))
-    a = ap.parse_args()
-    torch.set_num_threads(a.threads)
-
+def measure(batches: int = 12, batch_size: int = 32, max_seq: int = 128, threads: int = 2) -> dict:
+    """Time plain, width-stage and depth-stage steps back to back on the same batches; return medians and ratios."""
+    torch.set_num_threads(threads)
     if (GLUE / "SST-2").is_dir():
         task = load_task_data(DataConfig(kind="glue", task="sst2", data_dir=str(GLUE)))
         data_name = "SST-2 train"
@@ -46,9 +39,9 @@ def main() -> None:
         task = load_task_data(DataConfig(kind="demo"))
         data_name = "built-in demo (SST-2 not found)"
     tok = load_tokenizer("builtin:minilm")
-    rows = subset(task.train, a.batches * a.batch_size, seed=0)
-    enc = encode(rows, tok, a.max_seq)
-    batches = list(iterate_batches(enc, a.batch_size, shuffle=False, pad_id=tok.pad_token_id))
+    rows = subset(task.train, batches * batch_size, seed=0)
+    enc = encode(rows, tok, max_seq)
+    data = list(iterate_batches(enc, batch_size, shuffle=False, pad_id=tok.pad_token_id))
 
     student = load_base_model("builtin:minilm", task, finetuned=False, seed=0).train()
     teacher = load_base_model("builtin:minilm", task, finetuned=False, seed=0).eval()
@@ -70,55 +63,71 @@ def main() -> None:
         return time.perf_counter() - t0
 
     for k in kinds:  # warm-up (allocator, kernels)
-        full_step(k, batches[0])
+        full_step(k, data[0])
     times = {k: [] for k in kinds}
-    for b in batches:
+    for b in data:
         for k in kinds:
             times[k].append(full_step(k, b))
-    ratio_w = statistics.median(w / p for w, p in zip(times["width"], times["plain"]))
-    ratio_d = statistics.median(d / p for d, p in zip(times["depth"], times["plain"]))
-    tokens = statistics.mean(int(b["attention_mask"].sum()) / b["input_ids"].shape[0] for b in batches)
-    res = {
+    tokens = statistics.mean(int(b["attention_mask"].sum()) / b["input_ids"].shape[0] for b in data)
+    # ideal: one teacher forward (1 unit) + forward/backward (3 units x its FLOPs share) per sub-network,
+    # over a plain step's forward/backward (3 units)
+    full = subnet_size(student.config, SubnetSpec(), "keep-last", seq_len=int(tokens))["flops"]
+    share_w = sum(subnet_size(student.config, s, "keep-last", seq_len=int(tokens))["flops"] / full for s in widths)
+    share_d = sum(subnet_size(student.config, s, "keep-last", seq_len=int(tokens))["flops"] / full for s in grid)
+    return {
+        "command": f"python bench/step_time.py --batches {batches} --batch-size {batch_size} --max-seq {max_seq} --threads {threads}",
         "model": "MiniLM-L6-H384 (builtin)",
         "data": data_name,
-        "batches": len(batches),
-        "batch_size": a.batch_size,
-        "max_seq": a.max_seq,
+        "batches": len(data),
+        "batch_size": batch_size,
+        "max_seq": max_seq,
         "mean_tokens_per_example": round(tokens, 1),
-        "threads": a.threads,
+        "threads": threads,
         "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "median_step_s": {k: statistics.median(v) for k, v in times.items()},
-        "width_over_plain": ratio_w,
-        "depth_over_plain": ratio_d,
-        "ideal_width_over_plain": (1 + 3 * 2.5) / 3,
-        "ideal_depth_over_plain": None,
+        "width_over_plain": statistics.median(w / p for w, p in zip(times["width"], times["plain"])),
+        "depth_over_plain": statistics.median(d / p for d, p in zip(times["depth"], times["plain"])),
+        "ideal_width_over_plain": (1 + 3 * share_w) / 3,
+        "ideal_depth_over_plain": (1 + 3 * share_d) / 3,
     }
-    # ideal: one teacher forward (1 unit) + forward/backward (3 units x its FLOPs share) per sub-network
-    from core.dynamic import subnet_size
 
-    full = subnet_size(student.config, SubnetSpec(), "keep-last", seq_len=int(tokens))["flops"]
-    share = sum(subnet_size(student.config, s, "keep-last", seq_len=int(tokens))["flops"] / full for s in grid)
-    res["ideal_depth_over_plain"] = (1 + 3 * share) / 3
+
+def table_md(res: dict) -> list[str]:
+    m = res["median_step_s"]
+    return [
+        "| step | median seconds | ratio to plain (median of per-batch ratios) | ideal |",
+        "|---|---|---|---|",
+        f"| plain fine-tuning | {m['plain']:.3f} | 1.00 | 1.00 |",
+        f"| width stage (4 widths) | {m['width']:.3f} | {res['width_over_plain']:.2f} | {res['ideal_width_over_plain']:.2f} |",
+        f"| depth stage (12 sub-networks) | {m['depth']:.3f} | {res['depth_over_plain']:.2f} | {res['ideal_depth_over_plain']:.2f} |",
+        "",
+        "Ideal = one teacher forward plus forward+backward (about 3x a forward) of each sub-network in "
+        "proportion to its FLOPs, over a plain step's forward+backward.",
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batches", type=int, default=12)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-seq", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "step_time"))
+    a = ap.parse_args()
+    res = measure(a.batches, a.batch_size, a.max_seq, a.threads)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=2))
     md = [
         "# Step time: DynaBERT stages vs plain fine-tuning",
         "",
-        f"`python bench/step_time.py --batches {a.batches} --batch-size {a.batch_size} --max-seq {a.max_seq} --threads {a.threads}`",
+        f"`{res['command']}`",
         "",
-        f"MiniLM-L6-H384, {data_name}, {len(batches)} batches of {a.batch_size} (dynamic padding, max {a.max_seq}; "
-        f"{tokens:.1f} real tokens per example on average), {a.threads} threads, torch {torch.__version__}.",
+        f"MiniLM-L6-H384, {res['data']}, {res['batches']} batches of {a.batch_size} (dynamic padding, max {a.max_seq}; "
+        f"{res['mean_tokens_per_example']:.1f} real tokens per example on average), {a.threads} threads, torch {torch.__version__}.",
         "",
-        "| step | median seconds | ratio to plain (median of per-batch ratios) | ideal |",
-        "|---|---|---|---|",
-        f"| plain fine-tuning | {res['median_step_s']['plain']:.3f} | 1.00 | 1.00 |",
-        f"| width stage (4 widths) | {res['median_step_s']['width']:.3f} | {ratio_w:.2f} | {res['ideal_width_over_plain']:.2f} |",
-        f"| depth stage (12 sub-networks) | {res['median_step_s']['depth']:.3f} | {ratio_d:.2f} | {res['ideal_depth_over_plain']:.2f} |",
-        "",
-        "Ideal = one teacher forward plus forward+backward (about 3x a forward) of each sub-network in "
-        "proportion to its FLOPs, over a plain step's forward+backward.",
+        *table_md(res),
     ]
     out.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
