@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import latency as latency_bench  # noqa: E402  (bench/latency.py)
 import step_time  # noqa: E402  (bench/step_time.py)
-from sst2 import run_stage  # noqa: E402  (bench/sst2.py)
+from sst2 import mib, run_stage  # noqa: E402  (bench/sst2.py)
 
 from core.config import DataConfig, ProjectConfig, profile_config  # noqa: E402
 from core.pipeline import new_project  # noqa: E402
@@ -56,7 +56,7 @@ def stage_memory(work: Path, rows: int, seq: int, batch: int) -> dict[str, dict]
     out = {}
     for stage in STAGES:
         out[stage] = run_stage(work, stage)
-        print(f"  {stage}: {out[stage]['seconds']:.0f} s, peak {out[stage]['peak_rss_mib']:.0f} MiB", flush=True)
+        print(f"  {stage}: {out[stage]['seconds']:.0f} s, peak {mib(out[stage])} MiB", flush=True)
     return out
 
 
@@ -68,7 +68,13 @@ def main() -> int:
     ap.add_argument("--memory-rows", type=int, default=960, help="SST-2 train rows of the memory project")
     ap.add_argument("--runs", type=int, default=100, help="timed latency runs per cell")
     ap.add_argument("--name", default="speed")
+    ap.add_argument("--render-only", action="store_true", help="re-render the .md/.png from the saved JSON")
     a = ap.parse_args()
+    if a.render_only:
+        report = json.loads((OUT / f"{a.name}.json").read_text())
+        atomic_write_text((OUT / a.name).with_suffix(".md"), render_md(report))
+        plot(report, (OUT / a.name).with_suffix(".png"))
+        return 0
     if not (GLUE / "SST-2" / "train.tsv").is_file():
         raise SystemExit(f"SST-2 not found under {GLUE}: this benchmark reads ../shared/data/glue/SST-2")
     t0 = time.perf_counter()
@@ -156,7 +162,7 @@ def render_md(r: dict) -> str:
     base = mem["stages"]["finetune"]["peak_rss_mib"]
     lines += ["", "## 3. Peak memory of each stage", "",
               f"Each stage run as its own child process (`dynastudio run --until STAGE`) on a {mem['rows']}-row SST-2 project, "
-              f"batch {mem['batch']}, seq {mem['seq']}; peak = the child's max RSS."]
+              f"batch {mem['batch']}, seq {mem['seq']}; peak = the child's own peak resident memory (VmHWM)."]
     full = r.get("memory_full_run")
     if full:
         lines += [f"The last column is the same stage in the full quality run ({full['source']}, "
@@ -164,11 +170,14 @@ def render_md(r: dict) -> str:
     lines += ["", "| stage | peak MiB | / fine-tuning peak" + (" | full run peak MiB |" if full else " |"),
               "|---|---:|---:|" + ("---:|" if full else "")]
     for stage, v in mem["stages"].items():
-        row = f"| {stage} | {v['peak_rss_mib']:.0f} | {v['peak_rss_mib'] / base:.2f}x |"
+        row = f"| {stage} | {mib(v)} | {v['peak_rss_mib'] / base:.2f}x |"
         if full:
             fv = full["stages"].get(f"dynabert/{stage}")
-            row += f" {fv['peak_rss_mib']:.0f} |" if fv else " - |"
+            row += f" {mib(fv)} |" if fv else " - |"
         lines.append(row)
+    if full and any(v.get("peak_method") != "VmHWM" for v in full["stages"].values()):
+        lines += ["", "\\* that run measured the max RSS wait4 returns, which Linux makes at least the size of the "
+                      "benchmark process at fork time: exact for the training stages (they outgrew it), an upper bound otherwise."]
     return "\n".join(lines) + "\n"
 
 
@@ -195,7 +204,7 @@ def plot(r: dict, path: Path) -> None:
     g = lat["grid"]
     fl = [t["flops_ratio"] for t in g]
     for int8, key, mark in ((False, "latency_fp32_ms", "o"), (True, "latency_int8_ms", "^")):
-        full = next(t for t in g if t["width_mult"] == 1 and t["depth_mult"] == 1)[ "latency_fp32_ms"]
+        full = next(t for t in g if t["width_mult"] == 1 and t["depth_mult"] == 1)["latency_fp32_ms"]
         ys = [t[key] / full for t in g]
         ax.scatter(fl, ys, marker=mark, label=("INT8" if int8 else "fp32") + " latency / full fp32")
     xs = [0, 1.05]

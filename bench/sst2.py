@@ -42,17 +42,40 @@ WIDTHS = (1.0, 0.75, 0.5, 0.25)
 DEPTHS = (1.0, 0.75, 0.5)
 
 
+# The child reports its own peak: /proc/self/status VmHWM belongs to the address space made at exec.
+# (The ru_maxrss that wait4 returns is no good here: Linux carries the forking parent's RSS into the
+# child's maxrss across exec, so a child of a big parent reports at least the parent's size.)
+_PEAK_WRAPPER = """
+import atexit, runpy, sys
+out = sys.argv[1]
+def _peak():
+    try:
+        with open('/proc/self/status') as f:
+            kb = next(int(l.split()[1]) for l in f if l.startswith('VmHWM:'))
+        with open(out, 'w') as f:
+            f.write(str(kb))
+    except (OSError, StopIteration):
+        pass
+atexit.register(_peak)
+sys.argv = ['dynastudio'] + sys.argv[2:]
+runpy.run_module('core.cli', run_name='__main__')
+"""
+
+
 def run_stage(project: Path, stage: str) -> dict:
-    """Run one stage in a child process; return its wall time and peak RSS (MiB)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "core.cli", "run", str(project), "--until", stage],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-    _, status, usage = os.wait4(proc.pid, 0)
-    err = proc.stderr.read()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"stage {stage} of {project} failed ({proc.returncode}):\n{err[-2000:]}")
-    return {"seconds": time.perf_counter() - t0, "peak_rss_mib": usage.ru_maxrss / 1024}
+    """Run one stage in a child process; return its wall time and its own peak resident memory (MiB)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        peak_file = Path(tmp) / "peak_kb"
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, str(peak_file), "run", str(project), "--until", stage],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        seconds = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"stage {stage} of {project} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+        peak = int(peak_file.read_text()) / 1024 if peak_file.is_file() else None
+    return {"seconds": seconds, "peak_rss_mib": peak, "peak_method": "VmHWM"}
 
 
 def grid_scores(ws, model) -> dict[str, float]:
@@ -106,11 +129,15 @@ def main() -> None:
     t_start = time.perf_counter()
     stages_file = work / "stages.json"  # per-stage time/memory survive a resumed benchmark
     stages: dict[str, dict] = json.loads(stages_file.read_text()) if stages_file.is_file() else {}
+    runs_file = work / "invocations.json"  # every command that worked on this folder, oldest first
+    invocations = json.loads(runs_file.read_text()) if runs_file.is_file() else []
+    invocations.append({"argv": "python bench/sst2.py " + " ".join(sys.argv[1:]), "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+    runs_file.write_text(json.dumps(invocations, indent=2))
 
     def record(key: str, folder: Path, stage: str) -> None:
         stages[key] = run_stage(folder, stage)
         stages_file.write_text(json.dumps(stages, indent=2))
-        print(f"{key}: {stages[key]['seconds']:.0f}s, peak {stages[key]['peak_rss_mib']:.0f} MiB", flush=True)
+        print(f"{key}: {stages[key]['seconds']:.0f}s, peak {mib(stages[key])} MiB", flush=True)
 
     # ---- DynaBERT -------------------------------------------------------------------------
     dyn_dir = work / "dynabert"
@@ -151,6 +178,7 @@ def main() -> None:
     steps = {k: v for k, v in dyn.state["stages"].items() if "steps" in v}
     report = {
         "argv": " ".join(sys.argv[1:]),
+        "invocations": invocations,
         "settings": {
             "model": "MiniLM-L6-H384 (builtin:minilm)",
             "data": "SST-2 (GLUE), train for training and importance, dev for reporting",
@@ -174,6 +202,7 @@ def main() -> None:
         },
         "teacher": teacher_score,
         "target_gaps": gaps,
+        "trajectory": {"dynabert": trajectory(dyn), **({"C_no_rewiring": trajectory(Project.open(work / "no_rewire"))} if not a.skip_c else {})},
         "grid": results,
         "stage_steps": {k: v.get("steps") for k, v in steps.items()},
         "stages_measured": stages,
@@ -208,6 +237,12 @@ def gap_intervals(ws, teacher, model, rows_meta: dict, n_boot: int = 5000, seed:
                       "only_teacher_right": int((t_ok & ~s_ok).sum()), "only_cell_right": int((~t_ok & s_ok).sum()),
                       "dev_examples": int(len(y))}
     return out
+
+
+def trajectory(project: Project) -> list[dict]:
+    """The dev scores logged at the end of every epoch of every training stage, oldest first."""
+    return [{"stage": r["stage"], "epoch": r["epoch"] + 1, "step": r["step"], "scores": r["results"]}
+            for r in project.read_metrics() if r.get("kind") == "eval"]
 
 
 def measure_latency(project: Project) -> dict:
@@ -246,7 +281,11 @@ def render(report: dict, stem: Path) -> None:
     lat = (report.get("latency") or {}).get("ms", {})
     labels = [f"w{w:g}_d{d:g}" for d in DEPTHS for w in WIDTHS]
     md = ["# SST-2: the DynaBERT grid against baselines (MiniLM-L6-H384)", "",
-          f"`python bench/sst2.py {report.get('argv', '')}`".replace("  ", " "), "",
+          f"`python bench/sst2.py {report.get('argv', '')}`".replace("  ", " "), ""]
+    if len(report.get("invocations", [])) > 1:
+        md += ["Run in steps on one work folder (stages already done are skipped, their measurements kept): "
+               + "; ".join(f"`{i['argv'].strip()}` at {i['started']}" for i in report["invocations"]) + ".", ""]
+    md += [
           "## Settings", ""]
     md += [f"- {k.replace('_', ' ')}: {v}" for k, v in s.items()]
     total = report.get("wall_seconds_all_stages")
@@ -270,11 +309,25 @@ def render(report: dict, stem: Path) -> None:
                "The interval is a 95% paired bootstrap over the dev examples (5,000 resamples). Examples only the teacher / "
                "only the cell gets right: " + ", ".join(f"{k} {v['only_teacher_right']}/{v['only_cell_right']}"
                                                         for k, v in report["target_gaps"].items()) + "."]
+    if report.get("trajectory"):
+        cells = list(TARGET_CELLS)
+        md += ["", "## The target cells during training", "",
+               "Dev accuracy logged at the end of each epoch of each stage (cells a stage does not train are blank).", "",
+               "| model | after | " + " | ".join(cells) + " |", "|---|---|" + "---|" * len(cells)]
+        for key, evals in report["trajectory"].items():
+            for e in evals:
+                md.append(f"| {names.get(key, key)} | {e['stage']} epoch {e['epoch']} | "
+                          + " | ".join(f"{100 * e['scores'][c]:.2f}" if c in e["scores"] else "" for c in cells) + " |")
     if report.get("latency", {}).get("setup"):
         st = report["latency"]["setup"]
         md += ["", f"Latency: onnxruntime fp32, {st.get('device')}, {st.get('threads')} thread(s), batch {st.get('batch')}, seq {st.get('seq')}."]
     md += ["", "## Stage wall time and peak memory (max RSS of the stage's process)", "", "| stage | seconds | peak MiB |", "|---|---|---|"]
-    md += [f"| {k} | {v['seconds']:.0f} | {v['peak_rss_mib']:.0f} |" for k, v in report["stages_measured"].items()]
+    md += [f"| {k} | {v['seconds']:.0f} | {mib(v)} |" for k, v in report["stages_measured"].items()]
+    if any(v.get("peak_method") != "VmHWM" for v in report["stages_measured"].values()):
+        md += ["", "\\* measured as the max RSS that wait4 returns. Linux carries the benchmark process's own size at "
+               "fork time into that figure, so a starred value is max(the stage's own peak, the benchmark process's size "
+               "when it started the stage): exact when the stage outgrew the benchmark process (the training stages, "
+               "all above 1 GB), an upper bound otherwise. Later runs read the stage's own VmHWM instead."]
     if report.get("analysis"):
         md += ["", "## Analysis", "", report["analysis"]]
     stem.with_suffix(".md").write_text("\n".join(md) + "\n")
@@ -282,10 +335,17 @@ def render(report: dict, stem: Path) -> None:
     plot(report, stem.with_suffix(".png"), names, labels, lat)
 
 
+def mib(stage: dict) -> str:
+    """A stage's peak memory for the table; starred when measured the old way (see the note under the table)."""
+    if stage.get("peak_rss_mib") is None:
+        return "-"
+    return f"{stage['peak_rss_mib']:.0f}" + ("" if stage.get("peak_method") == "VmHWM" else " \\*")
+
+
 def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     """Points no other point beats on both lower latency and higher accuracy, by latency."""
     front, best = [], -1.0
-    for x, y in sorted(points):
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):  # at equal latency only the best counts
         if y > best:
             front.append((x, y))
             best = y
@@ -301,16 +361,23 @@ def plot(report, path: Path, names, labels, lat) -> None:
     use_lat = all(lat.get(l) for l in labels)
     xs = [lat[l] if use_lat else report["rows"][l]["flops_rel"] for l in labels]
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
-    markers = {"dynabert": "o", "A_teacher_sliced": "x", "B_rewired_sliced": "+", "C_no_rewiring": "s"}
+    style = {"dynabert": dict(marker="o", color="tab:blue", s=42),
+             "A_teacher_sliced": dict(marker="x", color="tab:orange", s=30),
+             "B_rewired_sliced": dict(marker="+", color="tab:red", s=40),
+             "C_no_rewiring": dict(marker="s", facecolors="none", edgecolors="tab:green", s=34)}
+    every = []
     for key, series in report["grid"].items():
         ys = [100 * series[l] for l in labels]
-        ax.scatter(xs, ys, marker=markers.get(key, "."), label=names.get(key, key), s=40 if key == "dynabert" else 30,
-                   facecolors="none" if key == "C_no_rewiring" else None, edgecolors="tab:green" if key == "C_no_rewiring" else None)
-        if key == "dynabert":
-            front = pareto(list(zip(xs, ys)))
-            ax.plot([p[0] for p in front], [p[1] for p in front], "-", lw=1.5, alpha=0.7, label="DynaBERT Pareto front")
+        every += [(x, y) for x, y in zip(xs, ys)]
+        ax.scatter(xs, ys, label=names.get(key, key), zorder=3, **style.get(key, {}))
+        if key == "dynabert":  # name each DynaBERT point; offsets by width keep neighbours apart
+            offset = {1.0: (4, 4), 0.75: (4, -11), 0.5: (-40, 6), 0.25: (-40, -11)}
             for x, y, l in zip(xs, ys, labels):
-                ax.annotate(l.replace("_", " "), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                w = report["rows"][l]["width_mult"]
+                ax.annotate(l.replace("_", " "), (x, y), fontsize=7, xytext=offset.get(w, (3, 3)), textcoords="offset points")
+    front = pareto(every)
+    ax.plot([p[0] for p in front], [p[1] for p in front], "-", c="k", lw=1.2, alpha=0.6, zorder=2,
+            label="Pareto front (all points)")
     ax.axhline(100 * report["teacher"], ls="--", c="grey", lw=1, label="teacher")
     ax.set_xlabel("latency, ms (ONNX fp32, batch 1, seq 128, 1 thread)" if use_lat else "FLOPs relative to the full model")
     ax.set_ylabel("SST-2 dev accuracy, %")
