@@ -281,7 +281,7 @@ def render(report: dict, stem: Path) -> None:
     lat = (report.get("latency") or {}).get("ms", {})
     labels = [f"w{w:g}_d{d:g}" for d in DEPTHS for w in WIDTHS]
     md = ["# SST-2: the DynaBERT grid against baselines (MiniLM-L6-H384)", "",
-          f"`python bench/sst2.py {report.get('argv', '')}`".replace("  ", " "), ""]
+          f"`{('python bench/sst2.py ' + report.get('argv', '')).strip()}`", ""]
     if len(report.get("invocations", [])) > 1:
         md += ["Run in steps on one work folder (stages already done are skipped, their measurements kept): "
                + "; ".join(f"`{i['argv'].strip()}` at {i['started']}" for i in report["invocations"]) + ".", ""]
