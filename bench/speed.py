@@ -203,8 +203,8 @@ def plot(r: dict, path: Path) -> None:
     ax = axes[1]
     g = lat["grid"]
     fl = [t["flops_ratio"] for t in g]
+    full = next(t for t in g if t["width_mult"] == 1 and t["depth_mult"] == 1)["latency_fp32_ms"]
     for int8, key, mark in ((False, "latency_fp32_ms", "o"), (True, "latency_int8_ms", "^")):
-        full = next(t for t in g if t["width_mult"] == 1 and t["depth_mult"] == 1)["latency_fp32_ms"]
         ys = [t[key] / full for t in g]
         ax.scatter(fl, ys, marker=mark, label=("INT8" if int8 else "fp32") + " latency / full fp32")
     xs = [0, 1.05]
