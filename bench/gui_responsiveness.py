@@ -32,8 +32,8 @@ TICK_MS = 10
 
 
 def make_project(kind: str, scratch: Path):
-    from core.config import DataConfig, ProjectConfig, profile_config
-    from core.pipeline import new_project
+    from dynastudio.core.config import DataConfig, ProjectConfig, profile_config
+    from dynastudio.core.pipeline import new_project
 
     if kind == "tiny":
         from conftest import make_tiny_model_dir, tiny_project_config, tiny_sentences, write_tsv
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    from studio.app import MainWindow
-    from studio.warmup import warm_up
+    from dynastudio.studio.app import MainWindow
+    from dynastudio.studio.warmup import warm_up
 
     warmed = warm_up()  # what studio.app.main() does before it shows the window
     project = make_project(a.model, scratch)

@@ -26,13 +26,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.cli import ProgressPrinter  # noqa: E402
-from core.config import BUILTIN_MINILM, DataConfig, ProjectConfig, profile_config  # noqa: E402
-from core.events import LatencyMeasured  # noqa: E402
-from core.export import export  # noqa: E402
-from core.latency import latency_job  # noqa: E402
-from core.pipeline import new_project, run_pipeline  # noqa: E402
-from core.project import Project, atomic_write_text  # noqa: E402
+from dynastudio.core.cli import ProgressPrinter  # noqa: E402
+from dynastudio.core.config import BUILTIN_MINILM, DataConfig, ProjectConfig, profile_config  # noqa: E402
+from dynastudio.core.events import LatencyMeasured  # noqa: E402
+from dynastudio.core.export import export  # noqa: E402
+from dynastudio.core.latency import latency_job  # noqa: E402
+from dynastudio.core.pipeline import new_project, run_pipeline  # noqa: E402
+from dynastudio.core.project import Project, atomic_write_text  # noqa: E402
 
 GLUE = ROOT.parent / "shared" / "data" / "glue"
 CACHE = ROOT / "bench" / ".cache"

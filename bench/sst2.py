@@ -30,11 +30,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from core.config import DataConfig, ProjectConfig, profile_config  # noqa: E402
-from core.data import compute_metric  # noqa: E402
-from core.dynamic import SubnetSpec, subnet_grid  # noqa: E402
-from core.pipeline import evaluate_specs, final_model_name, new_project, open_workspace, predict  # noqa: E402
-from core.project import Project  # noqa: E402
+from dynastudio.core.config import DataConfig, ProjectConfig, profile_config  # noqa: E402
+from dynastudio.core.data import compute_metric  # noqa: E402
+from dynastudio.core.dynamic import SubnetSpec, subnet_grid  # noqa: E402
+from dynastudio.core.pipeline import evaluate_specs, final_model_name, new_project, open_workspace, predict  # noqa: E402
+from dynastudio.core.project import Project  # noqa: E402
 
 GLUE = ROOT.parent / "shared" / "data" / "glue"
 OUT = ROOT / "bench" / "results"
@@ -58,7 +58,7 @@ def _peak():
         pass
 atexit.register(_peak)
 sys.argv = ['dynastudio'] + sys.argv[2:]
-runpy.run_module('core.cli', run_name='__main__')
+runpy.run_module('dynastudio.core.cli', run_name='__main__')
 """
 
 
@@ -247,7 +247,7 @@ def trajectory(project: Project) -> list[dict]:
 
 def measure_latency(project: Project) -> dict:
     """Per-cell ONNX fp32 latency (batch 1, seq 128, 1 thread); the same for every method of a cell shape."""
-    from core.latency import latency_job
+    from dynastudio.core.latency import latency_job
 
     latency_job(project, batch=1, seq=128, threads=1, formats=("fp32",))
     res = project.load_results()

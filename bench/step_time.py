@@ -20,11 +20,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.config import DataConfig  # noqa: E402
-from core.data import encode, iterate_batches, load_task_data, subset  # noqa: E402
-from core.distill import distill_step, make_optimizer, task_step  # noqa: E402
-from core.dynamic import SubnetSpec, subnet_grid, subnet_size  # noqa: E402
-from core.pipeline import load_base_model, load_tokenizer  # noqa: E402
+from dynastudio.core.config import DataConfig  # noqa: E402
+from dynastudio.core.data import encode, iterate_batches, load_task_data, subset  # noqa: E402
+from dynastudio.core.distill import distill_step, make_optimizer, task_step  # noqa: E402
+from dynastudio.core.dynamic import SubnetSpec, subnet_grid, subnet_size  # noqa: E402
+from dynastudio.core.pipeline import load_base_model, load_tokenizer  # noqa: E402
 
 GLUE = ROOT.parent / "shared" / "data" / "glue"
 

@@ -5,11 +5,13 @@ import argparse
 import json
 import signal
 import sys
+import traceback
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from .config import BUILTIN_MINILM, DEPTH_RULES, PROFILES, STAGES, DataConfig, ProjectConfig, profile_config
 from .errors import Cancelled, ConfigError, UserError
-from .events import CheckpointSaved, EvalEnded, LogMessage, StageEnded, StageStarted, StepEnded, StopToken
+from .events import CheckpointSaved, EvalEnded, LogMessage, StageEnded, StageProgress, StageStarted, StepEnded, StopToken
 
 
 # ---- progress -----------------------------------------------------------------------------------
@@ -30,11 +32,11 @@ class ProgressPrinter:
             self.bar.update(event.step - self.bar.n)
             mean = sum(event.losses.values()) / max(1, len(event.losses))
             self.bar.set_postfix(loss=f"{mean:.4f}", lr=f"{event.lr:.1e}", refresh=False)
+        elif isinstance(event, StageProgress) and self.bar is not None:
+            self.bar.update(event.done - self.bar.n)
         elif isinstance(event, EvalEnded):
             vals = ", ".join(f"{k} {v:.4f}" for k, v in event.results.items())
             self._write(f"[{event.stage}] dev {event.metric_name}: {vals}")
-        elif isinstance(event, CheckpointSaved):
-            pass
         elif isinstance(event, StageEnded):
             self._close()
             self._write(f"[{event.stage}] {'skipped' if event.skipped else 'done'} in {event.seconds:.1f}s")
@@ -74,7 +76,7 @@ def _data_config(a) -> DataConfig:
 
 
 def cmd_new(a) -> int:
-    from .pipeline import new_project
+    from . import jobs
 
     if not a.demo and not a.model:
         raise ConfigError("give --demo, or --model PATH_OR_ID with a task")
@@ -86,7 +88,7 @@ def cmd_new(a) -> int:
     config = ProjectConfig(
         model=model, model_is_finetuned=a.finetuned, data=_data_config(a), train=train, name=Path(a.dir).name,
     )
-    project = new_project(Path(a.dir), config, overwrite=a.overwrite)
+    project = jobs.run("create", Path(a.dir), jobs.CreateRequest(config, overwrite=a.overwrite), _print_logs)
     task = json.loads((project.root / "task.json").read_text())
     print(f"created {project.root}: model {model}, task {task['name']} ({task['train_rows']} train / {task['dev_rows']} dev rows, "
           f"metric {task['metric']}), profile {profile}")
@@ -114,7 +116,7 @@ def _apply_run_options(project, a) -> None:
 
 
 def cmd_run(a) -> int:
-    from .pipeline import run_pipeline
+    from . import jobs
     from .project import Project
 
     project = Project.open(Path(a.dir))
@@ -122,7 +124,7 @@ def cmd_run(a) -> int:
     stop, previous = _stop_on_sigint()
     printer = ProgressPrinter()
     try:
-        out = run_pipeline(project, printer, stop, until=a.until)
+        out = jobs.run("run", project, jobs.RunRequest(until=a.until), printer, stop)
     except Cancelled:
         printer._close()
         print(f"stopped; the project is saved: `dynastudio run {project.root}` resumes it", file=sys.stderr)
@@ -130,10 +132,10 @@ def cmd_run(a) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     printer._close()
-    if not out["ran"]:
+    if not out.ran:
         print("nothing to do: every requested stage is done (dynastudio report shows the results)")
     else:
-        print(f"ran: {', '.join(out['ran'])}")
+        print(f"ran: {', '.join(out.ran)}")
     return 0
 
 
@@ -157,17 +159,6 @@ def cmd_status(a) -> int:
             else:
                 print(f"  {stage:<17} pending")
     return 0
-
-
-def cmd_gui(a) -> int:
-    # imported here, never at module level: core stays free of Qt (a test checks)
-    try:
-        from studio.app import main as studio_main
-    except ImportError as exc:
-        if not (exc.name or "").startswith(("PySide6", "shiboken6", "pyqtgraph")):
-            raise
-        raise UserError(f"the studio needs PySide6 and pyqtgraph (missing {exc.name}): pip install -e . in this repository") from None
-    return studio_main(([a.dir] if a.dir else []) + (["--demo"] if a.demo else []))
 
 
 def cmd_importance(a) -> int:
@@ -243,29 +234,35 @@ def _stop_on_sigint() -> tuple[StopToken, object]:
     return stop, signal.signal(signal.SIGINT, on_sigint)
 
 
+def _print_logs(event) -> None:
+    if isinstance(event, LogMessage):
+        print(f"[{event.level}] {event.text}", file=sys.stderr, flush=True)
+
+
 def cmd_latency(a) -> int:
-    from .events import LatencyMeasured, LogMessage
-    from .latency import latency_job
+    from . import jobs
+    from .events import LatencyMeasured
     from .project import Project
 
     project = Project.open(Path(a.dir))
     formats = tuple(f.strip().lower() for f in a.formats.split(",") if f.strip())
+    seq = a.seq if a.seq is not None else project.config.train.max_seq_length
 
     def show(event) -> None:
         if isinstance(event, LatencyMeasured):
-            vals = "  ".join(f"{k[8:-3]} {v:.2f} ms" for k, v in event.values.items() if k.startswith("latency_") and "_p90" not in k)
+            vals = "  ".join(f"{f.format} {f.median_ms:.2f} ms" for f in event.formats)
             print(f"[{event.index}/{event.total}] {event.label:<12} {vals}", flush=True)
-        elif isinstance(event, LogMessage):
-            print(f"[{event.level}] {event.text}", file=sys.stderr, flush=True)
+        elif isinstance(event, LogMessage) and event.level != "info":
+            _print_logs(event)
 
-    print(f"measuring {formats} latency: batch {a.batch}, sequence {a.seq}, {a.threads} thread(s), "
+    print(f"measuring {formats} latency: batch {a.batch}, sequence {seq}, {a.threads} thread(s), "
           f"{a.runs} runs after {a.warmup} warm-up (low priority, in a separate process)", flush=True)
     stop, previous = _stop_on_sigint()
     try:
-        out = latency_job(project, show, stop, batch=a.batch, seq=a.seq, threads=a.threads, formats=formats,
-                          runs=a.runs, warmup=a.warmup)
+        out = jobs.run("latency", project, jobs.LatencyRequest(batch=a.batch, seq=seq, threads=a.threads, formats=formats,
+                                                               runs=a.runs, warmup=a.warmup), show, stop)
     except Cancelled:
-        print("stopped; results.json was not changed", file=sys.stderr)
+        print("stopped; latency.json was not changed", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -274,20 +271,15 @@ def cmd_latency(a) -> int:
 
 
 def cmd_export(a) -> int:
-    from .events import LogMessage
-    from .export import export
+    from . import jobs
     from .project import Project
 
     project = Project.open(Path(a.dir))
-
-    def show(event) -> None:
-        if isinstance(event, LogMessage):
-            print(f"[{event.level}] {event.text}", file=sys.stderr, flush=True)
-
+    request = jobs.ExportRequest(a.width, a.depth, a.target or a.format, a.out, overwrite=a.overwrite,
+                                 model_name=a.model, min_agreement=a.min_agreement / 100)
     stop, previous = _stop_on_sigint()
     try:
-        rep = export(project, (a.width, a.depth), a.target or a.format, a.out, overwrite=a.overwrite,
-                     events=show, stop=stop, model_name=a.model)
+        rep = jobs.run("export", project, request, _print_logs, stop)
     except Cancelled:
         print("stopped; nothing was written", file=sys.stderr)
         return 130
@@ -298,13 +290,18 @@ def cmd_export(a) -> int:
     print(f"exported w{rep.width_mult:g} d{rep.depth_mult:g} as {rep.format}{via} to {rep.path}")
     print(f"  {v['model_file']}: {rep.size_mb:.1f} MB, {v['subnet']['params']:,} parameters, "
           f"{v['subnet']['layers']} layers x {v['subnet']['heads']} heads x {v['subnet']['neurons']} neurons")
-    line = f"  verified: max abs diff vs PyTorch {rep.max_abs_diff:.2e} at shapes {v['probe']['shapes']}"
+    line = f"  max abs diff vs PyTorch {rep.max_abs_diff:.2e} at shapes {v['probe']['shapes']}"
     if rep.agreement is not None:
-        line += f"; dev prediction agreement {100 * rep.agreement:.2f}% ({rep.dev_examples} examples)"
+        line += f"; dev agreement {100 * rep.agreement:.2f}% ({rep.dev_examples} examples, {v['dev']['agreement_kind']})"
         dev = v.get("dev") or {}
         if dev.get("exported_score") is not None:
             line += f", {dev['metric']} {dev['exported_score']:.4f} vs {dev['pytorch_score']:.4f} in PyTorch"
     print(line)
+    if not rep.passed:
+        print(f"error: export FAILED its check: {rep.failure}", file=sys.stderr)
+        print(f"  the folder is kept for inspection; its verification.json and README.md say it failed", file=sys.stderr)
+        return 1
+    print("  verified: passed")
     print(f"  how to run it: {Path(rep.path) / 'README.md'}")
     return 0
 
@@ -341,11 +338,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("dir")
     s.set_defaults(func=cmd_status)
 
-    g = sub.add_parser("gui", help="open the studio (Qt desktop app)")
-    g.add_argument("dir", nargs="?", help="a project folder to open (with --demo: where the demo project lives, default ./demo)")
-    g.add_argument("--demo", action="store_true", help="open the built-in demo project, creating it the first time")
-    g.set_defaults(func=cmd_gui)
-
     i = sub.add_parser("importance", help="head and neuron importance scores")
     i.add_argument("dir")
     i.add_argument("--json", action="store_true")
@@ -359,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
     lt = sub.add_parser("latency", help="onnxruntime latency and file size of every sub-network, into the grid")
     lt.add_argument("dir")
     lt.add_argument("--batch", type=int, default=1)
-    lt.add_argument("--seq", type=int, default=128, help="sequence length in tokens")
+    lt.add_argument("--seq", type=int, help="sequence length in tokens (default: the project's max_seq_length)")
     lt.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     lt.add_argument("--formats", default="fp32", help="comma separated: fp32, int8, fp16 (default fp32)")
     lt.add_argument("--runs", type=int, default=50, help="timed runs per sub-network and format")
@@ -378,11 +370,33 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="the folder to create")
     ex.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
     ex.add_argument("--model", help="project model to export from (default: the most trained one)")
+    ex.add_argument("--min-agreement", type=float, default=99.0, metavar="PERCENT",
+                    help="INT8/fp16 exports pass only at this dev prediction agreement with PyTorch or more (default 99)")
     ex.set_defaults(func=cmd_export)
+    _plugin_commands(sub)
     return p
 
 
+def _plugin_commands(sub) -> None:
+    """Commands that front ends add (the studio adds `gui`) through the `dynastudio.commands` entry points:
+    the engine never imports a front end."""
+    for ep in sorted(entry_points(group="dynastudio.commands"), key=lambda e: e.name):
+        try:
+            register = ep.load()
+        except ImportError as exc:  # a front end whose own dependencies are missing: say so when it is called
+            p = sub.add_parser(ep.name, help=f"(unavailable: {exc.name or exc} is not installed)")
+            p.set_defaults(func=lambda a, n=ep.name, e=exc: _unavailable(n, e))
+            continue
+        register(sub)
+
+
+def _unavailable(name: str, exc: ImportError) -> int:
+    raise UserError(f"`dynastudio {name}` needs {exc.name or exc}, which is not installed: "
+                    f"pip install 'dynabert-studio[studio]'")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 1 a failed check or a bug (with its traceback), 2 a user's mistake (one line), 130 stopped."""
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -392,6 +406,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\naborted", file=sys.stderr)
         return 130
+    except Exception:
+        traceback.print_exc()
+        print("error: an internal error happened (the traceback above shows where): please report it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+from importlib import resources
 import json
 import math
 import os
@@ -15,8 +16,6 @@ import numpy as np
 from .config import DataConfig
 from .errors import ConfigError, DataError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO_DIR = REPO_ROOT / "assets" / "demo"
 METRICS = ("accuracy", "f1", "matthews", "pearson_spearman")
 
 _DELIMITERS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
@@ -224,15 +223,16 @@ def _first_line(exc: BaseException) -> str:
 # --------------------------------------------------------------------------- entry points
 
 
-def demo_files() -> tuple[Path, Path]:
-    return DEMO_DIR / "train.tsv", DEMO_DIR / "dev.tsv"
+def demo_resource(name: str):
+    """A file of the synthetic demo set, shipped as package data (`dynastudio/core/demo/`)."""
+    return resources.files("dynastudio.core").joinpath("demo", name)
 
 
 def load_task_data(cfg: DataConfig) -> TaskData:
     if cfg.kind == "demo":
-        train_path, dev_path = demo_files()
-        train, names, _ = read_table(train_path, ("sentence",), "label")
-        dev, _, _ = read_table(dev_path, ("sentence",), "label", names)
+        with resources.as_file(demo_resource("train.tsv")) as train_path, resources.as_file(demo_resource("dev.tsv")) as dev_path:
+            train, names, _ = read_table(train_path, ("sentence",), "label")
+            dev, _, _ = read_table(dev_path, ("sentence",), "label", names)
         return TaskData("demo", train, dev, "accuracy", names, False)
 
     if cfg.kind == "glue":

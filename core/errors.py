@@ -30,4 +30,9 @@ class Cancelled(Exception):
 
 
 class ExportError(UserError):
-    """An export whose verification failed (the exported model disagrees with PyTorch), or that could not be written."""
+    """An export that cannot be made as asked (a bad output folder, a format that does not apply)."""
+
+
+class InternalError(RuntimeError):
+    """A check of the engine's own work failed (rewiring changed the logits, an fp32 export disagrees with
+    PyTorch): a bug to report, never the user's mistake, so it keeps its traceback everywhere."""

@@ -3,16 +3,27 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 from .errors import Cancelled
 
 
 @dataclass(frozen=True)
 class StageStarted:
+    """A stage began: `total_steps` optimizer steps (training) or units of work (batches, sub-networks)."""
+
     stage: str
     total_steps: int
     resumed_from_step: int = 0
+
+
+@dataclass(frozen=True)
+class StageProgress:
+    """Progress of a stage that does not train (rewire batches, evaluate / latency sub-networks, export steps)."""
+
+    stage: str
+    done: int
+    total: int
 
 
 @dataclass(frozen=True)
@@ -27,7 +38,7 @@ class StepEnded:
     stage: str
     step: int
     total_steps: int
-    losses: dict  # sub-network label ("w0.75_d1.0" or "full") -> float
+    losses: dict[str, float]  # sub-network label ("w0.75_d1") -> loss
     lr: float
     epoch: int
 
@@ -37,13 +48,13 @@ class EvalEnded:
     stage: str
     step: int
     metric_name: str
-    results: dict  # sub-network label -> metric value
+    results: dict[str, float]  # sub-network label -> metric value
 
 
 @dataclass(frozen=True)
 class ImportanceReady:
-    head_importance: list  # [layers][heads] floats, before rewiring (original order)
-    neuron_importance: list  # [layers][neurons] floats, before rewiring
+    head_importance: list[list[float]]  # [layers][heads], before rewiring (original order)
+    neuron_importance: list[list[float]]  # [layers][neurons], before rewiring
 
 
 @dataclass(frozen=True)
@@ -58,7 +69,8 @@ class ExportDone:
     path: str
     format: str
     max_abs_diff: float
-    agreement: float | None = None
+    agreement: float | None  # dev prediction agreement with PyTorch (INT8/fp16), None when not measured
+    passed: bool  # False: the export was written but failed its check (see its verification.json)
 
 
 @dataclass(frozen=True)
@@ -108,21 +120,21 @@ class StopToken:
             raise Cancelled("stopped by request")
 
 
-def fanout(*sinks: Callable[[Event], None]) -> Callable[[Event], None]:
-    def sink(event: Event) -> None:
-        for s in sinks:
-            s(event)
-
-    return sink
+@dataclass(frozen=True)
+class FormatLatency:
+    format: str  # fp32, int8, fp16
+    median_ms: float
+    p90_ms: float
+    size_mb: float
 
 
 @dataclass(frozen=True)
 class LatencyMeasured:
-    """One sub-network measured by the latency job (index of total), with its row's new values."""
+    """One sub-network measured by the latency job (index of total)."""
 
     label: str
     width_mult: float
     depth_mult: float
-    values: dict  # latency_fp32_ms, latency_fp32_p90_ms, size_onnx_fp32_mb, ... as written to results.json
+    formats: tuple[FormatLatency, ...]
     index: int
     total: int

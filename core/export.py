@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import Encoded, compute_metric, encode, iterate_batches, load_task_data
+from .data import Encoded, compute_metric, iterate_batches
 from .dynamic import SubnetSpec, forward_subnet
-from .errors import ConfigError, ExportError, UserError
-from .events import ExportDone, LogMessage, StopToken, null_sink
+from .errors import ConfigError, ExportError, InternalError, UserError
+from .events import ExportDone, LogMessage, StageEnded, StageProgress, StageStarted, StopToken
 from .extract import check_spec, extract_from_model
 from .project import Project, atomic_write_text
 from .slim import SlimModel
@@ -31,6 +31,7 @@ from .targets import FORMATS, MODEL_FILES, PRESET_DESCRIPTIONS, PRESETS, resolve
 FP32_FORMATS = ("onnx", "torchscript", "hf")
 FP32_TOLERANCE = 1e-4  # an fp32 export further than this from PyTorch is broken, not "slightly off"
 EXTRACTION_TOLERANCE = 1e-4
+MIN_AGREEMENT = 0.99  # INT8/fp16 pass only when at least this share of dev predictions match PyTorch
 # onnxruntime's fused SkipLayerNormalization CPU kernel is ~8x slower than the Add + LayerNormalization
 # it replaces (onnxruntime 1.32, AMD EPYC, 1 thread: 0.20 vs 0.025 ms on 128 x 384): it cost 13% of
 # MiniLM's latency, a constant that hides the width savings. Measurements and the READMEs turn it off.
@@ -50,6 +51,8 @@ class ExportReport:
     depth_mult: float
     max_abs_diff: float
     agreement: float | None  # fraction of dev examples with the same prediction (int8/fp16); None if not measured
+    passed: bool  # every check held; False = written, but marked failed in verification.json and README.md
+    failure: str | None  # why it failed, one line
     dev_examples: int
     size_mb: float  # the model file(s) only
     files: dict = field(default_factory=dict)  # file name -> bytes
@@ -294,11 +297,14 @@ def _synthetic_probe(slim: SlimModel, tokenizer, input_names: list[str]) -> list
     return feeds
 
 
-def _load_dev(project: Project, tokenizer) -> tuple[Encoded | None, str, str | None]:
-    """(encoded dev set, source, metric); (None, why, None) when it cannot be read: export still works, on synthetic inputs."""
+def _load_dev(project: Project) -> tuple[Encoded | None, str, str | None]:
+    """(encoded dev set, source, metric) from the project's cached inputs; (None, why, None) when unavailable:
+    export still works then, checked on synthetic inputs."""
+    from .prepare import prepare_inputs
+
     try:
-        task = load_task_data(project.config.data)
-        return encode(task.dev, tokenizer, project.config.train.max_seq_length), "dev set", task.metric
+        inputs = prepare_inputs(project)
+        return inputs.dev, "dev set", inputs.task.metric
     except UserError as exc:
         return None, f"synthetic (dev set unavailable: {str(exc)[:160]})", None
 
@@ -314,7 +320,7 @@ class _Probe:
 
 def _make_probe(project: Project, slim: SlimModel, tokenizer, input_names: list[str]) -> _Probe:
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (slim.config.pad_token_id or 0)
-    dev, source, metric = _load_dev(project, tokenizer)
+    dev, source, metric = _load_dev(project)
     if dev is None or len(dev) == 0:
         why = source if dev is None else "synthetic (empty dev set)"
         return _Probe(_synthetic_probe(slim, tokenizer, input_names), why, None, None, pad_id)
@@ -340,9 +346,17 @@ def _dev_agreement(run: Runner, ref: Runner, probe: _Probe, input_names: list[st
     a, b = np.concatenate(outs), np.concatenate(refs)
     labels = np.asarray(enc.labels)
     classify = a.shape[-1] > 1 and not enc.is_regression
+    if classify:
+        agreement = float((a.argmax(-1) == b.argmax(-1)).mean())
+    else:  # regression: how closely the exported scores follow PyTorch's (Pearson r of the two)
+        from scipy.stats import pearsonr
+
+        x, y = a.reshape(-1).astype(np.float64), b.reshape(-1).astype(np.float64)
+        agreement = float(pearsonr(x, y).statistic) if len(x) > 1 and x.std() > 0 and y.std() > 0 else float(np.allclose(x, y))
     out = {
         "examples": int(a.shape[0]),
-        "agreement": float((a.argmax(-1) == b.argmax(-1)).mean()) if classify else None,
+        "agreement": agreement,
+        "agreement_kind": "same predicted class" if classify else "Pearson r with the PyTorch scores",
         "max_abs_diff": float(np.abs(a - b).max()),
         "rows_capped_at": max_rows if enc is not dev else None,
         "metric": probe.metric,
@@ -387,47 +401,54 @@ def _versions() -> dict:
             "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
 
 
-def export(
-    project: Project | str | Path,
-    spec: SubnetSpec | tuple[float, float],
-    format_or_target: str,
-    out_dir: str | Path,
-    overwrite: bool = False,
-    events=null_sink,
-    stop: StopToken | None = None,
-    model_name: str | None = None,
-    agreement_rows: int | None = 5000,
-) -> ExportReport:
-    """Extract the sub-network `spec` of a project and export it to `out_dir` as `format_or_target`.
+@dataclass(frozen=True)
+class ExportRequest:
+    """One sub-network, a format or a target preset (see FORMATS, PRESETS), and the folder to create."""
 
-    `format_or_target` is a format (see FORMATS) or a target preset (see PRESETS). The folder gets the
-    model, the tokenizer files, the model's shape and labels (config.json in the hf format,
-    dynabert_config.json in the others), a README.md on how to run it, and verification.json: the
-    largest difference to PyTorch on dev inputs at two (batch, sequence) shapes, and for onnx-int8 /
-    onnx-fp16 the prediction agreement on the dev set (first `agreement_rows` rows).
-    Everything is written to a temporary sibling folder that is renamed at the end, so a failure
-    leaves nothing behind. Raises UserError when `out_dir` exists (unless `overwrite`) and ExportError
-    when an fp32 export differs from PyTorch by more than 1e-4. Emits ExportDone.
+    width_mult: float
+    depth_mult: float
+    target: str  # a format name or a target preset name
+    out_dir: str
+    overwrite: bool = False
+    model_name: str | None = None  # default: the most trained model of the project
+    min_agreement: float = MIN_AGREEMENT
+    agreement_rows: int | None = 5000  # dev rows the INT8/fp16 agreement is measured on (None = all)
+
+
+EXPORT_STEPS = 5  # extract, write, verify, dev agreement, move into place
+
+
+def export_job(project: Project, request: ExportRequest, events, stop: StopToken) -> ExportReport:
+    """Extract a sub-network of the project and export it to `request.out_dir`, verified against PyTorch.
+
+    The folder gets the model, the tokenizer files, the model's shape and labels (config.json in the
+    hf format, dynabert_config.json in the others), a README.md on how to run it, and verification.json:
+    the largest difference to PyTorch on dev inputs at two (batch, sequence) shapes, and for onnx-int8 /
+    onnx-fp16 the prediction agreement on the dev set. Everything is written to a temporary sibling folder
+    that is renamed at the end, so a stop or an error leaves nothing behind.
+
+    Outcomes: a user's mistake (the folder exists, a bad multiplier) raises a UserError; an extraction or
+    fp32 export that differs from PyTorch is a bug and raises InternalError; an INT8/fp16 export below
+    `min_agreement` is written but returned (and saved) with passed=False.
     """
-    from .pipeline import final_model_name, load_tokenizer
+    from .models import load_tokenizer
+    from .stages import final_model_name
 
-    stop = stop or StopToken()
     t0 = time.perf_counter()
-    fmt, target = resolve_format(format_or_target)
-    if not isinstance(spec, SubnetSpec):
-        spec = SubnetSpec(*spec)
-    spec = check_spec(spec)
-    if not isinstance(project, Project):
-        project = Project.open(Path(project))
-    out_dir = Path(out_dir).expanduser().resolve()
-    _check_out_dir(out_dir, project.root, overwrite)
+    fmt, target = resolve_format(request.target)
+    spec = check_spec(SubnetSpec(request.width_mult, request.depth_mult))
+    if not 0 < request.min_agreement <= 1:
+        raise ConfigError(f"min_agreement {request.min_agreement}: must be in (0, 1], e.g. 0.99")
+    out_dir = Path(request.out_dir).expanduser().resolve()
+    _check_out_dir(out_dir, project.root, request.overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    events(StageStarted("export", EXPORT_STEPS))
 
     t = project.config.train
     if spec.width_mult not in t.width_mults or spec.depth_mult not in t.depth_mults:
         events(LogMessage(f"{spec.label} is outside the trained grid (widths {list(t.width_mults)}, depths "
                           f"{list(t.depth_mults)}): it was never trained and may be inaccurate", "warning"))
-    name = model_name or final_model_name(project)
+    name = request.model_name or final_model_name(project)
     model = project.load_model(name)
     slim = extract_from_model(model, spec, t.depth_rule)
     slim.config.source = {**slim.config.source, "model_name": name}
@@ -448,18 +469,21 @@ def export(
             extraction_diff = max(extraction_diff, float((dyn - ext).abs().max()))
     del model
     if extraction_diff > EXTRACTION_TOLERANCE:
-        raise ExportError(f"the extracted {spec.label} differs from the dynamic model by {extraction_diff:.2e}: this is a bug, please report it")
+        raise InternalError(f"the extracted {spec.label} differs from the dynamic model by {extraction_diff:.2e}: "
+                            f"this is a bug, please report it")
+    events(StageProgress("export", 1, EXPORT_STEPS))
 
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the export is meant to be shared
         events(LogMessage(f"exporting {spec.label} as {fmt} to {out_dir}"))
-        _write_model(fmt, slim, tmp, input_names)
+        write_format(fmt, slim, tmp, input_names)
         stop.check()
         tokenizer.save_pretrained(str(tmp))
         if fmt != "hf":
             # not config.json: AutoTokenizer reads that and warns about the unknown model type
             atomic_write_text(tmp / CONFIG_FILE, slim.config.to_json_string())
+        events(StageProgress("export", 2, EXPORT_STEPS))
 
         # verification: the exported file, read back, against PyTorch on the same inputs
         run, ref = _runner(fmt, tmp), _torch_runner(slim, input_names)
@@ -467,15 +491,27 @@ def export(
         for feed in probe.feeds:
             diff = max(diff, float(np.abs(run(feed) - ref(feed)).max()))
             shapes.append(list(feed["input_ids"].shape))
-        dev = None
-        if fmt in ("onnx-int8", "onnx-fp16") and probe.dev is not None:
-            events(LogMessage(f"checking {fmt} predictions on the dev set"))
-            dev = _dev_agreement(run, ref, probe, input_names, agreement_rows, stop)
+        tolerance = FP32_TOLERANCE if fmt in FP32_FORMATS else None
+        if tolerance is not None and diff > tolerance:
+            raise InternalError(
+                f"{fmt} export of {spec.label} differs from PyTorch by {diff:.2e} (> {tolerance:g}): nothing was "
+                f"written; this is a bug, please report it with the model and the versions of torch/onnxruntime")
+        events(StageProgress("export", 3, EXPORT_STEPS))
+        dev, failure = None, None
+        if fmt in ("onnx-int8", "onnx-fp16"):
+            if probe.dev is None:
+                failure = f"the dev set was unavailable, so the {fmt} predictions could not be checked ({probe.source})"
+            else:
+                events(LogMessage(f"checking {fmt} predictions on the dev set"))
+                dev = _dev_agreement(run, ref, probe, input_names, request.agreement_rows, stop)
+                if dev["agreement"] < request.min_agreement:
+                    failure = (f"{fmt} agrees with PyTorch on {100 * dev['agreement']:.2f}% of {dev['examples']} dev examples "
+                               f"({dev['agreement_kind']}), below the required {100 * request.min_agreement:g}%: "
+                               f"use the fp32 ONNX export for this sub-network, or a larger sub-network")
         del run
+        events(StageProgress("export", 4, EXPORT_STEPS))
         files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
         model_bytes = sum(v for k, v in files.items() if k == MODEL_FILES[fmt] or k.startswith(MODEL_FILES[fmt] + "."))
-        tolerance = FP32_TOLERANCE if fmt in FP32_FORMATS else None
-        passed = tolerance is None or diff <= tolerance
         verification = {
             "format": fmt,
             "target": target,
@@ -493,21 +529,17 @@ def export(
             "probe": {"source": probe.source, "shapes": shapes},
             "max_abs_diff": diff,
             "tolerance": tolerance,
-            "passed": passed,
+            "min_agreement": request.min_agreement if fmt in ("onnx-int8", "onnx-fp16") else None,
+            "passed": failure is None,
+            "failure": failure,
             "extraction_max_abs_diff": extraction_diff,
             "dev": dev,
             "size_mb": model_bytes / 1e6,
             "files": files,
             "versions": _versions(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "seconds": None,
+            "seconds": round(time.perf_counter() - t0, 2),
         }
-        if not passed:
-            raise ExportError(
-                f"{fmt} export of {spec.label} differs from PyTorch by {diff:.2e} (> {tolerance:g}): "
-                f"nothing was written; please report this with the model and the versions of torch/onnxruntime"
-            )
-        verification["seconds"] = round(time.perf_counter() - t0, 2)
         atomic_write_text(tmp / VERIFICATION_FILE, json.dumps(verification, indent=2))
         atomic_write_text(tmp / "README.md", readme(verification, slim, out_dir.name))
         stop.check()
@@ -515,31 +547,45 @@ def export(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    events(StageProgress("export", EXPORT_STEPS, EXPORT_STEPS))
     report = ExportReport(
         path=str(out_dir), format=fmt, target=target, width_mult=spec.width_mult, depth_mult=spec.depth_mult,
-        max_abs_diff=diff, agreement=dev["agreement"] if dev else None, dev_examples=dev["examples"] if dev else 0,
+        max_abs_diff=diff, agreement=dev["agreement"] if dev else None, passed=failure is None, failure=failure,
+        dev_examples=dev["examples"] if dev else 0,
         size_mb=model_bytes / 1e6, files={p.name: p.stat().st_size for p in sorted(out_dir.iterdir()) if p.is_file()},
         verification=verification,
     )
-    events(ExportDone(str(out_dir), fmt, diff, report.agreement))
+    if failure is not None:
+        events(LogMessage(f"export failed its check: {failure}", "error"))
+    events(ExportDone(str(out_dir), fmt, diff, report.agreement, report.passed))
+    events(StageEnded("export", time.perf_counter() - t0))
     return report
 
 
-def _write_model(fmt: str, slim: SlimModel, folder: Path, input_names: list[str]) -> None:
+def write_format(fmt: str, slim: SlimModel, folder: Path, input_names: list[str], fp32_onnx: Path | None = None) -> Path:
+    """Write `slim` into `folder` in one format; returns the model file. Export and latency both use this.
+
+    `fp32_onnx`: an fp32 ONNX file of the same model already written, which onnx-int8 then quantizes
+    instead of exporting the model again.
+    """
     if fmt == "onnx":
         export_onnx(slim, folder / MODEL_FILES[fmt], input_names)
     elif fmt == "onnx-fp16":
         export_onnx(slim, folder / MODEL_FILES[fmt], input_names, half=True)
     elif fmt == "onnx-int8":
-        with tempfile.TemporaryDirectory(dir=folder) as scratch:
-            fp32 = export_onnx(slim, Path(scratch) / "model.onnx", input_names)
-            quantize_int8(fp32, folder / MODEL_FILES[fmt])
+        if fp32_onnx is not None:
+            quantize_int8(fp32_onnx, folder / MODEL_FILES[fmt])
+        else:
+            with tempfile.TemporaryDirectory(dir=folder) as scratch:
+                fp32 = export_onnx(slim, Path(scratch) / "model.onnx", input_names)
+                quantize_int8(fp32, folder / MODEL_FILES[fmt])
     elif fmt == "torchscript":
         export_torchscript(slim, folder / MODEL_FILES[fmt], input_names)
     elif fmt == "hf":
         save_hf_folder(slim, folder)
     else:  # resolve_format guards this
         raise ConfigError(f"unknown format '{fmt}'")
+    return folder / MODEL_FILES[fmt]
 
 
 # ---- README -------------------------------------------------------------------------------------
@@ -551,6 +597,10 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
     lines = [
         f"# DynaBERT sub-network w{s['width_mult']:g} d{s['depth_mult']:g} ({fmt})",
         "",
+    ]
+    if not v.get("passed", True):
+        lines += [f"**This export FAILED its check and should not be deployed:** {v.get('failure')}", ""]
+    lines += [
         f"{FORMATS[fmt]}.",
         "",
         f"- Shape: {s['layers']} layers (kept {s['kept_layers']} of the original, rule `{s['depth_rule']}`), "

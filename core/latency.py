@@ -18,12 +18,24 @@ import numpy as np
 from . import errors
 from .dynamic import SubnetSpec, subnet_grid, subnet_size
 from .errors import Cancelled, ConfigError, ModelError, ProjectError
-from .events import LatencyMeasured, LogMessage, StageEnded, StageStarted, StopToken, null_sink
+from .events import FormatLatency, LatencyMeasured, LogMessage, StageEnded, StageProgress, StageStarted, StopToken
 from .project import Project
 
 LATENCY_FORMATS = ("fp32", "int8", "fp16")
-LATENCY_KEY_PREFIXES = ("latency_", "size_onnx_")  # the row keys this job owns
 PROTOCOL_PREFIX = "@@latency "
+
+
+@dataclass(frozen=True)
+class LatencyRequest:
+    """How to time every grid sub-network: shapes, threads, formats, runs. seq None = the project's max_seq_length."""
+
+    batch: int = 1
+    seq: int | None = None
+    threads: int = 1
+    formats: tuple[str, ...] = ("fp32",)
+    runs: int = 50
+    warmup: int = 10
+    specs: tuple[tuple[float, float], ...] | None = None  # (width, depth) pairs; None = the project's grid
 
 
 @dataclass(frozen=True)
@@ -94,17 +106,19 @@ class Cell:
         return out
 
 
+LATENCY_TO_EXPORT_FORMAT = {"fp32": "onnx", "int8": "onnx-int8", "fp16": "onnx-fp16"}
+
+
 def export_cell(slim, input_names: list[str], formats, folder: Path, s: LatencySettings) -> Cell:
-    """Write `slim` as ONNX in each of `formats` (fp32 first: int8 is quantized from it) into `folder`."""
-    from .export import export_onnx, quantize_int8
+    """Write `slim` in each of `formats` into `folder` with the export job's own writer (int8 from the fp32 file)."""
+    from .export import write_format
 
     folder.mkdir(parents=True, exist_ok=True)
-    fp32 = export_onnx(slim, folder / "model.onnx", input_names)
+    fp32 = write_format("onnx", slim, folder, input_names)
     files = {"fp32": fp32}
-    if "int8" in formats:
-        files["int8"] = quantize_int8(fp32, folder / "model_int8.onnx")
-    if "fp16" in formats:
-        files["fp16"] = export_onnx(slim, folder / "model_fp16.onnx", input_names, half=True)
+    for f in formats:
+        if f != "fp32":
+            files[f] = write_format(LATENCY_TO_EXPORT_FORMAT[f], slim, folder, input_names, fp32_onnx=fp32)
     return Cell({f: files[f] for f in formats}, latency_feed(input_names, slim.config.vocab_size, s.batch, s.seq))
 
 
@@ -144,15 +158,10 @@ def time_cells(cells: list[Cell], s: LatencySettings, on_round=None) -> list[dic
     return out
 
 
-def measure_slim(slim, input_names: list[str], s: LatencySettings) -> dict:
-    """One sub-network's row values for results.json (latency and size per format), measured right here."""
-    with tempfile.TemporaryDirectory(prefix="dynastudio-latency-") as scratch:
-        return time_cells([export_cell(slim, input_names, s.formats, Path(scratch), s)], s)[0]
-
-
 def model_for_latency(project: Project):
     """(model, name): the most trained model; before any training the base model (latency depends only on shapes)."""
-    from .pipeline import final_model_name, load_model_config, resolve_model
+    from .models import load_model_config, resolve_model
+    from .stages import final_model_name
 
     try:
         name = final_model_name(project)
@@ -202,7 +211,7 @@ def latency_setup(s: LatencySettings, model_name: str) -> dict:
 
 # ---- the child process --------------------------------------------------------------------------
 def _child_main() -> int:
-    """`python -m core.latency --child`: read one request (JSON) on stdin, write one line per result."""
+    """`python -m dynastudio.core.latency --child`: read one request (JSON) on stdin, write one line per result."""
     proto = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
     os.dup2(2, 1)  # libraries' prints go to stderr: stdout carries the protocol only
 
@@ -220,9 +229,9 @@ def _child_main() -> int:
         torch.set_num_threads(s.threads)
         from .export import input_names_for
         from .extract import extract_from_model
-        from .pipeline import _quiet_transformers, load_tokenizer
+        from .models import load_tokenizer, quiet_transformers
 
-        _quiet_transformers()
+        quiet_transformers()
         project = Project.open(Path(req["root"]))
         model, name = model_for_latency(project)
         c = model.config
@@ -259,11 +268,9 @@ def _run_child(request: dict, threads: int, on_message, stop: StopToken) -> None
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(threads)
     env["TOKENIZERS_PARALLELISM"] = "false"
-    repo = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "core.latency", "--child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            [sys.executable, "-m", __name__, "--child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=err, env=env, text=True, encoding="utf-8",
         )
         lines: queue.Queue = queue.Queue()
@@ -308,97 +315,61 @@ def _run_child(request: dict, threads: int, on_message, stop: StopToken) -> None
 
 
 # ---- the job ------------------------------------------------------------------------------------
-def _owned(key: str) -> bool:
-    return key.startswith(LATENCY_KEY_PREFIXES)
-
-
-def _merge_into_results(project: Project, measured: list[dict], setup: dict, specs, model_name: str) -> dict:
-    # measured[i] = {"values": latency/size keys, "sizes": params/FLOPs of specs[i]}
-    """Write the new measurements into results.json, re-read just before (the evaluate job may have written it)."""
-    if project.results_path.is_file():
-        res = project.load_results()
-    else:
-        task = {}
-        if (project.root / "task.json").is_file():
-            task = json.loads((project.root / "task.json").read_text(encoding="utf-8"))
-        res = {"task": task.get("name", "?"), "metric": task.get("metric", "score"), "model": model_name,
-               "depth_rule": project.config.train.depth_rule, "dev_examples": task.get("dev_rows"),
-               "flops_seq_len": 128, "rows": []}
-    rows = res.setdefault("rows", [])
-    by_label = {r.get("label"): r for r in rows}
-    for r in rows:  # numbers from another setup must not sit beside the new ones
-        for k in [k for k in r if _owned(k)]:
-            del r[k]
-    for spec, m in zip(specs, measured):
-        row = by_label.get(spec.label)
-        if row is None:  # no evaluation yet: the row gets its shape, the metric comes with `evaluate`
-            row = {"label": spec.label, "width_mult": spec.width_mult, "depth_mult": spec.depth_mult}
-            rows.append(row)
-        for k, v in m["sizes"].items():
-            row.setdefault(k, v)
-        row.update(m["values"])
-    res["latency_setup"] = setup
-    project.save_results(res)
-    return res
-
-
-def latency_job(
-    project: Project | str | Path,
-    events=null_sink,
-    stop: StopToken | None = None,
-    batch: int = 1,
-    seq: int = 128,
-    threads: int = 1,
-    formats: tuple[str, ...] | list[str] = ("fp32",),
-    runs: int = 50,
-    warmup: int = 10,
-    specs: list[SubnetSpec] | None = None,
-) -> dict:
+def latency_job(project: Project, request: LatencyRequest, events, stop: StopToken) -> dict:
     """Measure every grid sub-network's onnxruntime latency (median, p90) and ONNX file size on this machine.
 
-    Each sub-network is extracted and exported to a temporary ONNX file per format (fp32, int8,
-    fp16); then all of them are timed in interleaved rounds (`warmup` untimed runs, then `runs`
-    timed runs in all, at `batch` x `seq` tokens with `threads` intra-op threads), so a load that
-    comes and goes skews every cell alike. All of it happens in a child process at lowered priority
-    with its thread count pinned, so a training running meanwhile keeps the CPU. The rows of results.json get
-    latency_<fmt>_ms, latency_<fmt>_p90_ms and size_onnx_<fmt>_mb, the file gets `latency_setup`
-    (device, threads, shapes, runtime). Emits StageStarted/LatencyMeasured/StageEnded; a set stop
-    token ends the child and raises Cancelled. Returns {"rows": [...], "setup": {...}}.
+    Each sub-network is extracted and written per format (fp32, int8, fp16) by the export job's writer;
+    then all of them are timed in interleaved rounds (`warmup` untimed runs, then `runs` timed runs in
+    all, at batch x seq tokens with `threads` intra-op threads), so a load that comes and goes skews
+    every cell alike. All of it happens in a child process at lowered priority with its thread count
+    pinned, so a training running meanwhile keeps the CPU. The numbers go to latency.json (this job is
+    its only writer); `Project.load_results()` joins them with the evaluated grid. Emits StageStarted,
+    StageProgress, LatencyMeasured and StageEnded; a set stop token ends the child and raises Cancelled.
+    Returns {"rows": [...], "setup": {...}}.
     """
-    stop = stop or StopToken()
-    s = LatencySettings(batch, seq, threads, tuple(formats), runs, warmup).checked()
-    if not isinstance(project, Project):
-        project = Project.open(Path(project))
+    seq = request.seq if request.seq is not None else project.config.train.max_seq_length
+    s = LatencySettings(request.batch, seq, request.threads, tuple(request.formats), request.runs, request.warmup).checked()
     t = project.config.train
-    specs = list(specs) if specs is not None else subnet_grid(t.width_mults, t.depth_mults)
+    specs = ([SubnetSpec(w, d) for w, d in request.specs] if request.specs is not None
+             else subnet_grid(t.width_mults, t.depth_mults))
     stop.check()
     t0 = time.perf_counter()
-    events(StageStarted("latency", len(specs)))
+    # one unit per sub-network exported, then one per timing round
+    total = len(specs) + n_rounds(s.runs)
+    events(StageStarted("latency", total))
+    if os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1) if hasattr(os, "getloadavg") else False:
+        events(LogMessage(f"the machine is busy (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores): "
+                          f"latency figures taken now are slower and noisier than on a quiet machine", "warning"))
     measured: list[dict] = []
-    state: dict = {}
+    state: dict = {"done": 0}
 
     def on_message(msg: dict) -> None:
         if "setup" in msg:
             state["setup"] = msg["setup"]
         elif "progress" in msg:
+            state["done"] += 1
+            events(StageProgress("latency", state["done"], total))
             events(LogMessage(f"latency: {msg['progress']}"))
         elif "row" in msg:
             row = msg["row"]
             spec = specs[len(measured)]  # the child answers in request order
             if (row["width_mult"], row["depth_mult"]) != (spec.width_mult, spec.depth_mult):
-                raise RuntimeError(f"latency: got {row['width_mult']}/{row['depth_mult']} for {spec.label}: please report it")
-            measured.append({"values": row["values"], "sizes": row["sizes"]})
-            events(LatencyMeasured(spec.label, spec.width_mult, spec.depth_mult, row["values"], len(measured), len(specs)))
+                raise errors.InternalError(f"latency: got {row['width_mult']}/{row['depth_mult']} for {spec.label}: please report it")
+            measured.append({"label": spec.label, "width_mult": spec.width_mult, "depth_mult": spec.depth_mult,
+                             "values": row["values"], "sizes": row["sizes"]})
+            v = row["values"]
+            fl = tuple(FormatLatency(f, v[f"latency_{f}_ms"], v[f"latency_{f}_p90_ms"], v[f"size_onnx_{f}_mb"]) for f in s.formats)
+            events(LatencyMeasured(spec.label, spec.width_mult, spec.depth_mult, fl, len(measured), len(specs)))
 
-    request = {"root": str(project.root.resolve()), "specs": [[sp.width_mult, sp.depth_mult] for sp in specs],
-               "settings": {**asdict(s), "formats": list(s.formats)}}
-    _run_child(request, s.threads, on_message, stop)
+    child_request = {"root": str(project.root.resolve()), "specs": [[sp.width_mult, sp.depth_mult] for sp in specs],
+                     "settings": {**asdict(s), "formats": list(s.formats)}}
+    _run_child(child_request, s.threads, on_message, stop)
     if len(measured) != len(specs) or "setup" not in state:
-        raise RuntimeError("the latency measurement process ended early without an error: please report it")
+        raise errors.InternalError("the latency measurement process ended early without an error: please report it")
     setup = {**state["setup"], "seconds": round(time.perf_counter() - t0, 1)}
-    res = _merge_into_results(project, measured, setup, specs, state["setup"]["model"])
+    project.save_latency({"setup": setup, "rows": measured})
     events(StageEnded("latency", time.perf_counter() - t0))
-    return {"rows": [dict(label=sp.label, **m["values"]) for sp, m in zip(specs, measured)], "setup": setup, "results": res}
+    return {"rows": [dict(label=m["label"], **m["values"]) for m in measured], "setup": setup}
 
 
 if __name__ == "__main__":

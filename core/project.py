@@ -15,7 +15,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import STAGES, ProjectConfig
+from .config import ProjectConfig
 from .errors import ConfigError, ProjectError
 
 PROJECT_FILE = "project.json"
@@ -125,7 +125,9 @@ class Project:
                 state = json.loads(state_path.read_text(encoding="utf-8"))
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise ProjectError(f"{state_path}: corrupted: delete it to redo every stage") from None
-        return Project(root, config, state)
+        project = Project(root, config, state)
+        project.migrate_files()
+        return project
 
     def save_config(self, config: ProjectConfig) -> None:
         self.config = config
@@ -138,17 +140,11 @@ class Project:
     def is_done(self, stage: str) -> bool:
         return bool(self.state.get("stages", {}).get(stage, {}).get("done"))
 
-    def mark_done(self, stage: str, **info: Any) -> None:
-        self.state.setdefault("stages", {})[stage] = {"done": True, "finished": time.time(), **info}
+    def mark_done(self, stage: str, record: dict[str, Any]) -> None:
+        """Record a finished stage (state.json has this one writer) and drop its mid-stage checkpoint."""
+        self.state.setdefault("stages", {})[stage] = {"done": True, "finished": time.time(), **record}
         self._save_state()
-
-    def reset_stage(self, stage: str) -> None:
-        """Forget a stage and every stage after it (their inputs changed)."""
-        later = STAGES[STAGES.index(stage):]
-        for s in later:
-            self.state.get("stages", {}).pop(s, None)
-            shutil.rmtree(self.checkpoint_dir(s), ignore_errors=True)
-        self._save_state()
+        self.clear_checkpoint(stage)
 
     def stage_info(self, stage: str) -> dict:
         return dict(self.state.get("stages", {}).get(stage, {}))
@@ -171,6 +167,14 @@ class Project:
     @property
     def results_path(self) -> Path:
         return self.root / "results.json"
+
+    @property
+    def latency_path(self) -> Path:
+        return self.root / "latency.json"
+
+    @property
+    def inputs_cache_path(self) -> Path:
+        return self.root / "cache" / "inputs.safetensors"
 
     @property
     def importance_path(self) -> Path:
@@ -265,16 +269,67 @@ class Project:
             raise ProjectError(f"{self.root}: no importance scores yet: run `dynastudio run {self.root} --until rewire`")
         return load_tensors(self.importance_path, "the importance scores")
 
-    def save_results(self, results: dict) -> None:
+    # results.json is written by the evaluate job only, latency.json by the latency job only;
+    # load_results() is the one place that joins them into the grid.
+    def save_evaluation(self, results: dict) -> None:
         atomic_write_text(self.results_path, json.dumps(results, indent=2))
 
-    def load_results(self) -> dict:
-        if not self.results_path.is_file():
-            raise ProjectError(f"{self.root}: no results yet: run `dynastudio run {self.root}` through the evaluate stage")
+    def save_latency(self, latency: dict) -> None:
+        atomic_write_text(self.latency_path, json.dumps(latency, indent=2))
+
+    def _read_json(self, path: Path) -> dict | None:
+        if not path.is_file():
+            return None
         try:
-            return json.loads(self.results_path.read_text(encoding="utf-8"))
+            return json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ProjectError(f"{self.results_path}: corrupted: delete it and run `dynastudio run {self.root}` again") from None
+            raise ProjectError(f"{path}: corrupted: delete it and run the job that writes it again") from None
+
+    def load_latency(self) -> dict | None:
+        return self._read_json(self.latency_path)
+
+    def load_results(self) -> dict:
+        """The results grid: one row per sub-network, the evaluation's metric and sizes joined with the
+        latest latency measurement's numbers (`latency_setup` says how those were measured)."""
+        evaluation = self._read_json(self.results_path)
+        latency = self.load_latency()
+        if evaluation is None and latency is None:
+            raise ProjectError(f"{self.root}: no results yet: run `dynastudio run {self.root}` through the evaluate stage")
+        res = dict(evaluation) if evaluation is not None else {
+            "task": None, "metric": None, "model": None, "depth_rule": self.config.train.depth_rule,
+            "dev_examples": None, "rows": []}
+        rows = [dict(r) for r in res.get("rows", [])]
+        if latency is not None:
+            by_label = {r["label"]: r for r in rows}
+            for m in latency.get("rows", []):
+                row = by_label.get(m["label"])
+                if row is None:  # measured before any evaluation: the metric comes with `evaluate`
+                    row = {k: m[k] for k in ("label", "width_mult", "depth_mult")}
+                    rows.append(row)
+                    by_label[m["label"]] = row
+                for k, v in m.get("sizes", {}).items():
+                    row.setdefault(k, v)
+                row.update(m["values"])
+            res["latency_setup"] = latency.get("setup", {})
+        res["rows"] = rows
+        return res
+
+    def migrate_files(self) -> None:
+        """Older projects kept latency numbers inside results.json (two writers): move them to latency.json."""
+        res = self._read_json(self.results_path)
+        if res is None or "latency_setup" not in res:
+            return
+        prefixes = ("latency_", "size_onnx_")
+        moved = []
+        for r in res.get("rows", []):
+            values = {k: r.pop(k) for k in [k for k in r if k.startswith(prefixes)]}
+            if values:
+                moved.append({"label": r["label"], "width_mult": r["width_mult"], "depth_mult": r["depth_mult"],
+                              "sizes": {}, "values": values})
+        if not self.latency_path.is_file():
+            self.save_latency({"setup": res["latency_setup"], "rows": moved})
+        del res["latency_setup"]
+        self.save_evaluation(res)
 
 
 def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

@@ -26,9 +26,9 @@ SIZE = (1280, 820)
 
 
 def ensure_demo(folder: Path | None, scratch: Path) -> Path:
-    from core.pipeline import new_project, run_pipeline
-    from core.project import Project
-    from studio.pages.project import demo_config
+    from dynastudio.core.pipeline import new_project, run_pipeline
+    from dynastudio.core.project import Project
+    from dynastudio.studio.pages.project import demo_config
 
     root = folder or scratch / "demo"
     if not (root / "project.json").is_file():
@@ -36,7 +36,7 @@ def ensure_demo(folder: Path | None, scratch: Path) -> Path:
         new_project(root, demo_config("demo"))
     project = Project.open(root)
     if not project.is_done("evaluate"):
-        from core.cli import ProgressPrinter
+        from dynastudio.core.cli import ProgressPrinter
 
         print("running the quick pipeline (a few minutes)…", flush=True)
         run_pipeline(project, ProgressPrinter())
@@ -44,8 +44,8 @@ def ensure_demo(folder: Path | None, scratch: Path) -> Path:
 
 
 def ensure_latency(root: Path, runs: int) -> None:
-    from core.latency import latency_job
-    from core.project import Project
+    from dynastudio.core.latency import latency_job
+    from dynastudio.core.project import Project
 
     project = Project.open(root)
     if any(k.startswith("latency_") for r in project.load_results()["rows"] for k in r):
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication, QScrollArea
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
-    from studio.app import MainWindow
+    from dynastudio.studio.app import MainWindow
 
     w = MainWindow()
     w.resize(*SIZE)
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     # 3. Train: redo the depth stage for a few steps on a scratch copy, shoot it live, stop it
     tp = w.pages["train"]
     if a.live_steps > 0:
-        from core.project import Project
+        from dynastudio.core.project import Project
 
         live = scratch / "live"
         shutil.copytree(root, live)
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     w.go_to("explore")
     pump(app, 0.3)
     if len(ep.xs):
-        from studio.pages.explore import best_under
+        from dynastudio.studio.pages.explore import best_under
 
         lo, hi = float(ep.xs.min()), float(ep.xs.max())
         # select a cheaper pick than the budget's best, so both rings show

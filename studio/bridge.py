@@ -5,8 +5,8 @@ import threading
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
 
-from core import events as core_events
-from core.events import (
+from dynastudio.core import events as core_events
+from dynastudio.core.events import (
     CheckpointSaved, EvalEnded, ExportDone, ImportanceReady, LogMessage, StageEnded, StageStarted, StepEnded,
 )
 

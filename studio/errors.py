@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from PySide6.QtWidgets import QMessageBox, QWidget
 
-from core.errors import UserError
+from dynastudio.core.errors import UserError
 
 # the dialogs currently shown (kept so they are not garbage collected, and so tests can read them)
 open_dialogs: list[QMessageBox] = []

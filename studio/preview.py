@@ -1,4 +1,4 @@
-"""Open one page on its own (Orange-style `if __name__ == "__main__"` previews): python -m studio.pages.train [PROJECT]."""
+"""Open one page on its own (Orange-style `if __name__ == "__main__"` previews): python -m dynastudio.studio.pages.train [PROJECT]."""
 from __future__ import annotations
 
 import sys

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QStandardPaths, Signal
 
-from core.config import STAGES
-from core.errors import ProjectError, UserError
-from core.project import Project, atomic_write_text
+from dynastudio.core.config import STAGES
+from dynastudio.core.errors import ProjectError, UserError
+from dynastudio.core.project import Project, atomic_write_text
 
 from .bridge import Bridge
 from .worker import JobRunner

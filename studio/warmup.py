@@ -14,13 +14,13 @@ import time
 
 # what the jobs import lazily, heaviest first
 MODULES = (
-    "core.pipeline",
+    "dynastudio.core.pipeline",
     "transformers.models.bert.modeling_bert",
     "transformers.models.roberta.modeling_roberta",
     "transformers.tokenization_utils_tokenizers",
-    "core.extract",
-    "core.export",
-    "core.latency",
+    "dynastudio.core.extract",
+    "dynastudio.core.export",
+    "dynastudio.core.latency",
 )
 
 

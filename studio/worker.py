@@ -5,8 +5,8 @@ from typing import Any, Callable
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from core.errors import Cancelled
-from core.events import StopToken
+from dynastudio.core.errors import Cancelled
+from dynastudio.core.events import StopToken
 
 from .bridge import Bridge
 from .errors import ErrorInfo

@@ -84,7 +84,7 @@ def tiny_task_files(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def tiny_project_config(model_dir: Path, train: Path, dev: Path, **train_overrides):
-    from core.config import DataConfig, ProjectConfig, profile_config
+    from dynastudio.core.config import DataConfig, ProjectConfig, profile_config
 
     t = dict(
         batch_size=16, eval_batch_size=32, max_seq_length=32, teacher_epochs=8, teacher_lr=2e-3,

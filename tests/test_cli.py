@@ -12,7 +12,7 @@ from conftest import tiny_sentences, write_tsv
 
 
 def dyn(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "core.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+    return subprocess.run([sys.executable, "-m", "dynastudio.core.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
 class _Proc:
@@ -23,7 +23,7 @@ class _Proc:
 @pytest.fixture
 def cli(capsys):
     """Run `dynastudio` in this process (no interpreter start-up): the same main() the entry point calls."""
-    from core.cli import main
+    from dynastudio.core.cli import main
 
     def run(*args):
         capsys.readouterr()

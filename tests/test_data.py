@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from core import data as D
-from core.config import DataConfig
-from core.errors import ConfigError, DataError
+from dynastudio.core import data as D
+from dynastudio.core.config import DataConfig
+from dynastudio.core.errors import ConfigError, DataError
 
 # The real GLUE copies live beside the checkout (../shared/data/glue) and are never copied into the repo.
 GLUE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
@@ -530,15 +530,14 @@ def test_demo_data_loads_balanced_and_distinct():
         assert 0.4 <= share <= 0.6
     assert not set(task.train.text_a) & set(task.dev.text_a)
     assert len(set(task.train.text_a)) == len(task.train)
-    assert D.demo_files()[0].name == "train.tsv"
+    assert D.demo_resource("train.tsv").is_file() and D.demo_resource("dev.tsv").is_file()
 
 
 def test_demo_script_regenerates_the_same_files(tmp_path):
-    script = D.DEMO_DIR / "make_demo.py"
+    script = Path(__file__).resolve().parents[1] / "assets" / "make_demo_data.py"
     spec = importlib.util.spec_from_file_location("make_demo", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     train, dev = module.write(tmp_path)
-    shipped_train, shipped_dev = D.demo_files()
-    assert train.read_bytes() == shipped_train.read_bytes()
-    assert dev.read_bytes() == shipped_dev.read_bytes()
+    assert train.read_bytes() == D.demo_resource("train.tsv").read_bytes()
+    assert dev.read_bytes() == D.demo_resource("dev.tsv").read_bytes()

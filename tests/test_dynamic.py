@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import tiny_model
-from core.dynamic import (
+from dynastudio.core.dynamic import (
     SubnetSpec, forward_subnet, kept_layers, layer_targets, n_heads_kept, n_neurons_kept, subnet_grid, subnet_size,
 )
 

@@ -14,18 +14,18 @@ import pytest
 import torch
 
 from conftest import make_tiny_model_dir, tiny_model, tiny_project_config
-from core.cli import main
-from core.errors import Cancelled, ConfigError, ExportError, UserError
-from core.events import EventLog, ExportDone, StopToken
-from core.export import FORMATS, MODEL_FILES, PRESETS, export, resolve_format
-from core.extract import extract
-from core.project import Project
+from dynastudio.core.cli import main
+from dynastudio.core.errors import Cancelled, ConfigError, ExportError, UserError
+from dynastudio.core.events import EventLog, ExportDone, StopToken
+from dynastudio.core.export import FORMATS, MODEL_FILES, PRESETS, export, resolve_format
+from dynastudio.core.extract import extract
+from dynastudio.core.project import Project
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, tiny_task_files) -> Project:
     """A project whose fine-tuned model is a tiny random BERT (no training needed to export it)."""
-    from core.pipeline import new_project
+    from dynastudio.core.pipeline import new_project
 
     root = tmp_path_factory.mktemp("export")
     model_dir = make_tiny_model_dir(root / "model")
@@ -162,7 +162,7 @@ def test_existing_folder_asks_for_overwrite(project, tmp_path):
 
 
 def test_failed_verification_is_an_error_and_writes_nothing(project, tmp_path, monkeypatch):
-    import core.export as ex
+    import dynastudio.core.export as ex
 
     real = ex._runner
     monkeypatch.setattr(ex, "_runner", lambda fmt, folder: (lambda feed, run=real(fmt, folder): run(feed) + 3e-4))
@@ -225,7 +225,7 @@ def test_latency_fills_the_results_grid(project, tmp_path, capsys):
 
 
 def test_latency_job_stops_and_checks_settings(project):
-    from core.latency import latency_job
+    from dynastudio.core.latency import latency_job
 
     stop = StopToken()
     stop.set()
@@ -244,9 +244,9 @@ def test_roberta_onnx_export_and_fp16_embedding_tables(tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from core.dynamic import SubnetSpec
-    from core.export import _fp16_embedding_tables, export_onnx
-    from core.extract import extract_from_model
+    from dynastudio.core.dynamic import SubnetSpec
+    from dynastudio.core.export import _fp16_embedding_tables, export_onnx
+    from dynastudio.core.extract import extract_from_model
 
     slim = extract_from_model(tiny_model("roberta", seed=3), SubnetSpec(0.5, 0.5), "keep-last")
     names = ["input_ids", "attention_mask"]
@@ -267,8 +267,8 @@ def test_roberta_onnx_export_and_fp16_embedding_tables(tmp_path):
 
 def test_latency_before_any_training_uses_the_base_model(tmp_path, tiny_task_files):
     """Latency depends only on shapes: a project still training its teacher can be measured already."""
-    from core.latency import model_for_latency
-    from core.pipeline import new_project
+    from dynastudio.core.latency import model_for_latency
+    from dynastudio.core.pipeline import new_project
 
     p = new_project(tmp_path / "p", tiny_project_config(make_tiny_model_dir(tmp_path / "m"), *tiny_task_files))
     model, name = model_for_latency(p)

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import make_tiny_model_dir, tiny_model, tiny_project_config
-from core.dynamic import SubnetSpec, forward_subnet, subnet_size
-from core.errors import ConfigError, ProjectError
-from core.extract import extract, extract_from_model
-from core.slim import DynaBertSlimConfig, SlimModel
+from dynastudio.core.dynamic import SubnetSpec, forward_subnet, subnet_size
+from dynastudio.core.errors import ConfigError, ProjectError
+from dynastudio.core.extract import extract, extract_from_model
+from dynastudio.core.slim import DynaBertSlimConfig, SlimModel
 
 SPECS = [SubnetSpec(1.0, 1.0), SubnetSpec(0.75, 1.0), SubnetSpec(0.5, 0.75), SubnetSpec(0.25, 0.5), SubnetSpec(1.0, 0.5)]
 
@@ -74,8 +74,8 @@ def test_slim_round_trips_through_save_pretrained(tmp_path):
 
 
 def test_dynamic_uses_the_slim_layer_math():
-    import core.dynamic as dynamic
-    import core.slim as slim
+    import dynastudio.core.dynamic as dynamic
+    import dynastudio.core.slim as slim
 
     assert dynamic.layer_forward is slim.layer_forward
     assert dynamic.LayerWeights is slim.LayerWeights and dynamic.LayerHyper is slim.LayerHyper
@@ -85,7 +85,7 @@ def test_slim_module_is_self_contained():
     """It ships inside HF exports as modeling_dynabert.py: only torch, transformers and the standard library."""
     import sys
 
-    import core.slim
+    import dynastudio.core.slim
 
     tree = ast.parse(Path(core.slim.__file__).read_text(encoding="utf-8"))
     roots = set()
@@ -101,7 +101,7 @@ def test_slim_module_is_self_contained():
 
 @pytest.fixture()
 def tiny_project(tmp_path, tiny_task_files):
-    from core.pipeline import new_project
+    from dynastudio.core.pipeline import new_project
 
     model_dir = make_tiny_model_dir(tmp_path / "model")
     project = new_project(tmp_path / "proj", tiny_project_config(model_dir, *tiny_task_files, depth_rule="paper"))

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 
 from conftest import tiny_model
-from core.dynamic import SubnetSpec, forward_subnet
-from core.importance import Importance, compute_importance, rewire
+from dynastudio.core.dynamic import SubnetSpec, forward_subnet
+from dynastudio.core.importance import Importance, compute_importance, rewire
 
 
 def _batches(vocab, n=3, seed=0):

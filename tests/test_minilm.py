@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch
 
-from core.data import DataConfig, encode, iterate_batches, load_task_data
-from core.dynamic import SubnetSpec, forward_subnet, subnet_size
-from core.importance import compute_importance, rewire
-from core.pipeline import load_base_model, load_tokenizer, resolve_model
+from dynastudio.core.data import DataConfig, encode, iterate_batches, load_task_data
+from dynastudio.core.dynamic import SubnetSpec, forward_subnet, subnet_size
+from dynastudio.core.importance import compute_importance, rewire
+from dynastudio.core.pipeline import load_base_model, load_tokenizer, resolve_model
 
 
 def test_builtin_minilm_end_to_end_checks():

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from conftest import tiny_project_config
-from core.data import encode, iterate_batches
-from core.distill import LoopSettings, distill_step, get_lr, soft_cross_entropy, task_step, train_loop
-from core.dynamic import SubnetSpec, subnet_grid
-from core.errors import Cancelled, ProjectError
-from core.events import EventLog, StepEnded, StopToken, CheckpointSaved, ImportanceReady, StageEnded
-from core.pipeline import new_project, open_workspace, run_pipeline
-from core.project import Project
+from dynastudio.core.data import encode, iterate_batches
+from dynastudio.core.distill import LoopSettings, distill_step, get_lr, soft_cross_entropy, task_step, train_loop
+from dynastudio.core.dynamic import SubnetSpec, subnet_grid
+from dynastudio.core.errors import Cancelled, ProjectError
+from dynastudio.core.events import EventLog, StepEnded, StopToken, CheckpointSaved, ImportanceReady, StageEnded
+from dynastudio.core.pipeline import new_project, open_workspace, run_pipeline
+from dynastudio.core.project import Project
 
 
 def test_get_lr_warmup_and_decay():
@@ -170,7 +170,7 @@ def test_already_finetuned_model_skips_finetune(tiny_model_dir, tiny_task_files,
 def test_glue_task_from_local_folder(tmp_path):
     from pathlib import Path
 
-    from core.config import DataConfig, ProjectConfig, profile_config
+    from dynastudio.core.config import DataConfig, ProjectConfig, profile_config
 
     glue = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
     if not (glue / "SST-2").is_dir():

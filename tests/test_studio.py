@@ -15,7 +15,7 @@ from PySide6.QtCore import QPointF, Qt  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
 from conftest import tiny_project_config  # noqa: E402
-from core.events import StageStarted, StepEnded  # noqa: E402
+from dynastudio.core.events import StageStarted, StepEnded  # noqa: E402
 
 TINY_HP = dict(batch_size="16", eval_batch_size="32", max_seq_length="32", teacher_epochs="2", teacher_lr="0.002",
                width_epochs="1", width_lr="0.0005", depth_epochs="1", depth_lr="0.0005", importance_examples="32",
@@ -30,7 +30,7 @@ def _isolated_settings(tmp_path, monkeypatch):
 
 @pytest.fixture
 def window(qtbot):
-    from studio.app import MainWindow
+    from dynastudio.studio.app import MainWindow
 
     w = MainWindow()
     qtbot.addWidget(w)
@@ -42,13 +42,13 @@ def window(qtbot):
 
 
 def _made_project(root: Path, model_dir, files, **overrides):
-    from core.pipeline import new_project
+    from dynastudio.core.pipeline import new_project
 
     return new_project(root, tiny_project_config(model_dir, *files, **overrides))
 
 
 def _error_boxes() -> list[QMessageBox]:
-    from studio import errors
+    from dynastudio.studio import errors
 
     return [b for b in errors.open_dialogs if b.isVisible()]
 
@@ -60,7 +60,7 @@ def _close_error_boxes() -> None:
 
 # ---- bridge and worker ---------------------------------------------------------------------------
 def test_bridge_delivers_every_step_in_order_from_another_thread(qtbot):
-    from studio.bridge import Bridge
+    from dynastudio.studio.bridge import Bridge
 
     bridge = Bridge(interval_ms=50)
     got, progress, stages = [], [], []
@@ -85,8 +85,8 @@ def test_bridge_delivers_every_step_in_order_from_another_thread(qtbot):
 
 
 def test_runner_reports_errors_with_details_and_new_job_cancels_the_old(qtbot):
-    from studio.bridge import Bridge
-    from studio.worker import JobRunner
+    from dynastudio.studio.bridge import Bridge
+    from dynastudio.studio.worker import JobRunner
 
     runner = JobRunner(Bridge())
     with qtbot.waitSignal(runner.errored, timeout=10000) as err:
@@ -211,7 +211,7 @@ def test_whole_flow_create_train_explore_export(window, qtbot, tiny_model_dir, t
 
 # ---- closing, errors, latency wiring --------------------------------------------------------------
 def test_closing_mid_training_asks_stops_and_stays_resumable(window, qtbot, tiny_model_dir, tiny_task_files, tmp_path):
-    from core.project import Project
+    from dynastudio.core.project import Project
 
     w, state = window, window.state
     project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files, teacher_epochs=400)
@@ -277,7 +277,7 @@ def test_user_mistakes_are_messages_not_crashes(window, qtbot, tmp_path, tiny_ta
     assert not (tmp_path / "new").exists()
 
     # a bug inside a job: a dialog whose details hold the traceback
-    from studio.errors import ErrorInfo, show_error
+    from dynastudio.studio.errors import ErrorInfo, show_error
 
     try:
         raise RuntimeError("kaboom")
@@ -294,8 +294,8 @@ def test_user_mistakes_are_messages_not_crashes(window, qtbot, tmp_path, tiny_ta
 
 
 def test_measure_latency_switches_the_axis(window, qtbot, tiny_model_dir, tiny_task_files, tmp_path, monkeypatch):
-    import core.latency
-    from core.pipeline import run_pipeline
+    import dynastudio.core.latency
+    from dynastudio.core.pipeline import run_pipeline
 
     w, state = window, window.state
     project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files, teacher_epochs=1,
@@ -323,12 +323,12 @@ def test_measure_latency_switches_the_axis(window, qtbot, tiny_model_dir, tiny_t
 
 
 def test_each_page_builds_on_its_own(qtbot, tiny_model_dir, tiny_task_files, tmp_path):
-    from studio.pages.explore import ExplorePage
-    from studio.pages.export import ExportPage
-    from studio.pages.importance import ImportancePage
-    from studio.pages.project import ProjectPage
-    from studio.pages.train import TrainPage
-    from studio.state import StudioState
+    from dynastudio.studio.pages.explore import ExplorePage
+    from dynastudio.studio.pages.export import ExportPage
+    from dynastudio.studio.pages.importance import ImportancePage
+    from dynastudio.studio.pages.project import ProjectPage
+    from dynastudio.studio.pages.train import TrainPage
+    from dynastudio.studio.state import StudioState
 
     project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files)
     for cls in (ProjectPage, ImportancePage, TrainPage, ExplorePage, ExportPage):
@@ -341,7 +341,7 @@ def test_each_page_builds_on_its_own(qtbot, tiny_model_dir, tiny_task_files, tmp
 
 
 def test_recent_projects_are_remembered(qtbot, tiny_model_dir, tiny_task_files, tmp_path):
-    from studio.state import RecentProjects, StudioState
+    from dynastudio.studio.state import RecentProjects, StudioState
 
     project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files)
     StudioState().open_project(project.root)
@@ -349,7 +349,7 @@ def test_recent_projects_are_remembered(qtbot, tiny_model_dir, tiny_task_files, 
 
 
 def test_pareto_front_and_budget_helpers():
-    from studio.pages.explore import best_under, pareto_front
+    from dynastudio.studio.pages.explore import best_under, pareto_front
 
     xs = np.array([1.0, 2.0, 3.0, 2.5, 0.5])
     ys = np.array([0.8, 0.9, 0.95, 0.85, 0.6])
@@ -364,8 +364,8 @@ def test_gui_command_opens_the_project_it_is_given(qtbot, monkeypatch, tiny_mode
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
-    from core.cli import main as cli_main
-    from studio.app import MainWindow
+    from dynastudio.core.cli import main as cli_main
+    from dynastudio.studio.app import MainWindow
 
     project = _made_project(tmp_path / "opened", tiny_model_dir, tiny_task_files)
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # main() installs its own; put ours back after

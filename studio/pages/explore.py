@@ -408,8 +408,8 @@ class ExplorePage(QWidget):
         batch, seq, threads, formats = self.batch.value(), self.seq.value(), self.threads.value(), self.formats.currentData()
 
         def job(events, stop):
-            from core.latency import latency_job
-            from core.project import Project
+            from dynastudio.core.latency import latency_job
+            from dynastudio.core.project import Project
 
             return latency_job(Project.open(root), events, stop, batch=batch, seq=seq, threads=threads, formats=formats)
 

@@ -18,9 +18,9 @@ JOB = "export"
 
 
 def presets() -> tuple[dict, dict, dict]:
-    """(preset -> format, preset -> description, format -> description) from core.targets; empty without it."""
+    """(preset -> format, preset -> description, format -> description) from dynastudio.core.targets; empty without it."""
     try:
-        from core.targets import FORMATS, PRESET_DESCRIPTIONS, PRESETS
+        from dynastudio.core.targets import FORMATS, PRESET_DESCRIPTIONS, PRESETS
     except ImportError:  # a core without the export module: the page says so instead of failing
         return {}, {}, {}
     return dict(PRESETS), dict(PRESET_DESCRIPTIONS), dict(FORMATS)
@@ -188,8 +188,8 @@ class ExportPage(QWidget):
         root, spec, target, overwrite = project.root, (row["width_mult"], row["depth_mult"]), self.target.currentData(), self.overwrite.isChecked()
 
         def job(events, stop):
-            from core.export import export
-            from core.project import Project
+            from dynastudio.core.export import export
+            from dynastudio.core.project import Project
 
             return export(Project.open(root), spec, target, out, overwrite=overwrite, events=events, stop=stop)
 
@@ -250,7 +250,7 @@ class ExportPage(QWidget):
 
 
 def _user_error(message: str):
-    from core.errors import UserError
+    from dynastudio.core.errors import UserError
 
     return UserError(message)
 

@@ -6,7 +6,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtWidgets import QButtonGroup, QCheckBox, QHBoxLayout, QLabel, QRadioButton, QVBoxLayout, QWidget
 
-from core.events import ImportanceReady
+from dynastudio.core.events import ImportanceReady
 
 from ..state import StudioState
 from ..style import HINT_CSS

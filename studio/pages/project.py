@@ -13,8 +13,8 @@ from PySide6.QtWidgets import (
     QScrollArea, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget,
 )
 
-from core.config import BUILTIN_MINILM, DEPTH_RULES, PROFILES, STAGES, DataConfig, ProjectConfig, TrainConfig, profile_config
-from core.errors import ConfigError, UserError
+from dynastudio.core.config import BUILTIN_MINILM, DEPTH_RULES, PROFILES, STAGES, DataConfig, ProjectConfig, TrainConfig, profile_config
+from dynastudio.core.errors import ConfigError, UserError
 
 from ..errors import show_error
 from ..state import StudioState
@@ -35,21 +35,21 @@ def demo_config(name: str = "demo") -> ProjectConfig:
 
 
 def glue_tasks() -> list[str]:
-    from core.data import GLUE_TASKS
+    from dynastudio.core.data import GLUE_TASKS
 
     return list(GLUE_TASKS)
 
 
 def file_columns(path: str) -> list[str]:
     """Column names of a CSV/TSV/JSONL file (raises DataError with a one-line message)."""
-    from core.data import _peek_columns  # the reader the loader itself uses, so the pickers match it
+    from dynastudio.core.data import _peek_columns  # the reader the loader itself uses, so the pickers match it
 
     return _peek_columns(Path(path))
 
 
 def guess_columns(columns: list[str]) -> tuple[str | None, str | None, str | None]:
     """(text a, text b, label) guesses, the same order the loader tries."""
-    from core.data import _TEXT_GUESSES
+    from dynastudio.core.data import _TEXT_GUESSES
 
     label = next((c for c in ("label", "labels") if c in columns), None)
     for guess in _TEXT_GUESSES:
@@ -503,7 +503,7 @@ class ProjectPage(QWidget):
             if not (p / "config.json").is_file():
                 return f"{t}: no config.json here: pick the folder a transformers model was saved to."
             try:
-                from core.pipeline import load_model_config
+                from dynastudio.core.pipeline import load_model_config
 
                 load_model_config(str(p.resolve()))  # local only: reads config.json, checks the architecture
             except UserError as exc:
@@ -539,7 +539,7 @@ class ProjectPage(QWidget):
 
     def _read(self, path, cols, label, names, regression):
         """read_table, remembered per file version so typing elsewhere does not re-read big files."""
-        from core.data import read_table
+        from dynastudio.core.data import read_table
 
         p = Path(path)
         try:
@@ -602,7 +602,7 @@ class ProjectPage(QWidget):
         root = Path(root).resolve()
 
         def job(events, stop):
-            from core.pipeline import new_project
+            from dynastudio.core.pipeline import new_project
 
             return new_project(root, config)
 

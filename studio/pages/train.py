@@ -12,8 +12,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout, QWidget,
 )
 
-from core.config import STAGES
-from core.events import CheckpointSaved, EvalEnded, LogMessage, StageEnded, StageStarted, StepEnded
+from dynastudio.core.config import STAGES
+from dynastudio.core.events import CheckpointSaved, EvalEnded, LogMessage, StageEnded, StageStarted, StepEnded
 
 from ..errors import show_error
 from ..state import StudioState
@@ -294,8 +294,8 @@ class TrainPage(QWidget):
         root, until = project.root, self.until.currentData()
 
         def job(events, stop):
-            from core.pipeline import run_pipeline
-            from core.project import Project
+            from dynastudio.core.pipeline import run_pipeline
+            from dynastudio.core.project import Project
 
             # the worker opens its own Project: the GUI's copy is only ever read
             return run_pipeline(Project.open(root), events, stop, until=until)

@@ -126,6 +126,6 @@ def write(out_dir: Path, seed: int = SEED) -> tuple[Path, Path]:
 
 
 if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "core" / "demo"
     for p in write(target):
         print(p)

@@ -1,0 +1,236 @@
+"""A project's task, read and tokenized once: project creation, and the encoded splits cached in the project folder."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import ProjectConfig
+from .data import Encoded, TaskData, encode, load_task_data, split_heldout, subset
+from .errors import ProjectError
+from .events import LogMessage, null_sink
+from .models import load_model_config, load_tokenizer, pick_device
+from .project import Project, atomic_save_tensors, atomic_write_text, load_tensors
+
+SPLITS = ("train", "heldout", "dev")
+CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What the engine needs to know about a task once its rows are encoded (task.json)."""
+
+    name: str
+    metric: str
+    label_names: tuple[str, ...]
+    is_regression: bool
+    train_rows: int
+    dev_rows: int
+
+    @property
+    def num_labels(self) -> int:
+        return 1 if self.is_regression else len(self.label_names)
+
+    @staticmethod
+    def of(task: TaskData) -> "TaskInfo":
+        return TaskInfo(task.name, task.metric, tuple(task.label_names or ()), task.is_regression, len(task.train), len(task.dev))
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["labels"] = list(d.pop("label_names"))
+        return json.dumps(d, indent=2)
+
+    @staticmethod
+    def read(project: Project) -> "TaskInfo":
+        path = project.root / "task.json"
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+            return TaskInfo(d["name"], d["metric"], tuple(d.get("labels") or ()), bool(d["is_regression"]),
+                            int(d["train_rows"]), int(d["dev_rows"]))
+        except FileNotFoundError:
+            raise ProjectError(f"{path}: missing: create the project again (dynastudio new)") from None
+        except (ValueError, KeyError, TypeError):
+            raise ProjectError(f"{path}: corrupted: delete it and create the project again (dynastudio new)") from None
+
+
+# ---- the cache ----------------------------------------------------------------------------------
+def split_rows(task: TaskData, t) -> dict:
+    """{train, heldout, dev} tables. The importance rows never overlap training rows unless they are dev rows."""
+    train = task.train
+    if t.importance_split == "heldout":
+        n = min(t.importance_examples, max(1, len(train) // 10))
+        train, held = split_heldout(train, n, t.seed)
+    else:
+        held = subset(task.dev, t.importance_examples, t.seed)
+    if t.max_train_examples is not None:
+        train = subset(train, t.max_train_examples, t.seed)
+    return {"train": train, "heldout": held, "dev": task.dev}
+
+
+def _tokenizer_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.glob("*")):
+        if p.is_file():
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cache_key(project: Project) -> str:
+    """Everything the encoded rows depend on: the data settings, the split settings, the tokenizer."""
+    cfg = project.config
+    t = cfg.train
+    key = {
+        "version": CACHE_VERSION,
+        "data": asdict(cfg.data),
+        "max_seq_length": t.max_seq_length,
+        "seed": t.seed,
+        "importance_split": t.importance_split,
+        "importance_examples": t.importance_examples,
+        "max_train_examples": t.max_train_examples,
+        "tokenizer": _tokenizer_digest(project.tokenizer_dir) if project.tokenizer_dir.is_dir() else cfg.model,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=list).encode()).hexdigest()[:24]
+
+
+def _pack(enc: Encoded, name: str) -> dict[str, torch.Tensor]:
+    lengths = np.array([len(r) for r in enc.input_ids], dtype=np.int64)
+    flat = np.concatenate(enc.input_ids).astype(np.int32) if len(enc) else np.zeros(0, np.int32)
+    out = {f"{name}.input_ids": torch.from_numpy(flat), f"{name}.lengths": torch.from_numpy(lengths)}
+    if enc.token_type_ids is not None and len(enc):
+        out[f"{name}.token_type_ids"] = torch.from_numpy(np.concatenate(enc.token_type_ids).astype(np.int8))
+    labels = np.asarray(enc.labels, dtype=np.float64 if enc.is_regression else np.int64)
+    out[f"{name}.labels"] = torch.from_numpy(labels.reshape(-1))
+    return out
+
+
+def _unpack(t: dict[str, torch.Tensor], name: str, is_regression: bool) -> Encoded:
+    lengths = t[f"{name}.lengths"].numpy()
+    cuts = np.cumsum(lengths)[:-1]
+    ids = np.split(t[f"{name}.input_ids"].numpy().astype(np.int64), cuts) if len(lengths) else []
+    types = None
+    if f"{name}.token_type_ids" in t:
+        types = np.split(t[f"{name}.token_type_ids"].numpy().astype(np.int64), cuts)
+    labels = t[f"{name}.labels"].numpy()
+    return Encoded(ids, types, labels.tolist(), is_regression)
+
+
+def build_cache(project: Project, tokenizer, task: TaskData | None = None) -> dict[str, Encoded]:
+    """Read the task's files (unless `task` is given), split, tokenize, and write cache/inputs.safetensors."""
+    cfg = project.config
+    task = task if task is not None else load_task_data(cfg.data)
+    tables = split_rows(task, cfg.train)
+    encoded = {s: encode(tables[s], tokenizer, cfg.train.max_seq_length) for s in SPLITS}
+    for s in SPLITS:
+        encoded[s].is_regression = task.is_regression
+    tensors: dict[str, torch.Tensor] = {}
+    for s in SPLITS:
+        tensors.update(_pack(encoded[s], s))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    meta = {"key": cache_key(project), "is_regression": json.dumps(task.is_regression), "pad_id": str(pad),
+            "rows": json.dumps({s: len(encoded[s]) for s in SPLITS})}
+    atomic_save_tensors(project.inputs_cache_path, tensors, meta)
+    return encoded
+
+
+def read_cache(project: Project) -> tuple[dict[str, Encoded], int] | None:
+    """(splits, pad id) from the cache when it matches the project's settings; None when missing or stale."""
+    path = project.inputs_cache_path
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # a torn or foreign file is rebuilt, never trusted
+        return None
+    if meta.get("key") != cache_key(project):
+        return None
+    tensors = load_tensors(path, "the encoded task cache")
+    regression = json.loads(meta["is_regression"])
+    return {s: _unpack(tensors, s, regression) for s in SPLITS}, int(meta["pad_id"])
+
+
+# ---- what a stage job gets ----------------------------------------------------------------------
+@dataclass
+class RunInputs:
+    """A project's prepared inputs: task facts, the encoded splits, the device. Made by `prepare_inputs`."""
+
+    project: Project
+    task: TaskInfo
+    train: Encoded
+    heldout: Encoded
+    dev: Encoded
+    pad_id: int
+    device: torch.device
+
+    @property
+    def cfg(self) -> ProjectConfig:
+        return self.project.config
+
+    @cached_property
+    def tokenizer(self):
+        return project_tokenizer(self.project)
+
+
+def project_tokenizer(project: Project):
+    d = project.tokenizer_dir
+    return load_tokenizer(str(d) if d.is_dir() else project.config.model)
+
+
+def prepare_inputs(project: Project, events=null_sink) -> RunInputs:
+    """The project's encoded splits from its cache; the task files are read and tokenized only when the cache
+    is missing or was made with other settings (then it is rebuilt)."""
+    key = cache_key(project)
+    memo = getattr(project, "_inputs_memo", None)
+    if memo is not None and memo[0] == key:
+        return memo[1]  # the stages of one `run` share one Project: read the cache once
+    task = TaskInfo.read(project)
+    cached = read_cache(project)
+    if cached is None:
+        events(LogMessage("reading and tokenizing the task data (once per project; cached in cache/inputs.safetensors)"))
+        tokenizer = project_tokenizer(project)
+        splits = build_cache(project, tokenizer)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    else:
+        splits, pad = cached
+    inputs = RunInputs(project, task, splits["train"], splits["heldout"], splits["dev"], pad,
+                       pick_device(project.config.train.device))
+    project._inputs_memo = (key, inputs)
+    return inputs
+
+
+# ---- creating a project -------------------------------------------------------------------------
+def new_project(root: Path, config: ProjectConfig, overwrite: bool = False, events=null_sink) -> Project:
+    """Validate the data and the model, then create the folder: tokenizer, task.json, the encoded cache.
+
+    project.json is written last: a folder without it is not a project, so a failure half-way
+    leaves nothing that looks usable.
+    """
+    root = Path(root)
+    if (root / "project.json").exists() and not overwrite:
+        raise ProjectError(f"{root}: a project already exists here: open it, or pick another folder")
+    if root.exists() and not root.is_dir():
+        raise ProjectError(f"{root}: exists and is not a folder: pick another path")
+    task = load_task_data(config.data)  # raises DataError on a bad file before anything is written
+    load_model_config(config.model)
+    tokenizer = load_tokenizer(config.model)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / ".tokenizer.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer.save_pretrained(str(tmp))
+    shutil.rmtree(root / "tokenizer", ignore_errors=True)
+    os.replace(tmp, root / "tokenizer")
+    atomic_write_text(root / "task.json", TaskInfo.of(task).to_json())
+    staged = Project(root, config, {"stages": {}})
+    events(LogMessage(f"tokenizing {len(task.train)} train and {len(task.dev)} dev rows"))
+    build_cache(staged, project_tokenizer(staged), task)
+    return Project.create(root, config, overwrite=True)

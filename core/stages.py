@@ -1,0 +1,249 @@
+"""The pipeline's stage jobs (finetune, rewire, width, depth, finetune-subnets, evaluate) and `run`, which chains them."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from .config import STAGES
+from .data import iterate_batches
+from .distill import LoopSettings, distill_step, task_step, train_loop
+from .dynamic import SubnetSpec, forward_subnet, subnet_grid
+from .errors import ConfigError, InternalError, ProjectError
+from .evaluate import evaluate_grid, evaluate_specs
+from .events import EvalEnded, ImportanceReady, LogMessage, StageEnded, StageProgress, StageStarted, StopToken
+from .importance import compute_importance, rewire
+from .models import load_base_model
+from .prepare import RunInputs, prepare_inputs
+from .project import Project
+
+# the model each stage leaves behind, in pipeline order
+STAGE_MODEL = {"finetune": "teacher", "rewire": "rewired", "width": "width", "depth": "depth", "finetune-subnets": "subnets"}
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    """A stage job takes no options: everything comes from the project's settings."""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    until: str | None = None  # the last stage to run; None = to the end
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """What a finished stage leaves in state.json."""
+
+    stage: str
+    seconds: float
+    skipped: bool = False
+    steps: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)  # finetune: the teacher's dev metrics
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    ran: tuple[str, ...]
+
+
+def _finish(project: Project, stage: str, t0: float, events, **fields) -> StageResult:
+    result = StageResult(stage, time.perf_counter() - t0, **fields)
+    project.mark_done(stage, result.record())
+    events(StageEnded(stage, result.seconds, skipped=result.skipped))
+    return result
+
+
+def _skip(project: Project, stage: str, t0: float, events, why: str) -> StageResult:
+    events(StageStarted(stage, 0))
+    events(LogMessage(f"{stage}: skipped ({why})"))
+    return _finish(project, stage, t0, events, skipped=True)
+
+
+# ---- training stages ----------------------------------------------------------------------------
+def _log_to(project: Project):
+    def log(record: dict) -> None:
+        project.append_metrics({"time": time.time(), **record})
+
+    return log
+
+
+def _eval_hook(inputs: RunInputs, stage: str, model: nn.Module, specs, events):
+    def on_epoch_end(step: int, epoch: int) -> None:
+        scores = evaluate_specs(inputs, model, specs)
+        results = {k: v["score"] for k, v in scores.items()}
+        events(EvalEnded(stage, step, inputs.task.metric, results))
+        inputs.project.append_metrics({"time": time.time(), "kind": "eval", "stage": stage, "step": step, "epoch": epoch,
+                                       "metric": inputs.task.metric, "results": results})
+        model.train()
+
+    return on_epoch_end
+
+
+def _train(inputs: RunInputs, stage: str, model, step_fn, epochs: float, lr: float, eval_specs, events, stop) -> dict:
+    p, t = inputs.project, inputs.cfg.train
+
+    def save_ckpt(step, m, opt):
+        return str(p.save_checkpoint(stage, step, m, opt, {"stage": stage}))
+
+    settings = LoopSettings(stage, epochs, lr, t.batch_size, t.seed, t.weight_decay, t.warmup_frac, t.max_grad_norm, t.checkpoint_every)
+    return train_loop(
+        model.to(inputs.device), inputs.train, step_fn, settings,
+        events=events, stop=stop, device=inputs.device, pad_id=inputs.pad_id,
+        resume=p.load_checkpoint(stage), save_checkpoint=save_ckpt,
+        on_epoch_end=_eval_hook(inputs, stage, model, eval_specs, events), log=_log_to(p),
+    )
+
+
+def finetune_job(project: Project, request: StageRequest, events, stop: StopToken) -> StageResult:
+    """Fine-tune the base model on the task: the teacher (models/teacher)."""
+    t0 = time.perf_counter()
+    inputs = prepare_inputs(project, events)
+    cfg = project.config
+    model = load_base_model(cfg.model, inputs.task, cfg.model_is_finetuned, cfg.train.seed).to(inputs.device)
+    full = SubnetSpec()
+    if cfg.model_is_finetuned:
+        events(StageStarted("finetune", 0))
+        events(LogMessage("model is already fine-tuned: using it as the teacher as-is"))
+        metrics = evaluate_specs(inputs, model, [full])[full.label]
+        project.save_model("teacher", model)
+        return _finish(project, "finetune", t0, events, skipped=True, metrics=metrics)
+    t = cfg.train
+    step_fn = lambda m, b: task_step(m, b, [full], depth_rule=t.depth_rule, is_regression=inputs.task.is_regression)
+    info = _train(inputs, "finetune", model, step_fn, t.teacher_epochs, t.teacher_lr, [full], events, stop)
+    metrics = evaluate_specs(inputs, model, [full])[full.label]
+    project.save_model("teacher", model)
+    return _finish(project, "finetune", t0, events, steps=info["steps"], metrics=metrics)
+
+
+def rewire_job(project: Project, request: StageRequest, events, stop: StopToken) -> StageResult:
+    """Score heads and neurons on the importance rows, reorder them most important first (models/rewired)."""
+    t0 = time.perf_counter()
+    inputs = prepare_inputs(project, events)
+    model = project.load_model("teacher", inputs.device)
+    batches = list(iterate_batches(inputs.heldout, project.config.train.batch_size, shuffle=False, pad_id=inputs.pad_id))
+    events(StageStarted("rewire", len(batches)))
+
+    def feed():
+        for i, b in enumerate(batches):
+            stop.check()
+            yield {k: v.to(inputs.device) for k, v in b.items()}
+            events(StageProgress("rewire", i + 1, len(batches)))
+
+    imp = compute_importance(model, feed(), inputs.task.is_regression)
+    events(ImportanceReady(imp.head.tolist(), imp.neuron.tolist()))
+    probe = next(iterate_batches(inputs.dev, min(16, len(inputs.dev)), shuffle=False, pad_id=inputs.pad_id))
+    probe = {k: v.to(inputs.device) for k, v in probe.items()}
+    with torch.inference_mode():
+        before = forward_subnet(model, probe["input_ids"], probe["attention_mask"], probe.get("token_type_ids")).logits
+    after_imp = rewire(model, imp)
+    with torch.inference_mode():
+        after = forward_subnet(model, probe["input_ids"], probe["attention_mask"], probe.get("token_type_ids")).logits
+    diff = float((before - after).abs().max())
+    if diff > 1e-3:
+        raise InternalError(f"rewiring changed the model's logits by {diff:.2e}: this is a bug, please report it")
+    project.save_importance(
+        {"head": imp.head, "neuron": imp.neuron, "head_rewired": after_imp.head, "neuron_rewired": after_imp.neuron},
+        {"batches": imp.batches, "examples": len(inputs.heldout), "split": project.config.train.importance_split,
+         "rewire_max_logit_diff": diff},
+    )
+    project.save_model("rewired", model)
+    return _finish(project, "rewire", t0, events, steps=imp.batches)
+
+
+def _distill(project: Project, stage: str, source: str, specs, l1, l2, epochs, lr, events, stop) -> StageResult:
+    """Distil the frozen `source` model at full size into a copy of itself trained at every spec."""
+    t0 = time.perf_counter()
+    inputs = prepare_inputs(project, events)
+    t = project.config.train
+    teacher = project.load_model(source, inputs.device)
+    student = project.load_model(source, inputs.device)
+    step_fn = lambda m, b: distill_step(m, teacher, b, specs, l1=l1, l2=l2, depth_rule=t.depth_rule, is_regression=inputs.task.is_regression)
+    info = _train(inputs, stage, student, step_fn, epochs, lr, specs, events, stop)
+    project.save_model(STAGE_MODEL[stage], student)
+    return _finish(project, stage, t0, events, steps=info["steps"])
+
+
+def width_job(project: Project, request: StageRequest, events, stop: StopToken) -> StageResult:
+    """Stage 1: distil the rewired teacher into every width at full depth (models/width)."""
+    t = project.config.train
+    specs = [SubnetSpec(w, 1.0) for w in sorted(set(t.width_mults), reverse=True)]
+    return _distill(project, "width", "rewired", specs, t.width_l1, t.width_l2, t.width_epochs, t.width_lr, events, stop)
+
+
+def depth_job(project: Project, request: StageRequest, events, stop: StopToken) -> StageResult:
+    """Stage 2: the width model at full size teaches every width x depth (models/depth)."""
+    t = project.config.train
+    specs = subnet_grid(t.width_mults, t.depth_mults)
+    return _distill(project, "depth", "width", specs, t.depth_l1, t.depth_l2, t.depth_epochs, t.depth_lr, events, stop)
+
+
+def finetune_subnets_job(project: Project, request: StageRequest, events, stop: StopToken) -> StageResult:
+    """Optional: plain task-loss fine-tuning of every sub-network (models/subnets)."""
+    t0 = time.perf_counter()
+    t = project.config.train
+    if t.subnet_epochs <= 0:
+        return _skip(project, "finetune-subnets", t0, events, "subnet_epochs is 0")
+    inputs = prepare_inputs(project, events)
+    model = project.load_model("depth", inputs.device)
+    specs = subnet_grid(t.width_mults, t.depth_mults)
+    step_fn = lambda m, b: task_step(m, b, specs, depth_rule=t.depth_rule, is_regression=inputs.task.is_regression)
+    info = _train(inputs, "finetune-subnets", model, step_fn, t.subnet_epochs, t.subnet_lr, specs, events, stop)
+    project.save_model("subnets", model)
+    return _finish(project, "finetune-subnets", t0, events, steps=info["steps"])
+
+
+def final_model_name(project: Project) -> str:
+    """The most trained model the project has (what `evaluate`, `latency` and `export` use)."""
+    for stage in ("finetune-subnets", "depth", "width", "rewire", "finetune"):
+        name = STAGE_MODEL[stage]
+        if project.is_done(stage) and project.has_model(name):
+            return name
+    raise ProjectError(f"{project.root}: no trained model yet: run `dynastudio run {project.root}`")
+
+
+def evaluate_job(project: Project, request: StageRequest, events, stop: StopToken) -> StageResult:
+    """Score every sub-network of the most trained model on dev: results.json (its only writer)."""
+    t0 = time.perf_counter()
+    inputs = prepare_inputs(project, events)
+    name = final_model_name(project)
+    model = project.load_model(name, inputs.device)
+    info = project.stage_info("finetune")
+    teacher = info.get("metrics") or info.get("dev") or {}  # "dev": projects made before 0.2
+    results = evaluate_grid(inputs, model, name, teacher, events, stop)
+    project.save_evaluation(results)
+    return _finish(project, "evaluate", t0, events, steps=len(results["rows"]))
+
+
+STAGE_JOBS = {
+    "finetune": finetune_job,
+    "rewire": rewire_job,
+    "width": width_job,
+    "depth": depth_job,
+    "finetune-subnets": finetune_subnets_job,
+    "evaluate": evaluate_job,
+}
+assert tuple(STAGE_JOBS) == STAGES
+
+
+def pending_stages(project: Project, until: str | None = None) -> list[str]:
+    """The stages `run` would run, in order (what the studio shows as "next")."""
+    if until is not None and until not in STAGES:
+        raise ConfigError(f"unknown stage '{until}': choose one of {', '.join(STAGES)}")
+    last = STAGES.index(until) if until else len(STAGES) - 1
+    return [s for s in STAGES[: last + 1] if not project.is_done(s)]
+
+
+def run_job(project: Project, request: RunRequest, events, stop: StopToken) -> RunResult:
+    """Run every unfinished stage in order, each resuming mid-stage from its checkpoint, up to `request.until`."""
+    ran = []
+    for stage in pending_stages(project, request.until):
+        stop.check()
+        STAGE_JOBS[stage](project, StageRequest(), events, stop)
+        ran.append(stage)
+    return RunResult(tuple(ran))

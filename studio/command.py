@@ -1,0 +1,25 @@
+"""The studio's `dynastudio gui` command, plugged into the engine's CLI through an entry point (no Qt import here)."""
+from __future__ import annotations
+
+from dynastudio.core.errors import UserError
+
+QT_PACKAGES = ("PySide6", "shiboken6", "pyqtgraph")
+
+
+def register(sub) -> None:
+    g = sub.add_parser("gui", help="open the studio (Qt desktop app)")
+    g.add_argument("dir", nargs="?", help="a project folder to open (with --demo: where the demo project lives, default ./demo)")
+    g.add_argument("--demo", action="store_true", help="open the built-in demo project, creating it the first time")
+    g.add_argument("--screenshot", metavar="PNG", help="save a picture of the window once it is shown, then quit (checks a set-up)")
+    g.set_defaults(func=cmd_gui)
+
+
+def cmd_gui(a) -> int:
+    try:
+        from .app import main
+    except ImportError as exc:
+        if not (exc.name or "").startswith(QT_PACKAGES):
+            raise
+        raise UserError(f"the studio needs {exc.name}, which is not installed: pip install 'dynabert-studio[studio]'") from None
+    argv = ([a.dir] if a.dir else []) + (["--demo"] if a.demo else []) + (["--screenshot", a.screenshot] if a.screenshot else [])
+    return main(argv)
