@@ -33,7 +33,7 @@ TICK_MS = 10
 
 def make_project(kind: str, scratch: Path):
     from dynastudio.core.config import DataConfig, ProjectConfig, profile_config
-    from dynastudio.core.pipeline import new_project
+    from dynastudio.core.prepare import new_project
 
     if kind == "tiny":
         from conftest import make_tiny_model_dir, tiny_project_config, tiny_sentences, write_tsv
@@ -119,11 +119,22 @@ def main(argv: list[str] | None = None) -> int:
 
     idle = rec.record(a.idle_seconds)
     state = w.state
-    steps, first_step = [], []
-    state.bridge.steps.connect(lambda batch: steps.extend(batch))
-    state.bridge.steps.connect(lambda batch: first_step or first_step.append(time.perf_counter()))
+    steps, first_step, handles = [], [], []
+
+    def follow(handle) -> None:
+        # every job has its own bridge: follow the training job the Train page starts
+        if handle.name != "run":
+            return
+        handles.append(handle)
+        handle.bridge.steps.connect(lambda batch: steps.extend(batch))
+        handle.bridge.steps.connect(lambda batch: first_step or first_step.append(time.perf_counter()))
+
+    state.runner.jobStarted.connect(follow)
     w.pages["train"].start()
     t0 = time.perf_counter()
+    if not handles:
+        raise SystemExit("the Train page did not start a training job")
+    bridge = handles[0].bridge
     busy = rec.record(a.seconds, until=lambda: not state.runner.is_running())
     trained_s = time.perf_counter() - t0
     worst = rec.worst()
@@ -139,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch_threads": torch.get_num_threads(),
         "warm_up_seconds": round(sum(warmed.values()), 2),
         "tick_ms": TICK_MS,
-        "bridge_interval_ms": state.bridge._timer.interval(),
+        "bridge_interval_ms": bridge._timer.interval(),
         "idle": summary(idle),
         "training": summary(busy),
         "training_seconds": round(trained_s, 1),
@@ -148,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         # the first steps come after the worker loaded the data and the model: gaps before it are loading
         "first_step_after_s": round(first_step[0] - t0, 2) if first_step else None,
         "worst_gaps_at_s_ms": worst,
-        "events": state.bridge.events_received,
-        "flushes": state.bridge.flushes,
+        "events": bridge.events_received,
+        "flushes": bridge.flushes,
         "stages_done": [s for s in ("finetune", "rewire", "width", "depth", "evaluate") if project.__class__.open(project.root).is_done(s)],
     }
     i, t = result["idle"], result["training"]

@@ -26,12 +26,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from dynastudio.core import jobs  # noqa: E402
 from dynastudio.core.cli import ProgressPrinter  # noqa: E402
 from dynastudio.core.config import BUILTIN_MINILM, DataConfig, ProjectConfig, profile_config  # noqa: E402
 from dynastudio.core.events import LatencyMeasured  # noqa: E402
-from dynastudio.core.export import export  # noqa: E402
-from dynastudio.core.latency import latency_job  # noqa: E402
-from dynastudio.core.pipeline import new_project, run_pipeline  # noqa: E402
+from dynastudio.core.prepare import new_project  # noqa: E402
 from dynastudio.core.project import Project, atomic_write_text  # noqa: E402
 
 GLUE = ROOT.parent / "shared" / "data" / "glue"
@@ -60,7 +59,7 @@ def finetuned_project(glue_dir: Path, train_examples: int) -> Project:
                                train=train, name=root.name)
         project = new_project(root, config)
     print(f"fine-tuning MiniLM on {train_examples} SST-2 rows (cached in {root})", flush=True)
-    run_pipeline(project, ProgressPrinter(), until="finetune")
+    jobs.run("run", project, jobs.RunRequest(until="finetune"), ProgressPrinter())
     return project
 
 
@@ -91,23 +90,26 @@ def measure(glue: Path, train_examples: int = 8000, batch: int = 1, seq: int = 1
     """Every cell's fp32/INT8 latency against its FLOPs, then the full model's INT8 export checked on SST-2 dev."""
     t0 = time.perf_counter()
     project = finetuned_project(glue, train_examples)
-    teacher = project.stage_info("finetune").get("dev", {})
+    info = project.stage_info("finetune")
+    teacher = info.get("metrics") or info.get("dev") or {}  # "dev": a cached project made before 0.2
 
     def show(event) -> None:
         if isinstance(event, LatencyMeasured):
-            v = event.values
-            print(f"  [{event.index:>2}/{event.total}] {event.label:<12} fp32 {v['latency_fp32_ms']:7.2f} ms"
-                  f"   int8 {v['latency_int8_ms']:7.2f} ms", flush=True)
+            v = {f.format: f.median_ms for f in event.formats}
+            print(f"  [{event.index:>2}/{event.total}] {event.label:<12} fp32 {v['fp32']:7.2f} ms"
+                  f"   int8 {v['int8']:7.2f} ms", flush=True)
 
     print(f"measuring every sub-network: batch {batch}, sequence {seq}, {threads} thread(s), "
           f"{runs} runs after {warmup} warm-up", flush=True)
-    lat = latency_job(project, show, batch=batch, seq=seq, threads=threads, formats=("fp32", "int8"),
-                      runs=runs, warmup=warmup)
+    lat = jobs.run("latency", project, jobs.LatencyRequest(batch=batch, seq=seq, threads=threads, formats=("fp32", "int8"),
+                                                           runs=runs, warmup=warmup), show)
     setup = lat["setup"]
-    rows = {r["label"]: r for r in lat["results"]["rows"]}
+    # the grid joined with the numbers just measured (latency.json): shapes, FLOPs and latency per row
+    grid = project.load_results()["rows"]
+    rows = {r["label"]: r for r in grid}
     full = rows["w1_d1"]
     table = []
-    for r in lat["results"]["rows"]:
+    for r in grid:
         if "latency_fp32_ms" not in r:
             continue
         lat_ratio = r["latency_fp32_ms"] / full["latency_fp32_ms"]
@@ -123,7 +125,7 @@ def measure(glue: Path, train_examples: int = 8000, batch: int = 1, seq: int = 1
     speedup = full["latency_fp32_ms"] / full["latency_int8_ms"]
 
     print("checking the INT8 export of the full model on the SST-2 dev set", flush=True)
-    rep = export(project, (1.0, 1.0), "onnx-int8", CACHE / "export-full-int8", overwrite=True)
+    rep = jobs.run("export", project, jobs.ExportRequest(1.0, 1.0, "onnx-int8", str(CACHE / "export-full-int8"), overwrite=True))
     dev = rep.verification["dev"]
 
     checked = [t for t in table if t["checked"]]

@@ -33,13 +33,16 @@ import torch  # noqa: E402
 from dynastudio.core.config import DataConfig, ProjectConfig, profile_config  # noqa: E402
 from dynastudio.core.data import compute_metric  # noqa: E402
 from dynastudio.core.dynamic import SubnetSpec, subnet_grid  # noqa: E402
-from dynastudio.core.pipeline import evaluate_specs, final_model_name, new_project, open_workspace, predict  # noqa: E402
+from dynastudio.core.evaluate import evaluate_specs, predict  # noqa: E402
+from dynastudio.core.prepare import new_project, prepare_inputs  # noqa: E402
 from dynastudio.core.project import Project  # noqa: E402
+from dynastudio.core.stages import final_model_name  # noqa: E402
 
 GLUE = ROOT.parent / "shared" / "data" / "glue"
 OUT = ROOT / "bench" / "results"
 WIDTHS = (1.0, 0.75, 0.5, 0.25)
 DEPTHS = (1.0, 0.75, 0.5)
+TRAINING_STAGES = ("finetune", "width", "depth", "finetune-subnets")  # the stages whose "steps" are optimizer steps
 
 
 # The child reports its own peak: /proc/self/status VmHWM belongs to the address space made at exec.
@@ -147,8 +150,8 @@ def main() -> None:
         if not Project.open(dyn_dir).is_done(stage):
             record(f"dynabert/{stage}", dyn_dir, stage)
     dyn = Project.open(dyn_dir)
-    ws = open_workspace(dyn)
-    teacher_score = dyn.stage_info("finetune")["dev"]["score"]
+    ws = prepare_inputs(dyn)
+    teacher_score = teacher_metrics(dyn)["score"]
     results = {"dynabert": {r["label"]: r["value"] for r in dyn.load_results()["rows"]}}
     rows_meta = {r["label"]: r for r in dyn.load_results()["rows"]}
 
@@ -167,15 +170,16 @@ def main() -> None:
             teacher = dyn.load_model("teacher")
             c.save_model("teacher", teacher)
             c.save_model("rewired", teacher, {"note": "not rewired: baseline C"})
-            c.mark_done("finetune", **dyn.stage_info("finetune"))
-            c.mark_done("rewire", skipped=True, note="baseline C keeps the original order")
+            c.mark_done("finetune", dyn.stage_info("finetune"))
+            c.mark_done("rewire", {"skipped": True, "note": "baseline C keeps the original order"})
         for stage in ("width", "depth", "evaluate"):
             if not Project.open(c_dir).is_done(stage):
                 record(f"no_rewire/{stage}", c_dir, stage)
         results["C_no_rewiring"] = {r["label"]: r["value"] for r in Project.open(c_dir).load_results()["rows"]}
 
     wall = time.perf_counter() - t_start
-    steps = {k: v for k, v in dyn.state["stages"].items() if "steps" in v}
+    # training stages only: rewire and evaluate record "steps" too (batches, sub-networks)
+    steps = {k: v for k, v in dyn.state["stages"].items() if k in TRAINING_STAGES and "steps" in v and not v.get("skipped")}
     report = {
         "argv": " ".join(sys.argv[1:]),
         "invocations": invocations,
@@ -220,6 +224,12 @@ def main() -> None:
 TARGET_CELLS = {"w1_d1": 0.5, "w0.5_d1": 2.0, "w1_d0.5": 2.0, "w0.25_d0.5": 5.0}  # label -> allowed gap, points
 
 
+def teacher_metrics(project: Project) -> dict:
+    """The fine-tuned teacher's dev metrics, as the finetune stage recorded them."""
+    info = project.stage_info("finetune")
+    return info.get("metrics") or info.get("dev") or {}  # "dev": a work folder made before 0.2
+
+
 def gap_intervals(ws, teacher, model, rows_meta: dict, n_boot: int = 5000, seed: int = 0) -> dict:
     """Teacher minus cell dev accuracy (points) for the target cells, with a 95% paired bootstrap interval:
     dev examples are resampled with replacement and both models scored on the same resample."""
@@ -247,9 +257,9 @@ def trajectory(project: Project) -> list[dict]:
 
 def measure_latency(project: Project) -> dict:
     """Per-cell ONNX fp32 latency (batch 1, seq 128, 1 thread); the same for every method of a cell shape."""
-    from dynastudio.core.latency import latency_job
+    from dynastudio.core import jobs
 
-    latency_job(project, batch=1, seq=128, threads=1, formats=("fp32",))
+    jobs.run("latency", project, jobs.LatencyRequest(batch=1, seq=128, threads=1, formats=("fp32",)))
     res = project.load_results()
     return {"setup": res.get("latency_setup"), "ms": {r["label"]: r.get("latency_fp32_ms") for r in res["rows"]}}
 

@@ -24,7 +24,8 @@ from dynastudio.core.config import DataConfig  # noqa: E402
 from dynastudio.core.data import encode, iterate_batches, load_task_data, subset  # noqa: E402
 from dynastudio.core.distill import distill_step, make_optimizer, task_step  # noqa: E402
 from dynastudio.core.dynamic import SubnetSpec, subnet_grid, subnet_size  # noqa: E402
-from dynastudio.core.pipeline import load_base_model, load_tokenizer  # noqa: E402
+from dynastudio.core.models import load_base_model, load_tokenizer  # noqa: E402
+from dynastudio.core.prepare import TaskInfo  # noqa: E402
 
 GLUE = ROOT.parent / "shared" / "data" / "glue"
 
@@ -43,8 +44,9 @@ def measure(batches: int = 12, batch_size: int = 32, max_seq: int = 128, threads
     enc = encode(rows, tok, max_seq)
     data = list(iterate_batches(enc, batch_size, shuffle=False, pad_id=tok.pad_token_id))
 
-    student = load_base_model("builtin:minilm", task, finetuned=False, seed=0).train()
-    teacher = load_base_model("builtin:minilm", task, finetuned=False, seed=0).eval()
+    info = TaskInfo.of(task)
+    student = load_base_model("builtin:minilm", info, finetuned=False, seed=0).train()
+    teacher = load_base_model("builtin:minilm", info, finetuned=False, seed=0).eval()
     opt = make_optimizer(student, 1e-5, 0.01)  # tiny lr: the weights barely move between repeats
     widths = [SubnetSpec(w, 1.0) for w in (1.0, 0.75, 0.5, 0.25)]
     grid = subnet_grid((1.0, 0.75, 0.5, 0.25), (1.0, 0.75, 0.5))

@@ -35,7 +35,8 @@ class Job:
     fn: Callable[[Any, Any, EventSink, StopToken], Any]
     request_type: type
     title: str  # what the studio and the CLI call it
-    trains: bool = False  # a training job: starting another job while it runs asks first
+    trains: bool = False  # a training job: the studio says so when it asks before stopping it
+    opens_project: bool = True  # False: `project` is handed over as a folder path (create)
 
 
 JOBS: dict[str, Job] = {}
@@ -52,7 +53,7 @@ _STAGE_TITLES = {
     "finetune": "Fine-tune the teacher", "rewire": "Importance and rewiring", "width": "Width distillation",
     "depth": "Width x depth distillation", "finetune-subnets": "Fine-tune sub-networks", "evaluate": "Evaluate every sub-network",
 }
-register(Job("create", create_job, CreateRequest, "Create the project"))
+register(Job("create", create_job, CreateRequest, "Create the project", opens_project=False))
 register(Job("run", run_job, RunRequest, "Train (every unfinished stage)", trains=True))
 for _stage, _fn in STAGE_JOBS.items():
     register(Job(_stage, _fn, StageRequest, _STAGE_TITLES[_stage], trains=_stage != "evaluate"))
@@ -70,6 +71,6 @@ def run(name: str, project: Project | Path | str, request: Any = None, events: E
         request = job.request_type()
     if not isinstance(request, job.request_type):
         raise TypeError(f"job '{name}' takes a {job.request_type.__name__}, not a {type(request).__name__}")
-    if name != "create" and not isinstance(project, Project):
+    if job.opens_project and not isinstance(project, Project):
         project = Project.open(Path(project))
     return job.fn(project, request, events, stop or StopToken())

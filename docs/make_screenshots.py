@@ -26,7 +26,8 @@ SIZE = (1280, 820)
 
 
 def ensure_demo(folder: Path | None, scratch: Path) -> Path:
-    from dynastudio.core.pipeline import new_project, run_pipeline
+    from dynastudio.core import jobs
+    from dynastudio.core.prepare import new_project
     from dynastudio.core.project import Project
     from dynastudio.studio.pages.project import demo_config
 
@@ -39,19 +40,31 @@ def ensure_demo(folder: Path | None, scratch: Path) -> Path:
         from dynastudio.core.cli import ProgressPrinter
 
         print("running the quick pipeline (a few minutes)…", flush=True)
-        run_pipeline(project, ProgressPrinter())
+        jobs.run("run", project, jobs.RunRequest(), ProgressPrinter())
     return root
 
 
 def ensure_latency(root: Path, runs: int) -> None:
-    from dynastudio.core.latency import latency_job
+    from dynastudio.core import jobs
     from dynastudio.core.project import Project
 
     project = Project.open(root)
     if any(k.startswith("latency_") for r in project.load_results()["rows"] for k in r):
         return
     print(f"measuring latency ({runs} runs per sub-network)…", flush=True)
-    latency_job(project, batch=1, seq=128, threads=1, formats=("fp32",), runs=runs, warmup=3)
+    jobs.run("latency", project, jobs.LatencyRequest(batch=1, seq=128, threads=1, formats=("fp32",), runs=runs, warmup=3))
+
+
+def redo_from(root: Path, stage: str) -> None:
+    """Forget `stage` and every stage after it in a project (state.json and their checkpoints), so `run` redoes them."""
+    from dynastudio.core.config import STAGES
+    from dynastudio.core.project import Project
+
+    project = Project.open(root)
+    for s in STAGES[STAGES.index(stage):]:
+        project.state.get("stages", {}).pop(s, None)
+        project.clear_checkpoint(s)
+    project._save_state()
 
 
 def pump(app, seconds: float) -> None:
@@ -110,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     pp.tabs.setCurrentIndex(1)
     pp.folder.setText(str(Path.home() / "dynabert" / "reviews"))
     pp.task_files.setChecked(True)
-    pp.train_file.setText(str(REPO / "assets" / "demo" / "train.tsv"))
+    pp.train_file.setText(str(REPO / "core" / "demo" / "train.tsv"))
     pp.validate()
     w.go_to("project")
     scroll = pp.tabs.currentWidget().findChild(QScrollArea)
@@ -127,16 +140,20 @@ def main(argv: list[str] | None = None) -> int:
     # 3. Train: redo the depth stage for a few steps on a scratch copy, shoot it live, stop it
     tp = w.pages["train"]
     if a.live_steps > 0:
-        from dynastudio.core.project import Project
-
         live = scratch / "live"
         shutil.copytree(root, live)
-        Project.open(live).reset_stage("depth")
+        redo_from(live, "depth")
         pp.open_folder(live)
         w.go_to("train")
-        tp.start()
         seen = []
-        state.bridge.progress.connect(lambda e: seen.append(e) if e.stage == "depth" else None)
+
+        def follow(handle) -> None:  # each job has its own bridge: follow the training the Train page starts
+            if handle.name == "run":
+                handle.bridge.progress.connect(lambda e: seen.append(e) if e.stage == "depth" else None)
+
+        state.runner.jobStarted.connect(follow)
+        tp.start()
+        state.runner.jobStarted.disconnect(follow)
         if not wait_for(app, lambda: len(seen) >= 1 and seen[-1].step >= a.live_steps, timeout=1800):
             print("warning: the live training did not reach its steps in time", file=sys.stderr)
         shoot(w, app, a.out, "3-train")

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from PySide6.QtCore import QSize
+from PySide6.QtCore import QSize, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QColor
 from PySide6.QtWidgets import (
     QApplication, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow, QMessageBox, QPushButton,
@@ -110,8 +110,7 @@ class MainWindow(QMainWindow):
         s.projectChanged.connect(lambda _: self._refresh_steps())
         s.projectUpdated.connect(lambda _: self._refresh_steps())
         s.runner.busyChanged.connect(self._on_busy)
-        s.runner.started.connect(lambda name: self.job_label.setText(f"running: {name}"))
-        s.bridge.progress.connect(lambda e: self.job_label.setText(f"{e.stage}: step {e.step}/{e.total_steps}"))
+        s.runner.jobStarted.connect(self._follow_job)
         s.recentChanged.connect(self._fill_recent_menu)
         self.pages["project"].projectOpened.connect(self._on_project_opened)
         # a finished training moves on to its results, unless the user is busy on another page
@@ -194,6 +193,11 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"opened {project.root}", 5000)
         self.go_to("explore" if self.state.results() is not None else "train")
 
+    def _follow_job(self, handle) -> None:
+        self.job_label.setText(f"running: {handle.title}")
+        handle.bridge.progress.connect(lambda e: self.job_label.setText(f"{e.stage}: step {e.step}/{e.total_steps}"))
+        handle.bridge.stageProgress.connect(lambda e: self.job_label.setText(f"{e.stage}: {e.done}/{e.total}"))
+
     def _on_busy(self, busy: bool) -> None:
         if not busy:
             self.job_label.setText("")
@@ -234,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dynastudio gui", description="Open DynaBERT Studio.")
     parser.add_argument("dir", nargs="?", help="a project folder to open (with --demo: where the demo lives)")
     parser.add_argument("--demo", action="store_true", help="open the built-in demo project, creating it the first time")
+    parser.add_argument("--screenshot", metavar="PNG", help="save a picture of the window once it is shown, then quit")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -260,7 +265,20 @@ def main(argv: list[str] | None = None) -> int:
         page.open_or_create_demo(folder)
     elif args.dir:
         page.open_folder(args.dir)
+    if args.screenshot:
+        QTimer.singleShot(0, lambda: _screenshot_and_quit(window, Path(args.screenshot)))
     return app.exec()
+
+
+def _screenshot_and_quit(window: MainWindow, path: Path) -> None:
+    """Once the project (or the demo's creation) is done, save the window as a picture and quit: a set-up check."""
+    if window.state.runner.is_running():
+        QTimer.singleShot(200, lambda: _screenshot_and_quit(window, path))
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok = window.grab().save(str(path))
+    print(f"screenshot: {path.resolve()}" if ok else f"error: could not write {path}", flush=True)
+    QApplication.instance().exit(0 if ok else 1)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,10 @@ import threading
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
 
-from dynastudio.core import events as core_events
 from dynastudio.core.events import (
-    CheckpointSaved, EvalEnded, ExportDone, ImportanceReady, LogMessage, StageEnded, StageStarted, StepEnded,
+    CheckpointSaved, EvalEnded, ExportDone, ImportanceReady, LatencyMeasured, LogMessage, StageEnded, StageProgress,
+    StageStarted, StepEnded,
 )
-
-# newer event kinds, looked up by name so an older core without them still works
-LatencyMeasured = getattr(core_events, "LatencyMeasured", None)
 
 
 class Bridge(QObject):
@@ -25,6 +22,7 @@ class Bridge(QObject):
 
     stageStarted = Signal(object)  # StageStarted
     stageEnded = Signal(object)  # StageEnded
+    stageProgress = Signal(object)  # StageProgress
     steps = Signal(object)  # list[StepEnded], every step since the last flush, in order
     progress = Signal(object)  # StepEnded, the latest only
     evalEnded = Signal(object)  # EvalEnded
@@ -33,8 +31,6 @@ class Bridge(QObject):
     exportDone = Signal(object)  # ExportDone
     log = Signal(object)  # LogMessage
     latencyMeasured = Signal(object)  # LatencyMeasured
-    other = Signal(object)  # any event kind this bridge does not know (newer core)
-    flushed = Signal()  # after each non-empty flush: one repaint point for views that batch
 
     _wake = Signal()
 
@@ -90,7 +86,6 @@ class Bridge(QObject):
             self._emit_one(event)
         if batch:
             self._emit_steps(batch)
-        self.flushed.emit()
 
     def _emit_steps(self, batch: list[StepEnded]) -> None:
         self.steps.emit(batch)
@@ -98,15 +93,12 @@ class Bridge(QObject):
 
     def _emit_one(self, event) -> None:
         for kind, signal in (
-            (StageStarted, self.stageStarted), (StageEnded, self.stageEnded), (EvalEnded, self.evalEnded),
+            (StageStarted, self.stageStarted), (StageEnded, self.stageEnded), (StageProgress, self.stageProgress),
+            (EvalEnded, self.evalEnded),
             (ImportanceReady, self.importanceReady), (CheckpointSaved, self.checkpointSaved),
             (ExportDone, self.exportDone), (LogMessage, self.log), (LatencyMeasured, self.latencyMeasured),
         ):
-            if kind is not None and isinstance(event, kind):
+            if isinstance(event, kind):
                 signal.emit(event)
                 return
-        self.other.emit(event)
-
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._queue)
+        raise TypeError(f"the bridge has no signal for {type(event).__name__}: add one")

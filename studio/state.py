@@ -5,14 +5,17 @@ import json
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QStandardPaths, Signal
+from typing import Any, Callable
 
+from PySide6.QtCore import QObject, QStandardPaths, Signal
+from PySide6.QtWidgets import QMessageBox, QWidget
+
+from dynastudio.core import jobs
 from dynastudio.core.config import STAGES
 from dynastudio.core.errors import ProjectError, UserError
 from dynastudio.core.project import Project, atomic_write_text
 
-from .bridge import Bridge
-from .worker import JobRunner
+from .worker import JobHandle, JobRunner
 
 # the workflow, in sidebar order
 STEPS = ("project", "importance", "train", "explore", "export")
@@ -47,6 +50,16 @@ class RecentProjects:
         return items[: self.limit]
 
 
+def _ask_replace(parent: QWidget | None, running: JobHandle, new_title: str) -> bool:
+    what = "A training is running" if running.trains else f"“{running.title}” is running"
+    keep = ("It stops after the current step and saves a checkpoint; Resume on the Train page continues it."
+            if running.trains else "It stops without saving its partial results.")
+    answer = QMessageBox.question(
+        parent, "Stop the running job?", f"{what}. Stop it and start “{new_title}”?\n\n{keep}",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+    return answer == QMessageBox.StandardButton.Yes
+
+
 class StudioState(QObject):
     projectChanged = Signal(object)  # Project | None: a different project was opened
     projectUpdated = Signal(object)  # Project: same project, files on disk changed (a job ended)
@@ -55,15 +68,29 @@ class StudioState(QObject):
 
     def __init__(self, parent: QObject | None = None, recent: RecentProjects | None = None):
         super().__init__(parent)
-        self.bridge = Bridge(parent=self)
-        self.runner = JobRunner(self.bridge, parent=self)
+        self.runner = JobRunner(parent=self)
         self.recent = recent or RecentProjects()
         self.project: Project | None = None
         self.selected: str | None = None
-        # reload from disk after every job: the job wrote state.json, results.json...
-        self.runner.finished.connect(lambda *_: self.reload())
-        self.runner.cancelled.connect(lambda *_: self.reload())
-        self.runner.errored.connect(lambda *_: self.reload())
+        # tests replace this; the real one asks with a dialog
+        self.confirm_replace: Callable[[QWidget | None, JobHandle, str], bool] = _ask_replace
+        # reload from disk after every stage and every job: they wrote state.json, results.json...
+        self.runner.jobStarted.connect(lambda h: h.bridge.stageEnded.connect(lambda _: self.reload()))
+        self.runner.jobEnded.connect(lambda _: self.reload())
+
+    # ---- jobs ------------------------------------------------------------------------------------
+    def start_job(self, parent: QWidget | None, name: str, project: Path | str, request: Any = None) -> JobHandle | None:
+        """Start a registered job. When another job runs, ask first: None when the user keeps it running."""
+        running = self.runner.current
+        if running is not None:
+            if not self.confirm_replace(parent, running, jobs.JOBS[name].title):
+                return None
+            return self.runner.start(name, project, request, replace=True)
+        return self.runner.start(name, project, request)
+
+    def running_job(self, name: str | None = None) -> JobHandle | None:
+        h = self.runner.current
+        return h if h is not None and (name is None or h.name == name) else None
 
     # ---- project -------------------------------------------------------------------------------
     def open_project(self, folder: Path | str) -> Project:

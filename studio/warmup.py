@@ -1,6 +1,6 @@
 """Import the engine's heavy modules up front, on the GUI thread, before the window shows.
 
-A job imports core.pipeline (transformers, torch._dynamo, sympy...: 1,600 modules, seconds) the
+A job imports the engine (transformers, torch._dynamo, sympy...: 1,600 modules, seconds) the
 first time it runs. Imports of C extensions keep the GIL for up to ~600 ms at a time, so doing them
 on the worker thread froze the window at the start of the first training (measured by
 bench/gui_responsiveness.py); doing them once at start-up costs the same seconds while nothing is
@@ -14,7 +14,7 @@ import time
 
 # what the jobs import lazily, heaviest first
 MODULES = (
-    "dynastudio.core.pipeline",
+    "dynastudio.core.jobs",
     "transformers.models.bert.modeling_bert",
     "transformers.models.roberta.modeling_roberta",
     "transformers.tokenization_utils_tokenizers",

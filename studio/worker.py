@@ -1,35 +1,73 @@
-"""Runs one core job at a time on a QThread with the bridge as its event sink and a StopToken (napari/Orange style)."""
+"""Runs registered core jobs one at a time on a QThread; each job gets a handle with its own signals (napari/Orange style)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
+from dynastudio.core import jobs
 from dynastudio.core.errors import Cancelled
 from dynastudio.core.events import StopToken
 
 from .bridge import Bridge
 from .errors import ErrorInfo
 
-# a job is any `fn(events, stop) -> result`; pages wrap core jobs in small closures
-JobFn = Callable[[Callable, StopToken], Any]
+
+class JobBusy(RuntimeError):
+    """start() was called while another job runs and the caller did not say to replace it (a bug in a page)."""
 
 
-class Worker(QObject):
+class JobHandle(QObject):
+    """One job: its events (through its own bridge, on the GUI thread), its outcome, and a way to stop it.
+
+    Outcome signals fire once, after the job's thread has ended and its last events were delivered.
+    """
+
+    started = Signal()
+    finished = Signal(object)  # the job's result
+    failed = Signal(object)  # ErrorInfo
+    cancelled = Signal()
+    ended = Signal(str)  # "done", "failed" or "stopped", after the specific signal
+
+    def __init__(self, job: jobs.Job, project: Path, request: Any, parent: QObject | None = None):
+        super().__init__(parent)
+        self.job, self.name, self.title = job, job.name, job.title
+        self.project_root = Path(project)
+        self.request = request if request is not None else job.request_type()
+        self.bridge = Bridge(parent=self)
+        self.stop_token = StopToken()
+        self.status = "queued"  # -> running -> done | failed | stopped
+
+    @property
+    def trains(self) -> bool:
+        return self.job.trains
+
+    def is_running(self) -> bool:
+        return self.status in ("queued", "running")
+
+    def stop(self) -> None:
+        """Ask the job to stop at its next check (a training checkpoints first); returns at once."""
+        self.stop_token.set()
+
+
+class _Worker(QObject):
     """Lives on the job's thread; reports how the job ended, never raises."""
 
     done = Signal(object)
-    failed = Signal(object)  # ErrorInfo
+    failed = Signal(object)
     stopped = Signal()
 
-    def __init__(self, name: str, fn: JobFn, events: Callable, stop: StopToken):
+    def __init__(self, handle: JobHandle):
         super().__init__()
-        self.name, self.fn, self.events, self.stop = name, fn, events, stop
+        self.name, self.root, self.request = handle.name, handle.project_root, handle.request
+        self.sink, self.stop = handle.bridge.sink, handle.stop_token
 
     @Slot()
     def run(self) -> None:
         try:
-            result = self.fn(self.events, self.stop)
+            # the job opens its own Project from the folder: the GUI's copy is only ever read
+            result = jobs.run(self.name, self.root, self.request, self.sink, self.stop)
         except Cancelled:
             self.stopped.emit()
         except BaseException as exc:  # the thread must end and report whatever happened
@@ -43,47 +81,45 @@ class Worker(QObject):
 
 
 class JobRunner(QObject):
-    """Starts jobs on a QThread; starting a new job stops the running one first (the new one waits for it).
+    """One job at a time. Starting a job while another runs is refused unless the caller says `replace=True`
+    (after asking the user): then the running job is stopped and the new one starts once it has ended."""
 
-    The outcome signals fire on the GUI thread only after the thread has really ended and the bridge
-    has delivered the job's last events, so a slot on `finished` sees every curve point and no
-    thread left behind.
-    """
-
-    started = Signal(str)  # job name
-    finished = Signal(str, object)  # job name, result
-    errored = Signal(str, object)  # job name, ErrorInfo
-    cancelled = Signal(str)  # job name
+    jobStarted = Signal(object)  # JobHandle
+    jobEnded = Signal(object)  # JobHandle, after its outcome signal
     busyChanged = Signal(bool)
 
-    def __init__(self, bridge: Bridge, parent: QObject | None = None):
+    def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
-        self.bridge = bridge
-        self.name: str | None = None
+        self.current: JobHandle | None = None
         self._thread: QThread | None = None
-        self._worker: Worker | None = None
-        self._stop: StopToken | None = None
+        self._worker: _Worker | None = None
         self._outcome: tuple[str, Any] | None = None
-        self._pending: tuple[str, JobFn] | None = None
-        self.threads_started = 0  # for tests: every thread we ever made must be finished at the end
+        self._pending: JobHandle | None = None
         self._all_threads: list[QThread] = []
-        self.last_thread: QThread | None = None
 
     # ---- public --------------------------------------------------------------------------------
     def is_running(self) -> bool:
         return self._thread is not None
 
-    def start(self, name: str, fn: JobFn) -> None:
+    def start(self, name: str, project: Path | str, request: Any = None, replace: bool = False) -> JobHandle:
+        job = jobs.JOBS[name]
+        handle = JobHandle(job, Path(project), request, parent=self)
         if self.is_running():
-            self._pending = (name, fn)
+            if not replace:
+                raise JobBusy(f"'{self.current.name}' is running; ask the user, then start with replace=True")
+            if self._pending is not None:
+                self._pending.status = "stopped"
+                self._pending.cancelled.emit()
+                self._pending.ended.emit("stopped")
+            self._pending = handle
             self.stop()
-            return
-        self._launch(name, fn)
+            return handle
+        self._launch(handle)
+        return handle
 
     def stop(self) -> None:
-        """Ask the running job to stop at its next check (it checkpoints first); returns at once."""
-        if self._stop is not None:
-            self._stop.set()
+        if self.current is not None:
+            self.current.stop()
 
     def cancel_all(self) -> None:
         """Stop the running job and forget a queued one (closing the window)."""
@@ -92,8 +128,7 @@ class JobRunner(QObject):
 
     def shutdown(self, timeout_ms: int = 120_000) -> bool:
         """Stop and block until the thread ended (app quit); True when nothing is left running."""
-        self._pending = None
-        self.stop()
+        self.cancel_all()
         if self._thread is not None and not self._thread.wait(timeout_ms):
             return False
         if self._thread is not None:
@@ -104,13 +139,12 @@ class JobRunner(QObject):
         return any(t.isRunning() for t in self._all_threads)
 
     # ---- internals -----------------------------------------------------------------------------
-    def _launch(self, name: str, fn: JobFn) -> None:
-        self.name = name
-        self._stop = StopToken()
+    def _launch(self, handle: JobHandle) -> None:
+        self.current = handle
         self._outcome = None
         thread = QThread()
-        thread.setObjectName(f"dynastudio-{name}")
-        worker = Worker(name, fn, self.bridge.sink, self._stop)
+        thread.setObjectName(f"dynastudio-{handle.name}")
+        worker = _Worker(handle)
         worker.moveToThread(thread)
         thread.started.connect(worker.run)
         worker.done.connect(self._on_done)
@@ -120,9 +154,10 @@ class JobRunner(QObject):
         thread.finished.connect(self._on_thread_finished)
         self._thread, self._worker = thread, worker
         self._all_threads = [t for t in self._all_threads if t.isRunning()] + [thread]
-        self.threads_started += 1
+        handle.status = "running"
         thread.start()
-        self.started.emit(name)
+        handle.started.emit()
+        self.jobStarted.emit(handle)
         self.busyChanged.emit(True)
 
     @Slot(object)
@@ -139,27 +174,26 @@ class JobRunner(QObject):
 
     @Slot()
     def _on_thread_finished(self) -> None:
-        thread, worker, name = self._thread, self._worker, self.name
+        thread, handle = self._thread, self.current
         if thread is None:
             return
         thread.wait()
         self._thread = self._worker = None
-        self._stop = None
-        self.bridge.flush()
+        handle.bridge.flush()
         kind, value = self._outcome or ("failed", ErrorInfo("the job ended without reporting a result", "", False))
         self._outcome = None
-        # no deleteLater: the worker's thread has no event loop any more; dropping the Python
-        # references frees both, and keeping `last_thread` lets tests check it really ended
-        self.last_thread = thread
-        self.name = None
+        self.current = None
+        handle.status = kind
         if kind == "done":
-            self.finished.emit(name, value)
+            handle.finished.emit(value)
         elif kind == "stopped":
-            self.cancelled.emit(name)
+            handle.cancelled.emit()
         else:
-            self.errored.emit(name, value)
+            handle.failed.emit(value)
+        handle.ended.emit(kind)
+        self.jobEnded.emit(handle)
         if self._pending is not None:
             pending, self._pending = self._pending, None
-            self._launch(*pending)
+            self._launch(pending)
         else:
             self.busyChanged.emit(False)

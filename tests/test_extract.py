@@ -87,7 +87,7 @@ def test_slim_module_is_self_contained():
 
     import dynastudio.core.slim
 
-    tree = ast.parse(Path(core.slim.__file__).read_text(encoding="utf-8"))
+    tree = ast.parse(Path(dynastudio.core.slim.__file__).read_text(encoding="utf-8"))
     roots = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -101,13 +101,13 @@ def test_slim_module_is_self_contained():
 
 @pytest.fixture()
 def tiny_project(tmp_path, tiny_task_files):
-    from dynastudio.core.pipeline import new_project
+    from dynastudio.core.prepare import new_project
 
     model_dir = make_tiny_model_dir(tmp_path / "model")
     project = new_project(tmp_path / "proj", tiny_project_config(model_dir, *tiny_task_files, depth_rule="paper"))
     model = tiny_model(seed=7)
     project.save_model("teacher", model)
-    project.mark_done("finetune")
+    project.mark_done("finetune", {})
     return project, model
 
 

@@ -6,12 +6,13 @@ import torch
 from dynastudio.core.data import DataConfig, encode, iterate_batches, load_task_data
 from dynastudio.core.dynamic import SubnetSpec, forward_subnet, subnet_size
 from dynastudio.core.importance import compute_importance, rewire
-from dynastudio.core.pipeline import load_base_model, load_tokenizer, resolve_model
+from dynastudio.core.models import load_base_model, load_tokenizer, resolve_model
+from dynastudio.core.prepare import TaskInfo
 
 
 def test_builtin_minilm_end_to_end_checks():
     task = load_task_data(DataConfig(kind="demo"))
-    model = load_base_model("builtin:minilm", task, finetuned=False, seed=0)
+    model = load_base_model("builtin:minilm", TaskInfo.of(task), finetuned=False, seed=0)
     cfg = model.config
     assert (cfg.num_hidden_layers, cfg.num_attention_heads, cfg.hidden_size) == (6, 12, 384)
     tok = load_tokenizer("builtin:minilm")

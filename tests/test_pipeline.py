@@ -1,21 +1,36 @@
 """End-to-end engine: a tiny project through every stage, losses going down, cancel then resume."""
 from __future__ import annotations
 
+import ast
 import json
+import pkgutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import tiny_project_config
-from dynastudio.core.data import encode, iterate_batches
-from dynastudio.core.distill import LoopSettings, distill_step, get_lr, soft_cross_entropy, task_step, train_loop
+from dynastudio.core import jobs
+from dynastudio.core.config import STAGES
+from dynastudio.core.data import encode, iterate_batches, load_task_data
+from dynastudio.core.distill import LoopSettings, distill_step, get_lr, soft_cross_entropy, train_loop
 from dynastudio.core.dynamic import SubnetSpec, subnet_grid
-from dynastudio.core.errors import Cancelled, ProjectError
-from dynastudio.core.events import EventLog, StepEnded, StopToken, CheckpointSaved, ImportanceReady, StageEnded
-from dynastudio.core.pipeline import new_project, open_workspace, run_pipeline
+from dynastudio.core.errors import Cancelled, DataError, ProjectError
+from dynastudio.core.events import (
+    CheckpointSaved, EventLog, ImportanceReady, LogMessage, StageEnded, StageProgress, StageStarted, StepEnded, StopToken,
+)
+from dynastudio.core.models import load_tokenizer
+from dynastudio.core.prepare import TaskInfo, cache_key, new_project, prepare_inputs, split_rows
 from dynastudio.core.project import Project
+from dynastudio.core.stages import RunRequest, RunResult
+
+CORE = Path(__file__).resolve().parents[1] / "core"
+
+
+def run_pipeline(project, events=None, stop=None, until=None) -> RunResult:
+    return jobs.run("run", project, RunRequest(until=until), events or EventLog(), stop)
 
 
 def test_get_lr_warmup_and_decay():
@@ -43,7 +58,8 @@ def done_project(tmp_path_factory, tiny_model_dir, tiny_task_files):
     root = tmp_path_factory.mktemp("proj") / "tiny"
     project = new_project(root, tiny_project_config(tiny_model_dir, *tiny_task_files))
     log = EventLog()
-    run_pipeline(project, log)
+    out = run_pipeline(project, log)
+    assert out == RunResult(STAGES)
     return project, log
 
 
@@ -62,7 +78,9 @@ def test_full_pipeline_produces_every_artefact(done_project):
     small = next(r for r in res["rows"] if r["label"] == "w0.25_d0.5")
     assert full["flops_rel"] == 1.0 and small["flops_rel"] < 0.2 and small["total_params"] < full["total_params"]
     # the teacher learned the task (a word-presence task: far above the 50% chance level)
-    assert project.stage_info("finetune")["dev"]["score"] > 0.8
+    teacher = project.stage_info("finetune")["metrics"]
+    assert teacher["score"] > 0.8
+    assert project.load_results()["teacher"] == teacher  # what the evaluate job reports as the teacher's score
     assert len(log.of(ImportanceReady)) == 1
     imp = project.load_importance()
     assert imp["head"].shape == (4, 4) and torch.all(imp["head_rewired"][:, :-1] >= imp["head_rewired"][:, 1:])
@@ -75,11 +93,116 @@ def test_full_pipeline_produces_every_artefact(done_project):
     assert len(depth_steps[0].losses) == 12
 
 
+def test_every_stage_reports_its_start_progress_and_end(done_project):
+    """Front ends draw one progress bar per stage: each stage starts, (rewire, evaluate) progresses, and ends, in order."""
+    _, log = done_project
+    bounds = [(type(e).__name__, e.stage) for e in log.events if isinstance(e, (StageStarted, StageEnded))]
+    assert bounds == [(kind, stage) for stage in STAGES for kind in ("StageStarted", "StageEnded")]
+    for stage in ("rewire", "evaluate"):
+        start = next(i for i, e in enumerate(log.events) if isinstance(e, StageStarted) and e.stage == stage)
+        end = next(i for i, e in enumerate(log.events) if isinstance(e, StageEnded) and e.stage == stage)
+        total = log.events[start].total_steps
+        progress = [e for e in log.events[start:end] if isinstance(e, StageProgress)]
+        assert total > 0 and progress, stage
+        assert [(e.stage, e.done, e.total) for e in progress] == [(stage, i, total) for i in range(1, total + 1)]
+        assert not [e for e in log.events[:start] + log.events[end:] if isinstance(e, StageProgress) and e.stage == stage]
+    assert next(e for e in log.of(StageStarted) if e.stage == "evaluate").total_steps == 12  # one unit per sub-network
+
+
+def _own_task_files(tiny_task_files, folder: Path) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for f in tiny_task_files:
+        out.append(folder / f.name)
+        out[-1].write_bytes(f.read_bytes())
+    return out[0], out[1]
+
+
+def _tokenizing(log: EventLog) -> list[str]:
+    return [e.text for e in log.of(LogMessage) if "tokenizing" in e.text]
+
+
+def test_encoded_inputs_are_cached_at_creation_and_match_tokenizing_again(tiny_model_dir, tiny_task_files, tmp_path):
+    train, dev = _own_task_files(tiny_task_files, tmp_path / "data")
+    cfg = tiny_project_config(tiny_model_dir, train, dev, teacher_epochs=1)
+    project = new_project(tmp_path / "p", cfg)
+    assert project.inputs_cache_path == project.root / "cache" / "inputs.safetensors"
+    assert project.inputs_cache_path.is_file()
+
+    log = EventLog()
+    inputs = prepare_inputs(Project.open(project.root), log)
+    assert _tokenizing(log) == []  # read from the cache
+    tokenizer = load_tokenizer(str(project.tokenizer_dir))
+    task = load_task_data(cfg.data)
+    tables = split_rows(task, cfg.train)
+    assert inputs.task == TaskInfo.of(task) and inputs.pad_id == tokenizer.pad_token_id
+    assert len(inputs.train) + len(inputs.heldout) == 192 and len(inputs.dev) == 64 and len(inputs.heldout) > 0
+    for split in ("train", "heldout", "dev"):
+        ref = encode(tables[split], tokenizer, cfg.train.max_seq_length)
+        got = getattr(inputs, split)
+        assert [[int(i) for i in row] for row in got.input_ids] == ref.input_ids, split
+        assert ref.token_type_ids is not None
+        assert [[int(i) for i in row] for row in got.token_type_ids] == ref.token_type_ids, split
+        assert list(got.labels) == list(ref.labels) and got.is_regression is False, split
+        # and they batch the same way the training loop sees them
+        for a, b in zip(iterate_batches(got, 16, shuffle=True, seed=3, pad_id=inputs.pad_id),
+                        iterate_batches(ref, 16, shuffle=True, seed=3, pad_id=inputs.pad_id)):
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
+
+    # the stages never read the task files again: with them gone, training still runs from the cache
+    train.rename(train.with_suffix(".gone"))
+    dev.rename(dev.with_suffix(".gone"))
+    log = EventLog()
+    out = run_pipeline(Project.open(project.root), log, until="rewire")
+    assert out.ran == ("finetune", "rewire") and _tokenizing(log) == []
+
+
+def test_settings_that_change_the_encoded_rows_rebuild_the_cache(tiny_model_dir, tiny_task_files, tmp_path):
+    from safetensors import safe_open
+
+    def cache_meta(project):
+        with safe_open(str(project.inputs_cache_path), framework="pt") as f:
+            return f.metadata()
+
+    train, dev = _own_task_files(tiny_task_files, tmp_path / "data")
+    root = new_project(tmp_path / "p", tiny_project_config(tiny_model_dir, train, dev)).root
+    first = Project.open(root)
+    before = prepare_inputs(first)
+    key_before = cache_meta(first)["key"]
+    assert key_before == cache_key(first) and max(len(r) for r in before.train.input_ids) > 8
+
+    # a shorter max_seq_length: the cached rows are stale, so they are tokenized again and the cache rewritten
+    first.save_config(first.config.with_train(max_seq_length=8))
+    log = EventLog()
+    short = prepare_inputs(Project.open(root), log)
+    assert len(_tokenizing(log)) == 1
+    assert max(len(r) for r in short.train.input_ids) == 8 and max(len(r) for r in short.dev.input_ids) == 8
+    assert len(short.train) == len(before.train) and list(short.dev.labels) == list(before.dev.labels)
+    assert cache_meta(first)["key"] == cache_key(Project.open(root)) != key_before
+    log = EventLog()
+    again = prepare_inputs(Project.open(root), log)  # the rebuilt cache is used as it is
+    assert _tokenizing(log) == [] and [list(r) for r in again.train.input_ids] == [list(r) for r in short.train.input_ids]
+
+    # how many rows go to importance scoring moves rows between train and heldout: rebuilt too
+    p = Project.open(root)
+    p.save_config(p.config.with_train(importance_examples=8))
+    log = EventLog()
+    fewer = prepare_inputs(Project.open(root), log)
+    assert len(_tokenizing(log)) == 1 and len(fewer.heldout) == 8 and len(fewer.train) == 192 - 8
+
+    # a rebuild needs the task files: without them it is a clear error, not a silent reuse of stale rows
+    train.rename(train.with_suffix(".gone"))
+    p = Project.open(root)
+    p.save_config(p.config.with_train(max_seq_length=16))
+    with pytest.raises(DataError, match=train.name):
+        prepare_inputs(Project.open(root))
+
+
 def test_both_stages_lower_their_loss(tiny_model_dir, tiny_task_files, tmp_path):
     """Distil a fine-tuned teacher for a few epochs: the per-sub-network losses fall in both stages."""
     project = new_project(tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files, width_epochs=4, depth_epochs=4))
     run_pipeline(project, until="rewire")
-    ws = open_workspace(project)
+    inputs = prepare_inputs(project)
     for stage, teacher_name, specs, l2 in (
         ("width", "rewired", [SubnetSpec(w, 1.0) for w in (1.0, 0.75, 0.5, 0.25)], 0.1),
         ("depth", "rewired", subnet_grid((1.0, 0.5, 0.25), (1.0, 0.5)), 1.0),
@@ -92,7 +215,7 @@ def test_both_stages_lower_their_loss(tiny_model_dir, tiny_task_files, tmp_path)
                 p.add_(0.05 * torch.randn_like(p))
         log = EventLog()
         step = lambda m, b: distill_step(m, teacher, b, specs, l1=1.0, l2=l2, depth_rule="keep-last", is_regression=False)
-        train_loop(student, ws.train, step, LoopSettings(stage, 4, 5e-4, 16, 0), events=log, stop=StopToken(), device="cpu", pad_id=0)
+        train_loop(student, inputs.train, step, LoopSettings(stage, 4, 5e-4, 16, 0), events=log, stop=StopToken(), device="cpu", pad_id=0)
         for label in log.of(StepEnded)[0].losses:
             series = [e.losses[label] for e in log.of(StepEnded)]
             assert _mean(series, first=False) < 0.85 * _mean(series, first=True), (stage, label, series[:4], series[-4:])
@@ -121,7 +244,7 @@ def test_cancel_then_resume_matches_an_uninterrupted_run(tiny_model_dir, tiny_ta
     assert reopened.load_checkpoint("width").step == 5
 
     out = run_pipeline(reopened, EventLog(), until="width")
-    assert out["ran"] == ["width"]
+    assert out.ran == ("width",)
     assert not reopened.checkpoint_dir("width").exists()
     a = ref.load_model("width").state_dict()
     b = reopened.load_model("width").state_dict()
@@ -143,10 +266,87 @@ def test_corrupted_model_file_is_a_clear_error(done_project, tmp_path):
         Project.open(copy).load_model("width")
 
 
+def _core_modules() -> list[str]:
+    import dynastudio.core
+
+    names = sorted(f"dynastudio.core.{m.name}" for m in pkgutil.iter_modules(dynastudio.core.__path__))
+    assert len(names) > 15 and "dynastudio.core.cli" in names and "dynastudio.core.jobs" in names, names
+    return names
+
+
 def test_core_imports_without_qt():
-    code = "import sys, core.pipeline, core.cli, core.distill; print(any(m.startswith(('PySide6', 'pyqtgraph')) for m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    """Every engine module imports on a headless server: no Qt, no plotting, and never a bare `core`."""
+    modules = _core_modules()
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        "print(json.dumps({'gui': sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph')\n"
+        "                                or m.startswith('dynastudio.studio')),\n"
+        "                  'bare_core': 'core' in sys.modules,\n"
+        "                  'loaded': sorted(m for m in sys.modules if m.startswith('dynastudio.core.'))}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["gui"] == [] and got["bare_core"] is False
+    assert set(modules) <= set(got["loaded"])
+
+
+def _studio_imports(path: Path) -> list[str]:
+    """The imports of one engine file that reach for a front end: `dynastudio.studio...`, Qt, a relative import
+    that resolves outside dynastudio.core, or a bare `core`/`studio` (never installed under those names)."""
+    rel = path.relative_to(CORE)
+    package = ["dynastudio", "core", *rel.parts[:-1]]  # the package the file is in, installed
+    bad = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            where = f"{rel}:{node.lineno}: {'.' * node.level}{node.module or ''}"
+            if node.level - 1 >= len(package):
+                bad.append(f"{where}: relative import beyond the top package")
+                continue
+            base = ".".join(package[: len(package) - (node.level - 1)] + ([node.module] if node.module else []))
+            targets = [base] + [f"{base}.{a.name}" for a in node.names]
+            if not (base + ".").startswith("dynastudio.core."):
+                bad.append(f"{where}: relative import out of dynastudio.core ({base})")
+        else:
+            continue
+        for t in targets:
+            top = t.split(".")[0]
+            if t == "dynastudio.studio" or t.startswith("dynastudio.studio.") or top in ("studio", "core", "PySide6", "pyqtgraph"):
+                bad.append(f"{rel}:{node.lineno}: imports {t}")
+    return bad
+
+
+def test_engine_sources_never_import_the_studio():
+    files = sorted(CORE.rglob("*.py"))
+    assert CORE / "cli.py" in files and CORE / "jobs.py" in files
+    bad = [b for f in files for b in _studio_imports(f)]
+    assert bad == []
+
+
+def test_the_studio_import_check_catches_offenders(tmp_path, monkeypatch):
+    """The check above must be able to fail: feed it files that do reach for the studio."""
+    fake = tmp_path / "core"
+    (fake / "sub").mkdir(parents=True)
+    monkeypatch.setattr(sys.modules[__name__], "CORE", fake)
+    cases = {
+        "ok.py": ("from .project import Project\nfrom ..core.events import EventLog\nimport torch\n", False),
+        "abs.py": ("import dynastudio.studio.app\n", True),
+        "absfrom.py": ("from dynastudio.studio import main_window\n", True),
+        "from_pkg.py": ("from dynastudio import studio\n", True),
+        "rel.py": ("from ..studio import app\n", True),
+        "rel_out.py": ("from ... import something\n", True),
+        "sub/deep.py": ("from ...studio.pages import x\n", True),
+        "bare.py": ("from core.project import Project\n", True),
+        "qt.py": ("def f():\n    from PySide6 import QtCore\n", True),
+    }
+    for name, (text, offends) in cases.items():
+        (fake / name).write_text(text)
+        assert bool(_studio_imports(fake / name)) is offends, (name, _studio_imports(fake / name))
 
 
 def test_already_finetuned_model_skips_finetune(tiny_model_dir, tiny_task_files, tmp_path):
@@ -157,7 +357,7 @@ def test_already_finetuned_model_skips_finetune(tiny_model_dir, tiny_task_files,
     log = EventLog()
     run_pipeline(project, log, until="rewire")
     info = project.stage_info("finetune")
-    assert info["skipped"] is True and "dev" in info
+    assert info["skipped"] is True and 0.0 <= info["metrics"]["score"] <= 1.0
     assert [e.skipped for e in log.of(StageEnded)] == [True, False]
     # the teacher is the given model, unchanged
     from transformers import AutoModelForSequenceClassification

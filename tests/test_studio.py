@@ -42,9 +42,23 @@ def window(qtbot):
 
 
 def _made_project(root: Path, model_dir, files, **overrides):
-    from dynastudio.core.pipeline import new_project
+    from dynastudio.core.prepare import new_project
 
     return new_project(root, tiny_project_config(model_dir, *files, **overrides))
+
+
+def _on_next_job(state, signal: str, slot) -> None:
+    """Connect `slot` to a bridge signal of the next job the studio starts (each job has its own handle)."""
+    state.runner.jobStarted.connect(lambda h: getattr(h.bridge, signal).connect(slot))
+
+
+def _register_test_job(monkeypatch, name: str, fn, trains: bool = False):
+    from dynastudio.core import jobs
+    from dynastudio.core.stages import StageRequest
+
+    job = jobs.Job(name, fn, StageRequest, f"test job {name}", trains=trains, opens_project=False)
+    monkeypatch.setitem(jobs.JOBS, name, job)
+    return job
 
 
 def _error_boxes() -> list[QMessageBox]:
@@ -84,29 +98,58 @@ def test_bridge_delivers_every_step_in_order_from_another_thread(qtbot):
     assert len(progress) == bridge.flushes
 
 
-def test_runner_reports_errors_with_details_and_new_job_cancels_the_old(qtbot):
-    from dynastudio.studio.bridge import Bridge
-    from dynastudio.studio.worker import JobRunner
+def test_runner_reports_errors_and_replaces_a_job_only_when_asked_to(qtbot, monkeypatch, tmp_path):
+    from dynastudio.studio.worker import JobBusy, JobRunner
 
-    runner = JobRunner(Bridge())
-    with qtbot.waitSignal(runner.errored, timeout=10000) as err:
-        runner.start("boom", lambda events, stop: 1 / 0)
-    name, info = err.args
-    assert name == "boom" and not info.user and "ZeroDivisionError" in info.detail
+    def boom(project, request, events, stop):
+        return 1 / 0
 
-    def slow(events, stop):
+    def slow(project, request, events, stop):
         while True:
             stop.check()
             threading.Event().wait(0.01)
 
+    _register_test_job(monkeypatch, "boom", boom)
+    _register_test_job(monkeypatch, "slow", slow, trains=True)
+    _register_test_job(monkeypatch, "quick", lambda project, request, events, stop: 42)
+    runner = JobRunner()
+    h = runner.start("boom", tmp_path)
+    with qtbot.waitSignal(h.failed, timeout=10000) as err:
+        pass
+    info = err.args[0]
+    assert not info.user and "ZeroDivisionError" in info.detail and h.status == "failed"
+
     order = []
-    runner.cancelled.connect(lambda n: order.append(("cancelled", n)))
-    runner.finished.connect(lambda n, r: order.append(("finished", n, r)))
-    runner.start("slow", slow)
-    runner.start("quick", lambda events, stop: 42)
+    slow_h = runner.start("slow", tmp_path)
+    slow_h.cancelled.connect(lambda: order.append("cancelled slow"))
+    with pytest.raises(JobBusy):  # never silently: the caller must have asked the user
+        runner.start("quick", tmp_path)
+    assert slow_h.is_running()
+    quick_h = runner.start("quick", tmp_path, replace=True)
+    quick_h.finished.connect(lambda r: order.append(("finished quick", r)))
     qtbot.waitUntil(lambda: len(order) == 2, timeout=10000)
-    assert order == [("cancelled", "slow"), ("finished", "quick", 42)]
+    assert order == ["cancelled slow", ("finished quick", 42)]
     assert not runner.is_running() and not runner.any_thread_running()
+
+
+def test_starting_a_job_during_training_asks_first(window, qtbot, monkeypatch, tmp_path):
+    """A menu action that starts a job (the demo project here) must not stop a running training silently."""
+    def slow(project, request, events, stop):
+        while True:
+            stop.check()
+            threading.Event().wait(0.01)
+
+    _register_test_job(monkeypatch, "slow", slow, trains=True)
+    state = window.state
+    training = state.runner.start("slow", tmp_path)
+    asked = []
+    state.confirm_replace = lambda parent, running, title: asked.append((running.name, title)) or False
+    window.pages["project"].open_or_create_demo(tmp_path / "demo")
+    assert asked == [("slow", "Create the project")]
+    assert training.is_running() and state.runner.current is training  # "No" keeps the training
+    assert not (tmp_path / "demo" / "project.json").exists()
+    with qtbot.waitSignal(training.cancelled, timeout=10000):
+        training.stop()
 
 
 # ---- the whole flow ------------------------------------------------------------------------------
@@ -139,10 +182,10 @@ def test_whole_flow_create_train_explore_export(window, qtbot, tiny_model_dir, t
     # Train: every stage, curves fed live
     tp = w.pages["train"]
     steps_seen = []
-    state.bridge.steps.connect(lambda batch: steps_seen.extend(batch))
-    with qtbot.waitSignal(state.runner.finished, timeout=180000):
+    _on_next_job(state, "steps", lambda batch: steps_seen.extend(batch))
+    with qtbot.waitSignal(state.runner.jobEnded, timeout=180000) as ended:
         qtbot.mouseClick(tp.start_button, Qt.MouseButton.LeftButton)
-    assert state.all_done()
+    assert ended.args[0].status == "done" and state.all_done()
     depth_steps = [e for e in steps_seen if e.stage == "depth"]
     assert depth_steps and tp.shown_stage == "depth"
     assert tp.loss_plot.shown == ["w1_d1", "w0.5_d1", "w1_d0.5", "w0.5_d0.5"]
@@ -201,8 +244,9 @@ def test_whole_flow_create_train_explore_export(window, qtbot, tiny_model_dir, t
     out = tmp_path / "exported"
     xp.out.setText(str(out))
     xp._out_edited = True
-    with qtbot.waitSignal(state.runner.finished, timeout=180000):
+    with qtbot.waitSignal(state.runner.jobEnded, timeout=180000) as ended:
         qtbot.mouseClick(xp.export_button, Qt.MouseButton.LeftButton)
+    assert ended.args[0].status == "done" and ended.args[0].name == "export"
     assert (out / "model.onnx").is_file()
     assert "verified" in xp.verify.text() and xp.files.rowCount() >= 3
     assert xp.open_folder.isEnabled()
@@ -218,8 +262,10 @@ def test_closing_mid_training_asks_stops_and_stays_resumable(window, qtbot, tiny
     w.pages["project"].open_folder(project.root)
     asked = []
     w.confirm_close = lambda: asked.append(True) or True
-    with qtbot.waitSignal(state.bridge.progress, timeout=60000):
-        w.pages["train"].start()
+    progressed = []
+    _on_next_job(state, "progress", progressed.append)
+    w.pages["train"].start()
+    qtbot.waitUntil(lambda: bool(progressed), timeout=60000)
     thread = state.runner._thread
     assert thread is not None and thread.isRunning()
     assert w.isVisible()  # the GUI thread is free while the worker trains
@@ -238,11 +284,13 @@ def test_closing_asks_and_no_keeps_training(window, qtbot, tiny_model_dir, tiny_
     project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files, teacher_epochs=400)
     state.open_project(project.root)
     w.confirm_close = lambda: False
-    with qtbot.waitSignal(state.bridge.progress, timeout=60000):
-        w.pages["train"].start()
+    progressed = []
+    _on_next_job(state, "progress", progressed.append)
+    w.pages["train"].start()
+    qtbot.waitUntil(lambda: bool(progressed), timeout=60000)
     w.close()
     assert w.isVisible() and state.runner.is_running()
-    with qtbot.waitSignal(state.runner.cancelled, timeout=60000):
+    with qtbot.waitSignal(state.runner.current.cancelled, timeout=60000):
         w.pages["train"].stop()
 
 
@@ -294,30 +342,32 @@ def test_user_mistakes_are_messages_not_crashes(window, qtbot, tmp_path, tiny_ta
 
 
 def test_measure_latency_switches_the_axis(window, qtbot, tiny_model_dir, tiny_task_files, tmp_path, monkeypatch):
-    import dynastudio.core.latency
-    from dynastudio.core.pipeline import run_pipeline
+    from dynastudio.core import jobs
 
     w, state = window, window.state
     project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files, teacher_epochs=1,
                             width_mults=(1.0, 0.5), depth_mults=(1.0,))
-    run_pipeline(project)
+    jobs.run("run", project)
+    requests = []
 
-    def fake_latency_job(project, events, stop, batch=1, seq=128, threads=1, formats=("fp32",), **_):
-        res = project.load_results()
-        for r in res["rows"]:
-            r["latency_fp32_ms"] = 10.0 * r["flops_rel"]
-            r["size_onnx_fp32_mb"] = 1.0
-        res["latency_setup"] = {"device": "test CPU", "threads": threads, "batch": batch, "seq": seq}
-        project.save_results(res)
-        return {"rows": res["rows"]}
+    def fake_latency_job(project, request, events, stop):
+        # stands in for the onnxruntime child process: the latency file, written the way the real job does
+        requests.append(request)
+        rows = [{"label": r["label"], "width_mult": r["width_mult"], "depth_mult": r["depth_mult"], "sizes": {},
+                 "values": {"latency_fp32_ms": 10.0 * r["flops_rel"], "size_onnx_fp32_mb": 1.0}}
+                for r in project.load_results()["rows"]]
+        project.save_latency({"setup": {"device": "test CPU", "threads": request.threads, "batch": request.batch,
+                                        "seq": request.seq}, "rows": rows})
+        return {"rows": rows}
 
-    monkeypatch.setattr(core.latency, "latency_job", fake_latency_job)
+    monkeypatch.setitem(jobs.JOBS, "latency", jobs.Job("latency", fake_latency_job, jobs.LatencyRequest, "Measure latency"))
     w.pages["project"].open_folder(project.root)
     ep = w.pages["explore"]
     assert ep.x_key == "flops_rel" and "not measured" in ep.plot.getAxis("bottom").labelText
     ep.threads.setValue(1)
-    with qtbot.waitSignal(state.runner.finished, timeout=30000):
+    with qtbot.waitSignal(state.runner.jobEnded, timeout=30000):
         qtbot.mouseClick(ep.measure, Qt.MouseButton.LeftButton)
+    assert requests[0].seq == project.config.train.max_seq_length  # the project's own length by default
     assert ep.x_key == "latency_fp32_ms" and "test CPU" in ep.device.text()
     assert ep.xs.max() == 10.0 and len(ep.xs) == 2
 

@@ -16,7 +16,6 @@ from ..errors import show_error
 from ..state import StudioState
 from ..style import HINT_CSS, encoding_legend_html, fmt_params, label_sort_key, subnet_colour, subnet_symbol
 
-JOB = "latency"
 FLOPS_AXIS = "flops_rel"
 SLIDER_STEPS = 1000
 
@@ -176,13 +175,16 @@ class ExplorePage(QWidget):
         lay.addLayout(budget)
         lay.addWidget(self.hover)
 
-        state.projectChanged.connect(lambda _: self.reload())
+        self.handle = None  # the latency job this page started
+        state.projectChanged.connect(self._on_project_changed)
         state.projectUpdated.connect(lambda _: self.reload())
         state.selectionChanged.connect(self._show_selection)
         state.runner.busyChanged.connect(lambda _: self._update_measure())
-        state.runner.errored.connect(self._on_job_errored)
-        state.bridge.latencyMeasured.connect(
-            lambda e: self.measure.setText(f"Measuring {e.index}/{e.total}…") if state.runner.name == JOB else None)
+        self._on_project_changed(state.project)
+
+    def _on_project_changed(self, project) -> None:
+        if project is not None:  # latency is measured at the project's own sequence length unless changed
+            self.seq.setValue(project.config.train.max_seq_length)
         self.reload()
 
     # ---- data ----------------------------------------------------------------------------------
@@ -400,30 +402,40 @@ class ExplorePage(QWidget):
         self.slider.setValue(int(round((budget - lo) / ((hi - lo) or 1) * SLIDER_STEPS)))
 
     # ---- latency job ---------------------------------------------------------------------------
+    def measuring(self) -> bool:
+        return self.handle is not None and self.handle.is_running()
+
     def measure_latency(self) -> None:
+        """The button measures, or cancels the measurement it started."""
+        from dynastudio.core.jobs import LatencyRequest
+
+        if self.measuring():
+            self.handle.stop()
+            self.measure.setText("Cancelling…")
+            return
         project = self.state.project
         if project is None:
             return
-        root = project.root
-        batch, seq, threads, formats = self.batch.value(), self.seq.value(), self.threads.value(), self.formats.currentData()
-
-        def job(events, stop):
-            from dynastudio.core.latency import latency_job
-            from dynastudio.core.project import Project
-
-            return latency_job(Project.open(root), events, stop, batch=batch, seq=seq, threads=threads, formats=formats)
-
-        self.state.runner.start(JOB, job)
+        request = LatencyRequest(batch=self.batch.value(), seq=self.seq.value(), threads=self.threads.value(),
+                                 formats=tuple(self.formats.currentData()))
+        handle = self.state.start_job(self.window(), "latency", project.root, request)
+        if handle is None:
+            return
+        self.handle = handle
+        handle.bridge.stageProgress.connect(
+            lambda e: self.measure.setText(f"Cancel ({e.done}/{e.total} done)") if e.stage == "latency" else None)
+        handle.bridge.log.connect(lambda e: e.level == "warning" and self.device.setText(f"⚠ {e.text}"))
+        handle.failed.connect(lambda info: show_error(self.window(), info, "Latency measurement failed"))
+        handle.ended.connect(lambda _: self._update_measure())
+        self._update_measure()
 
     def _update_measure(self) -> None:
-        busy = self.state.runner.is_running()
-        running = self.state.runner.name == JOB
-        self.measure.setEnabled(self.state.project is not None and not busy)
-        self.measure.setText("Measuring…" if running else ("Measure again" if latency_columns(self.rows) else "Measure latency"))
-
-    def _on_job_errored(self, name: str, info) -> None:
-        if name == JOB:
-            show_error(self.window(), info, "Latency measurement failed")
+        mine = self.measuring()
+        self.measure.setEnabled(self.state.project is not None and (mine or not self.state.runner.is_running()))
+        if mine:
+            self.measure.setText("Cancel measuring")
+        else:
+            self.measure.setText("Measure again" if latency_columns(self.rows) else "Measure latency")
 
 
 class _SortItem(QTableWidgetItem):

@@ -10,19 +10,15 @@ from PySide6.QtWidgets import (
     QLineEdit, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
+from dynastudio.core.targets import FORMATS, PRESET_DESCRIPTIONS, PRESETS
+
 from ..errors import show_error
 from ..state import StudioState
 from ..style import HINT_CSS, fmt_bytes, label_sort_key
 
-JOB = "export"
-
 
 def presets() -> tuple[dict, dict, dict]:
-    """(preset -> format, preset -> description, format -> description) from dynastudio.core.targets; empty without it."""
-    try:
-        from dynastudio.core.targets import FORMATS, PRESET_DESCRIPTIONS, PRESETS
-    except ImportError:  # a core without the export module: the page says so instead of failing
-        return {}, {}, {}
+    """(preset -> format, preset -> description, format -> description)."""
     return dict(PRESETS), dict(PRESET_DESCRIPTIONS), dict(FORMATS)
 
 
@@ -106,11 +102,8 @@ class ExportPage(QWidget):
         state.projectChanged.connect(self._on_project)
         state.projectUpdated.connect(lambda _: self._fill_subnets())
         state.selectionChanged.connect(self._on_selection)
-        r = state.runner
-        r.finished.connect(self._on_finished)
-        r.errored.connect(self._on_errored)
-        r.cancelled.connect(lambda name: name == JOB and self.status.setText("Export stopped: nothing was written."))
-        r.busyChanged.connect(lambda _: self._update_button())
+        self.handle = None  # the export job this page started
+        state.runner.busyChanged.connect(lambda _: self._update_button())
         self._on_target()
         self._on_project(state.project)
 
@@ -166,12 +159,10 @@ class ExportPage(QWidget):
             self._out_edited = True
 
     def _update_button(self) -> None:
-        running = self.state.runner.name == JOB
+        running = self.handle is not None and self.handle.is_running()
         self.export_button.setText("Exporting…" if running else "Export")
         self.export_button.setEnabled(self.state.project is not None and self.subnet.currentData() is not None
-                                      and not self.state.runner.is_running() and bool(self.preset_formats))
-        if not self.preset_formats:
-            self.export_button.setToolTip("This installation's core has no export module (core.targets/core.export).")
+                                      and not running and bool(self.preset_formats))
 
     # ---- the job -------------------------------------------------------------------------------
     def start_export(self) -> None:
@@ -185,27 +176,30 @@ class ExportPage(QWidget):
         if not out:
             show_error(self.window(), _user_error("choose a folder to export into"), "Export")
             return
-        root, spec, target, overwrite = project.root, (row["width_mult"], row["depth_mult"]), self.target.currentData(), self.overwrite.isChecked()
+        from dynastudio.core.jobs import ExportRequest
 
-        def job(events, stop):
-            from dynastudio.core.export import export
-            from dynastudio.core.project import Project
-
-            return export(Project.open(root), spec, target, out, overwrite=overwrite, events=events, stop=stop)
-
-        self.status.setText(f"Exporting {label} for {target}… (extract, convert, then verify against PyTorch)")
-        self.state.runner.start(JOB, job)
-
-    def _on_finished(self, name: str, report) -> None:
-        if name != JOB:
+        target = self.target.currentData()
+        request = ExportRequest(row["width_mult"], row["depth_mult"], target, out, overwrite=self.overwrite.isChecked())
+        handle = self.state.start_job(self.window(), "export", project.root, request)
+        if handle is None:
             return
+        self.handle = handle
+        handle.finished.connect(self._on_finished)
+        handle.failed.connect(self._on_errored)
+        handle.cancelled.connect(lambda: self.status.setText("Export stopped: nothing was written."))
+        handle.ended.connect(lambda _: self._update_button())
+        self.status.setText(f"Exporting {label} for {target}… (extract, convert, then verify against PyTorch)")
+        self._update_button()
+
+    def _on_finished(self, report) -> None:
         self.report = report
-        self.status.setText(f"Exported to {report.path}")
+        if report.passed:
+            self.status.setText(f"Exported to {report.path}")
+        else:
+            self.status.setText(f"Export FAILED its check (kept in {report.path} for inspection): {report.failure}")
         self._show_report(report)
 
-    def _on_errored(self, name: str, info) -> None:
-        if name != JOB:
-            return
+    def _on_errored(self, info) -> None:
         self.status.setText(f"Export failed: {info.message}")
         show_error(self.window(), info, "Export failed")
 
@@ -224,7 +218,12 @@ class ExportPage(QWidget):
             f"largest difference to PyTorch: {report.max_abs_diff:.2e}" + (f" (tolerance {tol:g})" if tol else ""),
         ]
         if report.agreement is not None:
-            lines.append(f"same prediction as PyTorch on {100 * report.agreement:.2f}% of {report.dev_examples} dev examples")
+            need = v.get("min_agreement")
+            lines.append(f"agreement with PyTorch ({(v.get('dev') or {}).get('agreement_kind', 'same prediction')}): "
+                         f"{100 * report.agreement:.2f}% of {report.dev_examples} dev examples"
+                         + (f" (required {100 * need:g}%)" if need else ""))
+        if not ok and v.get("failure"):
+            lines.append(f"<span style='color:#b00020'>{v['failure']}</span>")
         sub = v.get("subnet", {})
         if sub:
             lines.append(f"{sub.get('layers')} layers × {sub.get('heads')} heads × {sub.get('neurons')} FFN neurons, "

@@ -145,7 +145,7 @@ class ImportancePage(QWidget):
         for w in (self.before, self.after, self.scale, self.log):
             w.toggled.connect(self.redraw)
         self.view.scene().sigMouseMoved.connect(self._on_mouse_moved)
-        state.bridge.importanceReady.connect(self._on_live)
+        state.runner.jobStarted.connect(lambda h: h.bridge.importanceReady.connect(self._on_live))
         state.projectChanged.connect(lambda _: self.reload())
         state.projectUpdated.connect(lambda _: self.reload())
         self.reload()

@@ -20,7 +20,6 @@ from ..errors import show_error
 from ..state import StudioState
 from ..style import ERROR_CSS, HINT_CSS
 
-JOB = "create"
 PREVIEW_ROWS = 8
 NONE = "(none)"
 CHOICES = {"depth_rule": DEPTH_RULES, "importance_split": ("heldout", "dev"), "device": ("auto", "cpu", "cuda")}
@@ -160,10 +159,8 @@ class ProjectPage(QWidget):
         state.projectChanged.connect(self._show_current)
         state.projectUpdated.connect(self._show_current)
         state.recentChanged.connect(self._fill_recent)
-        r = state.runner
-        r.finished.connect(self._on_finished)
-        r.errored.connect(self._on_errored)
-        r.busyChanged.connect(lambda _: self._update_create())
+        self.handle = None  # the create job this page started
+        state.runner.busyChanged.connect(lambda _: self._update_create())
         self.hp.load(profile_config("quick"))
         self._show_current(state.project)
         self._fill_recent(state.recent.load())
@@ -503,7 +500,7 @@ class ProjectPage(QWidget):
             if not (p / "config.json").is_file():
                 return f"{t}: no config.json here: pick the folder a transformers model was saved to."
             try:
-                from dynastudio.core.pipeline import load_model_config
+                from dynastudio.core.models import load_model_config
 
                 load_model_config(str(p.resolve()))  # local only: reads config.json, checks the architecture
             except UserError as exc:
@@ -576,12 +573,10 @@ class ProjectPage(QWidget):
             self.label_counts.setText(f"{len(table)} train rows; label counts: " + " · ".join(parts))
 
     def _update_create(self) -> None:
-        busy = self.state.runner.is_running()
-        self.create_button.setEnabled(not self.errors and not busy)
-        if self.state.runner.name == JOB:
-            self.create_status.setText("Creating the project: checking the data and the model, copying the tokenizer…")
-        elif busy:
-            self.create_status.setText(f"Waiting for the running job ({self.state.runner.name}) to end.")
+        creating = self.handle is not None and self.handle.is_running()
+        self.create_button.setEnabled(not self.errors and not creating)
+        if creating:
+            self.create_status.setText("Creating the project: checking the data and the model, tokenizing the task…")
         elif self.errors:
             self.create_status.setText(f"{len(self.errors)} thing(s) to fix above.")
         else:
@@ -599,15 +594,18 @@ class ProjectPage(QWidget):
         self.create(Path(self.folder.text().strip()).expanduser(), config)
 
     def create(self, root: Path, config: ProjectConfig) -> None:
+        from dynastudio.core.jobs import CreateRequest
+
         root = Path(root).resolve()
-
-        def job(events, stop):
-            from dynastudio.core.pipeline import new_project
-
-            return new_project(root, config)
-
+        handle = self.state.start_job(self.window(), "create", root, CreateRequest(config))
+        if handle is None:
+            return
+        self.handle = handle
+        handle.finished.connect(self._on_finished)
+        handle.failed.connect(self._on_errored)
+        handle.ended.connect(lambda _: self._update_create())
         self.create_status.setText(f"Creating {root}…")
-        self.state.runner.start(JOB, job)
+        self._update_create()
 
     def open_or_create_demo(self, folder: Path) -> None:
         folder = Path(folder)
@@ -617,11 +615,11 @@ class ProjectPage(QWidget):
             self.create(folder, demo_config(folder.resolve().name or "demo"))
 
     def open_folder(self, folder) -> bool:
-        runner = self.state.runner
-        if runner.is_running() and runner.name != JOB:
+        running = self.state.running_job()
+        if running is not None and running.name != "create":
             # the running job's events would land in the other project's views
-            show_error(self.window(), UserError(f"a job ({runner.name}) is running in {self.state.project.root}: "
-                                                 f"stop it on the Train page, then open the other project"),
+            show_error(self.window(), UserError(f"“{running.title}” is running in {running.project_root}: "
+                                                 f"stop it first, then open the other project"),
                        "Cannot open the project")
             return False
         try:
@@ -636,15 +634,11 @@ class ProjectPage(QWidget):
         self.projectOpened.emit(project)
         return True
 
-    def _on_finished(self, name: str, project) -> None:
-        if name != JOB:
-            return
+    def _on_finished(self, project) -> None:
         self.create_status.setText(f"Created {project.root}.")
         self.open_folder(project.root)
 
-    def _on_errored(self, name: str, info) -> None:
-        if name != JOB:
-            return
+    def _on_errored(self, info) -> None:
         self.create_status.setText(f"Not created: {info.message}")
         show_error(self.window(), info, "Cannot create the project")
 

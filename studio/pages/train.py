@@ -13,15 +13,13 @@ from PySide6.QtWidgets import (
 )
 
 from dynastudio.core.config import STAGES
-from dynastudio.core.events import CheckpointSaved, EvalEnded, LogMessage, StageEnded, StageStarted, StepEnded
+from dynastudio.core.events import CheckpointSaved, EvalEnded, LogMessage, StageEnded, StageProgress, StageStarted, StepEnded
 
 from ..errors import show_error
 from ..state import StudioState
 from ..style import HINT_CSS, fmt_seconds, label_sort_key, subnet_pen
 
-JOB = "train"
 # stages that report steps (rewire and evaluate only report their end)
-STEPPED = ("finetune", "width", "depth", "finetune-subnets")
 STAGE_TITLES = {
     "finetune": "Fine-tune teacher", "rewire": "Importance + rewire", "width": "Width distillation",
     "depth": "Width + depth distillation", "finetune-subnets": "Fine-tune sub-networks", "evaluate": "Evaluate",
@@ -130,6 +128,9 @@ class CurvePlot:
         return sum(len(self.items[l].xData) for l in self.shown if self.items[l].xData is not None)
 
 
+TRAINING_STAGES = ("finetune", "width", "depth", "finetune-subnets")  # the stages with loss curves
+
+
 class StageRow:
     """A stage's name, progress bar and status text (steps, ETA, duration)."""
 
@@ -158,6 +159,9 @@ class StageRow:
         self.status.setText(text)
 
     def started(self, e: StageStarted) -> None:
+        if e.total_steps == 0:  # a stage about to be skipped
+            self.busy("running…")
+            return
         self.bar.setRange(0, max(1, e.total_steps))
         self.bar.setValue(e.resumed_from_step)
         self.bar.setFormat(f"%v / %m steps")
@@ -174,6 +178,13 @@ class StageRow:
             per = (time.monotonic() - self.t0) / done
             loss = sum(e.losses.values()) / max(1, len(e.losses))
             self.status.setText(f"{fmt_seconds(per * (e.total_steps - e.step))} left · mean loss {loss:.3f}")
+
+    def progressed(self, e: StageProgress) -> None:
+        """A stage without optimizer steps (rewire batches, evaluated sub-networks)."""
+        self.bar.setRange(0, max(1, e.total))
+        self.bar.setValue(e.done)
+        self.bar.setFormat("%p%")
+        self.status.setText(f"{e.done} / {e.total}")
 
     def ended(self, e: StageEnded) -> None:
         self.bar.setRange(0, 100)
@@ -268,20 +279,8 @@ class TrainPage(QWidget):
 
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
-        b = state.bridge
-        b.stageStarted.connect(self._on_stage_started)
-        b.stageEnded.connect(self._on_stage_ended)
-        b.steps.connect(self._on_steps)
-        b.progress.connect(self._on_progress)
-        b.evalEnded.connect(self._on_eval)
-        b.checkpointSaved.connect(self._on_checkpoint)
-        b.log.connect(self._on_log)
-        r = state.runner
-        r.started.connect(self._on_job_started)
-        r.finished.connect(self._on_job_finished)
-        r.cancelled.connect(self._on_job_cancelled)
-        r.errored.connect(self._on_job_errored)
-        r.busyChanged.connect(lambda _: self._update_buttons())
+        self.handle = None  # the training job this page follows
+        state.runner.busyChanged.connect(lambda _: self._update_buttons())
         state.projectChanged.connect(self._on_project_changed)
         state.projectUpdated.connect(lambda _: self._refresh_rows())
         self._on_project_changed(state.project)
@@ -291,26 +290,37 @@ class TrainPage(QWidget):
         project = self.state.project
         if project is None:
             return
-        root, until = project.root, self.until.currentData()
+        from dynastudio.core.jobs import RunRequest
 
-        def job(events, stop):
-            from dynastudio.core.pipeline import run_pipeline
-            from dynastudio.core.project import Project
-
-            # the worker opens its own Project: the GUI's copy is only ever read
-            return run_pipeline(Project.open(root), events, stop, until=until)
-
+        handle = self.state.start_job(self.window(), "run", project.root, RunRequest(until=self.until.currentData()))
+        if handle is None:
+            return
         self.follow = True
-        self.state.runner.start(JOB, job)
+        self.handle = h = handle
+        b = h.bridge
+        b.stageStarted.connect(self._on_stage_started)
+        b.stageEnded.connect(self._on_stage_ended)
+        b.stageProgress.connect(self._on_stage_progress)
+        b.steps.connect(self._on_steps)
+        b.progress.connect(self._on_progress)
+        b.evalEnded.connect(self._on_eval)
+        b.checkpointSaved.connect(self._on_checkpoint)
+        b.log.connect(self._on_log)
+        h.started.connect(self._on_job_started)
+        h.finished.connect(self._on_job_finished)
+        h.cancelled.connect(self._on_job_cancelled)
+        h.failed.connect(self._on_job_errored)
+        if h.status == "running":  # started at once (nothing else was running)
+            self._on_job_started()
 
     def stop(self) -> None:
-        if self.state.runner.name == JOB:
+        if self.is_training():
             self._log("stopping after the current step (a checkpoint is saved)…")
             self.stop_button.setEnabled(False)
-            self.state.runner.stop()
+            self.handle.stop()
 
     def is_training(self) -> bool:
-        return self.state.runner.name == JOB
+        return self.handle is not None and self.handle.status == "running"
 
     # ---- project -------------------------------------------------------------------------------
     def _on_project_changed(self, project) -> None:
@@ -357,7 +367,7 @@ class TrainPage(QWidget):
         elif training:
             self.summary.setText("Training… the window stays usable; Stop keeps the project resumable.")
         elif busy:
-            self.summary.setText(f"Waiting for the running job ({self.state.runner.name}) to end.")
+            self.summary.setText(f"Waiting for the running job ({self.state.runner.current.title}) to end.")
         elif done:
             self.summary.setText("Every stage is done: see the Explore page.")
         else:
@@ -366,38 +376,23 @@ class TrainPage(QWidget):
                                  f"batch {t.batch_size}, sequence {t.max_seq_length}")
 
     # ---- job lifecycle -------------------------------------------------------------------------
-    def _on_job_started(self, name: str) -> None:
-        if name != JOB:
-            return
+    def _on_job_started(self) -> None:
         self._log("training started")
-        first = next((s for s in STAGES if self.state.stage_status(s) not in ("done", "skipped")), None)
-        self._mark_running(first)
         self._update_buttons()
 
-    def _mark_running(self, stage: str | None) -> None:
-        self._running_stage = stage
-        if stage is not None:
-            self.rows[stage].busy("starting…" if stage in STEPPED else "running…")
-
-    def _on_job_finished(self, name: str, result) -> None:
-        if name != JOB:
-            return
-        ran = ", ".join(result.get("ran", [])) if isinstance(result, dict) else ""
+    def _on_job_finished(self, result) -> None:
+        ran = ", ".join(result.ran)
         self._log(f"training finished ({ran or 'nothing left to run'})")
         self._running_stage = None
         self._refresh_rows()
         self.trainingFinished.emit()
 
-    def _on_job_cancelled(self, name: str) -> None:
-        if name != JOB:
-            return
+    def _on_job_cancelled(self) -> None:
         self._log("stopped: the project is saved; Resume continues from the last checkpoint")
         self._running_stage = None
         self._refresh_rows()
 
-    def _on_job_errored(self, name: str, info) -> None:
-        if name != JOB:
-            return
+    def _on_job_errored(self, info) -> None:
         self._log(f"error: {info.message}")
         self._running_stage = None
         self._refresh_rows()
@@ -405,11 +400,12 @@ class TrainPage(QWidget):
 
     # ---- events --------------------------------------------------------------------------------
     def _on_stage_started(self, e: StageStarted) -> None:
-        if not self.is_training():
-            return  # other jobs (latency) have stages of their own
-        self._running_stage = e.stage
         if e.stage in self.rows:
             self.rows[e.stage].started(e)
+        if e.stage not in TRAINING_STAGES or e.total_steps == 0:  # rewire, evaluate, a skipped stage: no curves
+            self._log(f"{e.stage}: started")
+            return
+        self._running_stage = e.stage
         self.losses.restart(e.stage, e.resumed_from_step)
         self.evals.restart(e.stage, e.resumed_from_step)
         if e.stage == self.shown_stage or self.follow:
@@ -417,17 +413,13 @@ class TrainPage(QWidget):
         self._log(f"{e.stage}: started, {e.total_steps} steps" + (f", resumed at {e.resumed_from_step}" if e.resumed_from_step else ""))
 
     def _on_stage_ended(self, e: StageEnded) -> None:
-        if not self.is_training():
-            return
         if e.stage in self.rows:
             self.rows[e.stage].ended(e)
         self._log(f"{e.stage}: {'skipped' if e.skipped else 'done in ' + fmt_seconds(e.seconds)}")
-        until = self.until.currentData()
-        if self.is_training() and e.stage != until and e.stage in STAGES:
-            later = STAGES[STAGES.index(e.stage) + 1:]
-            nxt = next((s for s in later if self.state.stage_status(s) not in ("done", "skipped")), None)
-            if nxt is not None and STAGES.index(nxt) <= STAGES.index(until):
-                self._mark_running(nxt)
+
+    def _on_stage_progress(self, e: StageProgress) -> None:
+        if e.stage in self.rows:
+            self.rows[e.stage].progressed(e)
 
     def _on_steps(self, batch: list[StepEnded]) -> None:
         for e in batch:
