@@ -709,76 +709,30 @@ def iterate_batches(
 
 
 def compute_metric(metric: str, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """GLUE's metric for a task, from scikit-learn and scipy: accuracy, F1 of class 1 (MRPC, QQP),
+    Matthews correlation (CoLA), Pearson and Spearman correlation (STS-B; score = their mean)."""
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels)
     if metric == "pearson_spearman":
         preds = logits.reshape(len(logits), -1)[:, 0] if logits.ndim > 1 else logits
         gold = labels.astype(np.float64)
-        pearson = _pearson(preds, gold)
-        spearman = _pearson(_ranks(preds), _ranks(gold))
+        if len(gold) < 2 or preds.std() == 0 or gold.std() == 0:
+            pearson = spearman = 0.0  # a constant has no correlation (scipy would warn and return nan)
+        else:
+            pearson, spearman = float(pearsonr(preds, gold).statistic), float(spearmanr(preds, gold).statistic)
         return {"pearson": pearson, "spearman": spearman, "score": (pearson + spearman) / 2}
     if metric not in METRICS:
         raise ValueError(f"unknown metric '{metric}': expected one of {', '.join(METRICS)}")
     preds = logits.argmax(axis=-1) if logits.ndim > 1 else (logits > 0).astype(np.int64)
     gold = labels.astype(np.int64)
-    accuracy = float((preds == gold).mean()) if len(gold) else 0.0
+    accuracy = float(accuracy_score(gold, preds)) if len(gold) else 0.0
     if metric == "accuracy":
         return {"accuracy": accuracy, "score": accuracy}
     if metric == "f1":
-        f1 = _f1(preds, gold)
+        f1 = float(f1_score(gold, preds, pos_label=1, average="binary", zero_division=0.0))
         return {"f1": f1, "accuracy": accuracy, "score": f1}
-    mcc = _matthews(preds, gold)
+    mcc = float(matthews_corrcoef(gold, preds)) if len(gold) else 0.0
     return {"matthews": mcc, "score": mcc}
-
-
-def _f1(preds: np.ndarray, gold: np.ndarray) -> float:
-    # Binary F1 of class 1, as GLUE reports it for MRPC and QQP.
-    tp = float(np.sum((preds == 1) & (gold == 1)))
-    fp = float(np.sum((preds == 1) & (gold != 1)))
-    fn = float(np.sum((preds != 1) & (gold == 1)))
-    return 2 * tp / (2 * tp + fp + fn) if tp > 0 else 0.0
-
-
-def _matthews(preds: np.ndarray, gold: np.ndarray) -> float:
-    # Multi-class form (Gorodkin 2004); for two classes it equals the usual binary MCC.
-    classes = np.union1d(preds, gold)
-    p = np.searchsorted(classes, preds)
-    g = np.searchsorted(classes, gold)
-    k = len(classes)
-    cm = np.zeros((k, k), dtype=np.float64)
-    np.add.at(cm, (g, p), 1)
-    t = cm.sum(axis=1)
-    pk = cm.sum(axis=0)
-    c = np.trace(cm)
-    s = cm.sum()
-    denom = math.sqrt(s * s - float(pk @ pk)) * math.sqrt(s * s - float(t @ t))
-    # A constant prediction (or constant gold) has no correlation to measure; 0 is the convention.
-    return float((c * s - float(t @ pk)) / denom) if denom > 0 else 0.0
-
-
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if len(x) < 2:
-        return 0.0
-    dx = x - x.mean()
-    dy = y - y.mean()
-    denom = math.sqrt(float(dx @ dx) * float(dy @ dy))
-    # Constant predictions give an undefined correlation; 0 keeps "score" comparable instead of NaN.
-    return float(dx @ dy / denom) if denom > 0 else 0.0
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks; tied values share the mean of the ranks they span."""
-    x = np.asarray(x, dtype=np.float64)
-    order = np.argsort(x, kind="mergesort")
-    sorted_x = x[order]
-    ranks = np.empty(len(x), dtype=np.float64)
-    start = 0
-    while start < len(x):
-        end = start
-        while end + 1 < len(x) and sorted_x[end + 1] == sorted_x[start]:
-            end += 1
-        ranks[order[start : end + 1]] = (start + end) / 2 + 1
-        start = end + 1
-    return ranks

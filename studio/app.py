@@ -216,6 +216,8 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         runner = self.state.runner
         if not runner.is_running():
+            for timer in self.findChildren(QTimer):  # a pending validation or repaint has nothing left to show
+                timer.stop()
             event.accept()
             return
         if not self._closing:

@@ -40,6 +40,7 @@ class Bridge(QObject):
         self._queue: list = []
         self._scheduled = False
         self._timer = QTimer(self)
+        self._timer.setObjectName("bridgeFlushTimer")
         self._timer.setSingleShot(True)
         self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self.flush)

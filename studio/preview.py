@@ -1,10 +1,12 @@
 """Open one page on its own (Orange-style `if __name__ == "__main__"` previews): python -m dynastudio.studio.pages.train [PROJECT]."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Callable
 
+from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QWidget
 
 from .errors import install_excepthook, show_error
@@ -27,4 +29,7 @@ def run_preview(make_page: Callable[[StudioState], QWidget], argv: list[str] | N
         except Exception as exc:
             show_error(page, exc)
     app.aboutToQuit.connect(state.runner.shutdown)
+    quit_ms = os.environ.get("DYNASTUDIO_PREVIEW_QUIT_MS")
+    if quit_ms:  # the test suite smoke-runs every preview this way
+        QTimer.singleShot(int(quit_ms), app.quit)
     return app.exec()

@@ -1,6 +1,7 @@
 """Runs registered core jobs one at a time on a QThread; each job gets a handle with its own signals (napari/Orange style)."""
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,13 @@ from dynastudio.core.events import StopToken
 
 from .bridge import Bridge
 from .errors import ErrorInfo
+
+
+_THREADS: "weakref.WeakSet[QThread]" = weakref.WeakSet()  # every job thread made, for the tests' leak check
+
+
+def running_job_threads() -> list[QThread]:
+    return [t for t in list(_THREADS) if t.isRunning()]
 
 
 class JobBusy(RuntimeError):
@@ -154,6 +162,7 @@ class JobRunner(QObject):
         thread.finished.connect(self._on_thread_finished)
         self._thread, self._worker = thread, worker
         self._all_threads = [t for t in self._all_threads if t.isRunning()] + [thread]
+        _THREADS.add(thread)
         handle.status = "running"
         thread.start()
         handle.started.emit()

@@ -98,3 +98,52 @@ def tiny_project_config(model_dir: Path, train: Path, dev: Path, **train_overrid
         train=profile_config("quick", **t),
         name="tiny",
     )
+
+
+# ---- strictness: a test fails when it leaves a thread or a timer running -------------------------
+def _leftover_threads(before: set) -> list:
+    import threading
+
+    # ignored: tqdm's monitor (a daemon that outlives its bars by design); and Python's stand-ins for
+    # threads it did not start (a QThread that ran Python code), which never report dead: the
+    # QThreads themselves are checked below.
+    return [t for t in threading.enumerate()
+            if t not in before and t.is_alive() and type(t).__name__ not in ("TMonitor", "_DummyThread")]
+
+
+def _active_timers() -> list:
+    import sys
+
+    if "PySide6.QtWidgets" not in sys.modules:
+        return []
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is None:
+        return []
+    timers = []
+    for w in app.topLevelWidgets():
+        timers += [t for t in w.findChildren(QTimer) if t.isActive()]
+    return timers
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_threads_or_timers():
+    import sys
+    import threading
+    import time
+
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 10
+    while _leftover_threads(before) and time.monotonic() < deadline:
+        time.sleep(0.05)  # a thread told to stop gets a moment to end
+    left = _leftover_threads(before)
+    assert not left, f"the test left threads running: {[t.name for t in left]}"
+    if "dynastudio.studio.worker" in sys.modules:
+        from dynastudio.studio.worker import running_job_threads
+
+        assert not running_job_threads(), "the test left a job's QThread running"
+    timers = _active_timers()
+    assert not timers, f"the test left timers running: {[t.objectName() or repr(t) for t in timers]}"

@@ -14,26 +14,32 @@ import pytest
 import torch
 
 from conftest import make_tiny_model_dir, tiny_model, tiny_project_config
+from dynastudio.core import jobs
 from dynastudio.core.cli import main
-from dynastudio.core.errors import Cancelled, ConfigError, ExportError, UserError
-from dynastudio.core.events import EventLog, ExportDone, StopToken
-from dynastudio.core.export import FORMATS, MODEL_FILES, PRESETS, export, resolve_format
+from dynastudio.core.errors import Cancelled, ConfigError, InternalError, UserError
+from dynastudio.core.events import EventLog, ExportDone, LogMessage, StageEnded, StageStarted, StopToken, null_sink
+from dynastudio.core.export import FORMATS, MODEL_FILES, PRESETS, ExportReport, ExportRequest, export_job, resolve_format
+from dynastudio.core.dynamic import SubnetSpec
 from dynastudio.core.extract import extract
+from dynastudio.core.latency import LatencyRequest, latency_job
+from dynastudio.core.prepare import new_project
 from dynastudio.core.project import Project
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, tiny_task_files) -> Project:
     """A project whose fine-tuned model is a tiny random BERT (no training needed to export it)."""
-    from dynastudio.core.pipeline import new_project
-
     root = tmp_path_factory.mktemp("export")
     model_dir = make_tiny_model_dir(root / "model")
     cfg = tiny_project_config(model_dir, *tiny_task_files, width_mults=(1.0, 0.5), depth_mults=(1.0, 0.5))
     p = new_project(root / "proj", cfg)
     p.save_model("teacher", tiny_model(seed=11))
-    p.mark_done("finetune")
+    p.mark_done("finetune", {})
     return p
+
+
+def export(project: Project, spec, target: str, out: Path, events=null_sink, stop=None, **options) -> ExportReport:
+    return export_job(project, ExportRequest(spec[0], spec[1], target, str(out), **options), events, stop or StopToken())
 
 
 def _copy(project: Project, dest: Path) -> Project:
@@ -70,16 +76,18 @@ def test_every_format_exports_reloads_and_verifies(project, tmp_path, choice):
     assert {MODEL_FILES[fmt], "README.md", "verification.json", "tokenizer_config.json"} <= names
     assert ("config.json" if fmt == "hf" else "dynabert_config.json") in names
     v = json.loads((out / "verification.json").read_text())
-    assert v["passed"] and v["format"] == fmt and v["target"] == (choice if choice in PRESETS else None)
+    assert v["passed"] is True and v["failure"] is None and rep.passed and rep.failure is None
+    assert v["format"] == fmt and v["target"] == (choice if choice in PRESETS else None)
     assert v["subnet"]["layers"] == 2 and v["subnet"]["heads"] == 2 and v["probe"]["source"] == "dev set"
     assert len(v["probe"]["shapes"]) == 2 and v["probe"]["shapes"][0] != v["probe"]["shapes"][1]  # dynamic axes used
     readme = (out / "README.md").read_text()
-    assert MODEL_FILES[fmt] in readme and "## Run it" in readme
+    assert MODEL_FILES[fmt] in readme and "## Run it" in readme and "FAILED" not in readme
     if fmt in ("onnx-int8", "onnx-fp16"):
-        assert v["dev"]["examples"] == 64 and 0.0 <= rep.agreement <= 1.0
+        assert v["dev"]["examples"] == 64 and 0.99 <= rep.agreement <= 1.0 and v["min_agreement"] == 0.99
     else:
-        assert rep.max_abs_diff <= 1e-4 and rep.agreement is None
-    assert log.of(ExportDone) == [ExportDone(str(out), fmt, rep.max_abs_diff, rep.agreement)]
+        assert rep.max_abs_diff <= 1e-4 and rep.agreement is None and v["min_agreement"] is None
+    assert log.of(ExportDone) == [ExportDone(str(out), fmt, rep.max_abs_diff, rep.agreement, True)]
+    assert [e.stage for e in log.of(StageStarted)] == ["export"] and [e.stage for e in log.of(StageEnded)] == ["export"]
     _no_leftovers(tmp_path)
 
     # read it back on our own, at shapes the export never saw
@@ -113,7 +121,7 @@ def test_hf_folder_loads_without_the_project(project, tmp_path):
     script = tmp_path / "load.py"
     script.write_text(
         "import json, sys\n"
-        "sys.modules['core'] = None  # DynaBERT Studio must not be needed\n"
+        "sys.modules['dynastudio'] = None  # DynaBERT Studio must not be needed\n"
         "import torch\n"
         "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
         "folder = sys.argv[1]\n"
@@ -122,7 +130,7 @@ def test_hf_folder_loads_without_the_project(project, tmp_path):
         "enc = tok(['the film was great', 'a dull boring plot and ugly acting'], padding=True, return_tensors='pt')\n"
         "with torch.no_grad():\n"
         "    out = model(**enc)\n"
-        "assert sys.modules['core'] is None\n"
+        "assert sys.modules['dynastudio'] is None\n"
         "print(json.dumps({'cls': type(model).__name__, 'logits': out.logits.tolist(), 'ids': enc['input_ids'].tolist(),\n"
         "                  'mask': enc['attention_mask'].tolist()}))\n"
     )
@@ -161,16 +169,103 @@ def test_existing_folder_asks_for_overwrite(project, tmp_path):
     _no_leftovers(tmp_path)
 
 
-def test_failed_verification_is_an_error_and_writes_nothing(project, tmp_path, monkeypatch):
+def _shift_fp32_runner(monkeypatch, by: float = 3e-4) -> None:
+    """The exported model, read back, answers `by` off PyTorch: what a broken exporter would do."""
     import dynastudio.core.export as ex
 
     real = ex._runner
-    monkeypatch.setattr(ex, "_runner", lambda fmt, folder: (lambda feed, run=real(fmt, folder): run(feed) + 3e-4))
+    monkeypatch.setattr(ex, "_runner", lambda fmt, folder: (lambda feed, run=real(fmt, folder): run(feed) + by))
+
+
+def test_fp32_mismatch_is_an_internal_error_and_writes_nothing(project, tmp_path, monkeypatch):
+    _shift_fp32_runner(monkeypatch)
     out = tmp_path / "bad"
-    with pytest.raises(ExportError, match=r"differs from PyTorch by 3\.0\de-04"):
-        export(project, (0.5, 1.0), "torchscript", out)
-    assert not out.exists()
+    log = EventLog()
+    with pytest.raises(InternalError, match=r"differs from PyTorch by 3\.0\de-04") as caught:
+        export(project, (0.5, 1.0), "torchscript", out, events=log)
+    assert not isinstance(caught.value, UserError)  # a bug of ours, never shown as the user's mistake
+    assert not out.exists() and log.of(ExportDone) == []
     _no_leftovers(tmp_path)
+
+
+def test_fp32_tolerance_is_what_decides(project, tmp_path, monkeypatch):
+    """No shifted runner: a tolerance below the real (tiny) difference makes the same check fail."""
+    import dynastudio.core.export as ex
+
+    rep = export(project, (0.5, 1.0), "onnx", tmp_path / "ok")
+    assert 0 < rep.max_abs_diff <= ex.FP32_TOLERANCE
+    monkeypatch.setattr(ex, "FP32_TOLERANCE", rep.max_abs_diff / 100)
+    with pytest.raises(InternalError, match="onnx export of w0.5_d1 differs from PyTorch"):
+        export(project, (0.5, 1.0), "onnx", tmp_path / "strict")
+    assert not (tmp_path / "strict").exists()
+    _no_leftovers(tmp_path)
+
+
+def test_cli_internal_error_exits_1_with_a_traceback(project, tmp_path, monkeypatch, capsys):
+    _shift_fp32_runner(monkeypatch)
+    out = tmp_path / "bad"
+    rc = main(["export", str(project.root), "--width", "0.5", "--depth", "1", "--format", "torchscript", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert "Traceback (most recent call last)" in err and "InternalError" in err and "differs from PyTorch" in err
+    assert "internal error" in err.splitlines()[-1] and not out.exists()
+
+
+@pytest.fixture(scope="module")
+def tied_project(project, tmp_path_factory) -> Project:
+    """A model whose two logits nearly tie on every dev row (they differ by ~1e-5, centred on zero): the rounding
+    of an INT8 export then decides the class, so its dev agreement with PyTorch is far below 100%."""
+    from dynastudio.core.evaluate import predict
+    from dynastudio.core.prepare import prepare_inputs
+
+    p = _copy(project, tmp_path_factory.mktemp("tied") / "proj")
+    model = tiny_model(seed=11)
+    inputs = prepare_inputs(p)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model.classifier.weight[1] = model.classifier.weight[0] + 1e-2 * torch.randn(model.config.hidden_size, generator=g)
+        model.classifier.bias[1] = model.classifier.bias[0]
+        logits = predict(model, inputs.dev, SubnetSpec(), "keep-last", 32, inputs.pad_id, "cpu")
+        model.classifier.bias[1] -= float(np.median(logits[:, 1] - logits[:, 0]))
+    p.save_model("teacher", model)
+    return p
+
+
+def test_int8_below_min_agreement_is_written_but_failed(tied_project, tmp_path):
+    out = tmp_path / "int8"
+    log = EventLog()
+    rep = export(tied_project, (1.0, 1.0), "onnx-int8", out, events=log, min_agreement=1.0)
+    assert 0.0 < rep.agreement < 1.0 and rep.dev_examples == 64
+    assert rep.passed is False and "below the required 100%" in rep.failure and f"{100 * rep.agreement:.2f}%" in rep.failure
+    # written, for inspection, and marked failed everywhere a user would look
+    assert (out / MODEL_FILES["onnx-int8"]).is_file() and rep.path == str(out)
+    v = json.loads((out / "verification.json").read_text())
+    assert v["passed"] is False and v["failure"] == rep.failure and v["min_agreement"] == 1.0
+    assert v["dev"]["agreement"] == rep.agreement
+    readme = (out / "README.md").read_text()
+    assert "FAILED" in readme and rep.failure in readme
+    assert log.of(ExportDone) == [ExportDone(str(out), "onnx-int8", rep.max_abs_diff, rep.agreement, False)]
+    assert any(e.level == "error" and rep.failure in e.text for e in log.of(LogMessage))
+    assert [e.stage for e in log.of(StageEnded)] == ["export"]
+    _no_leftovers(tmp_path)
+
+
+def test_cli_export_below_min_agreement_exits_1(tied_project, tmp_path, capsys):
+    base = ["export", str(tied_project.root), "--width", "1", "--depth", "1", "--format", "onnx-int8"]
+    assert main(base + ["--out", str(tmp_path / "strict"), "--min-agreement", "100.0"]) == 1
+    captured = capsys.readouterr()
+    assert "FAILED its check" in captured.err and "below the required 100%" in captured.err
+    assert "Traceback" not in captured.err and "verified: passed" not in captured.out
+    v = json.loads((tmp_path / "strict" / "verification.json").read_text())
+    assert v["passed"] is False and v["min_agreement"] == 1.0
+    # the percent is what decides: at the measured agreement (rounded down) the same export passes
+    percent = np.floor(100 * v["dev"]["agreement"] * 1000) / 1000
+    assert main(base + ["--out", str(tmp_path / "lenient"), "--min-agreement", str(percent)]) == 0
+    captured = capsys.readouterr()
+    assert "verified: passed" in captured.out and "FAILED" not in captured.err
+    v = json.loads((tmp_path / "lenient" / "verification.json").read_text())
+    assert v["passed"] is True and v["min_agreement"] == pytest.approx(percent / 100)
+    assert "FAILED" not in (tmp_path / "lenient" / "README.md").read_text()
 
 
 def test_formats_and_presets_resolve():
@@ -200,40 +295,127 @@ def test_cli_export_and_its_user_errors(project, tmp_path, capsys):
     assert "(0, 1]" in capsys.readouterr().err
 
 
-def test_latency_fills_the_results_grid(project, tmp_path, capsys):
+def test_latency_and_evaluate_fill_the_grid_in_either_order(project, tmp_path, capsys):
+    """results.json has one writer (evaluate), latency.json another (latency); load_results joins them."""
     p = _copy(project, tmp_path / "lat")
-    # an earlier evaluation and a stale measurement from another setup
-    p.save_results({"task": "train", "metric": "accuracy", "model": "teacher", "depth_rule": "keep-last", "dev_examples": 64,
-                    "rows": [{"label": "w1_d1", "width_mult": 1.0, "depth_mult": 1.0, "value": 0.75, "latency_fp16_ms": 9.0}]})
+    jobs.run("evaluate", p, jobs.StageRequest())
+    evaluated = {r["label"]: r for r in json.loads(p.results_path.read_text())["rows"]}
+    assert set(evaluated) == {"w1_d1", "w0.5_d1", "w1_d0.5", "w0.5_d0.5"}
+    assert not [k for r in evaluated.values() for k in r if k.startswith(("latency_", "size_onnx_"))]
+    evaluation_bytes = p.results_path.read_bytes()
+    # a stale measurement from another setup: the new one replaces it whole
+    p.save_latency({"setup": {"device": "elsewhere", "seq": 99}, "rows": [
+        {"label": "w1_d1", "width_mult": 1.0, "depth_mult": 1.0, "sizes": {}, "values": {"latency_fp16_ms": 9.0}}]})
+
     args = ["latency", str(p.root), "--batch", "2", "--seq", "16", "--threads", "1", "--formats", "fp32,int8", "--runs", "3", "--warmup", "1"]
     assert main(args) == 0
     assert "[4/4]" in capsys.readouterr().out
+    assert p.results_path.read_bytes() == evaluation_bytes  # latency never touches results.json
     res = p.load_results()
     s = res["latency_setup"]
     assert (s["threads"], s["batch"], s["seq"], s["runs"]) == (1, 2, 16, 3) and s["device"] and s["onnxruntime"]
     rows = {r["label"]: r for r in res["rows"]}
-    assert set(rows) == {"w1_d1", "w0.5_d1", "w1_d0.5", "w0.5_d0.5"}
-    for r in rows.values():
+    assert set(rows) == set(evaluated)
+    for label, r in rows.items():
         for key in ("latency_fp32_ms", "latency_fp32_p90_ms", "latency_int8_ms", "size_onnx_fp32_mb", "size_onnx_int8_mb"):
             assert r[key] > 0, key
         assert r["latency_fp32_p90_ms"] >= r["latency_fp32_ms"] and "flops_rel" in r and "total_params" in r
-    assert rows["w1_d1"]["value"] == 0.75 and "latency_fp16_ms" not in rows["w1_d1"]
+        assert r["value"] == evaluated[label]["value"] and r["metric"] == "accuracy"
+        assert "latency_fp16_ms" not in r
     assert rows["w0.5_d1"]["size_onnx_fp32_mb"] < rows["w1_d1"]["size_onnx_fp32_mb"]
     assert main(["report", str(p.root)]) == 0
     report = capsys.readouterr().out
     assert "fp32_ms" in report and "int8_ms" in report and "onnx_int8_mb" in report and "1 thread(s), batch 2, seq 16" in report
 
+    # the other order: the latency numbers are there first, the evaluation comes after and keeps them
+    q = _copy(p, tmp_path / "lat_first")
+    q.results_path.unlink()
+    latency_bytes = q.latency_path.read_bytes()
+    early = {r["label"]: r for r in q.load_results()["rows"]}
+    assert set(early) == set(evaluated) and all("value" not in r and r["latency_fp32_ms"] > 0 for r in early.values())
+    jobs.run("evaluate", q.root, jobs.StageRequest())
+    assert q.latency_path.read_bytes() == latency_bytes  # evaluate never touches latency.json
+    joined = q.load_results()
+    assert joined["latency_setup"] == res["latency_setup"] and joined["metric"] == "accuracy"
+    for r in joined["rows"]:
+        assert r["value"] == evaluated[r["label"]]["value"] and r["latency_int8_ms"] == rows[r["label"]]["latency_int8_ms"]
+
+
+def test_old_results_with_latency_inside_are_migrated_on_open(project, tmp_path, capsys):
+    row = lambda label, w, value, ms: {
+        "label": label, "width_mult": w, "depth_mult": 1.0, "metric": "accuracy", "value": value, "total_params": int(w * 1000),
+        "flops_rel": w, "latency_fp32_ms": ms, "latency_fp32_p90_ms": ms * 1.2, "size_onnx_fp32_mb": w * 2}
+    setup = {"device": "Old CPU 3000", "threads": 1, "batch": 1, "seq": 128, "runs": 50}
+    old = {"task": "train", "metric": "accuracy", "model": "teacher", "depth_rule": "keep-last", "dev_examples": 64,
+           "rows": [row("w1_d1", 1.0, 0.75, 2.0), row("w0.5_d1", 0.5, 0.625, 1.0)], "latency_setup": setup}
+
+    p = _copy(project, tmp_path / "old")
+    p.results_path.write_text(json.dumps(old))
+    assert not p.latency_path.exists()
+    opened = Project.open(p.root)
+    on_disk = json.loads(p.results_path.read_text())
+    assert "latency_setup" not in on_disk
+    assert on_disk["rows"] == [{k: v for k, v in r.items() if not k.startswith(("latency_", "size_onnx_"))} for r in old["rows"]]
+    latency = json.loads(p.latency_path.read_text())
+    assert latency["setup"] == setup
+    assert {r["label"]: r["values"] for r in latency["rows"]} == {
+        r["label"]: {k: v for k, v in r.items() if k.startswith(("latency_", "size_onnx_"))} for r in old["rows"]}
+    # the joined grid reads as the old file did
+    res = opened.load_results()
+    assert res == old
+    # migrated once: opening again changes nothing
+    files = (p.results_path.read_bytes(), p.latency_path.read_bytes())
+    assert Project.open(p.root).load_results() == old
+    assert (p.results_path.read_bytes(), p.latency_path.read_bytes()) == files
+    assert main(["report", str(p.root)]) == 0
+    assert "Old CPU 3000" in capsys.readouterr().out
+
+    # a newer latency.json beside an old results.json wins; the old numbers are dropped from results.json
+    q = _copy(project, tmp_path / "both")
+    q.results_path.write_text(json.dumps(old))
+    newer = {"setup": {"device": "New CPU", "seq": 32}, "rows": [
+        {"label": "w1_d1", "width_mult": 1.0, "depth_mult": 1.0, "sizes": {}, "values": {"latency_fp32_ms": 5.0}}]}
+    q.save_latency(newer)
+    res = Project.open(q.root).load_results()
+    assert json.loads(q.latency_path.read_text()) == newer and "latency_setup" not in json.loads(q.results_path.read_text())
+    assert res["latency_setup"] == newer["setup"]
+    rows = {r["label"]: r for r in res["rows"]}
+    assert rows["w1_d1"]["latency_fp32_ms"] == 5.0 and rows["w1_d1"]["value"] == 0.75
+    assert "latency_fp32_ms" not in rows["w0.5_d1"] and rows["w0.5_d1"]["value"] == 0.625
+
 
 def test_latency_job_stops_and_checks_settings(project):
-    from dynastudio.core.latency import latency_job
-
     stop = StopToken()
     stop.set()
     with pytest.raises(Cancelled):
-        latency_job(project, stop=stop)
+        latency_job(project, LatencyRequest(), EventLog(), stop)
+    with pytest.raises(Cancelled):
+        jobs.run("latency", project, LatencyRequest(), stop=stop)
     with pytest.raises(ConfigError, match="fp32, int8, fp16"):
-        latency_job(project, formats=("fp64",))
-    assert not project.results_path.exists()
+        latency_job(project, LatencyRequest(formats=("fp64",)), EventLog(), StopToken())
+    with pytest.raises(TypeError, match="LatencyRequest"):
+        jobs.run("latency", project, jobs.StageRequest())
+    assert not project.latency_path.exists() and not project.results_path.exists()
+
+
+def test_latency_sequence_defaults_to_the_projects_max_seq_length(project, monkeypatch, capsys):
+    """No --seq: the project's max_seq_length (32 here), in the CLI and in the job; an explicit one is kept."""
+    import dynastudio.core.latency as lat
+
+    asked = []
+
+    def fake_child(request, threads, on_message, stop):
+        asked.append(request["settings"]["seq"])
+        raise Cancelled("stopped by the test")
+
+    monkeypatch.setattr(lat, "_run_child", fake_child)
+    assert main(["latency", str(project.root), "--runs", "3"]) == 130
+    assert "sequence 32," in capsys.readouterr().out
+    for request in (LatencyRequest(), LatencyRequest(seq=16)):
+        with pytest.raises(Cancelled):
+            jobs.run("latency", project, request)
+    assert asked == [32, 32, 16] and project.config.train.max_seq_length == 32
+    assert not project.latency_path.exists()
 
 
 def test_roberta_onnx_export_and_fp16_embedding_tables(tmp_path):
@@ -268,7 +450,6 @@ def test_roberta_onnx_export_and_fp16_embedding_tables(tmp_path):
 def test_latency_before_any_training_uses_the_base_model(tmp_path, tiny_task_files):
     """Latency depends only on shapes: a project still training its teacher can be measured already."""
     from dynastudio.core.latency import model_for_latency
-    from dynastudio.core.pipeline import new_project
 
     p = new_project(tmp_path / "p", tiny_project_config(make_tiny_model_dir(tmp_path / "m"), *tiny_task_files))
     model, name = model_for_latency(p)

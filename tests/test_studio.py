@@ -431,3 +431,19 @@ def test_gui_command_opens_the_project_it_is_given(qtbot, monkeypatch, tiny_mode
     assert cli_main(["gui", str(project.root)]) == 0
     assert seen["project"] is not None and seen["project"].root == project.root
     assert str(project.root) in seen["title"] and seen["step"] == "train"
+
+
+@pytest.mark.parametrize("page", ["project", "importance", "train", "explore", "export"])
+def test_page_preview_smoke_runs_offscreen(page, tiny_model_dir, tiny_task_files, tmp_path):
+    """`python -m dynastudio.studio.pages.X PROJECT` opens the page on its own and exits cleanly."""
+    import os
+    import subprocess
+    import sys
+
+    project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files)
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "DYNASTUDIO_PREVIEW_QUIT_MS": "1500",
+           "DYNASTUDIO_CONFIG_DIR": str(tmp_path / "config")}
+    out = subprocess.run([sys.executable, "-m", f"dynastudio.studio.pages.{page}", str(project.root)],
+                         capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]

@@ -152,6 +152,7 @@ class ProjectPage(QWidget):
         QVBoxLayout(self).addWidget(self.tabs)
 
         self._validate_timer = QTimer(self)
+        self._validate_timer.setObjectName("validateTimer")
         self._validate_timer.setSingleShot(True)
         self._validate_timer.setInterval(250)  # files are re-read at most a few times a second while typing
         self._validate_timer.timeout.connect(self.validate)
