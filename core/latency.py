@@ -312,6 +312,7 @@ def _run_child(request: dict, threads: int, on_message, stop: StopToken) -> None
                     proc.kill()
                     proc.wait()
             reader.join(timeout=5)
+            proc.stdout.close()  # Popen leaves its pipes open: an unclosed file (ResourceWarning) per measurement
 
 
 # ---- the job ------------------------------------------------------------------------------------

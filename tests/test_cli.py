@@ -141,3 +141,45 @@ def test_demo_project_is_created_from_the_builtin_model(tmp_path):
     cfg = json.loads((tmp_path / "demo" / "project.json").read_text())
     assert cfg["model"] == "builtin:minilm" and cfg["data"]["kind"] == "demo" and cfg["schema_version"] == 1
     assert (tmp_path / "demo" / "tokenizer" / "tokenizer.json").is_file() or (tmp_path / "demo" / "tokenizer" / "vocab.txt").is_file()
+    assert (tmp_path / "demo" / "cache" / "inputs.safetensors").is_file()  # tokenized once, at creation
+
+
+class _EntryPoint:
+    def __init__(self, name, load):
+        self.name, self.load = name, load
+
+
+def test_front_end_commands_come_from_entry_points(cli, monkeypatch):
+    """`dynastudio gui` is the studio's: the engine finds it through the `dynastudio.commands` entry points."""
+    import dynastudio.core.cli as cli_module
+
+    said = []
+
+    def register(sub):
+        p = sub.add_parser("hello", help="a front end's command")
+        p.add_argument("--who", default="world")
+        p.set_defaults(func=lambda a: said.append(a.who) or 0)
+
+    def missing_qt():
+        raise ModuleNotFoundError("No module named 'PySide6'", name="PySide6")
+
+    plugins = [_EntryPoint("hello", lambda: register), _EntryPoint("gui", missing_qt)]
+    monkeypatch.setattr(cli_module, "entry_points", lambda group: plugins if group == "dynastudio.commands" else [])
+    proc = cli("hello", "--who", "tester")
+    assert proc.returncode == 0 and said == ["tester"], proc.stderr
+    # a front end whose own dependencies are missing: its command says what to install, as a user error
+    assert_user_error(cli("gui"), "PySide6", "pip install 'dynabert-studio[studio]'")
+
+
+def test_installed_studio_adds_gui_without_loading_qt():
+    code = (
+        "import sys\n"
+        "from importlib.metadata import entry_points\n"
+        "from dynastudio.core.cli import build_parser\n"
+        "assert [e.value for e in entry_points(group='dynastudio.commands') if e.name == 'gui'] == ['dynastudio.studio.command:register']\n"
+        "build_parser().parse_args(['gui', '--demo'])\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('PySide6', 'shiboken6', 'pyqtgraph')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"

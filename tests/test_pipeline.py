@@ -368,8 +368,6 @@ def test_already_finetuned_model_skips_finetune(tiny_model_dir, tiny_task_files,
 
 
 def test_glue_task_from_local_folder(tmp_path):
-    from pathlib import Path
-
     from dynastudio.core.config import DataConfig, ProjectConfig, profile_config
 
     glue = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"

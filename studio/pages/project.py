@@ -643,6 +643,10 @@ class ProjectPage(QWidget):
         self.create_status.setText(f"Not created: {info.message}")
         show_error(self.window(), info, "Cannot create the project")
 
+    def closeEvent(self, event) -> None:
+        self._validate_timer.stop()  # nothing left to validate on a closed page
+        super().closeEvent(event)
+
     # ---- current project -----------------------------------------------------------------------
     def _show_current(self, project) -> None:
         if project is None:
