@@ -431,7 +431,7 @@ def export_job(project: Project, request: ExportRequest, events, stop: StopToken
     fp32 export that differs from PyTorch is a bug and raises InternalError; an INT8/fp16 export below
     `min_agreement` is written but returned (and saved) with passed=False.
     """
-    from .models import load_tokenizer
+    from .prepare import project_tokenizer
     from .stages import final_model_name
 
     t0 = time.perf_counter()
@@ -452,8 +452,7 @@ def export_job(project: Project, request: ExportRequest, events, stop: StopToken
     model = project.load_model(name)
     slim = extract_from_model(model, spec, t.depth_rule)
     slim.config.source = {**slim.config.source, "model_name": name}
-    tok_dir = project.tokenizer_dir
-    tokenizer = load_tokenizer(str(tok_dir) if tok_dir.is_dir() else project.config.model)
+    tokenizer = project_tokenizer(project)
     input_names = input_names_for(tokenizer, slim)
     probe = _make_probe(project, slim, tokenizer, input_names)
     stop.check()

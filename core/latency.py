@@ -229,7 +229,8 @@ def _child_main() -> int:
         torch.set_num_threads(s.threads)
         from .export import input_names_for
         from .extract import extract_from_model
-        from .models import load_tokenizer, quiet_transformers
+        from .models import quiet_transformers
+        from .prepare import project_tokenizer
 
         quiet_transformers()
         project = Project.open(Path(req["root"]))
@@ -238,8 +239,7 @@ def _child_main() -> int:
         longest = c.max_position_embeddings - ((c.pad_token_id or 0) + 1 if c.model_type != "bert" else 0)
         if s.seq > longest:
             raise ConfigError(f"latency --seq {s.seq}: the model takes at most {longest} tokens: pick a shorter sequence")
-        tok_dir = project.tokenizer_dir
-        tokenizer = load_tokenizer(str(tok_dir) if tok_dir.is_dir() else project.config.model)
+        tokenizer = project_tokenizer(project)
         send(setup=latency_setup(s, name))
         rule = project.config.train.depth_rule
         full_flops = subnet_size(model.config, SubnetSpec(), rule)["flops"]
