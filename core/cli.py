@@ -63,11 +63,11 @@ def _data_config(a) -> DataConfig:
         if a.train or a.dev:
             raise ConfigError("give either --task or --train/--dev, not both")
         return DataConfig(kind="glue", task=a.task.lower(), data_dir=a.data_dir)
-    missing = [f for f, v in (("--train", a.train), ("--dev", a.dev), ("--text-columns", a.text_columns), ("--label-column", a.label_column)) if not v]
+    missing = [f for f, v in (("--train", a.train), ("--dev", a.dev)) if not v]
     if missing:
         raise ConfigError(f"a local dataset needs {', '.join(missing)} (or use --task NAME for GLUE)")
-    cols = tuple(c.strip() for c in a.text_columns.split(",") if c.strip())
-    if not 1 <= len(cols) <= 2:
+    cols = tuple(c.strip() for c in (a.text_columns or "").split(",") if c.strip())
+    if a.text_columns is not None and not 1 <= len(cols) <= 2:
         raise ConfigError("--text-columns takes one or two column names, e.g. sentence or question,passage")
     return DataConfig(
         kind="files", train=str(Path(a.train).resolve()), dev=str(Path(a.dev).resolve()),
@@ -319,8 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--data-dir", help="local GLUE folder (raw GLUE TSV layout) instead of downloading")
     n.add_argument("--train", help="local CSV/TSV/JSONL training file")
     n.add_argument("--dev", help="local CSV/TSV/JSONL dev file")
-    n.add_argument("--text-columns", help="one or two column names, comma separated")
-    n.add_argument("--label-column")
+    n.add_argument("--text-columns", help="one or two column names, comma separated (default: guessed from the file, "
+                   "and said)")
+    n.add_argument("--label-column", help="default: guessed from the file (label, labels, target, class...), and said")
     n.add_argument("--profile", choices=sorted(PROFILES))
     n.add_argument("--depth-rule", choices=DEPTH_RULES)
     n.add_argument("--seed", type=int)

@@ -1,6 +1,8 @@
 """A project's task, read and tokenized once: project creation, and the encoded splits cached in the project folder."""
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import os
@@ -221,6 +223,15 @@ def new_project(root: Path, config: ProjectConfig, overwrite: bool = False, even
     if root.exists() and not root.is_dir():
         raise ProjectError(f"{root}: exists and is not a folder: pick another path")
     task = load_task_data(config.data)  # raises DataError on a bad file before anything is written
+    if task.columns is not None:
+        if task.columns.guessed:
+            events(LogMessage(
+                f"{Path(config.data.train).name}: guessed {' and '.join(task.columns.guessed)} columns: "
+                f"{task.columns.describe()} (name them with --text-columns / --label-column to change this)"
+            ))
+        # the project records the columns it was made with, so a later load never guesses differently
+        config = dataclasses.replace(config, data=dataclasses.replace(
+            config.data, text_columns=task.columns.text, label_column=task.columns.label))
     load_model_config(config.model)
     tokenizer = load_tokenizer(config.model)
     root.mkdir(parents=True, exist_ok=True)

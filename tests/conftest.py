@@ -100,6 +100,28 @@ def tiny_project_config(model_dir: Path, train: Path, dev: Path, **train_overrid
     )
 
 
+# ---- the studio ---------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def _isolated_settings(tmp_path, monkeypatch):
+    # recent projects go to a temp folder, never the developer's own list
+    monkeypatch.setenv("DYNASTUDIO_CONFIG_DIR", str(tmp_path / "config"))
+
+
+@pytest.fixture
+def window(qtbot):
+    pytest.importorskip("PySide6")
+    from dynastudio.studio.app import MainWindow
+
+    w = MainWindow()
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    runner = w.state.runner
+    runner.shutdown()
+    assert not runner.any_thread_running(), "a job thread outlived its test"
+
+
+
 # ---- strictness: a test fails when it leaves a thread or a timer running -------------------------
 def _leftover_threads(before: set) -> list:
     import threading

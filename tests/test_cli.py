@@ -183,3 +183,20 @@ def test_installed_studio_adds_gui_without_loading_qt():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_new_guesses_columns_says_so_and_records_them(cli, tiny_model_dir, tmp_path):
+    rows = "".join(f"is row {i} wet,row {i} is {'wet' if i % 2 else 'dry'} today,{'yes' if i % 2 else 'no'}\n" for i in range(12))
+    train = tmp_path / "train.csv"
+    train.write_text("question,passage,label\n" + rows, encoding="utf-8")
+    proc = cli("new", tmp_path / "p", "--model", tiny_model_dir, "--train", train, "--dev", train, "--profile", "quick")
+    assert proc.returncode == 0, proc.stderr
+    assert "guessed text and label columns: text = question + passage (a sentence pair), label = label" in proc.stderr
+    data = json.loads((tmp_path / "p" / "project.json").read_text())["data"]
+    assert data["text_columns"] == ["question", "passage"] and data["label_column"] == "label"
+
+    unlabelled = tmp_path / "nolabel.csv"
+    unlabelled.write_text("question,passage\n" + "".join(",".join(r.split(",")[:2]) + "\n" for r in rows.splitlines()), encoding="utf-8")
+    proc = cli("new", tmp_path / "q", "--model", tiny_model_dir, "--train", unlabelled, "--dev", unlabelled)
+    assert_user_error(proc, "nolabel.csv", "which column holds the labels", "--label-column")
+    assert not (tmp_path / "q").exists()

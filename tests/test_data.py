@@ -541,3 +541,71 @@ def test_demo_script_regenerates_the_same_files(tmp_path):
     train, dev = module.write(tmp_path)
     assert train.read_bytes() == D.demo_resource("train.tsv").read_bytes()
     assert dev.read_bytes() == D.demo_resource("dev.tsv").read_bytes()
+
+
+# --------------------------------------------------------------------------- which column is which
+
+
+def _guess(tmp_path, text: str, name: str = "train.csv") -> D.ColumnGuess:
+    columns, rows = D.peek_rows(write(tmp_path / name, text))
+    return D.guess_columns(columns, rows)
+
+
+def test_question_passage_label_is_guessed_as_a_pair(tmp_path):
+    g = _guess(tmp_path, "question,passage,label\nis it wet,water is wet,yes\nis it dry,sand is dry,no\n")
+    assert g == D.ColumnGuess(("question", "passage"), "label", ("text", "label"))
+    assert g.describe() == "text = question + passage (a sentence pair), label = label"
+
+
+def test_two_unnamed_text_columns_make_a_pair_in_file_order(tmp_path):
+    g = _guess(tmp_path, "id\tclaim\tevidence\ttarget\n1\tthe sky is green\ta photo of a blue sky\t0\n", "train.tsv")
+    assert g.text == ("claim", "evidence") and g.label == "target"
+
+
+def test_no_label_column_never_reuses_a_text_column(tmp_path):
+    train = write(tmp_path / "train.csv", "question,passage\nis it wet,water is wet\nis it dry,sand is dry\n")
+    columns, rows = D.peek_rows(train)
+    g = D.guess_columns(columns, rows)
+    assert g.text == ("question", "passage") and g.label is None
+    message = raises_data_error(lambda: D.resolve_columns(DataConfig(kind="files", train=str(train), dev=str(train))),
+                                "train.csv", "labels", "question, passage", "--label-column")
+    assert "row" not in message  # the error is about the missing column, not about label values
+
+
+def test_label_found_by_values_when_not_named(tmp_path):
+    g = _guess(tmp_path, "id,review,sentiment\n1,a fine film,positive\n2,a dull film,negative\n3,so so,neutral\n")
+    assert g.text == ("review",) and g.label == "sentiment" and g.guessed == ("text", "label")
+
+
+def test_named_text_column_with_one_word_values(tmp_path):
+    g = _guess(tmp_path, "id,text,label\n1,good,pos\n2,bad,neg\n")
+    assert g.text == ("text",) and g.label == "label"
+
+
+def test_numbers_are_never_text(tmp_path):
+    g = _guess(tmp_path, "sentence,year,label\nthe cat sat,1999,1\nthe dog ran,2001,0\n")
+    assert g.text == ("sentence",) and g.label == "label"
+
+
+def test_given_columns_are_kept_and_the_rest_guessed(tmp_path):
+    columns, rows = D.peek_rows(write(tmp_path / "t.jsonl", '{"q": "is it", "p": "it is", "gold_label": "yes"}\n'))
+    g = D.guess_columns(columns, rows, text_columns=("q", "p"))
+    assert g.text == ("q", "p") and g.label == "gold_label" and g.guessed == ("label",)
+
+
+def test_a_column_plays_one_role(tmp_path):
+    with pytest.raises(ConfigError, match="both text and label"):
+        D.check_roles(("question",), "question")
+    with pytest.raises(ConfigError, match="picked twice"):
+        D.check_roles(("text", "Text"), "label")
+    train = write(tmp_path / "train.csv", "sentence,label\na b,1\n")
+    cfg = DataConfig(kind="files", train=str(train), dev=str(train), text_columns=("label",), label_column="label")
+    with pytest.raises(ConfigError, match="both text and label"):
+        D.load_task_data(cfg)
+
+
+def test_loader_reports_what_it_guessed(tmp_path):
+    train = write(tmp_path / "train.csv", "question,passage,label\nis it wet,water is wet,yes\nis it dry,sand is dry,no\n")
+    task = D.load_task_data(DataConfig(kind="files", train=str(train), dev=str(train)))
+    assert task.train.text_b == ["water is wet", "sand is dry"]
+    assert task.columns.text == ("question", "passage") and set(task.columns.guessed) == {"text", "label"}

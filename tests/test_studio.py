@@ -22,25 +22,6 @@ TINY_HP = dict(batch_size="16", eval_batch_size="32", max_seq_length="32", teach
                checkpoint_every="4")
 
 
-@pytest.fixture(autouse=True)
-def _isolated_settings(tmp_path, monkeypatch):
-    # recent projects go to a temp folder, never the developer's own list
-    monkeypatch.setenv("DYNASTUDIO_CONFIG_DIR", str(tmp_path / "config"))
-
-
-@pytest.fixture
-def window(qtbot):
-    from dynastudio.studio.app import MainWindow
-
-    w = MainWindow()
-    qtbot.addWidget(w)
-    w.show()
-    yield w
-    runner = w.state.runner
-    runner.shutdown()
-    assert not runner.any_thread_running(), "a job thread outlived its test"
-
-
 def _made_project(root: Path, model_dir, files, **overrides):
     from dynastudio.core.prepare import new_project
 

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
 )
 
 from dynastudio.core.config import BUILTIN_MINILM, DEPTH_RULES, PROFILES, STAGES, DataConfig, ProjectConfig, TrainConfig, profile_config
+from dynastudio.core.data import ColumnGuess, check_roles, guess_columns
 from dynastudio.core.errors import ConfigError, UserError
 
 from ..errors import show_error
@@ -39,23 +40,11 @@ def glue_tasks() -> list[str]:
     return list(GLUE_TASKS)
 
 
-def file_columns(path: str) -> list[str]:
-    """Column names of a CSV/TSV/JSONL file (raises DataError with a one-line message)."""
-    from dynastudio.core.data import _peek_columns  # the reader the loader itself uses, so the pickers match it
+def file_sample(path: str) -> tuple[list[str], list[dict]]:
+    """Header and first rows of a CSV/TSV/JSONL file (raises DataError with a one-line message)."""
+    from dynastudio.core.data import peek_rows  # the reader the loader itself uses, so the pickers match it
 
-    return _peek_columns(Path(path))
-
-
-def guess_columns(columns: list[str]) -> tuple[str | None, str | None, str | None]:
-    """(text a, text b, label) guesses, the same order the loader tries."""
-    from dynastudio.core.data import _TEXT_GUESSES
-
-    label = next((c for c in ("label", "labels") if c in columns), None)
-    for guess in _TEXT_GUESSES:
-        if all(c in columns for c in guess):
-            return guess[0], (guess[1] if len(guess) > 1 else None), label
-    others = [c for c in columns if c != label]
-    return (others[0] if others else None), None, label
+    return peek_rows(Path(path))
 
 
 class HyperParams(QWidget):
@@ -269,8 +258,15 @@ class ProjectPage(QWidget):
         self.label_counts = QLabel()
         self.label_counts.setObjectName("labelCounts")
         self.label_counts.setWordWrap(True)
-        fg.addWidget(self.preview, 3, 0, 1, 6)
-        fg.addWidget(self.label_counts, 4, 0, 1, 6)
+        self.column_note = QLabel()
+        self.column_note.setObjectName("columnGuess")
+        self.column_note.setWordWrap(True)
+        self.column_note.setStyleSheet(HINT_CSS)
+        self._reserve_lines(self.column_note, 1)
+        self._reserve_lines(self.label_counts, 2)
+        fg.addWidget(self.column_note, 3, 0, 1, 6)
+        fg.addWidget(self.preview, 4, 0, 1, 6)
+        fg.addWidget(self.label_counts, 5, 0, 1, 6)
         tg.addWidget(self.files_box, 3, 0, 1, 4)
         self.task_error = self._error_label()
         tg.addWidget(self.task_error, 4, 0, 1, 4)
@@ -369,11 +365,18 @@ class ProjectPage(QWidget):
         return row
 
     @staticmethod
-    def _error_label() -> QLabel:
+    def _reserve_lines(label: QLabel, lines: int) -> None:
+        """Keep room for `lines` lines even while empty, so text appearing does not push the buttons below it."""
+        label.setMinimumHeight(lines * label.fontMetrics().lineSpacing() + 4)
+        label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+
+    @classmethod
+    def _error_label(cls) -> QLabel:
+        # always shown, empty when all is well: a message appearing must not move the buttons under the mouse
         label = QLabel()
         label.setStyleSheet(ERROR_CSS)
         label.setWordWrap(True)
-        label.setVisible(False)
+        cls._reserve_lines(label, 2)
         return label
 
     # ---- pickers -------------------------------------------------------------------------------
@@ -412,19 +415,20 @@ class ProjectPage(QWidget):
     def _on_train_file(self, text: str) -> None:
         """New train file: offer its columns in the pickers, pre-selecting the loader's own guesses."""
         try:
-            cols = file_columns(text) if text.strip() and Path(text).is_file() else []
+            cols, rows = file_sample(text) if text.strip() and Path(text).is_file() else ([], [])
         except UserError:
-            cols = []
-        a, b, label = guess_columns(cols) if cols else (None, None, None)
-        for combo, pick, optional in ((self.text_a, a, False), (self.text_b, b, True), (self.label_col, label, False)):
+            cols, rows = [], []
+        guess = guess_columns(cols, rows) if cols else ColumnGuess((), None)
+        a = guess.text[0] if guess.text else None
+        b = guess.text[1] if len(guess.text) > 1 else None
+        for combo, pick in ((self.text_a, a), (self.text_b, b), (self.label_col, guess.label)):
             combo.blockSignals(True)
             combo.clear()
-            if optional:
-                combo.addItem(NONE)
+            combo.addItem(NONE)  # nothing is picked unless the rule picked it: no column lands in a role by position
             combo.addItems(cols)
-            if pick:
-                combo.setCurrentText(pick)
+            combo.setCurrentText(pick or NONE)
             combo.blockSignals(False)
+        self.column_note.setText(self._guess_text(guess, cols))
         if not self.dev_file.text().strip() and cols:
             # the usual layout: train.tsv beside dev.tsv
             p = Path(text)
@@ -452,10 +456,24 @@ class ProjectPage(QWidget):
             d = self.glue_dir.text().strip()
             return DataConfig(kind="glue", task=self.glue.currentText(), data_dir=str(Path(d).expanduser()) if d else None)
         cols = tuple(c for c in (self.text_a.currentText(), self.text_b.currentText()) if c and c != NONE)
+        label = self.label_col.currentText()
         tr, dv = self.train_file.text().strip(), self.dev_file.text().strip()
         return DataConfig(kind="files", train=str(Path(tr).expanduser().resolve()) if tr else None,
                           dev=str(Path(dv).expanduser().resolve()) if dv else None, text_columns=cols,
-                          label_column=self.label_col.currentText() or None)
+                          label_column=label if label and label != NONE else None)
+
+    @staticmethod
+    def _guess_text(guess: ColumnGuess, cols: list[str]) -> str:
+        if not cols:
+            return ""
+        if not guess.guessed:
+            return "Could not guess the columns from their names and values: pick them below."
+        said = f"Guessed from the file: {guess.describe()}."
+        if guess.label is None:
+            said += " No column looks like the label: pick it."
+        elif not guess.text:
+            said += " No column reads as text: pick it."
+        return said + " Change the pickers if this is wrong."
 
     def config(self) -> ProjectConfig:
         """The form as a ProjectConfig; raises UserError naming the first bad field."""
@@ -487,7 +505,7 @@ class ProjectPage(QWidget):
             problems[self.train_error] = str(exc)
         for label in (self.folder_error, self.model_error, self.task_error, self.train_error):
             label.setText(problems.get(label, ""))
-            label.setVisible(label in problems)
+            label.setToolTip(problems.get(label, ""))
         self.errors = list(problems.values())
         self._update_create()
         return self.errors
@@ -523,9 +541,14 @@ class ProjectPage(QWidget):
         tr, dv = self.train_file.text().strip(), self.dev_file.text().strip()
         if not tr or not dv:
             return "Choose a train file and a dev file."
-        if not self.text_a.currentText() or not self.label_col.currentText():
-            return "Pick the text column and the label column."
         cfg = self.data_config()
+        if not cfg.text_columns or cfg.label_column is None:
+            missing = " and ".join(w for w, bad in (("text", not cfg.text_columns), ("label", cfg.label_column is None)) if bad)
+            return f"Pick the {missing} column{'s' if ' and ' in missing else ''}."
+        try:
+            check_roles(cfg.text_columns, cfg.label_column, "columns")
+        except UserError as exc:
+            return str(exc)
         cols = cfg.text_columns
         try:
             train, names, regression = self._read(cfg.train, cols, cfg.label_column, None, None)
