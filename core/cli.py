@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .config import BUILTIN_MINILM, DEPTH_RULES, PROFILES, STAGES, DataConfig, ProjectConfig, profile_config
 from .errors import Cancelled, ConfigError, UserError
-from .events import CheckpointSaved, EvalEnded, LogMessage, StageEnded, StageProgress, StageStarted, StepEnded, StopToken
+from .events import EvalEnded, LogMessage, StageEnded, StageProgress, StageStarted, StepEnded, StopToken
 
 
 # ---- progress -----------------------------------------------------------------------------------
@@ -152,10 +152,10 @@ def cmd_status(a) -> int:
             secs = f" {info['seconds']:.0f}s" if "seconds" in info else ""
             print(f"  {stage:<17} done{extra}{secs}")
         else:
-            ck = project.checkpoint_dir(stage) / "trainer.json"
-            if ck.is_file():
-                step = json.loads(ck.read_text()).get("step")
-                print(f"  {stage:<17} in progress (checkpoint at step {step})")
+            ck = project.checkpoint_progress(stage)
+            if ck is not None:
+                step, total = ck
+                print(f"  {stage:<17} paused (checkpoint at step {step}{f' of {total}' if total else ''})")
             else:
                 print(f"  {stage:<17} pending")
     return 0
@@ -256,7 +256,7 @@ def cmd_latency(a) -> int:
             _print_logs(event)
 
     print(f"measuring {formats} latency: batch {a.batch}, sequence {seq}, {a.threads} thread(s), "
-          f"{a.runs} runs after {a.warmup} warm-up (low priority, in a separate process)", flush=True)
+          f"{a.runs} runs after {a.warmup} warm-up (in a separate process)", flush=True)
     stop, previous = _stop_on_sigint()
     try:
         out = jobs.run("latency", project, jobs.LatencyRequest(batch=a.batch, seq=seq, threads=a.threads, formats=formats,
@@ -299,7 +299,7 @@ def cmd_export(a) -> int:
     print(line)
     if not rep.passed:
         print(f"error: export FAILED its check: {rep.failure}", file=sys.stderr)
-        print(f"  the folder is kept for inspection; its verification.json and README.md say it failed", file=sys.stderr)
+        print("  the folder is kept for inspection; its verification.json and README.md say it failed", file=sys.stderr)
         return 1
     print("  verified: passed")
     print(f"  how to run it: {Path(rep.path) / 'README.md'}")

@@ -142,7 +142,7 @@ def train_loop(
     device: torch.device,
     pad_id: int,
     resume=None,
-    save_checkpoint: Callable[[int, nn.Module, torch.optim.Optimizer], str] | None = None,
+    save_checkpoint: Callable[[int, int, nn.Module, torch.optim.Optimizer], str] | None = None,  # (step, total, ...)
     on_epoch_end: Callable[[int, int], None] | None = None,
     log: Callable[[dict], None] | None = None,
 ) -> dict:
@@ -172,7 +172,7 @@ def train_loop(
         for batch in iterate_batches(data, s.batch_size, shuffle=True, seed=s.seed, epoch=epoch, skip=skip, pad_id=pad_id):
             if stop.is_set():
                 if save_checkpoint is not None:
-                    path = save_checkpoint(step, model, optimizer)
+                    path = save_checkpoint(step, total, model, optimizer)
                     events(CheckpointSaved(s.stage, step, path))
                 stop.check()
             lr = get_lr(step, total, s.lr, warmup)
@@ -189,7 +189,7 @@ def train_loop(
             if log is not None:
                 log({"kind": "step", "stage": s.stage, "step": step, "epoch": epoch, "lr": lr, "losses": last_losses})
             if save_checkpoint is not None and s.checkpoint_every > 0 and step % s.checkpoint_every == 0 and step < total:
-                path = save_checkpoint(step, model, optimizer)
+                path = save_checkpoint(step, total, model, optimizer)
                 events(CheckpointSaved(s.stage, step, path))
             if step % per_epoch == 0 or step == total:
                 if on_epoch_end is not None:

@@ -10,7 +10,6 @@ from .dynamic import SubnetSpec, forward_subnet, subnet_grid, subnet_size
 from .events import EvalEnded, StageProgress, StageStarted
 from .prepare import RunInputs
 
-FLOPS_SEQ_LEN = 128  # the sequence length FLOPs are counted at, in the grid
 
 
 @torch.inference_mode()
@@ -38,10 +37,11 @@ def evaluate_specs(inputs: RunInputs, model: nn.Module, specs, depth_rule: str |
 
 def grid_rows(inputs: RunInputs, model: nn.Module, specs, scores: dict[str, dict]) -> list[dict]:
     rule = inputs.cfg.train.depth_rule
-    full = subnet_size(model.config, SubnetSpec(), rule, FLOPS_SEQ_LEN)
+    seq = inputs.cfg.train.max_seq_length  # FLOPs at the project's own sequence length, as latency is measured
+    full = subnet_size(model.config, SubnetSpec(), rule, seq)
     rows = []
     for spec in specs:
-        size = subnet_size(model.config, spec, rule, FLOPS_SEQ_LEN)
+        size = subnet_size(model.config, spec, rule, seq)
         m = scores[spec.label]
         rows.append({
             "label": spec.label,
@@ -82,7 +82,8 @@ def evaluate_grid(inputs: RunInputs, model: nn.Module, model_name: str, teacher:
         scores.update(evaluate_specs(inputs, model, [spec]))
         events(StageProgress("evaluate", i + 1, len(specs)))
     rows = grid_rows(inputs, model, specs, scores)
-    events(EvalEnded("evaluate", 0, inputs.task.metric, {r["label"]: r["value"] for r in rows}))
+    chance = chance_score(inputs)
+    events(EvalEnded("evaluate", 0, inputs.task.metric, {r["label"]: r["value"] for r in rows}, chance))
     return {
         "task": inputs.task.name,
         "metric": inputs.task.metric,
@@ -90,7 +91,7 @@ def evaluate_grid(inputs: RunInputs, model: nn.Module, model_name: str, teacher:
         "depth_rule": t.depth_rule,
         "dev_examples": len(inputs.dev),
         "teacher": teacher,
-        "chance": chance_score(inputs),
-        "flops_seq_len": FLOPS_SEQ_LEN,
+        "chance": chance,
+        "flops_seq_len": t.max_seq_length,
         "rows": rows,
     }

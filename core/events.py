@@ -49,6 +49,7 @@ class EvalEnded:
     step: int
     metric_name: str
     results: dict[str, float]  # sub-network label -> metric value
+    chance: float | None = None  # what always predicting the majority class (or the mean) scores: the floor to beat
 
 
 @dataclass(frozen=True)

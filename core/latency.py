@@ -1,4 +1,4 @@
-"""On-device latency and file size of every grid sub-network, measured with onnxruntime in a low-priority child process."""
+"""On-device latency and file size of every grid sub-network, measured with onnxruntime in a child process."""
 from __future__ import annotations
 
 import json
@@ -46,7 +46,9 @@ class LatencySettings:
     formats: tuple[str, ...] = ("fp32",)
     runs: int = 50
     warmup: int = 10
-    nice: int = 10  # added to the child's niceness: a training in the same machine keeps the CPU first
+    # added to the child's niceness. 0: the studio runs one job at a time, so a lowered priority never let our
+    # own training go first; it only let other programs starve the measurement (10 minutes on a busy box)
+    nice: int = 0
 
     def checked(self) -> "LatencySettings":
         if self.batch < 1 or self.seq < 2 or self.threads < 1 or self.runs < 1 or self.warmup < 0:
@@ -316,14 +318,25 @@ def _run_child(request: dict, threads: int, on_message, stop: StopToken) -> None
 
 
 # ---- the job ------------------------------------------------------------------------------------
+def busy_warning() -> str | None:
+    """A one-line warning when other work keeps the CPU busy (1-minute load above half the cores), else None."""
+    if not hasattr(os, "getloadavg"):
+        return None
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load <= 0.5 * cores:
+        return None
+    return (f"the machine is busy (load {load:.1f} on {cores} cores): latency figures taken now are slower and "
+            "noisier than on a quiet machine; close other work and measure again for figures to compare")
+
+
 def latency_job(project: Project, request: LatencyRequest, events, stop: StopToken) -> dict:
     """Measure every grid sub-network's onnxruntime latency (median, p90) and ONNX file size on this machine.
 
     Each sub-network is extracted and written per format (fp32, int8, fp16) by the export job's writer;
     then all of them are timed in interleaved rounds (`warmup` untimed runs, then `runs` timed runs in
     all, at batch x seq tokens with `threads` intra-op threads), so a load that comes and goes skews
-    every cell alike. All of it happens in a child process at lowered priority with its thread count
-    pinned, so a training running meanwhile keeps the CPU. The numbers go to latency.json (this job is
+    every cell alike. All of it happens in a child process with its thread count pinned; a warning
+    event says when the machine is busy, since figures taken then mean little. The numbers go to latency.json (this job is
     its only writer); `Project.load_results()` joins them with the evaluated grid. Emits StageStarted,
     StageProgress, LatencyMeasured and StageEnded; a set stop token ends the child and raises Cancelled.
     Returns {"rows": [...], "setup": {...}}.
@@ -338,9 +351,8 @@ def latency_job(project: Project, request: LatencyRequest, events, stop: StopTok
     # one unit per sub-network exported, then one per timing round
     total = len(specs) + n_rounds(s.runs)
     events(StageStarted("latency", total))
-    if os.getloadavg()[0] > 0.5 * (os.cpu_count() or 1) if hasattr(os, "getloadavg") else False:
-        events(LogMessage(f"the machine is busy (load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores): "
-                          f"latency figures taken now are slower and noisier than on a quiet machine", "warning"))
+    if busy := busy_warning():
+        events(LogMessage(busy, "warning"))
     measured: list[dict] = []
     state: dict = {"done": 0}
 

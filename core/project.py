@@ -241,6 +241,19 @@ class Project:
         rng = opt.pop("__rng_torch__", None)
         return Checkpoint(info["step"], model_state, _unflatten_optimizer(opt, info["optimizer"]), rng, info)
 
+    def checkpoint_progress(self, stage: str) -> tuple[int, int | None] | None:
+        """(step, total steps) of the stage's saved checkpoint; None without one. The total is None for
+        checkpoints written before it was recorded (0.2.0), and the step None when trainer.json is unreadable."""
+        trainer = self.checkpoint_dir(stage) / "trainer.json"
+        if not trainer.is_file():
+            return None
+        try:
+            info = json.loads(trainer.read_text(encoding="utf-8"))
+            step, total = int(info["step"]), info.get("total_steps")
+        except (OSError, ValueError, KeyError, TypeError):
+            return (None, None)
+        return step, int(total) if isinstance(total, int) and total > 0 else None
+
     def clear_checkpoint(self, stage: str) -> None:
         shutil.rmtree(self.checkpoint_dir(stage), ignore_errors=True)
 

@@ -12,7 +12,7 @@ from .data import iterate_batches
 from .distill import LoopSettings, distill_step, task_step, train_loop
 from .dynamic import SubnetSpec, forward_subnet, subnet_grid
 from .errors import ConfigError, InternalError, ProjectError
-from .evaluate import evaluate_grid, evaluate_specs
+from .evaluate import chance_score, evaluate_grid, evaluate_specs
 from .events import EvalEnded, ImportanceReady, LogMessage, StageEnded, StageProgress, StageStarted, StopToken
 from .importance import compute_importance, rewire
 from .models import load_base_model
@@ -77,9 +77,10 @@ def _eval_hook(inputs: RunInputs, stage: str, model: nn.Module, specs, events):
     def on_epoch_end(step: int, epoch: int) -> None:
         scores = evaluate_specs(inputs, model, specs)
         results = {k: v["score"] for k, v in scores.items()}
-        events(EvalEnded(stage, step, inputs.task.metric, results))
+        chance = chance_score(inputs)
+        events(EvalEnded(stage, step, inputs.task.metric, results, chance))
         inputs.project.append_metrics({"time": time.time(), "kind": "eval", "stage": stage, "step": step, "epoch": epoch,
-                                       "metric": inputs.task.metric, "results": results})
+                                       "metric": inputs.task.metric, "results": results, "chance": chance})
         model.train()
 
     return on_epoch_end
@@ -88,8 +89,8 @@ def _eval_hook(inputs: RunInputs, stage: str, model: nn.Module, specs, events):
 def _train(inputs: RunInputs, stage: str, model, step_fn, epochs: float, lr: float, eval_specs, events, stop) -> dict:
     p, t = inputs.project, inputs.cfg.train
 
-    def save_ckpt(step, m, opt):
-        return str(p.save_checkpoint(stage, step, m, opt, {"stage": stage}))
+    def save_ckpt(step, total, m, opt):
+        return str(p.save_checkpoint(stage, step, m, opt, {"stage": stage, "total_steps": total}))
 
     settings = LoopSettings(stage, epochs, lr, t.batch_size, t.seed, t.weight_decay, t.warmup_frac, t.max_grad_norm, t.checkpoint_every)
     return train_loop(

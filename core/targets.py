@@ -21,12 +21,13 @@ PRESETS: dict[str, str] = {
     "libtorch": "torchscript",
 }
 
+# target preset -> the devices it is for (the format's own description says the rest)
 PRESET_DESCRIPTIONS: dict[str, str] = {
-    "desktop-cpu": "Desktop or laptop CPU (x86/ARM): ONNX fp32 with onnxruntime",
-    "mobile-arm": "Mobile / ARM / small devices: ONNX INT8, the smallest and fastest on CPUs",
-    "gpu-server": "GPU server: ONNX fp16 for onnxruntime-gpu",
-    "python": "Python with transformers: a Hugging Face folder",
-    "libtorch": "C++ with LibTorch: TorchScript",
+    "desktop-cpu": "desktop or laptop CPUs (x86 or ARM)",
+    "mobile-arm": "phones, ARM boards and other small devices",
+    "gpu-server": "GPU servers",
+    "python": "Python programs that use transformers",
+    "libtorch": "C++ programs that link LibTorch",
 }
 
 # the file holding the model in each format

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from typing import Any, Callable
@@ -15,11 +16,39 @@ from dynastudio.core.config import STAGES
 from dynastudio.core.errors import ProjectError, UserError
 from dynastudio.core.project import Project, atomic_write_text
 
+from .style import fmt_seconds
 from .worker import JobHandle, JobRunner
 
 # the workflow, in sidebar order
 STEPS = ("project", "importance", "train", "explore", "export")
 STEP_TITLES = {"project": "Project", "importance": "Importance", "train": "Train", "explore": "Explore", "export": "Export"}
+
+
+@dataclass(frozen=True)
+class StageView:
+    """A stage as the user should see it now. state: done, skipped, running, paused or pending."""
+
+    state: str
+    step: int | None = None
+    total: int | None = None
+    seconds: float | None = None
+
+    def fraction(self) -> float | None:
+        if self.state in ("done", "skipped"):
+            return 1.0
+        if self.step is not None and self.total:
+            return min(1.0, self.step / self.total)
+        return None if self.state in ("running", "paused") else 0.0
+
+    def text(self) -> str:
+        of = f" of {self.total}" if self.total else ""
+        if self.state == "done":
+            return f"done in {fmt_seconds(self.seconds)}" if self.seconds is not None else "done"
+        if self.state == "running":
+            return f"running, step {self.step}{of}" if self.step is not None else "running"
+        if self.state == "paused":
+            return f"paused at step {self.step}{of}" if self.step is not None else "paused (unreadable checkpoint)"
+        return self.state
 
 
 class RecentProjects:
@@ -65,6 +94,7 @@ class StudioState(QObject):
     projectUpdated = Signal(object)  # Project: same project, files on disk changed (a job ended)
     selectionChanged = Signal(object)  # sub-network label | None
     recentChanged = Signal(object)  # list[str]
+    liveChanged = Signal()  # the running job's stage or step moved (see stage_view)
 
     def __init__(self, parent: QObject | None = None, recent: RecentProjects | None = None):
         super().__init__(parent)
@@ -74,9 +104,10 @@ class StudioState(QObject):
         self.selected: str | None = None
         # tests replace this; the real one asks with a dialog
         self.confirm_replace: Callable[[QWidget | None, JobHandle, str], bool] = _ask_replace
+        self.live: dict[str, tuple[int, int | None]] = {}  # stage -> (step, total) of the running job
         # reload from disk after every stage and every job: they wrote state.json, results.json...
-        self.runner.jobStarted.connect(lambda h: h.bridge.stageEnded.connect(lambda _: self.reload()))
-        self.runner.jobEnded.connect(lambda _: self.reload())
+        self.runner.jobStarted.connect(self._follow)
+        self.runner.jobEnded.connect(lambda _: self._job_ended())
 
     # ---- jobs ------------------------------------------------------------------------------------
     def start_job(self, parent: QWidget | None, name: str, project: Path | str, request: Any = None) -> JobHandle | None:
@@ -138,21 +169,57 @@ class StudioState(QObject):
             self.selected = label
             self.selectionChanged.emit(label)
 
-    def stage_status(self, stage: str) -> str:
-        """'done', 'skipped', 'paused at step N' or 'pending'."""
+    def stage_view(self, stage: str) -> StageView:
+        """What a stage is at this moment: done (with its time), running (the running job's step), paused
+        (the checkpoint's step of the total) or pending. Every page reads stage state from here."""
         p = self.project
         if p is None:
-            return "pending"
+            return StageView("pending")
         info = p.stage_info(stage)
         if info.get("done"):
-            return "skipped" if info.get("skipped") else "done"
-        trainer = p.checkpoint_dir(stage) / "trainer.json"
-        if trainer.is_file():
-            try:
-                return f"paused at step {json.loads(trainer.read_text(encoding='utf-8'))['step']}"
-            except (OSError, ValueError, KeyError):
-                return "paused"
-        return "pending"
+            return StageView("skipped" if info.get("skipped") else "done", info.get("steps"), info.get("steps"),
+                             info.get("seconds"))
+        if stage in self.live:
+            done, total = self.live[stage]
+            return StageView("running", done, total)
+        ck = p.checkpoint_progress(stage)
+        if ck is not None:
+            return StageView("paused", *ck)
+        return StageView("pending")
+
+    def stage_status(self, stage: str) -> str:
+        return self.stage_view(stage).text()
+
+    def _follow(self, handle: JobHandle) -> None:
+        """Keep `live` in step with a job's stage events, so views show the running stage and step."""
+        b = handle.bridge
+
+        def started(e):
+            self.live[e.stage] = (e.resumed_from_step, e.total_steps or None)
+            self.liveChanged.emit()
+
+        def stepped(e):
+            self.live[e.stage] = (e.step, e.total_steps)
+            self.liveChanged.emit()
+
+        def progressed(e):
+            self.live[e.stage] = (e.done, e.total)
+            self.liveChanged.emit()
+
+        def ended(e):
+            self.live.pop(e.stage, None)
+            self.reload()  # the stage wrote state.json (and maybe importance, results): views re-read it
+            self.liveChanged.emit()
+
+        b.stageStarted.connect(started)
+        b.progress.connect(stepped)
+        b.stageProgress.connect(progressed)
+        b.stageEnded.connect(ended)
+
+    def _job_ended(self) -> None:
+        self.live.clear()  # a stopped or failed job leaves its stage paused or pending: read from disk
+        self.reload()
+        self.liveChanged.emit()
 
     def all_done(self) -> bool:
         return self.project is not None and all(self.project.is_done(s) for s in STAGES)

@@ -78,12 +78,59 @@ def fmt_seconds(s: float) -> str:
     return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
 
 
+# the values a metric can take: its axis never shows more (dev accuracy above 1 means nothing)
+METRIC_BOUNDS = {"accuracy": (0.0, 1.0), "f1": (0.0, 1.0), "matthews": (-1.0, 1.0), "pearson_spearman": (-1.0, 1.0),
+                 "pearson": (-1.0, 1.0), "spearman": (-1.0, 1.0)}
+
+
+def chance_name(metric: str) -> str:
+    """What the chance line stands for: the majority class, or the mean label for a regression metric."""
+    return "chance (mean label)" if metric in ("pearson_spearman", "pearson", "spearman") else "chance (majority class)"
+
+
+def plain_axes(plot: pg.PlotItem) -> None:
+    """Ticks in the values' own units: no SI scaling ("loss (x0.001)" with ticks 300-800)."""
+    for name in ("left", "bottom"):
+        plot.getAxis(name).enableAutoSIPrefix(False)
+
+
+def fit_view(plot: pg.PlotItem, xs, ys, *, x_end: float | None = None, x_start: float | None = 0.0,
+             bounds: tuple[float | None, float | None] = (None, None)) -> tuple[tuple[float, float], tuple[float, float]]:
+    """Frame the data: x from `x_start` (None: the data's own start) to `x_end` or the last point, y around the
+    values with a margin, kept inside `bounds`. One point gets a small window around it rather than pyqtgraph's
+    +-0.5 of its own position. Returns the (x, y) ranges set."""
+    xs = [float(x) for x in xs if x == x]
+    ys = [float(y) for y in ys if y == y]
+    if not xs or not ys:
+        return (0.0, 1.0), (0.0, 1.0)
+    x_lo = min(xs) if x_start is None else min(x_start, min(xs))
+    x_hi = max(max(xs), x_end or 0.0)
+    if x_hi - x_lo <= 0:
+        span = abs(x_hi) * 0.1 or 1.0
+        x_lo, x_hi = x_lo - span, x_hi + span
+    elif x_start is None:
+        pad = 0.06 * (x_hi - x_lo)
+        x_lo, x_hi = x_lo - pad, x_hi + pad
+    y_lo, y_hi = min(ys), max(ys)
+    pad = 0.12 * (y_hi - y_lo) if y_hi > y_lo else max(0.05 * abs(y_hi), 0.01)
+    y_lo, y_hi = y_lo - pad, y_hi + pad
+    lo, hi = bounds
+    if lo is not None:
+        y_lo = max(lo, y_lo)
+    if hi is not None:
+        y_hi = min(hi, y_hi)
+    plot.disableAutoRange()
+    plot.setRange(xRange=(x_lo, x_hi), yRange=(y_lo, y_hi), padding=0)
+    return (x_lo, x_hi), (y_lo, y_hi)
+
+
 def fmt_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
+    """Decimal units (1 MB = 1,000,000 bytes), the same as every size the engine writes (size_onnx_fp32_mb)."""
+    for unit in ("B", "kB", "MB"):
+        if n < 1000:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
+        n /= 1000
+    return f"{n:.2f} GB"
 
 
 BANNER_CSS = "QLabel { background: #fff4d6; border: 1px solid #e0c36b; border-radius: 4px; padding: 8px; }"

@@ -121,6 +121,15 @@ def window(qtbot):
     assert not runner.any_thread_running(), "a job thread outlived its test"
 
 
+def register_test_job(monkeypatch, name: str, fn, trains: bool = False, request_type: type | None = None):
+    """Put a job of the test's own into the registry for this test (a StageRequest in unless told)."""
+    from dynastudio.core import jobs
+    from dynastudio.core.stages import StageRequest
+
+    job = jobs.Job(name, fn, request_type or StageRequest, f"test job {name}", trains=trains, opens_project=False)
+    monkeypatch.setitem(jobs.JOBS, name, job)
+    return job
+
 
 # ---- strictness: a test fails when it leaves a thread or a timer running -------------------------
 def _leftover_threads(before: set) -> list:

@@ -14,7 +14,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QPointF, Qt  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
-from conftest import tiny_project_config  # noqa: E402
+from conftest import register_test_job as _register_test_job, tiny_project_config  # noqa: E402
 from dynastudio.core.events import StageStarted, StepEnded  # noqa: E402
 
 TINY_HP = dict(batch_size="16", eval_batch_size="32", max_seq_length="32", teacher_epochs="2", teacher_lr="0.002",
@@ -31,15 +31,6 @@ def _made_project(root: Path, model_dir, files, **overrides):
 def _on_next_job(state, signal: str, slot) -> None:
     """Connect `slot` to a bridge signal of the next job the studio starts (each job has its own handle)."""
     state.runner.jobStarted.connect(lambda h: getattr(h.bridge, signal).connect(slot))
-
-
-def _register_test_job(monkeypatch, name: str, fn, trains: bool = False):
-    from dynastudio.core import jobs
-    from dynastudio.core.stages import StageRequest
-
-    job = jobs.Job(name, fn, StageRequest, f"test job {name}", trains=trains, opens_project=False)
-    monkeypatch.setitem(jobs.JOBS, name, job)
-    return job
 
 
 def _error_boxes() -> list[QMessageBox]:

@@ -2,7 +2,6 @@
 live stage state, readable charts with a chance line, latency progress and cancel, small dialogs."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -10,7 +9,7 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
 from PySide6.QtCore import QPoint  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+from PySide6.QtWidgets import QApplication, QLabel  # noqa: E402
 
 
 def _qa_rows(n: int = 12) -> str:
@@ -69,3 +68,197 @@ def test_form_does_not_move_when_messages_appear(window, qtbot, tmp_path):
     QApplication.processEvents()
     assert len(pp.errors) == 3 and pp.folder_error.text() and pp.model_error.text() and pp.train_error.text()
     assert pp.create_button.mapTo(window, QPoint(0, 0)) == before
+
+
+# ---- live state ----------------------------------------------------------------------------------
+def test_every_view_shows_the_true_stage_state_while_training_and_after_stop(window, qtbot, tiny_model_dir,
+                                                                             tiny_task_files, tmp_path):
+    from dynastudio.core.prepare import new_project
+
+    from conftest import tiny_project_config
+
+    w, state = window, window.state
+    project = new_project(tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files, teacher_epochs=1,
+                                                              width_epochs=200))
+    state.open_project(project.root)
+    assert w.blocked_reason_shown("importance")
+    seen = {}
+
+    def on_progress(e):
+        # in the middle of the width stage, with the job still running: what does each view say?
+        if e.stage == "width" and e.step >= 3 and "current" not in seen:
+            seen["running"] = state.runner.is_running()
+            seen["current"] = w.pages["project"].current.text()
+            seen["importance_blocked"] = w.blocked_reason_shown("importance")
+            seen["rows"] = {s: r.status.text() for s, r in w.pages["train"].rows.items()}
+            w.pages["train"].stop()
+
+    state.runner.jobStarted.connect(lambda h: h.bridge.progress.connect(on_progress))
+    w.pages["train"].start()
+    with qtbot.waitSignal(state.runner.jobEnded, timeout=120000):
+        pass
+    assert seen["running"]
+    current = seen["current"]
+    assert "finetune</td><td>&nbsp;&nbsp;done in 0:" in current and "rewire</td><td>&nbsp;&nbsp;done in 0:" in current
+    assert "width</td><td>&nbsp;&nbsp;running, step " in current and "depth</td><td>&nbsp;&nbsp;pending" in current
+    assert not seen["importance_blocked"]  # rewire finished: Importance opens while training goes on
+    assert seen["rows"]["finetune"].startswith("done in 0:")
+
+    # after Stop: the bar shows the checkpoint's true share next to "paused at step N of M"
+    step, total = state.project.checkpoint_progress("width")
+    assert 3 <= step < total
+    row = w.pages["train"].rows["width"]
+    assert row.status.text() == f"paused at step {step} of {total}"
+    assert (row.bar.value(), row.bar.maximum()) == (step, total) and row.bar.text() == f"{step} / {total} steps"
+    assert w.pages["train"].rows["finetune"].status.text().startswith("done in 0:")
+    assert f"paused at step {step} of {total}" in w.pages["project"].current.text()
+    assert w.pages["train"].start_button.text() == "Resume training"
+
+
+# ---- measuring latency ---------------------------------------------------------------------------
+def test_latency_shows_progress_warns_when_busy_and_cancels(window, qtbot, monkeypatch, tiny_model_dir, tiny_task_files,
+                                                            tmp_path):
+    import threading
+
+    from dynastudio.core import latency
+    from dynastudio.core.events import LogMessage, StageProgress, StageStarted
+    from dynastudio.core.jobs import LatencyRequest
+    from dynastudio.core.prepare import new_project
+
+    from conftest import register_test_job, tiny_project_config
+
+    monkeypatch.setattr(latency.os, "getloadavg", lambda: (3.5, 3.0, 2.0))
+    monkeypatch.setattr(latency.os, "cpu_count", lambda: 2)
+    requests = []
+
+    def fake_latency(project, request, events, stop):
+        # the real job's events in the real job's order, then a wait that only Stop ends
+        requests.append(request)
+        events(StageStarted("latency", 3))
+        if busy := latency.busy_warning():
+            events(LogMessage(busy, "warning"))
+        events(StageProgress("latency", 1, 3))
+        while True:
+            stop.check()
+            threading.Event().wait(0.01)
+
+    register_test_job(monkeypatch, "latency", fake_latency, request_type=LatencyRequest)
+    project = new_project(tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files))
+    w, state = window, window.state
+    state.open_project(project.root)
+    ep = w.pages["explore"]
+    assert ep.seq.value() == project.config.train.max_seq_length == 32  # the project's own length, not 128
+    ep.measure_latency()
+    qtbot.waitUntil(lambda: ep.measure.text() == "Cancel (1/3 done)", timeout=5000)
+    assert requests[0].seq == 32
+    assert ep.device.text().startswith("⚠ the machine is busy (load 3.5 on 2 cores)")
+    with qtbot.waitSignal(ep.handle.cancelled, timeout=5000):
+        ep.measure_latency()  # the same button cancels
+    qtbot.waitUntil(lambda: ep.measure.text() == "Measure latency" and ep.measure.isEnabled(), timeout=5000)
+
+
+def test_busy_warning_only_on_a_loaded_machine(monkeypatch):
+    from dynastudio.core import latency
+
+    monkeypatch.setattr(latency.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(latency.os, "getloadavg", lambda: (1.9, 1.0, 1.0))
+    assert latency.busy_warning() is None
+    monkeypatch.setattr(latency.os, "getloadavg", lambda: (2.6, 1.0, 1.0))
+    assert "load 2.6 on 4 cores" in latency.busy_warning()
+
+
+# ---- small dialogs -------------------------------------------------------------------------------
+def test_open_folder_without_a_file_manager_shows_the_path_with_a_copy_button(qtbot, monkeypatch, tmp_path):
+    from PySide6.QtGui import QDesktopServices, QGuiApplication
+    from PySide6.QtWidgets import QLineEdit, QPushButton
+
+    from dynastudio.studio import dialogs
+
+    opened = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url.toLocalFile()) or False)
+    box = dialogs.open_folder(None, tmp_path)
+    qtbot.addWidget(box)
+    assert opened == [str(tmp_path)] and box.isVisible()
+    assert box.findChild(QLineEdit, "folderPath").text() == str(tmp_path)
+    copy = box.findChild(QPushButton, "copyPath")
+    copy.click()
+    assert QGuiApplication.clipboard().text() == str(tmp_path) and copy.text() == "Copied" and box.isVisible()
+    box.accept()
+    assert dialogs.folder_dialogs == []
+
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: True)  # a file manager answered: no dialog
+    assert dialogs.open_folder(None, tmp_path) is None
+
+
+def test_export_page_sizes_in_one_unit_and_the_target_said_once(window):
+    from dynastudio.studio.style import fmt_bytes
+
+    assert fmt_bytes(59_300_000) == "59.3 MB" and fmt_bytes(999) == "999 B" and fmt_bytes(1_500) == "1.5 kB"
+    page = window.pages["export"]
+    page.target.setCurrentIndex(page.target.findData("mobile-arm"))
+    text = page.target_help.text()
+    assert text.startswith("For phones, ARM boards") and text.count("INT8") == 1
+
+
+# ---- charts --------------------------------------------------------------------------------------
+def _feed_train_page(page, total: int = 40) -> None:
+    from dynastudio.core.events import EvalEnded, StageStarted, StepEnded
+
+    labels = ("w1_d1", "w0.5_d1", "w1_d0.5", "w0.5_d0.5")
+    page._on_stage_started(StageStarted("width", total))
+    page._on_steps([StepEnded("width", s, total, {l: 0.0008 - 0.00001 * s - 0.00005 * i for i, l in enumerate(labels)}, 1e-4, 0)
+                    for s in range(1, 21)])
+    page._on_eval(EvalEnded("width", 20, "accuracy", {l: 0.93 + 0.01 * i for i, l in enumerate(labels)}, chance=0.52))
+
+
+def test_train_charts_plain_units_sane_ranges_chance_line_aligned_legend(window, qtbot):
+    page = window.pages["train"]
+    window.go_to("train")
+    window.resize(1280, 800)
+    _feed_train_page(page)
+    QApplication.processEvents()
+    loss, ev = page.loss_plot.plot, page.eval_plot.plot
+    for plot in (loss, ev):
+        for name in ("left", "bottom"):
+            axis = plot.getAxis(name)
+            assert axis.autoSIPrefixScale == 1.0 and "x0.001" not in axis.labelString()
+    (x0, x1), (y0, y1) = ev.getViewBox().viewRange()
+    assert (x0, x1) == (0, 40)  # one evaluation so far: the axis still spans the stage, not 19.6-20.4
+    assert 0.0 <= y0 < 0.52 and y1 <= 1.0  # accuracy never above 1, and the chance line in view
+    assert page.eval_plot.chance_line.isVisible() and page.eval_plot.chance_line.value() == 0.52
+    assert "chance (majority class) 0.520" in page.eval_plot.chance_line.label.format
+    (lx0, lx1), (ly0, _) = loss.getViewBox().viewRange()
+    assert (lx0, lx1) == (0, 40) and ly0 >= 0.0
+
+    # the legend: one row per curve, each sample level with its label
+    assert page.legend.labels == ["w1_d1", "w0.5_d1", "w1_d0.5", "w0.5_d0.5"]
+    for label in page.legend.labels:
+        text = page.legend.findChild(QLabel, f"legend:{label}")
+        row = text.parentWidget()
+        sample = next(c for c in row.findChildren(QLabel) if c is not text)
+        assert abs(sample.geometry().center().y() - text.geometry().center().y()) <= 2
+
+    # the stage picker shows its whole text
+    combo = page.curve_stage
+    need = combo.fontMetrics().horizontalAdvance(combo.currentText())
+    assert combo.currentText() == "Width distillation" and combo.width() > need + 20
+
+
+def test_explore_chart_bounds_and_chance_line(window, qtbot, monkeypatch, tmp_path):
+    results = {
+        "metric": "accuracy", "chance": 0.509, "flops_seq_len": 64,
+        "rows": [{"label": f"w{w:g}_d{d:g}", "width_mult": w, "depth_mult": d, "value": v, "flops_rel": w * d,
+                  "total_params": int(1e6 * w * d)}
+                 for (w, d, v) in ((1.0, 1.0, 0.97), (0.5, 1.0, 0.95), (1.0, 0.5, 0.509), (0.5, 0.5, 0.509))],
+    }
+    state = window.state
+    monkeypatch.setattr(state, "results", lambda: results)
+    page = window.pages["explore"]
+    page.reload()
+    plot = page.plot.getPlotItem()
+    (_, _), (y0, y1) = plot.getViewBox().viewRange()
+    assert y1 <= 1.0 and y0 < 0.509
+    assert page.chance_line.isVisible() and page.chance_line.value() == 0.509
+    assert "chance (majority class) 0.509" in page.chance_line.label.format
+    assert plot.getAxis("left").autoSIPrefixScale == 1.0
+    assert "at 64 tokens" in plot.getAxis("bottom").labelString()

@@ -14,7 +14,10 @@ from PySide6.QtWidgets import (
 
 from ..errors import show_error
 from ..state import StudioState
-from ..style import HINT_CSS, encoding_legend_html, fmt_params, label_sort_key, subnet_colour, subnet_symbol
+from ..style import (
+    HINT_CSS, METRIC_BOUNDS, chance_name, encoding_legend_html, fit_view, fmt_params, label_sort_key, plain_axes,
+    subnet_colour, subnet_symbol,
+)
 
 FLOPS_AXIS = "flops_rel"
 SLIDER_STEPS = 1000
@@ -60,6 +63,7 @@ class ExplorePage(QWidget):
         self.xs = np.zeros(0)
         self.ys = np.zeros(0)
         self.metric_name = "metric"
+        self.flops_seq = 128
         self.x_key = FLOPS_AXIS
         self.best: int | None = None
         self.setup: dict = {}
@@ -83,7 +87,7 @@ class ExplorePage(QWidget):
         self.measure = QPushButton("Measure latency")
         self.measure.setObjectName("measureLatency")
         self.measure.setToolTip("Exports every sub-network to ONNX and times it with onnxruntime on this machine "
-                                "(in a low-priority process).")
+                                "(in a separate process). Figures taken while other work runs are slower and noisier.")
         self.measure.clicked.connect(self.measure_latency)
         lat = QHBoxLayout()
         lat.addWidget(QLabel("x axis:"))
@@ -113,6 +117,13 @@ class ExplorePage(QWidget):
         self.budget_line = pg.InfiniteLine(angle=90, movable=True, pen=pg.mkPen("#2ca02c", width=1.5, style=Qt.PenStyle.DotLine),
                                            label="budget", labelOpts={"position": 0.96, "color": "#2ca02c", "anchors": [(1, 0), (1, 0)]})
         self.plot.addLegend(offset=(-40, -10), labelTextSize="9pt")
+        plain_axes(self.plot.getPlotItem())
+        # the score of always predicting the majority class (or the mean): a cell on this line learned nothing
+        self.chance_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen("#777", width=1.2, style=Qt.PenStyle.DashLine),
+                                           label="", labelOpts={"position": 0.02, "color": "#555", "anchors": [(0, 1), (0, 1)]})
+        self.chance_line.setVisible(False)
+        self.plot.addItem(self.chance_line, ignoreBounds=True)
+        self.chance: float | None = None
         for item in (self.front_line, self.scatter, self.best_ring, self.selected_ring):
             self.plot.addItem(item)
         self.plot.addItem(self.budget_line, ignoreBounds=True)
@@ -195,6 +206,13 @@ class ExplorePage(QWidget):
         self.labels = [r["label"] for r in self.rows]
         self.metric_name = res.get("metric", "metric")
         self.setup = res.get("latency_setup", {}) or {}
+        self.flops_seq = res.get("flops_seq_len", 128)  # results written before 0.2.1 counted FLOPs at 128 tokens
+        chance = res.get("chance")
+        self.chance = float(chance) if isinstance(chance, (int, float)) else None
+        self.chance_line.setVisible(self.chance is not None and bool(self.rows))
+        if self.chance is not None:
+            self.chance_line.setValue(self.chance)
+            self.chance_line.label.setFormat(f"{chance_name(self.metric_name)} {self.chance:.3f}")
         keep = self.axis.currentData()
         self.axis.blockSignals(True)
         self.axis.clear()
@@ -215,7 +233,7 @@ class ExplorePage(QWidget):
         self.ys = np.asarray([r["value"] for r in rows], dtype=float)
         self._plot_labels = [r["label"] for r in rows]
         if self.x_key == FLOPS_AXIS:
-            self.plot.setLabel("bottom", "relative FLOPs at 128 tokens (1.0 = full model)"
+            self.plot.setLabel("bottom", f"relative FLOPs at {self.flops_seq} tokens (1.0 = full model)"
                                + (" — latency not measured yet" if not latency_columns(self.rows) else ""))
             self.device.setText("The x axis is the compute each sub-network needs, relative to the full model. "
                                 "Measure latency to place them on this machine's real timings.")
@@ -237,10 +255,9 @@ class ExplorePage(QWidget):
         if len(self.xs):
             front = pareto_front(self.xs, self.ys)
             self.front_line.setData(self.xs[front], self.ys[front])
-            pad_x = (self.xs.max() - self.xs.min()) * 0.06 or 0.05
-            pad_y = (self.ys.max() - self.ys.min()) * 0.12 or 0.02
-            self.plot.setXRange(self.xs.min() - pad_x, self.xs.max() + pad_x, padding=0)
-            self.plot.setYRange(self.ys.min() - pad_y, self.ys.max() + pad_y, padding=0)
+            ys = list(self.ys) + ([self.chance] if self.chance is not None else [])
+            fit_view(self.plot.getPlotItem(), self.xs, ys, x_start=None,
+                     bounds=METRIC_BOUNDS.get(self.metric_name, (None, None)))
         else:
             self.front_line.setData([], [])
         self._fill_table_x()

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QUrl
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
     QLineEdit, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
@@ -14,6 +13,7 @@ from dynastudio.core.targets import FORMATS, PRESET_DESCRIPTIONS, PRESETS
 
 from ..errors import show_error
 from ..state import StudioState
+from ..dialogs import open_folder
 from ..style import HINT_CSS, fmt_bytes, label_sort_key
 
 
@@ -142,7 +142,7 @@ class ExportPage(QWidget):
     def _on_target(self, *_):
         name = self.target.currentData()
         fmt = self.preset_formats.get(name, "")
-        self.target_help.setText(f"{self.preset_text.get(name, '')}. {self.format_text.get(fmt, '')}.")
+        self.target_help.setText(f"For {self.preset_text.get(name, '')}. Format: {self.format_text.get(fmt, '')}.")
         self._default_out()
 
     def _default_out(self) -> None:
@@ -245,7 +245,7 @@ class ExportPage(QWidget):
 
     def _open_folder(self) -> None:
         if self.report is not None:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(self.report.path))
+            open_folder(self.window(), self.report.path)
 
 
 def _user_error(message: str):

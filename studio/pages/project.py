@@ -148,6 +148,7 @@ class ProjectPage(QWidget):
 
         state.projectChanged.connect(self._show_current)
         state.projectUpdated.connect(self._show_current)
+        state.liveChanged.connect(lambda: self._show_current(state.project))  # the running stage and its step
         state.recentChanged.connect(self._fill_recent)
         self.handle = None  # the create job this page started
         state.runner.busyChanged.connect(lambda _: self._update_create())
@@ -688,9 +689,8 @@ class ProjectPage(QWidget):
         except (OSError, ValueError):
             pass
         def took(stage: str) -> str:
-            info = project.stage_info(stage)
-            bits = [f"{info['steps']} steps" if info.get("steps") else "", f"{info['seconds']:.0f} s" if info.get("seconds") else ""]
-            return ", ".join(b for b in bits if b)
+            view = self.state.stage_view(stage)
+            return f"{view.total} steps" if view.state == "done" and view.total else ""
 
         rows = "".join(f"<tr><td>{s}</td><td>&nbsp;&nbsp;{html.escape(self.state.stage_status(s))}</td>"
                        f"<td style='color:#666'>&nbsp;&nbsp;{took(s)}</td></tr>" for s in STAGES)

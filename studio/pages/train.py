@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QFont
+from PySide6.QtGui import QFont, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import (
     QComboBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSplitter,
     QVBoxLayout, QWidget,
@@ -16,8 +16,8 @@ from dynastudio.core.config import STAGES
 from dynastudio.core.events import CheckpointSaved, EvalEnded, LogMessage, StageEnded, StageProgress, StageStarted, StepEnded
 
 from ..errors import show_error
-from ..state import StudioState
-from ..style import HINT_CSS, fmt_seconds, label_sort_key, subnet_pen
+from ..state import StageView, StudioState
+from ..style import HINT_CSS, METRIC_BOUNDS, chance_name, fit_view, fmt_seconds, label_sort_key, plain_axes, subnet_pen
 
 # stages that report steps (rewire and evaluate only report their end)
 STAGE_TITLES = {
@@ -58,20 +58,76 @@ class CurveSet:
         return sorted(self.data.get(stage, {}), key=label_sort_key)
 
 
+class LegendBox(QWidget):
+    """The sub-network legend as plain widgets beside the plots: each sample is painted with the curve's own
+    pen and sits on the line of its label (pyqtgraph's LegendItem drifted apart when its cell grew)."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.rows = QVBoxLayout(self)
+        self.rows.setContentsMargins(4, 24, 4, 4)
+        self.rows.setSpacing(2)
+        self.rows.addStretch(1)
+        self.labels: list[str] = []
+
+    def set_items(self, items: list[tuple[str, QPen]]) -> None:
+        while self.rows.count() > 1:
+            w = self.rows.takeAt(0).widget()
+            if w is not None:
+                w.deleteLater()
+        for i, (label, pen) in enumerate(items):
+            row = QWidget()
+            h = QHBoxLayout(row)
+            h.setContentsMargins(0, 0, 0, 0)
+            h.setSpacing(6)
+            sample = QLabel()
+            sample.setPixmap(_pen_sample(pen))
+            h.addWidget(sample, 0, Qt.AlignmentFlag.AlignVCenter)
+            text = QLabel(label)
+            text.setObjectName(f"legend:{label}")
+            h.addWidget(text, 1, Qt.AlignmentFlag.AlignVCenter)
+            self.rows.insertWidget(i, row)
+        self.labels = [label for label, _ in items]
+
+
+def _pen_sample(pen: QPen, width: int = 30, height: int = 12) -> QPixmap:
+    pix = QPixmap(width, height)
+    pix.fill(Qt.GlobalColor.transparent)
+    painter = QPainter(pix)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    p = QPen(pen)
+    p.setWidthF(max(2.0, pen.widthF()))
+    painter.setPen(p)
+    painter.drawLine(2, height // 2, width - 2, height // 2)
+    painter.end()
+    return pix
+
+
 class CurvePlot:
-    """One PlotDataItem per sub-network, kept and fed with setData; the legend is rebuilt only when the set changes."""
+    """One PlotDataItem per sub-network, kept and fed with setData; the legend is rebuilt only when the set changes.
+
+    The view is framed from the data (x from 0 to the stage's last step, y inside the metric's bounds),
+    ticks are in the values' own units, and an optional dashed line marks the chance level."""
 
     def __init__(self, plot: pg.PlotItem, title: str, y_label: str, symbols: bool = False,
-                 legend: pg.LegendItem | None = None):
+                 legend: LegendBox | None = None, bounds: tuple[float | None, float | None] = (None, None)):
         self.plot = plot
         plot.setTitle(title, size="11pt")
         plot.setLabel("bottom", "optimizer step")
         plot.setLabel("left", y_label)
         plot.showGrid(x=True, y=True, alpha=0.25)
+        plain_axes(plot)
         self.legend = legend
         self.symbols = symbols
+        self.bounds = bounds
+        self.x_end: float | None = None  # the stage's last step, so curves fill the plot from left to right
         self.items: dict[str, pg.PlotDataItem] = {}
         self.shown: list[str] = []
+        self.chance: float | None = None
+        self.chance_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen("#777", width=1.2, style=Qt.PenStyle.DashLine),
+                                           label="", labelOpts={"position": 0.02, "color": "#555", "anchors": [(0, 1), (0, 1)]})
+        self.chance_line.setVisible(False)
+        plot.addItem(self.chance_line, ignoreBounds=True)
         # said where the curves will be, so an empty plot reads as "not yet", not as broken
         self.placeholder = pg.TextItem("", color="#888", anchor=(0.5, 0.5))
         self.placeholder.setParentItem(plot.getViewBox())
@@ -91,20 +147,31 @@ class CurvePlot:
     def setLabel(self, axis: str, text: str) -> None:
         self.plot.setLabel(axis, text)
 
+    def set_chance(self, value: float | None, what: str = "chance") -> None:
+        """A dashed line at the score of always predicting the majority class (or the mean)."""
+        self.chance = value
+        self.chance_line.setVisible(value is not None)
+        if value is not None:
+            self.chance_line.setValue(value)
+            self.chance_line.label.setFormat(f"{what} {value:.3f}")
+
     def show_curves(self, per_label: dict[str, tuple[list, list]]) -> None:
         labels = sorted((l for l, (xs, _) in per_label.items() if xs), key=label_sort_key)
         if labels != self.shown:
             self._relabel(labels)
-            if labels:
-                self.plot.enableAutoRange()  # a new set of curves: forget the last stage's ranges
         self.placeholder.setVisible(not labels)
+        ends_x, ends_y = [], []
         for label in labels:
-            xs, ys = per_label[label]
-            self.items[label].setData(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float))
+            xs, ys = (np.asarray(v, dtype=float) for v in per_label[label])
+            self.items[label].setData(xs, ys)
+            ends_x += [xs.min(), xs.max()]
+            ends_y += [np.nanmin(ys), np.nanmax(ys)]
+        if labels:
+            if self.chance is not None:
+                ends_y.append(self.chance)
+            fit_view(self.plot, ends_x, ends_y, x_end=self.x_end, bounds=self.bounds)
 
     def _relabel(self, labels: list[str]) -> None:
-        if self.legend is not None:
-            self.legend.clear()
         for label, item in self.items.items():
             if label not in labels and item.scene() is not None:
                 self.plot.removeItem(item)
@@ -120,8 +187,8 @@ class CurvePlot:
                 self.items[label] = item
             if item.scene() is None:
                 self.plot.addItem(item)
-            if self.legend is not None:
-                self.legend.addItem(item, label)
+        if self.legend is not None:
+            self.legend.set_items([(label, self.items[label].opts["pen"]) for label in labels])
         self.shown = labels
 
     def point_count(self) -> int:
@@ -148,11 +215,17 @@ class StageRow:
         self.t0 = 0.0
         self.step0 = 0
 
-    def idle(self, status: str) -> None:
-        self.bar.setRange(0, 100)
-        self.bar.setValue(100 if status in ("done", "skipped") else 0)
-        self.bar.setFormat("%p%")
-        self.status.setText(status)
+    def idle(self, view: StageView) -> None:
+        """Show the stage as it stands on disk: done with its time, paused at its checkpoint's step, or pending."""
+        if view.step is not None and view.total and view.state in ("paused", "running"):
+            self.bar.setRange(0, view.total)
+            self.bar.setValue(view.step)
+            self.bar.setFormat("%v / %m steps")
+        else:
+            self.bar.setRange(0, 100)
+            self.bar.setValue(round(100 * (view.fraction() or 0)))
+            self.bar.setFormat("%p%")
+        self.status.setText(view.text())
 
     def busy(self, text: str) -> None:
         self.bar.setRange(0, 0)  # Qt's indeterminate bar: this stage reports no steps
@@ -164,7 +237,7 @@ class StageRow:
             return
         self.bar.setRange(0, max(1, e.total_steps))
         self.bar.setValue(e.resumed_from_step)
-        self.bar.setFormat(f"%v / %m steps")
+        self.bar.setFormat("%v / %m steps")
         self.t0, self.step0 = time.monotonic(), e.resumed_from_step
         self.status.setText(f"resumed at step {e.resumed_from_step}" if e.resumed_from_step else "running")
 
@@ -230,21 +303,23 @@ class TrainPage(QWidget):
         grid.setColumnStretch(1, 1)
         self.rows = {s: StageRow(grid, i, s) for i, s in enumerate(STAGES)}
 
-        # one canvas: both plots share the sub-network legend on the right, outside the curves
+        # one canvas for both plots; the sub-network legend they share sits beside it, outside the curves
         self.canvas = pg.GraphicsLayoutWidget()
-        self.legend = pg.LegendItem(labelTextSize="9pt", verSpacing=-4)
-        self.legend.setParentItem(None)
+        self.legend = LegendBox()
         self.loss_plot = CurvePlot(self.canvas.addPlot(row=0, col=0), "Training loss per sub-network", "loss",
-                                   legend=self.legend)
+                                   legend=self.legend, bounds=(0.0, None))
         self.eval_plot = CurvePlot(self.canvas.addPlot(row=1, col=0), "Dev metric per sub-network (end of each epoch)",
                                    "metric", symbols=True)
         self.loss_plot.set_placeholder("One curve per sub-network appears here once training starts.")
         self.eval_plot.set_placeholder("The dev metric of every sub-network is drawn at the end of each epoch.")
-        self.canvas.addItem(self.legend, row=0, col=1, rowspan=2)
         self.canvas.ci.layout.setRowStretchFactor(0, 3)
         self.canvas.ci.layout.setRowStretchFactor(1, 2)
-        self.canvas.ci.layout.setColumnStretchFactor(0, 5)
+        self.chance: float | None = None  # the dev metric of always predicting the majority class (or the mean)
         self.curve_stage = QComboBox()
+        self.curve_stage.setObjectName("curveStage")
+        # wide enough for the longest stage title from the start ("Width dis" was all that showed)
+        self.curve_stage.setMinimumContentsLength(max(len(t) for t in STAGE_TITLES.values()))
+        self.curve_stage.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.curve_stage.setToolTip("Which stage's curves to show; they follow the running stage by default.")
         self.curve_stage.activated.connect(self._pick_stage)
         curve_bar = QHBoxLayout()
@@ -255,7 +330,10 @@ class TrainPage(QWidget):
         pl = QVBoxLayout(plots)
         pl.setContentsMargins(0, 0, 0, 0)
         pl.addLayout(curve_bar)
-        pl.addWidget(self.canvas, 1)
+        chart_row = QHBoxLayout()
+        chart_row.addWidget(self.canvas, 1)
+        chart_row.addWidget(self.legend)
+        pl.addLayout(chart_row, 1)
 
         self.log = QPlainTextEdit()
         self.log.setReadOnly(True)
@@ -326,6 +404,8 @@ class TrainPage(QWidget):
     def _on_project_changed(self, project) -> None:
         self.losses.clear()
         self.evals.clear()
+        self.chance = None
+        self._totals: dict[str, int] = {}
         self.shown_stage = None
         self.log.clear()
         if project is not None:
@@ -342,6 +422,8 @@ class TrainPage(QWidget):
             elif kind == "eval" and isinstance(rec.get("results"), dict):
                 self.evals.add(stage, int(rec.get("step", 0)), rec["results"])
                 self.metric_name = rec.get("metric", self.metric_name)
+                if isinstance(rec.get("chance"), (int, float)):
+                    self.chance = float(rec["chance"])
         if project.metrics_path.is_file():
             self._log(f"opened {project.root}: {sum(len(v[0]) for d in self.losses.data.values() for v in d.values())} "
                       f"logged loss points")
@@ -350,14 +432,14 @@ class TrainPage(QWidget):
         if self.is_training():
             return
         for stage, row in self.rows.items():
-            row.idle(self.state.stage_status(stage))
+            row.idle(self.state.stage_view(stage))
         self._update_buttons()
 
     def _update_buttons(self) -> None:
         project, busy = self.state.project, self.state.runner.is_running()
         training = self.is_training()
         done = self.state.all_done()
-        started = project is not None and any(self.state.stage_status(s) != "pending" for s in STAGES)
+        started = project is not None and any(self.state.stage_view(s).state != "pending" for s in STAGES)
         self.start_button.setText("All stages done" if done else ("Resume training" if started else "Start training"))
         self.start_button.setEnabled(project is not None and not busy and not done)
         self.stop_button.setEnabled(training)
@@ -406,6 +488,7 @@ class TrainPage(QWidget):
             self._log(f"{e.stage}: started")
             return
         self._running_stage = e.stage
+        self._totals[e.stage] = e.total_steps
         self.losses.restart(e.stage, e.resumed_from_step)
         self.evals.restart(e.stage, e.resumed_from_step)
         if e.stage == self.shown_stage or self.follow:
@@ -437,13 +520,15 @@ class TrainPage(QWidget):
 
     def _on_eval(self, e: EvalEnded) -> None:
         self.metric_name = e.metric_name
+        if e.chance is not None:
+            self.chance = e.chance
         self._log(f"{e.stage} step {e.step}: dev {e.metric_name} " + ", ".join(
             f"{k} {v:.3f}" for k, v in sorted(e.results.items(), key=lambda kv: label_sort_key(kv[0]))))
         if e.stage == "evaluate":
             return  # the final grid is the Explore page's job
         self.evals.add(e.stage, e.step, e.results)
         if e.stage == self.shown_stage:
-            self.eval_plot.setLabel("left", f"dev {self.metric_name}")
+            self._frame_eval_plot(e.stage)
             self.eval_plot.show_curves(self.evals.data.get(e.stage, {}))
 
     def _on_checkpoint(self, e: CheckpointSaved) -> None:
@@ -457,10 +542,23 @@ class TrainPage(QWidget):
         stages = [s for s in self.losses.stages()]
         return stages[-1] if stages else None
 
+    def _stage_total(self, stage: str | None) -> int | None:
+        """The stage's last step (from its start event, or state.json / its checkpoint), so x runs 0..total."""
+        if stage is None:
+            return None
+        return self._totals.get(stage) or self.state.stage_view(stage).total
+
+    def _frame_eval_plot(self, stage: str | None) -> None:
+        self.eval_plot.setLabel("left", f"dev {self.metric_name}")
+        self.eval_plot.bounds = METRIC_BOUNDS.get(self.metric_name, (None, None))
+        self.eval_plot.x_end = self._stage_total(stage)
+        self.eval_plot.set_chance(self.chance, chance_name(self.metric_name))
+
     def _show_stage(self, stage: str | None) -> None:
         self.shown_stage = stage
+        self.loss_plot.x_end = self._stage_total(stage)
         self.loss_plot.show_curves(self.losses.data.get(stage, {}) if stage else {})
-        self.eval_plot.setLabel("left", f"dev {self.metric_name}")
+        self._frame_eval_plot(stage)
         self.eval_plot.show_curves(self.evals.data.get(stage, {}) if stage else {})
         self.loss_plot.setTitle(f"Training loss per sub-network — {STAGE_TITLES.get(stage, stage)}" if stage
                                 else "Training loss per sub-network", size="11pt")
