@@ -80,6 +80,13 @@ def cmd_new(a) -> int:
 
     if not a.demo and not a.model:
         raise ConfigError("give --demo, or --model PATH_OR_ID with a task")
+    if a.demo and not a.overwrite and (Path(a.dir) / "project.json").is_file():
+        from .project import Project
+
+        if Project.open(Path(a.dir)).config.data.kind == "demo":  # the demo is the same every time: keep it
+            print(f"{a.dir} already holds the demo project: nothing to create (--overwrite starts it afresh)")
+            print(f"next: dynastudio run {a.dir}")
+            return 0
     model = BUILTIN_MINILM if a.demo else a.model
     if model != BUILTIN_MINILM and Path(model).exists():
         model = str(Path(model).resolve())

@@ -244,12 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    if (sys.platform.startswith("linux") and QApplication.instance() is None
-            and not any(os.environ.get(v) for v in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"))):
-        # Qt would abort with a core dump; say what to do instead
-        print("error: no display to open the studio on (DISPLAY is not set): run it on a desktop session, "
-              "or use the CLI: dynastudio run DIR", file=sys.stderr)
-        return 2
+    if QApplication.instance() is None:
+        from .platform_check import platform_problem
+
+        if problem := platform_problem():  # Qt would abort with a core dump; say what to do instead
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "dynastudio"])
     app.setApplicationName("DynaBERT Studio")
     from .warmup import warm_up

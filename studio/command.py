@@ -15,9 +15,16 @@ def register(sub) -> None:
 
 
 def cmd_gui(a) -> int:
+    from .platform_check import import_problem, platform_problem
+
+    # Qt aborts the process (exit 134) when its platform plugin cannot load: look before it does
+    if problem := platform_problem():
+        raise UserError(problem)
     try:
         from .app import main
     except ImportError as exc:
+        if problem := import_problem(exc):  # a system library Qt links against, not a Python package
+            raise UserError(problem) from None
         if not (exc.name or "").startswith(QT_PACKAGES):
             raise
         raise UserError(f"the studio needs {exc.name}, which is not installed: pip install 'dynabert-studio[studio]'") from None

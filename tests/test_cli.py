@@ -141,6 +141,11 @@ def test_demo_project_is_created_from_the_builtin_model(tmp_path):
     assert cfg["model"] == "builtin:minilm" and cfg["data"]["kind"] == "demo" and cfg["schema_version"] == 1
     assert (tmp_path / "demo" / "tokenizer" / "tokenizer.json").is_file() or (tmp_path / "demo" / "tokenizer" / "vocab.txt").is_file()
     assert (tmp_path / "demo" / "cache" / "inputs.safetensors").is_file()  # tokenized once, at creation
+    # the README's headless line runs twice: the demo is kept, not refused
+    before = (tmp_path / "demo" / "project.json").stat().st_mtime_ns
+    again = dyn("new", tmp_path / "demo", "--demo")
+    assert again.returncode == 0 and "already holds the demo project" in again.stdout, again.stderr
+    assert (tmp_path / "demo" / "project.json").stat().st_mtime_ns == before
 
 
 class _EntryPoint:
