@@ -22,7 +22,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-SIZE = (1280, 820)
+SIZE = (1280, 820)  # MainWindow's default size
+SMALL = (1280, 800)  # a common laptop screen, the other size every page is checked at
 
 
 def ensure_demo(folder: Path | None, scratch: Path) -> Path:
@@ -52,7 +53,7 @@ def ensure_latency(root: Path, runs: int) -> None:
     if any(k.startswith("latency_") for r in project.load_results()["rows"] for k in r):
         return
     print(f"measuring latency ({runs} runs per sub-network)…", flush=True)
-    jobs.run("latency", project, jobs.LatencyRequest(batch=1, seq=128, threads=1, formats=("fp32",), runs=runs, warmup=3))
+    jobs.run("latency", project, jobs.LatencyRequest(batch=1, seq=None, threads=1, formats=("fp32",), runs=runs, warmup=3))
 
 
 def redo_from(root: Path, stage: str) -> None:
@@ -85,10 +86,14 @@ def wait_for(app, cond, timeout: float) -> bool:
 
 
 def shoot(window, app, out: Path, name: str) -> None:
-    pump(app, 0.4)
-    path = out / f"{name}.png"
-    window.grab().save(str(path))
-    print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}", flush=True)
+    """The window at its default size (NAME.png, what the README shows) and at 1280x800 (NAME-1280x800.png)."""
+    for size, suffix in ((SIZE, ""), (SMALL, f"-{SMALL[0]}x{SMALL[1]}")):
+        window.resize(*size)
+        pump(app, 0.4)
+        path = out / f"{name}{suffix}.png"
+        window.grab().save(str(path))
+        print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}", flush=True)
+    window.resize(*SIZE)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     shoot(w, app, a.out, "1-project")
 
     pp.open_folder(root)
+    pp.tabs.setCurrentIndex(0)  # the Current project tab: every stage with its time
+    shoot(w, app, a.out, "1b-project-current")
 
     # 2. Importance
     w.go_to("importance")
@@ -159,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         shoot(w, app, a.out, "3-train")
         tp.stop()
         wait_for(app, lambda: not state.runner.is_running(), timeout=600)
+        shoot(w, app, a.out, "3b-train-paused")  # after Stop: the depth bar at its checkpoint's step
         pp.open_folder(root)
     else:
         w.go_to("train")

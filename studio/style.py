@@ -88,6 +88,16 @@ def chance_name(metric: str) -> str:
     return "chance (mean label)" if metric in ("pearson_spearman", "pearson", "spearman") else "chance (majority class)"
 
 
+def chance_in_view(ys, chance: float | None) -> bool:
+    """Whether the chance line belongs in the framed range: when it lies within about one spread of the values
+    below them. Far below, drawing it would squeeze the values into a strip; the caller says it in words."""
+    ys = [float(y) for y in ys if y == y]
+    if chance is None or not ys:
+        return False
+    spread = max(max(ys) - min(ys), 0.05)
+    return chance >= min(ys) - spread
+
+
 def plain_axes(plot: pg.PlotItem) -> None:
     """Ticks in the values' own units: no SI scaling ("loss (x0.001)" with ticks 300-800)."""
     for name in ("left", "bottom"):
@@ -113,12 +123,14 @@ def fit_view(plot: pg.PlotItem, xs, ys, *, x_end: float | None = None, x_start: 
         x_lo, x_hi = x_lo - pad, x_hi + pad
     y_lo, y_hi = min(ys), max(ys)
     pad = 0.12 * (y_hi - y_lo) if y_hi > y_lo else max(0.05 * abs(y_hi), 0.01)
+    # a bound stops the margin, all but a sliver that keeps markers sitting on it (accuracy 1.0) whole
+    sliver = 0.03 * (y_hi - y_lo + 2 * pad)
     y_lo, y_hi = y_lo - pad, y_hi + pad
     lo, hi = bounds
     if lo is not None:
-        y_lo = max(lo, y_lo)
+        y_lo = max(lo - sliver, y_lo)
     if hi is not None:
-        y_hi = min(hi, y_hi)
+        y_hi = min(hi + sliver, y_hi)
     plot.disableAutoRange()
     plot.setRange(xRange=(x_lo, x_hi), yRange=(y_lo, y_hi), padding=0)
     return (x_lo, x_hi), (y_lo, y_hi)

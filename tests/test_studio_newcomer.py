@@ -224,9 +224,19 @@ def test_train_charts_plain_units_sane_ranges_chance_line_aligned_legend(window,
             assert axis.autoSIPrefixScale == 1.0 and "x0.001" not in axis.labelString()
     (x0, x1), (y0, y1) = ev.getViewBox().viewRange()
     assert (x0, x1) == (0, 40)  # one evaluation so far: the axis still spans the stage, not 19.6-20.4
-    assert 0.0 <= y0 < 0.52 and y1 <= 1.0  # accuracy never above 1, and the chance line in view
+    assert y0 > 0.52 and y1 < 1.01  # accuracy never (visibly) above 1; chance far below is said, not squeezed in
+    assert ev.titleLabel.text.endswith("chance (majority class) 0.520 is below")
+
+    # a sub-network at the chance level: the line is in view, labelled, and the title says nothing more
+    from dynastudio.core.events import EvalEnded
+
+    page._on_eval(EvalEnded("width", 40, "accuracy", {"w1_d1": 0.97, "w0.5_d1": 1.0, "w1_d0.5": 0.52, "w0.5_d0.5": 0.55},
+                            chance=0.52))
+    (_, _), (y0, y1) = ev.getViewBox().viewRange()
+    assert 0.0 <= y0 < 0.52 and 1.0 <= y1 < 1.03  # the 1.0 marker whole, no tick above 1
     assert page.eval_plot.chance_line.isVisible() and page.eval_plot.chance_line.value() == 0.52
     assert "chance (majority class) 0.520" in page.eval_plot.chance_line.label.format
+    assert "is below" not in ev.titleLabel.text
     (lx0, lx1), (ly0, _) = loss.getViewBox().viewRange()
     assert (lx0, lx1) == (0, 40) and ly0 >= 0.0
 
@@ -257,8 +267,17 @@ def test_explore_chart_bounds_and_chance_line(window, qtbot, monkeypatch, tmp_pa
     page.reload()
     plot = page.plot.getPlotItem()
     (_, _), (y0, y1) = plot.getViewBox().viewRange()
-    assert y1 <= 1.0 and y0 < 0.509
+    assert 1.0 <= y1 < 1.03 and y0 < 0.509  # the 1.0 markers whole, no tick above 1
     assert page.chance_line.isVisible() and page.chance_line.value() == 0.509
     assert "chance (majority class) 0.509" in page.chance_line.label.format
     assert plot.getAxis("left").autoSIPrefixScale == 1.0
     assert "at 64 tokens" in plot.getAxis("bottom").labelString()
+    assert "below the chart" not in page.encoding.text()
+
+    # every cell well above chance: the points keep the chart, the chance level is said under it
+    for r, v in zip(results["rows"], (0.97, 0.95, 0.93, 0.90)):
+        r["value"] = v
+    page.reload()
+    (_, _), (y0, y1) = plot.getViewBox().viewRange()
+    assert y0 > 0.509 and y1 <= 1.0
+    assert "chance (majority class): 0.509, below the chart" in page.encoding.text()

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (
 from ..errors import show_error
 from ..state import StudioState
 from ..style import (
-    HINT_CSS, METRIC_BOUNDS, chance_name, encoding_legend_html, fit_view, fmt_params, label_sort_key, plain_axes,
+    HINT_CSS, METRIC_BOUNDS, chance_in_view, chance_name, encoding_legend_html, fit_view, fmt_params, label_sort_key, plain_axes,
     subnet_colour, subnet_symbol,
 )
 
@@ -255,9 +255,12 @@ class ExplorePage(QWidget):
         if len(self.xs):
             front = pareto_front(self.xs, self.ys)
             self.front_line.setData(self.xs[front], self.ys[front])
-            ys = list(self.ys) + ([self.chance] if self.chance is not None else [])
-            fit_view(self.plot.getPlotItem(), self.xs, ys, x_start=None,
+            shown = chance_in_view(self.ys, self.chance)
+            fit_view(self.plot.getPlotItem(), self.xs, list(self.ys) + ([self.chance] if shown else []), x_start=None,
                      bounds=METRIC_BOUNDS.get(self.metric_name, (None, None)))
+            if self.chance is not None and not shown:  # far below the points: said, not drawn out of view
+                self.encoding.setText(self.encoding.text() + f" &nbsp;·&nbsp; {chance_name(self.metric_name)}: "
+                                      f"{self.chance:.3f}, below the chart")
         else:
             self.front_line.setData([], [])
         self._fill_table_x()

@@ -17,7 +17,7 @@ from dynastudio.core.events import CheckpointSaved, EvalEnded, LogMessage, Stage
 
 from ..errors import show_error
 from ..state import StageView, StudioState
-from ..style import HINT_CSS, METRIC_BOUNDS, chance_name, fit_view, fmt_seconds, label_sort_key, plain_axes, subnet_pen
+from ..style import HINT_CSS, METRIC_BOUNDS, chance_in_view, chance_name, fit_view, fmt_seconds, label_sort_key, plain_axes, subnet_pen
 
 # stages that report steps (rewire and evaluate only report their end)
 STAGE_TITLES = {
@@ -112,6 +112,8 @@ class CurvePlot:
     def __init__(self, plot: pg.PlotItem, title: str, y_label: str, symbols: bool = False,
                  legend: LegendBox | None = None, bounds: tuple[float | None, float | None] = (None, None)):
         self.plot = plot
+        self.title = title
+        self.chance_what, self.chance_below = "chance", False
         plot.setTitle(title, size="11pt")
         plot.setLabel("bottom", "optimizer step")
         plot.setLabel("left", y_label)
@@ -142,6 +144,7 @@ class CurvePlot:
         self.placeholder.setPos(r.center())
 
     def setTitle(self, title: str, **kw) -> None:
+        self.title = title
         self.plot.setTitle(title, **kw)
 
     def setLabel(self, axis: str, text: str) -> None:
@@ -150,6 +153,7 @@ class CurvePlot:
     def set_chance(self, value: float | None, what: str = "chance") -> None:
         """A dashed line at the score of always predicting the majority class (or the mean)."""
         self.chance = value
+        self.chance_what = what
         self.chance_line.setVisible(value is not None)
         if value is not None:
             self.chance_line.setValue(value)
@@ -167,9 +171,12 @@ class CurvePlot:
             ends_x += [xs.min(), xs.max()]
             ends_y += [np.nanmin(ys), np.nanmax(ys)]
         if labels:
-            if self.chance is not None:
-                ends_y.append(self.chance)
-            fit_view(self.plot, ends_x, ends_y, x_end=self.x_end, bounds=self.bounds)
+            shown = chance_in_view(ends_y, self.chance)
+            fit_view(self.plot, ends_x, ends_y + ([self.chance] if shown else []), x_end=self.x_end, bounds=self.bounds)
+            # far below the curves the line is out of view: say where it is instead
+            self.chance_below = self.chance is not None and not shown
+            self.plot.setTitle(self.title + (f" · {self.chance_what} {self.chance:.3f} is below" if self.chance_below else ""),
+                               size="11pt")
 
     def _relabel(self, labels: list[str]) -> None:
         for label, item in self.items.items():
