@@ -91,6 +91,9 @@ def shoot(window, app, out: Path, name: str) -> None:
         window.resize(*size)
         pump(app, 0.4)
         path = out / f"{name}{suffix}.png"
+        got = (window.width(), window.height())
+        if got != tuple(size):  # a page whose minimum size outgrew the screen: the picture would hide it
+            print(f"warning: {name}: the window is {got[0]}x{got[1]}, not {size[0]}x{size[1]}", file=sys.stderr)
         window.grab().save(str(path))
         print(f"wrote {path.relative_to(REPO) if path.is_relative_to(REPO) else path}", flush=True)
     window.resize(*SIZE)
@@ -137,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     shoot(w, app, a.out, "1-project")
 
     pp.open_folder(root)
+    w.go_to("project")
     pp.tabs.setCurrentIndex(0)  # the Current project tab: every stage with its time
     shoot(w, app, a.out, "1b-project-current")
 

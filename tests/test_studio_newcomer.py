@@ -225,7 +225,7 @@ def test_train_charts_plain_units_sane_ranges_chance_line_aligned_legend(window,
     (x0, x1), (y0, y1) = ev.getViewBox().viewRange()
     assert (x0, x1) == (0, 40)  # one evaluation so far: the axis still spans the stage, not 19.6-20.4
     assert y0 > 0.52 and y1 < 1.01  # accuracy never (visibly) above 1; chance far below is said, not squeezed in
-    assert ev.titleLabel.text.endswith("chance (majority class) 0.520 is below")
+    assert page.eval_plot.chance_note.textItem.toPlainText() == "▼ chance (majority class) 0.520, below"
 
     # a sub-network at the chance level: the line is in view, labelled, and the title says nothing more
     from dynastudio.core.events import EvalEnded
@@ -236,7 +236,7 @@ def test_train_charts_plain_units_sane_ranges_chance_line_aligned_legend(window,
     assert 0.0 <= y0 < 0.52 and 1.0 <= y1 < 1.03  # the 1.0 marker whole, no tick above 1
     assert page.eval_plot.chance_line.isVisible() and page.eval_plot.chance_line.value() == 0.52
     assert "chance (majority class) 0.520" in page.eval_plot.chance_line.label.format
-    assert "is below" not in ev.titleLabel.text
+    assert page.eval_plot.chance_note.textItem.toPlainText() == ""
     (lx0, lx1), (ly0, _) = loss.getViewBox().viewRange()
     assert (lx0, lx1) == (0, 40) and ly0 >= 0.0
 
@@ -281,3 +281,26 @@ def test_explore_chart_bounds_and_chance_line(window, qtbot, monkeypatch, tmp_pa
     (_, _), (y0, y1) = plot.getViewBox().viewRange()
     assert y0 > 0.509 and y1 <= 1.0
     assert "chance (majority class): 0.509, below the chart" in page.encoding.text()
+
+
+def test_every_page_fits_a_1280x800_screen_with_results_loaded(window, monkeypatch, tiny_model_dir, tiny_task_files,
+                                                                tmp_path):
+    from dynastudio.core.prepare import new_project
+
+    from conftest import tiny_project_config
+
+    results = {
+        "metric": "accuracy", "chance": 0.5, "flops_seq_len": 64,
+        "rows": [{"label": f"w{w:g}_d{d:g}", "width_mult": w, "depth_mult": d, "value": 0.9 + 0.02 * w,
+                  "flops_rel": w * d, "total_params": int(2e7 * w * d), "latency_fp32_ms": 15.0 * w * d,
+                  "size_onnx_fp32_mb": 90.0 * w * d}
+                 for w in (1.0, 0.75, 0.5, 0.25) for d in (1.0, 0.75, 0.5)],
+    }
+    monkeypatch.setattr(window.state, "results", lambda: results)
+    window.state.open_project(new_project(tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files)).root)
+    assert not window.blocked_reason_shown("explore")
+    for step in ("project", "importance", "train", "explore", "export"):
+        window.go_to(step)
+        window.resize(1280, 800)
+        QApplication.processEvents()
+        assert (window.width(), window.height()) == (1280, 800), step

@@ -169,6 +169,7 @@ class ExplorePage(QWidget):
         cl.addWidget(self.plot, 1)
         self.encoding = QLabel()
         self.encoding.setTextFormat(Qt.TextFormat.RichText)
+        self.encoding.setWordWrap(True)  # a long line must wrap, not widen the window past a laptop screen
         cl.addWidget(self.encoding)
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(chart)

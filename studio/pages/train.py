@@ -133,6 +133,8 @@ class CurvePlot:
         # said where the curves will be, so an empty plot reads as "not yet", not as broken
         self.placeholder = pg.TextItem("", color="#888", anchor=(0.5, 0.5))
         self.placeholder.setParentItem(plot.getViewBox())
+        self.chance_note = pg.TextItem("", color="#555", anchor=(0, 1))
+        self.chance_note.setParentItem(plot.getViewBox())
         plot.getViewBox().sigResized.connect(self._place_placeholder)
 
     def set_placeholder(self, text: str) -> None:
@@ -141,7 +143,8 @@ class CurvePlot:
 
     def _place_placeholder(self, *_):
         r = self.plot.getViewBox().boundingRect()
-        self.placeholder.setPos(r.center())
+        self.placeholder.setPos(r.center().x(), r.top() + 0.3 * r.height())  # above a chance line at mid-height
+        self.chance_note.setPos(r.left() + 4, r.bottom() - 2)
 
     def setTitle(self, title: str, **kw) -> None:
         self.title = title
@@ -173,10 +176,15 @@ class CurvePlot:
         if labels:
             shown = chance_in_view(ends_y, self.chance)
             fit_view(self.plot, ends_x, ends_y + ([self.chance] if shown else []), x_end=self.x_end, bounds=self.bounds)
-            # far below the curves the line is out of view: say where it is instead
+            # far below the curves the line is out of view: a note in the corner says where it is instead
             self.chance_below = self.chance is not None and not shown
-            self.plot.setTitle(self.title + (f" · {self.chance_what} {self.chance:.3f} is below" if self.chance_below else ""),
-                               size="11pt")
+        else:
+            self.chance_below = False
+            lo, hi = self.bounds
+            self.plot.disableAutoRange()
+            self.plot.setRange(xRange=(0, self.x_end or 1), yRange=(lo or 0.0, hi if hi is not None else 1.0), padding=0)
+        self.chance_note.setText(f"▼ {self.chance_what} {self.chance:.3f}, below" if self.chance_below else "")
+        self._place_placeholder()
 
     def _relabel(self, labels: list[str]) -> None:
         for label, item in self.items.items():
