@@ -279,7 +279,9 @@ def _screenshot_and_quit(window: MainWindow, path: Path) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     ok = window.grab().save(str(path))
-    print(f"screenshot: {path.resolve()}" if ok else f"error: could not write {path}", flush=True)
+    project = window.state.project
+    shown = f" (project {project.root}, page {window.current_step()})" if project is not None else " (no project open)"
+    print(f"screenshot: {path.resolve()}{shown}" if ok else f"error: could not write {path}", flush=True)
     QApplication.instance().exit(0 if ok else 1)
 
 
