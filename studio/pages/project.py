@@ -681,13 +681,8 @@ class ProjectPage(QWidget):
         d = cfg.data
         data = {"demo": "built-in demo set", "glue": f"GLUE {d.task}" + (f" from {d.data_dir}" if d.data_dir else ""),
                 "files": f"{d.train} / {d.dev}, text {', '.join(d.text_columns)}, label {d.label_column}"}.get(d.kind, d.kind)
-        task = {}
-        try:
-            import json
+        task = self._task_info(project)
 
-            task = json.loads((project.root / "task.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            pass
         def took(stage: str) -> str:
             view = self.state.stage_view(stage)
             return f"{view.total} steps" if view.state == "done" and view.total else ""
@@ -710,6 +705,20 @@ class ProjectPage(QWidget):
             f"<b>Profile</b> {t.profile}: {html.escape(hp)}</p>"
             f"<p><b>Stages</b></p><table>{rows}</table>"
             f"<p style='color:#666'>Next: the Train page runs (or resumes) every unfinished stage.</p>")
+
+    def _task_info(self, project) -> dict:
+        """task.json, read once per project: it is written at creation only, and this tab redraws at every step."""
+        cached = getattr(self, "_task_cache", None)
+        if cached is not None and cached[0] == project.root:
+            return cached[1]
+        try:
+            import json
+
+            task = json.loads((project.root / "task.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}  # not cached: a later redraw tries again
+        self._task_cache = (project.root, task)
+        return task
 
     def _fill_recent(self, items: list[str]) -> None:
         self.recent.clear()
