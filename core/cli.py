@@ -9,7 +9,7 @@ import traceback
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from .config import BUILTIN_MINILM, DEPTH_RULES, PROFILES, STAGES, DataConfig, ProjectConfig, profile_config
+from .config import BUILTIN_MINILM, DEPTH_RULES, PRECISIONS, PROFILES, STAGES, DataConfig, ProjectConfig, profile_config
 from .errors import Cancelled, ConfigError, UserError
 from .events import EvalEnded, LogMessage, StageEnded, StageProgress, StageStarted, StepEnded, StopToken
 
@@ -91,7 +91,8 @@ def cmd_new(a) -> int:
     if model != BUILTIN_MINILM and Path(model).exists():
         model = str(Path(model).resolve())
     profile = a.profile or ("quick" if a.demo else "paper")
-    train = profile_config(profile, depth_rule=a.depth_rule, seed=a.seed)
+    train = profile_config(profile, depth_rule=a.depth_rule, seed=a.seed, precision=a.precision,
+                           group_by_length=None if a.group_by_length is None else a.group_by_length == "on")
     config = ProjectConfig(
         model=model, model_is_finetuned=a.finetuned, data=_data_config(a), train=train, name=Path(a.dir).name,
     )
@@ -111,6 +112,9 @@ def _apply_run_options(project, a) -> None:
         changes = {f: getattr(new, f) for f in PROFILES[a.profile]} | {"profile": a.profile}
     if a.max_train_examples is not None and a.max_train_examples != t.max_train_examples:
         changes["max_train_examples"] = a.max_train_examples
+    if a.precision is not None and a.precision != t.precision:
+        # precision may change between runs: checkpoints keep fp32 weights, so a stage resumes in any precision
+        project.save_config(project.config.with_train(precision=a.precision))
     if not changes:
         return
     started = [s for s in STAGES if project.is_done(s) or project.checkpoint_dir(s).exists()]
@@ -123,21 +127,40 @@ def _apply_run_options(project, a) -> None:
 
 
 def cmd_run(a) -> int:
-    from . import jobs
+    from . import jobs, runtime
+    from .events import null_sink
     from .project import Project
 
     project = Project.open(Path(a.dir))
+    if runtime.launched_distributed():  # started by torchrun: one process of several
+        runtime.init_distributed(project.config.train.device)
+    try:
+        return _run(a, project, jobs, runtime, null_sink)
+    finally:
+        runtime.shutdown_distributed()
+
+
+def _run(a, project, jobs, runtime, null_sink) -> int:
+    main = runtime.is_main()
     _apply_run_options(project, a)
-    stop, previous = _stop_on_sigint()
-    printer = ProgressPrinter()
+    # torchrun passes a Ctrl-C on to every process as SIGINT, and a cluster's scheduler stops a job with SIGTERM
+    stop, previous = _stop_on_sigint(also_sigterm=runtime.initialized())
+    printer = ProgressPrinter() if main else null_sink
+    if main and runtime.world() > 1:
+        print(f"{runtime.world()} processes ({'NCCL' if runtime.backend() == 'nccl' else 'gloo'}); the batch of "
+              f"{project.config.train.batch_size} rows is split across them", file=sys.stderr)
     try:
         out = jobs.run("run", project, jobs.RunRequest(until=a.until), printer, stop)
     except Cancelled:
-        printer._close()
-        print(f"stopped; the project is saved: `dynastudio run {project.root}` resumes it", file=sys.stderr)
+        if main:
+            printer._close()
+            print(f"stopped; the project is saved: `dynastudio run {project.root}` resumes it", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not main:
+        return 0
     printer._close()
     if not out.ran:
         print("nothing to do: every requested stage is done (dynastudio report shows the results)")
@@ -229,16 +252,18 @@ def cmd_report(a) -> int:
     return 0
 
 
-def _stop_on_sigint() -> tuple[StopToken, object]:
+def _stop_on_sigint(also_sigterm: bool = False) -> tuple[StopToken, dict]:
+    """A StopToken that Ctrl-C (and, when asked, SIGTERM) sets; returns it and the handlers it replaced."""
     stop = StopToken()
 
-    def on_sigint(signum, frame):
-        if stop.is_set():
+    def on_signal(signum, frame):
+        if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         stop.set()
         print("\nstopping after this step (Ctrl-C again to abort now)...", file=sys.stderr, flush=True)
 
-    return stop, signal.signal(signal.SIGINT, on_sigint)
+    sigs = [signal.SIGINT] + ([signal.SIGTERM] if also_sigterm else [])
+    return stop, {sig: signal.signal(sig, on_signal) for sig in sigs}
 
 
 def _print_logs(event) -> None:
@@ -272,7 +297,7 @@ def cmd_latency(a) -> int:
         print("stopped; latency.json was not changed", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, previous[signal.SIGINT])
     print(f"measured {len(out['rows'])} sub-networks on {out['setup']['device']}: `dynastudio report {project.root}` shows the grid")
     return 0
 
@@ -291,7 +316,7 @@ def cmd_export(a) -> int:
         print("stopped; nothing was written", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, previous[signal.SIGINT])
     v = rep.verification
     via = f" (target {rep.target})" if rep.target else ""
     print(f"exported w{rep.width_mult:g} d{rep.depth_mult:g} as {rep.format}{via} to {rep.path}")
@@ -332,6 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--profile", choices=sorted(PROFILES))
     n.add_argument("--depth-rule", choices=DEPTH_RULES)
     n.add_argument("--seed", type=int)
+    n.add_argument("--precision", choices=PRECISIONS, help="auto (default): bf16 on a GPU that has it, fp16 on older "
+                   "GPUs, fp32 on a CPU")
+    n.add_argument("--group-by-length", choices=("on", "off"),
+                   help="on (default): batches of rows of similar length, far less padding")
     n.add_argument("--overwrite", action="store_true", help="replace a project that exists in DIR")
     n.set_defaults(func=cmd_new)
 
@@ -340,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--until", choices=STAGES)
     r.add_argument("--profile", choices=sorted(PROFILES))
     r.add_argument("--max-train-examples", type=int)
+    r.add_argument("--precision", choices=PRECISIONS,
+                   help="auto (default): bf16 on a GPU that has it, fp16 on older GPUs, fp32 on a CPU; saved in the project")
     r.set_defaults(func=cmd_run)
 
     s = sub.add_parser("status", help="which stages are done")

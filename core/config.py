@@ -8,10 +8,11 @@ from typing import Any
 
 from .errors import ConfigError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 BUILTIN_MINILM = "builtin:minilm"
 DEPTH_RULES = ("paper", "keep-last")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 STAGES = ("finetune", "rewire", "width", "depth", "finetune-subnets", "evaluate")
 
 
@@ -64,6 +65,10 @@ class TrainConfig:
     depth_rule: str = "keep-last"
     checkpoint_every: int = 200  # optimizer steps between mid-stage checkpoints
     device: str = "auto"
+    # auto: bf16 autocast on a CUDA GPU that supports it, fp16 with loss scaling on older GPUs, fp32 on a CPU
+    precision: str = "auto"
+    # batches of rows of similar length (less padding); the order stays a function of (seed, epoch)
+    group_by_length: bool = True
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -129,6 +134,10 @@ def validate_train(t: TrainConfig) -> TrainConfig:
         raise bad("importance_split", "must be 'heldout' or 'dev'")
     if t.max_train_examples is not None and t.max_train_examples < 1:
         raise bad("max_train_examples", "must be at least 1")
+    if t.precision not in PRECISIONS:
+        raise bad("precision", f"must be one of {', '.join(PRECISIONS)}")
+    if not isinstance(t.group_by_length, bool):
+        raise bad("group_by_length", "must be true or false")
     return t
 
 
@@ -182,8 +191,7 @@ def _build(cls, values: dict, where: str):
 def migrate(raw: dict, source: str = "project.json") -> dict:
     """Bring an older project.json up to SCHEMA_VERSION.
 
-    Version 1 is the first released schema, so there is nothing to upgrade yet; a later
-    schema adds one `if version == N:` step here so old projects keep opening.
+    Each schema step is one `if version == N:` block, so old projects keep opening.
     """
     version = raw.get("schema_version")
     if not isinstance(version, int) or version < 1:
@@ -193,4 +201,8 @@ def migrate(raw: dict, source: str = "project.json") -> dict:
             f"{source}: schema_version {version} is newer than this DynaBERT Studio understands "
             f"({SCHEMA_VERSION}): upgrade dynabert-studio"
         )
+    if version == 1:
+        # 2 added length-grouped batches, on by default for new projects. A project made before keeps its
+        # random batches: a stage it stopped half-way resumes with exactly the batches it would have seen.
+        raw = {**raw, "train": {"group_by_length": False, **raw.get("train", {})}, "schema_version": 2}
     return raw

@@ -1,18 +1,22 @@
 """Distillation losses and the one training loop every stage uses (finetune, width, depth, sub-network finetune)."""
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from .data import Encoded, iterate_batches, num_batches
-from .dynamic import SubnetSpec, forward_subnet, layer_targets
-from .events import CheckpointSaved, StageStarted, StepEnded, StopToken
+from . import runtime
+from .data import Encoded, iterate_batches, num_batches, to_device
+from .dynamic import SubnetOutput, SubnetSpec, forward_subnet, layer_targets
+from .errors import Cancelled, ConfigError
+from .events import CheckpointSaved, LogMessage, StageStarted, StepEnded, StopToken
 from .importance import task_loss
 
 
@@ -28,7 +32,9 @@ def logits_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, is_r
 
 
 def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean squared error over real tokens only: padding would otherwise dilute the loss per batch."""
+    """Mean squared error over real tokens only: padding would otherwise dilute the loss per batch.
+    Computed in fp32 whatever precision the hidden states came in."""
+    a, b = a.float(), b.float()
     if mask is None:
         return F.mse_loss(a, b)
     m = mask.to(a.dtype).unsqueeze(-1)
@@ -37,6 +43,81 @@ def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None) -> t
 
 def hidden_loss(student_hidden: Sequence[torch.Tensor], teacher_hidden: Sequence[torch.Tensor], mask) -> torch.Tensor:
     return sum(masked_mse(s, t, mask) for s, t in zip(student_hidden, teacher_hidden))
+
+
+class SubnetRunner(nn.Module):
+    """`forward_subnet` as a module's forward, so DistributedDataParallel sees every sub-network pass
+    (its gradient hooks and no_sync work on a module's forward, not on a function)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, token_type_ids, spec: SubnetSpec, depth_rule: str, need_hidden: bool):
+        out = forward_subnet(self.model, input_ids, attention_mask, token_type_ids, spec=spec, depth_rule=depth_rule,
+                             need_hidden=need_hidden)
+        return out.logits, tuple(out.hidden_states)
+
+
+@dataclass
+class StepContext:
+    """How one training step runs: the runner to call (plain, or wrapped in DDP), the precision, and this
+    process's share of the global batch.
+
+    Losses are weighted by the share (rows for per-row means, real tokens for per-token means) and the
+    backward pass multiplies by the world size, so DDP's average over processes gives exactly the
+    gradient of the global batch's loss, whatever the split. In one process every factor is 1.
+    """
+
+    runner: nn.Module
+    device: torch.device = torch.device("cpu")
+    precision: str = "fp32"
+    scaler: torch.amp.GradScaler | None = None
+    world: int = 1
+    row_share: float = 1.0
+    token_share: float = 1.0
+
+    @staticmethod
+    def plain(model: nn.Module) -> "StepContext":
+        return StepContext(SubnetRunner(model), next(model.parameters()).device)
+
+    def for_batch(self, batch: dict) -> "StepContext":
+        if "n_rows_global" not in batch:
+            return self
+        rows = batch["attention_mask"].shape[0]
+        tokens = int(batch["attention_mask"].sum())
+        return replace(self, row_share=rows / batch["n_rows_global"], token_share=tokens / batch["n_tokens_global"])
+
+    def autocast(self):
+        return runtime.autocast(self.device, self.precision)
+
+    def forward(self, batch: dict, spec: SubnetSpec, depth_rule: str, need_hidden: bool = False) -> SubnetOutput:
+        logits, hidden = self.runner(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+                                     spec=spec, depth_rule=depth_rule, need_hidden=need_hidden)
+        return SubnetOutput(logits, list(hidden), [])
+
+    def sync(self, last: bool):
+        """DDP averages gradients over processes once per step, in the last backward pass: earlier passes
+        accumulate locally (no_sync)."""
+        if last or not isinstance(self.runner, DistributedDataParallel):
+            return contextlib.nullcontext()
+        return self.runner.no_sync()
+
+    def backward(self, loss: torch.Tensor) -> None:
+        loss = loss * self.world
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+
+def sync_last(specs: Sequence[SubnetSpec]) -> list[SubnetSpec]:
+    """The sub-networks in the order one step runs them: the full model last.
+
+    DDP syncs gradients in the last backward pass of a step, and only for the parameters that pass used
+    (pytorch issue 69031: parameters used only in earlier no_sync passes were left unsynced). The full
+    model uses every parameter, so running it last makes the one sync cover all gradients accumulated
+    by the smaller sub-networks before it.
+    """
+    full = [s for s in specs if s.is_full]
+    return [s for s in specs if not s.is_full] + full
 
 
 @dataclass
@@ -63,41 +144,47 @@ def distill_step(
     l2: float,
     depth_rule: str,
     is_regression: bool,
-) -> dict[str, float]:
+    ctx: StepContext | None = None,
+) -> dict[str, torch.Tensor]:
     """One teacher forward, then each sub-network: loss, backward (gradients add up). No optimizer step here.
 
     Each kept student layer is matched to the teacher layer it stands for (see `layer_targets`);
-    the embedding output is always matched.
+    the embedding output is always matched. Returns each sub-network's loss (detached, this process's
+    weighted share: summed over processes it is the global batch's loss).
     """
-    t = teacher_forward(teacher, batch)
+    ctx = (ctx or StepContext.plain(student)).for_batch(batch)
+    with ctx.autocast():
+        t = teacher_forward(teacher, batch)
     mask = batch["attention_mask"]
     L = student.config.num_hidden_layers
-    losses: dict[str, float] = {}
-    for spec in specs:
-        out = forward_subnet(
-            student, batch["input_ids"], mask, batch.get("token_type_ids"),
-            spec=spec, depth_rule=depth_rule, need_hidden=l2 > 0,
-        )
-        loss = l1 * logits_loss(out.logits, t.logits, is_regression)
-        if l2 > 0:
-            targets = [t.hidden[0]] + [t.hidden[j + 1] for j in layer_targets(L, spec.depth_mult, depth_rule)]
-            loss = loss + l2 * hidden_loss(out.hidden_states, targets, mask)
-        loss.backward()
-        losses[spec.label] = float(loss.detach())
+    losses: dict[str, torch.Tensor] = {spec.label: None for spec in specs}
+    order = sync_last(specs)
+    for i, spec in enumerate(order):
+        with ctx.sync(last=i == len(order) - 1):
+            with ctx.autocast():
+                out = ctx.forward(batch, spec, depth_rule, need_hidden=l2 > 0)
+                loss = (l1 * ctx.row_share) * logits_loss(out.logits.float(), t.logits.float(), is_regression)
+                if l2 > 0:
+                    targets = [t.hidden[0]] + [t.hidden[j + 1] for j in layer_targets(L, spec.depth_mult, depth_rule)]
+                    loss = loss + (l2 * ctx.token_share) * hidden_loss(out.hidden_states, targets, mask)
+            ctx.backward(loss)
+        losses[spec.label] = loss.detach()
     return losses
 
 
-def task_step(model: nn.Module, batch: dict, specs: Sequence[SubnetSpec], *, depth_rule: str, is_regression: bool) -> dict[str, float]:
+def task_step(model: nn.Module, batch: dict, specs: Sequence[SubnetSpec], *, depth_rule: str, is_regression: bool,
+              ctx: StepContext | None = None) -> dict[str, torch.Tensor]:
     """Plain task-loss training of each sub-network (fine-tuning the teacher is the single full spec)."""
-    losses = {}
-    for spec in specs:
-        out = forward_subnet(
-            model, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
-            spec=spec, depth_rule=depth_rule,
-        )
-        loss = task_loss(out.logits, batch["labels"], is_regression)
-        loss.backward()
-        losses[spec.label] = float(loss.detach())
+    ctx = (ctx or StepContext.plain(model)).for_batch(batch)
+    losses: dict[str, torch.Tensor] = {spec.label: None for spec in specs}
+    order = sync_last(specs)
+    for i, spec in enumerate(order):
+        with ctx.sync(last=i == len(order) - 1):
+            with ctx.autocast():
+                out = ctx.forward(batch, spec, depth_rule)
+                loss = ctx.row_share * task_loss(out.logits.float(), batch["labels"], is_regression)
+            ctx.backward(loss)
+        losses[spec.label] = loss.detach()
     return losses
 
 
@@ -123,74 +210,121 @@ class LoopSettings:
     stage: str
     epochs: float
     lr: float
-    batch_size: int
+    batch_size: int  # the global batch: split across processes under torchrun
     seed: int
     weight_decay: float = 0.01
     warmup_frac: float = 0.0
     max_grad_norm: float = 1.0
     checkpoint_every: int = 200
+    group_by_length: bool = False
+    precision: str = "fp32"  # resolved: fp32, bf16 or fp16
+
+
+def _wrap(model: nn.Module, device: torch.device) -> nn.Module:
+    """The runner the steps call: wrapped in DDP when this process is one of several (torchrun)."""
+    runner = SubnetRunner(model)
+    if not runtime.initialized():
+        return runner
+    # every parameter is used in the full model's pass, which each step runs last (see `sync_last`), so
+    # DDP need not search the graph for unused parameters; there are no buffers to broadcast
+    return DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None,
+                                   broadcast_buffers=False, find_unused_parameters=False)
+
+
+def _global_losses(losses: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Per-sub-network losses as floats, summed over processes (the global batch's loss), in one transfer."""
+    labels = list(losses)
+    values = torch.stack([losses[k].float() for k in labels])
+    runtime.all_reduce_sum(values)
+    return dict(zip(labels, values.tolist()))
 
 
 def train_loop(
     model: nn.Module,
     data: Encoded,
-    step_fn: Callable[[nn.Module, dict], dict[str, float]],
+    step_fn: Callable[[nn.Module, dict, StepContext], dict[str, torch.Tensor]],
     s: LoopSettings,
     *,
     events: Callable,
     stop: StopToken,
-    device: torch.device,
+    device: torch.device | str,
     pad_id: int,
     resume=None,
-    save_checkpoint: Callable[[int, int, nn.Module, torch.optim.Optimizer], str] | None = None,  # (step, total, ...)
+    save_checkpoint: Callable[..., str] | None = None,  # (step, total, model, optimizer, extra, rngs), main process
     on_epoch_end: Callable[[int, int], None] | None = None,
     log: Callable[[dict], None] | None = None,
 ) -> dict:
     """lr -> (stop?) -> batch -> losses/backward -> clip -> step -> zero_grad -> log -> checkpoint, until done.
 
-    `resume` is a Checkpoint from the project: weights, optimizer, RNG and step are restored and the
-    data order continues where it stopped. When `stop` is set, a checkpoint is written before
-    `Cancelled` is raised, so no finished step is lost.
+    `resume` is a Checkpoint from the project: weights, optimizer, loss scale, RNG and step are restored
+    and the data order continues where it stopped. When `stop` is set (in any process), a checkpoint is
+    written before `Cancelled` is raised, so no finished step is lost. Under torchrun every process runs
+    this loop on its share of each global batch; only the main one writes.
     """
+    device = torch.device(device)
+    world, rank = runtime.world(), runtime.rank()
+    if s.batch_size < world:
+        raise ConfigError(f"train.batch_size {s.batch_size} is smaller than the {world} processes: "
+                          f"each needs rows: use a batch size of at least {world}")
     per_epoch = num_batches(len(data), s.batch_size)
     total = max(1, math.ceil(s.epochs * per_epoch))
     warmup = int(s.warmup_frac * total)
     optimizer = make_optimizer(model, s.lr, s.weight_decay)
+    scaler = runtime.make_scaler(device, s.precision)
     step = 0
     if resume is not None:
         model.load_state_dict(resume.model_state)
         optimizer.load_state_dict(resume.optimizer_state)
-        if resume.rng_state is not None:
-            torch.set_rng_state(resume.rng_state)
+        _restore_rng(resume, s, device, world, rank, events)
+        if scaler is not None and resume.extra.get("scaler"):
+            scaler.load_state_dict(resume.extra["scaler"])
         step = resume.step
+    runner = _wrap(model, device)
+    base_ctx = StepContext(runner, device, s.precision, scaler, world)
+
+    def checkpoint() -> None:
+        rngs = runtime.all_gather_objects(runtime.get_rng(device))  # every process's, for an exact resume
+        if runtime.is_main() and save_checkpoint is not None:
+            extra = {"world_size": world, "precision": s.precision, "group_by_length": s.group_by_length}
+            if scaler is not None:
+                extra["scaler"] = scaler.state_dict()
+            path = save_checkpoint(step, total, model, optimizer, extra, rngs)
+            events(CheckpointSaved(s.stage, step, path))
+        runtime.barrier()  # the others wait until the checkpoint is on disk
+
     events(StageStarted(s.stage, total, step))
     model.train()
     t0 = time.perf_counter()
     last_losses: dict[str, float] = {}
+    pin = device.type == "cuda"
     while step < total:
         epoch, skip = divmod(step, per_epoch)
-        for batch in iterate_batches(data, s.batch_size, shuffle=True, seed=s.seed, epoch=epoch, skip=skip, pad_id=pad_id):
-            if stop.is_set():
-                if save_checkpoint is not None:
-                    path = save_checkpoint(step, total, model, optimizer)
-                    events(CheckpointSaved(s.stage, step, path))
-                stop.check()
+        for batch in iterate_batches(data, s.batch_size, shuffle=True, seed=s.seed, epoch=epoch, skip=skip, pad_id=pad_id,
+                                     group_by_length=s.group_by_length, rank=rank, world=world, pin_memory=pin):
+            if runtime.any_process(stop.is_set()):
+                checkpoint()
+                raise Cancelled("stopped by request")
             lr = get_lr(step, total, s.lr, warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = {k: v.to(device) for k, v in batch.items()}
-            last_losses = step_fn(model, batch)
+            batch = to_device(batch, device)
+            last_losses = _global_losses(step_fn(model, batch, base_ctx))
+            if scaler is not None:
+                scaler.unscale_(optimizer)
             if s.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)  # skipped when fp16 overflowed; the scale then shrinks
+                scaler.update()
+            else:
+                optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             events(StepEnded(s.stage, step, total, last_losses, lr, epoch))
-            if log is not None:
+            if log is not None and runtime.is_main():
                 log({"kind": "step", "stage": s.stage, "step": step, "epoch": epoch, "lr": lr, "losses": last_losses})
-            if save_checkpoint is not None and s.checkpoint_every > 0 and step % s.checkpoint_every == 0 and step < total:
-                path = save_checkpoint(step, total, model, optimizer)
-                events(CheckpointSaved(s.stage, step, path))
+            if s.checkpoint_every > 0 and step % s.checkpoint_every == 0 and step < total:
+                checkpoint()
             if step % per_epoch == 0 or step == total:
                 if on_epoch_end is not None:
                     on_epoch_end(step, epoch)
@@ -198,3 +332,19 @@ def train_loop(
                 break
     model.eval()
     return {"steps": total, "seconds": time.perf_counter() - t0, "final_losses": last_losses}
+
+
+def _restore_rng(resume, s: LoopSettings, device, world: int, rank: int, events) -> None:
+    """Each process continues its own random stream (dropout) when the checkpoint has it."""
+    saved_world = resume.extra.get("world_size", 1)
+    states = resume.rng_states
+    if rank in states and saved_world == world:
+        runtime.set_rng(states[rank], device)
+        return
+    if rank == 0 and resume.rng_state is not None and saved_world == world:
+        torch.set_rng_state(resume.rng_state)  # a checkpoint from before per-process states were kept
+        return
+    torch.manual_seed(hash((s.seed, resume.step, rank)) % (2 ** 31))
+    if rank == 0:
+        events(LogMessage(f"{s.stage}: resumed with {world} process(es) where the checkpoint had {saved_world}: the "
+                          f"data order is the same, dropout draws new random numbers"))

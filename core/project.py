@@ -7,7 +7,8 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +83,23 @@ class Checkpoint:
     step: int
     model_state: dict[str, torch.Tensor]
     optimizer_state: dict
-    rng_state: torch.Tensor | None
-    extra: dict
+    rng_state: torch.Tensor | None  # the main process's CPU random state
+    extra: dict  # trainer.json
+    rng_states: dict = field(default_factory=dict)  # rank -> runtime.RngState, of every process
+
+
+def _main_process_writes(method):
+    """Under torchrun only the main process (rank 0) writes the project; the others keep their in-memory
+    state in step and wait at the barriers the stages set, then read what it wrote."""
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        from . import runtime
+
+        if runtime.is_main():
+            return method(self, *args, **kwargs)
+        return None
+
+    return guarded
 
 
 class Project:
@@ -131,9 +147,14 @@ class Project:
 
     def save_config(self, config: ProjectConfig) -> None:
         self.config = config
-        atomic_write_text(self.root / PROJECT_FILE, config.to_json())
+        self._write_config()
+
+    @_main_process_writes
+    def _write_config(self) -> None:
+        atomic_write_text(self.root / PROJECT_FILE, self.config.to_json())
 
     # ---- stage state -------------------------------------------------------------------------
+    @_main_process_writes
     def _save_state(self) -> None:
         atomic_write_text(self.root / STATE_FILE, json.dumps(self.state, indent=2, sort_keys=True))
 
@@ -181,6 +202,7 @@ class Project:
         return self.root / "importance.safetensors"
 
     # ---- models ------------------------------------------------------------------------------
+    @_main_process_writes
     def save_model(self, name: str, model: torch.nn.Module, info: dict | None = None) -> Path:
         d = self.model_dir(name)
         d.mkdir(parents=True, exist_ok=True)
@@ -215,19 +237,28 @@ class Project:
         return model.to(device).eval()
 
     # ---- mid-stage checkpoints ---------------------------------------------------------------
-    def save_checkpoint(self, stage: str, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, extra: dict) -> Path:
+    @_main_process_writes
+    def save_checkpoint(self, stage: str, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, extra: dict,
+                        rngs: list | None = None) -> Path:
+        """Weights, optimizer, every process's random state (`rngs`: runtime.RngState per rank), then trainer.json."""
         d = self.checkpoint_dir(stage)
         d.mkdir(parents=True, exist_ok=True)
         meta = {"step": str(step), "stage": stage}
         atomic_save_tensors(d / "model.safetensors", model.state_dict(), meta)
         opt_tensors, opt_meta = _flatten_optimizer(optimizer)
-        opt_tensors["__rng_torch__"] = torch.get_rng_state()
+        opt_tensors["__rng_torch__"] = rngs[0].cpu.clone() if rngs else torch.get_rng_state()
+        for r, state in enumerate(rngs or []):
+            opt_tensors[f"__rng_torch__.{r}"] = state.cpu
+            if state.cuda is not None:
+                opt_tensors[f"__rng_cuda__.{r}"] = state.cuda
         atomic_save_tensors(d / "optimizer.safetensors", opt_tensors, meta)
         # trainer.json is written last: it is what marks the checkpoint complete
         atomic_write_text(d / "trainer.json", json.dumps({"step": step, "optimizer": opt_meta, **extra}, indent=2))
         return d
 
     def load_checkpoint(self, stage: str) -> Checkpoint | None:
+        from .runtime import RngState
+
         d = self.checkpoint_dir(stage)
         trainer = d / "trainer.json"
         if not trainer.is_file():
@@ -239,7 +270,11 @@ class Project:
         model_state = load_tensors(d / "model.safetensors", f"the {stage} checkpoint")
         opt = load_tensors(d / "optimizer.safetensors", f"the {stage} optimizer checkpoint")
         rng = opt.pop("__rng_torch__", None)
-        return Checkpoint(info["step"], model_state, _unflatten_optimizer(opt, info["optimizer"]), rng, info)
+        states: dict[int, RngState] = {}
+        for key in [k for k in opt if k.startswith("__rng_torch__.")]:
+            r = int(key.rsplit(".", 1)[1])
+            states[r] = RngState(opt.pop(key), opt.pop(f"__rng_cuda__.{r}", None))
+        return Checkpoint(info["step"], model_state, _unflatten_optimizer(opt, info["optimizer"]), rng, info, states)
 
     def checkpoint_progress(self, stage: str) -> tuple[int, int | None] | None:
         """(step, total steps) of the stage's saved checkpoint; None without one. The total is None for
@@ -254,10 +289,12 @@ class Project:
             return (None, None)
         return step, int(total) if isinstance(total, int) and total > 0 else None
 
+    @_main_process_writes
     def clear_checkpoint(self, stage: str) -> None:
         shutil.rmtree(self.checkpoint_dir(stage), ignore_errors=True)
 
     # ---- metrics, importance, results --------------------------------------------------------
+    @_main_process_writes
     def append_metrics(self, record: dict) -> None:
         # one short line per call: a crash can at worst truncate the last line, which readers skip
         with open(self.metrics_path, "a", encoding="utf-8") as f:
@@ -274,6 +311,7 @@ class Project:
                 continue
         return out
 
+    @_main_process_writes
     def save_importance(self, tensors: dict[str, torch.Tensor], info: dict) -> None:
         atomic_save_tensors(self.importance_path, tensors, {"info": json.dumps(info)})
 
@@ -284,9 +322,11 @@ class Project:
 
     # results.json is written by the evaluate job only, latency.json by the latency job only;
     # load_results() is the one place that joins them into the grid.
+    @_main_process_writes
     def save_evaluation(self, results: dict) -> None:
         atomic_write_text(self.results_path, json.dumps(results, indent=2))
 
+    @_main_process_writes
     def save_latency(self, latency: dict) -> None:
         atomic_write_text(self.latency_path, json.dumps(latency, indent=2))
 
@@ -327,6 +367,7 @@ class Project:
         res["rows"] = rows
         return res
 
+    @_main_process_writes
     def migrate_files(self) -> None:
         """Older projects kept latency numbers inside results.json (two writers): move them to latency.json."""
         res = self._read_json(self.results_path)

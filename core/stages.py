@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from .config import STAGES
-from .data import iterate_batches
+from . import runtime
+from .data import iterate_batches, to_device
 from .distill import LoopSettings, distill_step, task_step, train_loop
 from .dynamic import SubnetSpec, forward_subnet, subnet_grid
 from .errors import ConfigError, InternalError, ProjectError
@@ -55,6 +56,7 @@ class RunResult:
 def _finish(project: Project, stage: str, t0: float, events, **fields) -> StageResult:
     result = StageResult(stage, time.perf_counter() - t0, **fields)
     project.mark_done(stage, result.record())
+    runtime.barrier()  # under torchrun: the next stage reads what the main process just wrote
     events(StageEnded(stage, result.seconds, skipped=result.skipped))
     return result
 
@@ -89,10 +91,11 @@ def _eval_hook(inputs: RunInputs, stage: str, model: nn.Module, specs, events):
 def _train(inputs: RunInputs, stage: str, model, step_fn, epochs: float, lr: float, eval_specs, events, stop) -> dict:
     p, t = inputs.project, inputs.cfg.train
 
-    def save_ckpt(step, total, m, opt):
-        return str(p.save_checkpoint(stage, step, m, opt, {"stage": stage, "total_steps": total}))
+    def save_ckpt(step, total, m, opt, extra, rngs):
+        return str(p.save_checkpoint(stage, step, m, opt, {"stage": stage, "total_steps": total, **extra}, rngs))
 
-    settings = LoopSettings(stage, epochs, lr, t.batch_size, t.seed, t.weight_decay, t.warmup_frac, t.max_grad_norm, t.checkpoint_every)
+    settings = LoopSettings(stage, epochs, lr, t.batch_size, t.seed, t.weight_decay, t.warmup_frac, t.max_grad_norm,
+                            t.checkpoint_every, t.group_by_length, inputs.precision)
     return train_loop(
         model.to(inputs.device), inputs.train, step_fn, settings,
         events=events, stop=stop, device=inputs.device, pad_id=inputs.pad_id,
@@ -115,7 +118,7 @@ def finetune_job(project: Project, request: StageRequest, events, stop: StopToke
         project.save_model("teacher", model)
         return _finish(project, "finetune", t0, events, skipped=True, metrics=metrics)
     t = cfg.train
-    step_fn = lambda m, b: task_step(m, b, [full], depth_rule=t.depth_rule, is_regression=inputs.task.is_regression)
+    step_fn = lambda m, b, ctx: task_step(m, b, [full], depth_rule=t.depth_rule, is_regression=inputs.task.is_regression, ctx=ctx)
     info = _train(inputs, "finetune", model, step_fn, t.teacher_epochs, t.teacher_lr, [full], events, stop)
     metrics = evaluate_specs(inputs, model, [full])[full.label]
     project.save_model("teacher", model)
@@ -129,17 +132,20 @@ def rewire_job(project: Project, request: StageRequest, events, stop: StopToken)
     model = project.load_model("teacher", inputs.device)
     batches = list(iterate_batches(inputs.heldout, project.config.train.batch_size, shuffle=False, pad_id=inputs.pad_id))
     events(StageStarted("rewire", len(batches)))
+    runtime.check_stop(stop)
+    # under torchrun each process scores every world-th batch; the sums are added up across processes
+    mine = list(range(runtime.rank(), len(batches), runtime.world()))
 
     def feed():
-        for i, b in enumerate(batches):
-            stop.check()
-            yield {k: v.to(inputs.device) for k, v in b.items()}
+        for i in mine:
+            yield to_device(batches[i], inputs.device)
             events(StageProgress("rewire", i + 1, len(batches)))
 
     imp = compute_importance(model, feed(), inputs.task.is_regression)
+    runtime.check_stop(stop)
     events(ImportanceReady(imp.head.tolist(), imp.neuron.tolist()))
     probe = next(iterate_batches(inputs.dev, min(16, len(inputs.dev)), shuffle=False, pad_id=inputs.pad_id))
-    probe = {k: v.to(inputs.device) for k, v in probe.items()}
+    probe = to_device(probe, inputs.device)
     with torch.inference_mode():
         before = forward_subnet(model, probe["input_ids"], probe["attention_mask"], probe.get("token_type_ids")).logits
     after_imp = rewire(model, imp)
@@ -164,7 +170,8 @@ def _distill(project: Project, stage: str, source: str, specs, l1, l2, epochs, l
     t = project.config.train
     teacher = project.load_model(source, inputs.device)
     student = project.load_model(source, inputs.device)
-    step_fn = lambda m, b: distill_step(m, teacher, b, specs, l1=l1, l2=l2, depth_rule=t.depth_rule, is_regression=inputs.task.is_regression)
+    step_fn = lambda m, b, ctx: distill_step(m, teacher, b, specs, l1=l1, l2=l2, depth_rule=t.depth_rule,
+                                             is_regression=inputs.task.is_regression, ctx=ctx)
     info = _train(inputs, stage, student, step_fn, epochs, lr, specs, events, stop)
     project.save_model(STAGE_MODEL[stage], student)
     return _finish(project, stage, t0, events, steps=info["steps"])
@@ -193,7 +200,7 @@ def finetune_subnets_job(project: Project, request: StageRequest, events, stop: 
     inputs = prepare_inputs(project, events)
     model = project.load_model("depth", inputs.device)
     specs = subnet_grid(t.width_mults, t.depth_mults)
-    step_fn = lambda m, b: task_step(m, b, specs, depth_rule=t.depth_rule, is_regression=inputs.task.is_regression)
+    step_fn = lambda m, b, ctx: task_step(m, b, specs, depth_rule=t.depth_rule, is_regression=inputs.task.is_regression, ctx=ctx)
     info = _train(inputs, "finetune-subnets", model, step_fn, t.subnet_epochs, t.subnet_lr, specs, events, stop)
     project.save_model("subnets", model)
     return _finish(project, "finetune-subnets", t0, events, steps=info["steps"])
@@ -244,7 +251,7 @@ def run_job(project: Project, request: RunRequest, events, stop: StopToken) -> R
     """Run every unfinished stage in order, each resuming mid-stage from its checkpoint, up to `request.until`."""
     ran = []
     for stage in pending_stages(project, request.until):
-        stop.check()
+        runtime.check_stop(stop)
         STAGE_JOBS[stage](project, StageRequest(), events, stop)
         ran.append(stage)
     return RunResult(tuple(ran))

@@ -214,7 +214,7 @@ def test_both_stages_lower_their_loss(tiny_model_dir, tiny_task_files, tmp_path)
             for p in student.parameters():
                 p.add_(0.05 * torch.randn_like(p))
         log = EventLog()
-        step = lambda m, b: distill_step(m, teacher, b, specs, l1=1.0, l2=l2, depth_rule="keep-last", is_regression=False)
+        step = lambda m, b, ctx: distill_step(m, teacher, b, specs, l1=1.0, l2=l2, depth_rule="keep-last", is_regression=False, ctx=ctx)
         train_loop(student, inputs.train, step, LoopSettings(stage, 4, 5e-4, 16, 0), events=log, stop=StopToken(), device="cpu", pad_id=0)
         for label in log.of(StepEnded)[0].losses:
             series = [e.losses[label] for e in log.of(StepEnded)]

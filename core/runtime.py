@@ -1,0 +1,171 @@
+"""Where training runs: mixed precision (autocast, gradient scaling) and the torch.distributed process group.
+
+A process started by `torchrun` finds RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR in its environment;
+`init_distributed` joins the group from them. Everything here answers sensibly in a plain single
+process (world 1, rank 0), which is how the studio and a bare `dynastudio run` train.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from .config import PRECISIONS
+from .errors import Cancelled, ConfigError
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# ---- the process group --------------------------------------------------------------------------
+def launched_distributed() -> bool:
+    """True in a process that torchrun (or another torch.distributed launcher) started."""
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world() -> int:
+    return dist.get_world_size() if initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if initialized() else 0
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main() -> bool:
+    """The process that writes the project: rank 0, or the only one."""
+    return rank() == 0
+
+
+def barrier() -> None:
+    if initialized():
+        dist.barrier()
+
+
+def init_distributed(device_setting: str) -> str:
+    """Join the process group torchrun describes: NCCL on GPUs, gloo on CPUs. Returns the backend."""
+    use_cuda = device_setting != "cpu" and torch.cuda.is_available()
+    if device_setting == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is 'cuda' but this machine has no CUDA GPU: set it to 'auto' or 'cpu'")
+    backend = "nccl" if use_cuda else "gloo"
+    if use_cuda:
+        if local_rank() >= torch.cuda.device_count():
+            raise ConfigError(f"LOCAL_RANK {local_rank()} but only {torch.cuda.device_count()} GPU(s) here: "
+                              f"start at most {torch.cuda.device_count()} processes per node (--nproc_per_node)")
+        torch.cuda.set_device(local_rank())
+    # long stages run on rank 0 alone (writing a checkpoint, evaluating) while the others wait
+    dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
+    return backend
+
+
+def backend() -> str | None:
+    return dist.get_backend() if initialized() else None
+
+
+def shutdown_distributed() -> None:
+    if initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over processes, in place (a no-op in one process); works for a tensor on any device."""
+    if initialized():
+        moved = t.to(_comm_device())
+        dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+        if moved is not t:
+            t.copy_(moved)
+    return t
+
+
+def any_process(flag: bool) -> bool:
+    """True when the flag is set in any process: every rank stops at the same step, or none does."""
+    if not initialized():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=_comm_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def check_stop(stop) -> None:
+    """`stop.check()` agreed by every process (a stop asked in one stops all, at the same point)."""
+    if any_process(stop.is_set()):
+        raise Cancelled("stopped by request")
+
+
+def all_gather_objects(obj) -> list:
+    if not initialized():
+        return [obj]
+    out = [None] * world()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _comm_device() -> torch.device:
+    # NCCL moves CUDA tensors only (on this process's GPU); gloo moves CPU tensors
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+# ---- precision ----------------------------------------------------------------------------------
+def resolve_precision(setting: str, device: torch.device) -> str:
+    """auto: bf16 on a CUDA GPU that has it, fp16 (with loss scaling) on older GPUs, fp32 on a CPU."""
+    device = torch.device(device)
+    if setting not in PRECISIONS:
+        raise ConfigError(f"train.precision: '{setting}' is not one of {', '.join(PRECISIONS)}")
+    if setting == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if setting == "fp16" and device.type != "cuda":
+        raise ConfigError("train.precision fp16 needs a CUDA GPU (loss scaling is a GPU technique): "
+                          "use fp32 or bf16 on a CPU, or auto")
+    if setting == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("train.precision bf16: this GPU has no bfloat16 support: use fp16 or auto")
+    return setting
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast for forward passes (student and teacher alike); fp32 runs plain."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=_DTYPES[precision])
+
+
+def make_scaler(device: torch.device, precision: str):
+    """A gradient scaler for fp16 (its small range underflows gradients); None otherwise."""
+    if precision != "fp16":
+        return None
+    return torch.amp.GradScaler(torch.device(device).type)
+
+
+def setup_device_math(device: torch.device) -> None:
+    """TF32 tensor-core matmuls for the fp32 parts on NVIDIA GPUs (Ampere and later)."""
+    if torch.device(device).type == "cuda":
+        torch.set_float32_matmul_precision("high")
+
+
+# ---- random state ---------------------------------------------------------------------------------
+@dataclass
+class RngState:
+    cpu: torch.Tensor
+    cuda: torch.Tensor | None
+
+
+def get_rng(device: torch.device) -> RngState:
+    cuda = torch.cuda.get_rng_state(torch.device(device)) if torch.device(device).type == "cuda" else None
+    return RngState(torch.get_rng_state(), cuda)
+
+
+def set_rng(state: RngState, device: torch.device) -> None:
+    torch.set_rng_state(state.cpu)
+    if state.cuda is not None and torch.device(device).type == "cuda":
+        torch.cuda.set_rng_state(state.cuda, torch.device(device))
