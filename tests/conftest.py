@@ -59,7 +59,7 @@ def tiny_model(kind: str = "bert", seed: int = 0, **overrides):
     return cls(tiny_config(kind, **overrides)).eval()
 
 
-def make_tiny_model_dir(root: Path, layers: int = 4) -> Path:
+def make_tiny_model_dir(root: Path, layers: int = 4, **overrides) -> Path:
     """A local model folder (config, safetensors weights, WordPiece tokenizer) like a hub download."""
     from transformers import BertTokenizerFast
 
@@ -67,7 +67,7 @@ def make_tiny_model_dir(root: Path, layers: int = 4) -> Path:
     (root / "vocab.txt").write_text("\n".join(SPECIAL + GOOD + BAD + FILLER) + "\n", encoding="utf-8")
     tok = BertTokenizerFast.from_pretrained(str(root))  # reads vocab.txt (v5 takes no vocab_file=)
     tok.save_pretrained(str(root))
-    model = tiny_model(num_hidden_layers=layers)
+    model = tiny_model(num_hidden_layers=layers, **overrides)
     model.save_pretrained(str(root))
     return root
 

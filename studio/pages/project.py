@@ -13,7 +13,7 @@ from PySide6.QtWidgets import (
     QScrollArea, QTableWidget, QTableWidgetItem, QTabWidget, QVBoxLayout, QWidget,
 )
 
-from dynastudio.core.config import BUILTIN_MINILM, DEPTH_RULES, PROFILES, STAGES, DataConfig, ProjectConfig, TrainConfig, profile_config
+from dynastudio.core.config import BUILTIN_MINILM, DEPTH_RULES, PRECISIONS, PROFILES, STAGES, DataConfig, ProjectConfig, TrainConfig, profile_config
 from dynastudio.core.data import ColumnGuess, check_roles, guess_columns
 from dynastudio.core.errors import ConfigError, UserError
 
@@ -23,7 +23,8 @@ from ..style import ERROR_CSS, HINT_CSS
 
 PREVIEW_ROWS = 8
 NONE = "(none)"
-CHOICES = {"depth_rule": DEPTH_RULES, "importance_split": ("heldout", "dev"), "device": ("auto", "cpu", "cuda")}
+CHOICES = {"depth_rule": DEPTH_RULES, "importance_split": ("heldout", "dev"), "device": ("auto", "cpu", "cuda"),
+           "precision": PRECISIONS}
 # the hyper-parameters most people touch first; the rest sit under "More"
 MAIN_FIELDS = ("batch_size", "max_seq_length", "teacher_epochs", "teacher_lr", "width_epochs", "width_lr",
                "depth_epochs", "depth_lr", "width_mults", "depth_mults", "max_train_examples", "seed")
