@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import zlib
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
@@ -272,7 +273,11 @@ def train_loop(
     optimizer = make_optimizer(model, s.lr, s.weight_decay)
     scaler = runtime.make_scaler(device, s.precision)
     step = 0
-    if resume is not None:
+    if resume is None:
+        # dropout draws from a stream that depends only on (seed, stage, rank), not on what the process did
+        # before (a studio session, a library seeding itself), so a run is repeatable and ranks differ
+        torch.manual_seed(zlib.crc32(f"{s.seed}:{s.stage}:{rank}".encode()))
+    else:
         model.load_state_dict(resume.model_state)
         optimizer.load_state_dict(resume.optimizer_state)
         _restore_rng(resume, s, device, world, rank, events)

@@ -78,7 +78,9 @@ def test_weighted_shares_give_the_global_batch_gradient():
     torch.manual_seed(0)
     teacher = tiny_model(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     student = tiny_model(seed=1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train()
-    enc = fake_encoded([4, 9, 6, 12, 3, 7, 11])  # 7 rows: shards of 4 and 3 with different token counts
+    lens = [4, 9, 6, 12, 3, 7, 11]  # 7 rows: shards of 4 and 3 rows with different token counts
+    ids = [[2] + [5 + (7 * i + j) % 24 for j in range(n - 2)] + [3] for i, n in enumerate(lens)]  # within the tiny vocab
+    enc = D.Encoded(ids, [[0] * n for n in lens], [i % 2 for i in range(len(lens))])
     specs = subnet_grid((1.0, 0.5), (1.0, 0.5))
     kw = dict(l1=1.0, l2=0.5, depth_rule="keep-last", is_regression=False)
     (whole,) = D.iterate_batches(enc, 7, shuffle=False)
