@@ -29,4 +29,14 @@ def cmd_gui(a) -> int:
             raise
         raise UserError(f"the studio needs {exc.name}, which is not installed: pip install 'dynabert-studio[studio]'") from None
     argv = ([a.dir] if a.dir else []) + (["--demo"] if a.demo else []) + (["--screenshot", a.screenshot] if a.screenshot else [])
-    return main(argv)
+    code = main(argv)
+    # The window has closed: jobs were stopped at a checkpoint (aboutToQuit) and every file is written
+    # atomically, so nothing is left to save. The interpreter's own teardown of Qt, torch and pyqtgraph
+    # objects crashed here now and then (a segfault with no Python frame, after exit had begun), so the
+    # process ends without it.
+    import os
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
