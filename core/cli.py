@@ -11,7 +11,10 @@ from pathlib import Path
 
 from .config import BUILTIN_MINILM, DEPTH_RULES, PRECISIONS, PROFILES, STAGES, DataConfig, ProjectConfig, profile_config
 from .errors import Cancelled, ConfigError, UserError
-from .events import EvalEnded, LogMessage, StageEnded, StageProgress, StageStarted, StepEnded, StopToken
+from .events import (
+    EvalEnded, LogMessage, RunEnded, StageEnded, StageProgress, StageStarted, StepEnded, StopAcknowledged, StopToken,
+    event_to_json,
+)
 
 
 # ---- progress -----------------------------------------------------------------------------------
@@ -42,6 +45,8 @@ class ProgressPrinter:
             self._write(f"[{event.stage}] {'skipped' if event.skipped else 'done'} in {event.seconds:.1f}s")
         elif isinstance(event, LogMessage):
             self._write(f"[{event.level}] {event.text}")
+        elif isinstance(event, StopAcknowledged):
+            self._write(f"stop requested ({event.source}): finishing this step, then saving a checkpoint")
 
     def _write(self, text: str) -> None:
         if self.bar is not None:
@@ -126,12 +131,49 @@ def _apply_run_options(project, a) -> None:
     project.save_config(project.config.with_train(**changes))
 
 
+class JsonLines:
+    """Event sink for `--events jsonl`: one JSON object per line on stdout (the format of run/events.jsonl)."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+
+    def __call__(self, event) -> None:
+        self.stream.write(event_to_json(event) + "\n")
+        self.stream.flush()
+
+    def _close(self) -> None:
+        pass
+
+
+def _close_sink(sink) -> None:
+    close = getattr(sink, "_close", None)
+    if close is not None:
+        close()
+
+
+def _sink(kind: str):
+    from .events import null_sink
+
+    if kind == "jsonl":
+        return JsonLines()
+    if kind == "none":
+        return null_sink
+    return ProgressPrinter()
+
+
 def cmd_run(a) -> int:
+    from . import runs
+
+    if a.follow:
+        return _follow(Path(a.dir), _sink(a.events))
     from . import jobs, runtime
     from .events import null_sink
     from .project import Project
 
     project = Project.open(Path(a.dir))
+    if not runtime.launched_distributed() or runtime.rank() == 0:
+        # refused before the engine loads (the lock itself is taken once it has)
+        runs.check_not_running(project.root, "start a run")
     if runtime.launched_distributed():  # started by torchrun: one process of several
         runtime.init_distributed(project.config.train.device)
     try:
@@ -142,18 +184,18 @@ def cmd_run(a) -> int:
 
 def _run(a, project, jobs, runtime, null_sink) -> int:
     main = runtime.is_main()
-    _apply_run_options(project, a)
+    _apply_run_options(project, a)  # every rank applies them in memory; rank 0 writes them
     # torchrun passes a Ctrl-C on to every process as SIGINT, and a cluster's scheduler stops a job with SIGTERM
-    stop, previous = _stop_on_sigint(also_sigterm=runtime.initialized())
-    printer = ProgressPrinter() if main else null_sink
+    stop, previous = _stop_on_sigint(also_sigterm=True)
+    printer = _sink(a.events) if main else null_sink
     if main and runtime.world() > 1:
         print(f"{runtime.world()} processes ({'NCCL' if runtime.backend() == 'nccl' else 'gloo'}); the batch of "
               f"{project.config.train.batch_size} rows is split across them", file=sys.stderr)
     try:
-        out = jobs.run("run", project, jobs.RunRequest(until=a.until), printer, stop)
+        out = jobs.run("run", project, jobs.RunRequest(until=a.until), printer, stop, launch_id=a.launch_id)
     except Cancelled:
         if main:
-            printer._close()
+            _close_sink(printer)
             print(f"stopped; the project is saved: `dynastudio run {project.root}` resumes it", file=sys.stderr)
         return 130
     finally:
@@ -161,7 +203,7 @@ def _run(a, project, jobs, runtime, null_sink) -> int:
             signal.signal(sig, handler)
     if not main:
         return 0
-    printer._close()
+    _close_sink(printer)
     if not out.ran:
         print("nothing to do: every requested stage is done (dynastudio report shows the results)")
     else:
@@ -169,13 +211,123 @@ def _run(a, project, jobs, runtime, null_sink) -> int:
     return 0
 
 
+def _follow(root: Path, printer, poll: float = 0.2) -> int:
+    """Attach to the project's live run: show its events from the start until it ends (Ctrl-C detaches)."""
+    import time
+
+    from . import runs
+
+    view = runs.run_view(root)
+    if not view.live:
+        if view.lock is not None and not view.lock.alive():
+            raise ConfigError(f"{root}: no run is going (the last one, process {view.lock.pid}, ended without a word: "
+                              f"killed?): `dynastudio run {root}` resumes it")
+        raise ConfigError(f"{root}: no run is going: `dynastudio run {root}` starts one")
+    tail = runs.EventTail(runs.events_path(root))
+    started = None
+    try:
+        while True:
+            for event in tail.poll():
+                if isinstance(event, runs.RunStarted):
+                    started = event
+                    if isinstance(printer, ProgressPrinter):
+                        print(f"following process {event.pid} on {event.host} (Ctrl-C detaches; the run goes on)",
+                              file=sys.stderr, flush=True)
+                printer(event)
+                if isinstance(event, RunEnded):
+                    _close_sink(printer)
+                    return _ended(root, event)
+            if tail.replaced or tail.check_replaced():
+                print("the run ended and a new one started: follow it again", file=sys.stderr)
+                return 0
+            lock = runs.read_lock(root)
+            pid_gone = started is not None and started.host == runs.socket.gethostname() and not runs.pid_alive(started.pid)
+            if pid_gone or (lock is None and started is None):
+                for event in tail.poll():  # its last words, if any
+                    printer(event)
+                    if isinstance(event, RunEnded):
+                        _close_sink(printer)
+                        return _ended(root, event)
+                _close_sink(printer)
+                print(f"error: the run ended without a word (process {started.pid if started else '?'} was killed or "
+                      f"crashed): `dynastudio run {root}` resumes from its last checkpoint", file=sys.stderr)
+                return 1
+            time.sleep(poll)
+    except KeyboardInterrupt:
+        _close_sink(printer)
+        print(f"\ndetached; the run goes on (`dynastudio stop {root}` stops it)", file=sys.stderr)
+        return 0
+
+
+def _ended(root: Path, event: RunEnded) -> int:
+    if event.outcome == "done":
+        print(f"the run finished: {', '.join(event.ran) or 'nothing left to run'}", file=sys.stderr)
+        return 0
+    if event.outcome == "stopped":
+        print(f"the run stopped; the project is saved: `dynastudio run {root}` resumes it", file=sys.stderr)
+        return 130
+    print(f"error: the run failed: {event.message}", file=sys.stderr)
+    return 1 if event.internal else 2
+
+
+def cmd_stop(a) -> int:
+    from . import runs
+
+    root = Path(a.dir)
+    if not (root / "project.json").is_file():
+        raise ConfigError(f"{root}: not a DynaBERT Studio project (no project.json)")
+    view = runs.run_view(root)
+    lock = view.lock
+    if lock is None:
+        print(f"no run is going in {root}")
+        return 0
+    if not lock.alive():
+        print(f"no run is going in {root}: process {lock.pid} left a stale lock (killed?); the next run clears it")
+        return 0
+    if lock.job == "latency":
+        raise ConfigError(f"{root}: {lock.describe()} is running, not a training: it ends by itself in a few minutes")
+    if a.now:
+        if not lock.local:
+            raise ConfigError(f"{root}: the run is on {lock.host}: stop it there (--now works on the same machine)")
+        s = view.started
+        pids = list(s.pids) + ([s.launcher_pid] if s.launcher_pid else []) if s is not None else [lock.pid]
+        killed = runs.kill_hard(pids)
+        print(f"ended process {', '.join(map(str, killed)) or lock.pid} now: progress since the last checkpoint is lost; "
+              f"`dynastudio run {root}` resumes from it")
+        return 0
+    runs.request_stop(root, lock.run_id, "dynastudio stop")
+    print(f"asked {lock.describe()} to stop after its current step (it saves a checkpoint first); "
+          f"`dynastudio run {root} --follow` shows it stop")
+    return 0
+
+
 def cmd_status(a) -> int:
+    from . import runs
     from .project import Project
 
     project = Project.open(Path(a.dir))
     cfg = project.config
     print(f"project {project.root}  model {cfg.model}  data {cfg.data.kind}:{cfg.data.task or cfg.data.train or 'demo'}  profile {cfg.train.profile}")
+    view = runs.run_view(project.root)
+    live_stage = None
+    if view.lock is not None and view.lock.alive():
+        if view.lock.job == "latency":
+            print(f"busy: {view.lock.describe()}")
+        else:
+            live_stage = view.stage
+            print(f"running: {view.lock.describe()}, at {view.progress_text()}"
+                  + (" (stopping: saving a checkpoint)" if view.stopping else "")
+                  + f"; `dynastudio run {project.root} --follow` follows it")
+    elif view.lock is not None:
+        print(f"the last run (process {view.lock.pid} on {view.lock.host}) ended without a word (killed or crashed): "
+              f"its lock is stale and the next run clears it")
+    elif view.ended is not None:
+        print(f"last run: {view.ended.outcome}" + (f" ({view.ended.message})" if view.ended.message else ""))
     for stage in STAGES:
+        if stage == live_stage and not project.is_done(stage):
+            of = f" of {view.total}" if view.total else ""
+            print(f"  {stage:<17} running" + (f" (step {view.step}{of})" if view.step is not None else ""))
+            continue
         info = project.stage_info(stage)
         if info.get("done"):
             extra = " (skipped)" if info.get("skipped") else ""
@@ -371,9 +523,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-train-examples", type=int)
     r.add_argument("--precision", choices=PRECISIONS,
                    help="auto (default): bf16 on a GPU that has it, fp16 on older GPUs, fp32 on a CPU; saved in the project")
+    r.add_argument("--events", choices=("bars", "jsonl", "none"), default="bars",
+                   help="bars (default): progress bars on stderr; jsonl: every event as a JSON line on stdout "
+                        "(the project also keeps them in run/events.jsonl); none")
+    r.add_argument("--follow", action="store_true",
+                   help="start nothing: attach to the run that is going in DIR and show it until it ends")
+    r.add_argument("--launch-id", help=argparse.SUPPRESS)  # set by the studio, to recognise the run it launched
     r.set_defaults(func=cmd_run)
 
-    s = sub.add_parser("status", help="which stages are done")
+    st = sub.add_parser("stop", help="ask the run going in DIR to stop after its current step (it saves a checkpoint)")
+    st.add_argument("dir")
+    st.add_argument("--now", action="store_true", help="end it at once (loses the progress since its last checkpoint)")
+    st.set_defaults(func=cmd_stop)
+
+    s = sub.add_parser("status", help="which stages are done, and the run that is going")
     s.add_argument("dir")
     s.set_defaults(func=cmd_status)
 

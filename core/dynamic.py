@@ -8,12 +8,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .errors import ModelError
 # the layer math lives in the self-contained slim module (it ships inside HF-style exports)
 from .slim import LayerHyper, LayerWeights, layer_forward  # noqa: F401  (re-exported)
 
-# model_type -> the head layout we know how to drive. RoBERTa-style encoders share BERT's layer layout.
-SUPPORTED_MODEL_TYPES = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta"}
+from .support import SUPPORTED_MODEL_TYPES, check_supported  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -30,24 +28,6 @@ class SubnetSpec:
     @property
     def is_full(self) -> bool:
         return self.width_mult == 1.0 and self.depth_mult == 1.0
-
-
-def check_supported(config) -> str:
-    """Return the head layout ("bert"/"roberta") or raise a ModelError naming what is supported."""
-    kind = SUPPORTED_MODEL_TYPES.get(getattr(config, "model_type", None))
-    if kind is None:
-        raise ModelError(
-            f"model type '{getattr(config, 'model_type', '?')}' is not supported: use a BERT or RoBERTa "
-            f"encoder ({', '.join(sorted(SUPPORTED_MODEL_TYPES))})"
-        )
-    pet = getattr(config, "position_embedding_type", "absolute") or "absolute"
-    if pet != "absolute":
-        raise ModelError(f"position_embedding_type '{pet}' is not supported: only absolute position embeddings are")
-    if getattr(config, "is_decoder", False):
-        raise ModelError("decoder configurations are not supported: use an encoder-only BERT/RoBERTa model")
-    if config.hidden_size % config.num_attention_heads:
-        raise ModelError("hidden_size must be divisible by num_attention_heads")
-    return kind
 
 
 def n_heads_kept(num_heads: int, width_mult: float) -> int:

@@ -1,9 +1,12 @@
 """The fixed set of events a job reports, and the stop token it checks between steps."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import threading
+import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from .errors import Cancelled
 
@@ -41,6 +44,7 @@ class StepEnded:
     losses: dict[str, float]  # sub-network label ("w0.75_d1") -> loss
     lr: float
     epoch: int
+    at: float = field(default_factory=time.time)  # wall clock when the step ended: ETAs stay right when replayed
 
 
 @dataclass(frozen=True)
@@ -139,3 +143,96 @@ class LatencyMeasured:
     formats: tuple[FormatLatency, ...]
     index: int
     total: int
+
+
+# ---- a run in a child process: its start and end, and the answer to a stop request ---------------
+@dataclass(frozen=True)
+class RunStarted:
+    """First event of a run: who runs it, so a front end can follow it, stop it, or tell it is gone."""
+
+    run_id: str
+    job: str  # the registered job name ("run", a stage)
+    pid: int  # the process that holds the project's run lock (rank 0 under torchrun)
+    host: str
+    started: float  # time.time()
+    command: str = ""
+    launch_id: str | None = None  # set by the front end that launched the process, so it knows its own run
+    launcher_pid: int | None = None  # torchrun's own process, when the run has several
+    pids: tuple[int, ...] = ()  # every process of the run on this host (rank order)
+    world_size: int = 1
+
+
+@dataclass(frozen=True)
+class StopAcknowledged:
+    """The run saw a stop request and will stop after its current step, saving a checkpoint."""
+
+    source: str  # "studio" (the project's stop file), "signal"
+
+
+@dataclass(frozen=True)
+class RunEnded:
+    """Last event of a run. outcome: done, stopped or failed (message: the one-line error; internal
+    errors also leave their traceback in the run's log)."""
+
+    run_id: str
+    outcome: str
+    message: str = ""
+    seconds: float = 0.0
+    ran: tuple[str, ...] = ()
+    internal: bool = False  # failed by a bug, not by a user's mistake
+
+
+@dataclass(frozen=True)
+class JobEnded:
+    """Last line a job child process writes on stdout: how it ended and its result as JSON."""
+
+    outcome: str  # done, stopped, failed
+    result: Any = None
+    message: str = ""
+    internal: bool = False
+    traceback: str = ""
+
+
+# ---- events as JSON lines -----------------------------------------------------------------------
+EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
+    StageStarted, StageProgress, StageEnded, StepEnded, EvalEnded, ImportanceReady, CheckpointSaved, ExportDone,
+    LogMessage, LatencyMeasured, RunStarted, StopAcknowledged, RunEnded, JobEnded,
+)}
+
+
+def event_to_json(event) -> str:
+    """One line of JSON: {"event": <class name>, <fields>}."""
+    name = type(event).__name__
+    if name not in EVENT_TYPES:
+        raise TypeError(f"{name} is not an event type")
+    return json.dumps({"event": name, **dataclasses.asdict(event)}, separators=(",", ":"))
+
+
+def event_from_json(line: str | dict):
+    """The event a line of `event_to_json` describes; None for a line that is not one (torn, unknown kind).
+
+    Fields this version does not know are dropped and missing ones take their defaults, so a front end
+    can follow a run of a slightly newer or older engine."""
+    try:
+        rec = json.loads(line) if isinstance(line, str) else line
+        cls = EVENT_TYPES[rec["event"]]
+    except (ValueError, KeyError, TypeError):
+        return None
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in rec:
+            kwargs[f.name] = _restore(cls, f.name, rec[f.name])
+    try:
+        return cls(**kwargs)
+    except TypeError:
+        return None
+
+
+def _restore(cls: type, name: str, value):
+    if cls is JobEnded:
+        return value  # a job's result is plain JSON, read as such
+    if cls is LatencyMeasured and name == "formats":
+        return tuple(FormatLatency(**v) for v in value)
+    if isinstance(value, list) and cls is not ImportanceReady and name not in ("head_importance", "neuron_importance"):
+        return tuple(value)  # tuples in the dataclasses travel as JSON lists
+    return value

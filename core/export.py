@@ -11,7 +11,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -21,45 +21,23 @@ from torch import nn
 
 from .data import Encoded, compute_metric, iterate_batches
 from .dynamic import SubnetSpec, forward_subnet
-from .errors import ConfigError, ExportError, InternalError, UserError
+from .errors import ConfigError, InternalError, UserError
 from .events import ExportDone, LogMessage, StageEnded, StageProgress, StageStarted, StopToken
 from .extract import check_spec, extract_from_model
 from .project import Project, atomic_write_text
+from .requests import MIN_AGREEMENT, ExportReport, ExportRequest  # noqa: F401  (tests import them from here)
 from .slim import SlimModel
 from .targets import FORMATS, MODEL_FILES, PRESET_DESCRIPTIONS, PRESETS, resolve_format  # noqa: F401  (the GUI imports them from here too)
 
 FP32_FORMATS = ("onnx", "torchscript", "hf")
 FP32_TOLERANCE = 1e-4  # an fp32 export further than this from PyTorch is broken, not "slightly off"
 EXTRACTION_TOLERANCE = 1e-4
-MIN_AGREEMENT = 0.99  # INT8/fp16 pass only when at least this share of dev predictions match PyTorch
 # onnxruntime's fused SkipLayerNormalization CPU kernel is ~8x slower than the Add + LayerNormalization
 # it replaces (onnxruntime 1.32, AMD EPYC, 1 thread: 0.20 vs 0.025 ms on 128 x 384): it cost 13% of
 # MiniLM's latency, a constant that hides the width savings. Measurements and the READMEs turn it off.
 ORT_DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 VERIFICATION_FILE = "verification.json"
 CONFIG_FILE = "dynabert_config.json"  # the sub-network's shape and labels, in the non-HF formats
-
-
-@dataclass
-class ExportReport:
-    """What `export` wrote and how well it matches PyTorch (also saved as verification.json)."""
-
-    path: str
-    format: str
-    target: str | None
-    width_mult: float
-    depth_mult: float
-    max_abs_diff: float
-    agreement: float | None  # fraction of dev examples with the same prediction (int8/fp16); None if not measured
-    passed: bool  # every check held; False = written, but marked failed in verification.json and README.md
-    failure: str | None  # why it failed, one line
-    dev_examples: int
-    size_mb: float  # the model file(s) only
-    files: dict = field(default_factory=dict)  # file name -> bytes
-    verification: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 # ---- what is exported: named tensors in, fp32 logits out ----------------------------------------
@@ -399,20 +377,6 @@ def _versions() -> dict:
 
     return {"torch": torch.__version__, "transformers": transformers.__version__,
             "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
-
-
-@dataclass(frozen=True)
-class ExportRequest:
-    """One sub-network, a format or a target preset (see FORMATS, PRESETS), and the folder to create."""
-
-    width_mult: float
-    depth_mult: float
-    target: str  # a format name or a target preset name
-    out_dir: str
-    overwrite: bool = False
-    model_name: str | None = None  # default: the most trained model of the project
-    min_agreement: float = MIN_AGREEMENT
-    agreement_rows: int | None = 5000  # dev rows the INT8/fp16 agreement is measured on (None = all)
 
 
 EXPORT_STEPS = 5  # extract, write, verify, dev agreement, move into place

@@ -1,30 +1,29 @@
-"""The job registry: every long job is `job(project, request, events, stop) -> result`; the CLI and the studio call it here."""
+"""The job registry: every long job is `job(project, request, events, stop) -> result`; the CLI and the studio call it here.
+
+Importing this module is light: a job's engine code (torch, transformers) is imported when it runs,
+so the studio can list jobs and build requests without loading the engine.
+"""
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .config import ProjectConfig
+from .config import STAGES
 from .errors import ConfigError
-from .events import EventSink, StopToken, null_sink
-from .export import ExportRequest, export_job
-from .latency import LatencyRequest, latency_job
-from .prepare import new_project
-from .project import Project
-from .stages import STAGE_JOBS, RunRequest, StageRequest, run_job
+from .events import EventSink, LogMessage, StopToken, null_sink
+from .requests import (  # noqa: F401  (the requests are used as jobs.RunRequest etc.)
+    CreateRequest, ExportReport, ExportRequest, LatencyRequest, RunRequest, RunResult, StageRequest,
+)
 
 
-@dataclass(frozen=True)
-class CreateRequest:
-    """`create` is the one job without a project yet: its `project` argument is the folder to create."""
-
-    config: ProjectConfig
-    overwrite: bool = False
 
 
-def create_job(project: Path, request: CreateRequest, events, stop: StopToken) -> Project:
+def create_job(project: Path, request: CreateRequest, events, stop: StopToken):
     """Validate the data and the model, then create the project folder with its encoded task cache."""
+    from .prepare import new_project
+
     stop.check()
     return new_project(Path(project), request.config, overwrite=request.overwrite, events=events)
 
@@ -32,11 +31,17 @@ def create_job(project: Path, request: CreateRequest, events, stop: StopToken) -
 @dataclass(frozen=True)
 class Job:
     name: str
-    fn: Callable[[Any, Any, EventSink, StopToken], Any]
+    target: str  # "module:function", imported when the job runs
     request_type: type
     title: str  # what the studio and the CLI call it
-    trains: bool = False  # a training job: the studio says so when it asks before stopping it
+    trains: bool = False  # a training job: holds the project's run lock and keeps run/events.jsonl
     opens_project: bool = True  # False: `project` is handed over as a folder path (create)
+    locks: bool = False  # holds the run lock while it runs (it writes the project)
+
+    @property
+    def fn(self) -> Callable[[Any, Any, EventSink, StopToken], Any]:
+        module, name = self.target.split(":")
+        return getattr(importlib.import_module(module, __package__), name)
 
 
 JOBS: dict[str, Job] = {}
@@ -53,17 +58,23 @@ _STAGE_TITLES = {
     "finetune": "Fine-tune the teacher", "rewire": "Importance and rewiring", "width": "Width distillation",
     "depth": "Width x depth distillation", "finetune-subnets": "Fine-tune sub-networks", "evaluate": "Evaluate every sub-network",
 }
-register(Job("create", create_job, CreateRequest, "Create the project", opens_project=False))
-register(Job("run", run_job, RunRequest, "Train (every unfinished stage)", trains=True))
-for _stage, _fn in STAGE_JOBS.items():
-    register(Job(_stage, _fn, StageRequest, _STAGE_TITLES[_stage], trains=_stage != "evaluate"))
-register(Job("latency", latency_job, LatencyRequest, "Measure latency"))
-register(Job("export", export_job, ExportRequest, "Export a sub-network"))
+register(Job("create", f"{__package__}.jobs:create_job", CreateRequest, "Create the project", opens_project=False))
+register(Job("run", ".stages:run_job", RunRequest, "Train (every unfinished stage)", trains=True, locks=True))
+for _stage in STAGES:
+    register(Job(_stage, f".stages:{_stage.replace('-', '_')}_job", StageRequest, _STAGE_TITLES[_stage], trains=True, locks=True))
+register(Job("latency", ".latency:latency_job", LatencyRequest, "Measure latency", locks=True))
+register(Job("export", ".export:export_job", ExportRequest, "Export a sub-network"))
 
 
-def run(name: str, project: Project | Path | str, request: Any = None, events: EventSink = null_sink,
-        stop: StopToken | None = None) -> Any:
-    """Run the registered job `name`; `project` may be a folder (opened here), `request` None for the defaults."""
+def run(name: str, project, request: Any = None, events: EventSink = null_sink,
+        stop: StopToken | None = None, launch_id: str | None = None) -> Any:
+    """Run the registered job `name`; `project` may be a folder (opened here), `request` None for the defaults.
+
+    A training job holds the project's run lock and writes every event to run/events.jsonl (so any front end
+    can follow it) and stops when a stop request appears in run/ (see core.runs); a latency job holds the lock.
+    A second run of the same project is refused with a ProjectBusy error naming the process that holds it."""
+    from .project import Project
+
     job = JOBS.get(name)
     if job is None:
         raise ConfigError(f"unknown job '{name}': choose one of {', '.join(JOBS)}")
@@ -73,4 +84,58 @@ def run(name: str, project: Project | Path | str, request: Any = None, events: E
         raise TypeError(f"job '{name}' takes a {job.request_type.__name__}, not a {type(request).__name__}")
     if job.opens_project and not isinstance(project, Project):
         project = Project.open(Path(project))
-    return job.fn(project, request, events, stop or StopToken())
+    stop = stop or StopToken()
+    if job.trains:
+        return _run_training(job, project, request, events, stop, launch_id)
+    if job.locks:
+        from . import runs
+
+        with runs.holding_lock(project.root, job.name, log=lambda text: events(LogMessage(text, "warning"))):
+            return job.fn(project, request, events, stop)
+    if name == "export" and request.model_name is None:
+        from . import runs
+
+        # the default model is the most trained one, which a live run is about to replace
+        runs.check_not_running(project.root, "export the most trained model while it is being trained "
+                                             "(give --model to export a finished stage's model)")
+    return job.fn(project, request, events, stop)
+
+
+def _run_training(job: Job, project, request, events, stop: StopToken, launch_id: str | None):
+    """A training job inside a RunSession (lock, events file, stop file). Under torchrun the main process holds
+    the session; every process learns whether it got the lock before any of them trains."""
+    import os
+
+    from . import runs, runtime
+
+    fn = job.fn  # imports the engine before the lock is taken: a broken install fails without touching the project
+    if not runtime.initialized():
+        with runs.RunSession(project.root, job.name, events, stop, launch_id) as session:
+            result = fn(project, request, session.events, stop)
+            session.ran = tuple(getattr(result, "ran", (job.name,)))
+            return result
+    pids = tuple(p for _, p in runtime.all_gather_objects((runtime.rank(), os.getpid())))
+    session, error = None, None
+    if runtime.is_main():
+        session = runs.RunSession(project.root, job.name, events, stop, launch_id, launcher_pid=os.getppid(), pids=pids,
+                                  world_size=runtime.world())
+        try:
+            session.__enter__()
+        except Exception as exc:  # noqa: BLE001  (re-raised below, on this rank)
+            session, error = None, exc
+    if runtime.any_process(error is not None):
+        if error is not None:
+            raise error
+        from .errors import Cancelled
+
+        raise Cancelled("the main process could not start the run")  # it reports why
+    if session is None:
+        return fn(project, request, events, stop)
+    try:
+        result = fn(project, request, session.events, stop)
+        session.ran = tuple(getattr(result, "ran", (job.name,)))
+    except BaseException as exc:
+        session.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    session.__exit__(None, None, None)
+    return result

@@ -20,22 +20,10 @@ from .dynamic import SubnetSpec, subnet_grid, subnet_size
 from .errors import Cancelled, ConfigError, ModelError, ProjectError
 from .events import FormatLatency, LatencyMeasured, LogMessage, StageEnded, StageProgress, StageStarted, StopToken
 from .project import Project
+from .requests import LatencyRequest
 
 LATENCY_FORMATS = ("fp32", "int8", "fp16")
 PROTOCOL_PREFIX = "@@latency "
-
-
-@dataclass(frozen=True)
-class LatencyRequest:
-    """How to time every grid sub-network: shapes, threads, formats, runs. seq None = the project's max_seq_length."""
-
-    batch: int = 1
-    seq: int | None = None
-    threads: int = 1
-    formats: tuple[str, ...] = ("fp32",)
-    runs: int = 50
-    warmup: int = 10
-    specs: tuple[tuple[float, float], ...] | None = None  # (width, depth) pairs; None = the project's grid
 
 
 @dataclass(frozen=True)

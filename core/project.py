@@ -10,14 +10,15 @@ import time
 from dataclasses import dataclass, field
 import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
 from .config import ProjectConfig
 from .errors import ConfigError, ProjectError
+
+if TYPE_CHECKING:  # torch is imported where tensors are handled: the studio reads projects without it
+    import torch
 
 PROJECT_FILE = "project.json"
 STATE_FILE = "state.json"
@@ -59,14 +60,29 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+def atomic_save_tensors(path: Path, tensors: dict[str, "torch.Tensor"], metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
     # safetensors refuses shared or strided storage; give it plain contiguous copies
     plain = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with _atomic_target(path) as tmp:
         save_file(plain, tmp, metadata=metadata)
 
 
-def load_tensors(path: Path, what: str) -> dict[str, torch.Tensor]:
+def load_tensors(path: Path, what: str) -> dict[str, "torch.Tensor"]:
+    return _load(path, what, "torch")
+
+
+def load_arrays(path: Path, what: str) -> dict:
+    """Like load_tensors, as numpy arrays: for readers that must not load torch (the studio)."""
+    return _load(path, what, "numpy")
+
+
+def _load(path: Path, what: str, kind: str) -> dict:
+    if kind == "torch":
+        from safetensors.torch import load_file
+    else:
+        from safetensors.numpy import load_file
     path = Path(path)
     if not path.is_file():
         raise ProjectError(f"{path}: {what} is missing: run the stage that makes it again (dynastudio run)")
@@ -201,6 +217,15 @@ class Project:
     def importance_path(self) -> Path:
         return self.root / "importance.safetensors"
 
+    # the run: lock, events file, stop request (see core.runs)
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "run"
+
+    @property
+    def events_path(self) -> Path:
+        return self.run_dir / "events.jsonl"
+
     # ---- models ------------------------------------------------------------------------------
     @_main_process_writes
     def save_model(self, name: str, model: torch.nn.Module, info: dict | None = None) -> Path:
@@ -241,6 +266,8 @@ class Project:
     def save_checkpoint(self, stage: str, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, extra: dict,
                         rngs: list | None = None) -> Path:
         """Weights, optimizer, every process's random state (`rngs`: runtime.RngState per rank), then trainer.json."""
+        import torch
+
         d = self.checkpoint_dir(stage)
         d.mkdir(parents=True, exist_ok=True)
         meta = {"step": str(step), "stage": stage}
@@ -315,10 +342,10 @@ class Project:
     def save_importance(self, tensors: dict[str, torch.Tensor], info: dict) -> None:
         atomic_save_tensors(self.importance_path, tensors, {"info": json.dumps(info)})
 
-    def load_importance(self) -> dict[str, torch.Tensor]:
+    def load_importance(self, as_numpy: bool = False) -> dict[str, torch.Tensor]:
         if not self.importance_path.is_file():
             raise ProjectError(f"{self.root}: no importance scores yet: run `dynastudio run {self.root} --until rewire`")
-        return load_tensors(self.importance_path, "the importance scores")
+        return (load_arrays if as_numpy else load_tensors)(self.importance_path, "the importance scores")
 
     # results.json is written by the evaluate job only, latency.json by the latency job only;
     # load_results() is the one place that joins them into the grid.
@@ -387,6 +414,8 @@ class Project:
 
 
 def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    import torch
+
     sd = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict] = {}

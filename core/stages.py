@@ -19,19 +19,10 @@ from .importance import compute_importance, rewire
 from .models import load_base_model
 from .prepare import RunInputs, prepare_inputs
 from .project import Project
+from .requests import RunRequest, RunResult, StageRequest  # noqa: F401  (tests import them from here)
 
 # the model each stage leaves behind, in pipeline order
 STAGE_MODEL = {"finetune": "teacher", "rewire": "rewired", "width": "width", "depth": "depth", "finetune-subnets": "subnets"}
-
-
-@dataclass(frozen=True)
-class StageRequest:
-    """A stage job takes no options: everything comes from the project's settings."""
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    until: str | None = None  # the last stage to run; None = to the end
 
 
 @dataclass(frozen=True)
@@ -46,11 +37,6 @@ class StageResult:
 
     def record(self) -> dict:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class RunResult:
-    ran: tuple[str, ...]
 
 
 def _finish(project: Project, stage: str, t0: float, events, **fields) -> StageResult:

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
 
 from .errors import install_excepthook
 from .state import STEP_TITLES, STEPS, StudioState
+from .worker import RunJob
 from .style import BANNER_CSS
 
 # the step a blocked step sends people to
@@ -205,27 +206,44 @@ class MainWindow(QMainWindow):
                 self.close()
 
     # ---- closing -------------------------------------------------------------------------------
-    def _ask_close(self) -> bool:
-        answer = QMessageBox.question(
-            self, "Training is running",
-            "A job is running. Stop it and quit?\n\nTraining stops after the current step and saves a checkpoint; "
-            "opening the project again and pressing Resume continues where it stopped.",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
-        return answer == QMessageBox.StandardButton.Yes
+    def _ask_close(self, handle) -> str:
+        """"keep" (training goes on in the background), "stop" (stop, then close) or "cancel"."""
+        box = QMessageBox(self)
+        box.setIcon(QMessageBox.Icon.Question)
+        if isinstance(handle, RunJob):
+            box.setWindowTitle("Training is running")
+            box.setText("A training is running. Keep it training in the background, or stop it?")
+            box.setInformativeText("In the background it goes on after this window closes; opening the project again "
+                                   "shows it (or `dynastudio status`). Stop saves a checkpoint first: Resume continues "
+                                   "from there.")
+            keep = box.addButton("Keep training in the background", QMessageBox.ButtonRole.AcceptRole)
+        else:
+            box.setWindowTitle("A job is running")
+            box.setText(f"“{handle.title}” is running. Stop it and quit?")
+            keep = None
+        stop = box.addButton("Stop and quit", QMessageBox.ButtonRole.DestructiveRole)
+        cancel = box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(cancel)
+        box.exec()
+        return {keep: "keep", stop: "stop"}.get(box.clickedButton(), "cancel") if box.clickedButton() is not None else "cancel"
 
     def closeEvent(self, event: QCloseEvent) -> None:
         runner = self.state.runner
+        if runner.is_running() and not self._closing:
+            choice = self.confirm_close(runner.current)
+            if choice == "cancel":
+                event.ignore()
+                return
+            if choice == "keep" and isinstance(runner.current, RunJob):
+                runner.detach()  # the run goes on by itself
+            else:
+                self._closing = True
         if not runner.is_running():
             for timer in self.findChildren(QTimer):  # a pending validation or repaint has nothing left to show
                 timer.stop()
             event.accept()
             return
-        if not self._closing:
-            if not self.confirm_close():
-                event.ignore()
-                return
-            self._closing = True
-        # stop and close once the worker has checkpointed and ended (busyChanged(False) calls close again)
+        # stop and close once the job has checkpointed and ended (busyChanged(False) calls close again)
         runner.cancel_all()
         self.statusBar().showMessage("Stopping: saving a checkpoint, then closing…")
         self.setEnabled(False)
@@ -252,13 +270,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "dynastudio"])
     app.setApplicationName("DynaBERT Studio")
-    from .warmup import warm_up
-
-    warm_up()  # before the window shows: the first job must not freeze it with imports
     window = MainWindow()
     install_excepthook(lambda: window)
-    # a quit that bypasses closeEvent (session end, Ctrl-C) still stops the job at a checkpoint
-    app.aboutToQuit.connect(window.state.runner.shutdown)
+    # a quit that bypasses closeEvent (session end, Ctrl-C) stops a short job; a training goes on by itself
+    app.aboutToQuit.connect(lambda: window.state.runner.shutdown(keep_run=True))
     window.show()
     page = window.pages["project"]
     if args.demo:

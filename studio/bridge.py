@@ -6,8 +6,8 @@ import threading
 from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
 
 from dynastudio.core.events import (
-    CheckpointSaved, EvalEnded, ExportDone, ImportanceReady, LatencyMeasured, LogMessage, StageEnded, StageProgress,
-    StageStarted, StepEnded,
+    CheckpointSaved, EvalEnded, ExportDone, ImportanceReady, LatencyMeasured, LogMessage, RunStarted, StageEnded,
+    StageProgress, StageStarted, StepEnded, StopAcknowledged,
 )
 
 
@@ -31,6 +31,8 @@ class Bridge(QObject):
     exportDone = Signal(object)  # ExportDone
     log = Signal(object)  # LogMessage
     latencyMeasured = Signal(object)  # LatencyMeasured
+    runStarted = Signal(object)  # RunStarted: the process that trains, and how it was started
+    stopAcknowledged = Signal(object)  # StopAcknowledged
 
     _wake = Signal()
 
@@ -98,6 +100,7 @@ class Bridge(QObject):
             (EvalEnded, self.evalEnded),
             (ImportanceReady, self.importanceReady), (CheckpointSaved, self.checkpointSaved),
             (ExportDone, self.exportDone), (LogMessage, self.log), (LatencyMeasured, self.latencyMeasured),
+            (RunStarted, self.runStarted), (StopAcknowledged, self.stopAcknowledged),
         ):
             if isinstance(event, kind):
                 signal.emit(event)

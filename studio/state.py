@@ -8,16 +8,16 @@ from pathlib import Path
 
 from typing import Any, Callable
 
-from PySide6.QtCore import QObject, QStandardPaths, Signal
+from PySide6.QtCore import QObject, QStandardPaths, QTimer, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
 
-from dynastudio.core import jobs
+from dynastudio.core import jobs, runs
 from dynastudio.core.config import STAGES
 from dynastudio.core.errors import ProjectError, UserError
 from dynastudio.core.project import Project, atomic_write_text
 
 from .style import fmt_seconds
-from .worker import JobHandle, JobRunner
+from .worker import JobHandle, JobRunner, RunJob
 
 # the workflow, in sidebar order
 STEPS = ("project", "importance", "train", "explore", "export")
@@ -108,16 +108,34 @@ class StudioState(QObject):
         # reload from disk after every stage and every job: they wrote state.json, results.json...
         self.runner.jobStarted.connect(self._follow)
         self.runner.jobEnded.connect(lambda _: self._job_ended())
+        # a run started elsewhere (a terminal, another window) is followed as soon as it takes the project
+        self._watch = QTimer(self)
+        self._watch.setObjectName("runWatchTimer")
+        self._watch.setInterval(1000)
+        self._watch.timeout.connect(self.attach_live_run)
 
     # ---- jobs ------------------------------------------------------------------------------------
-    def start_job(self, parent: QWidget | None, name: str, project: Path | str, request: Any = None) -> JobHandle | None:
+    def start_job(self, parent: QWidget | None, name: str, project: Path | str, request: Any = None,
+                  processes: int = 1) -> JobHandle | None:
         """Start a registered job. When another job runs, ask first: None when the user keeps it running."""
         running = self.runner.current
         if running is not None:
             if not self.confirm_replace(parent, running, jobs.JOBS[name].title):
                 return None
-            return self.runner.start(name, project, request, replace=True)
-        return self.runner.start(name, project, request)
+            return self.runner.start(name, project, request, replace=True, processes=processes)
+        return self.runner.start(name, project, request, processes=processes)
+
+    def attach_live_run(self) -> JobHandle | None:
+        """Follow the open project's run if one is going and nothing is followed yet (reopening a project)."""
+        if self.project is None or self.runner.is_running():
+            return None
+        try:
+            lock = runs.live_lock(self.project.root)
+        except UserError:
+            return None
+        if lock is None or lock.job == "latency":
+            return None
+        return self.runner.attach(self.project.root)
 
     def running_job(self, name: str | None = None) -> JobHandle | None:
         h = self.runner.current
@@ -131,12 +149,20 @@ class StudioState(QObject):
         return project
 
     def set_project(self, project: Project | None) -> None:
+        current = self.runner.current
+        if isinstance(current, RunJob) and (project is None or current.project_root.resolve() != project.root.resolve()):
+            self.runner.detach()  # the other project's run goes on by itself; reopening it follows it again
         self.project = project
         self.selected = None
         if project is not None:
             self.recentChanged.emit(self.recent.add(project.root))
         self.projectChanged.emit(project)
         self.selectionChanged.emit(None)
+        if project is not None:
+            self.attach_live_run()
+            self._watch.start()
+        else:
+            self._watch.stop()
 
     def reload(self) -> None:
         if self.project is None:
@@ -160,7 +186,7 @@ class StudioState(QObject):
         if self.project is None or not self.project.importance_path.is_file():
             return None
         try:
-            return {k: v.float().numpy() for k, v in self.project.load_importance().items()}
+            return {k: v.astype("float32") for k, v in self.project.load_importance(as_numpy=True).items()}
         except ProjectError:
             return None
 

@@ -1,42 +1,73 @@
-"""Runs registered core jobs one at a time on a QThread; each job gets a handle with its own signals (napari/Orange style)."""
+"""Every job runs in a child process; the studio follows its JSON-lines events and never computes.
+
+Two kinds of child:
+- the training run: `dynastudio run DIR` (or torchrun with N processes), started detached in its own
+  session so it outlives the window. The studio follows it through the project's run/events.jsonl, the
+  only channel, so it can also attach to a run it did not start (reopened window, a terminal's run).
+- short jobs (create, export, latency): `python -m dynastudio.core.child JOB DIR`, a QProcess whose
+  stdout carries the events; they end with the window.
+Either way the GUI thread only parses a few JSON lines per repaint: no engine import, no GIL contention.
+"""
 from __future__ import annotations
 
-import weakref
+import os
+import shlex
+import sys
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, QProcess, QTimer, Signal
 
-from dynastudio.core import jobs
-from dynastudio.core.errors import Cancelled
-from dynastudio.core.events import StopToken
+from dynastudio.core import jobs, runs
+from dynastudio.core.events import JobEnded, RunEnded, RunStarted, StopAcknowledged, event_from_json
+from dynastudio.core.requests import ExportReport, RunResult, request_to_json
 
 from .bridge import Bridge
 from .errors import ErrorInfo
 
+POLL_MS = 100  # how often a followed run's events file is read
+STOP_ANSWER_S = 20.0  # a run that has not acknowledged a stop request by then is ended hard
+SHORT_JOB_STOP_S = 10.0
 
-_THREADS: "weakref.WeakSet[QThread]" = weakref.WeakSet()  # every job thread made, for the tests' leak check
 
-
-def running_job_threads() -> list[QThread]:
-    return [t for t in list(_THREADS) if t.isRunning()]
+def running_job_threads() -> list:
+    """Kept for the tests' leak check: no job runs on a thread of the studio any more."""
+    return []
 
 
 class JobBusy(RuntimeError):
     """start() was called while another job runs and the caller did not say to replace it (a bug in a page)."""
 
 
-class JobHandle(QObject):
-    """One job: its events (through its own bridge, on the GUI thread), its outcome, and a way to stop it.
+def child_python() -> str:
+    """The interpreter the children run on: the studio's own (its venv has the engine)."""
+    return sys.executable
 
-    Outcome signals fire once, after the job's thread has ended and its last events were delivered.
-    """
+
+def gpu_count() -> int:
+    """NVIDIA GPUs this process may use, without loading torch (Linux: the driver's /proc entries)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        n = len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return 0
+    if visible is not None:
+        n = min(n, len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"]))
+    return n
+
+
+class JobHandle(QObject):
+    """One job in a child process: its events (through its own bridge, on the GUI thread), its outcome, Stop.
+
+    Outcome signals fire once, after the job's last events were delivered."""
 
     started = Signal()
     finished = Signal(object)  # the job's result
     failed = Signal(object)  # ErrorInfo
     cancelled = Signal()
-    ended = Signal(str)  # "done", "failed" or "stopped", after the specific signal
+    ended = Signal(str)  # "done", "failed", "stopped" or "detached", after the specific signal
 
     def __init__(self, job: jobs.Job, project: Path, request: Any, parent: QObject | None = None):
         super().__init__(parent)
@@ -44,8 +75,8 @@ class JobHandle(QObject):
         self.project_root = Path(project)
         self.request = request if request is not None else job.request_type()
         self.bridge = Bridge(parent=self)
-        self.stop_token = StopToken()
-        self.status = "queued"  # -> running -> done | failed | stopped
+        self.status = "queued"  # -> running -> done | failed | stopped | detached
+        self.stop_requested = False
 
     @property
     def trains(self) -> bool:
@@ -55,37 +86,337 @@ class JobHandle(QObject):
         return self.status in ("queued", "running")
 
     def stop(self) -> None:
-        """Ask the job to stop at its next check (a training checkpoints first); returns at once."""
-        self.stop_token.set()
+        """First call: ask the job to stop at its next step (a training checkpoints first). Second call: end it now."""
+
+    def kill(self) -> None:
+        """End the job's processes now."""
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block (polling, not the event loop) until the job ended; True when it did."""
+        deadline = time.monotonic() + timeout_s
+        while self.is_running() and time.monotonic() < deadline:
+            self._poll_blocking()
+            time.sleep(0.05)
+        return not self.is_running()
+
+    def _poll_blocking(self) -> None:
+        pass
+
+    def _end(self, kind: str, value: Any = None) -> None:
+        if not self.is_running():
+            return
+        self.bridge.flush()
+        self.status = kind
+        if kind == "done":
+            self.finished.emit(value)
+        elif kind == "stopped":
+            self.cancelled.emit()
+        elif kind == "failed":
+            self.failed.emit(value)
+        self.ended.emit(kind)
 
 
-class _Worker(QObject):
-    """Lives on the job's thread; reports how the job ended, never raises."""
+def _error_info(message: str, internal: bool, detail: str = "") -> ErrorInfo:
+    if internal:
+        return ErrorInfo(f"an unexpected error happened ({message[:200]}). The details show where; please report it.",
+                         detail, False)
+    return ErrorInfo(message, detail, True)
 
-    done = Signal(object)
-    failed = Signal(object)
-    stopped = Signal()
 
-    def __init__(self, handle: JobHandle):
-        super().__init__()
-        self.name, self.root, self.request = handle.name, handle.project_root, handle.request
-        self.sink, self.stop = handle.bridge.sink, handle.stop_token
+def _result(name: str, value):
+    if name == "export" and isinstance(value, dict):
+        return ExportReport(**value)
+    if name == "create" and isinstance(value, dict):
+        return Path(value["root"])
+    if isinstance(value, dict) and set(value) == {"ran"}:
+        return RunResult(tuple(value["ran"]))
+    return value
 
-    @Slot()
-    def run(self) -> None:
-        try:
-            # the job opens its own Project from the folder: the GUI's copy is only ever read
-            result = jobs.run(self.name, self.root, self.request, self.sink, self.stop)
-        except Cancelled:
-            self.stopped.emit()
-        except BaseException as exc:  # the thread must end and report whatever happened
-            self.failed.emit(ErrorInfo.from_exception(exc))
+
+class ChildJob(JobHandle):
+    """A short job: `python -m dynastudio.core.child JOB DIR`, request on stdin, events on stdout."""
+
+    def __init__(self, job, project, request, parent=None):
+        super().__init__(job, project, request, parent)
+        self.process = QProcess(self)
+        self.process.setProgram(child_python())
+        self.process.setArguments(["-m", "dynastudio.core.child", job.name, str(self.project_root)])
+        self.process.readyReadStandardOutput.connect(self._read_stdout)
+        self.process.readyReadStandardError.connect(self._read_stderr)
+        self.process.finished.connect(self._on_exit)
+        self.process.errorOccurred.connect(self._on_error)
+        self._out = b""
+        self._err: list[str] = []
+        self._outcome: JobEnded | None = None
+        self._kill_timer = QTimer(self)
+        self._kill_timer.setSingleShot(True)
+        self._kill_timer.timeout.connect(self.kill)
+
+    def launch(self) -> None:
+        self.status = "running"
+        self.process.start()
+        self.process.write((request_to_json(self.request) + "\n").encode("utf-8"))
+        self.started.emit()
+
+    def stop(self) -> None:
+        if not self.is_running():
+            return
+        if self.stop_requested:
+            self.kill()
+            return
+        self.stop_requested = True
+        if self.process.state() == QProcess.ProcessState.Running:
+            self.process.write(b"stop\n")
+        self._kill_timer.start(int(SHORT_JOB_STOP_S * 1000))
+
+    def kill(self) -> None:
+        if self.process.state() != QProcess.ProcessState.NotRunning:
+            self.process.kill()
+
+    def _poll_blocking(self) -> None:
+        self.process.waitForFinished(50)
+
+    def _read_stdout(self) -> None:
+        data = self._out + bytes(self.process.readAllStandardOutput())
+        *lines, self._out = data.split(b"\n")
+        for raw in lines:
+            event = event_from_json(raw.decode("utf-8", errors="replace"))
+            if isinstance(event, JobEnded):
+                self._outcome = event
+            elif event is not None:
+                self.bridge.sink(event)
+
+    def _read_stderr(self) -> None:
+        text = bytes(self.process.readAllStandardError()).decode("utf-8", errors="replace")
+        self._err = (self._err + text.splitlines())[-200:]
+
+    def _on_error(self, error) -> None:
+        if error == QProcess.ProcessError.FailedToStart:
+            self._kill_timer.stop()
+            self._end("failed", ErrorInfo(f"could not start {child_python()}: {self.process.errorString()}", "", False))
+
+    def _on_exit(self, code: int, status) -> None:
+        self._kill_timer.stop()
+        self._read_stdout()
+        self._read_stderr()
+        out = self._outcome
+        if out is None:
+            if self.stop_requested:
+                self._end("stopped")
+                return
+            tail = "\n".join(self._err[-40:])
+            self._end("failed", ErrorInfo(f"the {self.title.lower()} process ended without a result (exit code {code})"
+                                          f"{': ' + self._err[-1] if self._err else ''}", tail, False))
+        elif out.outcome == "done":
+            self._end("done", _result(self.name, out.result))
+        elif out.outcome == "stopped":
+            self._end("stopped")
         else:
-            self.done.emit(result)
-        finally:
-            # end this thread's event loop from inside it: a quit() queued to the QThread object would
-            # wait for the GUI thread, which may itself be blocked in shutdown()'s wait()
-            QThread.currentThread().quit()
+            self._end("failed", _error_info(out.message, out.internal, out.traceback))
+
+
+class RunJob(JobHandle):
+    """The training run, detached, followed through run/events.jsonl; also made to attach to a live run."""
+
+    def __init__(self, job, project, request, parent=None, processes: int = 1):
+        super().__init__(job, project, request, parent)
+        self.processes = processes
+        self.launch_id = uuid.uuid4().hex[:12]
+        self.launched_pid: int | None = None
+        self.run: RunStarted | None = None
+        self.tail: runs.EventTail | None = None
+        self.acknowledged = False
+        self.log_path: Path | None = None
+        self.command: list[str] = []
+        self._stop_asked_at = 0.0
+        self._hard = False
+        self._last_alive_check = 0.0
+        self._timer = QTimer(self)
+        self._timer.setObjectName("runFollowTimer")
+        self._timer.setInterval(POLL_MS)
+        self._timer.timeout.connect(self.poll)
+
+    # ---- start / attach --------------------------------------------------------------------------
+    def command_line(self) -> list[str]:
+        cli = ["-m", "dynastudio.core.cli", "run", str(self.project_root), "--events", "none",
+               "--launch-id", self.launch_id]
+        until = getattr(self.request, "until", None)
+        if until:
+            cli += ["--until", until]
+        if self.processes > 1:
+            return [child_python(), "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                    str(self.processes)] + cli
+        return [child_python()] + cli
+
+    def launch(self) -> None:
+        self.command = self.command_line()
+        logs = runs.logs_dir(self.project_root)
+        logs.mkdir(parents=True, exist_ok=True)
+        self.log_path = logs / f"{time.strftime('%Y%m%d-%H%M%S')}-{self.launch_id}.log"
+        p = QProcess()
+        p.setProgram(self.command[0])
+        p.setArguments(self.command[1:])
+        p.setWorkingDirectory(str(self.project_root))
+        p.setStandardInputFile(QProcess.nullDevice())
+        p.setStandardOutputFile(str(self.log_path))
+        p.setStandardErrorFile(str(self.log_path), QProcess.OpenModeFlag.Append)
+        # its own session: closing the window, or Ctrl-C in the terminal that started the studio, leaves it running
+        p.setUnixProcessParameters(QProcess.UnixProcessFlag.CreateNewSession)
+        ok, pid = p.startDetached()
+        self.status = "running"
+        self.started.emit()
+        if not ok:
+            self._end("failed", ErrorInfo(f"could not start the run ({shlex.join(self.command)}): {p.errorString()}",
+                                          "", False))
+            return
+        self.launched_pid = int(pid)
+        self._timer.start()
+
+    def attach(self) -> None:
+        """Follow the run that holds the project's lock, from the first event of its events file."""
+        self.status = "running"
+        self.tail = runs.EventTail(runs.events_path(self.project_root))
+        self.started.emit()
+        self.poll()
+        self._timer.start()
+
+    def detach(self) -> None:
+        """Stop following; the run goes on by itself."""
+        self._timer.stop()
+        self._end("detached")
+
+    # ---- stop ------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        if not self.is_running():
+            return
+        if self.stop_requested or self.run is None:
+            self.kill()  # a second Stop; or the run has not started yet, so there is nothing to save
+            return
+        self.stop_requested = True
+        self._stop_asked_at = time.monotonic()
+        runs.request_stop(self.project_root, self.run.run_id, "studio")
+
+    def kill(self) -> None:
+        self._hard = True
+        self.stop_requested = True
+        pids = []
+        if self.run is not None:
+            pids += list(self.run.pids) or [self.run.pid]
+            if self.run.launcher_pid:
+                pids.append(self.run.launcher_pid)
+        if self.launched_pid:
+            pids.append(self.launched_pid)
+        if self.run is None or self.run.host == runs.socket.gethostname():
+            runs.kill_hard(pids)
+        self.poll()
+
+    # ---- following -------------------------------------------------------------------------------
+    def _poll_blocking(self) -> None:
+        self.poll()
+
+    def poll(self) -> None:
+        if not self.is_running():
+            self._timer.stop()
+            return
+        if self.tail is None:
+            if not self._our_run_began():
+                if self.launched_pid and not runs.pid_alive(self.launched_pid):
+                    self._launch_failed()
+                return
+            self.tail = runs.EventTail(runs.events_path(self.project_root))
+        for event in self.tail.poll():
+            if isinstance(event, RunStarted):
+                self.run = event
+                self.bridge.sink(event)
+            elif isinstance(event, RunEnded):
+                self._finish(event)
+                return
+            else:
+                if isinstance(event, StopAcknowledged):
+                    self.acknowledged = True
+                self.bridge.sink(event)
+        now = time.monotonic()
+        if self.stop_requested and not self.acknowledged and not self._hard and now - self._stop_asked_at > STOP_ANSWER_S:
+            self.bridge.sink(runs_log(f"the run did not answer the stop request within {STOP_ANSWER_S:.0f} s: ending it now"))
+            self.kill()
+            return
+        if now - self._last_alive_check < 0.5 and not self._hard:
+            return
+        self._last_alive_check = now
+        if self.tail.replaced or self.tail.check_replaced():
+            self.detach()  # another run took over the project: its window will follow it
+            return
+        if self.run is not None and self.run.host != runs.socket.gethostname():
+            return  # a run on another machine (a shared folder): it ends when its RunEnded arrives
+        pid = self.run.pid if self.run is not None else None
+        if pid is not None and runs.pid_alive(pid):
+            return
+        if pid is None and (self.launched_pid and runs.pid_alive(self.launched_pid)):
+            return
+        for event in self.tail.poll():  # its last words
+            if isinstance(event, RunEnded):
+                self._finish(event)
+                return
+            self.bridge.sink(event)
+        self._timer.stop()
+        if self._hard:
+            self.bridge.sink(runs_log("ended at once: the progress since the last checkpoint is lost"))
+            self._end("stopped")
+            return
+        who = f"process {pid}" if pid else "the run"
+        self._end("failed", ErrorInfo(
+            f"the run ended without a word ({who} was killed or crashed): the last checkpoint is kept, and "
+            f"Resume continues from it{self._log_hint()}", self._log_tail(), True))
+
+    def _our_run_began(self) -> bool:
+        try:
+            with open(runs.events_path(self.project_root), "rb") as f:
+                first = event_from_json(f.readline().decode("utf-8", errors="replace"))
+        except OSError:
+            return False
+        return isinstance(first, RunStarted) and first.launch_id == self.launch_id
+
+    def _launch_failed(self) -> None:
+        self._timer.stop()
+        if self._our_run_began():  # it began and ended between two polls: read it all
+            self.tail = runs.EventTail(runs.events_path(self.project_root))
+            self.poll()
+            return
+        if self._hard:
+            self._end("stopped")
+            return
+        lines = self._log_lines()
+        errors = [l for l in lines if l.startswith("error: ")]
+        if errors and not any(l.startswith("Traceback") for l in lines):
+            self._end("failed", ErrorInfo(errors[-1][len("error: "):], "", True))
+        else:
+            self._end("failed", ErrorInfo(f"the run could not start{self._log_hint()}", "\n".join(lines[-40:]), False))
+
+    def _finish(self, event: RunEnded) -> None:
+        self._timer.stop()
+        if event.outcome == "done":
+            self._end("done", RunResult(tuple(event.ran)))
+        elif event.outcome == "stopped":
+            self._end("stopped")
+        else:
+            self._end("failed", _error_info(event.message, event.internal, self._log_tail() if event.internal else ""))
+
+    def _log_lines(self) -> list[str]:
+        if self.log_path is None or not self.log_path.is_file():
+            return []
+        return self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-200:]
+
+    def _log_tail(self) -> str:
+        return "\n".join(self._log_lines()[-40:])
+
+    def _log_hint(self) -> str:
+        return f" (its output: {self.log_path})" if self.log_path is not None else ""
+
+
+def runs_log(text: str):
+    from dynastudio.core.events import LogMessage
+
+    return LogMessage(text, "warning")
 
 
 class JobRunner(QObject):
@@ -99,30 +430,38 @@ class JobRunner(QObject):
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
         self.current: JobHandle | None = None
-        self._thread: QThread | None = None
-        self._worker: _Worker | None = None
-        self._outcome: tuple[str, Any] | None = None
-        self._pending: JobHandle | None = None
-        self._all_threads: list[QThread] = []
+        self._pending: tuple[JobHandle, dict] | None = None
 
-    # ---- public --------------------------------------------------------------------------------
     def is_running(self) -> bool:
-        return self._thread is not None
+        return self.current is not None
 
-    def start(self, name: str, project: Path | str, request: Any = None, replace: bool = False) -> JobHandle:
+    def start(self, name: str, project: Path | str, request: Any = None, replace: bool = False,
+              processes: int = 1) -> JobHandle:
         job = jobs.JOBS[name]
-        handle = JobHandle(job, Path(project), request, parent=self)
+        if name == "run":
+            handle: JobHandle = RunJob(job, Path(project), request, parent=self, processes=processes)
+        else:
+            handle = ChildJob(job, Path(project), request, parent=self)
         if self.is_running():
             if not replace:
                 raise JobBusy(f"'{self.current.name}' is running; ask the user, then start with replace=True")
             if self._pending is not None:
-                self._pending.status = "stopped"
-                self._pending.cancelled.emit()
-                self._pending.ended.emit("stopped")
-            self._pending = handle
+                old = self._pending[0]
+                old.status = "stopped"
+                old.cancelled.emit()
+                old.ended.emit("stopped")
+            self._pending = (handle, {})
             self.stop()
             return handle
         self._launch(handle)
+        return handle
+
+    def attach(self, project: Path | str) -> JobHandle | None:
+        """Follow the live run of `project` (started elsewhere, or before the window was reopened)."""
+        if self.is_running():
+            return None
+        handle = RunJob(jobs.JOBS["run"], Path(project), None, parent=self)
+        self._launch(handle, attach=True)
         return handle
 
     def stop(self) -> None:
@@ -134,75 +473,47 @@ class JobRunner(QObject):
         self._pending = None
         self.stop()
 
-    def shutdown(self, timeout_ms: int = 120_000) -> bool:
-        """Stop and block until the thread ended (app quit); True when nothing is left running."""
-        self.cancel_all()
-        if self._thread is not None and not self._thread.wait(timeout_ms):
-            return False
-        if self._thread is not None:
-            self._on_thread_finished()
-        return True
+    def detach(self) -> None:
+        """Stop following a run; it goes on training in the background."""
+        self._pending = None
+        if isinstance(self.current, RunJob):
+            self.current.detach()
+
+    def shutdown(self, timeout_s: float = 120.0, keep_run: bool = False) -> bool:
+        """Stop (or, with keep_run, leave running) and wait until the job ended; True when nothing is left running."""
+        self._pending = None
+        h = self.current
+        if h is None:
+            return True
+        if keep_run and isinstance(h, RunJob):
+            h.detach()
+            return True
+        h.stop()
+        if not h.wait(timeout_s):
+            h.kill()
+            h.wait(10)
+        return not h.is_running()
 
     def any_thread_running(self) -> bool:
-        return any(t.isRunning() for t in self._all_threads)
+        return False  # kept for the tests' leak check: jobs are processes now
 
-    # ---- internals -----------------------------------------------------------------------------
-    def _launch(self, handle: JobHandle) -> None:
+    def _launch(self, handle: JobHandle, attach: bool = False) -> None:
         self.current = handle
-        self._outcome = None
-        thread = QThread()
-        thread.setObjectName(f"dynastudio-{handle.name}")
-        worker = _Worker(handle)
-        worker.moveToThread(thread)
-        thread.started.connect(worker.run)
-        worker.done.connect(self._on_done)
-        worker.failed.connect(self._on_failed)
-        worker.stopped.connect(self._on_stopped)
-        # the worker ends the thread itself; `finished` then reaches us queued, after the outcome
-        thread.finished.connect(self._on_thread_finished)
-        self._thread, self._worker = thread, worker
-        self._all_threads = [t for t in self._all_threads if t.isRunning()] + [thread]
-        _THREADS.add(thread)
-        handle.status = "running"
-        thread.start()
-        handle.started.emit()
+        handle.ended.connect(lambda _kind, h=handle: self._on_ended(h))
         self.jobStarted.emit(handle)
         self.busyChanged.emit(True)
-
-    @Slot(object)
-    def _on_done(self, result) -> None:
-        self._outcome = ("done", result)
-
-    @Slot(object)
-    def _on_failed(self, info) -> None:
-        self._outcome = ("failed", info)
-
-    @Slot()
-    def _on_stopped(self) -> None:
-        self._outcome = ("stopped", None)
-
-    @Slot()
-    def _on_thread_finished(self) -> None:
-        thread, handle = self._thread, self.current
-        if thread is None:
-            return
-        thread.wait()
-        self._thread = self._worker = None
-        handle.bridge.flush()
-        kind, value = self._outcome or ("failed", ErrorInfo("the job ended without reporting a result", "", False))
-        self._outcome = None
-        self.current = None
-        handle.status = kind
-        if kind == "done":
-            handle.finished.emit(value)
-        elif kind == "stopped":
-            handle.cancelled.emit()
+        if attach:
+            handle.attach()
         else:
-            handle.failed.emit(value)
-        handle.ended.emit(kind)
+            handle.launch()
+
+    def _on_ended(self, handle: JobHandle) -> None:
+        if handle is not self.current:
+            return
+        self.current = None
         self.jobEnded.emit(handle)
         if self._pending is not None:
-            pending, self._pending = self._pending, None
+            pending, self._pending = self._pending[0], None
             self._launch(pending)
         else:
             self.busyChanged.emit(False)

@@ -521,9 +521,9 @@ class ProjectPage(QWidget):
             if not (p / "config.json").is_file():
                 return f"{t}: no config.json here: pick the folder a transformers model was saved to."
             try:
-                from dynastudio.core.models import load_model_config
+                from dynastudio.core.support import check_model_folder
 
-                load_model_config(str(p.resolve()))  # local only: reads config.json, checks the architecture
+                check_model_folder(p.resolve())  # reads config.json, checks the architecture (no engine import)
             except UserError as exc:
                 return str(exc)
         elif self.model_hub.isChecked() and not self.model_id.text().strip():
@@ -660,9 +660,9 @@ class ProjectPage(QWidget):
         self.projectOpened.emit(project)
         return True
 
-    def _on_finished(self, project) -> None:
-        self.create_status.setText(f"Created {project.root}.")
-        self.open_folder(project.root)
+    def _on_finished(self, root) -> None:
+        self.create_status.setText(f"Created {root}.")
+        self.open_folder(root)
 
     def _on_errored(self, info) -> None:
         self.create_status.setText(f"Not created: {info.message}")

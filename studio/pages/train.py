@@ -17,6 +17,7 @@ from dynastudio.core.events import CheckpointSaved, EvalEnded, LogMessage, Stage
 
 from ..errors import show_error
 from ..state import StageView, StudioState
+from ..worker import gpu_count
 from ..style import HINT_CSS, METRIC_BOUNDS, chance_in_view, chance_name, fit_view, fmt_seconds, label_sort_key, plain_axes, subnet_pen
 
 # stages that report steps (rewire and evaluate only report their end)
@@ -227,7 +228,7 @@ class StageRow:
         grid.addWidget(self.name, row, 0)
         grid.addWidget(self.bar, row, 1)
         grid.addWidget(self.status, row, 2)
-        self.t0 = 0.0
+        self.t0 = 0.0  # wall clock (the events' own `at`) and step of the first step seen, for the ETA
         self.step0 = 0
 
     def idle(self, view: StageView) -> None:
@@ -253,7 +254,7 @@ class StageRow:
         self.bar.setRange(0, max(1, e.total_steps))
         self.bar.setValue(e.resumed_from_step)
         self.bar.setFormat("%v / %m steps")
-        self.t0, self.step0 = time.monotonic(), e.resumed_from_step
+        self.t0, self.step0 = 0.0, e.resumed_from_step
         self.status.setText(f"resumed at step {e.resumed_from_step}" if e.resumed_from_step else "running")
 
     def stepped(self, e: StepEnded) -> None:
@@ -261,9 +262,12 @@ class StageRow:
             self.bar.setRange(0, e.total_steps)
             self.bar.setFormat("%v / %m steps")
         self.bar.setValue(e.step)
+        if not self.t0 or e.step <= self.step0:  # the first step seen (also after reattaching): the ETA's origin
+            self.t0, self.step0 = e.at, e.step
+            return
         done = e.step - self.step0
-        if done > 0 and self.t0:
-            per = (time.monotonic() - self.t0) / done
+        if done > 0:
+            per = (e.at - self.t0) / done  # the steps' own times: right even when a backlog arrives at once
             loss = sum(e.losses.values()) / max(1, len(e.losses))
             self.status.setText(f"{fmt_seconds(per * (e.total_steps - e.step))} left · mean loss {loss:.3f}")
 
@@ -303,6 +307,18 @@ class TrainPage(QWidget):
         for s in STAGES:
             self.until.addItem(f"{STAGE_TITLES[s]}" + (" (all)" if s == STAGES[-1] else ""), s)
         self.until.setCurrentIndex(len(STAGES) - 1)
+        self.gpus = QComboBox()
+        self.gpus.setObjectName("trainProcesses")
+        n = gpu_count()
+        if n == 0:
+            self.gpus.addItem("CPU", 1)
+            self.gpus.setToolTip("No NVIDIA GPU was found: training runs on this machine's CPU.")
+            self.gpus.setEnabled(False)
+        else:
+            for k in range(1, n + 1):
+                self.gpus.addItem(f"{k} GPU" + ("s" if k > 1 else ""), k)
+            self.gpus.setToolTip("More than one GPU runs the training under torchrun, one process per GPU; "
+                                 "the batch size stays the same (it is split across them).")
         self.summary = QLabel()
         self.summary.setStyleSheet(HINT_CSS)
         self.summary.setWordWrap(True)
@@ -311,6 +327,8 @@ class TrainPage(QWidget):
         top.addWidget(self.stop_button)
         top.addWidget(QLabel("Run until:"))
         top.addWidget(self.until)
+        top.addWidget(QLabel("on"))
+        top.addWidget(self.gpus)
         top.addWidget(self.summary, 1)
 
         stages_box = QGroupBox("Stages")
@@ -373,6 +391,7 @@ class TrainPage(QWidget):
         self.start_button.clicked.connect(self.start)
         self.stop_button.clicked.connect(self.stop)
         self.handle = None  # the training job this page follows
+        state.runner.jobStarted.connect(self._on_job)
         state.runner.busyChanged.connect(lambda _: self._update_buttons())
         state.projectChanged.connect(self._on_project_changed)
         state.projectUpdated.connect(lambda _: self._refresh_rows())
@@ -383,14 +402,21 @@ class TrainPage(QWidget):
         project = self.state.project
         if project is None:
             return
-        from dynastudio.core.jobs import RunRequest
+        from dynastudio.core.requests import RunRequest
 
-        handle = self.state.start_job(self.window(), "run", project.root, RunRequest(until=self.until.currentData()))
-        if handle is None:
+        self.state.start_job(self.window(), "run", project.root, RunRequest(until=self.until.currentData()),
+                             processes=int(self.gpus.currentData() or 1))
+
+    def _on_job(self, handle) -> None:
+        """Follow every training the runner starts or attaches to (reopened projects included)."""
+        if not handle.trains:
             return
         self.follow = True
         self.handle = h = handle
         b = h.bridge
+        b.runStarted.connect(self._on_run_started)
+        b.stopAcknowledged.connect(lambda e: self._log("the run saw the stop request: it finishes this step, "
+                                                       "saves a checkpoint and exits"))
         b.stageStarted.connect(self._on_stage_started)
         b.stageEnded.connect(self._on_stage_ended)
         b.stageProgress.connect(self._on_stage_progress)
@@ -403,14 +429,22 @@ class TrainPage(QWidget):
         h.finished.connect(self._on_job_finished)
         h.cancelled.connect(self._on_job_cancelled)
         h.failed.connect(self._on_job_errored)
-        if h.status == "running":  # started at once (nothing else was running)
-            self._on_job_started()
+        h.ended.connect(self._on_job_ended)
 
     def stop(self) -> None:
-        if self.is_training():
-            self._log("stopping after the current step (a checkpoint is saved)…")
+        """First press: the run stops after its current step, saving a checkpoint. Second press: it ends now."""
+        if not self.is_training():
+            return
+        if self.handle.stop_requested:
+            self._log("ending the run now: the progress since its last checkpoint is lost")
+            self.stop_button.setText("Ending…")
             self.stop_button.setEnabled(False)
             self.handle.stop()
+            return
+        self._log("stopping after the current step (a checkpoint is saved)… press Stop now to end it at once")
+        self.handle.stop()
+        self.stop_button.setText("Stop now")
+        self.stop_button.setToolTip("Ends the run at once: the progress since its last checkpoint is lost.")
 
     def is_training(self) -> bool:
         return self.handle is not None and self.handle.status == "running"
@@ -457,12 +491,17 @@ class TrainPage(QWidget):
         started = project is not None and any(self.state.stage_view(s).state != "pending" for s in STAGES)
         self.start_button.setText("All stages done" if done else ("Resume training" if started else "Start training"))
         self.start_button.setEnabled(project is not None and not busy and not done)
-        self.stop_button.setEnabled(training)
+        self.stop_button.setEnabled(training and not (self.handle.stop_requested and self.stop_button.text() != "Stop now"))
+        if not training:
+            self.stop_button.setText("Stop")
+            self.stop_button.setToolTip("Stops after the current step and saves a checkpoint: Resume continues from there.")
         self.until.setEnabled(not training)
+        self.gpus.setEnabled(not training and self.gpus.count() > 1)
         if project is None:
             self.summary.setText("Open or create a project first.")
         elif training:
-            self.summary.setText("Training… the window stays usable; Stop keeps the project resumable.")
+            self.summary.setText("Training in its own process: the window stays usable, and closing it can leave the "
+                                 "run going; Stop keeps the project resumable.")
         elif busy:
             self.summary.setText(f"Waiting for the running job ({self.state.runner.current.title}) to end.")
         elif done:
@@ -474,8 +513,21 @@ class TrainPage(QWidget):
 
     # ---- job lifecycle -------------------------------------------------------------------------
     def _on_job_started(self) -> None:
-        self._log("training started")
+        if getattr(self.handle, "command", None):
+            self._log("starting: " + " ".join(self.handle.command[1:]))
         self._update_buttons()
+
+    def _on_run_started(self, e) -> None:
+        launched = getattr(self.handle, "launch_id", None) == e.launch_id and e.launch_id is not None
+        procs = f", {e.world_size} processes" if e.world_size > 1 else ""
+        self._log(f"training {'started' if launched else 'is running'}: process {e.pid} on {e.host}{procs}, since "
+                  f"{time.strftime('%H:%M:%S', time.localtime(e.started))}")
+
+    def _on_job_ended(self, kind: str) -> None:
+        if kind == "detached":
+            self._log("no longer following the run: it goes on in the background")
+            self._running_stage = None
+            self._refresh_rows()
 
     def _on_job_finished(self, result) -> None:
         ran = ", ".join(result.ran)

@@ -1,0 +1,122 @@
+"""What each registered job takes and gives back, as plain dataclasses that travel as JSON to a job's child process.
+
+Light on purpose (no torch): the studio builds requests and reads results without loading the engine.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field
+
+from .config import ProjectConfig
+
+MIN_AGREEMENT = 0.99  # INT8/fp16 pass only when at least this share of dev predictions match PyTorch
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    """A stage job takes no options: everything comes from the project's settings."""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    until: str | None = None  # the last stage to run; None = to the end
+
+
+@dataclass(frozen=True)
+class RunResult:
+    ran: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """`create` is the one job without a project yet: its `project` argument is the folder to create."""
+
+    config: ProjectConfig
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class LatencyRequest:
+    """How to time every grid sub-network: shapes, threads, formats, runs. seq None = the project's max_seq_length."""
+
+    batch: int = 1
+    seq: int | None = None
+    threads: int = 1
+    formats: tuple[str, ...] = ("fp32",)
+    runs: int = 50
+    warmup: int = 10
+    specs: tuple[tuple[float, float], ...] | None = None  # (width, depth) pairs; None = the project's grid
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    """One sub-network, a format or a target preset (see FORMATS, PRESETS), and the folder to create."""
+
+    width_mult: float
+    depth_mult: float
+    target: str  # a format name or a target preset name
+    out_dir: str
+    overwrite: bool = False
+    model_name: str | None = None  # default: the most trained model of the project
+    min_agreement: float = MIN_AGREEMENT
+    agreement_rows: int | None = 5000  # dev rows the INT8/fp16 agreement is measured on (None = all)
+
+
+@dataclass
+class ExportReport:
+    """What `export` wrote and how well it matches PyTorch (also saved as verification.json)."""
+
+    path: str
+    format: str
+    target: str | None
+    width_mult: float
+    depth_mult: float
+    max_abs_diff: float
+    agreement: float | None  # fraction of dev examples with the same prediction (int8/fp16); None if not measured
+    passed: bool  # every check held; False = written, but marked failed in verification.json and README.md
+    failure: str | None  # why it failed, one line
+    dev_examples: int
+    size_mb: float  # the model file(s) only
+    files: dict = field(default_factory=dict)  # file name -> bytes
+    verification: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---- as JSON ------------------------------------------------------------------------------------
+def request_to_json(request) -> str:
+    d = {}
+    for f in dataclasses.fields(request):
+        v = getattr(request, f.name)
+        d[f.name] = json.loads(v.to_json()) if isinstance(v, ProjectConfig) else v
+    return json.dumps({"type": type(request).__name__, **d})
+
+
+def request_from_json(text: str, request_type: type):
+    d = json.loads(text)
+    if d.pop("type", request_type.__name__) != request_type.__name__:
+        raise ValueError(f"the request is not a {request_type.__name__}")
+    kwargs = {}
+    for f in dataclasses.fields(request_type):
+        if f.name in d:
+            v = d[f.name]
+            if f.name == "config" and request_type is CreateRequest:
+                v = ProjectConfig.from_json(json.dumps(v), "the create request")
+            kwargs[f.name] = _tuples(v)
+    return request_type(**kwargs)
+
+
+def _tuples(v):
+    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
+
+
+def result_to_json(result):
+    """A job's result as plain JSON: dataclasses as dicts; a Project as its folder."""
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return asdict(result)
+    root = getattr(result, "root", None)
+    if root is not None:
+        return {"root": str(root)}
+    return result
