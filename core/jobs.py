@@ -109,15 +109,16 @@ def _run_training(job: Job, project, request, events, stop: StopToken, launch_id
     from . import runs, runtime
 
     fn = job.fn  # imports the engine before the lock is taken: a broken install fails without touching the project
+    root = Path(getattr(project, "root", project))
     if not runtime.initialized():
-        with runs.RunSession(project.root, job.name, events, stop, launch_id) as session:
+        with runs.RunSession(root, job.name, events, stop, launch_id) as session:
             result = fn(project, request, session.events, stop)
             session.ran = tuple(getattr(result, "ran", (job.name,)))
             return result
     pids = tuple(p for _, p in runtime.all_gather_objects((runtime.rank(), os.getpid())))
     session, error = None, None
     if runtime.is_main():
-        session = runs.RunSession(project.root, job.name, events, stop, launch_id, launcher_pid=os.getppid(), pids=pids,
+        session = runs.RunSession(root, job.name, events, stop, launch_id, launcher_pid=os.getppid(), pids=pids,
                                   world_size=runtime.world())
         try:
             session.__enter__()

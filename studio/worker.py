@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import subprocess
 import sys
 import time
 import uuid
@@ -165,8 +166,8 @@ class ChildJob(JobHandle):
             self.kill()
             return
         self.stop_requested = True
-        if self.process.state() == QProcess.ProcessState.Running:
-            self.process.write(b"stop\n")
+        if self.process.state() != QProcess.ProcessState.NotRunning:
+            self.process.write(b"stop\n")  # buffered while the process is still starting
         self._kill_timer.start(int(SHORT_JOB_STOP_S * 1000))
 
     def kill(self) -> None:
@@ -183,7 +184,7 @@ class ChildJob(JobHandle):
             event = event_from_json(raw.decode("utf-8", errors="replace"))
             if isinstance(event, JobEnded):
                 self._outcome = event
-            elif event is not None:
+            elif event is not None and not isinstance(event, RunEnded):  # the JobEnded after it says how it ended
                 self.bridge.sink(event)
 
     def _read_stderr(self) -> None:
@@ -228,6 +229,7 @@ class RunJob(JobHandle):
         self.acknowledged = False
         self.log_path: Path | None = None
         self.command: list[str] = []
+        self._popen: subprocess.Popen | None = None
         self._stop_asked_at = 0.0
         self._hard = False
         self._last_alive_check = 0.0
@@ -253,24 +255,21 @@ class RunJob(JobHandle):
         logs = runs.logs_dir(self.project_root)
         logs.mkdir(parents=True, exist_ok=True)
         self.log_path = logs / f"{time.strftime('%Y%m%d-%H%M%S')}-{self.launch_id}.log"
-        p = QProcess()
-        p.setProgram(self.command[0])
-        p.setArguments(self.command[1:])
-        p.setWorkingDirectory(str(self.project_root))
-        p.setStandardInputFile(QProcess.nullDevice())
-        p.setStandardOutputFile(str(self.log_path))
-        p.setStandardErrorFile(str(self.log_path), QProcess.OpenModeFlag.Append)
-        # its own session: closing the window, or Ctrl-C in the terminal that started the studio, leaves it running
-        p.setUnixProcessParameters(QProcess.UnixProcessFlag.CreateNewSession)
-        ok, pid = p.startDetached()
         self.status = "running"
         self.started.emit()
-        if not ok:
-            self._end("failed", ErrorInfo(f"could not start the run ({shlex.join(self.command)}): {p.errorString()}",
-                                          "", False))
+        try:
+            self._popen = _spawn_detached(self.command, self.project_root, self.log_path)
+        except OSError as exc:
+            self._end("failed", ErrorInfo(f"could not start the run ({shlex.join(self.command)}): {exc}", "", False))
             return
+        pid = self._popen.pid
         self.launched_pid = int(pid)
         self._timer.start()
+
+    def _launched_alive(self) -> bool:
+        if self._popen is not None:
+            return self._popen.poll() is None  # also reaps it: a finished child must not linger as a zombie
+        return bool(self.launched_pid) and runs.pid_alive(self.launched_pid)
 
     def attach(self) -> None:
         """Follow the run that holds the project's lock, from the first event of its events file."""
@@ -283,6 +282,9 @@ class RunJob(JobHandle):
     def detach(self) -> None:
         """Stop following; the run goes on by itself."""
         self._timer.stop()
+        if self._popen is not None and self._popen.poll() is None:
+            _BACKGROUND.append(self._popen)  # reaped later (see reap_background), never dropped while it runs
+        _reap_background()
         self._end("detached")
 
     # ---- stop ------------------------------------------------------------------------------------
@@ -320,7 +322,7 @@ class RunJob(JobHandle):
             return
         if self.tail is None:
             if not self._our_run_began():
-                if self.launched_pid and not runs.pid_alive(self.launched_pid):
+                if self.launched_pid and not self._launched_alive():
                     self._launch_failed()
                 return
             self.tail = runs.EventTail(runs.events_path(self.project_root))
@@ -351,7 +353,9 @@ class RunJob(JobHandle):
         pid = self.run.pid if self.run is not None else None
         if pid is not None and runs.pid_alive(pid):
             return
-        if pid is None and (self.launched_pid and runs.pid_alive(self.launched_pid)):
+        if self._popen is not None:
+            self._popen.poll()  # reap our own child once it has exited
+        if pid is None and self.launched_pid and self._launched_alive():
             return
         for event in self.tail.poll():  # its last words
             if isinstance(event, RunEnded):
@@ -411,6 +415,24 @@ class RunJob(JobHandle):
 
     def _log_hint(self) -> str:
         return f" (its output: {self.log_path})" if self.log_path is not None else ""
+
+
+_BACKGROUND: list[subprocess.Popen] = []  # runs this studio started and stopped following
+
+
+def _reap_background() -> None:
+    _BACKGROUND[:] = [p for p in _BACKGROUND if p.poll() is None]
+
+
+def _spawn_detached(command: list[str], cwd: Path, log_path: Path) -> subprocess.Popen:
+    """Start `command` in a session of its own, output to `log_path`: it outlives the window and ignores a Ctrl-C
+    in the studio's terminal. (A QProcess would kill it when destroyed, and PySide's startDetached() with
+    redirected output does not give the pid back.)"""
+    with open(log_path, "ab") as log:
+        kwargs: dict = {"start_new_session": True}
+        if sys.platform == "win32":
+            kwargs = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS}
+        return subprocess.Popen(command, cwd=str(cwd), stdin=subprocess.DEVNULL, stdout=log, stderr=log, **kwargs)
 
 
 def runs_log(text: str):
@@ -498,6 +520,7 @@ class JobRunner(QObject):
         return False  # kept for the tests' leak check: jobs are processes now
 
     def _launch(self, handle: JobHandle, attach: bool = False) -> None:
+        _reap_background()
         self.current = handle
         handle.ended.connect(lambda _kind, h=handle: self._on_ended(h))
         self.jobStarted.emit(handle)

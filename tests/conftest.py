@@ -121,13 +121,21 @@ def window(qtbot):
     assert not runner.any_thread_running(), "a job thread outlived its test"
 
 
-def register_test_job(monkeypatch, name: str, fn, trains: bool = False, request_type: type | None = None):
-    """Put a job of the test's own into the registry for this test (a StageRequest in unless told)."""
-    from dynastudio.core import jobs
-    from dynastudio.core.stages import StageRequest
+def register_test_job(monkeypatch, name: str, fn: str, trains: bool = False, request_type: str = "StageRequest"):
+    """Put a job of tests/studio_jobs.py (`fn`, its function's name) into the registry, here and in the job
+    child processes the studio starts, for this test."""
+    import os
 
-    job = jobs.Job(name, fn, request_type or StageRequest, f"test job {name}", trains=trains, opens_project=False)
+    from dynastudio.core import jobs, requests
+
+    job = jobs.Job(name, f"studio_jobs:{fn}", getattr(requests, request_type), f"test job {name}", trains=trains,
+                   opens_project=False)
     monkeypatch.setitem(jobs.JOBS, name, job)
+    here = str(Path(__file__).resolve().parent)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("DYNASTUDIO_JOB_MODULES", "studio_jobs")
+    specs = [s for s in os.environ.get("DYNASTUDIO_TEST_JOBS", "").split(",") if s]
+    monkeypatch.setenv("DYNASTUDIO_TEST_JOBS", ",".join(specs + [f"{name}:{fn}:{request_type}:{int(trains)}"]))
     return job
 
 

@@ -33,6 +33,12 @@ def _on_next_job(state, signal: str, slot) -> None:
     state.runner.jobStarted.connect(lambda h: getattr(h.bridge, signal).connect(slot))
 
 
+def _alive(pid: int) -> bool:
+    from dynastudio.core.runs import pid_alive
+
+    return pid_alive(pid)
+
+
 def _error_boxes() -> list[QMessageBox]:
     from dynastudio.studio import errors
 
@@ -73,17 +79,9 @@ def test_bridge_delivers_every_step_in_order_from_another_thread(qtbot):
 def test_runner_reports_errors_and_replaces_a_job_only_when_asked_to(qtbot, monkeypatch, tmp_path):
     from dynastudio.studio.worker import JobBusy, JobRunner
 
-    def boom(project, request, events, stop):
-        return 1 / 0
-
-    def slow(project, request, events, stop):
-        while True:
-            stop.check()
-            threading.Event().wait(0.01)
-
-    _register_test_job(monkeypatch, "boom", boom)
-    _register_test_job(monkeypatch, "slow", slow, trains=True)
-    _register_test_job(monkeypatch, "quick", lambda project, request, events, stop: 42)
+    _register_test_job(monkeypatch, "boom", "boom")
+    _register_test_job(monkeypatch, "slow", "slow", trains=True)
+    _register_test_job(monkeypatch, "quick", "quick")
     runner = JobRunner()
     h = runner.start("boom", tmp_path)
     with qtbot.waitSignal(h.failed, timeout=10000) as err:
@@ -106,12 +104,7 @@ def test_runner_reports_errors_and_replaces_a_job_only_when_asked_to(qtbot, monk
 
 def test_starting_a_job_during_training_asks_first(window, qtbot, monkeypatch, tmp_path):
     """A menu action that starts a job (the demo project here) must not stop a running training silently."""
-    def slow(project, request, events, stop):
-        while True:
-            stop.check()
-            threading.Event().wait(0.01)
-
-    _register_test_job(monkeypatch, "slow", slow, trains=True)
+    _register_test_job(monkeypatch, "slow", "slow", trains=True)
     state = window.state
     training = state.runner.start("slow", tmp_path)
     asked = []
@@ -233,18 +226,19 @@ def test_closing_mid_training_asks_stops_and_stays_resumable(window, qtbot, tiny
     project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files, teacher_epochs=400)
     w.pages["project"].open_folder(project.root)
     asked = []
-    w.confirm_close = lambda: asked.append(True) or True
+    w.confirm_close = lambda handle: asked.append(handle.name) or "stop"
     progressed = []
     _on_next_job(state, "progress", progressed.append)
     w.pages["train"].start()
     qtbot.waitUntil(lambda: bool(progressed), timeout=60000)
-    thread = state.runner._thread
-    assert thread is not None and thread.isRunning()
-    assert w.isVisible()  # the GUI thread is free while the worker trains
+    handle = state.runner.current
+    pid = handle.run.pid
+    assert w.isVisible()  # the GUI thread is free while the child process trains
     w.close()
-    assert asked == [True]
+    assert asked == ["run"]
     qtbot.waitUntil(lambda: not w.isVisible(), timeout=60000)
-    assert not state.runner.is_running() and thread.isFinished() and not state.runner.any_thread_running()
+    assert not state.runner.is_running() and handle.status == "stopped"
+    qtbot.waitUntil(lambda: not _alive(pid), timeout=10000)
     status = state.stage_status("finetune")
     assert status.startswith("paused at step"), status
     reopened = Project.open(project.root)
@@ -255,7 +249,7 @@ def test_closing_asks_and_no_keeps_training(window, qtbot, tiny_model_dir, tiny_
     w, state = window, window.state
     project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files, teacher_epochs=400)
     state.open_project(project.root)
-    w.confirm_close = lambda: False
+    w.confirm_close = lambda handle: "cancel"
     progressed = []
     _on_next_job(state, "progress", progressed.append)
     w.pages["train"].start()
