@@ -38,6 +38,10 @@ def check_model_folder(folder: Path) -> str:
         raise ModelError(f"{folder}: no config.json here: pick the folder a transformers model was saved to") from None
     except (OSError, ValueError, UnicodeDecodeError) as exc:
         raise ModelError(f"{path}: not a readable model config ({exc}): pick a folder saved by transformers") from None
-    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), int) for k in ("hidden_size", "num_attention_heads")):
+    if not isinstance(raw, dict):
+        raise ModelError(f"{path}: not a model config (a JSON object is expected): pick a folder saved by transformers")
+    if raw.get("model_type") not in SUPPORTED_MODEL_TYPES:
+        check_supported(SimpleNamespace(**raw))  # says which model types are supported
+    if not all(isinstance(raw.get(k), int) for k in ("hidden_size", "num_attention_heads")):
         raise ModelError(f"{path}: hidden_size and num_attention_heads are missing: not a BERT-family config")
     return check_supported(SimpleNamespace(**raw))

@@ -266,6 +266,12 @@ class RunJob(JobHandle):
         self.launched_pid = int(pid)
         self._timer.start()
 
+    def _end(self, kind: str, value: Any = None) -> None:
+        if self._popen is not None and self._popen.poll() is None:
+            _BACKGROUND.append(self._popen)  # still exiting (or kept running): reaped later, never dropped running
+            self._popen = None
+        super()._end(kind, value)
+
     def _launched_alive(self) -> bool:
         if self._popen is not None:
             return self._popen.poll() is None  # also reaps it: a finished child must not linger as a zombie
@@ -282,8 +288,6 @@ class RunJob(JobHandle):
     def detach(self) -> None:
         """Stop following; the run goes on by itself."""
         self._timer.stop()
-        if self._popen is not None and self._popen.poll() is None:
-            _BACKGROUND.append(self._popen)  # reaped later (see reap_background), never dropped while it runs
         _reap_background()
         self._end("detached")
 

@@ -314,26 +314,15 @@ def test_measure_latency_switches_the_axis(window, qtbot, tiny_model_dir, tiny_t
     project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files, teacher_epochs=1,
                             width_mults=(1.0, 0.5), depth_mults=(1.0,))
     jobs.run("run", project)
-    requests = []
-
-    def fake_latency_job(project, request, events, stop):
-        # stands in for the onnxruntime child process: the latency file, written the way the real job does
-        requests.append(request)
-        rows = [{"label": r["label"], "width_mult": r["width_mult"], "depth_mult": r["depth_mult"], "sizes": {},
-                 "values": {"latency_fp32_ms": 10.0 * r["flops_rel"], "size_onnx_fp32_mb": 1.0}}
-                for r in project.load_results()["rows"]]
-        project.save_latency({"setup": {"device": "test CPU", "threads": request.threads, "batch": request.batch,
-                                        "seq": request.seq}, "rows": rows})
-        return {"rows": rows}
-
-    monkeypatch.setitem(jobs.JOBS, "latency", jobs.Job("latency", fake_latency_job, jobs.LatencyRequest, "Measure latency"))
+    _register_test_job(monkeypatch, "latency", "fake_latency_file", request_type="LatencyRequest")
     w.pages["project"].open_folder(project.root)
     ep = w.pages["explore"]
     assert ep.x_key == "flops_rel" and "not measured" in ep.plot.getAxis("bottom").labelText
     ep.threads.setValue(1)
     with qtbot.waitSignal(state.runner.jobEnded, timeout=30000):
         qtbot.mouseClick(ep.measure, Qt.MouseButton.LeftButton)
-    assert requests[0].seq == project.config.train.max_seq_length  # the project's own length by default
+    # the request the page built reached the child: the project's own length by default
+    assert project.load_latency()["setup"]["seq"] == project.config.train.max_seq_length
     assert ep.x_key == "latency_fp32_ms" and "test CPU" in ep.device.text()
     assert ep.xs.max() == 10.0 and len(ep.xs) == 2
 
