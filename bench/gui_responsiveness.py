@@ -82,12 +82,17 @@ class TickRecorder:
         return [(round(float(t[i] - t[0]), 2), round(float(g[i] * 1e3), 1)) for i in idx]
 
     def record(self, seconds: float, until=None) -> np.ndarray:
+        from PySide6.QtCore import QEventLoop
+
+        # QEventLoop.processEvents, not QApplication.processEvents: in PySide6 6.12 the latter drops a reference
+        # to None on every call, and a process without torch has few enough of them to crash within seconds
+        loop = QEventLoop()
         self.ticks = []
         self.timer.start()
         end = time.perf_counter() + seconds
         while time.perf_counter() < end and not (until is not None and until()):
             # the real app runs app.exec(); processEvents in a loop is the same event dispatch
-            self.app.processEvents()
+            loop.processEvents()
             time.sleep(0.001)
         self.timer.stop()
         return np.diff(np.asarray(self.ticks)) * 1e3

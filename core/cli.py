@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import traceback
@@ -171,6 +172,8 @@ def cmd_run(a) -> int:
     from .project import Project
 
     project = Project.open(Path(a.dir))
+    if a.nice and hasattr(os, "nice"):
+        os.nice(a.nice)
     if not runtime.launched_distributed() or runtime.rank() == 0:
         # refused before the engine loads (the lock itself is taken once it has)
         runs.check_not_running(project.root, "start a run")
@@ -529,6 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--follow", action="store_true",
                    help="start nothing: attach to the run that is going in DIR and show it until it ends")
     r.add_argument("--launch-id", help=argparse.SUPPRESS)  # set by the studio, to recognise the run it launched
+    r.add_argument("--nice", type=int, default=0, help=argparse.SUPPRESS)  # the studio's runs yield the CPU to its window
     r.set_defaults(func=cmd_run)
 
     st = sub.add_parser("stop", help="ask the run going in DIR to stop after its current step (it saves a checkpoint)")

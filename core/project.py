@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -109,9 +110,9 @@ def _main_process_writes(method):
     state in step and wait at the barriers the stages set, then read what it wrote."""
     @functools.wraps(method)
     def guarded(self, *args, **kwargs):
-        from . import runtime
-
-        if runtime.is_main():
+        # only a process that trains loads runtime (and torch): without it there is no process group
+        runtime = sys.modules.get(f"{__package__}.runtime")
+        if runtime is None or runtime.is_main():
             return method(self, *args, **kwargs)
         return None
 

@@ -31,6 +31,7 @@ from .errors import ErrorInfo
 POLL_MS = 100  # how often a followed run's events file is read
 STOP_ANSWER_S = 20.0  # a run that has not acknowledged a stop request by then is ended hard
 SHORT_JOB_STOP_S = 10.0
+RUN_NICENESS = 10  # the studio's training runs at a lower CPU priority than the studio itself
 
 
 def running_job_threads() -> list:
@@ -240,8 +241,9 @@ class RunJob(JobHandle):
 
     # ---- start / attach --------------------------------------------------------------------------
     def command_line(self) -> list[str]:
+        # --nice: on a machine whose cores the training fills, the window still gets the CPU when it needs it
         cli = ["-m", "dynastudio.core.cli", "run", str(self.project_root), "--events", "none",
-               "--launch-id", self.launch_id]
+               "--launch-id", self.launch_id, "--nice", str(RUN_NICENESS)]
         until = getattr(self.request, "until", None)
         if until:
             cli += ["--until", until]

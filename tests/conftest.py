@@ -101,6 +101,7 @@ def tiny_project_config(model_dir: Path, train: Path, dev: Path, **train_overrid
 
 
 # ---- the studio ---------------------------------------------------------------------------------
+
 @pytest.fixture(autouse=True)
 def _isolated_settings(tmp_path, monkeypatch):
     # recent projects go to a temp folder, never the developer's own list

@@ -189,7 +189,8 @@ class ExplorePage(QWidget):
 
         self.handle = None  # the latency job this page started
         state.projectChanged.connect(self._on_project_changed)
-        state.projectUpdated.connect(lambda _: self.reload())
+        state.projectUpdated.connect(lambda _: self._reload_when_shown())
+        self._stale = False
         state.selectionChanged.connect(self._show_selection)
         state.runner.busyChanged.connect(lambda _: self._update_measure())
         self._on_project_changed(state.project)
@@ -200,6 +201,19 @@ class ExplorePage(QWidget):
         self.reload()
 
     # ---- data ----------------------------------------------------------------------------------
+    def _reload_when_shown(self) -> None:
+        # a stage ending while this page is hidden must not rebuild its chart in the middle of live curves
+        if self.isVisible():
+            self.reload()
+        else:
+            self._stale = True
+
+    def showEvent(self, event) -> None:
+        if self._stale:
+            self._stale = False
+            self.reload()
+        super().showEvent(event)
+
     def reload(self) -> None:
         res = self.state.results() or {}
         self.rows = sorted([r for r in res.get("rows", []) if isinstance(r.get("value"), (int, float))],

@@ -147,8 +147,22 @@ class ImportancePage(QWidget):
         self.view.scene().sigMouseMoved.connect(self._on_mouse_moved)
         state.runner.jobStarted.connect(lambda h: h.bridge.importanceReady.connect(self._on_live))
         state.projectChanged.connect(lambda _: self.reload())
-        state.projectUpdated.connect(lambda _: self.reload())
+        state.projectUpdated.connect(lambda _: self._reload_when_shown())
+        self._stale = False
         self.reload()
+
+    def _reload_when_shown(self) -> None:
+        # a stage ending while this page is hidden must not redraw heatmaps in the middle of live curves
+        if self.isVisible():
+            self.reload()
+        else:
+            self._stale = True
+
+    def showEvent(self, event) -> None:
+        if self._stale:
+            self._stale = False
+            self.reload()
+        super().showEvent(event)
 
     # ---- data ----------------------------------------------------------------------------------
     def reload(self) -> None:
