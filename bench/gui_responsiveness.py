@@ -146,13 +146,13 @@ def main(argv: list[str] | None = None) -> int:
     if not handles:
         raise SystemExit("the Train page did not start a training job")
     bridge = handles[0].bridge
-    busy = rec.record(a.seconds, until=lambda: not state.runner.is_running())
-    trained_s = time.perf_counter() - t0
-    worst = rec.worst()
-    finished = not state.runner.is_running()
-    if not finished:
-        w.pages["train"].stop()
-    state.runner.shutdown()
+    try:
+        busy = rec.record(a.seconds, until=lambda: not state.runner.is_running())
+        trained_s = time.perf_counter() - t0
+        worst = rec.worst()
+        finished = not state.runner.is_running()
+    finally:  # the training is a process of its own: never leave it running
+        state.runner.shutdown()
     w.close()
 
     result = {
