@@ -13,6 +13,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..errors import show_error
+from . import ReloadWhenShown
 from ..state import StudioState
 from ..style import (
     HINT_CSS, METRIC_BOUNDS, chance_in_view, chance_name, encoding_legend_html, fit_view, fmt_params, label_sort_key, plain_axes,
@@ -50,7 +51,7 @@ def best_under(xs: np.ndarray, ys: np.ndarray, budget: float) -> int | None:
     return int(ok[np.lexsort((xs[ok], -ys[ok]))[0]])
 
 
-class ExplorePage(QWidget):
+class ExplorePage(ReloadWhenShown, QWidget):
     COLUMNS = ("sub-network", "metric", "params", "size", "FLOPs", "latency")
 
     def __init__(self, state: StudioState, parent: QWidget | None = None):
@@ -189,8 +190,7 @@ class ExplorePage(QWidget):
 
         self.handle = None  # the latency job this page started
         state.projectChanged.connect(self._on_project_changed)
-        state.projectUpdated.connect(lambda _: self._reload_when_shown())
-        self._stale = False
+        state.projectUpdated.connect(lambda _: self.reload_when_shown())
         state.selectionChanged.connect(self._show_selection)
         state.runner.busyChanged.connect(lambda _: self._update_measure())
         self._on_project_changed(state.project)
@@ -201,18 +201,6 @@ class ExplorePage(QWidget):
         self.reload()
 
     # ---- data ----------------------------------------------------------------------------------
-    def _reload_when_shown(self) -> None:
-        # a stage ending while this page is hidden must not rebuild its chart in the middle of live curves
-        if self.isVisible():
-            self.reload()
-        else:
-            self._stale = True
-
-    def showEvent(self, event) -> None:
-        if self._stale:
-            self._stale = False
-            self.reload()
-        super().showEvent(event)
 
     def reload(self) -> None:
         res = self.state.results() or {}

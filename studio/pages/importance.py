@@ -8,6 +8,7 @@ from PySide6.QtWidgets import QButtonGroup, QCheckBox, QHBoxLayout, QLabel, QRad
 
 from dynastudio.core.events import ImportanceReady
 
+from . import ReloadWhenShown
 from ..state import StudioState
 from ..style import HINT_CSS
 
@@ -101,7 +102,7 @@ class Heatmap:
         return None
 
 
-class ImportancePage(QWidget):
+class ImportancePage(ReloadWhenShown, QWidget):
     def __init__(self, state: StudioState, parent: QWidget | None = None):
         super().__init__(parent)
         self.state = state
@@ -147,22 +148,8 @@ class ImportancePage(QWidget):
         self.view.scene().sigMouseMoved.connect(self._on_mouse_moved)
         state.runner.jobStarted.connect(lambda h: h.bridge.importanceReady.connect(self._on_live))
         state.projectChanged.connect(lambda _: self.reload())
-        state.projectUpdated.connect(lambda _: self._reload_when_shown())
-        self._stale = False
+        state.projectUpdated.connect(lambda _: self.reload_when_shown())
         self.reload()
-
-    def _reload_when_shown(self) -> None:
-        # a stage ending while this page is hidden must not redraw heatmaps in the middle of live curves
-        if self.isVisible():
-            self.reload()
-        else:
-            self._stale = True
-
-    def showEvent(self, event) -> None:
-        if self._stale:
-            self._stale = False
-            self.reload()
-        super().showEvent(event)
 
     # ---- data ----------------------------------------------------------------------------------
     def reload(self) -> None:
