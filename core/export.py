@@ -108,7 +108,25 @@ def export_onnx(slim: SlimModel, path: Path, input_names: list[str], half: bool 
             module, args, str(path), input_names=input_names, output_names=["logits"],
             dynamic_shapes=dynamic, dynamo=True, external_data=big, verbose=False,
         )
+    _scrub_onnx(path, big)
     return path
+
+
+def _scrub_onnx(path: Path, external: bool) -> None:
+    """Drop what the exporter records about the machine that made the file: every node's Python stack trace
+    (with this machine's source paths) and doc strings. The graph itself is untouched."""
+    import onnx
+
+    m = onnx.load(str(path))
+    graphs = [m.graph] + [f for f in m.functions]
+    for g in graphs:
+        for n in g.node:
+            del n.metadata_props[:]
+            n.doc_string = ""
+    m.graph.doc_string = ""
+    m.doc_string = ""
+    del m.metadata_props[:]
+    onnx.save(m, str(path), save_as_external_data=external, location=Path(path).name + ".data" if external else None)
 
 
 def quantize_int8(src: Path, dst: Path) -> Path:
@@ -416,6 +434,7 @@ def export_job(project: Project, request: ExportRequest, events, stop: StopToken
     model = project.load_model(name)
     slim = extract_from_model(model, spec, t.depth_rule)
     slim.config.source = {**slim.config.source, "model_name": name}
+    _name_the_labels(slim, project)
     tokenizer = project_tokenizer(project)
     input_names = input_names_for(tokenizer, slim)
     probe = _make_probe(project, slim, tokenizer, input_names)
@@ -444,8 +463,11 @@ def export_job(project: Project, request: ExportRequest, events, stop: StopToken
         stop.check()
         tokenizer.save_pretrained(str(tmp))
         if fmt != "hf":
-            # not config.json: AutoTokenizer reads that and warns about the unknown model type
+            # the full shape; not as config.json: AutoTokenizer reads that and warns about the unknown model type
             atomic_write_text(tmp / CONFIG_FILE, slim.config.to_json_string())
+        if fmt.startswith("onnx"):
+            # the ecosystem's layout (optimum, transformers.js...): config.json with the labels, base model type
+            atomic_write_text(tmp / "config.json", json.dumps(onnx_folder_config(slim, input_names), indent=2))
         events(StageProgress("export", 2, EXPORT_STEPS))
 
         # verification: the exported file, read back, against PyTorch on the same inputs
@@ -487,7 +509,8 @@ def export_job(project: Project, request: ExportRequest, events, stop: StopToken
                 "neurons": slim.config.ffn_per_layer[0] if slim.config.ffn_per_layer else 0,
                 "kept_layers": slim.config.source["kept_layers"], "params": sum(p.numel() for p in slim.parameters()),
             },
-            "source": {"project": str(project.root), "model": name},
+            # the project's name, not its path: nothing exported records where it was made
+            "source": {"project": project.config.name or project.root.name, "model": name},
             "reference": "PyTorch fp32 (the extracted model)",
             "probe": {"source": probe.source, "shapes": shapes},
             "max_abs_diff": diff,
@@ -523,6 +546,44 @@ def export_job(project: Project, request: ExportRequest, events, stop: StopToken
     events(ExportDone(str(out_dir), fmt, diff, report.agreement, report.passed))
     events(StageEnded("export", time.perf_counter() - t0))
     return report
+
+
+def _name_the_labels(slim: SlimModel, project: Project) -> None:
+    """A model that only knows LABEL_0, LABEL_1... gets the task's label names (as they appear in its data)."""
+    try:
+        names = json.loads((project.root / "task.json").read_text(encoding="utf-8")).get("labels") or []
+    except (OSError, ValueError):
+        return
+    current = {int(k): v for k, v in (slim.config.id2label or {}).items()}
+    if len(names) == len(current) > 1 and all(current[i] == f"LABEL_{i}" for i in range(len(names))):
+        slim.config.id2label = {i: str(n) for i, n in enumerate(names)}
+        slim.config.label2id = {str(n): i for i, n in enumerate(names)}
+
+
+def onnx_folder_config(slim: SlimModel, input_names: list[str]) -> dict:
+    """config.json of an ONNX folder: the base model type and the labels, as tools that load ONNX folders
+    expect, plus the sub-network's true shape (its heads keep their width, so hidden_size / heads is not
+    the head size here: `attention_head_size` is)."""
+    c = slim.config
+    src = c.source or {}
+    layers = len(c.heads_per_layer or [])
+    id2label = {int(k): v for k, v in (c.id2label or {}).items()}
+    return {
+        "model_type": src.get("model_type") or ("roberta" if c.head_kind == "roberta" else "bert"),
+        "id2label": {str(k): v for k, v in sorted(id2label.items())},
+        "label2id": {v: k for k, v in sorted(id2label.items())},
+        "num_labels": len(id2label),
+        "problem_type": getattr(c, "problem_type", None),
+        "vocab_size": c.vocab_size, "hidden_size": c.hidden_size, "num_hidden_layers": layers,
+        "num_attention_heads": (c.heads_per_layer or [0])[0] if layers else 0,
+        "attention_head_size": c.head_dim, "intermediate_size": (c.ffn_per_layer or [0])[0] if layers else 0,
+        "max_position_embeddings": c.max_position_embeddings, "type_vocab_size": c.type_vocab_size,
+        "pad_token_id": c.pad_token_id, "layer_norm_eps": c.layer_norm_eps, "hidden_act": c.hidden_act,
+        "onnx": {"inputs": list(input_names), "outputs": ["logits"]},
+        "dynabert": {"width_mult": src.get("width_mult"), "depth_mult": src.get("depth_mult"),
+                     "kept_layers": src.get("kept_layers"), "heads_per_layer": c.heads_per_layer,
+                     "ffn_per_layer": c.ffn_per_layer},
+    }
 
 
 def write_format(fmt: str, slim: SlimModel, folder: Path, input_names: list[str], fp32_onnx: Path | None = None) -> Path:

@@ -122,5 +122,5 @@ def extract(project: Project | str | Path, width_mult: float, depth_mult: float,
     name = model_name or final_model_name(project)
     model = project.load_model(name)
     slim = extract_from_model(model, spec, project.config.train.depth_rule)
-    slim.config.source = {**slim.config.source, "project": str(project.root), "model_name": name}
+    slim.config.source = {**slim.config.source, "project": project.config.name or project.root.name, "model_name": name}
     return slim

@@ -488,3 +488,30 @@ def test_latency_before_any_training_uses_the_base_model(tmp_path, tiny_task_fil
     p = new_project(tmp_path / "p", tiny_project_config(make_tiny_model_dir(tmp_path / "m"), *tiny_task_files))
     model, name = model_for_latency(p)
     assert name.startswith("base") and model.config.num_labels == 2 and model.config.num_hidden_layers == 4
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "onnx-int8", "hf"])
+def test_export_folders_follow_the_ecosystem_layout_and_hold_no_local_path(project, tmp_path, fmt):
+    """ONNX folders carry config.json with the labels; the output is `logits`; no file records where it was made."""
+    import onnx
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "out"
+    export(project, (0.5, 0.5), fmt, out)
+    here = [str(project.root.parent), str(tmp_path), str(Path(__file__).resolve().parents[1])]
+    for f in out.iterdir():
+        data = f.read_bytes()
+        found = [p for p in here if p.encode() in data]
+        assert not found, f"{f.name} holds {found}"
+    if fmt == "hf":
+        return
+    cfg = json.loads((out / "config.json").read_text())
+    task = json.loads((project.root / "task.json").read_text())
+    assert cfg["model_type"] == "bert" and cfg["num_labels"] == len(cfg["id2label"]) == len(task["labels"])
+    assert {v: int(k) for k, v in cfg["id2label"].items()} == cfg["label2id"]
+    assert [cfg["id2label"][str(i)] for i in range(cfg["num_labels"])] == task["labels"]  # the task's own names
+    assert cfg["dynabert"]["width_mult"] == 0.5 and cfg["num_hidden_layers"] == len(cfg["dynabert"]["kept_layers"])
+    model = onnx.load(str(out / MODEL_FILES[fmt]))
+    assert [o.name for o in model.graph.output] == ["logits"]
+    assert not any(n.metadata_props for n in model.graph.node)
+    AutoTokenizer.from_pretrained(str(out))  # the folder reads as a tokenizer folder, config.json included
