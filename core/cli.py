@@ -374,11 +374,11 @@ def cmd_report(a) -> int:
     from .project import Project
 
     project = Project.open(Path(a.dir))
-    res = project.load_results()
+    res = project.load_results(device=a.device)
     if a.json:
         print(json.dumps(res, indent=2))
         return 0
-    metric = res["metric"]
+    metric = res["metric"] or "metric"  # latency measured before any evaluation: no metric yet
     teacher = res.get("teacher", {}).get("score")
     print(f"task {res['task']}  model {res['model']}  depth rule {res['depth_rule']}  dev rows {res['dev_examples']}")
     if teacher is not None:
@@ -432,6 +432,15 @@ def cmd_latency(a) -> int:
     from .project import Project
 
     project = Project.open(Path(a.dir))
+    if a.import_file:
+        from . import runs
+        from .devicekit import import_device_latency
+
+        runs.check_not_running(project.root, "import latency while a run holds the project")
+        name = import_device_latency(project, Path(a.import_file), a.device)
+        print(f"imported {a.import_file} as device '{name}': `dynastudio report {project.root} --device {name}` shows "
+              f"its grid")
+        return 0
     formats = tuple(f.strip().lower() for f in a.formats.split(",") if f.strip())
     seq = a.seq if a.seq is not None else project.config.train.max_seq_length
 
@@ -454,6 +463,40 @@ def cmd_latency(a) -> int:
     finally:
         signal.signal(signal.SIGINT, previous[signal.SIGINT])
     print(f"measured {len(out['rows'])} sub-networks on {out['setup']['device']}: `dynastudio report {project.root}` shows the grid")
+    return 0
+
+
+def _cells(text: str | None):
+    if not text:
+        return None
+    out = []
+    for part in text.split(","):
+        try:
+            w, d = (float(x) for x in part.lower().split("x"))
+        except ValueError:
+            raise ConfigError(f"--cells {text}: '{part}' is not WIDTHxDEPTH, e.g. --cells 1x1,0.5x0.5") from None
+        out.append((w, d))
+    return tuple(out)
+
+
+def cmd_device_kit(a) -> int:
+    from . import jobs
+    from .project import Project
+
+    project = Project.open(Path(a.dir))
+    formats = tuple(f.strip().lower() for f in a.formats.split(",") if f.strip())
+    request = jobs.DeviceKitRequest(a.out, _cells(a.cells), formats, a.overwrite)
+    stop, previous = _stop_on_sigint()
+    try:
+        out = jobs.run("device-kit", project, request, _print_logs, stop)
+    except Cancelled:
+        print("stopped; nothing was written", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, previous[signal.SIGINT])
+    print(f"wrote {out['path']} ({len(out['cells'])} sub-networks: {', '.join(out['cells'])})")
+    print("on the device: python run_kit.py --threads 1 --device NAME   (needs numpy and onnxruntime only)")
+    print(f"then here:     dynastudio latency {project.root} --import latency-NAME.json")
     return 0
 
 
@@ -552,6 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="the results grid: one row per sub-network")
     rp.add_argument("dir")
     rp.add_argument("--json", action="store_true")
+    rp.add_argument("--device", help="latency measured on this device (imported from a device kit)")
     rp.set_defaults(func=cmd_report)
 
     lt = sub.add_parser("latency", help="onnxruntime latency and file size of every sub-network, into the grid")
@@ -562,7 +606,18 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--formats", default="fp32", help="comma separated: fp32, int8, fp16 (default fp32)")
     lt.add_argument("--runs", type=int, default=50, help="timed runs per sub-network and format")
     lt.add_argument("--warmup", type=int, default=10, help="untimed runs first")
+    lt.add_argument("--import", dest="import_file", metavar="FILE",
+                    help="measure nothing: merge a device kit's latency-<device>.json under its device's name")
+    lt.add_argument("--device", help="with --import: the name to file it under (default: the one in the file)")
     lt.set_defaults(func=cmd_latency)
+
+    dk = sub.add_parser("device-kit", help="a folder to time the sub-networks on a device (numpy + onnxruntime there)")
+    dk.add_argument("dir")
+    dk.add_argument("--out", required=True, help="the kit folder to create")
+    dk.add_argument("--cells", help="WIDTHxDEPTH list, e.g. 1x1,0.5x0.5 (default: the project's whole grid)")
+    dk.add_argument("--formats", default="fp32,int8", help="comma separated: fp32, int8, fp16 (default fp32,int8)")
+    dk.add_argument("--overwrite", action="store_true")
+    dk.set_defaults(func=cmd_device_kit)
 
     from .targets import FORMATS, PRESETS
 

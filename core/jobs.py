@@ -14,7 +14,7 @@ from .config import STAGES
 from .errors import ConfigError
 from .events import EventSink, LogMessage, StopToken, null_sink
 from .requests import (  # noqa: F401  (the requests are used as jobs.RunRequest etc.)
-    CreateRequest, ExportReport, ExportRequest, LatencyRequest, RunRequest, RunResult, StageRequest,
+    CreateRequest, DeviceKitRequest, ExportReport, ExportRequest, LatencyRequest, RunRequest, RunResult, StageRequest,
 )
 
 
@@ -64,6 +64,7 @@ for _stage in STAGES:
     register(Job(_stage, f".stages:{_stage.replace('-', '_')}_job", StageRequest, _STAGE_TITLES[_stage], trains=True, locks=True))
 register(Job("latency", ".latency:latency_job", LatencyRequest, "Measure latency", locks=True))
 register(Job("export", ".export:export_job", ExportRequest, "Export a sub-network"))
+register(Job("device-kit", ".devicekit:device_kit_job", DeviceKitRequest, "Make a device kit"))
 
 
 def run(name: str, project, request: Any = None, events: EventSink = null_sink,
@@ -92,12 +93,13 @@ def run(name: str, project, request: Any = None, events: EventSink = null_sink,
 
         with runs.holding_lock(project.root, job.name, log=lambda text: events(LogMessage(text, "warning"))):
             return job.fn(project, request, events, stop)
-    if name == "export" and request.model_name is None:
+    if name == "device-kit" or (name == "export" and request.model_name is None):
         from . import runs
 
         # the default model is the most trained one, which a live run is about to replace
         runs.check_not_running(project.root, "export the most trained model while it is being trained "
-                                             "(give --model to export a finished stage's model)")
+                               + ("(give --model to export a finished stage's model)" if name == "export" else
+                                  "(make the kit once the run has ended)"))
     return job.fn(project, request, events, stop)
 
 

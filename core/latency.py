@@ -368,7 +368,8 @@ def latency_job(project: Project, request: LatencyRequest, events, stop: StopTok
     if len(measured) != len(specs) or "setup" not in state:
         raise errors.InternalError("the latency measurement process ended early without an error: please report it")
     setup = {**state["setup"], "seconds": round(time.perf_counter() - t0, 1)}
-    project.save_latency({"setup": setup, "rows": measured})
+    kept = {k: v for k, v in (project.load_latency() or {}).items() if k == "devices"}  # devices' own figures stay
+    project.save_latency({"setup": setup, "rows": measured, **kept})
     events(StageEnded("latency", time.perf_counter() - t0))
     return {"rows": [dict(label=m["label"], **m["values"]) for m in measured], "setup": setup}
 

@@ -369,12 +369,22 @@ class Project:
     def load_latency(self) -> dict | None:
         return self._read_json(self.latency_path)
 
-    def load_results(self) -> dict:
+    def load_results(self, device: str | None = None) -> dict:
         """The results grid: one row per sub-network, the evaluation's metric and sizes joined with the
-        latest latency measurement's numbers (`latency_setup` says how those were measured)."""
+        latest latency measurement's numbers (`latency_setup` says how those were measured): this machine's,
+        or with `device` those a device kit measured on that device (`latency_devices` lists them)."""
         evaluation = self._read_json(self.results_path)
         latency = self.load_latency()
-        if evaluation is None and latency is None:
+        devices = sorted((latency or {}).get("devices", {}))
+        if device is not None:
+            if device not in devices:
+                raise ProjectError(f"{self.root}: no latency measured on device '{device}' "
+                                   f"({'known: ' + ', '.join(devices) if devices else 'none imported yet'}): "
+                                   f"import one with `dynastudio latency {self.root} --import FILE`")
+            latency = latency["devices"][device]
+        elif latency is not None and "rows" not in latency:
+            latency = None  # only devices' measurements so far
+        if evaluation is None and latency is None and device is None and not devices:
             raise ProjectError(f"{self.root}: no results yet: run `dynastudio run {self.root}` through the evaluate stage")
         res = dict(evaluation) if evaluation is not None else {
             "task": None, "metric": None, "model": None, "depth_rule": self.config.train.depth_rule,
@@ -393,6 +403,7 @@ class Project:
                 row.update(m["values"])
             res["latency_setup"] = latency.get("setup", {})
         res["rows"] = rows
+        res["latency_devices"] = devices
         return res
 
     @_main_process_writes

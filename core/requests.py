@@ -63,6 +63,16 @@ class ExportRequest:
     agreement_rows: int | None = 5000  # dev rows the INT8/fp16 agreement is measured on (None = all)
 
 
+@dataclass(frozen=True)
+class DeviceKitRequest:
+    """A folder to carry to a device: the sub-networks' ONNX files and a runner that times them there."""
+
+    out_dir: str
+    cells: tuple[tuple[float, float], ...] | None = None  # (width, depth) pairs; None = the project's grid
+    formats: tuple[str, ...] = ("fp32", "int8")
+    overwrite: bool = False
+
+
 @dataclass
 class ExportReport:
     """What `export` wrote and how well it matches PyTorch (also saved as verification.json)."""

@@ -515,3 +515,69 @@ def test_export_folders_follow_the_ecosystem_layout_and_hold_no_local_path(proje
     assert [o.name for o in model.graph.output] == ["logits"]
     assert not any(n.metadata_props for n in model.graph.node)
     AutoTokenizer.from_pretrained(str(out))  # the folder reads as a tokenizer folder, config.json included
+
+
+# ---- device kits ----------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def device_venv(tmp_path_factory) -> Path:
+    """What a device has: Python with numpy and onnxruntime, and nothing of this project (no torch)."""
+    import subprocess
+    import sys
+    from importlib.metadata import version
+
+    venv = tmp_path_factory.mktemp("device") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    pins = [f"numpy=={version('numpy')}", f"onnxruntime=={version('onnxruntime')}"]
+    subprocess.run([str(py), "-m", "pip", "install", "-q", *pins], check=True, capture_output=True)
+    return py
+
+
+def test_device_kit_runs_on_a_bare_device_and_its_results_import_per_device(project, tmp_path, device_venv, capsys):
+    import subprocess
+
+    from dynastudio.core import cli
+    from dynastudio.core.devicekit import DeviceKitRequest, device_kit_job
+
+    p = _copy(project, tmp_path / "p")
+    kit = tmp_path / "kit"
+    out = device_kit_job(p, DeviceKitRequest(str(kit), ((1.0, 1.0), (0.5, 0.5)), ("fp32", "int8")), null_sink, StopToken())
+    assert out["cells"] == ["w1_d1", "w0.5_d0.5"]
+    assert sorted(q.name for q in (kit / "models" / "w0.5_d0.5").iterdir()) == ["model.onnx", "model_int8.onnx"]
+    assert str(tmp_path).encode() not in (kit / "kit.json").read_bytes()
+
+    # on the "device": its own interpreter, no torch, run from another folder
+    assert subprocess.run([str(device_venv), "-c", "import torch"], capture_output=True).returncode != 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ran = subprocess.run([str(device_venv), str(kit / "run_kit.py"), "--runs", "3", "--warmup", "1", "--device", "test board"],
+                         cwd=elsewhere, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stderr
+    result = kit / "latency-test_board.json"
+    measured = json.loads(result.read_text())
+    assert measured["setup"]["device"] == "test board" and measured["setup"]["runtime"].startswith("onnxruntime ")
+    assert [r["label"] for r in measured["rows"]] == ["w1_d1", "w0.5_d0.5"]
+    assert all(r["values"]["latency_int8_ms"] > 0 for r in measured["rows"])
+
+    assert cli.main(["latency", str(p.root), "--import", str(result)]) == 0
+    grid = p.load_results(device="test board")
+    rows = {r["label"]: r for r in grid["rows"]}
+    assert rows["w0.5_d0.5"]["latency_fp32_ms"] == measured["rows"][1]["values"]["latency_fp32_ms"]
+    assert grid["latency_setup"]["device"] == "test board" and p.load_results()["latency_devices"] == ["test board"]
+    assert cli.main(["report", str(p.root), "--device", "test board"]) == 0
+    assert "test board" in capsys.readouterr().out
+
+    # a broken file is one line naming the file and the field; the project's latency.json is untouched
+    before = p.latency_path.read_text()
+    bad = tmp_path / "bad.json"
+    measured["rows"][0]["values"]["latency_fp32_ms"] = -1
+    bad.write_text(json.dumps(measured))
+    assert cli.main(["latency", str(p.root), "--import", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(bad) in err and "rows[0].values.latency_fp32_ms" in err
+    bad.write_text("{}")
+    assert cli.main(["latency", str(p.root), "--import", str(bad)]) == 2
+    assert "'kind'" in capsys.readouterr().err
+    assert p.latency_path.read_text() == before
+    assert cli.main(["report", str(p.root), "--device", "phone"]) == 2
+    assert "known: test board" in capsys.readouterr().err

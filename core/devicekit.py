@@ -1,0 +1,159 @@
+"""Device kits: the sub-networks as ONNX files plus a numpy + onnxruntime runner that times them on the device.
+
+`dynastudio device-kit DIR --out KIT` writes the kit; on the device `python run_kit.py` writes
+latency-<device>.json; `dynastudio latency DIR --import FILE` merges it into latency.json under the
+device's name, beside (never over) the measurements taken on this machine.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import time
+import uuid
+from importlib import resources
+from pathlib import Path
+
+from .dynamic import SubnetSpec, subnet_grid
+from .errors import ConfigError, ProjectError
+from .events import LogMessage, StageEnded, StageProgress, StageStarted, StopToken
+from .project import Project, atomic_write_text
+from .requests import DeviceKitRequest
+
+KIT_FORMATS = ("fp32", "int8", "fp16")
+RESULT_KIND = "dynastudio-device-latency"
+
+
+def device_kit_job(project: Project, request: DeviceKitRequest, events, stop: StopToken) -> dict:
+    """Write the kit folder (atomically: a temp sibling renamed at the end); returns {"path", "cells"}."""
+    from .export import ORT_DISABLED_OPTIMIZERS, input_names_for
+    from .extract import extract_from_model
+    from .latency import LatencySettings, export_cell, model_for_latency
+    from .prepare import project_tokenizer
+
+    bad = [f for f in request.formats if f not in KIT_FORMATS]
+    if bad or not request.formats:
+        raise ConfigError(f"device-kit --formats {','.join(request.formats)}: choose from {', '.join(KIT_FORMATS)}")
+    t = project.config.train
+    specs = ([SubnetSpec(w, d) for w, d in request.cells] if request.cells else subnet_grid(t.width_mults, t.depth_mults))
+    out = Path(request.out_dir).expanduser().resolve()
+    if out.exists() and not request.overwrite:
+        raise ConfigError(f"{out}: exists: pick another --out, or --overwrite to replace it")
+    if out == project.root.resolve() or project.root.resolve() in out.parents:
+        raise ConfigError(f"{out}: inside the project: put the kit outside it, e.g. next to the project folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    events(StageStarted("device-kit", len(specs)))
+    model, name = model_for_latency(project)
+    c = model.config
+    max_seq = c.max_position_embeddings - ((c.pad_token_id or 0) + 1 if c.model_type != "bert" else 0)
+    tokenizer = project_tokenizer(project)
+    settings = LatencySettings(1, min(t.max_seq_length, max_seq), 1, tuple(request.formats), 1, 0)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        cells = []
+        for i, spec in enumerate(specs):
+            stop.check()
+            slim = extract_from_model(model, spec, t.depth_rule)
+            names = input_names_for(tokenizer, slim)
+            folder = tmp / "models" / spec.label
+            cell = export_cell(slim, names, request.formats, folder, settings)
+            keep = {p.name for p in cell.files.values()}
+            for p in folder.iterdir():  # export_cell also leaves the fp32 file that int8 is made from
+                if not any(p.name == k or p.name.startswith(k + ".") for k in keep):
+                    p.unlink()
+            cells.append({"label": spec.label, "width_mult": spec.width_mult, "depth_mult": spec.depth_mult,
+                          "inputs": names, "vocab_size": slim.config.vocab_size,
+                          "files": {fmt: f"models/{spec.label}/{p.name}" for fmt, p in cell.files.items()}})
+            events(StageProgress("device-kit", i + 1, len(specs)))
+        kit = {"kind": "dynastudio-device-kit", "version": 1, "id": uuid.uuid4().hex[:12],
+               "project": project.config.name or project.root.name, "model": name, "seq": settings.seq,
+               "max_seq": max_seq, "disabled_optimizers": list(ORT_DISABLED_OPTIMIZERS),
+               "made": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cells": cells}
+        atomic_write_text(tmp / "kit.json", json.dumps(kit, indent=2))
+        runner = resources.files("dynastudio.core").joinpath("kit/run_kit.py").read_text(encoding="utf-8")
+        atomic_write_text(tmp / "run_kit.py", runner)
+        atomic_write_text(tmp / "README.md", _readme(kit))
+        stop.check()
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    events(LogMessage(f"device kit written to {out}: {len(cells)} sub-networks, formats {', '.join(request.formats)}"))
+    events(StageEnded("device-kit", time.perf_counter() - t0))
+    return {"path": str(out), "cells": [c["label"] for c in cells]}
+
+
+def _readme(kit: dict) -> str:
+    labels = ", ".join(c["label"] for c in kit["cells"])
+    return f"""# DynaBERT Studio device kit ({kit['project']})
+
+Sub-networks: {labels}. Each is an ONNX file under `models/`, made from the project's `{kit['model']}` model.
+
+## On the device
+Python 3.8 or newer with numpy and onnxruntime (`pip install numpy onnxruntime`), nothing else:
+
+    python run_kit.py --threads 1 --batch 1 --seq {kit['seq']} --device my-board
+
+It times every sub-network with full-length random inputs, the way `dynastudio latency` does, and
+writes `latency-my-board.json` beside it (the device, its CPU, the onnxruntime version, and per
+sub-network the median and p90 in milliseconds).
+
+## Back on the machine with the project
+
+    dynastudio latency PROJECT --import latency-my-board.json
+
+The numbers join the project's grid under the device's name (`dynastudio report PROJECT --device
+my-board`), beside those measured on the project's own machine.
+"""
+
+
+def _field(path: Path, what: str, fix: str = "re-run run_kit.py to write it again") -> ProjectError:
+    return ProjectError(f"{path}: {what}: {fix}")
+
+
+def read_device_latency(path: Path) -> dict:
+    """Read and check a kit's result file; every problem is one line naming the file and the field."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ProjectError(f"{path}: no such file: give the latency-<device>.json that run_kit.py wrote") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise _field(path, f"not a JSON file ({str(exc).splitlines()[0][:80]})") from None
+    if not isinstance(d, dict) or d.get("kind") != RESULT_KIND:
+        raise _field(path, f"'kind' is not {RESULT_KIND!r}: not a result of a DynaBERT Studio device kit",
+                     "give the latency-<device>.json that run_kit.py wrote")
+    setup, rows = d.get("setup"), d.get("rows")
+    if not isinstance(setup, dict) or not isinstance(setup.get("device"), str) or not setup["device"].strip():
+        raise _field(path, "'setup.device' is missing")
+    if not isinstance(rows, list) or not rows:
+        raise _field(path, "'rows' is empty")
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict) or not isinstance(r.get("label"), str) or not isinstance(r.get("values"), dict):
+            raise _field(path, f"rows[{i}] lacks 'label' or 'values'")
+        for k, v in r["values"].items():
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise _field(path, f"rows[{i}].values.{k} = {v!r} is not a time or size")
+    return d
+
+
+def import_device_latency(project: Project, path: Path, device: str | None = None) -> str:
+    """Merge a kit's result file into latency.json under its device's name (or `device`); returns the name."""
+    d = read_device_latency(path)
+    name = (device or d["setup"]["device"]).strip()
+    grid = {f"w{w:g}_d{dd:g}" for w, dd in ((r["width_mult"], r["depth_mult"]) for r in d["rows"]
+                                          if isinstance(r.get("width_mult"), (int, float)) and isinstance(r.get("depth_mult"), (int, float)))}
+    unknown = [r["label"] for r in d["rows"] if r["label"] not in grid]
+    if unknown:
+        raise _field(Path(path), f"rows {unknown} lack width_mult/depth_mult or do not match their label")
+    latency = project.load_latency() or {}
+    devices = dict(latency.get("devices", {}))
+    devices[name] = {"setup": {**d["setup"], "imported": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "kit": d.get("kit")},
+                     "rows": [{"label": r["label"], "width_mult": r["width_mult"], "depth_mult": r["depth_mult"],
+                               "values": r["values"]} for r in d["rows"]]}
+    project.save_latency({**latency, "devices": devices})
+    return name
