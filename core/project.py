@@ -403,7 +403,8 @@ class Project:
                 row.update(m["values"])
             res["latency_setup"] = latency.get("setup", {})
         res["rows"] = rows
-        res["latency_devices"] = devices
+        if devices:
+            res["latency_devices"] = devices  # the devices a kit measured, for a picker
         return res
 
     @_main_process_writes
