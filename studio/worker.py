@@ -34,9 +34,25 @@ SHORT_JOB_STOP_S = 10.0
 RUN_NICENESS = 10  # the studio's training runs at a lower CPU priority than the studio itself
 
 
-def running_job_threads() -> list:
-    """Kept for the tests' leak check: no job runs on a thread of the studio any more."""
-    return []
+_SPAWNED: list = []  # every job process this studio started (Popen or QProcess), for the tests' leak check
+
+
+def running_job_processes() -> list[int]:
+    """Pids of the job processes this studio started that still run (a run kept in the background included)."""
+    alive, still = [], []
+    for p in _SPAWNED:
+        if isinstance(p, subprocess.Popen):
+            running, pid = p.poll() is None, p.pid  # poll() also reaps a finished one
+        else:
+            try:
+                running, pid = p.state() != QProcess.ProcessState.NotRunning, int(p.processId())
+            except RuntimeError:  # its C++ object went with its handle, which ends the process with it
+                continue
+        if running:
+            alive.append(pid)
+            still.append(p)
+    _SPAWNED[:] = still
+    return alive
 
 
 class JobBusy(RuntimeError):
@@ -157,6 +173,7 @@ class ChildJob(JobHandle):
     def launch(self) -> None:
         self.status = "running"
         self.process.start()
+        _SPAWNED.append(self.process)
         self.process.write((request_to_json(self.request) + "\n").encode("utf-8"))
         self.started.emit()
 
@@ -264,8 +281,8 @@ class RunJob(JobHandle):
         except OSError as exc:
             self._end("failed", ErrorInfo(f"could not start the run ({shlex.join(self.command)}): {exc}", "", False))
             return
-        pid = self._popen.pid
-        self.launched_pid = int(pid)
+        _SPAWNED.append(self._popen)
+        self.launched_pid = int(self._popen.pid)
         self._timer.start()
 
     def _end(self, kind: str, value: Any = None) -> None:
@@ -522,8 +539,6 @@ class JobRunner(QObject):
             h.wait(10)
         return not h.is_running()
 
-    def any_thread_running(self) -> bool:
-        return False  # kept for the tests' leak check: jobs are processes now
 
     def _launch(self, handle: JobHandle, attach: bool = False) -> None:
         _reap_background()
