@@ -15,18 +15,19 @@ import uuid
 from importlib import resources
 from pathlib import Path
 
-from .dynamic import SubnetSpec, subnet_grid
 from .errors import ConfigError, ProjectError
 from .events import LogMessage, StageEnded, StageProgress, StageStarted, StopToken
 from .project import Project, atomic_write_text
 from .requests import DeviceKitRequest
 
+# light at import (no torch): the studio imports results with it; the kit job loads the engine when it runs
 KIT_FORMATS = ("fp32", "int8", "fp16")
 RESULT_KIND = "dynastudio-device-latency"
 
 
 def device_kit_job(project: Project, request: DeviceKitRequest, events, stop: StopToken) -> dict:
     """Write the kit folder (atomically: a temp sibling renamed at the end); returns {"path", "cells"}."""
+    from .dynamic import SubnetSpec, subnet_grid
     from .export import ORT_DISABLED_OPTIMIZERS, input_names_for
     from .extract import extract_from_model
     from .latency import LatencySettings, export_cell, model_for_latency

@@ -174,11 +174,12 @@ class StudioState(QObject):
         self.projectUpdated.emit(self.project)
 
     # ---- what the project holds (None when not there yet or unreadable) -----------------------
-    def results(self) -> dict | None:
+    def results(self, device: str | None = None) -> dict | None:
+        """The grid; with `device`, its latency is that device's (imported from a device kit)."""
         if self.project is None or not self.project.results_path.is_file():
             return None
         try:
-            return self.project.load_results()
+            return self.project.load_results(device=device)
         except ProjectError:
             return None
 

@@ -397,3 +397,44 @@ def test_page_preview_smoke_runs_offscreen(page, tiny_model_dir, tiny_task_files
                          capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
+
+
+def test_explore_imports_device_latency_and_switches_device(window, qtbot, tiny_model_dir, tiny_task_files, tmp_path):
+    """A device kit's result file, imported on Explore: a device picker appears and the chart uses that device's
+    latency (the budget and the Pareto front with it); a broken file is a message, not a crash."""
+    import json
+
+    from dynastudio.core import jobs
+
+    w = window
+    project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files, teacher_epochs=1,
+                            width_mults=(1.0, 0.5), depth_mults=(1.0,))
+    jobs.run("run", project)
+    rows = [{"label": r["label"], "width_mult": r["width_mult"], "depth_mult": r["depth_mult"],
+             "values": {"latency_fp32_ms": 7.0 * r["width_mult"], "latency_fp32_p90_ms": 8.0, "size_onnx_fp32_mb": 1.0}}
+            for r in project.load_results()["rows"]]
+    result = tmp_path / "latency-pi.json"
+    result.write_text(json.dumps({"kind": "dynastudio-device-latency", "version": 1,
+                                  "setup": {"device": "pi", "runtime": "onnxruntime 1.0", "threads": 1, "batch": 1, "seq": 32},
+                                  "rows": rows}))
+    w.pages["project"].open_folder(project.root)
+    w.go_to("explore")
+    ep = w.pages["explore"]
+    assert ep.x_key == "flops_rel" and not ep.device_pick.isVisible()  # nothing measured anywhere yet
+    ep.pick_file = lambda: str(result)
+    qtbot.mouseClick(ep.import_button, Qt.MouseButton.LeftButton)
+    assert ep.device_pick.isVisible() and ep.selected_device() == "pi"
+    assert ep.x_key == "latency_fp32_ms" and sorted(ep.xs.tolist()) == [3.5, 7.0]
+    assert "Measured on pi" in ep.device.text()
+    ep.device_pick.setCurrentIndex(ep.device_pick.findData(None))
+    ep.device_pick.activated.emit(ep.device_pick.currentIndex())
+    assert ep.selected_device() is None and ep.x_key == "flops_rel"  # this machine has measured nothing
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    ep.pick_file = lambda: str(bad)
+    qtbot.mouseClick(ep.import_button, Qt.MouseButton.LeftButton)
+    boxes = _error_boxes()
+    assert len(boxes) == 1 and str(bad) in boxes[0].text() and "'kind'" in boxes[0].text()
+    _close_error_boxes()
+    assert ep.device_pick.count() == 2  # this machine + pi: nothing half-imported

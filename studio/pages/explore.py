@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSlider, QSpinBox,
+    QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSlider, QSpinBox,
     QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
+
+from dynastudio.core.errors import UserError
 
 from ..errors import show_error
 from . import ReloadWhenShown
@@ -90,6 +93,19 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.measure.setToolTip("Exports every sub-network to ONNX and times it with onnxruntime on this machine "
                                 "(in a separate process). Figures taken while other work runs are slower and noisier.")
         self.measure.clicked.connect(self.measure_latency)
+        # latency measured on a device with a device kit (dynastudio device-kit), picked here
+        self.device_pick = QComboBox()
+        self.device_pick.setObjectName("latencyDevice")
+        self.device_pick.setToolTip("Whose latency the chart shows: this machine's, or a device's (from a device kit)")
+        self.device_pick.activated.connect(lambda _: self.reload())
+        self.device_label = QLabel("measured on:")
+        self.import_button = QPushButton("Import device latency…")
+        self.import_button.setObjectName("importDeviceLatency")
+        self.import_button.setToolTip("Add the latency-<device>.json that a device kit's run_kit.py wrote on the device")
+        self.import_button.clicked.connect(self.import_device_latency)
+        # tests replace this; the real one asks with a file dialog
+        self.pick_file = lambda: QFileDialog.getOpenFileName(self, "Import device latency", "",
+                                                             "Device latency (latency-*.json);;JSON (*.json)")[0]
         lat = QHBoxLayout()
         lat.addWidget(QLabel("x axis:"))
         lat.addWidget(self.axis)
@@ -183,7 +199,12 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.hover.setStyleSheet(HINT_CSS)
         lay = QVBoxLayout(self)
         lay.addLayout(lat)
-        lay.addWidget(self.device)
+        where = QHBoxLayout()  # how the latency was measured, and on which device
+        where.addWidget(self.device, 1)
+        where.addWidget(self.device_label)
+        where.addWidget(self.device_pick)
+        where.addWidget(self.import_button)
+        lay.addLayout(where)
         lay.addWidget(split, 1)
         lay.addLayout(budget)
         lay.addWidget(self.hover)
@@ -202,8 +223,25 @@ class ExplorePage(ReloadWhenShown, QWidget):
 
     # ---- data ----------------------------------------------------------------------------------
 
+    def selected_device(self) -> str | None:
+        """The device whose latency is shown; None for this machine."""
+        return self.device_pick.currentData()
+
     def reload(self) -> None:
         res = self.state.results() or {}
+        devices = res.get("latency_devices", [])
+        keep = self.selected_device()
+        self.device_pick.blockSignals(True)
+        self.device_pick.clear()
+        self.device_pick.addItem("this machine", None)
+        for d in devices:
+            self.device_pick.addItem(d, d)
+        self.device_pick.setCurrentIndex(max(0, self.device_pick.findData(keep)) if keep in devices else 0)
+        self.device_pick.blockSignals(False)
+        for w in (self.device_pick, self.device_label):
+            w.setVisible(bool(devices))
+        if self.selected_device() is not None:  # the same grid, with that device's latency columns
+            res = self.state.results(device=self.selected_device()) or res
         self.rows = sorted([r for r in res.get("rows", []) if isinstance(r.get("value"), (int, float))],
                            key=lambda r: label_sort_key(r["label"]))
         self.labels = [r["label"] for r in self.rows]
@@ -424,6 +462,28 @@ class ExplorePage(ReloadWhenShown, QWidget):
         lo, hi = (float(self.xs.min()), float(self.xs.max())) if len(self.xs) else (0.0, 1.0)
         self.slider.setValue(int(round((budget - lo) / ((hi - lo) or 1) * SLIDER_STEPS)))
 
+    def import_device_latency(self) -> None:
+        """Merge a device kit's result file into the project and show that device's latency."""
+        from dynastudio.core import runs
+        from dynastudio.core.devicekit import import_device_latency
+
+        project = self.state.project
+        if project is None:
+            return
+        path = self.pick_file()
+        if not path:
+            return
+        try:
+            runs.check_not_running(project.root, "import latency while a run holds the project")
+            name = import_device_latency(project, Path(path))
+        except UserError as exc:
+            show_error(self.window(), exc, "Cannot import the device latency")
+            return
+        self.state.reload()
+        self.reload()
+        self.device_pick.setCurrentIndex(max(0, self.device_pick.findData(name)))
+        self.reload()
+
     # ---- latency job ---------------------------------------------------------------------------
     def measuring(self) -> bool:
         return self.handle is not None and self.handle.is_running()
@@ -458,7 +518,8 @@ class ExplorePage(ReloadWhenShown, QWidget):
         if mine:
             self.measure.setText("Cancel measuring")
         else:
-            self.measure.setText("Measure again" if latency_columns(self.rows) else "Measure latency")
+            measured_here = self.selected_device() is None and latency_columns(self.rows)
+            self.measure.setText("Measure again" if measured_here else "Measure latency")
 
 
 class _SortItem(QTableWidgetItem):
