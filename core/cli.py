@@ -421,6 +421,20 @@ def _stop_on_sigint(also_sigterm: bool = False) -> tuple[StopToken, dict]:
     return stop, {sig: signal.signal(sig, on_signal) for sig in sigs}
 
 
+def _run_stoppable(name: str, project, request, sink, stopped: str):
+    """Run a short job with Ctrl-C asking it to stop; None (after printing `stopped`) when it stopped."""
+    from . import jobs
+
+    stop, previous = _stop_on_sigint()
+    try:
+        return jobs.run(name, project, request, sink, stop)
+    except Cancelled:
+        print(stopped, file=sys.stderr)
+        return None
+    finally:
+        signal.signal(signal.SIGINT, previous[signal.SIGINT])
+
+
 def _print_logs(event) -> None:
     if isinstance(event, LogMessage):
         print(f"[{event.level}] {event.text}", file=sys.stderr, flush=True)
@@ -453,15 +467,11 @@ def cmd_latency(a) -> int:
 
     print(f"measuring {formats} latency: batch {a.batch}, sequence {seq}, {a.threads} thread(s), "
           f"{a.runs} runs after {a.warmup} warm-up (in a separate process)", flush=True)
-    stop, previous = _stop_on_sigint()
-    try:
-        out = jobs.run("latency", project, jobs.LatencyRequest(batch=a.batch, seq=seq, threads=a.threads, formats=formats,
-                                                               runs=a.runs, warmup=a.warmup), show, stop)
-    except Cancelled:
-        print("stopped; latency.json was not changed", file=sys.stderr)
+    out = _run_stoppable("latency", project, jobs.LatencyRequest(batch=a.batch, seq=seq, threads=a.threads, formats=formats,
+                                                                 runs=a.runs, warmup=a.warmup), show,
+                         "stopped; latency.json was not changed")
+    if out is None:
         return 130
-    finally:
-        signal.signal(signal.SIGINT, previous[signal.SIGINT])
     print(f"measured {len(out['rows'])} sub-networks on {out['setup']['device']}: `dynastudio report {project.root}` shows the grid")
     return 0
 
@@ -486,14 +496,9 @@ def cmd_device_kit(a) -> int:
     project = Project.open(Path(a.dir))
     formats = tuple(f.strip().lower() for f in a.formats.split(",") if f.strip())
     request = jobs.DeviceKitRequest(a.out, _cells(a.cells), formats, a.overwrite)
-    stop, previous = _stop_on_sigint()
-    try:
-        out = jobs.run("device-kit", project, request, _print_logs, stop)
-    except Cancelled:
-        print("stopped; nothing was written", file=sys.stderr)
+    out = _run_stoppable("device-kit", project, request, _print_logs, "stopped; nothing was written")
+    if out is None:
         return 130
-    finally:
-        signal.signal(signal.SIGINT, previous[signal.SIGINT])
     print(f"wrote {out['path']} ({len(out['cells'])} sub-networks: {', '.join(out['cells'])})")
     print("on the device: python run_kit.py --threads 1 --device NAME   (needs numpy and onnxruntime only)")
     print(f"then here:     dynastudio latency {project.root} --import latency-NAME.json")
@@ -507,14 +512,9 @@ def cmd_export(a) -> int:
     project = Project.open(Path(a.dir))
     request = jobs.ExportRequest(a.width, a.depth, a.target or a.format, a.out, overwrite=a.overwrite,
                                  model_name=a.model, min_agreement=a.min_agreement / 100)
-    stop, previous = _stop_on_sigint()
-    try:
-        rep = jobs.run("export", project, request, _print_logs, stop)
-    except Cancelled:
-        print("stopped; nothing was written", file=sys.stderr)
+    rep = _run_stoppable("export", project, request, _print_logs, "stopped; nothing was written")
+    if rep is None:
         return 130
-    finally:
-        signal.signal(signal.SIGINT, previous[signal.SIGINT])
     v = rep.verification
     via = f" (target {rep.target})" if rep.target else ""
     print(f"exported w{rep.width_mult:g} d{rep.depth_mult:g} as {rep.format}{via} to {rep.path}")

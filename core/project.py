@@ -218,15 +218,6 @@ class Project:
     def importance_path(self) -> Path:
         return self.root / "importance.safetensors"
 
-    # the run: lock, events file, stop request (see core.runs)
-    @property
-    def run_dir(self) -> Path:
-        return self.root / "run"
-
-    @property
-    def events_path(self) -> Path:
-        return self.run_dir / "events.jsonl"
-
     # ---- models ------------------------------------------------------------------------------
     @_main_process_writes
     def save_model(self, name: str, model: torch.nn.Module, info: dict | None = None) -> Path:
