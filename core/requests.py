@@ -61,6 +61,8 @@ class ExportRequest:
     model_name: str | None = None  # default: the most trained model of the project
     min_agreement: float = MIN_AGREEMENT
     agreement_rows: int | None = 5000  # dev rows the INT8/fp16 agreement is measured on (None = all)
+    trim_vocab: bool | None = None  # keep only the task's tokens; None = what the target preset says
+    keep_words: str | None = None  # a word list (one per line) whose tokens trimming keeps too
 
 
 @dataclass(frozen=True)

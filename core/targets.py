@@ -6,16 +6,24 @@ from .errors import ConfigError
 # format -> what it is (the GUI shows these)
 FORMATS: dict[str, str] = {
     "onnx": "ONNX fp32, dynamic batch and sequence axes (onnxruntime on any CPU)",
-    "onnx-int8": "ONNX with INT8 weights (onnxruntime dynamic quantization, fp16 embeddings): ~2.5x smaller, ~2x faster on CPUs",
+    "onnx-int8": "ONNX with INT8 weights (onnxruntime dynamic quantization, INT8 embedding rows): ~4x smaller, ~2x faster on CPUs",
     "onnx-fp16": "ONNX fp16 (half the size; for GPUs: onnxruntime-gpu with CUDA or TensorRT)",
+    "ort": "ONNX Runtime Mobile (.ort, fp32): onnxruntime-android / onnxruntime-objc, or any onnxruntime",
+    "ort-int8": "ONNX Runtime Mobile (.ort) with INT8 weights: the small, fast choice for Android",
+    "openvino": "OpenVINO IR (xml + bin): the fastest runtime on Intel and AMD x86 CPUs",
+    "executorch": "ExecuTorch program (.pte) with the XNNPACK delegate: PyTorch's on-device runtime (Android, iOS, embedded)",
+    "coreml": "Core ML package (.mlpackage, ML program): iPhone, iPad and Mac (Neural Engine, GPU or CPU)",
     "torchscript": "TorchScript (traced): LibTorch in C++, or torch.jit.load in Python without transformers",
     "hf": "Hugging Face folder (safetensors + config + tokenizer), loads with transformers' Auto classes",
 }
 
 # target preset -> format
 PRESETS: dict[str, str] = {
-    "desktop-cpu": "onnx",
-    "mobile-arm": "onnx-int8",
+    "android": "ort-int8",
+    "ios": "coreml",
+    "intel-cpu": "openvino",
+    "desktop-cpu": "openvino",
+    "arm-linux": "onnx-int8",
     "gpu-server": "onnx-fp16",
     "python": "hf",
     "libtorch": "torchscript",
@@ -23,23 +31,39 @@ PRESETS: dict[str, str] = {
 
 # target preset -> the devices it is for (the format's own description says the rest)
 PRESET_DESCRIPTIONS: dict[str, str] = {
-    "desktop-cpu": "desktop or laptop CPUs (x86 or ARM)",
-    "mobile-arm": "phones, ARM boards and other small devices",
+    "android": "Android phones (ONNX Runtime Mobile), vocabulary trimmed to the task",
+    "ios": "iPhones and iPads (Core ML), vocabulary trimmed to the task",
+    "intel-cpu": "Intel (and AMD) x86 CPUs in servers and PCs (OpenVINO)",
+    "desktop-cpu": "desktop and laptop x86 CPUs (OpenVINO)",
+    "arm-linux": "ARM64 Linux boards: Raspberry Pi, Jetson CPU, car computers (onnxruntime)",
     "gpu-server": "GPU servers",
     "python": "Python programs that use transformers",
     "libtorch": "C++ programs that link LibTorch",
 }
 
+# earlier names of presets, still accepted
+PRESET_ALIASES: dict[str, str] = {"mobile-arm": "android"}
+
+# presets that trim the vocabulary unless told not to (phones: the embedding table is most of a small model)
+TRIM_BY_DEFAULT = ("android", "ios")
+
 # the file holding the model in each format
 MODEL_FILES = {
     "onnx": "model.onnx", "onnx-int8": "model_int8.onnx", "onnx-fp16": "model_fp16.onnx",
+    "ort": "model.ort", "ort-int8": "model_int8.ort", "openvino": "openvino_model.xml",
+    "executorch": "model.pte", "coreml": "model.mlpackage",
     "torchscript": "model.torchscript.pt", "hf": "model.safetensors",
 }
+
+# formats that need an optional package: format -> (module to import, pip extra)
+FORMAT_EXTRAS = {"openvino": ("openvino", "openvino"), "executorch": ("executorch", "executorch"),
+                 "coreml": ("coremltools", "coreml")}
 
 
 def resolve_format(format_or_target: str) -> tuple[str, str | None]:
     """(format, preset or None) for a format name or a target preset name."""
     key = (format_or_target or "").strip().lower()
+    key = PRESET_ALIASES.get(key, key)
     if key in FORMATS:
         return key, None
     if key in PRESETS:
@@ -48,3 +72,14 @@ def resolve_format(format_or_target: str) -> tuple[str, str | None]:
         f"unknown format or target '{format_or_target}': formats are {', '.join(FORMATS)}; "
         f"targets are {', '.join(PRESETS)}"
     )
+
+
+def require_extra(fmt: str) -> None:
+    """A one-line error naming the pip command when a format's optional package is missing."""
+    import importlib.util
+
+    if fmt in FORMAT_EXTRAS:
+        module, extra = FORMAT_EXTRAS[fmt]
+        if importlib.util.find_spec(module) is None:
+            raise ConfigError(f"the {fmt} format needs the {module} package, which is not installed: "
+                              f"pip install 'dynabert-studio[{extra}]'")

@@ -268,10 +268,13 @@ def test_cli_export_below_min_agreement_exits_1(tied_project, tmp_path, capsys):
 
 def test_formats_and_presets_resolve():
     assert {PRESETS[p] for p in PRESETS} <= set(FORMATS)
-    assert resolve_format("desktop-cpu") == ("onnx", "desktop-cpu") and resolve_format("mobile-arm")[0] == "onnx-int8"
+    assert resolve_format("desktop-cpu") == ("openvino", "desktop-cpu") and resolve_format("intel-cpu")[0] == "openvino"
+    assert resolve_format("android") == ("ort-int8", "android") and resolve_format("ios")[0] == "coreml"
+    assert resolve_format("mobile-arm") == ("ort-int8", "android")  # the earlier name still works
     assert resolve_format("gpu-server")[0] == "onnx-fp16" and resolve_format("HF") == ("hf", None)
+    assert resolve_format("arm-linux")[0] == "onnx-int8"
     with pytest.raises(ConfigError, match="targets are"):
-        resolve_format("coreml")
+        resolve_format("tflite")
 
 
 def test_cli_export_and_its_user_errors(project, tmp_path, capsys):

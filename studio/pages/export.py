@@ -215,13 +215,21 @@ class ExportPage(QWidget):
         lines = [
             f"<b>{'✔ verified' if ok else '✘ verification failed'}</b>: {report.format} "
             f"(target {report.target or '-'}) of w{report.width_mult:g} d{report.depth_mult:g}",
-            f"largest difference to PyTorch: {report.max_abs_diff:.2e}" + (f" (tolerance {tol:g})" if tol else ""),
         ]
+        if report.max_abs_diff is not None:
+            lines.append(f"largest difference to PyTorch: {report.max_abs_diff:.2e}" + (f" (tolerance {tol:g})" if tol else ""))
+        else:
+            lines.append("not verified on this machine (no runtime for this format here): the model's inputs, "
+                         "outputs and shapes were checked")
         if report.agreement is not None:
             need = v.get("min_agreement")
             lines.append(f"agreement with PyTorch ({(v.get('dev') or {}).get('agreement_kind', 'same prediction')}): "
                          f"{100 * report.agreement:.2f}% of {report.dev_examples} dev examples"
                          + (f" (required {100 * need:g}%)" if need else ""))
+        if voc := v.get("vocabulary"):
+            lines.append(f"vocabulary trimmed to {voc['kept_tokens']:,} of {voc['original_tokens']:,} tokens: "
+                         f"{voc['size_before_mb']:.1f} MB → {voc['size_after_mb']:.1f} MB; agreement on new text "
+                         f"(dev rows held out from the vocabulary): {100 * voc['heldout']['agreement']:.2f}%")
         if not ok and v.get("failure"):
             lines.append(f"<span style='color:#b00020'>{v['failure']}</span>")
         sub = v.get("subnet", {})
@@ -232,7 +240,8 @@ class ExportPage(QWidget):
         # what is really in the folder (the report's list predates the README written last)
         folder = Path(report.path)
         try:
-            files = sorted((p.name, p.stat().st_size) for p in folder.iterdir() if p.is_file())
+            files = sorted((p.name, sum(q.stat().st_size for q in p.rglob("*") if q.is_file()) if p.is_dir() else p.stat().st_size)
+                           for p in folder.iterdir())
         except OSError:
             files = sorted(report.files.items())
         files.append(("total", sum(size for _, size in files)))
