@@ -8,6 +8,7 @@ import logging
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -335,10 +336,29 @@ def to_ort(src: Path, dst: Path) -> Path:
 def to_openvino(src: Path, dst: Path) -> Path:
     """ONNX -> OpenVINO IR (xml + bin), weights kept in fp32: OpenVINO's CPU plugin picks its own inference
     precision (bf16 on CPUs with AVX512-BF16 or AMX, else fp32)."""
-    import openvino as ov
-
-    ov.save_model(ov.convert_model(str(src)), str(dst), compress_to_fp16=False)
+    ov = import_openvino()
+    ov.save_model(ov.Core().read_model(str(src)), str(dst), compress_to_fp16=False)
     return Path(dst)
+
+
+def import_openvino():
+    """`import openvino` without OpenVINO's usage telemetry. Importing openvino sends an event (and its
+    converter more) unless the user has opted out in ~/intel; the studio's exports and measurements send
+    nothing: with `openvino_telemetry` unimportable in this process, OpenVINO uses its own no-op stub.
+    The user's own consent file is left as it is."""
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)  # an ImportError for `import openvino_telemetry`
+    import openvino
+
+    return openvino
+
+
+@contextlib.contextmanager
+def _quiet_import():
+    """Optional packages (executorch, coremltools) warn about deprecations of their own at import."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
 
 
 def _dynamic_export(module: nn.Module, input_names: list[str], vocab: int):
@@ -350,8 +370,9 @@ def _dynamic_export(module: nn.Module, input_names: list[str], vocab: int):
 
 def export_executorch(slim: SlimModel, path: Path, input_names: list[str]) -> Path:
     """An ExecuTorch program lowered to the XNNPACK delegate (fp32; batch up to 64, sequence up to 512)."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    with _quiet_import():
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
 
     with _quiet_export(), torch.no_grad():
         program = _dynamic_export(_logits_module(slim, input_names).eval(), input_names, slim.config.vocab_size)
@@ -362,7 +383,8 @@ def export_executorch(slim: SlimModel, path: Path, input_names: list[str]) -> Pa
 
 def export_coreml(slim: SlimModel, path: Path, input_names: list[str]) -> Path:
     """A Core ML ML program (iOS 16+, fp16 compute as Core ML does by default), int32 inputs of up to 64 x 512."""
-    import coremltools as ct
+    with _quiet_import():
+        import coremltools as ct
 
     with _quiet_export(), torch.no_grad():
         program = _dynamic_export(_logits_module(slim, input_names).eval(), input_names, slim.config.vocab_size)
@@ -454,13 +476,13 @@ def _runner(fmt: str, folder: Path, strict: bool = False) -> Runner | None:
     if fmt in UNVERIFIABLE_FORMATS:
         return None
     if fmt == "openvino":
-        import openvino as ov
-
+        ov = import_openvino()
         compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"} if strict else {})
         names = [i.any_name for i in compiled.inputs]
         return lambda feed: np.asarray(compiled({k: feed[k] for k in names})[0], dtype=np.float32)
     if fmt == "executorch":
-        from executorch.runtime import Runtime
+        with _quiet_import():
+            from executorch.runtime import Runtime
 
         method = Runtime.get().load_program(str(path)).load_method("forward")
         n_args = method.metadata.num_inputs()

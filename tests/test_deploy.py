@@ -1,0 +1,247 @@
+"""Deploying to a device: vocabulary trimming, compact embedding rows, the device formats, the ONNX graph as a user runs it."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import FILLER, GOOD, BAD, SPECIAL, tiny_model, tiny_project_config
+from dynastudio.core.errors import ConfigError, UserError
+from dynastudio.core.events import StopToken, null_sink
+from dynastudio.core.export import MODEL_FILES, ExportRequest, _compact_lookup_tables, export_job
+from dynastudio.core.prepare import new_project
+from dynastudio.core.project import Project
+from dynastudio.core.vocab import plan_trim, read_word_list, save_trimmed_tokenizer
+
+UNUSED = [f"unused{i}" for i in range(60)]  # in the vocabulary, never in the task's texts
+TRAIN = ["the movie was great", "a dull plot, really boring!", "unbelievably charming acting", "it is fine."]
+DEV = ["great acting", "boring movie"]
+
+
+@pytest.fixture(scope="module")
+def wide_vocab_project(tmp_path_factory, tiny_task_files) -> Project:
+    """A tiny BERT whose WordPiece vocabulary holds 60 words the task never uses."""
+    from transformers import BertTokenizerFast
+
+    root = tmp_path_factory.mktemp("deploy")
+    model_dir = root / "model"
+    model_dir.mkdir()
+    words = SPECIAL + GOOD + BAD + FILLER + UNUSED
+    (model_dir / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    BertTokenizerFast.from_pretrained(str(model_dir)).save_pretrained(str(model_dir))
+    tiny_model(vocab_size=len(words)).save_pretrained(str(model_dir))
+    cfg = tiny_project_config(model_dir, *tiny_task_files, width_mults=(1.0, 0.5), depth_mults=(1.0, 0.5))
+    p = new_project(root / "proj", cfg)
+    p.save_model("teacher", tiny_model(seed=5, vocab_size=len(words)))
+    p.mark_done("finetune", {})
+    return p
+
+
+def export(project, spec, target, out, **options):
+    return export_job(project, ExportRequest(spec[0], spec[1], target, str(out), **options), null_sink, StopToken())
+
+
+def _bpe_tokenizer(tmp_path: Path):
+    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers.processors import RobertaProcessing
+    from transformers import RobertaTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(TRAIN * 20 + ["zebras and splendid things"] * 5, vocab_size=400,
+                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
+    bpe.save(str(tmp_path / "tokenizer.json"))
+    return RobertaTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"), bos_token="<s>", eos_token="</s>",
+                                pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
+
+
+def _wordpiece_tokenizer(tmp_path: Path):
+    from transformers import BertTokenizerFast
+
+    words = SPECIAL + ["the", "movie", "was", "great", "a", "dull", "plot", ",", "really", "boring", "!", "un", "##believ",
+                       "##ably", "charming", "acting", "it", "is", "fine", ".", "zebra", "splendid"] + UNUSED
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    return BertTokenizerFast.from_pretrained(str(tmp_path))
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
+def test_trimmed_tokenizer_keeps_the_task_tokens_and_loads_with_autotokenizer(tmp_path, kind):
+    from transformers import AutoTokenizer
+
+    (tmp_path / "src").mkdir()
+    tok = (_bpe_tokenizer if kind == "bpe" else _wordpiece_tokenizer)(tmp_path / "src")
+    trim = plan_trim(tok, len(tok), (TRAIN, None), [(DEV, None)], ["zebra"])
+    assert len(trim.kept) < len(tok)
+    special = [i for i in tok.all_special_ids]
+    assert set(special) <= set(trim.kept.tolist())
+    assert 0 < trim.frequent <= len(trim.kept)
+
+    trimmed = save_trimmed_tokenizer(tok, trim, tmp_path / "out")
+    again = AutoTokenizer.from_pretrained(str(tmp_path / "out"))
+    assert len(again) == len(trim.kept)
+    for text in TRAIN + DEV + ["zebra"]:
+        want = trim.remap_ids(np.array(tok(text)["input_ids"]), -1)
+        assert (want >= 0).all(), text
+        assert again(text)["input_ids"] == want.tolist() == trimmed(text)["input_ids"], text
+    # special tokens and padding are remapped consistently
+    assert again.pad_token_id == int(trim.old_to_new[tok.pad_token_id])
+    assert again.convert_ids_to_tokens(again("great")["input_ids"])[0] == tok.cls_token
+    # a word outside the kept tokens still encodes: [UNK] for WordPiece, byte pieces for BPE
+    ids = again("splendid")["input_ids"]
+    pieces = again.convert_ids_to_tokens(ids)
+    if kind == "wordpiece":
+        assert again.unk_token in pieces
+    else:
+        assert again.unk_token not in pieces and "".join(p for p in pieces[1:-1]).replace("Ġ", " ").strip() == "splendid"
+
+
+def test_word_list_errors_are_one_line(tmp_path):
+    with pytest.raises(UserError, match="word list not found"):
+        read_word_list(tmp_path / "missing.txt")
+    f = tmp_path / "w.txt"
+    f.write_bytes(b"ok\n\xff\xfe\n")
+    with pytest.raises(UserError, match="not UTF-8"):
+        read_word_list(f)
+    f.write_text("# comment\nzebra\n\n  splendid  \n", encoding="utf-8")
+    assert read_word_list(f) == ["zebra", "splendid"]
+
+
+def _lookup_model(table: np.ndarray):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    node = helper.make_node("Gather", ["embeddings.word_embeddings.weight", "ids"], ["rows"], axis=0)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
+                              [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["b", "s", table.shape[1]])],
+                              [numpy_helper.from_array(table, "embeddings.word_embeddings.weight")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("rare_from", [None, 40])
+def test_compact_embedding_rows_decode_to_the_table(tmp_path, rare_from):
+    """8-bit rows (one scale each) and, from `rare_from` on, 4-bit rows (scale and offset per 32 values):
+    looked up through onnxruntime they come back within half a quantization step of the fp32 table."""
+    import onnx
+    import onnxruntime as ort
+
+    g = np.random.default_rng(0)
+    table = (g.standard_normal((64, 64)) * g.uniform(0.01, 1.0, size=(64, 1))).astype(np.float32)
+    onnx.save(_lookup_model(table), str(tmp_path / "src.onnx"))
+    _compact_lookup_tables(tmp_path / "src.onnx", tmp_path / "dst.onnx", False, "int8", min_elements=1, rare_from=rare_from)
+    m = onnx.load(str(tmp_path / "dst.onnx"))
+    onnx.checker.check_model(m)
+    ids = np.array([[0, 5, 39, 40, 41], [63, 1, 2, 40, 0]], dtype=np.int64)
+    got = ort.InferenceSession(str(tmp_path / "dst.onnx"), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    want = table[ids]
+    step8 = np.abs(table).max(axis=1) / 127
+    groups = table.reshape(64, 2, 32)
+    step4 = ((groups.max(-1) - groups.min(-1)) / 15).repeat(32, axis=1)
+    for r, c in np.ndindex(ids.shape):
+        i = ids[r, c]
+        rare = rare_from is not None and i >= rare_from
+        # half a step, plus what the fp16 scales and offsets round off
+        tol = (step4[i] / 2 + 2e-3 * np.abs(groups[i]).max()) if rare else step8[i] * 0.6
+        assert np.all(np.abs(got[r, c] - want[r, c]) <= tol), (i, rare)
+    sizes = {i.name: i.data_type for i in m.graph.initializer}
+    assert sizes["embeddings.word_embeddings.weight"] == onnx.TensorProto.INT8
+    assert ("embeddings.word_embeddings.weight_q4" in sizes) == (rare_from is not None)
+
+
+def test_trimmed_export_runs_with_its_own_tokenizer_and_reports_sizes(wide_vocab_project, tmp_path):
+    """What a phone app does: tokenize with the folder's tokenizer, run the folder's model."""
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    p = wide_vocab_project
+    words = tmp_path / "words.txt"
+    words.write_text("unused7\n", encoding="utf-8")
+    rep = export(p, (0.5, 0.5), "onnx", tmp_path / "plain")
+    rep_t = export(p, (0.5, 0.5), "onnx", tmp_path / "trim", trim_vocab=True, keep_words=str(words))
+    v = rep_t.verification["vocabulary"]
+    n_task = len(SPECIAL) + len(GOOD) + len(BAD) + len(FILLER)
+    assert v["kept_tokens"] == n_task + 1 and v["original_tokens"] == n_task + len(UNUSED)  # + the listed word
+    assert v["size_after_mb"] < v["size_before_mb"] and rep_t.size_mb == pytest.approx(v["size_after_mb"])
+    assert rep_t.passed and rep_t.agreement == 1.0  # fp32, dev tokens all kept: the same model on dev
+    assert 0 <= v["heldout"]["agreement"] <= 1 and v["heldout"]["rows"] == rep_t.dev_examples
+    assert "Vocabulary trimmed" in (tmp_path / "trim" / "README.md").read_text()
+
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "trim"))
+    tok0 = AutoTokenizer.from_pretrained(str(tmp_path / "plain"))
+    assert len(tok) == v["kept_tokens"] and "unused7" in tok.get_vocab() and "unused8" not in tok.get_vocab()
+    s = ort.InferenceSession(str(tmp_path / "trim" / "model.onnx"), providers=["CPUExecutionProvider"])
+    s0 = ort.InferenceSession(str(tmp_path / "plain" / "model.onnx"), providers=["CPUExecutionProvider"])
+    texts = ["the film was very good", "a boring and ugly plot", "unused7 lovely movie"]
+    names = [i.name for i in s.get_inputs()]
+    a = s.run(None, {k: v for k, v in tok(texts, padding=True, return_tensors="np").items() if k in names})[0]
+    b = s0.run(None, {k: v for k, v in tok0(texts, padding=True, return_tensors="np").items() if k in names})[0]
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    assert json.loads((tmp_path / "trim" / "config.json").read_text())["vocab_size"] == v["kept_tokens"]
+    del rep
+
+
+def test_phone_presets_trim_by_default_and_can_be_told_not_to(wide_vocab_project, tmp_path):
+    rep = export(wide_vocab_project, (0.5, 0.5), "android", tmp_path / "a")
+    assert rep.format == "ort-int8" and rep.verification["vocabulary"] is not None
+    assert (tmp_path / "a" / MODEL_FILES["ort-int8"]).is_file() and rep.agreement is not None
+    rep = export(wide_vocab_project, (0.5, 0.5), "android", tmp_path / "b", trim_vocab=False)
+    assert rep.verification["vocabulary"] is None
+
+
+def test_default_onnxruntime_session_leaves_skiplayernorm_unfused(wide_vocab_project, tmp_path):
+    """The graph as a user opens it (default session options): onnxruntime's fused SkipLayerNormalization is
+    slower on CPUs than the ops it replaces, and the saved graph carries no shape annotations that enable it."""
+    import onnx
+    import onnxruntime as ort
+
+    export(wide_vocab_project, (1.0, 1.0), "onnx", tmp_path / "e")
+    for f in ("model.onnx",):
+        so = ort.SessionOptions()
+        so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+        ort.InferenceSession(str(tmp_path / "e" / f), so, providers=["CPUExecutionProvider"])
+        ops = {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node}
+        assert "LayerNormalization" in ops and "SkipLayerNormalization" not in ops
+        assert not onnx.load(str(tmp_path / "e" / f)).graph.value_info
+
+
+@pytest.mark.parametrize("fmt", ["ort", "openvino", "executorch"])
+def test_device_formats_export_and_verify_with_their_runtime(wide_vocab_project, tmp_path, fmt):
+    import importlib.util
+
+    if importlib.util.find_spec({"ort": "onnxruntime", "openvino": "openvino", "executorch": "executorch"}[fmt]) is None:
+        pytest.skip(f"{fmt}'s package is not installed")  # not importorskip: the studio imports openvino its own way
+    rep = export(wide_vocab_project, (0.5, 0.5), fmt, tmp_path / fmt)
+    v = rep.verification
+    assert rep.passed and v["runtime_verified"] and rep.max_abs_diff <= v["tolerance"]
+    assert (tmp_path / fmt / MODEL_FILES[fmt]).exists() and rep.size_mb > 0
+    assert "## Run it" in (tmp_path / fmt / "README.md").read_text()
+    if fmt == "openvino":  # the deployed precision is checked on dev as well; no usage telemetry was loaded
+        import sys
+
+        assert sys.modules.get("openvino_telemetry") is None
+        assert (tmp_path / fmt / "openvino_model.bin").is_file() and rep.agreement is not None
+
+
+def test_coreml_is_spec_checked_and_says_it_was_not_run(wide_vocab_project, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("coremltools") is None:
+        pytest.skip("coremltools is not installed")
+    rep = export(wide_vocab_project, (0.5, 0.5), "ios", tmp_path / "ios")
+    v = rep.verification
+    assert rep.format == "coreml" and not v["runtime_verified"] and rep.max_abs_diff is None
+    assert v["spec_check"]["outputs"] == ["logits"] and not v["spec_check"]["problems"]
+    assert list(v["spec_check"]["inputs"]) == v["inputs"]
+    assert "Not verified on this machine" in (tmp_path / "ios" / "README.md").read_text()
+    assert (tmp_path / "ios" / "model.mlpackage").is_dir() and v["vocabulary"] is not None
+
+
+def test_a_missing_extra_is_a_one_line_error_with_the_pip_command(wide_vocab_project, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"pip install 'dynabert-studio\[openvino\]'") as info:
+        export(wide_vocab_project, (0.5, 0.5), "intel-cpu", tmp_path / "x")
+    assert "\n" not in str(info.value) and not (tmp_path / "x").exists()
