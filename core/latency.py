@@ -199,6 +199,39 @@ def latency_setup(s: LatencySettings, model_name: str) -> dict:
     }
 
 
+def precision_scores(project: Project, tokenizer, cells: list[Cell], say) -> list[dict]:
+    """Each cell's dev metric in its reduced-precision files (INT8, fp16), run with onnxruntime on the whole
+    dev set: {"metric_int8": score, ...} per cell. The fp32 point's metric is the evaluation's (PyTorch
+    fp32, which the fp32 ONNX file matches within 1e-4). Empty dicts when the dev set cannot be read."""
+    from .data import compute_metric, iterate_batches
+    from .export import _feed, ort_session
+    from .prepare import prepare_inputs
+
+    if not any(f != "fp32" for c in cells for f in c.files):
+        return [{} for _ in cells]
+    try:
+        inputs = prepare_inputs(project)
+    except errors.UserError as exc:
+        say(f"no dev metric per precision: the dev set could not be read ({str(exc)[:120]})")
+        return [{} for _ in cells]
+    dev, metric = inputs.dev, inputs.task.metric
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out = []
+    for i, c in enumerate(cells):
+        scores = {}
+        for fmt, path in c.files.items():
+            if fmt == "fp32":
+                continue
+            sess = ort_session(path, threads=os.cpu_count())
+            names = list(c.feed)
+            logits = [sess.run(None, _feed(b, names))[0] for b in iterate_batches(dev, 64, shuffle=False, pad_id=pad)]
+            scores[f"metric_{fmt}"] = compute_metric(metric, np.concatenate(logits), np.asarray(dev.labels))["score"]
+            del sess
+        out.append(scores)
+        say(f"dev {metric} per precision: {i + 1}/{len(cells)} sub-networks")
+    return out
+
+
 # ---- the child process --------------------------------------------------------------------------
 def _child_main() -> int:
     """`python -m dynastudio.core.latency --child`: read one request (JSON) on stdin, write one line per result."""
@@ -244,7 +277,9 @@ def _child_main() -> int:
                 send(progress=f"exported {spec.label} ({i + 1}/{len(specs)})")
             del model
             measured = time_cells(cells, s, lambda r, n: send(progress=f"timing round {r}/{n} done"))
-        for spec, size, values in zip(specs, sizes, measured):
+            scores = precision_scores(project, tokenizer, cells, lambda m: send(progress=m))
+        for spec, size, values, score in zip(specs, sizes, measured, scores):
+            values.update(score)
             send(row={"width_mult": spec.width_mult, "depth_mult": spec.depth_mult, "sizes": size, "values": values})
     except errors.UserError as exc:
         send(error={"type": type(exc).__name__, "message": str(exc)})
@@ -337,7 +372,8 @@ def latency_job(project: Project, request: LatencyRequest, events, stop: StopTok
     stop.check()
     t0 = time.perf_counter()
     # one unit per sub-network exported, then one per timing round
-    total = len(specs) + n_rounds(s.runs)
+    # then one per sub-network scored on the dev set in its INT8/fp16 files
+    total = len(specs) + n_rounds(s.runs) + (len(specs) if any(f != "fp32" for f in s.formats) else 0)
     events(StageStarted("latency", total))
     if busy := busy_warning():
         events(LogMessage(busy, "warning"))

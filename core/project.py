@@ -372,7 +372,12 @@ class Project:
                 raise ProjectError(f"{self.root}: no latency measured on device '{device}' "
                                    f"({'known: ' + ', '.join(devices) if devices else 'none imported yet'}): "
                                    f"import one with `dynastudio latency {self.root} --import FILE`")
+            here = {m["label"]: m for m in latency.get("rows", [])}
             latency = latency["devices"][device]
+            # a cell's dev metric per precision does not depend on the device: it comes from this machine's run
+            latency = {**latency, "rows": [
+                {**m, "values": {**{k: v for k, v in here.get(m["label"], {}).get("values", {}).items()
+                                    if k.startswith("metric_")}, **m["values"]}} for m in latency.get("rows", [])]}
         elif latency is not None and "rows" not in latency:
             latency = None  # only devices' measurements so far
         if evaluation is None and latency is None and device is None and not devices:

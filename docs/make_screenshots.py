@@ -194,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     # 5. Export: a real export of the selection, then the verification and the files
     xp = w.pages["export"]
     w.go_to("export")
-    xp.target.setCurrentIndex(max(0, xp.target.findData("mobile-arm")))
-    xp.out.setText(str(scratch / "exports" / f"{state.selected or 'w1_d1'}-mobile-arm"))
+    xp.target.setCurrentIndex(max(0, xp.target.findData("android")))
+    xp.out.setText(str(scratch / "exports" / f"{state.selected or 'w1_d1'}-android"))
     xp._out_edited = True
     xp.start_export()
     wait_for(app, lambda: not state.runner.is_running(), timeout=900)

@@ -179,9 +179,14 @@ def test_export_page_sizes_in_one_unit_and_the_target_said_once(window):
 
     assert fmt_bytes(59_300_000) == "59.3 MB" and fmt_bytes(999) == "999 B" and fmt_bytes(1_500) == "1.5 kB"
     page = window.pages["export"]
-    page.target.setCurrentIndex(page.target.findData("mobile-arm"))
+    page.target.setCurrentIndex(page.target.findData("android"))
     text = page.target_help.text()
-    assert text.startswith("For phones, ARM boards") and text.count("INT8") == 1
+    assert text.startswith("For Android phones") and text.count("INT8") == 1
+    assert page.trim.isChecked()  # the phone presets trim the vocabulary; the others do not
+    page.target.setCurrentIndex(page.target.findData("intel-cpu"))
+    assert "OpenVINO" in page.target_help.text() and not page.trim.isChecked()
+    page.target.setCurrentIndex(page.target.findData("onnx"))  # a plain format is offered too
+    assert page.target_help.text().startswith("ONNX fp32")
 
 
 # ---- charts --------------------------------------------------------------------------------------

@@ -35,6 +35,39 @@ def latency_columns(rows: list[dict]) -> list[str]:
     return sorted(cols, key=lambda c: (order.get(c[8:-3], 9), c))
 
 
+ALL_PRECISIONS = "latency"  # the x axis with every measured precision as points of its own
+PRECISION_SEP = "@"  # a point's key: "w0.5_d1" (fp32) or "w0.5_d1@int8"
+
+
+def point_key(label: str, precision: str) -> str:
+    return label if precision == "fp32" else f"{label}{PRECISION_SEP}{precision}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    label, _, precision = str(key).partition(PRECISION_SEP)
+    return label, precision or "fp32"
+
+
+def precision_points(rows: list[dict], x_key: str) -> list[tuple[str, float, float, str]]:
+    """(key, x, y, precision) of the chart's points. A point pairs a precision's latency with that precision's
+    own dev metric (fp32: the evaluation's; INT8/fp16: measured on their files): never INT8 speed with fp32
+    accuracy. A precision whose metric was not measured has no points."""
+    out = []
+    for r in rows:
+        if x_key == FLOPS_AXIS:
+            if isinstance(r.get("flops_rel"), (int, float)):
+                out.append((r["label"], float(r["flops_rel"]), float(r["value"]), "fp32"))
+            continue
+        cols = latency_columns([r]) if x_key == ALL_PRECISIONS else [x_key]
+        for col in cols:
+            precision = col[8:-3]
+            x = r.get(col)
+            y = r["value"] if precision == "fp32" else r.get(f"metric_{precision}")
+            if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+                out.append((point_key(r["label"], precision), float(x), float(y), precision))
+    return out
+
+
 def pareto_front(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     """Indices of the points no other point beats on both lower x and higher y, by increasing x."""
     order = np.lexsort((-ys, xs))  # by x, then best y first
@@ -63,6 +96,7 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.rows: list[dict] = []
         self.labels: list[str] = []
         self._plot_labels: list[str] = []
+        self._precisions: list[str] = []
         self._colours: list[str] = []
         self.xs = np.zeros(0)
         self.ys = np.zeros(0)
@@ -161,7 +195,7 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.budget_text.setObjectName("budgetText")
         self.budget_text.setMinimumWidth(420)
         self.pick_best = QPushButton("Select it")
-        self.pick_best.clicked.connect(lambda: self.best is not None and self.state.select(self.labels[self.best]))
+        self.pick_best.clicked.connect(lambda: self.best is not None and self.state.select(split_key(self._plot_labels[self.best])[0]))
         budget = QHBoxLayout()
         budget.addWidget(QLabel("Budget:"))
         budget.addWidget(self.slider, 1)
@@ -257,7 +291,10 @@ class ExplorePage(ReloadWhenShown, QWidget):
         keep = self.axis.currentData()
         self.axis.blockSignals(True)
         self.axis.clear()
-        for col in latency_columns(self.rows):
+        cols = latency_columns(self.rows)
+        if len(cols) > 1:  # first: every precision, each point with its own metric
+            self.axis.addItem(f"latency (ms): {' and '.join(c[8:-3] for c in cols)} points", ALL_PRECISIONS)
+        for col in cols:
             self.axis.addItem(f"latency {col[8:-3]} (ms)", col)
         self.axis.addItem("relative FLOPs (no latency needed)", FLOPS_AXIS)
         i = self.axis.findData(keep)
@@ -269,10 +306,12 @@ class ExplorePage(ReloadWhenShown, QWidget):
 
     def _on_axis(self) -> None:
         self.x_key = self.axis.currentData() or FLOPS_AXIS
-        rows = [r for r in self.rows if isinstance(r.get(self.x_key), (int, float))]
-        self.xs = np.asarray([r[self.x_key] for r in rows], dtype=float)
-        self.ys = np.asarray([r["value"] for r in rows], dtype=float)
-        self._plot_labels = [r["label"] for r in rows]
+        points = precision_points(self.rows, self.x_key)
+        self.xs = np.asarray([p[1] for p in points], dtype=float)
+        self.ys = np.asarray([p[2] for p in points], dtype=float)
+        self._plot_labels = [p[0] for p in points]  # point keys: the label, with "@int8" for INT8 points
+        self._precisions = [p[3] for p in points]
+        unscored = sorted({c[8:-3] for c in latency_columns(self.rows)} - {"fp32"} - set(self._precisions))
         if self.x_key == FLOPS_AXIS:
             self.plot.setLabel("bottom", f"relative FLOPs at {self.flops_seq} tokens (1.0 = full model)"
                                + (" — latency not measured yet" if not latency_columns(self.rows) else ""))
@@ -280,18 +319,25 @@ class ExplorePage(ReloadWhenShown, QWidget):
                                 "Measure latency to place them on this machine's real timings.")
         else:
             s = self.setup
-            self.plot.setLabel("bottom", f"{self.x_key[8:-3]} latency, ms per batch (median)")
+            what = "" if self.x_key == ALL_PRECISIONS else f"{self.x_key[8:-3]} "
+            self.plot.setLabel("bottom", f"{what}latency, ms per batch (median)")
             self.device.setText(f"Measured on {s.get('device', 'this machine')}: {s.get('threads', '?')} thread(s), "
-                                f"batch {s.get('batch', '?')}, {s.get('seq', '?')} tokens, {s.get('runtime', 'onnxruntime')}.")
+                                f"batch {s.get('batch', '?')}, {s.get('seq', '?')} tokens, {s.get('runtime', 'onnxruntime')}."
+                                + (f" No dev {self.metric_name} measured for {', '.join(unscored)} yet: measure latency "
+                                   "again to place those points." if unscored else ""))
         self.plot.setLabel("left", f"dev {self.metric_name}")
         self.plot.setTitle(f"dev {self.metric_name} vs {'latency' if self.x_key != FLOPS_AXIS else 'compute'}: "
                            f"{len(self.xs)} sub-networks", size="11pt")
         widths = sorted({r["width_mult"] for r in self.rows}, reverse=True) or [1.0]
         depths = sorted({r["depth_mult"] for r in self.rows}, reverse=True) or [1.0]
-        self._colours = [subnet_colour(l, widths) for l in self._plot_labels]
-        spots = [dict(pos=(x, y), data=label, brush=pg.mkBrush(c), symbol=subnet_symbol(label, depths))
-                 for x, y, label, c in zip(self.xs, self.ys, self._plot_labels, self._colours)]
-        self.encoding.setText(encoding_legend_html(widths, depths) if self.rows else "")
+        self._colours = [subnet_colour(split_key(k)[0], widths) for k in self._plot_labels]
+        spots = [dict(pos=(x, y), data=key, brush=self._fill(c, p), symbol=subnet_symbol(split_key(key)[0], depths),
+                      pen=pg.mkPen(c if p != "fp32" else "w", width=2 if p != "fp32" else 1))
+                 for x, y, key, c, p in zip(self.xs, self.ys, self._plot_labels, self._colours, self._precisions)]
+        legend = encoding_legend_html(widths, depths) if self.rows else ""
+        if len(set(self._precisions)) > 1:
+            legend += " &nbsp;·&nbsp; filled: fp32, hollow: INT8, faint: fp16 (each at its own dev metric)"
+        self.encoding.setText(legend)
         self.scatter.setData(spots=spots)
         if len(self.xs):
             front = pareto_front(self.xs, self.ys)
@@ -307,6 +353,15 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self._fill_table_x()
         self._on_slider(self.slider.value())
         self._show_selection(self.state.selected)
+
+    @staticmethod
+    def _fill(colour, precision: str):
+        if precision == "int8":
+            return pg.mkBrush(255, 255, 255, 230)
+        c = QColor(colour)
+        if precision == "fp16":
+            c.setAlpha(110)
+        return pg.mkBrush(c)
 
     # ---- table ---------------------------------------------------------------------------------
     def _fill_table(self) -> None:
@@ -334,7 +389,7 @@ class ExplorePage(ReloadWhenShown, QWidget):
     def _fill_table_x(self) -> None:
         """The latency column follows the chosen x axis."""
         self.table.setSortingEnabled(False)
-        lat = self.x_key if self.x_key != FLOPS_AXIS else (latency_columns(self.rows) or [None])[0]
+        lat = self.x_key if self.x_key not in (FLOPS_AXIS, ALL_PRECISIONS) else (latency_columns(self.rows) or [None])[0]
         self.table.horizontalHeaderItem(5).setText(f"latency {lat[8:-3]} (ms)" if lat else "latency (ms)")
         by_label = {r["label"]: r for r in self.rows}
         for i in range(self.table.rowCount()):
@@ -359,7 +414,7 @@ class ExplorePage(ReloadWhenShown, QWidget):
     # ---- selection (chart <-> table <-> state) -------------------------------------------------
     def _on_points_clicked(self, _item, points, _ev=None) -> None:
         if len(points):
-            self.state.select(points[0].data())
+            self.state.select(split_key(points[0].data())[0])
 
     def _on_ring_clicked(self, _ring, _points, ev) -> None:
         self._on_points_clicked(self.scatter, self.scatter.pointsAt(self.scatter.mapFromScene(ev.scenePos())))
@@ -370,8 +425,9 @@ class ExplorePage(ReloadWhenShown, QWidget):
             self.state.select(items[0].data(Qt.ItemDataRole.UserRole + 1))
 
     def _show_selection(self, label) -> None:
-        if label in self._plot_labels:
-            i = self._plot_labels.index(label)
+        keys = [k for k in self._plot_labels if split_key(k)[0] == label]
+        if keys:  # its fp32 point when shown, else its first one
+            i = self._plot_labels.index(label if label in keys else keys[0])
             self.selected_ring.setData([self.xs[i]], [self.ys[i]])
         else:
             self.selected_ring.setData([], [])
@@ -386,20 +442,25 @@ class ExplorePage(ReloadWhenShown, QWidget):
         if label:
             self.hover.setText(f"Selected {label}: the Export page exports it.")
 
-    def point_for(self, label: str) -> tuple[float, float]:
-        i = self._plot_labels.index(label)
+    def point_for(self, label: str, precision: str = "fp32") -> tuple[float, float]:
+        i = self._plot_labels.index(point_key(label, precision))
         return float(self.xs[i]), float(self.ys[i])
 
     # ---- hover ---------------------------------------------------------------------------------
     def _tip(self, x: float, y: float, data) -> str:
-        r = next((r for r in self.rows if r["label"] == data), None)
+        label, precision = split_key(data)
+        r = next((r for r in self.rows if r["label"] == label), None)
         if r is None:
             return str(data)
+        scores = [f"dev {self.metric_name} {p}: {r[f'metric_{p}']:.4f}" for p in ("int8", "fp16")
+                  if isinstance(r.get(f"metric_{p}"), (int, float))]
         size = r.get("size_onnx_fp32_mb")
         lat = [f"latency {c[8:-3]}: {r[c]:.2f} ms" for c in latency_columns([r])]
         return "\n".join([
-            f"{r['label']}  (width {r['width_mult']:g}, depth {r['depth_mult']:g})",
-            f"dev {self.metric_name}: {r['value']:.4f}",
+            f"{r['label']}  (width {r['width_mult']:g}, depth {r['depth_mult']:g})"
+            + (f", point: {precision}" if precision != "fp32" else ""),
+            f"dev {self.metric_name} fp32: {r['value']:.4f}",
+            *scores,
             f"parameters: {fmt_params(r.get('total_params'))}",
             f"ONNX fp32 size: {size:.1f} MB" if isinstance(size, (int, float)) else
             f"size: ≈{r.get('total_params', 0) * 4 / 1e6:.0f} MB (fp32 weights)",
@@ -445,8 +506,8 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.best = best_under(self.xs, self.ys, budget)
         unit = " ms" if self.x_key != FLOPS_AXIS else "× FLOPs"
         # points over the budget fade, the rest keep their colour: updated in place
-        brushes = [pg.mkBrush(c) if x <= budget + 1e-12 else pg.mkBrush(200, 200, 200, 160)
-                   for x, c in zip(self.xs, self._colours)]
+        brushes = [self._fill(c, p) if x <= budget + 1e-12 else pg.mkBrush(200, 200, 200, 160)
+                   for x, c, p in zip(self.xs, self._colours, self._precisions)]
         self.scatter.setBrush(brushes)
         if self.best is None:
             self.best_ring.setData([], [])
@@ -454,7 +515,8 @@ class ExplorePage(ReloadWhenShown, QWidget):
         else:
             b = self.best
             self.best_ring.setData([self.xs[b]], [self.ys[b]])
-            self.budget_text.setText(f"≤ {budget:.3g}{unit}: best is {self._plot_labels[b]} "
+            label, precision = split_key(self._plot_labels[b])
+            self.budget_text.setText(f"≤ {budget:.3g}{unit}: best is {label}" + (f" in {precision}" if precision != "fp32" else "") + " "
                                      f"({self.metric_name} {self.ys[b]:.4f} at {self.xs[b]:.3g}{unit})")
         self.pick_best.setEnabled(self.best is not None)
 

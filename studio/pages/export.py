@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (
     QLineEdit, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from dynastudio.core.targets import FORMATS, PRESET_DESCRIPTIONS, PRESETS
+from dynastudio.core.targets import FORMATS, PRESET_DESCRIPTIONS, PRESETS, TRIM_BY_DEFAULT
 
 from ..errors import show_error
 from ..state import StudioState
@@ -39,6 +39,9 @@ class ExportPage(QWidget):
         self.target.setObjectName("exportTarget")
         for name, fmt in self.preset_formats.items():
             self.target.addItem(f"{name}  →  {fmt}", name)
+        self.target.insertSeparator(self.target.count())
+        for fmt in self.format_text:  # or a format as it is
+            self.target.addItem(f"format: {fmt}", fmt)
         self.target.currentIndexChanged.connect(self._on_target)
         self.target_help = QLabel()
         self.target_help.setStyleSheet(HINT_CSS)
@@ -52,6 +55,8 @@ class ExportPage(QWidget):
         out_row.addWidget(self.out, 1)
         out_row.addWidget(browse)
         self.overwrite = QCheckBox("Replace an earlier export in this folder")
+        self.trim = QCheckBox("Trim the vocabulary to the task's tokens (a much smaller file; the phone presets do)")
+        self.trim.setObjectName("exportTrim")
         self.export_button = QPushButton("Export")
         self.export_button.setObjectName("exportButton")
         self.export_button.setMinimumHeight(32)
@@ -68,6 +73,7 @@ class ExportPage(QWidget):
         target_col.addWidget(self.target_help)
         form.addRow("Target", target_col)
         form.addRow("Folder", out_row)
+        form.addRow("", self.trim)
         form.addRow("", self.overwrite)
         form.addRow("", self.export_button)
         form.addRow("", self.status)
@@ -141,8 +147,12 @@ class ExportPage(QWidget):
 
     def _on_target(self, *_):
         name = self.target.currentData()
-        fmt = self.preset_formats.get(name, "")
-        self.target_help.setText(f"For {self.preset_text.get(name, '')}. Format: {self.format_text.get(fmt, '')}.")
+        if name in self.preset_formats:
+            fmt = self.preset_formats[name]
+            self.target_help.setText(f"For {self.preset_text.get(name, '')}. Format: {self.format_text.get(fmt, '')}.")
+        else:
+            self.target_help.setText(f"{self.format_text.get(name, '')}.")
+        self.trim.setChecked(name in TRIM_BY_DEFAULT)
         self._default_out()
 
     def _default_out(self) -> None:
@@ -179,7 +189,8 @@ class ExportPage(QWidget):
         from dynastudio.core.jobs import ExportRequest
 
         target = self.target.currentData()
-        request = ExportRequest(row["width_mult"], row["depth_mult"], target, out, overwrite=self.overwrite.isChecked())
+        request = ExportRequest(row["width_mult"], row["depth_mult"], target, out, overwrite=self.overwrite.isChecked(),
+                                trim_vocab=self.trim.isChecked())
         handle = self.state.start_job(self.window(), "export", project.root, request)
         if handle is None:
             return
