@@ -455,6 +455,8 @@ def cmd_latency(a) -> int:
         print(f"imported {a.import_file} as device '{name}': `dynastudio report {project.root} --device {name}` shows "
               f"its grid")
         return 0
+    from .targets import OPENVINO_DEVICE
+
     formats = tuple(f.strip().lower() for f in a.formats.split(",") if f.strip())
     seq = a.seq if a.seq is not None else project.config.train.max_seq_length
 
@@ -468,11 +470,13 @@ def cmd_latency(a) -> int:
     print(f"measuring {formats} latency: batch {a.batch}, sequence {seq}, {a.threads} thread(s), "
           f"{a.runs} runs after {a.warmup} warm-up (in a separate process)", flush=True)
     out = _run_stoppable("latency", project, jobs.LatencyRequest(batch=a.batch, seq=seq, threads=a.threads, formats=formats,
-                                                                 runs=a.runs, warmup=a.warmup), show,
+                                                                 runs=a.runs, warmup=a.warmup, runtime=a.runtime), show,
                          "stopped; latency.json was not changed")
     if out is None:
         return 130
-    print(f"measured {len(out['rows'])} sub-networks on {out['setup']['device']}: `dynastudio report {project.root}` shows the grid")
+    print(f"measured {len(out['rows'])} sub-networks on {out['setup']['device']} with {out['setup']['runtime']}: "
+          f"`dynastudio report {project.root}" + (f" --device '{OPENVINO_DEVICE}'" if a.runtime == "openvino" else "")
+          + "` shows the grid")
     return 0
 
 
@@ -607,12 +611,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--device", help="latency measured on this device (imported from a device kit)")
     rp.set_defaults(func=cmd_report)
 
+    from .targets import OPENVINO_DEVICE
+
     lt = sub.add_parser("latency", help="onnxruntime latency and file size of every sub-network, into the grid")
     lt.add_argument("dir")
     lt.add_argument("--batch", type=int, default=1)
     lt.add_argument("--seq", type=int, help="sequence length in tokens (default: the project's max_seq_length)")
     lt.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     lt.add_argument("--formats", default="fp32", help="comma separated: fp32, int8, fp16 (default fp32)")
+    lt.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "openvino"],
+                    help=f"openvino: time the same ONNX files with OpenVINO (the intel-cpu and desktop-cpu presets' runtime); "
+                         f"kept as the device '{OPENVINO_DEVICE}'")
     lt.add_argument("--runs", type=int, default=50, help="timed runs per sub-network and format")
     lt.add_argument("--warmup", type=int, default=10, help="untimed runs first")
     lt.add_argument("--import", dest="import_file", metavar="FILE",

@@ -23,6 +23,8 @@ from .project import Project
 from .requests import LatencyRequest
 
 LATENCY_FORMATS = ("fp32", "int8", "fp16")
+RUNTIMES = ("onnxruntime", "openvino")
+from .targets import OPENVINO_DEVICE  # noqa: E402  (latency.json keeps OpenVINO's figures as a device of their own)
 PROTOCOL_PREFIX = "@@latency "
 
 
@@ -37,6 +39,7 @@ class LatencySettings:
     # added to the child's niceness. 0: the studio runs one job at a time, so a lowered priority never let our
     # own training go first; it only let other programs starve the measurement (10 minutes on a busy box)
     nice: int = 0
+    runtime: str = "onnxruntime"
 
     def checked(self) -> "LatencySettings":
         if self.batch < 1 or self.seq < 2 or self.threads < 1 or self.runs < 1 or self.warmup < 0:
@@ -44,7 +47,14 @@ class LatencySettings:
         bad = [f for f in self.formats if f not in LATENCY_FORMATS]
         if bad or not self.formats:
             raise ConfigError(f"latency --formats {','.join(self.formats)}: choose from {', '.join(LATENCY_FORMATS)}")
-        return LatencySettings(self.batch, self.seq, self.threads, tuple(dict.fromkeys(self.formats)), self.runs, self.warmup, self.nice)
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"latency --runtime {self.runtime}: choose {' or '.join(RUNTIMES)}")
+        if self.runtime == "openvino":
+            from .targets import require_extra
+
+            require_extra("openvino")
+        return LatencySettings(self.batch, self.seq, self.threads, tuple(dict.fromkeys(self.formats)), self.runs,
+                               self.warmup, self.nice, self.runtime)
 
 
 # ---- measuring ----------------------------------------------------------------------------------
@@ -116,6 +126,29 @@ def n_rounds(runs: int) -> int:
     return max(1, min(5, runs // 10))
 
 
+class _OpenVinoSession:
+    """OpenVINO compiled for latency on `threads` CPU threads, with onnxruntime's `run(None, feed)` call."""
+
+    def __init__(self, path: Path, threads: int):
+        from .export import import_openvino
+
+        ov = import_openvino()
+        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
+                                                               "NUM_STREAMS": 1})
+        self.request = compiled.create_infer_request()
+
+    def run(self, _outputs, feed):
+        return self.request.infer(feed)
+
+
+def open_session(path: Path, s: LatencySettings):
+    if s.runtime == "openvino":
+        return _OpenVinoSession(path, s.threads)
+    from .export import ort_session
+
+    return ort_session(path, threads=s.threads)
+
+
 def time_cells(cells: list[Cell], s: LatencySettings, on_round=None) -> list[dict]:
     """Median and p90 latency of every cell and format, timed in interleaved rounds.
 
@@ -123,8 +156,6 @@ def time_cells(cells: list[Cell], s: LatencySettings, on_round=None) -> list[dic
     a load that comes and goes (a training beside us) then weighs on every cell alike instead of
     on whichever cells happened to run at the busy moment, so the ratios between cells hold.
     """
-    from .export import ort_session
-
     rounds = n_rounds(s.runs)
     share = [s.runs // rounds + (1 if r < s.runs % rounds else 0) for r in range(rounds)]
     warm = max(1, -(-s.warmup // rounds)) if s.warmup else 0
@@ -132,7 +163,7 @@ def time_cells(cells: list[Cell], s: LatencySettings, on_round=None) -> list[dic
     for r in range(rounds):
         for c, t in zip(cells, times):
             for fmt, path in c.files.items():
-                sess = ort_session(path, threads=s.threads)
+                sess = open_session(path, s)
                 t[fmt].append(time_runs(sess, c.feed, share[r], warm if r else max(warm, s.warmup)))
                 del sess
         if on_round is not None:
@@ -177,6 +208,16 @@ def model_for_latency(project: Project):
 def latency_setup(s: LatencySettings, model_name: str) -> dict:
     import onnxruntime
 
+    if s.runtime == "openvino":
+        from .export import import_openvino
+
+        ov = import_openvino()
+        runtime = f"OpenVINO {ov.get_version().split('-')[0]} CPU plugin"
+        session = "OpenVINO LATENCY hint, one stream, default inference precision (bf16 where the CPU has it)"
+    else:
+        runtime = f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider"
+        session = "sequential execution, inter-op threads 1, graph optimizations on except SkipLayerNormFusion"
+
     return {
         "device": cpu_name(),
         "machine": platform.machine(),
@@ -189,9 +230,9 @@ def latency_setup(s: LatencySettings, model_name: str) -> dict:
         "warmup": s.warmup,
         "formats": list(s.formats),
         "statistics": f"median and p90 of the timed runs (in {n_rounds(s.runs)} interleaved rounds), milliseconds per batch",
-        "runtime": f"onnxruntime {onnxruntime.__version__} CPUExecutionProvider",
+        "runtime": runtime,
         "onnxruntime": onnxruntime.__version__,
-        "session": "sequential execution, inter-op threads 1, graph optimizations on except SkipLayerNormFusion",
+        "session": session,
         "process": f"separate process at nice +{s.nice}",
         "load_avg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "model": model_name,
@@ -365,7 +406,8 @@ def latency_job(project: Project, request: LatencyRequest, events, stop: StopTok
     Returns {"rows": [...], "setup": {...}}.
     """
     seq = request.seq if request.seq is not None else project.config.train.max_seq_length
-    s = LatencySettings(request.batch, seq, request.threads, tuple(request.formats), request.runs, request.warmup).checked()
+    s = LatencySettings(request.batch, seq, request.threads, tuple(request.formats), request.runs, request.warmup,
+                        runtime=request.runtime).checked()
     t = project.config.train
     specs = ([SubnetSpec(w, d) for w, d in request.specs] if request.specs is not None
              else subnet_grid(t.width_mults, t.depth_mults))
@@ -404,8 +446,13 @@ def latency_job(project: Project, request: LatencyRequest, events, stop: StopTok
     if len(measured) != len(specs) or "setup" not in state:
         raise errors.InternalError("the latency measurement process ended early without an error: please report it")
     setup = {**state["setup"], "seconds": round(time.perf_counter() - t0, 1)}
-    kept = {k: v for k, v in (project.load_latency() or {}).items() if k == "devices"}  # devices' own figures stay
-    project.save_latency({"setup": setup, "rows": measured, **kept})
+    latency = project.load_latency() or {}
+    if s.runtime == "openvino":  # a device of its own beside this machine's onnxruntime figures
+        latency["devices"] = {**latency.get("devices", {}), OPENVINO_DEVICE: {"setup": setup, "rows": measured}}
+        project.save_latency(latency)
+    else:
+        kept = {k: v for k, v in latency.items() if k == "devices"}  # devices' own figures stay
+        project.save_latency({"setup": setup, "rows": measured, **kept})
     events(StageEnded("latency", time.perf_counter() - t0))
     return {"rows": [dict(label=m["label"], **m["values"]) for m in measured], "setup": setup}
 

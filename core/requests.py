@@ -47,6 +47,7 @@ class LatencyRequest:
     runs: int = 50
     warmup: int = 10
     specs: tuple[tuple[float, float], ...] | None = None  # (width, depth) pairs; None = the project's grid
+    runtime: str = "onnxruntime"  # or "openvino": the same ONNX files timed with OpenVINO (kept as its own device)
 
 
 @dataclass(frozen=True)

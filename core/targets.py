@@ -41,6 +41,9 @@ PRESET_DESCRIPTIONS: dict[str, str] = {
     "libtorch": "C++ programs that link LibTorch",
 }
 
+# the name latency.json keeps OpenVINO's figures of this machine under (a device beside this machine's onnxruntime)
+OPENVINO_DEVICE = "this machine (OpenVINO)"
+
 # earlier names of presets, still accepted
 PRESET_ALIASES: dict[str, str] = {"mobile-arm": "android"}
 
