@@ -245,3 +245,27 @@ def test_a_missing_extra_is_a_one_line_error_with_the_pip_command(wide_vocab_pro
     with pytest.raises(ConfigError, match=r"pip install 'dynabert-studio\[openvino\]'") as info:
         export(wide_vocab_project, (0.5, 0.5), "intel-cpu", tmp_path / "x")
     assert "\n" not in str(info.value) and not (tmp_path / "x").exists()
+
+
+def test_latency_with_openvino_is_kept_as_a_device_of_its_own(wide_vocab_project, tmp_path, capsys):
+    import importlib.util
+    import shutil
+
+    from dynastudio.core.cli import main
+    from dynastudio.core.targets import OPENVINO_DEVICE
+
+    if importlib.util.find_spec("openvino") is None:
+        pytest.skip("openvino is not installed")
+    shutil.copytree(wide_vocab_project.root, tmp_path / "p")
+    p = Project.open(tmp_path / "p")
+    common = ["--seq", "16", "--runs", "2", "--warmup", "1", "--formats", "fp32,int8"]
+    assert main(["latency", str(p.root), *common]) == 0
+    here = {r["label"]: r for r in p.load_results()["rows"]}
+    assert main(["latency", str(p.root), "--runtime", "openvino", *common]) == 0
+    assert OPENVINO_DEVICE in capsys.readouterr().out
+    res = p.load_results(device=OPENVINO_DEVICE)
+    assert res["latency_setup"]["runtime"].startswith("OpenVINO") and OPENVINO_DEVICE in res["latency_devices"]
+    for r in res["rows"]:
+        assert r["latency_fp32_ms"] > 0 and r["latency_int8_ms"] > 0
+        assert r["metric_int8"] == here[r["label"]]["metric_int8"]  # the INT8 file's accuracy, whatever runs it
+    assert {r["label"]: r["latency_fp32_ms"] for r in p.load_results()["rows"]} == {k: r["latency_fp32_ms"] for k, r in here.items()}

@@ -174,7 +174,7 @@ def _shift_fp32_runner(monkeypatch, by: float = 3e-4) -> None:
     import dynastudio.core.export as ex
 
     real = ex._runner
-    monkeypatch.setattr(ex, "_runner", lambda fmt, folder: (lambda feed, run=real(fmt, folder): run(feed) + by))
+    monkeypatch.setattr(ex, "_runner", lambda fmt, folder, strict=False: (lambda feed, run=real(fmt, folder, strict): run(feed) + by))
 
 
 def test_fp32_mismatch_is_an_internal_error_and_writes_nothing(project, tmp_path, monkeypatch):
@@ -323,6 +323,7 @@ def test_latency_and_evaluate_fill_the_grid_in_either_order(project, tmp_path, c
         assert r["latency_fp32_p90_ms"] >= r["latency_fp32_ms"] and "flops_rel" in r and "total_params" in r
         assert r["value"] == evaluated[label]["value"] and r["metric"] == "accuracy"
         assert "latency_fp16_ms" not in r
+        assert 0 <= r["metric_int8"] <= 1 and "metric_fp32" not in r  # the INT8 file's own dev accuracy
     assert rows["w0.5_d1"]["size_onnx_fp32_mb"] < rows["w1_d1"]["size_onnx_fp32_mb"]
     assert main(["report", str(p.root)]) == 0
     report = capsys.readouterr().out
@@ -434,8 +435,11 @@ def test_latency_job_reports_its_stage_and_writes_only_latency_json(project, tmp
             on_message({"progress": f"exported {i + 1}"})
         on_message({"progress": "timing round 1/1 done"})
         for i, (w, d) in enumerate(request["specs"]):
+            on_message({"progress": f"dev accuracy per precision: {i + 1}/{len(specs)}"})
+        for i, (w, d) in enumerate(request["specs"]):
             values = {f"{k}_{f}{x}": float(i + 1) * (2 if f == "int8" else 1) for f in ("fp32", "int8")
                       for k, x in (("latency", "_ms"), ("latency", "_p90_ms"), ("size_onnx", "_mb"))}
+            values["metric_int8"] = 0.5 + i / 10
             on_message({"row": {"width_mult": w, "depth_mult": d, "sizes": {"total_params": 10 * (i + 1)}, "values": values}})
 
     monkeypatch.setattr(lat, "_run_child", fake_child)
@@ -443,7 +447,7 @@ def test_latency_job_reports_its_stage_and_writes_only_latency_json(project, tmp
     out = jobs.run("latency", p, LatencyRequest(formats=("fp32", "int8"), runs=3, specs=specs), log)
     assert [type(e).__name__ for e in log.events if isinstance(e, (StageStarted, StageEnded))] == ["StageStarted", "StageEnded"]
     total = log.of(StageStarted)[0].total_steps
-    assert total == len(specs) + 1 and [e.done for e in log.of(StageProgress)] == list(range(1, total + 1))
+    assert total == 2 * len(specs) + 1 and [e.done for e in log.of(StageProgress)] == list(range(1, total + 1))
     measured = log.of(LatencyMeasured)
     assert [(e.label, e.index, e.total) for e in measured] == [("w1_d1", 1, 2), ("w0.5_d0.5", 2, 2)]
     assert measured[1].formats == (FormatLatency("fp32", 2.0, 2.0, 2.0), FormatLatency("int8", 4.0, 4.0, 4.0))
@@ -453,6 +457,7 @@ def test_latency_job_reports_its_stage_and_writes_only_latency_json(project, tmp
     assert out["setup"] == saved["setup"] and out["rows"][0]["label"] == "w1_d1"
     rows = {r["label"]: r for r in p.load_results()["rows"]}
     assert rows["w0.5_d0.5"]["latency_int8_ms"] == 4.0 and rows["w0.5_d0.5"]["total_params"] == 20
+    assert rows["w0.5_d0.5"]["metric_int8"] == 0.6  # the INT8 point's own dev metric
 
 
 def test_roberta_onnx_export_and_fp16_embedding_tables(tmp_path):
@@ -464,15 +469,15 @@ def test_roberta_onnx_export_and_fp16_embedding_tables(tmp_path):
     import onnxruntime as ort
 
     from dynastudio.core.dynamic import SubnetSpec
-    from dynastudio.core.export import _fp16_embedding_tables, export_onnx
+    from dynastudio.core.export import _compact_lookup_tables, export_onnx
     from dynastudio.core.extract import extract_from_model
 
     slim = extract_from_model(tiny_model("roberta", seed=3), SubnetSpec(0.5, 0.5), "keep-last")
     names = ["input_ids", "attention_mask"]
     src = export_onnx(slim, tmp_path / "m.onnx", names)
-    _fp16_embedding_tables(src, tmp_path / "h.onnx", external=False, min_elements=500)
+    _compact_lookup_tables(src, tmp_path / "h.onnx", external=False, tables="fp16", min_elements=500)
     m = onnx.load(str(tmp_path / "h.onnx"))
-    assert any(n.op_type == "Cast" and n.name.endswith("_to_fp32") for n in m.graph.node)
+    assert any(n.op_type == "Cast" and n.input[0].endswith("_fp16") for n in m.graph.node)
     assert any(i.data_type == onnx.TensorProto.FLOAT16 and tuple(i.dims) == (33, 32) for i in m.graph.initializer)
     fp32 = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
     half_tables = ort.InferenceSession(str(tmp_path / "h.onnx"), providers=["CPUExecutionProvider"])

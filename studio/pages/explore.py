@@ -105,6 +105,7 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.x_key = FLOPS_AXIS
         self.best: int | None = None
         self.setup: dict = {}
+        self._show_device: str | None = None
 
         # ---- axis and latency controls ----
         self.axis = QComboBox()
@@ -122,6 +123,16 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.formats = QComboBox()
         for text, fmts in (("fp32", ("fp32",)), ("fp32 + int8", ("fp32", "int8"))):
             self.formats.addItem(text, fmts)
+        self.formats.setCurrentIndex(1)  # INT8 points with their own accuracy come with the measurement
+        self.runtime = QComboBox()
+        self.runtime.setObjectName("latencyRuntime")
+        self.runtime.addItem("onnxruntime", "onnxruntime")
+        import importlib.util
+
+        if importlib.util.find_spec("openvino") is not None:  # the intel-cpu / desktop-cpu presets' runtime
+            self.runtime.addItem("OpenVINO (intel-cpu, desktop-cpu)", "openvino")
+        self.runtime.setToolTip("The runtime the latency is measured with; OpenVINO's figures are kept as the "
+                                "device 'this machine (OpenVINO)' in the 'measured on' list")
         self.measure = QPushButton("Measure latency")
         self.measure.setObjectName("measureLatency")
         self.measure.setToolTip("Exports every sub-network to ONNX and times it with onnxruntime on this machine "
@@ -144,7 +155,8 @@ class ExplorePage(ReloadWhenShown, QWidget):
         lat.addWidget(QLabel("x axis:"))
         lat.addWidget(self.axis)
         lat.addSpacing(16)
-        for text, w in (("threads", self.threads), ("batch", self.batch), ("sequence", self.seq), ("formats", self.formats)):
+        for text, w in (("threads", self.threads), ("batch", self.batch), ("sequence", self.seq), ("formats", self.formats),
+                        ("runtime", self.runtime)):
             lat.addWidget(QLabel(text))
             lat.addWidget(w)
         lat.addWidget(self.measure)
@@ -265,6 +277,8 @@ class ExplorePage(ReloadWhenShown, QWidget):
         res = self.state.results() or {}
         devices = res.get("latency_devices", [])
         keep = self.selected_device()
+        if self._show_device in devices:  # a measurement kept as a device of its own (OpenVINO): show it
+            keep, self._show_device = self._show_device, None
         self.device_pick.blockSignals(True)
         self.device_pick.clear()
         self.device_pick.addItem("this machine", None)
@@ -562,10 +576,14 @@ class ExplorePage(ReloadWhenShown, QWidget):
         if project is None:
             return
         request = LatencyRequest(batch=self.batch.value(), seq=self.seq.value(), threads=self.threads.value(),
-                                 formats=tuple(self.formats.currentData()))
+                                 formats=tuple(self.formats.currentData()), runtime=self.runtime.currentData())
         handle = self.state.start_job(self.window(), "latency", project.root, request)
         if handle is None:
             return
+        if request.runtime == "openvino":
+            from dynastudio.core.targets import OPENVINO_DEVICE
+
+            self._show_device = OPENVINO_DEVICE
         self.handle = handle
         handle.bridge.stageProgress.connect(
             lambda e: self.measure.setText(f"Cancel ({e.done}/{e.total} done)") if e.stage == "latency" else None)
