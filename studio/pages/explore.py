@@ -130,9 +130,10 @@ class ExplorePage(ReloadWhenShown, QWidget):
         import importlib.util
 
         if importlib.util.find_spec("openvino") is not None:  # the intel-cpu / desktop-cpu presets' runtime
-            self.runtime.addItem("OpenVINO (intel-cpu, desktop-cpu)", "openvino")
-        self.runtime.setToolTip("The runtime the latency is measured with; OpenVINO's figures are kept as the "
-                                "device 'this machine (OpenVINO)' in the 'measured on' list")
+            self.runtime.addItem("OpenVINO", "openvino")
+        self.runtime.setToolTip("The runtime the latency is measured with. OpenVINO is what the intel-cpu and "
+                                "desktop-cpu presets deploy; its figures are kept as the device "
+                                "'this machine (OpenVINO)' in the 'measured on' list")
         self.measure = QPushButton("Measure latency")
         self.measure.setObjectName("measureLatency")
         self.measure.setToolTip("Exports every sub-network to ONNX and times it with onnxruntime on this machine "
@@ -307,7 +308,7 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.axis.clear()
         cols = latency_columns(self.rows)
         if len(cols) > 1:  # first: every precision, each point with its own metric
-            self.axis.addItem(f"latency (ms): {' and '.join(c[8:-3] for c in cols)} points", ALL_PRECISIONS)
+            self.axis.addItem(f"latency: {' + '.join(c[8:-3] for c in cols)} (ms)", ALL_PRECISIONS)
         for col in cols:
             self.axis.addItem(f"latency {col[8:-3]} (ms)", col)
         self.axis.addItem("relative FLOPs (no latency needed)", FLOPS_AXIS)

@@ -55,7 +55,9 @@ class ExportPage(QWidget):
         out_row.addWidget(self.out, 1)
         out_row.addWidget(browse)
         self.overwrite = QCheckBox("Replace an earlier export in this folder")
-        self.trim = QCheckBox("Trim the vocabulary to the task's tokens (a much smaller file; the phone presets do)")
+        self.trim = QCheckBox("Trim the vocabulary to the task's tokens")
+        self.trim.setToolTip("Keep only the tokens of the task's train and dev texts: a much smaller file for small "
+                             "sub-networks. The phone presets (android, ios) turn it on.")
         self.trim.setObjectName("exportTrim")
         self.export_button = QPushButton("Export")
         self.export_button.setObjectName("exportButton")
