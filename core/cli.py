@@ -415,9 +415,13 @@ def _stop_on_sigint(also_sigterm: bool = False) -> tuple[StopToken, dict]:
         if stop.is_set() and signum == signal.SIGINT:
             raise KeyboardInterrupt
         stop.set()
-        print("\nstopping after this step (Ctrl-C again to abort now)...", file=sys.stderr, flush=True)
+        try:
+            print("\nstopping after this step (Ctrl-C again to abort now)...", file=sys.stderr, flush=True)
+        except OSError:  # SIGHUP: the terminal is gone; stop all the same
+            pass
 
-    sigs = [signal.SIGINT] + ([signal.SIGTERM] if also_sigterm else [])
+    # SIGTERM: docker stop, timeout, a scheduler; SIGHUP: the terminal or SSH session went away
+    sigs = [signal.SIGINT] + ([signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []) if also_sigterm else [])
     return stop, {sig: signal.signal(sig, on_signal) for sig in sigs}
 
 
@@ -690,6 +694,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\naborted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `dynastudio report DIR | head -1`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit would raise again otherwise
+        return 141  # as a process killed by SIGPIPE
     except Exception:
         traceback.print_exc()
         print("error: an internal error happened (the traceback above shows where): please report it", file=sys.stderr)

@@ -64,6 +64,7 @@ class TrainConfig:
     depth_mults: tuple[float, ...] = (1.0, 0.75, 0.5)
     depth_rule: str = "keep-last"
     checkpoint_every: int = 200  # optimizer steps between mid-stage checkpoints
+    checkpoint_minutes: float = 10.0  # and at least this often by the clock, so slow steps lose little to a kill
     device: str = "auto"
     # auto: bf16 autocast on a CUDA GPU that supports it, fp16 with loss scaling on older GPUs, fp32 on a CPU
     precision: str = "auto"
@@ -113,6 +114,25 @@ def validate_train(t: TrainConfig) -> TrainConfig:
     def bad(field_name: str, why: str) -> ConfigError:
         return ConfigError(f"train.{field_name}: {why}")
 
+    # types first: a hand-edited project.json may hold 64.5, "32" or null where a number belongs
+    whole = ("seed", "batch_size", "eval_batch_size", "max_seq_length", "importance_examples", "checkpoint_every")
+    for name in whole:
+        v = getattr(t, name)
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise bad(name, f"{v!r} is not a whole number: write one such as {getattr(TrainConfig, name)}")
+    if t.max_train_examples is not None and (isinstance(t.max_train_examples, bool) or not isinstance(t.max_train_examples, int)):
+        raise bad("max_train_examples", f"{t.max_train_examples!r} is not a whole number (or null for all rows)")
+    for f in fields(TrainConfig):
+        v = getattr(t, f.name)
+        if f.type in ("float", float) and (isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf"))):
+            raise bad(f.name, f"{v!r} is not a number: write one such as {f.default}")
+    if not 0 <= t.seed < 2**32:
+        raise bad("seed", "must be between 0 and 4294967295")
+    if not t.checkpoint_minutes > 0:
+        raise bad("checkpoint_minutes", "must be more than 0, e.g. 10")
+    if t.checkpoint_every < 1 or t.eval_batch_size < 1 or t.importance_examples < 0:
+        raise bad("checkpoint_every" if t.checkpoint_every < 1 else "eval_batch_size" if t.eval_batch_size < 1 else
+                  "importance_examples", "must be at least 1 (importance_examples: 0 or more)")
     if t.batch_size < 1:
         raise bad("batch_size", "must be at least 1")
     if not 8 <= t.max_seq_length <= 4096:
@@ -159,10 +179,19 @@ class ProjectConfig:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{source}: not valid JSON (line {exc.lineno}): restore it or create the project again") from None
+        except RecursionError:
+            raise ConfigError(f"{source}: nested too deeply to be a project file: restore it or create the project again") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: holds a JSON {_json_kind(raw)}, not an object of settings: restore it or "
+                              "create the project again")
         return ProjectConfig.from_dict(migrate(raw, source), source)
 
     @staticmethod
     def from_dict(raw: dict, source: str = "project.json") -> "ProjectConfig":
+        for part in ("data", "train"):
+            if not isinstance(raw.get(part, {}), dict):
+                raise ConfigError(f"{source}: '{part}' is a JSON {_json_kind(raw[part])}, not an object of settings: "
+                                  "restore it or create the project again")
         try:
             data = _build(DataConfig, raw.get("data", {}), f"{source}: data")
             train = validate_train(_build(TrainConfig, raw.get("train", {}), f"{source}: train"))
@@ -170,9 +199,17 @@ class ProjectConfig:
             return _build(ProjectConfig, {**top, "data": data, "train": train}, source)
         except TypeError as exc:
             raise ConfigError(f"{source}: {exc}") from None
+        except ConfigError as exc:
+            if str(exc).startswith(source):
+                raise
+            raise ConfigError(f"{source}: {exc}") from None
 
     def with_train(self, **changes: Any) -> "ProjectConfig":
         return replace(self, train=validate_train(replace(self.train, **changes)))
+
+
+def _json_kind(v) -> str:
+    return {list: "list", str: "string", type(None): "null", bool: "true/false", int: "number", float: "number"}.get(type(v), type(v).__name__)
 
 
 def _build(cls, values: dict, where: str):

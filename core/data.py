@@ -701,6 +701,16 @@ def _finish_table(
         if raw == "":
             raise DataError(f"{source}: {where(n)} has no label in {what}: fill it in or remove that row")
 
+    if label_names is None:
+        # all labels numbers, some NaN or inf: a regression file with broken rows, not a class named "nan"
+        try:
+            parsed = [float(r) for r in rows.raw_labels]
+        except ValueError:
+            parsed = []
+        for value, raw, n in zip(parsed, rows.raw_labels, rows.lines):
+            if not math.isfinite(value):
+                raise DataError(f"{source}: {where(n)} has label '{raw}' in {what}, not a finite number: "
+                                "fix the label or remove that row")
     if label_names is not None:
         regression = False
     if regression is None:

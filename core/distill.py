@@ -217,6 +217,7 @@ class LoopSettings:
     warmup_frac: float = 0.0
     max_grad_norm: float = 1.0
     checkpoint_every: int = 200
+    checkpoint_seconds: float = 600.0  # a checkpoint at least this often, whatever the step count
     group_by_length: bool = False
     precision: str = "fp32"  # resolved: fp32, bf16 or fp16
 
@@ -299,7 +300,7 @@ def train_loop(
 
     events(StageStarted(s.stage, total, step))
     model.train()
-    t0 = time.perf_counter()
+    t0 = last_checkpoint = time.perf_counter()
     last_losses: dict[str, float] = {}
     pin = device.type == "cuda"
     while step < total:
@@ -328,8 +329,10 @@ def train_loop(
             events(StepEnded(s.stage, step, total, last_losses, lr, epoch))
             if log is not None and runtime.is_main():
                 log({"kind": "step", "stage": s.stage, "step": step, "epoch": epoch, "lr": lr, "losses": last_losses})
-            if s.checkpoint_every > 0 and step % s.checkpoint_every == 0 and step < total:
+            by_clock = runtime.any_process(time.perf_counter() - last_checkpoint >= s.checkpoint_seconds)  # ranks agree
+            if step < total and ((s.checkpoint_every > 0 and step % s.checkpoint_every == 0) or by_clock):
                 checkpoint()
+                last_checkpoint = time.perf_counter()
             if step % per_epoch == 0 or step == total:
                 if on_epoch_end is not None:
                     on_epoch_end(step, epoch)

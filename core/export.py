@@ -649,6 +649,18 @@ def _check_out_dir(out_dir: Path, project_root: Path, overwrite: bool) -> None:
         raise UserError(f"{out_dir}: not an export folder (no {VERIFICATION_FILE}), so --overwrite will not delete it: pick another --out")
 
 
+def _remove_stale_temps(out_dir: Path, older_than_s: float = 3600) -> None:
+    """Temporary folders an earlier export of `out_dir` left when it was killed (SIGKILL, power loss): an hour
+    old at least, so an export still running elsewhere keeps its own."""
+    now = time.time()
+    for p in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
+        try:
+            if p.is_dir() and now - p.stat().st_mtime > older_than_s:
+                shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def _swap_into_place(tmp: Path, out_dir: Path) -> None:
     if out_dir.exists():
         trash = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
@@ -717,7 +729,13 @@ def export_job(project: Project, request: ExportRequest, events, stop: StopToken
         raise ConfigError(f"min_agreement {request.min_agreement}: must be in (0, 1], e.g. 0.99")
     out_dir = Path(request.out_dir).expanduser().resolve()
     _check_out_dir(out_dir, project.root, request.overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{out_dir}: cannot create its folder ({exc.strerror or exc}): pick an --out you can write to") from None
+    if not os.access(out_dir.parent, os.W_OK | os.X_OK):
+        raise UserError(f"{out_dir}: {out_dir.parent} is not writable: pick an --out you can write to")
+    _remove_stale_temps(out_dir)
     events(StageStarted("export", EXPORT_STEPS))
 
     t = project.config.train

@@ -222,6 +222,43 @@ def prepare_inputs(project: Project, events=null_sink) -> RunInputs:
 
 
 # ---- creating a project -------------------------------------------------------------------------
+# what a project makes (everything but the user's own exports): `new --overwrite` removes it all first
+GENERATED = ("project.json", "state.json", "task.json", "tokenizer", "cache", "models", "checkpoints", "results.json",
+             "latency.json", "importance.safetensors", "metrics.jsonl", "run")
+
+
+def check_writable_folder(root: Path) -> None:
+    """A one-line error when `root` cannot become a project folder: a file, under a file, or not writable."""
+    if root.exists() and not root.is_dir():
+        raise ProjectError(f"{root}: exists and is not a folder: pick another path")
+    up = root
+    while not up.exists():
+        if up.parent == up:
+            break
+        up = up.parent
+    if up.exists() and not up.is_dir():
+        raise ProjectError(f"{root}: {up} is a file, so no folder can be made under it: pick another path")
+    if up.exists() and not os.access(up, os.W_OK | os.X_OK):
+        raise ProjectError(f"{root}: {up} is not writable: pick a folder you can write to")
+
+
+def clear_project(root: Path) -> None:
+    """Remove what an earlier project in `root` made, so `new --overwrite` starts clean (a live run refuses)."""
+    from . import runs
+
+    runs.check_not_running(root, "replace a project while a run holds it")
+    for name in GENERATED:
+        p = root / name
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif p.exists() or p.is_symlink():
+                p.unlink()
+        except OSError as exc:
+            raise ProjectError(f"{p}: cannot remove the old project's file ({exc.strerror or exc}): remove it yourself "
+                               "or pick another folder") from None
+
+
 def new_project(root: Path, config: ProjectConfig, overwrite: bool = False, events=null_sink) -> Project:
     """Validate the data and the model, then create the folder: tokenizer, task.json, the encoded cache.
 
@@ -231,8 +268,7 @@ def new_project(root: Path, config: ProjectConfig, overwrite: bool = False, even
     root = Path(root)
     if (root / "project.json").exists() and not overwrite:
         raise ProjectError(f"{root}: a project already exists here: open it, or pick another folder")
-    if root.exists() and not root.is_dir():
-        raise ProjectError(f"{root}: exists and is not a folder: pick another path")
+    check_writable_folder(root)
     task = load_task_data(config.data)  # raises DataError on a bad file before anything is written
     if task.columns is not None:
         if task.columns.guessed:
@@ -245,7 +281,12 @@ def new_project(root: Path, config: ProjectConfig, overwrite: bool = False, even
             config.data, text_columns=task.columns.text, label_column=task.columns.label))
     load_model_config(config.model)
     tokenizer = load_tokenizer(config.model)
-    root.mkdir(parents=True, exist_ok=True)
+    if overwrite and (root / "project.json").exists():
+        clear_project(root)  # the new project starts from nothing of the old one's
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProjectError(f"{root}: cannot create the project folder ({exc.strerror or exc}): pick a folder you can write to") from None
     tmp = root / ".tokenizer.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer.save_pretrained(str(tmp))

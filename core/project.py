@@ -156,7 +156,9 @@ class Project:
         if state_path.is_file():
             try:
                 state = json.loads(state_path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+                state = None
+            if not isinstance(state, dict) or not isinstance(state.get("stages", {}), dict):
                 raise ProjectError(f"{state_path}: corrupted: delete it to redo every stage") from None
         project = Project(root, config, state)
         project.migrate_files()
@@ -353,9 +355,12 @@ class Project:
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            data = None
+        if not isinstance(data, dict):
             raise ProjectError(f"{path}: corrupted: delete it and run the job that writes it again") from None
+        return data
 
     def load_latency(self) -> dict | None:
         return self._read_json(self.latency_path)

@@ -81,7 +81,7 @@ def _train(inputs: RunInputs, stage: str, model, step_fn, epochs: float, lr: flo
         return str(p.save_checkpoint(stage, step, m, opt, {"stage": stage, "total_steps": total, **extra}, rngs))
 
     settings = LoopSettings(stage, epochs, lr, t.batch_size, t.seed, t.weight_decay, t.warmup_frac, t.max_grad_norm,
-                            t.checkpoint_every, t.group_by_length, inputs.precision)
+                            t.checkpoint_every, t.checkpoint_minutes * 60, t.group_by_length, inputs.precision)
     return train_loop(
         model.to(inputs.device), inputs.train, step_fn, settings,
         events=events, stop=stop, device=inputs.device, pad_id=inputs.pad_id,

@@ -1,0 +1,174 @@
+"""Damaged projects, odd input and odd places: one line naming the file and the fix, never a traceback."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_project_config
+from dynastudio.core.cli import main
+from dynastudio.core.errors import DataError, ProjectError
+from dynastudio.core.prepare import new_project
+from dynastudio.core.project import Project
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory, tiny_model_dir, tiny_task_files) -> Project:
+    return new_project(tmp_path_factory.mktemp("robust") / "p", tiny_project_config(tiny_model_dir, *tiny_task_files))
+
+
+def _one_line_error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("text, says", [
+    ("[]", "holds a JSON list"), ("null", "holds a JSON null"), ('"x"', "holds a JSON string"),
+    ('{"schema_version": 2, "train": [1]}', "'train' is a JSON list"),
+    ('{"schema_version": 2, "data": null}', "'data' is a JSON null"),
+    ("[[[[" * 50000 + "]]]]" * 50000, "nested too deeply"),
+])
+def test_project_json_of_the_wrong_shape_is_one_line(made, tmp_path, capsys, text, says):
+    import shutil
+
+    shutil.copytree(made.root, tmp_path / "p")
+    (tmp_path / "p" / "project.json").write_text(text)
+    for cmd in ("status", "report"):
+        err = _one_line_error(capsys, [cmd, str(tmp_path / "p")])
+        assert str(tmp_path / "p" / "project.json") in err and says in err
+
+
+@pytest.mark.parametrize("field, value, says", [
+    ("max_seq_length", 64.5, "64.5 is not a whole number"), ("batch_size", "32", "'32' is not a whole number"),
+    ("seed", -1, "between 0 and"), ("teacher_lr", None, "None is not a number"),
+    ("checkpoint_minutes", 0, "more than 0"), ("max_train_examples", 2.5, "not a whole number"),
+])
+def test_hand_edited_settings_are_named_with_their_file(made, tmp_path, capsys, field, value, says):
+    import shutil
+
+    shutil.copytree(made.root, tmp_path / "p")
+    path = tmp_path / "p" / "project.json"
+    raw = json.loads(path.read_text())
+    raw["train"][field] = value
+    path.write_text(json.dumps(raw))
+    err = _one_line_error(capsys, ["status", str(tmp_path / "p")])
+    assert str(path) in err and f"train.{field}" in err and says in err
+
+
+def test_state_and_results_of_the_wrong_shape_are_one_line(made, tmp_path, capsys):
+    import shutil
+
+    shutil.copytree(made.root, tmp_path / "p")
+    (tmp_path / "p" / "state.json").write_text('{"stages": [1, 2]}')
+    err = _one_line_error(capsys, ["status", str(tmp_path / "p")])
+    assert "state.json: corrupted" in err
+    (tmp_path / "p" / "state.json").write_text('{"stages": {}}')
+    (tmp_path / "p" / "results.json").write_text("[1, 2]")
+    err = _one_line_error(capsys, ["report", str(tmp_path / "p")])
+    assert "results.json: corrupted" in err
+
+
+def test_report_into_a_closed_pipe_ends_quietly(made):
+    """`dynastudio report DIR | head -1`: the reader left; no BrokenPipeError traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "dynastudio.core.cli", "status", str(made.root)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the child has written anything: its first write meets a closed pipe
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
+
+
+def test_non_finite_regression_labels_are_refused_with_their_line(tmp_path):
+    from dynastudio.core.data import read_table
+
+    f = tmp_path / "scores.tsv"
+    for bad in ("nan", "inf", "-Infinity"):
+        f.write_text(f"sentence\tlabel\na good film\t0.5\na bad film\t{bad}\nfine\t2.25\n", encoding="utf-8")
+        with pytest.raises(DataError, match=rf"line 3 has label '{bad}'.*not a finite number"):
+            read_table(f, ("sentence",), "label")
+    f.write_text("sentence\tlabel\na good film\t0.5\na bad film\t1.75\nfine\t2.25\n", encoding="utf-8")
+    table, names, regression = read_table(f, ("sentence",), "label")
+    assert regression and names is None and table.labels == [0.5, 1.75, 2.25]
+
+
+def test_new_in_impossible_places_is_one_line(tiny_model_dir, tiny_task_files, tmp_path, monkeypatch):
+    cfg = tiny_project_config(tiny_model_dir, *tiny_task_files)
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ProjectError, match="exists and is not a folder"):
+        new_project(tmp_path / "a-file", cfg)
+    with pytest.raises(ProjectError, match="is a file, so no folder can be made under it"):
+        new_project(tmp_path / "a-file" / "sub" / "p", cfg)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path / "locked" else real(p, mode))
+    (tmp_path / "locked").mkdir()
+    with pytest.raises(ProjectError, match="is not writable"):
+        new_project(tmp_path / "locked" / "p", cfg)
+    assert not (tmp_path / "locked" / "p").exists()
+
+
+def test_new_overwrite_starts_from_nothing_of_the_old_project(made, tmp_path, tiny_model_dir, tiny_task_files):
+    import shutil
+
+    shutil.copytree(made.root, tmp_path / "p")
+    root = tmp_path / "p"
+    for d in ("models/depth", "checkpoints/depth", "exports/mine"):
+        (root / d).mkdir(parents=True)
+        (root / d / "f").write_text("old")
+    (root / "results.json").write_text('{"rows": []}')
+    (root / "metrics.jsonl").write_text("{}\n")
+    p = new_project(root, tiny_project_config(tiny_model_dir, *tiny_task_files), overwrite=True)
+    assert not (root / "models").exists() and not (root / "checkpoints").exists()
+    assert not (root / "results.json").exists() and not (root / "metrics.jsonl").exists()
+    assert (root / "exports" / "mine" / "f").read_text() == "old"  # the user's own exports stay
+    assert not any(p.is_done(s) for s in ("finetune", "rewire", "width", "depth"))
+
+
+def test_export_clears_temporary_folders_a_killed_export_left(tmp_path):
+    from dynastudio.core.export import _remove_stale_temps
+
+    out = tmp_path / "exp"
+    old, fresh = tmp_path / ".exp.tmp-old", tmp_path / ".exp.tmp-fresh"
+    for d in (old, fresh):
+        d.mkdir()
+        (d / "model.onnx").write_bytes(b"x" * 10)
+    hour_ago = time.time() - 7200
+    os.utime(old, (hour_ago, hour_ago))
+    _remove_stale_temps(out)
+    assert not old.exists() and fresh.exists()  # a fresh one may belong to an export running now
+
+
+def test_checkpoints_come_by_the_clock_too(tiny_model_dir, tiny_task_files, tmp_path):
+    """Slow steps and a large checkpoint_every: a kill would lose the whole stage; the clock bounds it."""
+    import torch
+
+    from dynastudio.core.distill import LoopSettings, train_loop
+    from dynastudio.core.events import CheckpointSaved, EventLog, StopToken
+    from dynastudio.core.prepare import prepare_inputs
+
+    p = new_project(tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files))
+    inputs = prepare_inputs(p)
+    model = p.load_model("teacher") if p.is_done("finetune") else None
+    from conftest import tiny_model
+
+    model = model or tiny_model()
+    saved = []
+
+    def step(m, batch, ctx):
+        out = m(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        out.loss.backward()
+        time.sleep(0.02)
+        return {"loss": out.loss.detach()}
+
+    log = EventLog()
+    settings = LoopSettings("width", 1, 1e-4, 32, 0, checkpoint_every=10_000, checkpoint_seconds=0.01)
+    train_loop(model, inputs.train, step, settings, events=log, stop=StopToken(), device=torch.device("cpu"), pad_id=0,
+               save_checkpoint=lambda step, total, *a: saved.append(step) or f"ckpt-{step}")
+    total = log.of(CheckpointSaved)
+    assert saved and saved == [e.step for e in total] and saved == list(range(1, len(saved) + 1))
