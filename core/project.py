@@ -105,6 +105,23 @@ class Checkpoint:
     rng_states: dict = field(default_factory=dict)  # rank -> runtime.RngState, of every process
 
 
+def tensor_file_step(path: Path) -> int | None:
+    """The step a checkpoint's safetensors file records in its metadata (None when it records none)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            step = (f.metadata() or {}).get("step")
+        return int(step) if step is not None else None
+    except (SafetensorError, OSError, ValueError):
+        return None
+
+
+def _is_main_process() -> bool:
+    runtime = sys.modules.get(f"{__package__}.runtime")
+    return runtime is None or runtime.is_main()
+
+
 def _main_process_writes(method):
     """Under torchrun only the main process (rank 0) writes the project; the others keep their in-memory
     state in step and wait at the barriers the stages set, then read what it wrote."""
@@ -259,11 +276,15 @@ class Project:
     @_main_process_writes
     def save_checkpoint(self, stage: str, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, extra: dict,
                         rngs: list | None = None) -> Path:
-        """Weights, optimizer, every process's random state (`rngs`: runtime.RngState per rank), then trainer.json."""
+        """Weights, optimizer, every process's random state (`rngs`: runtime.RngState per rank), then trainer.json,
+        as one unit: all three go into a new folder beside the old checkpoint, which then takes its place. A kill
+        at any moment leaves the old checkpoint or the new one whole, never model step N beside optimizer step M
+        (`_recover_checkpoint` finishes a swap a kill interrupted)."""
         import torch
 
-        d = self.checkpoint_dir(stage)
-        d.mkdir(parents=True, exist_ok=True)
+        final = self.checkpoint_dir(stage)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        d = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{stage}.new-"))
         meta = {"step": str(step), "stage": stage}
         atomic_save_tensors(d / "model.safetensors", model.state_dict(), meta)
         opt_tensors, opt_meta = _flatten_optimizer(optimizer)
@@ -275,21 +296,63 @@ class Project:
         atomic_save_tensors(d / "optimizer.safetensors", opt_tensors, meta)
         # trainer.json is written last: it is what marks the checkpoint complete
         atomic_write_text(d / "trainer.json", json.dumps({"step": step, "optimizer": opt_meta, **extra}, indent=2))
-        return d
+        if final.exists():
+            old = final.parent / f".{stage}.old-{os.getpid()}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(d, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(d, final)
+        return final
+
+    def _recover_checkpoint(self, stage: str) -> None:
+        """After a kill: finish an interrupted swap (the newest complete folder becomes the checkpoint) and
+        remove the leftovers (half-written folders, the replaced one)."""
+        final = self.checkpoint_dir(stage)
+        parent = final.parent
+        if not parent.is_dir():
+            return
+        spare = [p for p in parent.glob(f".{stage}.*") if p.is_dir()]
+        if not spare:
+            return
+        if not (final / "trainer.json").is_file():
+            def step_of(p: Path) -> int:
+                try:
+                    return int(json.loads((p / "trainer.json").read_text(encoding="utf-8"))["step"])
+                except (OSError, ValueError, KeyError, TypeError):
+                    return -1  # incomplete: trainer.json is written last
+            best = max(spare, key=step_of)
+            if step_of(best) >= 0:
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(best, final)
+                spare.remove(best)
+        for p in spare:
+            shutil.rmtree(p, ignore_errors=True)
 
     def load_checkpoint(self, stage: str) -> Checkpoint | None:
         from .runtime import RngState
 
         d = self.checkpoint_dir(stage)
+        if _is_main_process():
+            self._recover_checkpoint(stage)
         trainer = d / "trainer.json"
         if not trainer.is_file():
             return None
         try:
             info = json.loads(trainer.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            step = int(info["step"])
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
             raise ProjectError(f"{trainer}: corrupted checkpoint: delete {d} to restart the {stage} stage") from None
         model_state = load_tensors(d / "model.safetensors", f"the {stage} checkpoint")
         opt = load_tensors(d / "optimizer.safetensors", f"the {stage} optimizer checkpoint")
+        # every file of the checkpoint must come from the same step (a torn checkpoint is never resumed)
+        steps = {name: tensor_file_step(d / name) for name in ("model.safetensors", "optimizer.safetensors")}
+        torn = {k: v for k, v in steps.items() if v is not None and v != step}
+        if torn:
+            raise ProjectError(f"{d}: torn checkpoint (trainer.json is at step {step}, "
+                               + ", ".join(f"{k} at step {v}" for k, v in torn.items())
+                               + f"): delete {d} to restart the {stage} stage")
         rng = opt.pop("__rng_torch__", None)
         states: dict[int, RngState] = {}
         for key in [k for k in opt if k.startswith("__rng_torch__.")]:
@@ -313,6 +376,8 @@ class Project:
     @_main_process_writes
     def clear_checkpoint(self, stage: str) -> None:
         shutil.rmtree(self.checkpoint_dir(stage), ignore_errors=True)
+        for p in self.checkpoint_dir(stage).parent.glob(f".{stage}.*"):
+            shutil.rmtree(p, ignore_errors=True)
 
     # ---- metrics, importance, results --------------------------------------------------------
     @_main_process_writes

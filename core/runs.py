@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -349,6 +350,22 @@ def tee(*sinks):
     return sink
 
 
+def remove_stale_temps(root: Path) -> list[Path]:
+    """Temp files of atomic writes (`.NAME.XXXX.tmp`) and the half-made tokenizer folder a killed process left
+    in the project; the caller holds the run lock. Checkpoint folders are recovered by Project.load_checkpoint."""
+    root = Path(root)
+    found = []
+    for folder in [root, root / "cache", *sorted((root / "models").glob("*"))]:
+        if folder.is_dir():
+            found += [p for p in folder.glob(".*.tmp") if p.is_file()]
+    if (root / ".tokenizer.tmp").is_dir():
+        found.append(root / ".tokenizer.tmp")
+    for p in found:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    return found
+
+
 class RunSession:
     """Everything around one run of a training job: the lock, RunStarted/RunEnded in the events file, the
     stop-file watcher. Under torchrun only the main process does any of it (the caller passes main=False
@@ -377,6 +394,10 @@ class RunSession:
         try:
             with contextlib.suppress(FileNotFoundError):
                 stop_path(self.root).unlink()  # a request left over from an earlier run is not for this one
+            # the lock is ours, so nothing else writes here: what a killed writer left is garbage
+            if removed := remove_stale_temps(self.root):
+                notes.append(f"removed {len(removed)} temporary file(s) an interrupted run left: "
+                             + ", ".join(str(p.relative_to(self.root)) for p in removed[:3]) + (" ..." if len(removed) > 3 else ""))
             self._t0 = time.time()
             started = RunStarted(self.run_id, self.job, os.getpid(), socket.gethostname(), self._t0,
                                  " ".join(sys.argv), self.launch_id, self.launcher_pid,

@@ -172,3 +172,78 @@ def test_checkpoints_come_by_the_clock_too(tiny_model_dir, tiny_task_files, tmp_
                save_checkpoint=lambda step, total, *a: saved.append(step) or f"ckpt-{step}")
     total = log.of(CheckpointSaved)
     assert saved and saved == [e.step for e in total] and saved == list(range(1, len(saved) + 1))
+
+
+def _checkpoint(p: Project, step: int, scale: float = 1.0):
+    import torch
+
+    from conftest import tiny_model
+
+    m = tiny_model()
+    with torch.no_grad():
+        for t in m.parameters():
+            t.fill_(scale * step)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    return p.save_checkpoint("width", step, m, opt, {"stage": "width", "total_steps": 10})
+
+
+def test_a_checkpoint_is_one_unit_and_a_torn_one_is_never_resumed(made, tmp_path):
+    import shutil
+
+    shutil.copytree(made.root, tmp_path / "p")
+    p = Project.open(tmp_path / "p")
+    d = _checkpoint(p, 2)
+    _checkpoint(p, 4)
+    ck = p.load_checkpoint("width")
+    assert ck.step == 4 and float(next(iter(ck.model_state.values())).flatten()[0]) == 4.0
+    assert [x.name for x in d.parent.iterdir()] == ["width"]  # nothing left beside it
+    # what a kill between two file replacements left before: model step 6 beside optimizer and trainer step 4
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copytree(made.root, other / "q")
+    q = Project.open(other / "q")
+    newer = _checkpoint(q, 6)
+    shutil.copyfile(newer / "model.safetensors", d / "model.safetensors")
+    with pytest.raises(ProjectError, match=r"torn checkpoint \(trainer.json is at step 4, model.safetensors at step 6\)"):
+        p.load_checkpoint("width")
+
+
+def test_a_swap_a_kill_interrupted_is_finished_on_the_next_load(made, tmp_path):
+    import shutil
+
+    shutil.copytree(made.root, tmp_path / "p")
+    p = Project.open(tmp_path / "p")
+    d = _checkpoint(p, 3)
+    # killed after the old checkpoint moved aside and before the new one took its place
+    os.replace(d, d.parent / ".width.old-123")
+    newer = _checkpoint(p, 5)
+    os.replace(newer, d.parent / ".width.new-abc")
+    (d.parent / ".width.new-half").mkdir()  # and a half-written one: no trainer.json
+    (d.parent / ".width.new-half" / "model.safetensors").write_bytes(b"partial")
+    assert not d.exists()
+    ck = p.load_checkpoint("width")
+    assert ck.step == 5 and sorted(x.name for x in d.parent.iterdir()) == ["width"]
+    p.clear_checkpoint("width")
+    assert not list(d.parent.iterdir())
+
+
+def test_a_run_removes_the_temp_files_a_killed_writer_left(made, tmp_path):
+    import shutil
+
+    from dynastudio.core.events import EventLog, LogMessage, StopToken
+    from dynastudio.core.runs import RunSession
+
+    shutil.copytree(made.root, tmp_path / "p")
+    root = tmp_path / "p"
+    (root / "models" / "rewired").mkdir(parents=True)
+    junk = [root / "models" / "rewired" / ".model.safetensors.abc123.tmp", root / ".results.json.x1.tmp",
+            root / "cache" / ".inputs.safetensors.q.tmp"]
+    for j in junk:
+        j.write_bytes(b"x" * 100)
+    keep = root / "models" / "rewired" / "model.safetensors"
+    keep.write_bytes(b"real")
+    log = EventLog()
+    with RunSession(root, "run", log, StopToken()):
+        pass
+    assert not any(j.exists() for j in junk) and keep.read_bytes() == b"real"
+    assert any("removed 3 temporary file(s)" in e.text for e in log.of(LogMessage))
