@@ -36,3 +36,27 @@ class ExportError(UserError):
 class InternalError(RuntimeError):
     """A check of the engine's own work failed (rewiring changed the logits, an fp32 export disagrees with
     PyTorch): a bug to report, never the user's mistake, so it keeps its traceback everywhere."""
+
+
+class DiskFull(UserError):
+    """The disk filled while writing: the previous version of the file is kept, and nothing half-written stays."""
+
+
+def disk_full(exc: BaseException, what: str) -> DiskFull | None:
+    """A DiskFull naming `what` when `exc` means the disk or the quota is full (an OSError with ENOSPC or
+    EDQUOT, or a library's error that wraps one, as safetensors' does), else None."""
+    import errno
+
+    full = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+    seen, e = 0, exc
+    while e is not None and seen < 5:
+        if isinstance(e, OSError) and e.errno in full:
+            break
+        text = str(e)
+        if "No space left on device" in text or "os error 28" in text or "Disk quota exceeded" in text:
+            break
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    else:
+        return None
+    return DiskFull(f"{what}: the disk is full, so it was not written (the previous version, if any, is kept): "
+                    "free some space and run the same command again")

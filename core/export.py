@@ -22,7 +22,7 @@ from torch import nn
 
 from .data import Encoded, compute_metric, iterate_batches
 from .dynamic import SubnetSpec, forward_subnet
-from .errors import ConfigError, InternalError, UserError
+from .errors import ConfigError, InternalError, UserError, disk_full
 from .events import ExportDone, LogMessage, StageEnded, StageProgress, StageStarted, StopToken
 from .extract import check_spec, extract_from_model
 from .project import Project, atomic_write_text
@@ -868,8 +868,11 @@ def export_job(project: Project, request: ExportRequest, events, stop: StopToken
         atomic_write_text(tmp / "README.md", readme(verification, shipped, out_dir.name))
         stop.check()
         _swap_into_place(tmp, out_dir)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        full = disk_full(exc, str(out_dir)) if isinstance(exc, Exception) else None
+        if full is not None:
+            raise full from None
         raise
     events(StageProgress("export", EXPORT_STEPS, EXPORT_STEPS))
     report = ExportReport(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from safetensors import SafetensorError
 
 from .config import ProjectConfig
-from .errors import ConfigError, ProjectError
+from .errors import ConfigError, ProjectError, disk_full
 
 if TYPE_CHECKING:  # torch is imported where tensors are handled: the studio reads projects without it
     import torch
@@ -39,12 +39,20 @@ def _atomic_target(path: Path):
     """Yield a temp path in the target's folder; on success give it normal permissions and rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise disk_full(exc, str(path)) or exc
     os.close(fd)
     try:
         yield tmp
         os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
+    except Exception as exc:
+        full = disk_full(exc, str(path))
+        if full is None:
+            raise
+        raise full from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -280,11 +288,28 @@ class Project:
         as one unit: all three go into a new folder beside the old checkpoint, which then takes its place. A kill
         at any moment leaves the old checkpoint or the new one whole, never model step N beside optimizer step M
         (`_recover_checkpoint` finishes a swap a kill interrupted)."""
-        import torch
-
         final = self.checkpoint_dir(stage)
         final.parent.mkdir(parents=True, exist_ok=True)
         d = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{stage}.new-"))
+        try:
+            self._write_checkpoint(d, stage, step, model, optimizer, extra, rngs)
+        except BaseException:
+            shutil.rmtree(d, ignore_errors=True)  # the previous checkpoint stays as it was
+            raise
+        if final.exists():
+            old = final.parent / f".{stage}.old-{os.getpid()}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(d, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(d, final)
+        return final
+
+    @staticmethod
+    def _write_checkpoint(d: Path, stage: str, step: int, model, optimizer, extra: dict, rngs) -> None:
+        import torch
+
         meta = {"step": str(step), "stage": stage}
         atomic_save_tensors(d / "model.safetensors", model.state_dict(), meta)
         opt_tensors, opt_meta = _flatten_optimizer(optimizer)
@@ -296,15 +321,6 @@ class Project:
         atomic_save_tensors(d / "optimizer.safetensors", opt_tensors, meta)
         # trainer.json is written last: it is what marks the checkpoint complete
         atomic_write_text(d / "trainer.json", json.dumps({"step": step, "optimizer": opt_meta, **extra}, indent=2))
-        if final.exists():
-            old = final.parent / f".{stage}.old-{os.getpid()}"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(d, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(d, final)
-        return final
 
     def _recover_checkpoint(self, stage: str) -> None:
         """After a kill: finish an interrupted swap (the newest complete folder becomes the checkpoint) and

@@ -24,8 +24,8 @@ def made(tmp_path_factory, tiny_model_dir, tiny_task_files) -> Project:
 
 def _one_line_error(capsys, argv) -> str:
     assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    err = "\n".join(l for l in capsys.readouterr().err.strip().splitlines() if not l.startswith("[info]"))
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err  # progress lines aside, one line
     return err
 
 
@@ -247,3 +247,69 @@ def test_a_run_removes_the_temp_files_a_killed_writer_left(made, tmp_path):
         pass
     assert not any(j.exists() for j in junk) and keep.read_bytes() == b"real"
     assert any("removed 3 temporary file(s)" in e.text for e in log.of(LogMessage))
+
+
+def _enospc(*_a, **_k):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_keeps_the_previous_file_and_says_so(made, tmp_path, monkeypatch, capsys):
+    """ENOSPC injected into the write path of each kind of writer: a one-line DiskFull, the old file intact,
+    no temporary file left; once there is space again the same write works."""
+    import shutil
+
+    import safetensors.torch
+    import torch
+
+    from dynastudio.core.errors import DiskFull
+    from dynastudio.core.project import atomic_save_tensors, atomic_write_text
+
+    shutil.copytree(made.root, tmp_path / "p")
+    p = Project.open(tmp_path / "p")
+    # text writers (results, state, project.json, trainer.json): the fsync of the temp file fails
+    p.save_evaluation({"rows": [], "metric": "accuracy"})
+    before = p.results_path.read_bytes()
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", _enospc)
+        with pytest.raises(DiskFull, match="results.json: the disk is full"):
+            p.save_evaluation({"rows": [{"label": "x"}]})
+    assert p.results_path.read_bytes() == before and not list(p.root.glob(".*.tmp"))
+    # tensor writers (models, checkpoints, importance, cache): safetensors reports the OS error its own way
+    target = tmp_path / "t.safetensors"
+    atomic_save_tensors(target, {"a": torch.ones(2)})
+    with monkeypatch.context() as m:
+        def full(*_a, **_k):
+            raise safetensors.SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
+                                              "message: \"No space left on device\" })")
+        m.setattr(safetensors.torch, "save_file", full)
+        with pytest.raises(DiskFull):
+            atomic_save_tensors(target, {"a": torch.zeros(2)})
+    # a checkpoint: the previous one stays whole, the half-written folder goes
+    d = _checkpoint(p, 2)
+    with monkeypatch.context() as m:
+        m.setattr(safetensors.torch, "save_file", lambda *a, **k: _enospc())
+        with pytest.raises(DiskFull):
+            _checkpoint(p, 4)
+    assert p.load_checkpoint("width").step == 2 and [x.name for x in d.parent.iterdir()] == ["width"]
+    assert safetensors.torch.load_file(str(target))["a"].tolist() == [1.0, 1.0]
+    atomic_write_text(tmp_path / "ok.txt", "space again")  # the same writers work once there is space
+    assert (tmp_path / "ok.txt").read_text() == "space again"
+
+
+def test_an_export_on_a_full_disk_leaves_nothing(made, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import dynastudio.core.export as ex
+    from conftest import tiny_model
+
+    shutil.copytree(made.root, tmp_path / "p")
+    p = Project.open(tmp_path / "p")
+    p.save_model("teacher", tiny_model(seed=3))
+    p.mark_done("finetune", {})
+    monkeypatch.setattr(ex, "write_format", lambda *a, **k: _enospc())
+    err = _one_line_error(capsys, ["export", str(p.root), "--width", "1", "--depth", "1", "--format", "onnx",
+                                   "--out", str(tmp_path / "out")])
+    assert "the disk is full" in err and str(tmp_path / "out") in err
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
