@@ -19,6 +19,16 @@ from .errors import ConfigError, DataError
 METRICS = ("accuracy", "f1", "matthews", "pearson_spearman")
 
 _DELIMITERS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
+# A text longer than this is cut here: the model reads at most max_seq_length (<= 4096) tokens of it anyway, and
+# tokenizing a 20 MB cell whole took gigabytes. The csv module's own limit (128 KiB) is raised past it.
+MAX_TEXT_CHARS = 100_000
+csv.field_size_limit(64 * 1024 * 1024)
+
+
+def _short(text, n: int = 60) -> str:
+    """A value quoted in an error message, cut to `n` characters (a 20 MB header must not make a 20 MB line)."""
+    text = str(text)
+    return text if len(text) <= n else text[:n] + f"... ({len(text):,} characters)"
 _JSON_LINES = (".jsonl", ".json")
 
 # GLUE-sized files can hold one sentence far beyond csv's 128 KiB default field limit.
@@ -399,12 +409,12 @@ def resolve_columns(cfg: DataConfig) -> ColumnGuess:
     guess = guess_columns(columns, rows, cfg.text_columns, cfg.label_column)
     if guess.label is None:
         raise DataError(
-            f"{cfg.train}: cannot tell which column holds the labels (columns: {', '.join(columns)}; none is named "
+            f"{cfg.train}: cannot tell which column holds the labels (columns: {_short(', '.join(columns), 200)}; none is named "
             "label, labels, target or class): name the label column (data.label_column, --label-column)"
         )
     if not guess.text:
         raise DataError(
-            f"{cfg.train}: cannot tell which column holds the text (columns: {', '.join(columns)}): "
+            f"{cfg.train}: cannot tell which column holds the text (columns: {_short(', '.join(columns), 200)}): "
             "name one or two text columns (data.text_columns, --text-columns)"
         )
     return guess
@@ -502,6 +512,8 @@ def _quoting(suffix: str) -> int:
 
 
 def _check_file(path: Path) -> None:
+    if path.is_symlink() and not path.exists():
+        raise DataError(f"{path}: a symbolic link that leads nowhere (broken, or a loop): give the data file itself")
     if path.is_dir():
         raise DataError(f"{path}: is a folder, not a data file: give the path of a .csv, .tsv or .jsonl file")
     if not path.is_file():
@@ -510,6 +522,11 @@ def _check_file(path: Path) -> None:
 
 def _decoded_lines(path: Path) -> Iterator[str]:
     # Decoding line by line (instead of letting open() do it) is what lets a bad byte be reported with its line.
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    if head in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 with its byte-order mark: what spreadsheets save as "Unicode text"
+        yield from _utf16_lines(path)
+        return
     with open(path, "rb") as fh:
         for n, raw in enumerate(fh, start=1):
             try:
@@ -522,6 +539,16 @@ def _decoded_lines(path: Path) -> Iterator[str]:
             if n == 1 and text.startswith("\ufeff"):
                 text = text[1:]  # Excel and the MRPC files start with a byte-order mark
             yield text
+
+
+def _utf16_lines(path: Path) -> Iterator[str]:
+    with open(path, "r", encoding="utf-16", newline="") as fh:
+        n = 0
+        try:
+            for n, text in enumerate(fh, start=1):
+                yield text
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: line {n + 1} is not valid UTF-16: save the file as UTF-8") from None
 
 
 def _csv_records(path: Path, delimiter: str, quoting: int) -> Iterator[tuple[int, list[str]]]:
@@ -549,7 +576,7 @@ def _resolve_column(path: Path, header: list[str], column, role: str) -> int:
     if folded.count(str(column).lower()) == 1:
         return folded.index(str(column).lower())
     raise DataError(
-        f"{path}: line 1 (header) has no {role} column '{column}' (columns: {', '.join(names)}): "
+        f"{path}: line 1 (header) has no {role} column '{_short(column)}' (columns: {_short(', '.join(names), 200)}): "
         f"name an existing column or fix the header"
     )
 
@@ -572,6 +599,10 @@ def _read_delimited(
         if first is None:
             raise DataError(f"{path}: the file is empty: add a header row (e.g. sentence{delimiter}label) and data rows")
         names = [h.strip() for h in first[1]]
+        twice = sorted({n for n in names if n and names.count(n) > 1})
+        if twice:
+            raise DataError(f"{path}: line 1 (header) names more than one column '{_short(twice[0])}': give each column "
+                            "its own name")
         text_idx = [_resolve_column(path, first[1], c, "text") for c in text_columns]
         label_idx = _resolve_column(path, first[1], label_column, "label")
     else:
@@ -597,9 +628,9 @@ def _read_delimited(
             raise DataError(
                 f"{path}: line {line_no} has {len(fields)} fields but the header has {len(names)}{shown}: {hint}"
             )
-        out.text_a.append(fields[text_idx[0]])
+        out.text_a.append(fields[text_idx[0]][:MAX_TEXT_CHARS])
         if out.text_b is not None:
-            out.text_b.append(fields[text_idx[1]])
+            out.text_b.append(fields[text_idx[1]][:MAX_TEXT_CHARS])
         out.raw_labels.append(fields[label_idx].strip())
         out.lines.append(line_no)
     if header and not out.lines:
@@ -617,15 +648,15 @@ def _read_jsonl(path: Path, text_columns: Sequence[str], label_column: str) -> _
             for role, col in [*(("text", c) for c in text_columns), ("label", label_column)]:
                 if col not in obj:
                     raise DataError(
-                        f"{path}: line {line_no} has no {role} key '{col}' (keys: {', '.join(keys)}): "
+                        f"{path}: line {line_no} has no {role} key '{col}' (keys: {_short(', '.join(keys), 200)}): "
                         "name an existing key or fix the file"
                     )
         for col in text_columns:
             if col not in obj:
                 raise DataError(f"{path}: line {line_no} has no key '{col}': add it (\"\" if empty) or remove that line")
-        out.text_a.append(_as_text(obj[text_columns[0]]))
+        out.text_a.append(_as_text(obj[text_columns[0]])[:MAX_TEXT_CHARS])
         if out.text_b is not None:
-            out.text_b.append(_as_text(obj[text_columns[1]]))
+            out.text_b.append(_as_text(obj[text_columns[1]])[:MAX_TEXT_CHARS])
         out.raw_labels.append(_label_text(obj.get(label_column)))
         out.lines.append(line_no)
     if not out.lines:
@@ -640,6 +671,8 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
             continue
         try:
             obj = json.loads(text)
+        except RecursionError:
+            raise DataError(f"{path}: line {n} is nested too deeply to be a row: fix or remove that line") from None
         except json.JSONDecodeError as exc:
             if text.startswith("["):
                 raise DataError(
@@ -709,7 +742,7 @@ def _finish_table(
             parsed = []
         for value, raw, n in zip(parsed, rows.raw_labels, rows.lines):
             if not math.isfinite(value):
-                raise DataError(f"{source}: {where(n)} has label '{raw}' in {what}, not a finite number: "
+                raise DataError(f"{source}: {where(n)} has label '{_short(raw)}' in {what}, not a finite number: "
                                 "fix the label or remove that row")
     if label_names is not None:
         regression = False
@@ -722,7 +755,7 @@ def _finish_table(
         for raw, n in zip(rows.raw_labels, rows.lines):
             value = _number(raw)
             if value is None:
-                raise DataError(f"{source}: {where(n)} has label '{raw}' in {what}, not a number: regression labels must be numbers")
+                raise DataError(f"{source}: {where(n)} has label '{_short(raw)}' in {what}, not a number: regression labels must be numbers")
             labels.append(value)
         return TextTable(rows.text_a, rows.text_b, labels, source), None, True
 
@@ -735,15 +768,15 @@ def _finish_table(
             label_names = tuple(sorted(distinct))
         if len(label_names) < 2:
             raise DataError(
-                f"{source}: every row has label '{canon[0]}' in {what}: a classifier needs at least 2 different labels"
+                f"{source}: every row has label '{_short(canon[0])}' in {what}: a classifier needs at least 2 different labels"
             )
     index = {name: i for i, name in enumerate(label_names)}
     labels = []
     for label, n in zip(canon, rows.lines):
         if label not in index:
-            known = ", ".join(label_names)
+            known = _short(", ".join(label_names), 200)
             raise DataError(
-                f"{source}: {where(n)} has label '{label}', which the training data does not have (known: {known}): "
+                f"{source}: {where(n)} has label '{_short(label)}', which the training data does not have (known: {known}): "
                 "fix the label or remove that row"
             )
         labels.append(index[label])
