@@ -332,7 +332,9 @@ def cmd_status(a) -> int:
             print(f"  {stage:<17} running" + (f" (step {view.step}{of})" if view.step is not None else ""))
             continue
         info = project.stage_info(stage)
-        if info.get("done"):
+        if (gone := project.missing_output(stage)) is not None:
+            print(f"  {stage:<17} done, but {gone} is gone: `dynastudio run` makes it again (and what follows it)")
+        elif info.get("done"):
             extra = " (skipped)" if info.get("skipped") else ""
             secs = f" {info['seconds']:.0f}s" if "seconds" in info else ""
             print(f"  {stage:<17} done{extra}{secs}")

@@ -14,6 +14,8 @@ BUILTIN_MINILM = "builtin:minilm"
 DEPTH_RULES = ("paper", "keep-last")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 STAGES = ("finetune", "rewire", "width", "depth", "finetune-subnets", "evaluate")
+# the model each training stage leaves in models/ (finetune-subnets leaves none when it is skipped)
+STAGE_MODEL = {"finetune": "teacher", "rewire": "rewired", "width": "width", "depth": "depth", "finetune-subnets": "subnets"}
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError
 
-from .config import ProjectConfig
+from .config import STAGE_MODEL, ProjectConfig
 from .errors import ConfigError, ProjectError, disk_full
 
 if TYPE_CHECKING:  # torch is imported where tensors are handled: the studio reads projects without it
@@ -204,6 +204,20 @@ class Project:
 
     def is_done(self, stage: str) -> bool:
         return bool(self.state.get("stages", {}).get(stage, {}).get("done"))
+
+    def missing_output(self, stage: str) -> Path | None:
+        """What a stage marked done should have left on disk and is not there (deleted, or lost with a disk), else
+        None. state.json says what ran; the files say what is left, and a stage whose output is gone is not done."""
+        if not self.is_done(stage):
+            return None
+        if stage == "evaluate":
+            return None if self.results_path.is_file() else self.results_path
+        if stage == "finetune-subnets" and self.stage_info(stage).get("skipped"):
+            return None  # subnet_epochs 0: it made nothing
+        if stage == "rewire" and not self.importance_path.is_file():
+            return self.importance_path
+        name = STAGE_MODEL[stage]
+        return None if self.has_model(name) else self.model_dir(name)
 
     def mark_done(self, stage: str, record: dict[str, Any]) -> None:
         """Record a finished stage (state.json has this one writer) and drop its mid-stage checkpoint."""

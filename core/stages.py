@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from .config import STAGES
+from .config import STAGE_MODEL, STAGES  # noqa: F401  (STAGE_MODEL: callers import it from here)
 from . import runtime
 from .data import iterate_batches, to_device
 from .distill import LoopSettings, distill_step, task_step, train_loop
@@ -20,9 +20,6 @@ from .models import load_base_model
 from .prepare import RunInputs, prepare_inputs
 from .project import Project
 from .requests import RunRequest, RunResult, StageRequest  # noqa: F401  (tests import them from here)
-
-# the model each stage leaves behind, in pipeline order
-STAGE_MODEL = {"finetune": "teacher", "rewire": "rewired", "width": "width", "depth": "depth", "finetune-subnets": "subnets"}
 
 
 @dataclass(frozen=True)
@@ -193,9 +190,14 @@ def finetune_subnets_job(project: Project, request: StageRequest, events, stop: 
 
 
 def final_model_name(project: Project) -> str:
-    """The most trained model the project has (what `evaluate`, `latency` and `export` use)."""
+    """The most trained model the project has (what `evaluate`, `latency` and `export` use). A stage marked done
+    whose model is gone is an error, not a reason to fall back to an earlier model without a word."""
     for stage in ("finetune-subnets", "depth", "width", "rewire", "finetune"):
         name = STAGE_MODEL[stage]
+        gone = project.missing_output(stage) if stage != "rewire" or not project.has_model(name) else None
+        if gone is not None:
+            raise ProjectError(f"{gone}: the {stage} stage's output is missing: run `dynastudio run {project.root}` "
+                               f"to make it again (and the stages after it)")
         if project.is_done(stage) and project.has_model(name):
             return name
     raise ProjectError(f"{project.root}: no trained model yet: run `dynastudio run {project.root}`")
@@ -230,7 +232,12 @@ def pending_stages(project: Project, until: str | None = None) -> list[str]:
     if until is not None and until not in STAGES:
         raise ConfigError(f"unknown stage '{until}': choose one of {', '.join(STAGES)}")
     last = STAGES.index(until) if until else len(STAGES) - 1
-    return [s for s in STAGES[: last + 1] if not project.is_done(s)]
+    out = []
+    for s in STAGES[: last + 1]:
+        # a stage is redone when it did not finish or its output is gone, and so is every stage after it
+        if out or not project.is_done(s) or project.missing_output(s) is not None:
+            out.append(s)
+    return out
 
 
 def run_job(project: Project, request: RunRequest, events, stop: StopToken) -> RunResult:

@@ -313,3 +313,28 @@ def test_an_export_on_a_full_disk_leaves_nothing(made, tmp_path, monkeypatch, ca
                                    "--out", str(tmp_path / "out")])
     assert "the disk is full" in err and str(tmp_path / "out") in err
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
+
+
+def test_following_the_advice_for_a_deleted_model_works(tiny_model_dir, tiny_task_files, tmp_path, capsys):
+    """'delete it and run again' must work when followed: a stage whose output is gone is redone, with every
+    stage after it, and nothing silently falls back to an earlier model meanwhile."""
+    import shutil
+
+    from dynastudio.core import jobs
+    from dynastudio.core.stages import final_model_name, pending_stages
+
+    p = new_project(tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files, width_mults=(1.0, 0.5),
+                                                        depth_mults=(1.0, 0.5), teacher_epochs=1))
+    jobs.run("run", p)
+    assert pending_stages(p) == []
+    shutil.rmtree(p.model_dir("depth"))
+    assert pending_stages(p) == ["depth", "finetune-subnets", "evaluate"]
+    with pytest.raises(ProjectError, match=r"models/depth: the depth stage's output is missing: run `dynastudio run"):
+        final_model_name(p)  # export and latency say so instead of taking the width model
+    assert main(["status", str(p.root)]) == 0
+    assert "depth             done, but" in capsys.readouterr().out
+    p.results_path.unlink()
+    out = jobs.run("run", Project.open(p.root))
+    assert out.ran == ("depth", "finetune-subnets", "evaluate")
+    q = Project.open(p.root)
+    assert final_model_name(q) == "depth" and len(q.load_results()["rows"]) == 4
