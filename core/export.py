@@ -1055,6 +1055,23 @@ def write_format(fmt: str, slim: SlimModel, folder: Path, input_names: list[str]
 
 
 # ---- README -------------------------------------------------------------------------------------
+def _ort_python(v: dict, folder_name: str, feed_keys: str, provider_note: str = "") -> list[str]:
+    """The README's Python snippet that runs an ONNX or .ort file with onnxruntime and the folder's tokenizer."""
+    return [
+        "```python",
+        "import onnxruntime as ort",
+        "from transformers import AutoTokenizer",
+        "",
+        f'folder = "{folder_name}"  # this folder',
+        "tokenizer = AutoTokenizer.from_pretrained(folder)",
+        f'session = ort.InferenceSession(f"{{folder}}/{v["model_file"]}", providers=["CPUExecutionProvider"]){provider_note}',
+        'enc = tokenizer(["a great movie", "a dull plot"], padding=True, truncation=True, return_tensors="np")',
+        f"logits = session.run(None, {{k: enc[k] for k in ({feed_keys},)}})[0]",
+        "print(logits.argmax(-1))",
+        "```",
+    ]
+
+
 def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
     s = v["subnet"]
     fmt = v["format"]
@@ -1113,16 +1130,7 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
             "",
             "Python check:",
             "",
-            "```python",
-            "import onnxruntime as ort",
-            "from transformers import AutoTokenizer",
-            "",
-            f'folder = "{folder_name}"  # this folder',
-            "tokenizer = AutoTokenizer.from_pretrained(folder)",
-            f'session = ort.InferenceSession(f"{{folder}}/{v["model_file"]}")',
-            'enc = tokenizer(["a great movie", "a dull plot"], padding=True, return_tensors="np")',
-            f"print(session.run(None, {{k: enc[k] for k in ({feed_keys},)}})[0].argmax(-1))",
-            "```",
+            *_ort_python(v, folder_name, feed_keys),
         ]
     elif fmt == "openvino":
         lines += [
@@ -1192,18 +1200,7 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
             "pip install onnxruntime transformers" + ("  # onnxruntime-gpu on a GPU server" if fmt == "onnx-fp16" else ""),
             "```",
             "",
-            "```python",
-            "import onnxruntime as ort",
-            "from transformers import AutoTokenizer",
-            "",
-            f'folder = "{folder_name}"  # this folder',
-            "tokenizer = AutoTokenizer.from_pretrained(folder)",
-            f'session = ort.InferenceSession(f"{{folder}}/{v["model_file"]}", providers=["CPUExecutionProvider"])'
-            + ("  # or CUDAExecutionProvider" if fmt == "onnx-fp16" else ""),
-            'enc = tokenizer(["a great movie", "a dull plot"], padding=True, truncation=True, return_tensors="np")',
-            f"logits = session.run(None, {{k: enc[k] for k in ({feed_keys},)}})[0]",
-            "print(logits.argmax(-1))",
-            "```",
+            *_ort_python(v, folder_name, feed_keys, "  # or CUDAExecutionProvider" if fmt == "onnx-fp16" else ""),
         ]
         if fmt == "onnx-fp16":
             lines += ["", "Weights and activations are fp16, the `logits` output is cast to float32. fp16 is meant "

@@ -130,8 +130,8 @@ def test_missing_or_corrupted_checkpoint_is_a_clear_error(tiny_project):
     with pytest.raises(ProjectError, match="corrupted"):
         extract(project, 0.5, 1.0)
     weights.unlink()
-    with pytest.raises(ProjectError, match="no trained model"):
-        extract(project, 0.5, 1.0)  # the model is gone: the project has nothing to extract from
+    with pytest.raises(ProjectError, match=r"models/teacher: the finetune stage's output is missing: run `dynastudio run"):
+        extract(project, 0.5, 1.0)  # the model is gone: the project says which and how to make it again
     shutil.rmtree(project.model_dir("teacher"))
     with pytest.raises(ProjectError, match="missing"):
         extract(project, 0.5, 1.0, model_name="teacher")
