@@ -819,7 +819,7 @@ class Encoded:
         return len(self.input_ids)
 
 
-def encode(table: TextTable, tokenizer, max_seq_length: int, chunk: int = 4096) -> Encoded:
+def encode(table: TextTable, tokenizer, max_seq_length: int, chunk: int = 4096, progress=None) -> Encoded:
     input_ids: list[list[int]] = []
     type_ids: list[list[int]] | None = []
     # Chunks keep the tokenizer's peak memory flat on large sets (MNLI, QQP).
@@ -834,6 +834,8 @@ def encode(table: TextTable, tokenizer, max_seq_length: int, chunk: int = 4096) 
             type_ids.extend(list(x) for x in out["token_type_ids"])
         else:
             type_ids = None
+        if progress is not None:
+            progress(len(a))
     if not len(table):
         type_ids = None
     regression = any(isinstance(v, float) for v in table.labels)

@@ -125,12 +125,22 @@ def _unpack(t: dict[str, torch.Tensor], name: str, is_regression: bool) -> Encod
     return Encoded(ids, types, labels.tolist(), is_regression)
 
 
-def build_cache(project: Project, tokenizer, task: TaskData | None = None) -> dict[str, Encoded]:
-    """Read the task's files (unless `task` is given), split, tokenize, and write cache/inputs.safetensors."""
+def build_cache(project: Project, tokenizer, task: TaskData | None = None, events=null_sink) -> dict[str, Encoded]:
+    """Read the task's files (unless `task` is given), split, tokenize, and write cache/inputs.safetensors.
+    A large task says how far the tokenizing is (every 10 %, from 100,000 rows up)."""
     cfg = project.config
     task = task if task is not None else load_task_data(cfg.data)
     tables = split_rows(task, cfg.train)
-    encoded = {s: encode(tables[s], tokenizer, cfg.train.max_seq_length) for s in SPLITS}
+    total = sum(len(tables[s]) for s in SPLITS)
+    state = {"done": 0, "said": 0}
+
+    def progress(rows: int) -> None:
+        state["done"] += rows
+        if total >= 100_000 and state["done"] - state["said"] >= total // 10:
+            state["said"] = state["done"]
+            events(LogMessage(f"tokenized {state['done']:,} of {total:,} rows"))
+
+    encoded = {s: encode(tables[s], tokenizer, cfg.train.max_seq_length, progress=progress) for s in SPLITS}
     for s in SPLITS:
         encoded[s].is_regression = task.is_regression
     tensors: dict[str, torch.Tensor] = {}
@@ -206,7 +216,7 @@ def prepare_inputs(project: Project, events=null_sink) -> RunInputs:
     cached = read_cache(project) if runtime.is_main() else None
     if runtime.is_main() and cached is None:
         events(LogMessage("reading and tokenizing the task data (once per project; cached in cache/inputs.safetensors)"))
-        build_cache(project, project_tokenizer(project))
+        build_cache(project, project_tokenizer(project), events=events)
         cached = read_cache(project)
     runtime.barrier()
     if cached is None:
@@ -295,5 +305,5 @@ def new_project(root: Path, config: ProjectConfig, overwrite: bool = False, even
     atomic_write_text(root / "task.json", TaskInfo.of(task).to_json())
     staged = Project(root, config, {"stages": {}})
     events(LogMessage(f"tokenizing {len(task.train)} train and {len(task.dev)} dev rows"))
-    build_cache(staged, project_tokenizer(staged), task)
+    build_cache(staged, project_tokenizer(staged), task, events)
     return Project.create(root, config, overwrite=True)

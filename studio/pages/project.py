@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -39,6 +40,15 @@ def glue_tasks() -> list[str]:
     from dynastudio.core.data import GLUE_TASKS
 
     return list(GLUE_TASKS)
+
+
+READ_IN_THREAD_BYTES = 2_000_000  # a data file this big is read off the GUI thread (about 30,000 rows of SST-2)
+
+
+class _StillReading(Exception):
+    def __init__(self, path: Path):
+        super().__init__(str(path))
+        self.path = path
 
 
 def file_sample(path: str) -> tuple[list[str], list[dict]]:
@@ -129,11 +139,14 @@ class HyperParams(QWidget):
 
 class ProjectPage(QWidget):
     projectOpened = Signal(object)  # Project, after open or create
+    tableRead = Signal(object, object)  # (file key, TextTable tuple or the UserError), from the reading thread
 
     def __init__(self, state: StudioState, parent: QWidget | None = None):
         super().__init__(parent)
         self.state = state
         self._table_cache: dict = {}
+        self._reading: set = set()  # files being read in a thread
+        self.tableRead.connect(self._on_table_read)
         self.errors: list[str] = []
         self.tabs = QTabWidget()
         self.tabs.addTab(self._build_current(), "Current project")
@@ -556,24 +569,57 @@ class ProjectPage(QWidget):
             train, names, regression = self._read(cfg.train, cols, cfg.label_column, None, None)
             self._show_preview(train, cols, cfg.label_column, names, regression)
             self._read(cfg.dev, cols, cfg.label_column, names, regression)
+        except _StillReading as reading:
+            return f"Reading {reading.path.name}… (a large file takes a few seconds)"
         except UserError as exc:
             return str(exc)
         return None
 
     def _read(self, path, cols, label, names, regression):
-        """read_table, remembered per file version so typing elsewhere does not re-read big files."""
-        from dynastudio.core.data import read_table
-
+        """read_table, remembered per file version so typing elsewhere does not re-read big files. A file not read
+        yet is read in a thread (a million rows take seconds): _StillReading until it is, then the form checks
+        itself again."""
         p = Path(path)
         try:
             stamp = p.stat().st_mtime_ns, p.stat().st_size
         except OSError:
             stamp = None
         key = (str(p), stamp, tuple(cols), label, names, regression)
-        if key not in self._table_cache:
+        if key in self._table_cache:
+            got = self._table_cache[key]
+            if isinstance(got, UserError):
+                raise got
+            return got
+        if stamp is None or stamp[1] < READ_IN_THREAD_BYTES:  # small: read now (tens of milliseconds at most)
+            from dynastudio.core.data import read_table
+
             self._table_cache = {k: v for k, v in list(self._table_cache.items())[-3:]}
             self._table_cache[key] = read_table(p, cols, label, names, regression=regression)
-        return self._table_cache[key]
+            return self._table_cache[key]
+        if key not in self._reading:
+            self._reading.add(key)
+            threading.Thread(target=self._read_in_thread, args=(key, p, cols, label, names, regression),
+                             name="dynastudio-read-table", daemon=True).start()
+        raise _StillReading(p)
+
+    def _read_in_thread(self, key, p, cols, label, names, regression) -> None:
+        from dynastudio.core.data import read_table
+
+        try:
+            got = read_table(p, cols, label, names, regression=regression)
+        except UserError as exc:
+            got = exc
+        except Exception as exc:  # a bug: shown with its traceback on the GUI thread
+            got = exc
+        self.tableRead.emit(key, got)
+
+    def _on_table_read(self, key, got) -> None:
+        self._reading.discard(key)
+        if isinstance(got, Exception) and not isinstance(got, UserError):
+            raise got
+        self._table_cache = {k: v for k, v in list(self._table_cache.items())[-3:]}
+        self._table_cache[key] = got
+        self.validate()
 
     def _show_preview(self, table, cols, label, names, regression) -> None:
         headers = list(cols) + [label]
