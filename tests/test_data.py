@@ -407,15 +407,15 @@ def test_encode_single_and_pairs(tokenizer):
     enc = D.encode(single, tokenizer, max_seq_length=16)
     assert len(enc) == 2 and enc.labels == [1, 0] and not enc.is_regression
     ids = {w: i for i, w in enumerate(VOCAB)}
-    assert enc.input_ids[1] == [ids["[CLS]"], ids["bad"], ids["[SEP]"]]
+    assert list(enc.input_ids[1]) == [ids["[CLS]"], ids["bad"], ids["[SEP]"]]
     assert len(enc.input_ids[0]) == 7  # no padding
 
     pairs = D.TextTable(["the movie is very very good .", "a"], ["not good", "bad"], [0.5, 2.0], "t")
     enc = D.encode(pairs, tokenizer, max_seq_length=8)
     assert enc.is_regression
     assert len(enc.input_ids[0]) == 8  # truncated, longest side first
-    assert enc.token_type_ids[0].count(1) == 3  # "not good [SEP]" survives whole
-    assert enc.token_type_ids[1] == [0, 0, 0, 1, 1]
+    assert list(enc.token_type_ids[0]).count(1) == 3  # "not good [SEP]" survives whole
+    assert list(enc.token_type_ids[1]) == [0, 0, 0, 1, 1]
 
 
 def fake_encoded(lengths, regression=False, with_types=True):

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import html
-import threading
-from collections import Counter
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -16,7 +14,7 @@ from PySide6.QtWidgets import (
 
 from dynastudio.core.config import BUILTIN_MINILM, DEPTH_RULES, PRECISIONS, PROFILES, STAGES, DataConfig, ProjectConfig, TrainConfig, profile_config
 from dynastudio.core.data import ColumnGuess, check_roles, guess_columns
-from dynastudio.core.errors import ConfigError, UserError
+from dynastudio.core.errors import ConfigError, DataError, UserError
 
 from ..errors import show_error
 from ..state import StudioState
@@ -42,7 +40,19 @@ def glue_tasks() -> list[str]:
     return list(GLUE_TASKS)
 
 
-READ_IN_THREAD_BYTES = 2_000_000  # a data file this big is read off the GUI thread (about 30,000 rows of SST-2)
+READ_APART_BYTES = 2_000_000  # a data file this big is read in another process (about 30,000 rows of SST-2)
+_POOL = None
+
+
+def _reader_pool():
+    """One worker process for reading large data files, started on first use (spawned: no copy of Qt's state)."""
+    global _POOL
+    if _POOL is None:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        _POOL = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    return _POOL
 
 
 class _StillReading(Exception):
@@ -566,83 +576,75 @@ class ProjectPage(QWidget):
             return str(exc)
         cols = cfg.text_columns
         try:
-            train, names, regression = self._read(cfg.train, cols, cfg.label_column, None, None)
-            self._show_preview(train, cols, cfg.label_column, names, regression)
-            self._read(cfg.dev, cols, cfg.label_column, names, regression)
+            train = self._read(cfg.train, cols, cfg.label_column, None, None)
+            self._show_preview(train, cols, cfg.label_column)
+            self._read(cfg.dev, cols, cfg.label_column, train["names"], train["regression"])
         except _StillReading as reading:
             return f"Reading {reading.path.name}… (a large file takes a few seconds)"
         except UserError as exc:
             return str(exc)
         return None
 
-    def _read(self, path, cols, label, names, regression):
-        """read_table, remembered per file version so typing elsewhere does not re-read big files. A file not read
-        yet is read in a thread (a million rows take seconds): _StillReading until it is, then the form checks
-        itself again."""
+    def _read(self, path, cols, label, names, regression) -> dict:
+        """The file read as the loader reads it (core.data.table_summary), remembered per file version so typing
+        elsewhere does not re-read big files. A large file is read in a separate process, so the window never
+        waits on it (in a thread, parsing a million rows held the interpreter for up to 1.8 s at a time):
+        _StillReading until it is done, then the form checks itself again."""
+        from dynastudio.core.data import table_summary
+
         p = Path(path)
         try:
             stamp = p.stat().st_mtime_ns, p.stat().st_size
         except OSError:
             stamp = None
-        key = (str(p), stamp, tuple(cols), label, names, regression)
-        if key in self._table_cache:
-            got = self._table_cache[key]
-            if isinstance(got, UserError):
-                raise got
-            return got
-        if stamp is None or stamp[1] < READ_IN_THREAD_BYTES:  # small: read now (tens of milliseconds at most)
-            from dynastudio.core.data import read_table
+        key = (str(p), stamp, tuple(cols), label, tuple(names) if names else names, regression)
+        if key not in self._table_cache:
+            if stamp is not None and stamp[1] >= READ_APART_BYTES:
+                if key not in self._reading:
+                    self._reading.add(key)
+                    future = _reader_pool().submit(table_summary, str(p), tuple(cols), label, names, regression, PREVIEW_ROWS)
+                    future.add_done_callback(lambda f, key=key: self.tableRead.emit(key, f))
+                raise _StillReading(p)
+            self._remember(key, table_summary(p, cols, label, names, regression=regression, preview_rows=PREVIEW_ROWS))
+        got = self._table_cache[key]
+        if "error" in got:
+            raise DataError(got["error"])
+        return got
 
-            self._table_cache = {k: v for k, v in list(self._table_cache.items())[-3:]}
-            self._table_cache[key] = read_table(p, cols, label, names, regression=regression)
-            return self._table_cache[key]
-        if key not in self._reading:
-            self._reading.add(key)
-            threading.Thread(target=self._read_in_thread, args=(key, p, cols, label, names, regression),
-                             name="dynastudio-read-table", daemon=True).start()
-        raise _StillReading(p)
-
-    def _read_in_thread(self, key, p, cols, label, names, regression) -> None:
-        from dynastudio.core.data import read_table
-
-        try:
-            got = read_table(p, cols, label, names, regression=regression)
-        except UserError as exc:
-            got = exc
-        except Exception as exc:  # a bug: shown with its traceback on the GUI thread
-            got = exc
-        self.tableRead.emit(key, got)
-
-    def _on_table_read(self, key, got) -> None:
-        self._reading.discard(key)
-        if isinstance(got, Exception) and not isinstance(got, UserError):
-            raise got
+    def _remember(self, key, summary: dict) -> None:
         self._table_cache = {k: v for k, v in list(self._table_cache.items())[-3:]}
-        self._table_cache[key] = got
+        self._table_cache[key] = summary
+
+    def _on_table_read(self, key, future) -> None:
+        global _POOL
+        self._reading.discard(key)
+        if not self._reading and _POOL is not None:  # reads are rare: no process kept waiting between them
+            _POOL.shutdown(wait=False)
+            _POOL = None
+        self._remember(key, future.result())  # an exception here is a bug: it keeps its traceback
         self.validate()
 
-    def _show_preview(self, table, cols, label, names, regression) -> None:
+    def _show_preview(self, summary: dict, cols, label) -> None:
         headers = list(cols) + [label]
-        n = min(PREVIEW_ROWS, len(table))
+        names = summary["names"]
+        rows = summary["preview"]
         self.preview.setColumnCount(len(headers))
         self.preview.setHorizontalHeaderLabels(headers)
         header = self.preview.horizontalHeader()
         for j in range(len(headers)):  # texts share the room, the label column takes what it needs
             header.setSectionResizeMode(j, QHeaderView.ResizeMode.ResizeToContents if j == len(headers) - 1
                                         else QHeaderView.ResizeMode.Stretch)
-        self.preview.setRowCount(n)
-        for i in range(n):
-            cells = [table.text_a[i]] + ([table.text_b[i]] if table.text_b is not None else []) + [table.labels[i]]
+        self.preview.setRowCount(len(rows))
+        for i, cells in enumerate(rows):
             for j, v in enumerate(cells):
                 shown = names[v] if names and isinstance(v, int) and j == len(cells) - 1 and 0 <= v < len(names) else v
                 self.preview.setItem(i, j, QTableWidgetItem(str(shown)))
-        if regression:
-            vals = [float(v) for v in table.labels]
-            self.label_counts.setText(f"{len(table)} rows; numeric labels (regression) from {min(vals):g} to {max(vals):g}")
+        if summary["regression"]:
+            self.label_counts.setText(f"{summary['rows']} rows; numeric labels (regression) from {summary['min']:g} "
+                                      f"to {summary['max']:g}")
         else:
-            counts = Counter(table.labels)
-            parts = [f"{names[k] if names and isinstance(k, int) else k}: {c}" for k, c in sorted(counts.items())]
-            self.label_counts.setText(f"{len(table)} train rows; label counts: " + " · ".join(parts))
+            parts = [f"{names[k] if names and isinstance(k, int) else k}: {c}" for k, c in sorted(summary["counts"].items())]
+            self.label_counts.setText(f"{summary['rows']} train rows; label counts: " + " · ".join(parts))
 
     def _update_create(self) -> None:
         creating = self.handle is not None and self.handle.is_running()
