@@ -17,7 +17,7 @@ import torch
 from . import runtime
 from .config import ProjectConfig
 from .data import Encoded, TaskData, encode, load_task_data, split_heldout, subset
-from .errors import InternalError, ProjectError
+from .errors import InternalError, ModelError, ProjectError
 from .events import LogMessage, null_sink
 from .models import load_model_config, load_tokenizer, pick_device
 from .project import Project, atomic_save_tensors, atomic_write_text, load_tensors
@@ -289,8 +289,15 @@ def new_project(root: Path, config: ProjectConfig, overwrite: bool = False, even
         # the project records the columns it was made with, so a later load never guesses differently
         config = dataclasses.replace(config, data=dataclasses.replace(
             config.data, text_columns=task.columns.text, label_column=task.columns.label))
-    load_model_config(config.model)
+    model_config = load_model_config(config.model)
     tokenizer = load_tokenizer(config.model)
+    vocab = getattr(model_config, "vocab_size", None)
+    if isinstance(vocab, int) and len(tokenizer) < vocab // 2:
+        # transformers builds a tokenizer of the special tokens alone from a tokenizer_config.json without its
+        # vocabulary file: every word would be [UNK]
+        raise ModelError(f"model '{config.model}': its tokenizer has {len(tokenizer)} tokens but the model has {vocab}: "
+                         "the vocabulary file (vocab.txt, tokenizer.json or vocab.json + merges.txt) is missing: copy the "
+                         "tokenizer files from where the model came from")
     if overwrite and (root / "project.json").exists():
         clear_project(root)  # the new project starts from nothing of the old one's
     try:

@@ -338,3 +338,16 @@ def test_following_the_advice_for_a_deleted_model_works(tiny_model_dir, tiny_tas
     assert out.ran == ("depth", "finetune-subnets", "evaluate")
     q = Project.open(p.root)
     assert final_model_name(q) == "depth" and len(q.load_results()["rows"]) == 4
+
+
+def test_a_model_folder_without_its_vocabulary_is_refused(tmp_path, tiny_task_files):
+    """transformers builds a tokenizer of the special tokens alone from tokenizer_config.json: all-[UNK] input."""
+    from conftest import make_tiny_model_dir
+    from dynastudio.core.errors import ModelError
+
+    d = make_tiny_model_dir(tmp_path / "model")
+    for f in ("vocab.txt", "tokenizer.json"):
+        (d / f).unlink(missing_ok=True)
+    with pytest.raises(ModelError, match=r"its tokenizer has 5 tokens but the model has \d+: the vocabulary file"):
+        new_project(tmp_path / "p", tiny_project_config(d, *tiny_task_files))
+    assert not (tmp_path / "p" / "project.json").exists()
