@@ -140,9 +140,9 @@ def test_encoded_inputs_are_cached_at_creation_and_match_tokenizing_again(tiny_m
     for split in ("train", "heldout", "dev"):
         ref = encode(tables[split], tokenizer, cfg.train.max_seq_length)
         got = getattr(inputs, split)
-        assert [[int(i) for i in row] for row in got.input_ids] == ref.input_ids, split
+        assert [[int(i) for i in row] for row in got.input_ids] == [[int(i) for i in row] for row in ref.input_ids], split
         assert ref.token_type_ids is not None
-        assert [[int(i) for i in row] for row in got.token_type_ids] == ref.token_type_ids, split
+        assert [[int(i) for i in row] for row in got.token_type_ids] == [[int(i) for i in row] for row in ref.token_type_ids], split
         assert list(got.labels) == list(ref.labels) and got.is_regression is False, split
         # and they batch the same way the training loop sees them
         for a, b in zip(iterate_batches(got, 16, shuffle=True, seed=3, pad_id=inputs.pad_id),
