@@ -894,6 +894,7 @@ class _VocabPlan:
     trim: VocabTrim  # what the export keeps: the train and dev texts' tokens, specials, the word list
     heldout: VocabTrim  # the same from the train texts only: the dev rows are then new text
     words: int  # entries of the user's word list
+    task: object  # the task's data (TaskData), read once for the plan and the held-out report
 
 
 def _plan_vocab(project: Project, tokenizer, slim: SlimModel, probe: _Probe, keep_words: str | None, events) -> _VocabPlan:
@@ -910,7 +911,7 @@ def _plan_vocab(project: Project, tokenizer, slim: SlimModel, probe: _Probe, kee
     train = (task.train.text_a, task.train.text_b)
     trim = plan_trim(tokenizer, vocab, train, [(task.dev.text_a, task.dev.text_b)], words)
     heldout = plan_trim(tokenizer, vocab, train, [], words)
-    return _VocabPlan(trim, heldout, len(words))
+    return _VocabPlan(trim, heldout, len(words), task)
 
 
 def _remapping(run: Runner, trim: VocabTrim, tokenizer) -> Runner:
@@ -927,14 +928,14 @@ def _vocab_report(plan: _VocabPlan, fmt: str, slim: SlimModel, tokenizer, input_
     tokenized by that trimmed tokenizer (unseen words become [UNK] or smaller pieces), goes through the
     trimmed PyTorch model and is compared with the untrimmed model on the original tokens.
     """
-    from .data import encode, load_task_data
+    from .data import encode
 
     with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
         write_format(fmt, slim, Path(scratch), input_names)
         size_before = model_size(Path(scratch), fmt)
         tok_h = save_trimmed_tokenizer(tokenizer, plan.heldout, Path(scratch) / "heldout-tokenizer")
     size_after = model_size(folder, fmt)
-    task = load_task_data(project.config.data)
+    task = plan.task
     max_len = project.config.train.max_seq_length
     original = encode(task.dev, tokenizer, max_len)
     heldout = encode(task.dev, tok_h, max_len)
