@@ -46,6 +46,9 @@ class TrainConfig:
     # importance scoring: "heldout" = a slice of train kept out of training; "dev" = the dev set
     importance_split: str = "heldout"
     importance_examples: int = 2000
+    # only the teacher must not see the held-out importance rows: after rewiring they train the width, depth
+    # and finetune-subnets stages too (false: they stay out of every stage, as before 0.3)
+    reuse_importance_rows: bool = True
     teacher_epochs: float = 3.0
     teacher_lr: float = 2e-5
     width_epochs: float = 3.0
@@ -54,7 +57,9 @@ class TrainConfig:
     depth_lr: float = 2e-5
     subnet_epochs: float = 0.0  # 0 = skip the optional finetune-subnets stage
     subnet_lr: float = 2e-5
-    warmup_frac: float = 0.0
+    # linear warm-up over this fraction of each stage's steps; null: the model family's default, which is what
+    # the paper's code does (6 % for RoBERTa, none for BERT): see `warmup_for`
+    warmup_frac: float | None = None
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     # loss = l1 * soft-CE(logits) + l2 * sum of hidden-state MSEs
@@ -160,7 +165,24 @@ def validate_train(t: TrainConfig) -> TrainConfig:
         raise bad("precision", f"must be one of {', '.join(PRECISIONS)}")
     if not isinstance(t.group_by_length, bool):
         raise bad("group_by_length", "must be true or false")
+    if not isinstance(t.reuse_importance_rows, bool):
+        raise bad("reuse_importance_rows", "must be true or false")
+    w = t.warmup_frac
+    if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < 1):
+        raise bad("warmup_frac", f"{w!r} must be a fraction of the steps in [0, 1), such as 0.06, or null for the "
+                                 "model family's default")
     return t
+
+
+# the model families the paper's code warms up (run_glue.py: 6 % of the steps for RoBERTa, none for BERT)
+WARMUP_BY_MODEL_TYPE = {"roberta": 0.06, "xlm-roberta": 0.06}
+
+
+def warmup_for(t: TrainConfig, model_type: str | None) -> float:
+    """The warm-up fraction a stage uses: the setting, or the model family's default when it is null."""
+    if t.warmup_frac is not None:
+        return float(t.warmup_frac)
+    return WARMUP_BY_MODEL_TYPE.get(model_type or "", 0.0)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from .config import DataConfig
-from .errors import ConfigError, DataError, UserError
+from .errors import ConfigError, DataError, InternalError, UserError
 
 METRICS = ("accuracy", "f1", "matthews", "pearson_spearman")
 
@@ -817,6 +817,14 @@ class Encoded:
 
     def __len__(self) -> int:
         return len(self.input_ids)
+
+    def joined(self, other: "Encoded") -> "Encoded":
+        """These rows followed by `other`'s (the same task, so the same label kind)."""
+        if (self.token_type_ids is None) != (other.token_type_ids is None) or self.is_regression != other.is_regression:
+            raise InternalError("joined rows of two different encodings (token types or label kinds differ)")
+        types = None if self.token_type_ids is None else list(self.token_type_ids) + list(other.token_type_ids)
+        return Encoded(list(self.input_ids) + list(other.input_ids), types, list(self.labels) + list(other.labels),
+                       self.is_regression)
 
 
 def encode(table: TextTable, tokenizer, max_seq_length: int, chunk: int = 4096, progress=None) -> Encoded:

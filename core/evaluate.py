@@ -86,19 +86,65 @@ def grid_rows(inputs: RunInputs, model: nn.Module, specs, scores: dict[str, dict
     return rows
 
 
+def constant_logits(inputs: RunInputs, rows: int) -> np.ndarray:
+    """Logits that always predict the majority train class (or the mean train label), for `rows` rows."""
+    train = np.asarray(inputs.train.labels)
+    if inputs.task.is_regression:
+        return np.full((rows, 1), float(train.mean()) if len(train) else 0.0)
+    k = max(inputs.task.num_labels, 1)
+    majority = int(np.bincount(train.astype(np.int64), minlength=k).argmax()) if len(train) else 0
+    logits = np.zeros((rows, k))
+    logits[:, majority] = 1.0
+    return logits
+
+
+def _constant_score(metric: str, logits: np.ndarray, labels: np.ndarray) -> float:
+    # a constant has no correlation: the chance level of pearson/spearman is 0
+    return 0.0 if metric == "pearson_spearman" else compute_metric(metric, logits, labels)["score"]
+
+
 def chance_score(inputs: RunInputs) -> float:
     """What always predicting the majority train class (or the mean train label) scores on dev."""
     labels = np.asarray(inputs.dev.labels)
-    train = np.asarray(inputs.train.labels)
-    if inputs.task.is_regression:
-        logits = np.full((len(labels), 1), float(train.mean()) if len(train) else 0.0)
-        # a constant has no correlation: the chance level of pearson/spearman is 0
-        return 0.0 if inputs.task.metric == "pearson_spearman" else compute_metric(inputs.task.metric, logits, labels)["score"]
-    k = max(inputs.task.num_labels, 1)
-    majority = int(np.bincount(train.astype(np.int64), minlength=k).argmax()) if len(train) else 0
-    logits = np.zeros((len(labels), k))
-    logits[:, majority] = 1.0
-    return compute_metric(inputs.task.metric, logits, labels)["score"]
+    return _constant_score(inputs.task.metric, constant_logits(inputs, len(labels)), labels)
+
+
+TEACHER_MIN_MARGIN = 0.01  # one point of the metric (accuracy, F1, Matthews, correlation are all on a 0-1 scale)
+TEACHER_RESAMPLES = 1000
+
+
+def teacher_check(inputs: RunInputs, logits: np.ndarray) -> dict:
+    """Is the fine-tuned teacher clearly better than the constant prediction on dev? Clearly: at least
+    TEACHER_MIN_MARGIN ahead, and ahead at the one-sided 95 % lower bound of a paired bootstrap over the dev rows
+    (a teacher that learned nothing lands within noise of the constant, whatever its exact score)."""
+    metric = inputs.task.metric
+    labels = np.asarray(inputs.dev.labels)
+    const = constant_logits(inputs, len(labels))
+    score = compute_metric(metric, logits, labels)["score"]
+    base = _constant_score(metric, const, labels)
+    rng = np.random.default_rng(0)
+    diffs = []
+    for _ in range(TEACHER_RESAMPLES if len(labels) > 1 else 0):
+        idx = rng.integers(0, len(labels), len(labels))
+        diffs.append(compute_metric(metric, logits[idx], labels[idx])["score"] - _constant_score(metric, const[idx], labels[idx]))
+    low = float(np.percentile(diffs, 5)) if diffs else score - base
+    clearly = bool(score - base >= TEACHER_MIN_MARGIN and low > 0)
+    advice = "" if clearly else _teacher_advice(inputs, score, base, low)
+    return {"score": float(score), "constant": float(base), "margin_low": low, "clearly_better": clearly, "advice": advice}
+
+
+def _teacher_advice(inputs: RunInputs, score: float, base: float, low: float) -> str:
+    t = inputs.cfg.train
+    what = "the mean label" if inputs.task.is_regression else "the majority class"
+    fixes = [f"more training rows (it trained on {len(inputs.train):,})", f"more teacher epochs (teacher_epochs {t.teacher_epochs:g})",
+             f"a higher teacher learning rate (teacher_lr {t.teacher_lr:g})"]
+    lengths = row_lengths(inputs.train)
+    cut = float(np.mean(lengths >= t.max_seq_length)) if len(lengths) else 0.0
+    if cut >= 0.05:
+        fixes.append(f"a longer max_seq_length ({100 * cut:.0f} % of the training rows are cut at {t.max_seq_length} tokens)")
+    return (f"the teacher scores {score:.4f} {inputs.task.metric} on dev, not clearly better than always predicting {what} "
+            f"({base:.4f}; 95 % lower bound of the difference {low:+.4f}), so distilling it cannot give useful "
+            f"sub-networks. Likely fixes: {', '.join(fixes[:-1])} or {fixes[-1]}")
 
 
 def evaluate_grid(inputs: RunInputs, model: nn.Module, model_name: str, teacher: dict, events, stop) -> dict:

@@ -79,6 +79,19 @@ class ExportDone:
 
 
 @dataclass(frozen=True)
+class TeacherChecked:
+    """After fine-tuning: the teacher's dev score against always predicting the majority class (or the mean).
+    `clearly_better` False means distilling it is a waste of time; `advice` then says what to change."""
+
+    metric_name: str
+    score: float
+    constant: float  # what the constant prediction scores on dev
+    margin_low: float  # one-sided 95 % bootstrap lower bound of score - constant
+    clearly_better: bool
+    advice: str = ""
+
+
+@dataclass(frozen=True)
 class LogMessage:
     text: str
     level: str = "info"
@@ -196,7 +209,7 @@ class JobEnded:
 # ---- events as JSON lines -----------------------------------------------------------------------
 EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
     StageStarted, StageProgress, StageEnded, StepEnded, EvalEnded, ImportanceReady, CheckpointSaved, ExportDone,
-    LogMessage, LatencyMeasured, RunStarted, StopAcknowledged, RunEnded, JobEnded,
+    LogMessage, LatencyMeasured, RunStarted, StopAcknowledged, RunEnded, JobEnded, TeacherChecked,
 )}
 
 

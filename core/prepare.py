@@ -193,6 +193,15 @@ class RunInputs:
     def tokenizer(self):
         return project_tokenizer(self.project)
 
+    @cached_property
+    def student_rows(self) -> Encoded:
+        """What the stages after rewiring train on: the training rows, and the held-out importance rows too unless
+        train.reuse_importance_rows is off. Only the teacher must not see the rows its importance is scored on."""
+        t = self.cfg.train
+        if t.importance_split != "heldout" or not t.reuse_importance_rows or not len(self.heldout):
+            return self.train
+        return self.train.joined(self.heldout)
+
     @property
     def precision(self) -> str:
         """fp32, bf16 or fp16: the project's precision setting resolved for this device."""

@@ -4,17 +4,19 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
-from .config import STAGE_MODEL, STAGES  # noqa: F401  (STAGE_MODEL: callers import it from here)
+from .config import STAGE_MODEL, STAGES, warmup_for  # noqa: F401  (STAGE_MODEL: callers import it from here)
 from . import runtime
-from .data import iterate_batches, to_device
+from .data import compute_metric, iterate_batches, to_device
 from .distill import LoopSettings, distill_step, task_step, train_loop
 from .dynamic import SubnetSpec, forward_subnet, subnet_grid
 from .errors import ConfigError, InternalError, ProjectError
-from .evaluate import chance_score, evaluate_grid, evaluate_specs
-from .events import EvalEnded, ImportanceReady, LogMessage, StageEnded, StageProgress, StageStarted, StopToken
+from .evaluate import chance_score, eval_batch_size, evaluate_grid, evaluate_specs, predict, teacher_check
+from .events import (EvalEnded, ImportanceReady, LogMessage, StageEnded, StageProgress, StageStarted, StopToken,
+                     TeacherChecked)
 from .importance import compute_importance, rewire
 from .models import load_base_model
 from .prepare import RunInputs, prepare_inputs
@@ -31,6 +33,7 @@ class StageResult:
     skipped: bool = False
     steps: int = 0
     metrics: dict[str, float] = field(default_factory=dict)  # finetune: the teacher's dev metrics
+    teacher_check: dict | None = None  # finetune: the teacher against the constant prediction (evaluate.teacher_check)
 
     def record(self) -> dict:
         return asdict(self)
@@ -73,16 +76,26 @@ def _eval_hook(inputs: RunInputs, stage: str, model: nn.Module, specs, events):
 
 def _train(inputs: RunInputs, stage: str, model, step_fn, epochs: float, lr: float, eval_specs, events, stop) -> dict:
     p, t = inputs.project, inputs.cfg.train
+    # the teacher never sees the importance rows; the stages after rewiring may (train.reuse_importance_rows)
+    data = inputs.train if stage == "finetune" else inputs.student_rows
 
     def save_ckpt(step, total, m, opt, extra, rngs):
-        return str(p.save_checkpoint(stage, step, m, opt, {"stage": stage, "total_steps": total, **extra}, rngs))
+        return str(p.save_checkpoint(stage, step, m, opt, {"stage": stage, "total_steps": total, "rows": len(data), **extra},
+                                     rngs))
 
-    settings = LoopSettings(stage, epochs, lr, t.batch_size, t.seed, t.weight_decay, t.warmup_frac, t.max_grad_norm,
+    resume = p.load_checkpoint(stage)
+    if resume is not None and resume.extra.get("rows", len(data)) != len(data):
+        # the data order and the schedule depend on the row count: resuming would silently train another run
+        raise ProjectError(f"{p.checkpoint_dir(stage)}: this checkpoint was written for {resume.extra['rows']} training "
+                           f"rows and the {stage} stage now has {len(data)} (the data settings changed): delete it to "
+                           "restart the stage, or restore the settings")
+    warmup = warmup_for(t, getattr(getattr(model, "config", None), "model_type", None))
+    settings = LoopSettings(stage, epochs, lr, t.batch_size, t.seed, t.weight_decay, warmup, t.max_grad_norm,
                             t.checkpoint_every, t.checkpoint_minutes * 60, t.group_by_length, inputs.precision)
     return train_loop(
-        model.to(inputs.device), inputs.train, step_fn, settings,
+        model.to(inputs.device), data, step_fn, settings,
         events=events, stop=stop, device=inputs.device, pad_id=inputs.pad_id,
-        resume=p.load_checkpoint(stage), save_checkpoint=save_ckpt,
+        resume=resume, save_checkpoint=save_ckpt,
         on_epoch_end=_eval_hook(inputs, stage, model, eval_specs, events), log=_log_to(p),
     )
 
@@ -97,15 +110,30 @@ def finetune_job(project: Project, request: StageRequest, events, stop: StopToke
     if cfg.model_is_finetuned:
         events(StageStarted("finetune", 0))
         events(LogMessage("model is already fine-tuned: using it as the teacher as-is"))
-        metrics = evaluate_specs(inputs, model, [full])[full.label]
+        metrics, check = _check_teacher(inputs, model, events)
         project.save_model("teacher", model)
-        return _finish(project, "finetune", t0, events, skipped=True, metrics=metrics)
+        return _finish(project, "finetune", t0, events, skipped=True, metrics=metrics, teacher_check=check)
     t = cfg.train
     step_fn = lambda m, b, ctx: task_step(m, b, [full], depth_rule=t.depth_rule, is_regression=inputs.task.is_regression, ctx=ctx)
     info = _train(inputs, "finetune", model, step_fn, t.teacher_epochs, t.teacher_lr, [full], events, stop)
-    metrics = evaluate_specs(inputs, model, [full])[full.label]
+    metrics, check = _check_teacher(inputs, model, events)
     project.save_model("teacher", model)
-    return _finish(project, "finetune", t0, events, steps=info["steps"], metrics=metrics)
+    return _finish(project, "finetune", t0, events, steps=info["steps"], metrics=metrics, teacher_check=check)
+
+
+def _check_teacher(inputs: RunInputs, model, events) -> tuple[dict, dict]:
+    """The teacher's dev metrics, and whether it is clearly better than the constant prediction: when it is not,
+    a warning (the CLI prints it, the studio shows a banner) before any distillation time is spent on it."""
+    t = inputs.cfg.train
+    logits = predict(model, inputs.dev, SubnetSpec(), t.depth_rule, eval_batch_size(inputs.cfg, inputs.device),
+                     inputs.pad_id, inputs.device, inputs.precision)
+    metrics = compute_metric(inputs.task.metric, logits, np.asarray(inputs.dev.labels))
+    check = teacher_check(inputs, logits)
+    events(TeacherChecked(inputs.task.metric, check["score"], check["constant"], check["margin_low"],
+                          check["clearly_better"], check["advice"]))
+    if not check["clearly_better"]:
+        events(LogMessage(check["advice"], "warning"))
+    return metrics, check
 
 
 def rewire_job(project: Project, request: StageRequest, events, stop: StopToken) -> StageResult:

@@ -7,7 +7,7 @@ from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
 
 from dynastudio.core.events import (
     CheckpointSaved, EvalEnded, ExportDone, ImportanceReady, LatencyMeasured, LogMessage, RunStarted, StageEnded,
-    StageProgress, StageStarted, StepEnded, StopAcknowledged,
+    StageProgress, StageStarted, StepEnded, StopAcknowledged, TeacherChecked,
 )
 
 
@@ -33,6 +33,7 @@ class Bridge(QObject):
     latencyMeasured = Signal(object)  # LatencyMeasured
     runStarted = Signal(object)  # RunStarted: the process that trains, and how it was started
     stopAcknowledged = Signal(object)  # StopAcknowledged
+    teacherChecked = Signal(object)  # TeacherChecked
 
     _wake = Signal()
 
@@ -100,7 +101,7 @@ class Bridge(QObject):
             (EvalEnded, self.evalEnded),
             (ImportanceReady, self.importanceReady), (CheckpointSaved, self.checkpointSaved),
             (ExportDone, self.exportDone), (LogMessage, self.log), (LatencyMeasured, self.latencyMeasured),
-            (RunStarted, self.runStarted), (StopAcknowledged, self.stopAcknowledged),
+            (RunStarted, self.runStarted), (StopAcknowledged, self.stopAcknowledged), (TeacherChecked, self.teacherChecked),
         ):
             if isinstance(event, kind):
                 signal.emit(event)

@@ -13,12 +13,14 @@ from PySide6.QtWidgets import (
 )
 
 from dynastudio.core.config import STAGES
-from dynastudio.core.events import CheckpointSaved, EvalEnded, LogMessage, StageEnded, StageProgress, StageStarted, StepEnded
+from dynastudio.core.events import (
+    CheckpointSaved, EvalEnded, LogMessage, StageEnded, StageProgress, StageStarted, StepEnded, TeacherChecked,
+)
 
 from ..errors import show_error
 from ..state import StageView, StudioState
 from ..worker import gpu_count
-from ..style import HINT_CSS, METRIC_BOUNDS, chance_in_view, chance_name, fit_view, fmt_seconds, label_sort_key, plain_axes, subnet_pen
+from ..style import BANNER_CSS, HINT_CSS, METRIC_BOUNDS, chance_in_view, chance_name, fit_view, fmt_seconds, label_sort_key, plain_axes, subnet_pen
 
 # stages that report steps (rewire and evaluate only report their end)
 STAGE_TITLES = {
@@ -383,8 +385,16 @@ class TrainPage(QWidget):
         split.setStretchFactor(1, 1)
         split.setSizes([800, 300])
 
+        # shown when the fine-tuned teacher is no better than the constant prediction: distilling it is wasted time
+        self.teacher_banner = QLabel()
+        self.teacher_banner.setObjectName("teacherBanner")
+        self.teacher_banner.setStyleSheet(BANNER_CSS)
+        self.teacher_banner.setWordWrap(True)
+        self.teacher_banner.hide()
+
         lay = QVBoxLayout(self)
         lay.addLayout(top)
+        lay.addWidget(self.teacher_banner)
         lay.addWidget(stages_box)
         lay.addWidget(split, 1)
 
@@ -425,6 +435,7 @@ class TrainPage(QWidget):
         b.evalEnded.connect(self._on_eval)
         b.checkpointSaved.connect(self._on_checkpoint)
         b.log.connect(self._on_log)
+        b.teacherChecked.connect(self._on_teacher_checked)
         h.started.connect(self._on_job_started)
         h.finished.connect(self._on_job_finished)
         h.cancelled.connect(self._on_job_cancelled)
@@ -477,7 +488,24 @@ class TrainPage(QWidget):
             self._log(f"opened {project.root}: {sum(len(v[0]) for d in self.losses.data.values() for v in d.values())} "
                       f"logged loss points")
 
+    def _on_teacher_checked(self, e: TeacherChecked) -> None:
+        self._show_teacher_check({"clearly_better": e.clearly_better, "advice": e.advice})
+
+    def _show_teacher_check(self, check: dict | None) -> None:
+        """The banner, from the finetune stage's check (state.json) or the live event; hidden when the teacher is fine."""
+        if not isinstance(check, dict) or check.get("clearly_better", True):
+            self.teacher_banner.hide()
+            return
+        advice = str(check.get("advice") or "the teacher is not clearly better than the constant prediction")
+        self.teacher_banner.setText(
+            f"<b>The teacher learned too little to be worth distilling.</b> {advice[0].upper() + advice[1:]}. "
+            "Stop the run, change those settings, and train the teacher again before spending time on distillation.")
+        self.teacher_banner.show()
+
     def _refresh_rows(self) -> None:
+        project = self.state.project
+        info = project.stage_info("finetune") if project is not None else {}
+        self._show_teacher_check(info.get("teacher_check") if info.get("done") else None)
         if self.is_training():
             return
         for stage, row in self.rows.items():
