@@ -338,6 +338,9 @@ def cmd_status(a) -> int:
             extra = " (skipped)" if info.get("skipped") else ""
             secs = f" {info['seconds']:.0f}s" if "seconds" in info else ""
             print(f"  {stage:<17} done{extra}{secs}")
+            check = info.get("teacher_check")
+            if isinstance(check, dict) and check.get("clearly_better") is False:
+                print(f"  {'':<17} warning: {check.get('advice')}")
         else:
             ck = project.checkpoint_progress(stage)
             if ck is not None:

@@ -180,6 +180,9 @@ def test_a_teacher_that_learned_nothing_is_called_out_before_distillation(tiny_m
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "[warning] the teacher scores" in out.stderr and "not clearly better than always predicting the majority" in out.stderr
+    status = subprocess.run([sys.executable, "-m", "dynastudio.core.cli", "status", str(project.root)],
+                            capture_output=True, text=True, timeout=120)
+    assert "warning: the teacher scores" in status.stdout
 
 
 def test_a_learning_teacher_passes_the_check(tiny_model_dir, tiny_task_files, tmp_path):
