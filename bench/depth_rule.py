@@ -4,7 +4,7 @@
 released code) drops the last layer at every reduced depth. Given a project whose width stage is done, this copies it
 (teacher, rewired and width models, importance scores, input cache, settings) into a work folder with the other
 rule, runs the depth and evaluate stages there as a child `dynastudio run`, and compares the two grids cell by
-cell on dev, with a 95 % paired bootstrap interval of each difference. Writes bench/results/depth_rule.{md,json}.
+cell on dev, with a 95 % paired bootstrap interval of each difference. Writes bench/results/<name>.{md,json} (--name, default depth_rule).
 
     python bench/depth_rule.py --project PROJECT --work OTHER_RULE_FOLDER
 """
@@ -64,6 +64,7 @@ def main() -> None:
     ap.add_argument("--project", required=True, help="a project whose width and depth stages are done")
     ap.add_argument("--work", required=True, help="the folder for the copy with the other depth rule")
     ap.add_argument("--boot", type=int, default=2000)
+    ap.add_argument("--name", default="depth_rule", help="the results file stem")
     a = ap.parse_args()
     src = Project.open(Path(a.project))
     rule = src.config.train.depth_rule
@@ -100,8 +101,8 @@ def main() -> None:
         "measured_here": measured,
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "depth_rule.json").write_text(json.dumps(report, indent=2))
-    render(report, OUT / "depth_rule.md")
+    (OUT / f"{a.name}.json").write_text(json.dumps(report, indent=2))
+    render(report, OUT / f"{a.name}.md")
 
 
 def render(report: dict, path: Path) -> None:

@@ -86,7 +86,7 @@ def main() -> None:
     ap.add_argument("--width-epochs", type=float, default=1.0)
     ap.add_argument("--depth-epochs", type=float, default=1.0)
     ap.add_argument("--lr", type=float, default=5e-5, help="distillation learning rate")
-    ap.add_argument("--depth-rule", default="keep-last", choices=("paper", "keep-last"))
+    ap.add_argument("--depth-rule", default="paper", choices=("paper", "keep-last"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-without", action="store_true", help="skip the run without the importance rows")
     ap.add_argument("--work", default=None, help="work folder (default bench/.cache/<task>)")

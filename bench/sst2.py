@@ -110,7 +110,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=5e-5, help="distillation learning rate")
     ap.add_argument("--width-l2", type=float, default=0.1)
     ap.add_argument("--depth-l2", type=float, default=1.0)
-    ap.add_argument("--depth-rule", default="keep-last", choices=("paper", "keep-last"))
+    ap.add_argument("--depth-rule", default="paper", choices=("paper", "keep-last"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-c", action="store_true", help="skip baseline C (halves the time)")
     ap.add_argument("--work", default=str(ROOT / "bench" / ".cache" / "sst2"))

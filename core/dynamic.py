@@ -8,6 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .config import DEFAULT_DEPTH_RULE
 # the layer math lives in the self-contained slim module (it ships inside HF-style exports)
 from .slim import LayerHyper, LayerWeights, layer_forward  # noqa: F401  (re-exported)
 
@@ -124,7 +125,7 @@ def forward_subnet(
     token_type_ids: torch.Tensor | None = None,
     *,
     spec: SubnetSpec = SubnetSpec(),
-    depth_rule: str = "keep-last",
+    depth_rule: str = DEFAULT_DEPTH_RULE,
     head_mask: torch.Tensor | None = None,
     need_hidden: bool = False,
 ) -> SubnetOutput:

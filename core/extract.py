@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import DEPTH_RULES
+from .config import DEFAULT_DEPTH_RULE, DEPTH_RULES
 from .dynamic import (
     SubnetSpec, check_supported, encoder_of, kept_layers, layer_hyper, layer_weights, n_heads_kept, n_neurons_kept,
 )
@@ -62,7 +62,7 @@ def slim_config_for(config, spec: SubnetSpec, depth_rule: str) -> DynaBertSlimCo
 
 
 @torch.no_grad()
-def extract_from_model(model: nn.Module, spec: SubnetSpec, depth_rule: str = "keep-last") -> SlimModel:
+def extract_from_model(model: nn.Module, spec: SubnetSpec, depth_rule: str = DEFAULT_DEPTH_RULE) -> SlimModel:
     """The sub-network `spec` of a (rewired) HF sequence classifier as a standalone SlimModel.
 
     Kept heads and neurons are the leading ones (rewiring put the most important first), kept layers
