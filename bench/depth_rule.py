@@ -61,11 +61,17 @@ def cell_logits(project: Project) -> tuple[dict, np.ndarray, str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--project", required=True, help="a project whose width and depth stages are done")
-    ap.add_argument("--work", required=True, help="the folder for the copy with the other depth rule")
+    ap.add_argument("--project", help="a project whose width and depth stages are done")
+    ap.add_argument("--work", help="the folder for the copy with the other depth rule")
     ap.add_argument("--boot", type=int, default=2000)
     ap.add_argument("--name", default="depth_rule", help="the results file stem")
+    ap.add_argument("--render-only", action="store_true", help="re-render the .md from the saved JSON")
     a = ap.parse_args()
+    if a.render_only:
+        render(json.loads((OUT / f"{a.name}.json").read_text()), OUT / f"{a.name}.md")
+        return
+    if not (a.project and a.work):
+        ap.error("--project and --work are needed")
     src = Project.open(Path(a.project))
     rule = src.config.train.depth_rule
     other = "paper" if rule == "keep-last" else "keep-last"
