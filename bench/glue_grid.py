@@ -79,6 +79,7 @@ def paired_interval(ws, model_a, model_b, spec: SubnetSpec, n_boot: int = 2000, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--task", required=True, choices=sorted(TASKS))
+    ap.add_argument("--render-only", action="store_true", help="re-render the .md from the saved JSON")
     ap.add_argument("--importance-examples", type=int, default=2000, help="capped at 10 %% of train")
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--teacher-epochs", type=float, default=3.0)
@@ -92,6 +93,9 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="work folder (default bench/.cache/<task>)")
     ap.add_argument("--fresh", action="store_true")
     a = ap.parse_args()
+    if a.render_only:
+        render(json.loads((OUT / f"{a.task}.json").read_text()), OUT / f"{a.task}.md")
+        return
     folder, metric_name = TASKS[a.task]
     if not (GLUE / folder / "train.tsv").is_file():
         raise SystemExit(f"{folder} not found under {GLUE}: this benchmark reads ../shared/data/glue/{folder}")
