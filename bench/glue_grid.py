@@ -92,9 +92,10 @@ def main() -> None:
     ap.add_argument("--skip-without", action="store_true", help="skip the run without the importance rows")
     ap.add_argument("--work", default=None, help="work folder (default bench/.cache/<task>)")
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--name", default=None, help="results file stem (default: the task's name)")
     a = ap.parse_args()
     if a.render_only:
-        render(json.loads((OUT / f"{a.task}.json").read_text()), OUT / f"{a.task}.md")
+        render(json.loads((OUT / f"{a.name or a.task}.json").read_text()), OUT / f"{a.name or a.task}.md")
         return
     folder, metric_name = TASKS[a.task]
     if not (GLUE / folder / "train.tsv").is_file():
@@ -168,8 +169,8 @@ def main() -> None:
         "wall_seconds_all_stages": sum(v["seconds"] for v in stages.values()),
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"{a.task}.json").write_text(json.dumps(report, indent=2))
-    render(report, OUT / f"{a.task}.md")
+    (OUT / f"{a.name or a.task}.json").write_text(json.dumps(report, indent=2))
+    render(report, OUT / f"{a.name or a.task}.md")
 
 
 NAMES = {"dynabert": "DynaBERT", "without_importance_rows": "DynaBERT without the importance rows",

@@ -113,6 +113,9 @@ def main() -> None:
     ap.add_argument("--depth-rule", default="paper", choices=("paper", "keep-last"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-c", action="store_true", help="skip baseline C (halves the time)")
+    ap.add_argument("--only-c", action="store_true",
+                    help="run only baseline C's stages (needs the DynaBERT teacher in --work), e.g. in a second process "
+                         "beside the DynaBERT stages; a later plain invocation writes the report")
     ap.add_argument("--work", default=str(ROOT / "bench" / ".cache" / "sst2"))
     ap.add_argument("--fresh", action="store_true", help="delete earlier work folders first")
     ap.add_argument("--name", default="sst2")
@@ -138,12 +141,22 @@ def main() -> None:
     runs_file.write_text(json.dumps(invocations, indent=2))
 
     def record(key: str, folder: Path, stage: str) -> None:
-        stages[key] = run_stage(folder, stage)
-        stages_file.write_text(json.dumps(stages, indent=2))
+        measured = run_stage(folder, stage)
+        # another process (--only-c) may have recorded its stages meanwhile: merge, don't overwrite
+        stages.update(json.loads(stages_file.read_text()) if stages_file.is_file() else {})
+        stages[key] = measured
+        tmp = stages_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(stages, indent=2))
+        os.replace(tmp, stages_file)
         print(f"{key}: {stages[key]['seconds']:.0f}s, peak {mib(stages[key])} MiB", flush=True)
 
     # ---- DynaBERT -------------------------------------------------------------------------
     dyn_dir = work / "dynabert"
+    if a.only_c:
+        if not (dyn_dir / "project.json").exists() or not Project.open(dyn_dir).is_done("finetune"):
+            raise SystemExit(f"--only-c needs the DynaBERT teacher: run the DynaBERT stages in {work} up to finetune first")
+        run_c(a, work, Project.open(dyn_dir), record)
+        return
     if not (dyn_dir / "project.json").exists():
         new_project(dyn_dir, make_config(a, "dynabert"))
     for stage in ("finetune", "rewire", "width", "depth", "evaluate"):
@@ -164,17 +177,7 @@ def main() -> None:
 
     # ---- C: DynaBERT without rewiring: the same teacher stands in for the rewired model -----
     if not a.skip_c:
-        c_dir = work / "no_rewire"
-        if not (c_dir / "project.json").exists():
-            c = new_project(c_dir, make_config(a, "no_rewire"))
-            teacher = dyn.load_model("teacher")
-            c.save_model("teacher", teacher)
-            c.save_model("rewired", teacher, {"note": "not rewired: baseline C"})
-            c.mark_done("finetune", dyn.stage_info("finetune"))
-            c.mark_done("rewire", {"skipped": True, "note": "baseline C keeps the original order"})
-        for stage in ("width", "depth", "evaluate"):
-            if not Project.open(c_dir).is_done(stage):
-                record(f"no_rewire/{stage}", c_dir, stage)
+        c_dir = run_c(a, work, dyn, record)
         results["C_no_rewiring"] = {r["label"]: r["value"] for r in Project.open(c_dir).load_results()["rows"]}
 
     wall = time.perf_counter() - t_start
@@ -219,6 +222,23 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{a.name}.json").write_text(json.dumps(report, indent=2))
     render(report, OUT / a.name)
+
+
+def run_c(a, work: Path, dyn: Project, record) -> Path:
+    """Baseline C, DynaBERT without rewiring: the same teacher stands in for the rewired model, then the same
+    width, depth and evaluate stages. Returns its project folder."""
+    c_dir = work / "no_rewire"
+    if not (c_dir / "project.json").exists():
+        c = new_project(c_dir, make_config(a, "no_rewire"))
+        teacher = dyn.load_model("teacher")
+        c.save_model("teacher", teacher)
+        c.save_model("rewired", teacher, {"note": "not rewired: baseline C"})
+        c.mark_done("finetune", dyn.stage_info("finetune"))
+        c.mark_done("rewire", {"skipped": True, "note": "baseline C keeps the original order"})
+    for stage in ("width", "depth", "evaluate"):
+        if not Project.open(c_dir).is_done(stage):
+            record(f"no_rewire/{stage}", c_dir, stage)
+    return c_dir
 
 
 TARGET_CELLS = {"w1_d1": 0.5, "w0.5_d1": 2.0, "w1_d0.5": 2.0, "w0.25_d0.5": 5.0}  # label -> allowed gap, points

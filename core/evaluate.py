@@ -134,7 +134,7 @@ def teacher_check(inputs: RunInputs, logits: np.ndarray) -> dict:
 
 
 def _teacher_advice(inputs: RunInputs, score: float, base: float, low: float) -> str:
-    t = inputs.cfg.train
+    t, root = inputs.cfg.train, inputs.project.root
     what = "the mean label" if inputs.task.is_regression else "the majority class"
     fixes = [f"more training rows (it trained on {len(inputs.train):,})", f"more teacher epochs (teacher_epochs {t.teacher_epochs:g})",
              f"a higher teacher learning rate (teacher_lr {t.teacher_lr:g})"]
@@ -144,7 +144,9 @@ def _teacher_advice(inputs: RunInputs, score: float, base: float, low: float) ->
         fixes.append(f"a longer max_seq_length ({100 * cut:.0f} % of the training rows are cut at {t.max_seq_length} tokens)")
     return (f"the teacher scores {score:.4f} {inputs.task.metric} on dev, not clearly better than always predicting {what} "
             f"({base:.4f}; 95 % lower bound of the difference {low:+.4f}), so distilling it cannot give useful "
-            f"sub-networks. Likely fixes: {', '.join(fixes[:-1])} or {fixes[-1]}")
+            f"sub-networks. Likely fixes: {', '.join(fixes[:-1])} or {fixes[-1]}. To train it again with other settings: edit "
+            f"\"train\" in {root / 'project.json'}, delete {root / 'models' / 'teacher'} and run again (the teacher "
+            "and every stage after it are redone)")
 
 
 def evaluate_grid(inputs: RunInputs, model: nn.Module, model_name: str, teacher: dict, events, stop) -> dict:

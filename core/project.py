@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from safetensors import SafetensorError
 
-from .config import STAGE_MODEL, ProjectConfig
+from .config import STAGE_MODEL, STAGES, ProjectConfig
 from .errors import ConfigError, ProjectError, disk_full
 
 if TYPE_CHECKING:  # torch is imported where tensors are handled: the studio reads projects without it
@@ -220,10 +220,20 @@ class Project:
         return None if self.has_model(name) else self.model_dir(name)
 
     def mark_done(self, stage: str, record: dict[str, Any]) -> None:
-        """Record a finished stage (state.json has this one writer) and drop its mid-stage checkpoint."""
-        self.state.setdefault("stages", {})[stage] = {"done": True, "finished": time.time(), **record}
+        """Record a finished stage (state.json has this one writer) and drop its mid-stage checkpoint.
+        Every later stage was built on what this stage made before (a teacher trained again, say, after its
+        model was deleted): it is no longer done, and its checkpoint, which would resume on the old output, goes."""
+        stages = self.state.setdefault("stages", {})
+        later = STAGES[STAGES.index(stage) + 1:] if stage in STAGES else ()
+        undone = [s for s in later if stages.pop(s, None) is not None]
+        stages[stage] = {"done": True, "finished": time.time(), **record}
         self._save_state()
-        self.clear_checkpoint(stage)
+        for s in (stage, *later):
+            self.clear_checkpoint(s)
+        if "evaluate" in undone:
+            # the grid scored the old models: the evaluate stage writes it again (latency.json stays: the device
+            # kits' imported timings depend on the cells' shapes, not their weights)
+            self._remove_results()
 
     def stage_info(self, stage: str) -> dict:
         return dict(self.state.get("stages", {}).get(stage, {}))
@@ -402,6 +412,11 @@ class Project:
         except (OSError, ValueError, KeyError, TypeError):
             return (None, None)
         return step, int(total) if isinstance(total, int) and total > 0 else None
+
+    @_main_process_writes
+    def _remove_results(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.results_path.unlink()
 
     @_main_process_writes
     def clear_checkpoint(self, stage: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -183,6 +184,44 @@ def test_a_teacher_that_learned_nothing_is_called_out_before_distillation(tiny_m
     status = subprocess.run([sys.executable, "-m", "dynastudio.core.cli", "status", str(project.root)],
                             capture_output=True, text=True, timeout=120)
     assert "warning: the teacher scores" in status.stdout
+
+
+def test_following_the_advice_trains_the_teacher_again_and_every_stage_after_it(tiny_model_dir, tmp_path):
+    """The warning says: edit the settings, delete the teacher, run again. A run stopped mid-width had left a width
+    checkpoint and a finished rewire of the old teacher: neither may survive the new teacher (before, the width
+    stage resumed the old teacher's checkpoint, and a later run skipped rewire as done)."""
+    cfg = tiny_project_config(tiny_model_dir, *_noise_task(tmp_path / "data"), teacher_epochs=1, width_epochs=2,
+                              checkpoint_every=2)
+    project = new_project(tmp_path / "p", cfg)
+    log = EventLog()
+    run_pipeline(project, log, until="evaluate")  # a whole run on the weak teacher: results.json exists
+    assert project.results_path.is_file()
+    stop = StopToken()
+
+    def sink(e):
+        if isinstance(e, StepEnded) and e.stage == "width" and e.step == 3:
+            stop.set()
+
+    (project.root / "models" / "width").rename(project.root / "width.old")  # redo width, stop it mid-stage
+    with pytest.raises(Cancelled):
+        run_pipeline(Project.open(project.root), sink, stop, until="width")
+    assert Project.open(project.root).load_checkpoint("width") is not None
+    (check,) = log.of(TeacherChecked)
+    assert f"edit \"train\" in {project.root / 'project.json'}, delete {project.root / 'models' / 'teacher'}" in check.advice
+    raw = json.loads((project.root / "project.json").read_text())
+    raw["train"]["teacher_epochs"] = 2
+    (project.root / "project.json").write_text(json.dumps(raw))
+    shutil.rmtree(project.root / "models" / "teacher")
+    again = EventLog()
+    run_pipeline(Project.open(project.root), again, until="finetune")
+    p = Project.open(project.root)
+    assert _started(again, "finetune").total_steps == 2 * math.ceil(173 / 16)  # the new setting reached the loop
+    assert p.is_done("finetune") and not any(p.is_done(s) for s in ("rewire", "width", "depth", "evaluate"))
+    assert p.load_checkpoint("width") is None and not p.results_path.exists()
+    later = EventLog()
+    run_pipeline(p, later, until="width")
+    assert [e.stage for e in later.of(StageStarted)] == ["rewire", "width"]
+    assert min(e.step for e in later.of(StepEnded) if e.stage == "width") == 1  # from the start, not resumed
 
 
 def test_a_learning_teacher_passes_the_check(tiny_model_dir, tiny_task_files, tmp_path):

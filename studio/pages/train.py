@@ -1,6 +1,7 @@
 """Train page: start/stop/resume the pipeline, a progress bar per stage with ETA, live loss and evaluation curves, a log."""
 from __future__ import annotations
 
+import html
 import time
 
 import numpy as np
@@ -497,9 +498,10 @@ class TrainPage(QWidget):
             self.teacher_banner.hide()
             return
         advice = str(check.get("advice") or "the teacher is not clearly better than the constant prediction")
+        first = ("Stop the run before it spends its time distilling this teacher. " if self.is_training() else
+                 "Resuming would distill this teacher as it is. ")
         self.teacher_banner.setText(
-            f"<b>The teacher learned too little to be worth distilling.</b> {advice[0].upper() + advice[1:]}. "
-            "Stop the run, change those settings, and train the teacher again before spending time on distillation.")
+            f"<b>The teacher learned too little to be worth distilling.</b> {first}{html.escape(advice[0].upper() + advice[1:])}.")
         self.teacher_banner.show()
 
     def _refresh_rows(self) -> None:
