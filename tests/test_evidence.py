@@ -256,3 +256,17 @@ def test_the_train_page_shows_a_banner_for_a_teacher_that_learned_nothing(qtbot,
     page._on_teacher_checked(TeacherChecked("accuracy", 0.5, 0.5, -0.05, False, "the teacher scores 0.5000 accuracy"))
     assert page.teacher_banner.isVisible()
     state.runner.shutdown()
+
+
+def test_the_project_form_keeps_the_warmup_default_as_the_model_familys(qtbot):
+    pytest.importorskip("PySide6")
+    from dynastudio.studio.pages.project import HyperParams
+
+    form = HyperParams()
+    qtbot.addWidget(form)
+    form.load(profile_config("quick"))
+    box = form.editors["warmup_frac"]
+    assert box.text() == "" and "RoBERTa" in box.placeholderText()
+    assert form.values()["warmup_frac"] is None and form.values()["reuse_importance_rows"] is True
+    box.setText("0.1")
+    assert form.values()["warmup_frac"] == 0.1

@@ -24,6 +24,8 @@ PREVIEW_ROWS = 8
 NONE = "(none)"
 CHOICES = {"depth_rule": DEPTH_RULES, "importance_split": ("heldout", "dev"), "device": ("auto", "cpu", "cuda"),
            "precision": PRECISIONS}
+# what an empty box of an optional setting stands for
+EMPTY_MEANS = {"max_train_examples": "all", "warmup_frac": "the model's default: 0.06 for RoBERTa, 0 for BERT"}
 # the hyper-parameters most people touch first; the rest sit under "More"
 MAIN_FIELDS = ("batch_size", "max_seq_length", "teacher_epochs", "teacher_lr", "width_epochs", "width_lr",
                "depth_epochs", "depth_lr", "width_mults", "depth_mults", "max_train_examples", "seed")
@@ -90,7 +92,7 @@ class HyperParams(QWidget):
                 w = QLineEdit()
                 w.textChanged.connect(lambda _: self.changed.emit())
                 if "None" in str(f.type):
-                    w.setPlaceholderText("all")
+                    w.setPlaceholderText(EMPTY_MEANS.get(name, "none"))
             w.setObjectName(f"hp_{name}")
             w.setToolTip(f"train.{name} ({f.type})")
             self.editors[name] = w
