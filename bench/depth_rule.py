@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from sst2 import DEPTHS, OUT, WIDTHS, mib, run_stage, teacher_metrics  # noqa: E402
+from sst2 import write_md, DEPTHS, OUT, WIDTHS, mib, run_stage, teacher_metrics  # noqa: E402
 
 from dynastudio.core.data import compute_metric  # noqa: E402
 from dynastudio.core.dynamic import subnet_grid  # noqa: E402
@@ -136,10 +136,7 @@ def render(report: dict, path: Path) -> None:
     if report.get("measured_here"):
         md += ["", "Measured by this script: " + ", ".join(f"{k} {v['seconds']:.0f} s, peak {mib(v)} MiB"
                                                        for k, v in report["measured_here"].items()) + "."]
-    if report.get("analysis"):
-        md += ["", "## Analysis", "", report["analysis"]]
-    path.write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_md(md, report, path)
 
 
 if __name__ == "__main__":

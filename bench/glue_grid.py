@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from sst2 import GLUE, OUT, WIDTHS, DEPTHS, mib, run_stage, teacher_metrics, trajectory  # noqa: E402
+from sst2 import write_md, GLUE, OUT, WIDTHS, DEPTHS, mib, run_stage, teacher_metrics, trajectory  # noqa: E402
 
 from dynastudio.core.config import DataConfig, ProjectConfig, profile_config  # noqa: E402
 from dynastudio.core.data import compute_metric  # noqa: E402
@@ -233,10 +233,7 @@ def render(report: dict, path: Path) -> None:
                           + " | ".join(f"{pts(e['scores'][c]):.2f}" if c in e["scores"] else "" for c in cells) + " |")
     md += ["", "## Stage wall time and peak memory", "", "| stage | seconds | peak MiB |", "|---|---|---|"]
     md += [f"| {k} | {v['seconds']:.0f} | {mib(v)} |" for k, v in report["stages_measured"].items()]
-    if report.get("analysis"):
-        md += ["", "## Analysis", "", report["analysis"]]
-    path.write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_md(md, report, path)
 
 
 if __name__ == "__main__":

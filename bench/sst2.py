@@ -358,11 +358,16 @@ def render(report: dict, stem: Path) -> None:
                "fork time into that figure, so a starred value is max(the stage's own peak, the benchmark process's size "
                "when it started the stage): exact when the stage outgrew the benchmark process (the training stages, "
                "all above 1 GB), an upper bound otherwise. Later runs read the stage's own VmHWM instead."]
-    if report.get("analysis"):
-        md += ["", "## Analysis", "", report["analysis"]]
-    stem.with_suffix(".md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_md(md, report, stem.with_suffix(".md"))
     plot(report, stem.with_suffix(".png"), names, labels, lat)
+
+
+def write_md(md: list[str], report: dict, path: Path) -> None:
+    """Write (and print) a report's markdown, with the analysis written into its JSON by hand, if any, at the end."""
+    if report.get("analysis"):
+        md = md + ["", "## Analysis", "", report["analysis"]]
+    path.write_text("\n".join(md) + "\n")
+    print("\n".join(md))
 
 
 def mib(stage: dict) -> str:
