@@ -233,8 +233,14 @@ def run_c(a, work: Path, dyn: Project, record) -> Path:
         teacher = dyn.load_model("teacher")
         c.save_model("teacher", teacher)
         c.save_model("rewired", teacher, {"note": "not rewired: baseline C"})
+        # the scores file is the rewire stage's output: without it the engine would redo rewire and C would be
+        # DynaBERT again (which is what happened before this copy was added)
+        shutil.copy2(dyn.root / "importance.safetensors", c.root / "importance.safetensors")
         c.mark_done("finetune", dyn.stage_info("finetune"))
         c.mark_done("rewire", {"skipped": True, "note": "baseline C keeps the original order"})
+    c = Project.open(c_dir)
+    if c.missing_output("rewire") is not None or "skipped" not in c.stage_info("rewire"):
+        raise SystemExit(f"{c_dir}: baseline C's rewire stage would run (rewiring C): delete {c_dir} and run again")
     for stage in ("width", "depth", "evaluate"):
         if not Project.open(c_dir).is_done(stage):
             record(f"no_rewire/{stage}", c_dir, stage)
