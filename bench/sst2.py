@@ -36,7 +36,7 @@ from dynastudio.core.dynamic import SubnetSpec, subnet_grid  # noqa: E402
 from dynastudio.core.evaluate import evaluate_specs, predict  # noqa: E402
 from dynastudio.core.prepare import new_project, prepare_inputs  # noqa: E402
 from dynastudio.core.project import Project  # noqa: E402
-from dynastudio.core.stages import final_model_name  # noqa: E402
+from dynastudio.core.stages import final_model_name, pending_stages  # noqa: E402
 
 GLUE = ROOT.parent / "shared" / "data" / "glue"
 OUT = ROOT / "bench" / "results"
@@ -238,8 +238,7 @@ def run_c(a, work: Path, dyn: Project, record) -> Path:
         shutil.copy2(dyn.root / "importance.safetensors", c.root / "importance.safetensors")
         c.mark_done("finetune", dyn.stage_info("finetune"))
         c.mark_done("rewire", {"skipped": True, "note": "baseline C keeps the original order"})
-    c = Project.open(c_dir)
-    if c.missing_output("rewire") is not None or "skipped" not in c.stage_info("rewire"):
+    if "rewire" in pending_stages(Project.open(c_dir), "width"):  # the engine's own answer to "what would run"
         raise SystemExit(f"{c_dir}: baseline C's rewire stage would run (rewiring C): delete {c_dir} and run again")
     for stage in ("width", "depth", "evaluate"):
         if not Project.open(c_dir).is_done(stage):

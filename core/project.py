@@ -224,7 +224,7 @@ class Project:
         Every later stage was built on what this stage made before (a teacher trained again, say, after its
         model was deleted): it is no longer done, and its checkpoint, which would resume on the old output, goes."""
         stages = self.state.setdefault("stages", {})
-        later = STAGES[STAGES.index(stage) + 1:] if stage in STAGES else ()
+        later = STAGES[STAGES.index(stage) + 1:]
         undone = [s for s in later if stages.pop(s, None) is not None]
         stages[stage] = {"done": True, "finished": time.time(), **record}
         self._save_state()
