@@ -48,7 +48,7 @@ def _make(kind: str, scratch: str):
     scratch = Path(scratch)
 
     if kind == "tiny":
-        from conftest import make_tiny_model_dir, tiny_project_config, tiny_sentences, write_tsv
+        from helpers import make_tiny_model_dir, tiny_project_config, tiny_sentences, write_tsv
 
         model = make_tiny_model_dir(scratch / "tiny-model")
         train = write_tsv(scratch / "train.tsv", tiny_sentences(2000, 1))

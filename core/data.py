@@ -15,8 +15,8 @@ import numpy as np
 
 from .config import DataConfig
 from .errors import ConfigError, DataError, InternalError, UserError
+from .metrics import METRICS, compute_metric  # noqa: F401  (moving to the data package; importers follow)
 
-METRICS = ("accuracy", "f1", "matthews", "pearson_spearman")
 
 _DELIMITERS = {".csv": ",", ".tsv": "\t", ".txt": "\t"}
 # A text longer than this is cut here: the model reads at most max_seq_length (<= 4096) tokens of it anyway, and
@@ -968,39 +968,6 @@ def to_device(batch: dict, device) -> dict:
 
     non_blocking = torch.device(device).type == "cuda"
     return {k: v.to(device, non_blocking=non_blocking) if hasattr(v, "to") else v for k, v in batch.items()}
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-def compute_metric(metric: str, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """GLUE's metric for a task, from scikit-learn and scipy: accuracy, F1 of class 1 (MRPC, QQP),
-    Matthews correlation (CoLA), Pearson and Spearman correlation (STS-B; score = their mean)."""
-    from scipy.stats import pearsonr, spearmanr
-    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
-
-    logits = np.asarray(logits, dtype=np.float64)
-    labels = np.asarray(labels)
-    if metric == "pearson_spearman":
-        preds = logits.reshape(len(logits), -1)[:, 0] if logits.ndim > 1 else logits
-        gold = labels.astype(np.float64)
-        if len(gold) < 2 or preds.std() == 0 or gold.std() == 0:
-            pearson = spearman = 0.0  # a constant has no correlation (scipy would warn and return nan)
-        else:
-            pearson, spearman = float(pearsonr(preds, gold).statistic), float(spearmanr(preds, gold).statistic)
-        return {"pearson": pearson, "spearman": spearman, "score": (pearson + spearman) / 2}
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric '{metric}': expected one of {', '.join(METRICS)}")
-    preds = logits.argmax(axis=-1) if logits.ndim > 1 else (logits > 0).astype(np.int64)
-    gold = labels.astype(np.int64)
-    accuracy = float(accuracy_score(gold, preds)) if len(gold) else 0.0
-    if metric == "accuracy":
-        return {"accuracy": accuracy, "score": accuracy}
-    if metric == "f1":
-        f1 = float(f1_score(gold, preds, pos_label=1, average="binary", zero_division=0.0))
-        return {"f1": f1, "accuracy": accuracy, "score": f1}
-    mcc = float(matthews_corrcoef(gold, preds)) if len(gold) else 0.0
-    return {"matthews": mcc, "score": mcc}
 
 
 def table_summary(path, text_columns, label_column, label_names=None, regression: bool | None = None,

@@ -1,4 +1,4 @@
-"""Jobs of the studio's tests, run in the job child process like real ones (see conftest.register_test_job).
+"""Jobs of the studio's tests, run in the job child process like real ones (see helpers.register_test_job).
 
 The child imports this module (DYNASTUDIO_JOB_MODULES); it registers the jobs named in DYNASTUDIO_TEST_JOBS
 ("name:function:RequestType:trains", comma separated), replacing a real job of the same name."""

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import tiny_sentences, write_tsv
+from helpers import tiny_sentences, write_tsv
 
 
 def dyn(*args, cwd=None):

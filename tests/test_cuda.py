@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import tiny_project_config
+from helpers import tiny_project_config
 from dynastudio.core import jobs
 from dynastudio.core.dynamic import SubnetSpec
 from dynastudio.core.events import StepEnded, StopToken

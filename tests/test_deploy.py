@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FILLER, GOOD, BAD, SPECIAL, tiny_model, tiny_project_config
+from helpers import FILLER, GOOD, BAD, SPECIAL, tiny_model, tiny_project_config
 from dynastudio.core.errors import ConfigError, UserError
 from dynastudio.core.events import StopToken, null_sink
 from dynastudio.core.export import MODEL_FILES, ExportRequest, _compact_lookup_tables, export_job

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny_model_dir, tiny_model, tiny_project_config
+from helpers import make_tiny_model_dir, tiny_model, tiny_project_config
 from dynastudio.core import data as D
 from dynastudio.core import jobs
 from dynastudio.core.config import ProjectConfig, migrate

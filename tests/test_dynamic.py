@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from conftest import tiny_model
+from helpers import tiny_model
 from dynastudio.core.dynamic import (
     SubnetSpec, forward_subnet, kept_layers, layer_targets, n_heads_kept, n_neurons_kept, subnet_grid, subnet_size,
 )

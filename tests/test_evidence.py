@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import FILLER, tiny_config, tiny_project_config, tiny_sentences, write_tsv
+from helpers import FILLER, tiny_config, tiny_project_config, tiny_sentences, write_tsv
 from dynastudio.core import jobs
 from dynastudio.core.config import profile_config, warmup_for
 from dynastudio.core.errors import Cancelled, ProjectError

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny_model_dir, tiny_model, tiny_project_config
+from helpers import make_tiny_model_dir, tiny_model, tiny_project_config
 from dynastudio.core import jobs
 from dynastudio.core.cli import main
 from dynastudio.core.errors import Cancelled, ConfigError, InternalError, UserError

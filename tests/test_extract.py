@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_tiny_model_dir, tiny_model, tiny_project_config
+from helpers import make_tiny_model_dir, tiny_model, tiny_project_config
 from dynastudio.core.dynamic import SubnetSpec, forward_subnet, subnet_size
 from dynastudio.core.errors import ConfigError, ProjectError
 from dynastudio.core.extract import extract, extract_from_model

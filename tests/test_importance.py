@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from conftest import tiny_model
+from helpers import tiny_model
 from dynastudio.core.dynamic import SubnetSpec, forward_subnet
 from dynastudio.core.importance import Importance, compute_importance, rewire
 

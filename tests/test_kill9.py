@@ -3,7 +3,7 @@ resumed each time ends with the same grid and the same weights as an uninterrupt
 checkpoint interval per kill and leaving no temporary file behind."""
 from __future__ import annotations
 
-from conftest import tiny_project_config
+from helpers import tiny_project_config
 from dynastudio.core.prepare import new_project
 from kill_harness import KillReport, grid, model_difference, run_once, stale_temps
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_project_config
+from helpers import tiny_project_config
 from dynastudio.core import jobs
 from dynastudio.core.config import STAGES
 from dynastudio.core.data import encode, iterate_batches, load_task_data

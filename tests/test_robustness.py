@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_project_config
+from helpers import tiny_project_config
 from dynastudio.core.cli import main
 from dynastudio.core.errors import DataError, ProjectError
 from dynastudio.core.prepare import new_project
@@ -155,7 +155,7 @@ def test_checkpoints_come_by_the_clock_too(tiny_model_dir, tiny_task_files, tmp_
     p = new_project(tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files))
     inputs = prepare_inputs(p)
     model = p.load_model("teacher") if p.is_done("finetune") else None
-    from conftest import tiny_model
+    from helpers import tiny_model
 
     model = model or tiny_model()
     saved = []
@@ -177,7 +177,7 @@ def test_checkpoints_come_by_the_clock_too(tiny_model_dir, tiny_task_files, tmp_
 def _checkpoint(p: Project, step: int, scale: float = 1.0):
     import torch
 
-    from conftest import tiny_model
+    from helpers import tiny_model
 
     m = tiny_model()
     with torch.no_grad():
@@ -302,7 +302,7 @@ def test_an_export_on_a_full_disk_leaves_nothing(made, tmp_path, monkeypatch, ca
     import shutil
 
     import dynastudio.core.export as ex
-    from conftest import tiny_model
+    from helpers import tiny_model
 
     shutil.copytree(made.root, tmp_path / "p")
     p = Project.open(tmp_path / "p")
@@ -342,7 +342,7 @@ def test_following_the_advice_for_a_deleted_model_works(tiny_model_dir, tiny_tas
 
 def test_a_model_folder_without_its_vocabulary_is_refused(tmp_path, tiny_task_files):
     """transformers builds a tokenizer of the special tokens alone from tokenizer_config.json: all-[UNK] input."""
-    from conftest import make_tiny_model_dir
+    from helpers import make_tiny_model_dir
     from dynastudio.core.errors import ModelError
 
     d = make_tiny_model_dir(tmp_path / "model")

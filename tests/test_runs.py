@@ -18,7 +18,7 @@ from dynastudio.core.events import (
     EvalEnded, FormatLatency, LatencyMeasured, RunEnded, RunStarted, StepEnded, StopToken, event_from_json, event_to_json,
 )
 
-from conftest import tiny_project_config
+from helpers import tiny_project_config
 
 TESTS = Path(__file__).resolve().parent
 

@@ -14,7 +14,7 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QPointF, Qt  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
-from conftest import register_test_job as _register_test_job, tiny_project_config  # noqa: E402
+from helpers import register_test_job as _register_test_job, tiny_project_config  # noqa: E402
 from dynastudio.core.events import StageStarted, StepEnded  # noqa: E402
 
 TINY_HP = dict(batch_size="16", eval_batch_size="32", max_seq_length="32", teacher_epochs="2", teacher_lr="0.002",

@@ -75,7 +75,7 @@ def test_every_view_shows_the_true_stage_state_while_training_and_after_stop(win
                                                                              tiny_task_files, tmp_path):
     from dynastudio.core.prepare import new_project
 
-    from conftest import tiny_project_config
+    from helpers import tiny_project_config
 
     w, state = window, window.state
     project = new_project(tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files, teacher_epochs=1,
@@ -120,7 +120,7 @@ def test_latency_shows_progress_warns_when_busy_and_cancels(window, qtbot, monke
                                                             tmp_path):
     from dynastudio.core.prepare import new_project
 
-    from conftest import register_test_job, tiny_project_config
+    from helpers import register_test_job, tiny_project_config
 
     # the fake job runs in the job child process, on a machine it makes look busy (load 3.5 on 2 cores)
     monkeypatch.setenv("STUDIO_TEST_LOAD", "3.5")
@@ -276,7 +276,7 @@ def test_every_page_fits_a_1280x800_screen_with_results_loaded(window, monkeypat
                                                                 tmp_path):
     from dynastudio.core.prepare import new_project
 
-    from conftest import tiny_project_config
+    from helpers import tiny_project_config
 
     results = {
         "metric": "accuracy", "chance": 0.5, "flops_seq_len": 64,
