@@ -1,6 +1,11 @@
 """DynaBERT Studio engine: data, dynamic slicing, rewiring, distillation, export. No Qt here."""
 
-__version__ = "0.1.0"
+from importlib import metadata as _metadata
+
+try:
+    __version__ = _metadata.version("dynabert-studio")  # one source of truth: pyproject's version
+except _metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 import logging as _logging
 

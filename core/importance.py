@@ -34,7 +34,9 @@ def compute_importance(
     """Accumulate |dL/d head_mask| per head and |sum w * dL/dw| per FFN neuron over `batches`.
 
     The neuron score adds the Taylor term of the neuron's input row (with its bias) and of its
-    output column, each taken in absolute value per batch, as in the paper's released code.
+    output column, each taken in absolute value per batch. Gradients are zeroed before every batch, so
+    each batch's term is its own; the paper's released code never zeroes them, so its later batches
+    re-count the earlier ones' gradients (an audit found this; our scores are the sum the paper describes).
     The model is scored in eval mode (no dropout) so the scores are repeatable.
     """
     cfg = model.config

@@ -38,7 +38,7 @@ def ensure_demo(folder: Path | None, scratch: Path) -> Path:
         new_project(root, demo_config("demo"))
     project = Project.open(root)
     if not project.is_done("evaluate"):
-        from dynastudio.core.cli import ProgressPrinter
+        from dynastudio.core.cli.progress import ProgressPrinter
 
         print("running the quick pipeline (a few minutes)…", flush=True)
         jobs.run("run", project, jobs.RunRequest(), ProgressPrinter())

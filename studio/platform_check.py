@@ -63,7 +63,7 @@ def install_hint(libraries: list[str]) -> str:
     known = [DEBIAN_PACKAGES[lib] for lib in libraries if lib in DEBIAN_PACKAGES]
     if known and len(known) == len(libraries) and (Path("/etc/debian_version").exists() or shutil.which("apt-get")):
         return "sudo apt-get install " + " ".join(dict.fromkeys(known))
-    return "install the packages that provide " + ", ".join(libraries) + " (README: Linux system packages)"
+    return "install the packages that provide " + ", ".join(libraries) + " (docs/install.md: Linux system packages)"
 
 
 def _platform() -> str:
