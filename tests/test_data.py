@@ -1,17 +1,18 @@
-"""Tests for core.data: file readers and their errors, GLUE layouts, the datasets path, batching, metrics, demo set."""
+"""Tests for core.data: file readers and their errors, tables and splits, GLUE layouts, the datasets path, column
+guessing, task loading and the demo set (batching: test_batching.py; metrics: test_metrics.py)."""
 from __future__ import annotations
 
 import importlib.util
 import json
-import math
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
-from dynastudio.core import data as D
 from dynastudio.core.config import DataConfig
+from dynastudio.core.data.columns import ColumnGuess, check_roles, guess_columns, resolve_columns
+from dynastudio.core.data.readers import peek_rows, read_table
+from dynastudio.core.data.tables import TextTable, split_heldout, subset
+from dynastudio.core.data.task import demo_resource, load_task_data
 from dynastudio.core.errors import ConfigError, DataError
 
 # The real GLUE copies live beside the checkout (../shared/data/glue) and are never copied into the repo.
@@ -39,111 +40,111 @@ def raises_data_error(fn, *needles: str) -> str:
 
 def test_missing_file(tmp_path):
     path = tmp_path / "nope.csv"
-    raises_data_error(lambda: D.read_table(path, ("sentence",), "label"), "nope.csv", "not found")
+    raises_data_error(lambda: read_table(path, ("sentence",), "label"), "nope.csv", "not found")
 
 
 def test_missing_text_column_lists_columns(tmp_path):
     path = write(tmp_path / "train.csv", "text,label\nhello,1\nbye,0\n")
-    raises_data_error(lambda: D.read_table(path, ("sentence",), "label"), "train.csv", "'sentence'", "text, label")
+    raises_data_error(lambda: read_table(path, ("sentence",), "label"), "train.csv", "'sentence'", "text, label")
 
 
 def test_missing_label_column_lists_columns(tmp_path):
     path = write(tmp_path / "train.tsv", "sentence\ttarget\nhello\t1\nbye\t0\n")
-    raises_data_error(lambda: D.read_table(path, ("sentence",), "label"), "train.tsv", "'label'", "sentence, target")
+    raises_data_error(lambda: read_table(path, ("sentence",), "label"), "train.tsv", "'label'", "sentence, target")
 
 
 def test_empty_file(tmp_path):
     path = write(tmp_path / "train.csv", "")
-    raises_data_error(lambda: D.read_table(path, ("sentence",), "label"), "train.csv", "empty")
+    raises_data_error(lambda: read_table(path, ("sentence",), "label"), "train.csv", "empty")
 
 
 def test_header_only(tmp_path):
     path = write(tmp_path / "train.csv", "sentence,label\n")
-    raises_data_error(lambda: D.read_table(path, ("sentence",), "label"), "train.csv", "line 1", "no data rows")
+    raises_data_error(lambda: read_table(path, ("sentence",), "label"), "train.csv", "line 1", "no data rows")
 
 
 def test_empty_jsonl(tmp_path):
     path = write(tmp_path / "train.jsonl", "\n\n")
-    raises_data_error(lambda: D.read_table(path, ("text",), "label"), "train.jsonl", "empty")
+    raises_data_error(lambda: read_table(path, ("text",), "label"), "train.jsonl", "empty")
 
 
 def test_unknown_dev_label(tmp_path):
     train = write(tmp_path / "train.csv", "sentence,label\na,pos\nb,neg\n")
     dev = write(tmp_path / "dev.csv", "sentence,label\na,pos\nb,neutral\n")
-    _, names, _ = D.read_table(train, ("sentence",), "label")
+    _, names, _ = read_table(train, ("sentence",), "label")
     raises_data_error(
-        lambda: D.read_table(dev, ("sentence",), "label", names), "dev.csv", "line 3", "'neutral'", "neg, pos"
+        lambda: read_table(dev, ("sentence",), "label", names), "dev.csv", "line 3", "'neutral'", "neg, pos"
     )
 
 
 def test_not_utf8_names_line(tmp_path):
     path = write(tmp_path / "train.tsv", "sentence\tlabel\nfine\t1\ncaf\xe9 noir\t0\n", encoding="latin-1")
-    raises_data_error(lambda: D.read_table(path, ("sentence",), "label"), "train.tsv", "line 3", "UTF-8")
+    raises_data_error(lambda: read_table(path, ("sentence",), "label"), "train.tsv", "line 3", "UTF-8")
 
 
 def test_too_few_fields(tmp_path):
     path = write(tmp_path / "train.csv", "sentence,label\na,1\nb,0\nonly text here\nc,1\n")
-    msg = raises_data_error(lambda: D.read_table(path, ("sentence",), "label"), "train.csv", "line 4", "1 field,")
+    msg = raises_data_error(lambda: read_table(path, ("sentence",), "label"), "train.csv", "line 4", "1 field,")
     assert "sentence, label" in msg
 
 
 def test_too_many_fields_in_csv_suggests_quoting(tmp_path):
     path = write(tmp_path / "train.csv", "sentence,label\nyes, really,1\nb,0\n")
-    raises_data_error(lambda: D.read_table(path, ("sentence",), "label"), "train.csv", "line 2", "quote")
+    raises_data_error(lambda: read_table(path, ("sentence",), "label"), "train.csv", "line 2", "quote")
 
 
 def test_missing_label_value(tmp_path):
     path = write(tmp_path / "train.csv", "sentence,label\na,1\nb,\nc,0\n")
-    raises_data_error(lambda: D.read_table(path, ("sentence",), "label"), "train.csv", "line 3", "'label'")
+    raises_data_error(lambda: read_table(path, ("sentence",), "label"), "train.csv", "line 3", "'label'")
 
 
 def test_missing_label_value_jsonl(tmp_path):
     path = write(tmp_path / "train.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": null}\n')
-    raises_data_error(lambda: D.read_table(path, ("text",), "label"), "train.jsonl", "line 2", "'label'")
+    raises_data_error(lambda: read_table(path, ("text",), "label"), "train.jsonl", "line 2", "'label'")
 
 
 def test_empty_text_is_allowed(tmp_path):
     path = write(tmp_path / "train.csv", 'sentence,label\n"",1\nb,0\n')
-    table, _, _ = D.read_table(path, ("sentence",), "label")
+    table, _, _ = read_table(path, ("sentence",), "label")
     assert table.text_a == ["", "b"]
 
 
 def test_jsonl_line_not_object(tmp_path):
     path = write(tmp_path / "train.jsonl", '{"text": "a", "label": 1}\n["b", 0]\n')
-    raises_data_error(lambda: D.read_table(path, ("text",), "label"), "train.jsonl", "line 2", "JSON object")
+    raises_data_error(lambda: read_table(path, ("text",), "label"), "train.jsonl", "line 2", "JSON object")
 
 
 def test_jsonl_invalid_json(tmp_path):
     path = write(tmp_path / "train.jsonl", '{"text": "a", "label": 1}\n\n{"text": "b", label: 0}\n')
-    raises_data_error(lambda: D.read_table(path, ("text",), "label"), "train.jsonl", "line 3", "not valid JSON")
+    raises_data_error(lambda: read_table(path, ("text",), "label"), "train.jsonl", "line 3", "not valid JSON")
 
 
 def test_jsonl_missing_key_lists_keys(tmp_path):
     path = write(tmp_path / "train.jsonl", '{"review": "a", "label": 1}\n')
-    raises_data_error(lambda: D.read_table(path, ("text",), "label"), "train.jsonl", "'text'", "review, label")
+    raises_data_error(lambda: read_table(path, ("text",), "label"), "train.jsonl", "'text'", "review, label")
 
 
 def test_bad_extension(tmp_path):
     path = write(tmp_path / "train.xlsx", "whatever")
-    raises_data_error(lambda: D.read_table(path, ("sentence",), "label"), "train.xlsx", ".xlsx", ".csv")
+    raises_data_error(lambda: read_table(path, ("sentence",), "label"), "train.xlsx", ".xlsx", ".csv")
 
 
 def test_single_label_in_train(tmp_path):
     path = write(tmp_path / "train.csv", "sentence,label\na,1\nb,1\n")
-    raises_data_error(lambda: D.read_table(path, ("sentence",), "label"), "train.csv", "'label'", "2 different")
+    raises_data_error(lambda: read_table(path, ("sentence",), "label"), "train.csv", "'label'", "2 different")
 
 
 def test_unknown_glue_task_lists_valid_ones():
-    raises_data_error(lambda: D.load_task_data(DataConfig(kind="glue", task="squad")), "squad", "sst2", "mnli")
+    raises_data_error(lambda: load_task_data(DataConfig(kind="glue", task="squad")), "squad", "sst2", "mnli")
 
 
 def test_config_errors():
     with pytest.raises(ConfigError):
-        D.load_task_data(DataConfig(kind="spreadsheet"))
+        load_task_data(DataConfig(kind="spreadsheet"))
     with pytest.raises(ConfigError):
-        D.load_task_data(DataConfig(kind="files", train="a.csv"))
+        load_task_data(DataConfig(kind="files", train="a.csv"))
     with pytest.raises(ConfigError):
-        D.load_task_data(DataConfig(kind="glue"))
+        load_task_data(DataConfig(kind="glue"))
 
 
 # --------------------------------------------------------------------------- happy paths
@@ -151,7 +152,7 @@ def test_config_errors():
 
 def test_csv_single_sentence_int_labels(tmp_path):
     path = write(tmp_path / "train.csv", 'sentence,label\n"hello, world",1\nbye,0\n"say ""hi""",1\n')
-    table, names, regression = D.read_table(path, ("sentence",), "label")
+    table, names, regression = read_table(path, ("sentence",), "label")
     assert table.text_a == ["hello, world", "bye", 'say "hi"']
     assert table.text_b is None
     assert names == ("0", "1") and table.labels == [1, 0, 1] and not regression
@@ -161,9 +162,9 @@ def test_csv_single_sentence_int_labels(tmp_path):
 def test_int_labels_sort_numerically_and_accept_float_spelling(tmp_path):
     train = write(tmp_path / "train.tsv", "sentence\tlabel\na\t10\nb\t2\nc\t9\n")
     dev = write(tmp_path / "dev.tsv", "sentence\tlabel\nd\t2.0\n")
-    table, names, _ = D.read_table(train, ("sentence",), "label")
+    table, names, _ = read_table(train, ("sentence",), "label")
     assert names == ("2", "9", "10") and table.labels == [2, 0, 1]
-    dev_table, _, _ = D.read_table(dev, ("sentence",), "label", names)
+    dev_table, _, _ = read_table(dev, ("sentence",), "label", names)
     assert dev_table.labels == [0]
 
 
@@ -173,7 +174,7 @@ def test_tsv_two_text_columns_string_labels_with_bom(tmp_path):
         '\ufeffpremise\thypothesis\tlabel\nA "quoted" man sleeps\tnobody sleeps\tcontradiction\n'
         "a dog runs\tan animal moves\tentailment\nx\ty\tneutral\n",
     )
-    table, names, regression = D.read_table(path, ("premise", "hypothesis"), "label")
+    table, names, regression = read_table(path, ("premise", "hypothesis"), "label")
     assert table.text_a[0] == 'A "quoted" man sleeps'
     assert table.text_b == ["nobody sleeps", "an animal moves", "y"]
     assert names == ("contradiction", "entailment", "neutral")
@@ -187,7 +188,7 @@ def test_jsonl_pairs(tmp_path):
         {"q": 42, "a": "maybe", "label": "yes"},
     ]
     path = write(tmp_path / "qa.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
-    table, names, regression = D.read_table(path, ("q", "a"), "label")
+    table, names, regression = read_table(path, ("q", "a"), "label")
     assert table.text_a == ["is it good?", "is it bad?", "42"]
     assert table.text_b == ["yes", "", "maybe"]
     assert names == ("no", "yes") and table.labels == [1, 0, 1] and not regression
@@ -195,24 +196,24 @@ def test_jsonl_pairs(tmp_path):
 
 def test_float_labels_mean_regression(tmp_path):
     train = write(tmp_path / "train.csv", "s1,s2,score\na,b,0.5\nc,d,4\ne,f,3.25\n")
-    table, names, regression = D.read_table(train, ("s1", "s2"), "score")
+    table, names, regression = read_table(train, ("s1", "s2"), "score")
     assert regression and names is None
     assert table.labels == [0.5, 4.0, 3.25] and all(isinstance(v, float) for v in table.labels)
     dev = write(tmp_path / "dev.csv", "s1,s2,score\na,b,high\n")
-    raises_data_error(lambda: D.read_table(dev, ("s1", "s2"), "score", regression=True), "dev.csv", "line 2", "not a number")
+    raises_data_error(lambda: read_table(dev, ("s1", "s2"), "score", regression=True), "dev.csv", "line 2", "not a number")
 
 
 def test_files_kind_guesses_columns(tmp_path):
     train = write(tmp_path / "reviews.csv", "id,text,label\n1,good,pos\n2,bad,neg\n")
     dev = write(tmp_path / "dev.csv", "id,text,label\n3,fine,pos\n")
-    task = D.load_task_data(DataConfig(kind="files", train=str(train), dev=str(dev)))
+    task = load_task_data(DataConfig(kind="files", train=str(train), dev=str(dev)))
     assert task.name == "reviews" and task.metric == "accuracy" and task.num_labels == 2
     assert task.train.text_a == ["good", "bad"] and task.dev.labels == [1]
 
 
 def test_files_kind_regression_metric(tmp_path):
     train = write(tmp_path / "sts.jsonl", '{"sentence1": "a", "sentence2": "b", "label": 0.5}\n{"sentence1": "c", "sentence2": "d", "label": 2}\n')
-    task = D.load_task_data(DataConfig(kind="files", train=str(train), dev=str(train)))
+    task = load_task_data(DataConfig(kind="files", train=str(train), dev=str(train)))
     assert task.is_regression and task.num_labels == 1 and task.metric == "pearson_spearman"
     assert task.train.text_b == ["b", "d"] and task.label_names is None
 
@@ -221,24 +222,24 @@ def test_files_kind_unknown_dev_label(tmp_path):
     train = write(tmp_path / "train.csv", "sentence,label\na,0\nb,1\n")
     dev = write(tmp_path / "dev.csv", "sentence,label\nc,1\nd,2\n")
     cfg = DataConfig(kind="files", train=str(train), dev=str(dev), text_columns=("sentence",), label_column="label")
-    raises_data_error(lambda: D.load_task_data(cfg), "dev.csv", "line 3", "'2'")
+    raises_data_error(lambda: load_task_data(cfg), "dev.csv", "line 3", "'2'")
 
 
 def test_select_split_and_subset(tmp_path):
-    table = D.TextTable([f"t{i}" for i in range(50)], None, [i % 2 for i in range(50)], "x")
-    rest, held = D.split_heldout(table, 10, seed=3)
+    table = TextTable([f"t{i}" for i in range(50)], None, [i % 2 for i in range(50)], "x")
+    rest, held = split_heldout(table, 10, seed=3)
     assert len(rest) == 40 and len(held) == 10
     assert set(rest.text_a) | set(held.text_a) == set(table.text_a)
     assert not set(rest.text_a) & set(held.text_a)
-    again_rest, again_held = D.split_heldout(table, 10, seed=3)
+    again_rest, again_held = split_heldout(table, 10, seed=3)
     assert again_held.text_a == held.text_a and again_rest.text_a == rest.text_a
-    assert D.split_heldout(table, 10, seed=4)[1].text_a != held.text_a
+    assert split_heldout(table, 10, seed=4)[1].text_a != held.text_a
     with pytest.raises(DataError):
-        D.split_heldout(table, 50, seed=0)
-    small = D.subset(table, 7, seed=1)
-    assert len(small) == 7 and small.text_a == D.subset(table, 7, seed=1).text_a
+        split_heldout(table, 50, seed=0)
+    small = subset(table, 7, seed=1)
+    assert len(small) == 7 and small.text_a == subset(table, 7, seed=1).text_a
     assert small.labels == [int(t[1:]) % 2 for t in small.text_a]
-    assert len(D.subset(table, 500, seed=1)) == 50
+    assert len(subset(table, 500, seed=1)) == 50
 
 
 # --------------------------------------------------------------------------- GLUE, local files
@@ -281,7 +282,7 @@ def make_glue(root: Path) -> Path:
 
 def test_glue_sst2_local(tmp_path):
     root = make_glue(tmp_path / "glue")
-    task = D.load_task_data(DataConfig(kind="glue", task="sst2", data_dir=str(root)))
+    task = load_task_data(DataConfig(kind="glue", task="sst2", data_dir=str(root)))
     assert task.name == "sst2" and task.metric == "accuracy" and task.label_names == ("0", "1")
     assert task.train.text_a[0] == 'it \'s "great" ' and task.train.labels == [1, 0, 1]
     assert task.dev.labels == [1] and task.train.source.endswith("train.tsv")
@@ -289,7 +290,7 @@ def test_glue_sst2_local(tmp_path):
 
 def test_glue_cola_local_has_no_header_and_folder_can_be_given_directly(tmp_path):
     root = make_glue(tmp_path / "glue")
-    task = D.load_task_data(DataConfig(kind="glue", task="CoLA", data_dir=str(root / "CoLA")))
+    task = load_task_data(DataConfig(kind="glue", task="CoLA", data_dir=str(root / "CoLA")))
     assert task.metric == "matthews"
     assert task.train.text_a == ['Susan whispered "Shut up.', "The more does Bill smoke.", "Bill left."]
     assert task.train.labels == [1, 0, 1] and task.dev.labels == [0, 1]
@@ -297,7 +298,7 @@ def test_glue_cola_local_has_no_header_and_folder_can_be_given_directly(tmp_path
 
 def test_glue_mnli_local_uses_dev_matched(tmp_path):
     root = make_glue(tmp_path / "glue")
-    task = D.load_task_data(DataConfig(kind="glue", task="mnli", data_dir=str(root)))
+    task = load_task_data(DataConfig(kind="glue", task="mnli", data_dir=str(root)))
     assert task.label_names == ("entailment", "neutral", "contradiction") and task.num_labels == 3
     assert task.train.labels == [0, 1, 2] and task.train.text_b[1] == "He is hungry."
     assert task.dev.text_a == ["The cat sat."] and task.dev.labels == [2]
@@ -306,29 +307,29 @@ def test_glue_mnli_local_uses_dev_matched(tmp_path):
 
 def test_glue_stsb_local_is_regression_even_with_whole_scores(tmp_path):
     root = make_glue(tmp_path / "glue")
-    task = D.load_task_data(DataConfig(kind="glue", task="sts-b", data_dir=str(root)))
+    task = load_task_data(DataConfig(kind="glue", task="sts-b", data_dir=str(root)))
     assert task.is_regression and task.metric == "pearson_spearman"
     assert task.train.labels == [5.0, 1.0] and task.dev.labels == [3.8]
 
 
 def test_glue_local_missing_task_folder(tmp_path):
     root = make_glue(tmp_path / "glue")
-    raises_data_error(lambda: D.load_task_data(DataConfig(kind="glue", task="rte", data_dir=str(root))), "RTE", "glue")
+    raises_data_error(lambda: load_task_data(DataConfig(kind="glue", task="rte", data_dir=str(root))), "RTE", "glue")
 
 
 def test_glue_local_bad_row_names_line(tmp_path):
     root = make_glue(tmp_path / "glue")
     write(root / "SST-2" / "dev.tsv", "sentence\tlabel\ncharming \t1\nno label here\n")
     raises_data_error(
-        lambda: D.load_task_data(DataConfig(kind="glue", task="sst2", data_dir=str(root))), "dev.tsv", "line 3"
+        lambda: load_task_data(DataConfig(kind="glue", task="sst2", data_dir=str(root))), "dev.tsv", "line 3"
     )
 
 
 @pytest.mark.skipif(not (GLUE_DIR / "CoLA" / "dev.tsv").is_file(), reason="real GLUE files not present")
 def test_real_glue_files():
-    sst2 = D.load_task_data(DataConfig(kind="glue", task="sst2", data_dir=str(GLUE_DIR)))
+    sst2 = load_task_data(DataConfig(kind="glue", task="sst2", data_dir=str(GLUE_DIR)))
     assert (len(sst2.train), len(sst2.dev)) == (67349, 872)
-    cola = D.load_task_data(DataConfig(kind="glue", task="cola", data_dir=str(GLUE_DIR)))
+    cola = load_task_data(DataConfig(kind="glue", task="cola", data_dir=str(GLUE_DIR)))
     assert (len(cola.train), len(cola.dev)) == (8551, 1043)
     assert 'Susan whispered "Shut up".' in cola.train.text_a
     assert sum(cola.dev.labels) == 721
@@ -362,7 +363,7 @@ def hub_repo(tmp_path, monkeypatch):
 
 
 def test_glue_through_datasets(hub_repo):
-    task = D.load_task_data(DataConfig(kind="glue", task="sst2"))
+    task = load_task_data(DataConfig(kind="glue", task="sst2"))
     assert task.train.text_a == ["a good film", "a bad film"] and task.train.labels == [1, 0]
     assert task.dev.text_a == ["great"] and task.dev.labels == [1]
     assert task.train.source == "glue:sst2/train" and task.dev.source == "glue:sst2/validation"
@@ -370,11 +371,11 @@ def test_glue_through_datasets(hub_repo):
 
 def test_glue_through_datasets_rejects_unlabelled_split(hub_repo):
     write(hub_repo / "sst2" / "validation.jsonl", json.dumps({"sentence": "x", "label": -1, "idx": 0}) + "\n")
-    raises_data_error(lambda: D.load_task_data(DataConfig(kind="glue", task="sst2")), "glue:sst2/validation", "row 1")
+    raises_data_error(lambda: load_task_data(DataConfig(kind="glue", task="sst2")), "glue:sst2/validation", "row 1")
 
 
 def test_glue_through_datasets_missing_config(hub_repo):
-    raises_data_error(lambda: D.load_task_data(DataConfig(kind="glue", task="cola")), str(hub_repo), "cola")
+    raises_data_error(lambda: load_task_data(DataConfig(kind="glue", task="cola")), str(hub_repo), "cola")
 
 
 def test_glue_hub_unreachable_suggests_data_dir(monkeypatch):
@@ -385,144 +386,14 @@ def test_glue_hub_unreachable_suggests_data_dir(monkeypatch):
 
     monkeypatch.delenv("DYNASTUDIO_GLUE_REPO", raising=False)
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    raises_data_error(lambda: D.load_task_data(DataConfig(kind="glue", task="sst2")), "hub", "nyu-mll/glue", "--data-dir")
-
-
-# --------------------------------------------------------------------------- encode and batches
-
-VOCAB = "[PAD] [UNK] [CLS] [SEP] [MASK] the a movie film is was good bad not very great . !".split()
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-    from transformers import BertTokenizerFast
-
-    vocab = tmp_path_factory.mktemp("tok") / "vocab.txt"
-    vocab.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    return BertTokenizerFast(vocab=str(vocab))
-
-
-def test_encode_single_and_pairs(tokenizer):
-    single = D.TextTable(["the movie is good .", "bad"], None, [1, 0], "t")
-    enc = D.encode(single, tokenizer, max_seq_length=16)
-    assert len(enc) == 2 and enc.labels == [1, 0] and not enc.is_regression
-    ids = {w: i for i, w in enumerate(VOCAB)}
-    assert list(enc.input_ids[1]) == [ids["[CLS]"], ids["bad"], ids["[SEP]"]]
-    assert len(enc.input_ids[0]) == 7  # no padding
-
-    pairs = D.TextTable(["the movie is very very good .", "a"], ["not good", "bad"], [0.5, 2.0], "t")
-    enc = D.encode(pairs, tokenizer, max_seq_length=8)
-    assert enc.is_regression
-    assert len(enc.input_ids[0]) == 8  # truncated, longest side first
-    assert list(enc.token_type_ids[0]).count(1) == 3  # "not good [SEP]" survives whole
-    assert list(enc.token_type_ids[1]) == [0, 0, 0, 1, 1]
-
-
-def fake_encoded(lengths, regression=False, with_types=True):
-    ids = [[100 + i] * n for i, n in enumerate(lengths)]
-    types = [[0] * (n // 2) + [1] * (n - n // 2) for n in lengths] if with_types else None
-    labels = [float(i) / 2 for i in range(len(lengths))] if regression else [i % 3 for i in range(len(lengths))]
-    return D.Encoded(ids, types, labels, regression)
-
-
-def test_iterate_batches_dynamic_padding():
-    enc = fake_encoded([3, 7, 2, 5, 4])
-    batches = list(D.iterate_batches(enc, 2, shuffle=False, pad_id=9))
-    assert [b["input_ids"].shape for b in batches] == [(2, 7), (2, 5), (1, 4)]
-    first = batches[0]
-    assert first["input_ids"][0].tolist() == [100] * 3 + [9] * 4
-    assert first["attention_mask"][0].tolist() == [1] * 3 + [0] * 4
-    assert first["token_type_ids"][1].tolist() == [0, 0, 0, 1, 1, 1, 1]
-    assert first["labels"].dtype == torch.long and first["input_ids"].dtype == torch.long
-    assert D.num_batches(5, 2) == 3 and D.num_batches(4, 2) == 2 and D.num_batches(0, 8) == 0
-
-
-def test_iterate_batches_without_token_types_and_float_labels():
-    enc = fake_encoded([2, 3], regression=True, with_types=False)
-    (batch,) = D.iterate_batches(enc, 4, shuffle=True)
-    assert set(batch) == {"input_ids", "attention_mask", "labels"}
-    assert batch["labels"].dtype == torch.float32
-
-
-def order_of(batches):
-    return [int(x) - 100 for b in batches for x in b["input_ids"][:, 0]]
-
-
-def test_iterate_batches_order_is_seeded_and_covers_every_row():
-    enc = fake_encoded([1 + i % 5 for i in range(23)])
-    a = order_of(D.iterate_batches(enc, 4, shuffle=True, seed=1, epoch=0))
-    b = order_of(D.iterate_batches(enc, 4, shuffle=True, seed=1, epoch=0))
-    c = order_of(D.iterate_batches(enc, 4, shuffle=True, seed=1, epoch=1))
-    d = order_of(D.iterate_batches(enc, 4, shuffle=True, seed=2, epoch=0))
-    assert a == b and sorted(a) == list(range(23))
-    assert a != c and a != d and sorted(c) == list(range(23))
-    assert order_of(D.iterate_batches(enc, 4, shuffle=False)) == list(range(23))
-
-
-def test_iterate_batches_skip_resumes_mid_epoch():
-    enc = fake_encoded([1 + i % 5 for i in range(23)])
-    full = list(D.iterate_batches(enc, 4, shuffle=True, seed=7, epoch=3))
-    resumed = list(D.iterate_batches(enc, 4, shuffle=True, seed=7, epoch=3, skip=2))
-    assert len(full) == 6 and len(resumed) == 4
-    for x, y in zip(full[2:], resumed):
-        assert torch.equal(x["input_ids"], y["input_ids"]) and torch.equal(x["labels"], y["labels"])
-    assert list(D.iterate_batches(enc, 4, shuffle=True, skip=6)) == []
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-def onehot(preds, k=2):
-    out = np.zeros((len(preds), k))
-    out[np.arange(len(preds)), preds] = 1.0
-    return out
-
-
-def test_accuracy():
-    m = D.compute_metric("accuracy", onehot([0, 1, 1, 0]), np.array([0, 1, 0, 0]))
-    assert m == {"accuracy": 0.75, "score": 0.75}
-
-
-def test_f1():
-    # tp=2, fp=1, fn=1 -> precision 2/3, recall 2/3, F1 2/3; accuracy 3/5
-    m = D.compute_metric("f1", onehot([1, 1, 1, 0, 0]), np.array([1, 1, 0, 1, 0]))
-    assert m["f1"] == pytest.approx(2 / 3) and m["score"] == m["f1"] and m["accuracy"] == pytest.approx(0.6)
-    assert D.compute_metric("f1", onehot([0, 0]), np.array([0, 0]))["f1"] == 0.0
-
-
-def test_matthews():
-    # tp=3 tn=2 fp=1 fn=1: (6-1)/sqrt(4*4*3*3) = 5/12
-    preds = [1, 1, 1, 1, 0, 0, 0]
-    gold = [1, 1, 1, 0, 1, 0, 0]
-    m = D.compute_metric("matthews", onehot(preds), np.array(gold))
-    assert m["matthews"] == pytest.approx(5 / 12) and m["score"] == m["matthews"]
-    assert D.compute_metric("matthews", onehot([1, 1, 1]), np.array([0, 1, 1]))["score"] == 0.0
-    assert D.compute_metric("matthews", onehot([0, 1, 2], 3), np.array([0, 1, 2]))["score"] == pytest.approx(1.0)
-
-
-def test_pearson_spearman_with_ties():
-    preds = np.array([[1.0], [2.0], [2.0], [4.0]])
-    gold = np.array([1.0, 3.0, 2.0, 2.0])
-    m = D.compute_metric("pearson_spearman", preds, gold)
-    # pearson: dx = [-1.25,-.25,-.25,1.75], dy = [-1,1,0,0]: sum dxdy = 1.0, |dx|^2 = 4.75, |dy|^2 = 2
-    assert m["pearson"] == pytest.approx(1.0 / math.sqrt(4.75 * 2))
-    # ranks: preds [1, 2.5, 2.5, 4], gold [1, 4, 2.5, 2.5]; dx = [-1.5,0,0,1.5], dy = [-1.5,1.5,0,0]
-    assert m["spearman"] == pytest.approx(2.25 / math.sqrt(4.5 * 4.5))
-    assert m["score"] == pytest.approx((m["pearson"] + m["spearman"]) / 2)
-    flat = D.compute_metric("pearson_spearman", np.ones((3, 1)), np.array([1.0, 2.0, 3.0]))
-    assert flat["score"] == 0.0
-
-
-def test_unknown_metric():
-    with pytest.raises(ValueError):
-        D.compute_metric("bleu", onehot([0]), np.array([0]))
+    raises_data_error(lambda: load_task_data(DataConfig(kind="glue", task="sst2")), "hub", "nyu-mll/glue", "--data-dir")
 
 
 # --------------------------------------------------------------------------- demo set
 
 
 def test_demo_data_loads_balanced_and_distinct():
-    task = D.load_task_data(DataConfig(kind="demo"))
+    task = load_task_data(DataConfig(kind="demo"))
     assert task.name == "demo" and task.metric == "accuracy" and task.label_names == ("0", "1")
     assert 700 <= len(task.train) <= 900 and 150 <= len(task.dev) <= 250
     for table in (task.train, task.dev):
@@ -530,7 +401,7 @@ def test_demo_data_loads_balanced_and_distinct():
         assert 0.4 <= share <= 0.6
     assert not set(task.train.text_a) & set(task.dev.text_a)
     assert len(set(task.train.text_a)) == len(task.train)
-    assert D.demo_resource("train.tsv").is_file() and D.demo_resource("dev.tsv").is_file()
+    assert demo_resource("train.tsv").is_file() and demo_resource("dev.tsv").is_file()
 
 
 def test_demo_script_regenerates_the_same_files(tmp_path):
@@ -539,21 +410,21 @@ def test_demo_script_regenerates_the_same_files(tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     train, dev = module.write(tmp_path)
-    assert train.read_bytes() == D.demo_resource("train.tsv").read_bytes()
-    assert dev.read_bytes() == D.demo_resource("dev.tsv").read_bytes()
+    assert train.read_bytes() == demo_resource("train.tsv").read_bytes()
+    assert dev.read_bytes() == demo_resource("dev.tsv").read_bytes()
 
 
 # --------------------------------------------------------------------------- which column is which
 
 
-def _guess(tmp_path, text: str, name: str = "train.csv") -> D.ColumnGuess:
-    columns, rows = D.peek_rows(write(tmp_path / name, text))
-    return D.guess_columns(columns, rows)
+def _guess(tmp_path, text: str, name: str = "train.csv") -> ColumnGuess:
+    columns, rows = peek_rows(write(tmp_path / name, text))
+    return guess_columns(columns, rows)
 
 
 def test_question_passage_label_is_guessed_as_a_pair(tmp_path):
     g = _guess(tmp_path, "question,passage,label\nis it wet,water is wet,yes\nis it dry,sand is dry,no\n")
-    assert g == D.ColumnGuess(("question", "passage"), "label", ("text", "label"))
+    assert g == ColumnGuess(("question", "passage"), "label", ("text", "label"))
     assert g.describe() == "text = question + passage (a sentence pair), label = label"
 
 
@@ -564,10 +435,10 @@ def test_two_unnamed_text_columns_make_a_pair_in_file_order(tmp_path):
 
 def test_no_label_column_never_reuses_a_text_column(tmp_path):
     train = write(tmp_path / "train.csv", "question,passage\nis it wet,water is wet\nis it dry,sand is dry\n")
-    columns, rows = D.peek_rows(train)
-    g = D.guess_columns(columns, rows)
+    columns, rows = peek_rows(train)
+    g = guess_columns(columns, rows)
     assert g.text == ("question", "passage") and g.label is None
-    message = raises_data_error(lambda: D.resolve_columns(DataConfig(kind="files", train=str(train), dev=str(train))),
+    message = raises_data_error(lambda: resolve_columns(DataConfig(kind="files", train=str(train), dev=str(train))),
                                 "train.csv", "labels", "question, passage", "--label-column")
     assert "row" not in message  # the error is about the missing column, not about label values
 
@@ -588,24 +459,41 @@ def test_numbers_are_never_text(tmp_path):
 
 
 def test_given_columns_are_kept_and_the_rest_guessed(tmp_path):
-    columns, rows = D.peek_rows(write(tmp_path / "t.jsonl", '{"q": "is it", "p": "it is", "gold_label": "yes"}\n'))
-    g = D.guess_columns(columns, rows, text_columns=("q", "p"))
+    columns, rows = peek_rows(write(tmp_path / "t.jsonl", '{"q": "is it", "p": "it is", "gold_label": "yes"}\n'))
+    g = guess_columns(columns, rows, text_columns=("q", "p"))
     assert g.text == ("q", "p") and g.label == "gold_label" and g.guessed == ("label",)
 
 
 def test_a_column_plays_one_role(tmp_path):
     with pytest.raises(ConfigError, match="both text and label"):
-        D.check_roles(("question",), "question")
+        check_roles(("question",), "question")
     with pytest.raises(ConfigError, match="picked twice"):
-        D.check_roles(("text", "Text"), "label")
+        check_roles(("text", "Text"), "label")
     train = write(tmp_path / "train.csv", "sentence,label\na b,1\n")
     cfg = DataConfig(kind="files", train=str(train), dev=str(train), text_columns=("label",), label_column="label")
     with pytest.raises(ConfigError, match="both text and label"):
-        D.load_task_data(cfg)
+        load_task_data(cfg)
 
 
 def test_loader_reports_what_it_guessed(tmp_path):
     train = write(tmp_path / "train.csv", "question,passage,label\nis it wet,water is wet,yes\nis it dry,sand is dry,no\n")
-    task = D.load_task_data(DataConfig(kind="files", train=str(train), dev=str(train)))
+    task = load_task_data(DataConfig(kind="files", train=str(train), dev=str(train)))
     assert task.train.text_b == ["water is wet", "sand is dry"]
     assert task.columns.text == ("question", "passage") and set(task.columns.guessed) == {"text", "label"}
+
+
+# --------------------------------------------------------------------------- layering
+
+
+def test_data_modules_import_no_torch_or_transformers():
+    """The studio reads files and guesses columns through core.data: importing any of its modules must not pull
+    torch or transformers in (batching imports torch only when it makes tensors)."""
+    import subprocess
+    import sys
+
+    modules = ["readers", "tables", "columns", "glue", "hub", "task", "encoding", "batching"]
+    code = ("import sys\n" + "".join(f"import dynastudio.core.data.{m}\n" for m in modules) +
+            "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dynastudio.core.config import DataConfig
-from dynastudio.core.data import MAX_TEXT_CHARS, load_task_data
+from dynastudio.core.data.readers import MAX_TEXT_CHARS
+from dynastudio.core.data.task import load_task_data
 from dynastudio.core.errors import DataError, UserError
 
 ROWS = [("a good film", 1), ("a bad film", 0), ("great acting", 1), ("dull plot", 0)]

@@ -1,0 +1,1 @@
+"""Task data, one module per concern: readers, tables, columns, glue, hub, task, encoding, batching (import those)."""
