@@ -45,8 +45,8 @@ def gui_gaps(train: Path, dev: Path) -> dict:
     app = QApplication.instance() or QApplication([])
     w = MainWindow()
     w.show()
-    pp = w.pages["project"]
-    pp.tabs.setCurrentIndex(1)
+    w.pages["project"].tabs.setCurrentIndex(1)
+    pp = w.pages["project"].form
     pp.task_files.setChecked(True)
     clock = QElapsedTimer()
     gaps: list[float] = []

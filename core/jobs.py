@@ -15,6 +15,7 @@ from .errors import ConfigError
 from .events import EventSink, LogMessage, StopToken, null_sink
 from .requests import (  # noqa: F401  (the requests are used as jobs.RunRequest etc.)
     CreateRequest, DeviceKitRequest, ExportReport, ExportRequest, LatencyRequest, RunRequest, RunResult, StageRequest,
+    TableSummaryRequest,
 )
 
 
@@ -26,6 +27,20 @@ def create_job(project: Path, request: CreateRequest, events, stop: StopToken):
 
     stop.check()
     return new_project(Path(project), request.config, overwrite=request.overwrite, events=events)
+
+
+def table_summary_job(folder: Path, request: TableSummaryRequest, events, stop: StopToken) -> dict:
+    """A data file's row count, label counts and first rows, for the new-project form; a short job so that a large
+    file is parsed in the job's process, never on the window's thread. Needs no project (`folder` is unused).
+    JSON keys are strings, so the label counts travel as [label, count] pairs."""
+    from .data.readers import table_summary
+
+    stop.check()
+    r = request
+    summary = table_summary(r.path, r.text_columns, r.label_column, r.label_names, r.regression, r.preview_rows)
+    if "counts" in summary:
+        summary["counts"] = [[label, n] for label, n in summary["counts"].items()]
+    return summary
 
 
 @dataclass(frozen=True)
@@ -59,11 +74,13 @@ _STAGE_TITLES = {
     "depth": "Width x depth distillation", "finetune-subnets": "Fine-tune sub-networks", "evaluate": "Evaluate every sub-network",
 }
 register(Job("create", f"{__package__}.jobs:create_job", CreateRequest, "Create the project", opens_project=False))
+register(Job("table-summary", f"{__package__}.jobs:table_summary_job", TableSummaryRequest, "Read a data file",
+             opens_project=False))
 register(Job("run", ".stages:run_job", RunRequest, "Train (every unfinished stage)", trains=True, locks=True))
 for _stage in STAGES:
     register(Job(_stage, f".stages:{_stage.replace('-', '_')}_job", StageRequest, _STAGE_TITLES[_stage], trains=True, locks=True))
 register(Job("latency", ".latency:latency_job", LatencyRequest, "Measure latency", locks=True))
-register(Job("export", ".export:export_job", ExportRequest, "Export a sub-network"))
+register(Job("export", ".export.job:export_job", ExportRequest, "Export a sub-network"))
 register(Job("device-kit", ".devicekit:device_kit_job", DeviceKitRequest, "Make a device kit"))
 
 

@@ -37,6 +37,18 @@ class CreateRequest:
 
 
 @dataclass(frozen=True)
+class TableSummaryRequest:
+    """One data file read as the loader reads it, summarized for the new-project form (see table_summary_job)."""
+
+    path: str
+    text_columns: tuple[str, ...]
+    label_column: str
+    label_names: tuple[str, ...] | None = None  # the train file's label set, when this is the dev file
+    regression: bool | None = None
+    preview_rows: int = 20
+
+
+@dataclass(frozen=True)
 class LatencyRequest:
     """How to time every grid sub-network: shapes, threads, formats, runs. seq None = the project's max_seq_length."""
 
@@ -93,9 +105,6 @@ class ExportReport:
     size_mb: float  # the model file(s) only
     files: dict = field(default_factory=dict)  # file name -> bytes
     verification: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 # ---- as JSON ------------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def wait_for(app, cond, timeout: float) -> bool:
 
 
 def shoot(window, app, out: Path, name: str) -> None:
-    """The window at its default size (NAME.png, what the README shows) and at 1280x800 (NAME-1280x800.png)."""
+    """The window at its default size (NAME.png, what the README and the studio docs page show) and at 1280x800 (NAME-1280x800.png)."""
     for size, suffix in ((SIZE, ""), (SMALL, f"-{SMALL[0]}x{SMALL[1]}")):
         window.resize(*size)
         pump(app, 0.4)
@@ -129,14 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     # 1. Project: the new-project form on a local file, with the column pickers, preview and label counts
     pp = w.pages["project"]
     pp.tabs.setCurrentIndex(1)
-    pp.folder.setText(str(Path.home() / "dynabert" / "reviews"))
-    pp.task_files.setChecked(True)
-    pp.train_file.setText(str(REPO / "core" / "demo" / "train.tsv"))
-    pp.validate()
+    pp.form.folder.setText(str(Path.home() / "dynabert" / "reviews"))
+    pp.form.task_files.setChecked(True)
+    pp.form.train_file.setText(str(REPO / "core" / "demo" / "train.tsv"))
+    pp.form.validate()
     w.go_to("project")
     scroll = pp.tabs.currentWidget().findChild(QScrollArea)
     if scroll is not None:
-        scroll.ensureWidgetVisible(pp.label_counts, 0, 40)
+        scroll.ensureWidgetVisible(pp.form.label_counts, 0, 40)
     shoot(w, app, a.out, "1-project")
 
     pp.open_folder(root)

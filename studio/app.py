@@ -241,6 +241,7 @@ class MainWindow(QMainWindow):
         if not runner.is_running():
             for timer in self.findChildren(QTimer):  # a pending validation or repaint has nothing left to show
                 timer.stop()
+            self.pages["project"].form.shut_down()  # nor has a data file being read for the new-project form
             event.accept()
             return
         # stop and close once the job has checkpointed and ended (busyChanged(False) calls close again)

@@ -62,11 +62,6 @@ def encoding_legend_html(widths, depths) -> str:
     return f"colour = width: {ws} &nbsp;&nbsp; shape = depth: {ds}"
 
 
-def pretty_label(label: str) -> str:
-    wd = parse_label(label)
-    return f"width {wd[0]:g} · depth {wd[1]:g}" if wd else label
-
-
 def fmt_params(n) -> str:
     return f"{n / 1e6:.1f} M" if isinstance(n, (int, float)) else "-"
 

@@ -5,7 +5,8 @@ Two kinds of child:
   session so it outlives the window. The studio follows it through the project's run/events.jsonl, the
   only channel, so it can also attach to a run it did not start (reopened window, a terminal's run).
 - short jobs (create, export, latency): `python -m dynastudio.core.child JOB DIR`, a QProcess whose
-  stdout carries the events; they end with the window.
+  stdout carries the events; they end with the window. The runner runs one job at a time; a short job that
+  writes nothing (the new-project form reading a large file) runs beside it (start_side_job).
 Either way the GUI thread only parses a few JSON lines per repaint: no engine import, no GIL contention.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QProcess, QTimer, Signal
 
 from dynastudio.core import jobs, runs
+from dynastudio.core.errors import InternalError
 from dynastudio.core.events import JobEnded, RunEnded, RunStarted, StopAcknowledged, event_from_json
 from dynastudio.core.requests import ExportReport, RunResult, request_to_json
 
@@ -146,6 +148,13 @@ def _result(name: str, value):
         return ExportReport(**value)
     if name == "create" and isinstance(value, dict):
         return Path(value["root"])
+    if name == "table-summary" and isinstance(value, dict):
+        # as table_summary returns it in-process: the label counts keyed by label again, the label names a tuple
+        if "counts" in value:
+            value = {**value, "counts": dict(value["counts"])}
+        if value.get("names") is not None:
+            value = {**value, "names": tuple(value["names"])}
+        return value
     if isinstance(value, dict) and set(value) == {"ran"}:
         return RunResult(tuple(value["ran"]))
     return value
@@ -189,6 +198,7 @@ class ChildJob(JobHandle):
         self._kill_timer.start(int(SHORT_JOB_STOP_S * 1000))
 
     def kill(self) -> None:
+        self.stop_requested = True  # it ends as stopped, not as a crash
         if self.process.state() != QProcess.ProcessState.NotRunning:
             self.process.kill()
 
@@ -232,6 +242,18 @@ class ChildJob(JobHandle):
             self._end("stopped")
         else:
             self._end("failed", _error_info(out.message, out.internal, out.traceback))
+
+
+def start_side_job(name: str, folder: Path | str, request: Any, parent: QObject) -> ChildJob:
+    """Start a short job beside the runner's one job, for work that writes nothing (the new-project form reading a
+    large data file): it never waits behind a training, nor asks to stop one. The caller owns it: kill() cancels it,
+    and it ends with its parent."""
+    job = jobs.JOBS[name]
+    if job.trains or job.locks:
+        raise InternalError(f"'{name}' writes the project: start it through the JobRunner")
+    handle = ChildJob(job, Path(folder), request, parent=parent)
+    handle.launch()
+    return handle
 
 
 class RunJob(JobHandle):

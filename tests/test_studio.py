@@ -105,6 +105,37 @@ def test_runner_reports_errors_and_replaces_a_job_only_when_asked_to(qtbot, monk
     assert not runner.is_running()
 
 
+def test_a_data_file_is_summarized_by_a_short_job_beside_a_training(qtbot, monkeypatch, tmp_path):
+    """The new-project form's file summary is the registered job `table-summary`: run in a child process beside the
+    runner's one job (a training goes on), its result as table_summary gives it in-process (JSON has string keys)."""
+    from dynastudio.core import jobs
+    from dynastudio.core.data.readers import table_summary
+    from dynastudio.core.errors import InternalError
+    from dynastudio.core.requests import TableSummaryRequest
+    from dynastudio.studio.worker import JobRunner, running_job_processes, start_side_job
+
+    data = tmp_path / "qa.tsv"
+    data.write_text("sentence\tlabel\n" + "".join(f"row {i} is {'good' if i % 3 else 'bad'}\t{i % 3 != 0:d}\n"
+                                                    for i in range(30)), encoding="utf-8")
+    request = TableSummaryRequest(str(data), ("sentence",), "label", None, None, 4)
+    in_process = table_summary(data, ("sentence",), "label", None, None, 4)
+    assert in_process["counts"] == {0: 10, 1: 20}
+    assert json.loads(json.dumps(jobs.run("table-summary", tmp_path, request)))["counts"] == [[0, 10], [1, 20]]
+
+    _register_test_job(monkeypatch, "slow", "slow", trains=True)
+    runner = JobRunner()
+    training = runner.start("slow", tmp_path)
+    with pytest.raises(InternalError):  # a job that writes the project goes through the runner
+        start_side_job("slow", tmp_path, None, parent=runner)
+    side = start_side_job("table-summary", tmp_path, request, parent=runner)
+    with qtbot.waitSignal(side.finished, timeout=30000) as done:
+        pass
+    assert done.args[0] == in_process and training.is_running() and runner.current is training
+    with qtbot.waitSignal(training.cancelled, timeout=10000):
+        training.stop()
+    qtbot.waitUntil(lambda: not running_job_processes(), timeout=10000)
+
+
 def test_starting_a_job_during_training_asks_first(window, qtbot, monkeypatch, tmp_path):
     """A menu action that starts a job (the demo project here) must not stop a running training silently."""
     _register_test_job(monkeypatch, "slow", "slow", trains=True)
@@ -127,8 +158,9 @@ def test_whole_flow_create_train_explore_export(window, qtbot, tiny_model_dir, t
     assert w.blocked["train"].reason.text().startswith("No project is open")
 
     # Project: fill the form like a user, validated inline before anything runs
-    pp = w.pages["project"]
-    pp.tabs.setCurrentIndex(1)
+    page = w.pages["project"]
+    page.tabs.setCurrentIndex(1)
+    pp = page.form
     pp.folder.setText(str(tmp_path / "proj"))
     pp.model_local.setChecked(True)
     pp.model_dir.setText(str(tiny_model_dir))
@@ -142,7 +174,7 @@ def test_whole_flow_create_train_explore_export(window, qtbot, tiny_model_dir, t
     pp.hp.editors["depth_mults"].setText("1,0.5")
     assert pp.validate() == []
     assert pp.preview.rowCount() > 0 and "label counts" in pp.label_counts.text()
-    with qtbot.waitSignal(pp.projectOpened, timeout=60000):
+    with qtbot.waitSignal(page.projectOpened, timeout=60000):
         qtbot.mouseClick(pp.create_button, Qt.MouseButton.LeftButton)
     assert state.project is not None and w.current_step() == "train"
     assert w.blocked_reason_shown("explore")
@@ -265,9 +297,10 @@ def test_closing_asks_and_no_keeps_training(window, qtbot, tiny_model_dir, tiny_
 
 def test_user_mistakes_are_messages_not_crashes(window, qtbot, tmp_path, tiny_task_files):
     w = window
-    pp = w.pages["project"]
+    page = w.pages["project"]
+    pp = page.form
     # opening a folder that is not a project: a dialog with the one-line message, no details
-    assert not pp.open_folder(tmp_path)
+    assert not page.open_folder(tmp_path)
     boxes = _error_boxes()
     assert len(boxes) == 1 and "not a DynaBERT Studio project" in boxes[0].text() and not boxes[0].detailedText()
     _close_error_boxes()
@@ -334,12 +367,13 @@ def test_each_page_builds_on_its_own(qtbot, tiny_model_dir, tiny_task_files, tmp
     from dynastudio.studio.pages.explore import ExplorePage
     from dynastudio.studio.pages.export import ExportPage
     from dynastudio.studio.pages.importance import ImportancePage
+    from dynastudio.studio.pages.new_project import NewProjectForm
     from dynastudio.studio.pages.project import ProjectPage
     from dynastudio.studio.pages.train import TrainPage
     from dynastudio.studio.state import StudioState
 
     project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files)
-    for cls in (ProjectPage, ImportancePage, TrainPage, ExplorePage, ExportPage):
+    for cls in (ProjectPage, NewProjectForm, ImportancePage, TrainPage, ExplorePage, ExportPage):
         state = StudioState()
         page = cls(state)
         qtbot.addWidget(page)
@@ -354,16 +388,6 @@ def test_recent_projects_are_remembered(qtbot, tiny_model_dir, tiny_task_files, 
     project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files)
     StudioState().open_project(project.root)
     assert RecentProjects().load() == [str(project.root.resolve())]
-
-
-def test_pareto_front_and_budget_helpers():
-    from dynastudio.studio.pages.explore import best_under, pareto_front
-
-    xs = np.array([1.0, 2.0, 3.0, 2.5, 0.5])
-    ys = np.array([0.8, 0.9, 0.95, 0.85, 0.6])
-    assert pareto_front(xs, ys).tolist() == [4, 0, 1, 2]
-    assert best_under(xs, ys, 2.6) == 1
-    assert best_under(xs, ys, 0.1) is None
 
 
 def test_gui_command_opens_the_project_it_is_given(tiny_model_dir, tiny_task_files, tmp_path):
@@ -383,7 +407,7 @@ def test_gui_command_opens_the_project_it_is_given(tiny_model_dir, tiny_task_fil
     assert shot.stat().st_size > 10_000
 
 
-@pytest.mark.parametrize("page", ["project", "importance", "train", "explore", "export"])
+@pytest.mark.parametrize("page", ["project", "new_project", "importance", "train", "explore", "export"])
 def test_page_preview_smoke_runs_offscreen(page, tiny_model_dir, tiny_task_files, tmp_path):
     """`python -m dynastudio.studio.pages.X PROJECT` opens the page on its own and exits cleanly."""
     import os

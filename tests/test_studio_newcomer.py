@@ -18,10 +18,10 @@ def _qa_rows(n: int = 12) -> str:
 
 # ---- the New-project form ------------------------------------------------------------------------
 def test_form_guesses_a_pair_and_never_gives_a_column_two_roles(window, tmp_path):
-    from dynastudio.studio.pages.project import NONE
+    from dynastudio.studio.pages.new_project import NONE
 
-    pp = window.pages["project"]
-    pp.tabs.setCurrentIndex(1)
+    window.pages["project"].tabs.setCurrentIndex(1)
+    pp = window.pages["project"].form
     pp.task_files.setChecked(True)
     qa = tmp_path / "qa.csv"
     qa.write_text("question,passage,label\n" + _qa_rows(), encoding="utf-8")
@@ -50,8 +50,8 @@ def test_form_guesses_a_pair_and_never_gives_a_column_two_roles(window, tmp_path
 
 
 def test_form_does_not_move_when_messages_appear(window, qtbot, tmp_path):
-    pp = window.pages["project"]
-    pp.tabs.setCurrentIndex(1)
+    window.pages["project"].tabs.setCurrentIndex(1)
+    pp = window.pages["project"].form
     window.resize(1280, 800)
     pp.folder.setText(str(tmp_path / "fresh"))
     pp.validate()
@@ -295,19 +295,23 @@ def test_every_page_fits_a_1280x800_screen_with_results_loaded(window, monkeypat
         assert (window.width(), window.height()) == (1280, 800), step
 
 
+def _big_csv(path, good: str = "fine"):
+    from dynastudio.studio.pages.new_project import READ_APART_BYTES
+
+    rows = "".join(f"row {i} is a {good if i % 2 else 'dull'} film,{i % 2}\n" for i in range(READ_APART_BYTES // 25))
+    path.write_text("sentence,label\n" + rows, encoding="utf-8")
+    assert path.stat().st_size > READ_APART_BYTES
+    return path
+
+
 def test_a_large_data_file_is_read_in_another_process(window, qtbot, tmp_path):
     """A file past READ_APART_BYTES: the form says it is reading, Create waits, and the check completes once
-    the thread has read it (bench/huge_csv.py times the window's gaps on a million rows)."""
-    from dynastudio.studio.pages.project import READ_APART_BYTES
-
-    pp = window.pages["project"]
-    pp.tabs.setCurrentIndex(1)
+    the short job has read it (bench/huge_csv.py times the window's gaps on a million rows)."""
+    window.pages["project"].tabs.setCurrentIndex(1)
+    pp = window.pages["project"].form
     pp.folder.setText(str(tmp_path / "fresh"))
     pp.task_files.setChecked(True)
-    big = tmp_path / "big.csv"
-    rows = "".join(f"row {i} is a {'fine' if i % 2 else 'dull'} film,{i % 2}\n" for i in range(READ_APART_BYTES // 25))
-    big.write_text("sentence,label\n" + rows, encoding="utf-8")
-    assert big.stat().st_size > READ_APART_BYTES
+    big = _big_csv(tmp_path / "big.csv")
     pp.train_file.setText(str(big))
     pp.dev_file.setText(str(big))
     pp.validate()
@@ -315,3 +319,25 @@ def test_a_large_data_file_is_read_in_another_process(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: not pp._reading and not pp.task_error.text().startswith("Reading"), timeout=60000)
     assert pp.task_error.text() == "" and pp.preview.rowCount() > 0
     assert "train rows" in pp.label_counts.text()
+
+
+def test_a_new_file_read_replaces_the_one_still_running(window, qtbot, tmp_path):
+    """Picking another large file while the first is being read: the first read is ended, never shown."""
+    from dynastudio.studio.worker import running_job_processes
+
+    window.pages["project"].tabs.setCurrentIndex(1)
+    pp = window.pages["project"].form
+    pp.task_files.setChecked(True)
+    first, second = _big_csv(tmp_path / "first.csv"), _big_csv(tmp_path / "second.csv", good="great")
+    pp.train_file.setText(str(first))
+    pp.dev_file.setText(str(first))
+    pp.validate()
+    reading = pp._reading
+    assert reading is not None and pp.task_error.text().startswith("Reading first.csv")
+    pp.train_file.setText(str(second))
+    pp.validate()
+    assert reading.status == "stopped" and pp._reading is not reading
+    assert pp.task_error.text().startswith("Reading second.csv")
+    qtbot.waitUntil(lambda: not pp._reading and not pp.task_error.text().startswith("Reading"), timeout=60000)
+    assert pp.task_error.text() == "" and "great film" in pp.preview.item(1, 0).text()
+    assert len(running_job_processes()) == 0

@@ -1,4 +1,4 @@
-"""One page per workflow step: Project, Importance, Train, Explore, Export."""
+"""The studio's pages, one per workflow step (Project, Importance, Train, Explore, Export), and the widgets they share."""
 
 
 class ReloadWhenShown:

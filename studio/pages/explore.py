@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,34 +10,56 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QPushButton, QSlider, QSpinBox,
-    QSplitter, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
 )
 
 from dynastudio.core.errors import UserError
-
-from ..errors import show_error
-from . import ReloadWhenShown
-from ..state import StudioState
-from ..style import (
-    HINT_CSS, METRIC_BOUNDS, chance_in_view, chance_name, encoding_legend_html, fit_view, fmt_params, label_sort_key, plain_axes,
-    subnet_colour, subnet_symbol,
+from dynastudio.core.store import (
+    ANY_LATENCY,
+    FLOPS_AXIS,
+    Grid,
+    GridRow,
+    Point,
+    axis_precision,
+    best_under,
+    grid_points,
+    latency_axis,
+    pareto_front,
 )
 
-FLOPS_AXIS = "flops_rel"
+from ..errors import show_error
+from ..state import StudioState
+from ..style import (
+    HINT_CSS,
+    METRIC_BOUNDS,
+    chance_in_view,
+    chance_name,
+    encoding_legend_html,
+    fit_view,
+    fmt_params,
+    label_sort_key,
+    plain_axes,
+    subnet_colour,
+    subnet_symbol,
+)
+from . import ReloadWhenShown
+
 SLIDER_STEPS = 1000
-
-
-def latency_columns(rows: list[dict]) -> list[str]:
-    """The median latency columns the rows hold (latency_fp32_ms, latency_int8_ms...), p90 ones left out."""
-    cols = {k for r in rows for k, v in r.items() if k.startswith("latency_") and k.endswith("_ms")
-            and not k.endswith("_p90_ms") and isinstance(v, (int, float))}
-    order = {"fp32": 0, "int8": 1, "fp16": 2}
-    return sorted(cols, key=lambda c: (order.get(c[8:-3], 9), c))
-
-
-ALL_PRECISIONS = "latency"  # the x axis with every measured precision as points of its own
 PRECISION_SEP = "@"  # a point's key: "w0.5_d1" (fp32) or "w0.5_d1@int8"
+NO_RESULTS = Grid(None, None, None, None, None, ())
 
 
 def point_key(label: str, precision: str) -> str:
@@ -48,52 +71,15 @@ def split_key(key: str) -> tuple[str, str]:
     return label, precision or "fp32"
 
 
-def precision_points(rows: list[dict], x_key: str) -> list[tuple[str, float, float, str]]:
-    """(key, x, y, precision) of the chart's points. A point pairs a precision's latency with that precision's
-    own dev metric (fp32: the evaluation's; INT8/fp16: measured on their files): never INT8 speed with fp32
-    accuracy. A precision whose metric was not measured has no points."""
-    out = []
-    for r in rows:
-        if x_key == FLOPS_AXIS:
-            if isinstance(r.get("flops_rel"), (int, float)):
-                out.append((r["label"], float(r["flops_rel"]), float(r["value"]), "fp32"))
-            continue
-        cols = latency_columns([r]) if x_key == ALL_PRECISIONS else [x_key]
-        for col in cols:
-            precision = col[8:-3]
-            x = r.get(col)
-            y = r["value"] if precision == "fp32" else r.get(f"metric_{precision}")
-            if isinstance(x, (int, float)) and isinstance(y, (int, float)):
-                out.append((point_key(r["label"], precision), float(x), float(y), precision))
-    return out
-
-
-def pareto_front(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Indices of the points no other point beats on both lower x and higher y, by increasing x."""
-    order = np.lexsort((-ys, xs))  # by x, then best y first
-    front, best = [], -np.inf
-    for i in order:
-        if ys[i] > best:
-            front.append(i)
-            best = ys[i]
-    return np.asarray(front, dtype=int)
-
-
-def best_under(xs: np.ndarray, ys: np.ndarray, budget: float) -> int | None:
-    """The index with the highest metric among x <= budget (the cheaper one on ties); None if nothing fits."""
-    ok = np.flatnonzero(xs <= budget + 1e-12)
-    if ok.size == 0:
-        return None
-    return int(ok[np.lexsort((xs[ok], -ys[ok]))[0]])
-
-
 class ExplorePage(ReloadWhenShown, QWidget):
     COLUMNS = ("sub-network", "metric", "params", "size", "FLOPs", "latency")
 
     def __init__(self, state: StudioState, parent: QWidget | None = None):
         super().__init__(parent)
         self.state = state
-        self.rows: list[dict] = []
+        self.grid = NO_RESULTS  # the evaluated rows of the shown device's grid, in label order
+        self.rows: list[GridRow] = []
+        self.points: list[Point] = []
         self.labels: list[str] = []
         self._plot_labels: list[str] = []
         self._precisions: list[str] = []
@@ -275,8 +261,8 @@ class ExplorePage(ReloadWhenShown, QWidget):
         return self.device_pick.currentData()
 
     def reload(self) -> None:
-        res = self.state.results() or {}
-        devices = res.get("latency_devices", [])
+        grid = self.state.grid() or NO_RESULTS
+        devices = list(grid.devices)
         keep = self.selected_device()
         if self._show_device in devices:  # a measurement kept as a device of its own (OpenVINO): show it
             keep, self._show_device = self._show_device, None
@@ -290,15 +276,15 @@ class ExplorePage(ReloadWhenShown, QWidget):
         for w in (self.device_pick, self.device_label):
             w.setVisible(bool(devices))
         if self.selected_device() is not None:  # the same grid, with that device's latency columns
-            res = self.state.results(device=self.selected_device()) or res
-        self.rows = sorted([r for r in res.get("rows", []) if isinstance(r.get("value"), (int, float))],
-                           key=lambda r: label_sort_key(r["label"]))
-        self.labels = [r["label"] for r in self.rows]
-        self.metric_name = res.get("metric", "metric")
-        self.setup = res.get("latency_setup", {}) or {}
-        self.flops_seq = res.get("flops_seq_len", 128)  # results written before 0.2.1 counted FLOPs at 128 tokens
-        chance = res.get("chance")
-        self.chance = float(chance) if isinstance(chance, (int, float)) else None
+            grid = self.state.grid(device=self.selected_device()) or grid
+        rows = sorted([r for r in grid.rows if r.value is not None], key=lambda r: label_sort_key(r.label))
+        self.grid = replace(grid, rows=tuple(rows))
+        self.rows = rows
+        self.labels = [r.label for r in self.rows]
+        self.metric_name = grid.metric or "metric"
+        self.setup = grid.setup or {}
+        self.flops_seq = grid.flops_seq_len
+        self.chance = grid.chance
         self.chance_line.setVisible(self.chance is not None and bool(self.rows))
         if self.chance is not None:
             self.chance_line.setValue(self.chance)
@@ -306,11 +292,11 @@ class ExplorePage(ReloadWhenShown, QWidget):
         keep = self.axis.currentData()
         self.axis.blockSignals(True)
         self.axis.clear()
-        cols = latency_columns(self.rows)
-        if len(cols) > 1:  # first: every precision, each point with its own metric
-            self.axis.addItem(f"latency: {' + '.join(c[8:-3] for c in cols)} (ms)", ALL_PRECISIONS)
-        for col in cols:
-            self.axis.addItem(f"latency {col[8:-3]} (ms)", col)
+        measured = self.grid.precisions()
+        if len(measured) > 1:  # first: every precision, each point with its own metric
+            self.axis.addItem(f"latency: {' + '.join(measured)} (ms)", ANY_LATENCY)
+        for p in measured:
+            self.axis.addItem(f"latency {p} (ms)", latency_axis(p))
         self.axis.addItem("relative FLOPs (no latency needed)", FLOPS_AXIS)
         i = self.axis.findData(keep)
         self.axis.setCurrentIndex(i if i >= 0 and keep != FLOPS_AXIS else 0)
@@ -321,20 +307,20 @@ class ExplorePage(ReloadWhenShown, QWidget):
 
     def _on_axis(self) -> None:
         self.x_key = self.axis.currentData() or FLOPS_AXIS
-        points = precision_points(self.rows, self.x_key)
-        self.xs = np.asarray([p[1] for p in points], dtype=float)
-        self.ys = np.asarray([p[2] for p in points], dtype=float)
-        self._plot_labels = [p[0] for p in points]  # point keys: the label, with "@int8" for INT8 points
-        self._precisions = [p[3] for p in points]
-        unscored = sorted({c[8:-3] for c in latency_columns(self.rows)} - {"fp32"} - set(self._precisions))
+        self.points = grid_points(self.grid, self.x_key)
+        self.xs = np.asarray([p.x for p in self.points], dtype=float)
+        self.ys = np.asarray([p.y for p in self.points], dtype=float)
+        self._plot_labels = [point_key(p.label, p.precision) for p in self.points]  # "@int8" for INT8 points
+        self._precisions = [p.precision for p in self.points]
+        unscored = sorted(set(self.grid.precisions()) - {"fp32"} - set(self._precisions))
         if self.x_key == FLOPS_AXIS:
             self.plot.setLabel("bottom", f"relative FLOPs at {self.flops_seq} tokens (1.0 = full model)"
-                               + (" — latency not measured yet" if not latency_columns(self.rows) else ""))
+                               + (" — latency not measured yet" if not self.grid.precisions() else ""))
             self.device.setText("The x axis is the compute each sub-network needs, relative to the full model. "
                                 "Measure latency to place them on this machine's real timings.")
         else:
             s = self.setup
-            what = "" if self.x_key == ALL_PRECISIONS else f"{self.x_key[8:-3]} "
+            what = "" if self.x_key == ANY_LATENCY else f"{axis_precision(self.x_key)} "
             self.plot.setLabel("bottom", f"{what}latency, ms per batch (median)")
             self.device.setText(f"Measured on {s.get('device', 'this machine')}: {s.get('threads', '?')} thread(s), "
                                 f"batch {s.get('batch', '?')}, {s.get('seq', '?')} tokens, {s.get('runtime', 'onnxruntime')}."
@@ -343,8 +329,8 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.plot.setLabel("left", f"dev {self.metric_name}")
         self.plot.setTitle(f"dev {self.metric_name} vs {'latency' if self.x_key != FLOPS_AXIS else 'compute'}: "
                            f"{len(self.xs)} sub-networks", size="11pt")
-        widths = sorted({r["width_mult"] for r in self.rows}, reverse=True) or [1.0]
-        depths = sorted({r["depth_mult"] for r in self.rows}, reverse=True) or [1.0]
+        widths = sorted({r.width_mult for r in self.rows}, reverse=True) or [1.0]
+        depths = sorted({r.depth_mult for r in self.rows}, reverse=True) or [1.0]
         self._colours = [subnet_colour(split_key(k)[0], widths) for k in self._plot_labels]
         spots = [dict(pos=(x, y), data=key, brush=self._fill(c, p), symbol=subnet_symbol(split_key(key)[0], depths),
                       pen=pg.mkPen(c if p != "fp32" else "w", width=2 if p != "fp32" else 1))
@@ -355,8 +341,8 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.encoding.setText(legend)
         self.scatter.setData(spots=spots)
         if len(self.xs):
-            front = pareto_front(self.xs, self.ys)
-            self.front_line.setData(self.xs[front], self.ys[front])
+            front = pareto_front(self.points)
+            self.front_line.setData([p.x for p in front], [p.y for p in front])
             shown = chance_in_view(self.ys, self.chance)
             fit_view(self.plot.getPlotItem(), self.xs, list(self.ys) + ([self.chance] if shown else []), x_start=None,
                      bounds=METRIC_BOUNDS.get(self.metric_name, (None, None)))
@@ -385,18 +371,17 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.table.setRowCount(len(self.rows))
         self.table.horizontalHeaderItem(1).setText(self.metric_name)
         for i, r in enumerate(self.rows):
-            size = r.get("size_onnx_fp32_mb")
-            size_text = f"{size:.1f} MB" if isinstance(size, (int, float)) else f"≈{r.get('total_params', 0) * 4 / 1e6:.0f} MB"
+            size, params, flops = _fp32_size(r), r.total_params or 0, r.flops_rel or 0
+            size_text = f"{size:.1f} MB" if size is not None else f"≈{params * 4 / 1e6:.0f} MB"
             cells = [
-                (r["label"], (r["width_mult"], r["depth_mult"])), (f"{r['value']:.4f}", r["value"]), (fmt_params(r.get("total_params")), r.get("total_params", 0)),
-                (size_text, size or r.get("total_params", 0) * 4 / 1e6), (f"{r.get('flops_rel', 0):.3f}", r.get("flops_rel", 0)),
-                ("-", 0.0),
+                (r.label, (r.width_mult, r.depth_mult)), (f"{r.value:.4f}", r.value), (fmt_params(r.total_params), params),
+                (size_text, size or params * 4 / 1e6), (f"{flops:.3f}", flops), ("-", 0.0),
             ]
             for j, (text, key) in enumerate(cells):
                 item = _SortItem(text, key)
-                item.setData(Qt.ItemDataRole.UserRole + 1, r["label"])
+                item.setData(Qt.ItemDataRole.UserRole + 1, r.label)
                 if j == 0:
-                    item.setForeground(QBrush(QColor(subnet_colour(r["label"]))))
+                    item.setForeground(QBrush(QColor(subnet_colour(r.label))))
                 self.table.setItem(i, j, item)
         self.table.setSortingEnabled(True)
         self.table.blockSignals(False)
@@ -404,13 +389,13 @@ class ExplorePage(ReloadWhenShown, QWidget):
     def _fill_table_x(self) -> None:
         """The latency column follows the chosen x axis."""
         self.table.setSortingEnabled(False)
-        lat = self.x_key if self.x_key not in (FLOPS_AXIS, ALL_PRECISIONS) else (latency_columns(self.rows) or [None])[0]
-        self.table.horizontalHeaderItem(5).setText(f"latency {lat[8:-3]} (ms)" if lat else "latency (ms)")
-        by_label = {r["label"]: r for r in self.rows}
+        lat = axis_precision(self.x_key) or (self.grid.precisions() or [None])[0]
+        self.table.horizontalHeaderItem(5).setText(f"latency {lat} (ms)" if lat else "latency (ms)")
+        by_label = {r.label: r for r in self.rows}
         for i in range(self.table.rowCount()):
             label = self.table.item(i, 0).data(Qt.ItemDataRole.UserRole + 1)
-            v = by_label[label].get(lat) if lat else None
-            item = _SortItem(f"{v:.2f}" if isinstance(v, (int, float)) else "—", v if isinstance(v, (int, float)) else 1e18)
+            v = by_label[label].latency_ms(lat) if lat else None
+            item = _SortItem(f"{v:.2f}" if v is not None else "—", v if v is not None else 1e18)
             item.setData(Qt.ItemDataRole.UserRole + 1, label)
             self.table.setItem(i, 5, item)
         self.table.setSortingEnabled(True)
@@ -464,22 +449,22 @@ class ExplorePage(ReloadWhenShown, QWidget):
     # ---- hover ---------------------------------------------------------------------------------
     def _tip(self, x: float, y: float, data) -> str:
         label, precision = split_key(data)
-        r = next((r for r in self.rows if r["label"] == label), None)
+        r = self.grid.row(label)
         if r is None:
             return str(data)
-        scores = [f"dev {self.metric_name} {p}: {r[f'metric_{p}']:.4f}" for p in ("int8", "fp16")
-                  if isinstance(r.get(f"metric_{p}"), (int, float))]
-        size = r.get("size_onnx_fp32_mb")
-        lat = [f"latency {c[8:-3]}: {r[c]:.2f} ms" for c in latency_columns([r])]
+        scores = [f"dev {self.metric_name} {p}: {m:.4f}" for p in r.precisions if p != "fp32"
+                  and (m := r.metric_at(p)) is not None]
+        size = _fp32_size(r)
+        lat = [f"latency {p}: {ms:.2f} ms" for p in r.precisions if (ms := r.latency_ms(p)) is not None]
         return "\n".join([
-            f"{r['label']}  (width {r['width_mult']:g}, depth {r['depth_mult']:g})"
+            f"{r.label}  (width {r.width_mult:g}, depth {r.depth_mult:g})"
             + (f", point: {precision}" if precision != "fp32" else ""),
-            f"dev {self.metric_name} fp32: {r['value']:.4f}",
+            f"dev {self.metric_name} fp32: {r.value:.4f}",
             *scores,
-            f"parameters: {fmt_params(r.get('total_params'))}",
-            f"ONNX fp32 size: {size:.1f} MB" if isinstance(size, (int, float)) else
-            f"size: ≈{r.get('total_params', 0) * 4 / 1e6:.0f} MB (fp32 weights)",
-            f"FLOPs: {r.get('flops_rel', 0):.3f} of the full model",
+            f"parameters: {fmt_params(r.total_params)}",
+            f"ONNX fp32 size: {size:.1f} MB" if size is not None else
+            f"size: ≈{(r.total_params or 0) * 4 / 1e6:.0f} MB (fp32 weights)",
+            f"FLOPs: {r.flops_rel or 0:.3f} of the full model",
             *(lat or ["latency: not measured"]),
         ])
 
@@ -518,7 +503,8 @@ class ExplorePage(ReloadWhenShown, QWidget):
             self.budget_text.setText("no results yet")
             self.pick_best.setEnabled(False)
             return
-        self.best = best_under(self.xs, self.ys, budget)
+        best = best_under(self.points, budget)  # the same answer as `dynastudio report --budget-ms`
+        self.best = next(i for i, p in enumerate(self.points) if p is best) if best is not None else None
         unit = " ms" if self.x_key != FLOPS_AXIS else "× FLOPs"
         # points over the budget fade, the rest keep their colour: updated in place
         brushes = [self._fill(c, p) if x <= budget + 1e-12 else pg.mkBrush(200, 200, 200, 160)
@@ -582,7 +568,7 @@ class ExplorePage(ReloadWhenShown, QWidget):
         if handle is None:
             return
         if request.runtime == "openvino":
-            from dynastudio.core.targets import OPENVINO_DEVICE
+            from dynastudio.core.export.targets import OPENVINO_DEVICE
 
             self._show_device = OPENVINO_DEVICE
         self.handle = handle
@@ -599,8 +585,13 @@ class ExplorePage(ReloadWhenShown, QWidget):
         if mine:
             self.measure.setText("Cancel measuring")
         else:
-            measured_here = self.selected_device() is None and latency_columns(self.rows)
+            measured_here = self.selected_device() is None and self.grid.precisions()
             self.measure.setText("Measure again" if measured_here else "Measure latency")
+
+
+def _fp32_size(row: GridRow) -> float | None:
+    f = row.figures("fp32")
+    return f.size_mb if f is not None else None
 
 
 class _SortItem(QTableWidgetItem):

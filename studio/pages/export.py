@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (
     QLineEdit, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from dynastudio.core.targets import FORMATS, PRESET_DESCRIPTIONS, PRESETS, TRIM_BY_DEFAULT
+from dynastudio.core.export.targets import FORMATS, PRESET_DESCRIPTIONS, PRESETS, TRIM_BY_DEFAULT
 
 from ..errors import show_error
 from ..state import StudioState

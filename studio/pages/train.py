@@ -4,10 +4,9 @@ from __future__ import annotations
 import html
 import time
 
-import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QFont, QPainter, QPen, QPixmap
+from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QComboBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSplitter,
     QVBoxLayout, QWidget,
@@ -20,200 +19,15 @@ from dynastudio.core.events import (
 
 from ..errors import show_error
 from ..state import StageView, StudioState
+from ..style import BANNER_CSS, HINT_CSS, METRIC_BOUNDS, chance_name, fmt_seconds, label_sort_key
 from ..worker import gpu_count
-from ..style import BANNER_CSS, HINT_CSS, METRIC_BOUNDS, chance_in_view, chance_name, fit_view, fmt_seconds, label_sort_key, plain_axes, subnet_pen
+from .curves import CurvePlot, CurveSet, LegendBox
 
 # stages that report steps (rewire and evaluate only report their end)
 STAGE_TITLES = {
     "finetune": "Fine-tune teacher", "rewire": "Importance + rewire", "width": "Width distillation",
     "depth": "Width + depth distillation", "finetune-subnets": "Fine-tune sub-networks", "evaluate": "Evaluate",
 }
-
-
-class CurveSet:
-    """Points per stage and sub-network; a repeated step (after a resume) replaces the points from there on."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
-
-    def add(self, stage: str, step: int, values: dict) -> None:
-        per_label = self.data.setdefault(stage, {})
-        for label, value in values.items():
-            xs, ys = per_label.setdefault(label, ([], []))
-            if xs and step <= xs[-1]:
-                cut = int(np.searchsorted(np.asarray(xs), step))  # steps redone after a resume
-                del xs[cut:], ys[cut:]
-            xs.append(step)
-            ys.append(float(value))
-
-    def restart(self, stage: str, from_step: int) -> None:
-        """A stage (re)starting at `from_step` makes every later point of it stale."""
-        for xs, ys in self.data.get(stage, {}).values():
-            cut = int(np.searchsorted(np.asarray(xs), from_step, side="right"))
-            del xs[cut:], ys[cut:]
-
-    def clear(self) -> None:
-        self.data.clear()
-
-    def stages(self) -> list[str]:
-        return [s for s in STAGES if s in self.data] + [s for s in self.data if s not in STAGES]
-
-    def labels(self, stage: str) -> list[str]:
-        return sorted(self.data.get(stage, {}), key=label_sort_key)
-
-
-class LegendBox(QWidget):
-    """The sub-network legend as plain widgets beside the plots: each sample is painted with the curve's own
-    pen and sits on the line of its label (pyqtgraph's LegendItem drifted apart when its cell grew)."""
-
-    def __init__(self, parent: QWidget | None = None):
-        super().__init__(parent)
-        self.rows = QVBoxLayout(self)
-        self.rows.setContentsMargins(4, 24, 4, 4)
-        self.rows.setSpacing(2)
-        self.rows.addStretch(1)
-        self.labels: list[str] = []
-
-    def set_items(self, items: list[tuple[str, QPen]]) -> None:
-        while self.rows.count() > 1:
-            w = self.rows.takeAt(0).widget()
-            if w is not None:
-                w.deleteLater()
-        for i, (label, pen) in enumerate(items):
-            row = QWidget()
-            h = QHBoxLayout(row)
-            h.setContentsMargins(0, 0, 0, 0)
-            h.setSpacing(6)
-            sample = QLabel()
-            sample.setPixmap(_pen_sample(pen))
-            h.addWidget(sample, 0, Qt.AlignmentFlag.AlignVCenter)
-            text = QLabel(label)
-            text.setObjectName(f"legend:{label}")
-            h.addWidget(text, 1, Qt.AlignmentFlag.AlignVCenter)
-            self.rows.insertWidget(i, row)
-        self.labels = [label for label, _ in items]
-
-
-def _pen_sample(pen: QPen, width: int = 30, height: int = 12) -> QPixmap:
-    pix = QPixmap(width, height)
-    pix.fill(Qt.GlobalColor.transparent)
-    painter = QPainter(pix)
-    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-    p = QPen(pen)
-    p.setWidthF(max(2.0, pen.widthF()))
-    painter.setPen(p)
-    painter.drawLine(2, height // 2, width - 2, height // 2)
-    painter.end()
-    return pix
-
-
-class CurvePlot:
-    """One PlotDataItem per sub-network, kept and fed with setData; the legend is rebuilt only when the set changes.
-
-    The view is framed from the data (x from 0 to the stage's last step, y inside the metric's bounds),
-    ticks are in the values' own units, and an optional dashed line marks the chance level."""
-
-    def __init__(self, plot: pg.PlotItem, title: str, y_label: str, symbols: bool = False,
-                 legend: LegendBox | None = None, bounds: tuple[float | None, float | None] = (None, None)):
-        self.plot = plot
-        self.title = title
-        self.chance_what, self.chance_below = "chance", False
-        plot.setTitle(title, size="11pt")
-        plot.setLabel("bottom", "optimizer step")
-        plot.setLabel("left", y_label)
-        plot.showGrid(x=True, y=True, alpha=0.25)
-        plain_axes(plot)
-        self.legend = legend
-        self.symbols = symbols
-        self.bounds = bounds
-        self.x_end: float | None = None  # the stage's last step, so curves fill the plot from left to right
-        self.items: dict[str, pg.PlotDataItem] = {}
-        self.shown: list[str] = []
-        self.chance: float | None = None
-        self.chance_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen("#777", width=1.2, style=Qt.PenStyle.DashLine),
-                                           label="", labelOpts={"position": 0.02, "color": "#555", "anchors": [(0, 1), (0, 1)]})
-        self.chance_line.setVisible(False)
-        plot.addItem(self.chance_line, ignoreBounds=True)
-        # said where the curves will be, so an empty plot reads as "not yet", not as broken
-        self.placeholder = pg.TextItem("", color="#888", anchor=(0.5, 0.5))
-        self.placeholder.setParentItem(plot.getViewBox())
-        self.chance_note = pg.TextItem("", color="#555", anchor=(0, 1))
-        self.chance_note.setParentItem(plot.getViewBox())
-        plot.getViewBox().sigResized.connect(self._place_placeholder)
-
-    def set_placeholder(self, text: str) -> None:
-        self.placeholder.setText(text)
-        self._place_placeholder()
-
-    def _place_placeholder(self, *_):
-        r = self.plot.getViewBox().boundingRect()
-        self.placeholder.setPos(r.center().x(), r.top() + 0.3 * r.height())  # above a chance line at mid-height
-        self.chance_note.setPos(r.left() + 4, r.bottom() - 2)
-
-    def setTitle(self, title: str, **kw) -> None:
-        self.title = title
-        self.plot.setTitle(title, **kw)
-
-    def setLabel(self, axis: str, text: str) -> None:
-        self.plot.setLabel(axis, text)
-
-    def set_chance(self, value: float | None, what: str = "chance") -> None:
-        """A dashed line at the score of always predicting the majority class (or the mean)."""
-        self.chance = value
-        self.chance_what = what
-        self.chance_line.setVisible(value is not None)
-        if value is not None:
-            self.chance_line.setValue(value)
-            self.chance_line.label.setFormat(f"{what} {value:.3f}")
-
-    def show_curves(self, per_label: dict[str, tuple[list, list]]) -> None:
-        labels = sorted((l for l, (xs, _) in per_label.items() if xs), key=label_sort_key)
-        if labels != self.shown:
-            self._relabel(labels)
-        self.placeholder.setVisible(not labels)
-        ends_x, ends_y = [], []
-        for label in labels:
-            xs, ys = (np.asarray(v, dtype=float) for v in per_label[label])
-            self.items[label].setData(xs, ys)
-            ends_x += [xs.min(), xs.max()]
-            ends_y += [np.nanmin(ys), np.nanmax(ys)]
-        if labels:
-            shown = chance_in_view(ends_y, self.chance)
-            fit_view(self.plot, ends_x, ends_y + ([self.chance] if shown else []), x_end=self.x_end, bounds=self.bounds)
-            # far below the curves the line is out of view: a note in the corner says where it is instead
-            self.chance_below = self.chance is not None and not shown
-        else:
-            self.chance_below = False
-            lo, hi = self.bounds
-            self.plot.disableAutoRange()
-            self.plot.setRange(xRange=(0, self.x_end or 1), yRange=(lo or 0.0, hi if hi is not None else 1.0), padding=0)
-        self.chance_note.setText(f"▼ {self.chance_what} {self.chance:.3f}, below" if self.chance_below else "")
-        self._place_placeholder()
-
-    def _relabel(self, labels: list[str]) -> None:
-        for label, item in self.items.items():
-            if label not in labels and item.scene() is not None:
-                self.plot.removeItem(item)
-        for label in labels:
-            item = self.items.get(label)
-            if item is None:
-                pen = subnet_pen(label)
-                kw = dict(symbol="o", symbolSize=5, symbolBrush=pen.color(), symbolPen=None) if self.symbols else {}
-                item = pg.PlotDataItem(pen=pen, **kw)
-                # long runs: draw at most about one point per pixel
-                item.setDownsampling(auto=True, method="peak")
-                item.setClipToView(True)
-                self.items[label] = item
-            if item.scene() is None:
-                self.plot.addItem(item)
-        if self.legend is not None:
-            self.legend.set_items([(label, self.items[label].opts["pen"]) for label in labels])
-        self.shown = labels
-
-    def point_count(self) -> int:
-        return sum(len(self.items[l].xData) for l in self.shown if self.items[l].xData is not None)
-
-
 TRAINING_STAGES = ("finetune", "width", "depth", "finetune-subnets")  # the stages with loss curves
 
 
