@@ -47,8 +47,11 @@ def main(argv=None) -> int:
     import torch
 
     from dynastudio.core.events import StopToken, null_sink
-    from dynastudio.core.export import MODEL_FILES, ExportRequest, export_job, import_openvino
+    from dynastudio.core.export.job import export_job
+    from dynastudio.core.export.runtimes import import_openvino
+    from dynastudio.core.export.targets import MODEL_FILES
     from dynastudio.core.project import Project
+    from dynastudio.core.requests import ExportRequest
 
     torch.set_num_threads(1)
     project = Project.open(Path(a.project))

@@ -67,7 +67,8 @@ def main(argv=None) -> int:
     from transformers import AutoModelForSequenceClassification
 
     from dynastudio.core.dynamic import SubnetSpec
-    from dynastudio.core.export import _example_inputs, _quiet_export, export_onnx
+    from dynastudio.core.export.logits import example_inputs, logits_module, quiet_export
+    from dynastudio.core.export.onnx import export_onnx
     from dynastudio.core.extract import extract_from_model
     from dynastudio.core.models import quiet_transformers, resolve_model
 
@@ -100,15 +101,15 @@ def main(argv=None) -> int:
             studio = export_onnx(slim, tmp / f"studio-{w}-{d}.onnx", names)
             ref_module = Logits(hf_reference(model, slim)).eval()
             reference = tmp / f"reference-{w}-{d}.onnx"
-            with _quiet_export(), torch.no_grad():
-                torch.onnx.export(ref_module, _example_inputs(names, slim.config.vocab_size), str(reference),
+            with quiet_export(), torch.no_grad():
+                torch.onnx.export(ref_module, example_inputs(names, slim.config.vocab_size), str(reference),
                                   input_names=names, output_names=["logits"], dynamo=False, opset_version=17,
                                   dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}})
             # the studio's graph as saved before: the exporter's value_info kept
             annotated = tmp / f"annotated-{w}-{d}.onnx"
-            with _quiet_export(), torch.no_grad():
-                torch.onnx.export(_logits(slim, names),
-                                  _example_inputs(names, slim.config.vocab_size), str(annotated), input_names=names,
+            with quiet_export(), torch.no_grad():
+                torch.onnx.export(logits_module(slim, names),
+                                  example_inputs(names, slim.config.vocab_size), str(annotated), input_names=names,
                                   output_names=["logits"], dynamo=True, verbose=False,
                                   dynamic_shapes={n: {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")} for n in names})
             with torch.no_grad():
@@ -154,12 +155,6 @@ def main(argv=None) -> int:
            f"{r['annotated_ms']:.2f} | {r['annotated_over_reference']:.3f} |" for r in rows]
     (out / "onnx_default_session.md").write_text("\n".join(md) + "\n")
     return 0
-
-
-def _logits(slim, names):
-    from dynastudio.core.export import _logits_module
-
-    return _logits_module(slim, names)
 
 
 if __name__ == "__main__":

@@ -29,10 +29,6 @@ class Cancelled(Exception):
     """Raised inside a job when its stop token was set; the project stays resumable."""
 
 
-class ExportError(UserError):
-    """An export that cannot be made as asked (a bad output folder, a format that does not apply)."""
-
-
 class InternalError(RuntimeError):
     """A check of the engine's own work failed (rewiring changed the logits, an fp32 export disagrees with
     PyTorch): a bug to report, never the user's mistake, so it keeps its traceback everywhere."""

@@ -7,13 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import FILLER, GOOD, BAD, SPECIAL, tiny_model, tiny_project_config
 from dynastudio.core.errors import ConfigError, UserError
 from dynastudio.core.events import StopToken, null_sink
-from dynastudio.core.export import MODEL_FILES, ExportRequest, _compact_lookup_tables, export_job
+from dynastudio.core.export.job import export_job
+from dynastudio.core.export.quantize import compact_lookup_tables, table_bytes, table_storage
+from dynastudio.core.export.targets import MODEL_FILES
+from dynastudio.core.export.vocab import plan_trim, plan_vocab, read_word_list, save_trimmed_tokenizer
 from dynastudio.core.prepare import new_project
 from dynastudio.core.project import Project
-from dynastudio.core.vocab import plan_trim, read_word_list, save_trimmed_tokenizer
+from dynastudio.core.requests import ExportRequest
+from helpers import BAD, FILLER, GOOD, SPECIAL, tiny_model, tiny_project_config
 
 UNUSED = [f"unused{i}" for i in range(60)]  # in the vocabulary, never in the task's texts
 TRAIN = ["the movie was great", "a dull plot, really boring!", "unbelievably charming acting", "it is fine."]
@@ -108,8 +111,28 @@ def test_word_list_errors_are_one_line(tmp_path):
     assert read_word_list(f) == ["zebra", "splendid"]
 
 
+@pytest.mark.parametrize("kind", ["wordpiece", "bpe"])
+def test_plan_vocab_tokenizes_each_split_once_and_keeps_what_plan_trim_keeps(tmp_path, kind, monkeypatch):
+    """The export's trim (train and dev texts) and the held-out one (train texts only) from one pass per split."""
+    from types import SimpleNamespace
+
+    import dynastudio.core.export.vocab as vocab
+
+    tok = (_bpe_tokenizer if kind == "bpe" else _wordpiece_tokenizer)(tmp_path)
+    task = SimpleNamespace(train=SimpleNamespace(text_a=TRAIN, text_b=None), dev=SimpleNamespace(text_a=DEV, text_b=None))
+    passes = []
+    counts = vocab.token_counts
+    monkeypatch.setattr(vocab, "token_counts", lambda t, a, *rest, **kw: passes.append(a) or counts(t, a, *rest, **kw))
+    plan = plan_vocab(tok, len(tok), task, ["zebra"])
+    assert sum(a is TRAIN for a in passes) == 1 and sum(a is DEV for a in passes) == 1
+    monkeypatch.setattr(vocab, "token_counts", counts)
+    want, held = (plan_trim(tok, len(tok), (TRAIN, None), others, ["zebra"]) for others in ([(DEV, None)], []))
+    assert plan.trim.kept.tolist() == want.kept.tolist() and plan.trim.frequent == want.frequent
+    assert plan.heldout.kept.tolist() == held.kept.tolist() and plan.heldout.frequent == held.frequent
+    assert plan.words == 1 and len(plan.heldout.kept) <= len(plan.trim.kept)
+
+
 def _lookup_model(table: np.ndarray):
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     node = helper.make_node("Gather", ["embeddings.word_embeddings.weight", "ids"], ["rows"], axis=0)
@@ -129,7 +152,7 @@ def test_compact_embedding_rows_decode_to_the_table(tmp_path, rare_from):
     g = np.random.default_rng(0)
     table = (g.standard_normal((64, 64)) * g.uniform(0.01, 1.0, size=(64, 1))).astype(np.float32)
     onnx.save(_lookup_model(table), str(tmp_path / "src.onnx"))
-    _compact_lookup_tables(tmp_path / "src.onnx", tmp_path / "dst.onnx", False, "int8", min_elements=1, rare_from=rare_from)
+    compact_lookup_tables(tmp_path / "src.onnx", tmp_path / "dst.onnx", False, "int8", min_elements=1, rare_from=rare_from)
     m = onnx.load(str(tmp_path / "dst.onnx"))
     onnx.checker.check_model(m)
     ids = np.array([[0, 5, 39, 40, 41], [63, 1, 2, 40, 0]], dtype=np.int64)
@@ -147,6 +170,13 @@ def test_compact_embedding_rows_decode_to_the_table(tmp_path, rare_from):
     sizes = {i.name: i.data_type for i in m.graph.initializer}
     assert sizes["embeddings.word_embeddings.weight"] == onnx.TensorProto.INT8
     assert ("embeddings.word_embeddings.weight_q4" in sizes) == (rare_from is not None)
+    # what the export's size accounting says the table takes (+ the mixed lookup's few index constants)
+    from onnx import numpy_helper
+
+    stored = sum(numpy_helper.to_array(i).nbytes for i in m.graph.initializer)
+    storage = table_storage("embeddings.word_embeddings.weight", 64, 64, "int8", rare_from, min_elements=1)
+    assert storage == ("int8" if rare_from is None else "mixed")
+    assert table_bytes(storage, 64, 64, rare_from) <= stored <= table_bytes(storage, 64, 64, rare_from) + 64
 
 
 def test_trimmed_export_runs_with_its_own_tokenizer_and_reports_sizes(wide_vocab_project, tmp_path):
@@ -163,6 +193,7 @@ def test_trimmed_export_runs_with_its_own_tokenizer_and_reports_sizes(wide_vocab
     n_task = len(SPECIAL) + len(GOOD) + len(BAD) + len(FILLER)
     assert v["kept_tokens"] == n_task + 1 and v["original_tokens"] == n_task + len(UNUSED)  # + the listed word
     assert v["size_after_mb"] < v["size_before_mb"] and rep_t.size_mb == pytest.approx(v["size_after_mb"])
+    assert v["size_before_mb"] == pytest.approx(rep.size_mb, rel=0.01)  # what the untrimmed export weighs
     assert rep_t.passed and rep_t.agreement == 1.0  # fp32, dev tokens all kept: the same model on dev
     assert 0 <= v["heldout"]["agreement"] <= 1 and v["heldout"]["rows"] == rep_t.dev_examples
     assert "Vocabulary trimmed" in (tmp_path / "trim" / "README.md").read_text()
@@ -185,8 +216,37 @@ def test_phone_presets_trim_by_default_and_can_be_told_not_to(wide_vocab_project
     rep = export(wide_vocab_project, (0.5, 0.5), "android", tmp_path / "a")
     assert rep.format == "ort-int8" and rep.verification["vocabulary"] is not None
     assert (tmp_path / "a" / MODEL_FILES["ort-int8"]).is_file() and rep.agreement is not None
-    rep = export(wide_vocab_project, (0.5, 0.5), "android", tmp_path / "b", trim_vocab=False)
-    assert rep.verification["vocabulary"] is None
+    untrimmed = export(wide_vocab_project, (0.5, 0.5), "android", tmp_path / "b", trim_vocab=False)
+    assert untrimmed.verification["vocabulary"] is None
+    assert rep.verification["vocabulary"]["size_before_mb"] == pytest.approx(untrimmed.size_mb, rel=0.01)
+
+
+def test_an_export_reads_the_task_rows_once(wide_vocab_project, tmp_path, monkeypatch):
+    """With trimming the task's files are read once, for the vocabulary, the probe, the dev check and the
+    held-out report alike; the encoded cache is not read besides."""
+    import dynastudio.core.data.task as task_module
+    import dynastudio.core.prepare as prepare
+
+    reads = []
+    load = task_module.load_task_data
+    monkeypatch.setattr(task_module, "load_task_data", lambda cfg: reads.append(cfg) or load(cfg))
+    monkeypatch.setattr(prepare, "prepare_inputs", lambda *a, **k: pytest.fail("the cache was read besides the files"))
+    rep = export(wide_vocab_project, (0.5, 0.5), "onnx", tmp_path / "t", trim_vocab=True)
+    assert len(reads) == 1 and rep.passed and rep.dev_examples > 0
+    assert rep.verification["vocabulary"]["heldout"]["rows"] == rep.dev_examples
+
+
+def test_a_trimmed_hf_folder_is_written_without_asking_to_run_its_code(wide_vocab_project, tmp_path, monkeypatch):
+    """The trimmed tokenizer is loaded back from the folder: before the hf format's config.json (with its
+    auto_map) is there, or transformers asks on the console whether to run the folder's code."""
+    from transformers import AutoTokenizer
+
+    monkeypatch.setattr("builtins.input", lambda *a: pytest.fail(f"the export asked on the console: {a[:1]}"))
+    rep = export(wide_vocab_project, (0.5, 0.5), "hf", tmp_path / "hf", trim_vocab=True)
+    assert rep.passed and rep.verification["vocabulary"] is not None
+    monkeypatch.undo()
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "hf"), trust_remote_code=True)
+    assert len(tok) == rep.verification["vocabulary"]["kept_tokens"]
 
 
 def test_default_onnxruntime_session_leaves_skiplayernorm_unfused(wide_vocab_project, tmp_path):
@@ -252,7 +312,7 @@ def test_latency_with_openvino_is_kept_as_a_device_of_its_own(wide_vocab_project
     import shutil
 
     from dynastudio.core.cli import main
-    from dynastudio.core.targets import OPENVINO_DEVICE
+    from dynastudio.core.export.targets import OPENVINO_DEVICE
 
     if importlib.util.find_spec("openvino") is None:
         pytest.skip("openvino is not installed")

@@ -13,17 +13,20 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import make_tiny_model_dir, tiny_model, tiny_project_config
 from dynastudio.core import jobs
 from dynastudio.core.cli import main
+from dynastudio.core.dynamic import SubnetSpec
 from dynastudio.core.errors import Cancelled, ConfigError, InternalError, UserError
 from dynastudio.core.events import EventLog, ExportDone, LogMessage, StageEnded, StageStarted, StopToken, null_sink
-from dynastudio.core.export import FORMATS, MODEL_FILES, PRESETS, ExportReport, ExportRequest, export_job, resolve_format
-from dynastudio.core.dynamic import SubnetSpec
+from dynastudio.core.export.job import export_job
+from dynastudio.core.export.targets import FORMATS, MODEL_FILES, PRESETS, resolve_format
+from dynastudio.core.export.verify import ExportMismatchError
 from dynastudio.core.extract import extract
 from dynastudio.core.latency import LatencyRequest, latency_job
 from dynastudio.core.prepare import new_project
 from dynastudio.core.project import Project
+from dynastudio.core.requests import ExportReport, ExportRequest
+from helpers import make_tiny_model_dir, tiny_model, tiny_project_config
 
 
 @pytest.fixture(scope="module")
@@ -171,10 +174,15 @@ def test_existing_folder_asks_for_overwrite(project, tmp_path):
 
 def _shift_fp32_runner(monkeypatch, by: float = 3e-4) -> None:
     """The exported model, read back, answers `by` off PyTorch: what a broken exporter would do."""
-    import dynastudio.core.export as ex
+    import dynastudio.core.export.verify as ex
 
-    real = ex._runner
-    monkeypatch.setattr(ex, "_runner", lambda fmt, folder, strict=False: (lambda feed, run=real(fmt, folder, strict): run(feed) + by))
+    real = ex.runner
+
+    def shifted(fmt, folder, strict=False):
+        run = real(fmt, folder, strict)
+        return lambda feed: run(feed) + by
+
+    monkeypatch.setattr(ex, "runner", shifted)
 
 
 def test_fp32_mismatch_is_an_internal_error_and_writes_nothing(project, tmp_path, monkeypatch):
@@ -184,13 +192,18 @@ def test_fp32_mismatch_is_an_internal_error_and_writes_nothing(project, tmp_path
     with pytest.raises(InternalError, match=r"differs from PyTorch by 3\.0\de-04") as caught:
         export(project, (0.5, 1.0), "torchscript", out, events=log)
     assert not isinstance(caught.value, UserError)  # a bug of ours, never shown as the user's mistake
+    err = caught.value
+    assert isinstance(err, ExportMismatchError) and err.format == "torchscript"  # typed, as optimum's AtolError
+    assert err.max_abs_diff == pytest.approx(3e-4, rel=0.05) and err.tolerance == 1e-4
+    assert len(err.shape) == 2 and min(err.shape) > 0  # the (batch, sequence) it was found at
+    assert str(list(err.shape)) in str(err)
     assert not out.exists() and log.of(ExportDone) == []
     _no_leftovers(tmp_path)
 
 
 def test_fp32_tolerance_is_what_decides(project, tmp_path, monkeypatch):
     """No shifted runner: with a tolerance below onnxruntime's real rounding difference the same check fails."""
-    import dynastudio.core.export as ex
+    import dynastudio.core.export.verify as ex
 
     monkeypatch.setattr(ex, "FP32_TOLERANCE", 1e-12)
     with pytest.raises(InternalError, match=r"onnx export of w0.5_d1 differs from PyTorch by .* \(> 1e-12\)"):
@@ -205,7 +218,8 @@ def test_cli_internal_error_exits_1_with_a_traceback(project, tmp_path, monkeypa
     rc = main(["export", str(project.root), "--width", "0.5", "--depth", "1", "--format", "torchscript", "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 1, err
-    assert "Traceback (most recent call last)" in err and "InternalError" in err and "differs from PyTorch" in err
+    # the typed error (an InternalError) with its traceback
+    assert "Traceback (most recent call last)" in err and "ExportMismatchError" in err and "differs from PyTorch" in err
     assert "internal error" in err.splitlines()[-1] and not out.exists()
 
 
@@ -264,6 +278,19 @@ def test_cli_export_below_min_agreement_exits_1(tied_project, tmp_path, capsys):
     v = json.loads((tmp_path / "lenient" / "verification.json").read_text())
     assert v["passed"] is True and v["min_agreement"] == pytest.approx(percent / 100)
     assert "FAILED" not in (tmp_path / "lenient" / "README.md").read_text()
+
+
+def test_the_export_job_names_every_format_and_the_targets_need_no_torch():
+    import re
+
+    doc = export_job.__doc__ or ""
+    missing = [f for f in FORMATS if not re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", doc)]
+    assert not missing, f"export_job's docstring does not name {missing}"
+    # the CLI's parser and the studio read the formats and presets without loading the engine
+    code = ("import sys; import dynastudio.core.export.targets; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
 
 
 def test_formats_and_presets_resolve():
@@ -431,10 +458,10 @@ def test_latency_job_reports_its_stage_and_writes_only_latency_json(project, tmp
     def fake_child(request, threads, on_message, stop):
         assert request["specs"] == [list(s) for s in specs] and request["settings"]["formats"] == ["fp32", "int8"]
         on_message({"setup": {"device": "test CPU", "seq": request["settings"]["seq"]}})
-        for i, (w, d) in enumerate(request["specs"]):
+        for i, _ in enumerate(request["specs"]):
             on_message({"progress": f"exported {i + 1}"})
         on_message({"progress": "timing round 1/1 done"})
-        for i, (w, d) in enumerate(request["specs"]):
+        for i, _ in enumerate(request["specs"]):
             on_message({"progress": f"dev accuracy per precision: {i + 1}/{len(specs)}"})
         for i, (w, d) in enumerate(request["specs"]):
             values = {f"{k}_{f}{x}": float(i + 1) * (2 if f == "int8" else 1) for f in ("fp32", "int8")
@@ -469,13 +496,14 @@ def test_roberta_onnx_export_and_fp16_embedding_tables(tmp_path):
     import onnxruntime as ort
 
     from dynastudio.core.dynamic import SubnetSpec
-    from dynastudio.core.export import _compact_lookup_tables, export_onnx
+    from dynastudio.core.export.onnx import export_onnx
+    from dynastudio.core.export.quantize import compact_lookup_tables
     from dynastudio.core.extract import extract_from_model
 
     slim = extract_from_model(tiny_model("roberta", seed=3), SubnetSpec(0.5, 0.5), "keep-last")
     names = ["input_ids", "attention_mask"]
     src = export_onnx(slim, tmp_path / "m.onnx", names)
-    _compact_lookup_tables(src, tmp_path / "h.onnx", external=False, tables="fp16", min_elements=500)
+    compact_lookup_tables(src, tmp_path / "h.onnx", external=False, tables="fp16", min_elements=500)
     m = onnx.load(str(tmp_path / "h.onnx"))
     assert any(n.op_type == "Cast" and n.input[0].endswith("_fp16") for n in m.graph.node)
     assert any(i.data_type == onnx.TensorProto.FLOAT16 and tuple(i.dims) == (33, 32) for i in m.graph.initializer)

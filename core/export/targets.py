@@ -1,7 +1,7 @@
-"""The export formats and the target presets that pick one (no torch import: the CLI's parser reads them)."""
+"""The export formats, the presets that pick one, the files of an export folder (torch-free: the CLI reads them)."""
 from __future__ import annotations
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # format -> what it is (the GUI shows these)
 FORMATS: dict[str, str] = {
@@ -57,6 +57,8 @@ MODEL_FILES = {
     "executorch": "model.pte", "coreml": "model.mlpackage",
     "torchscript": "model.torchscript.pt", "hf": "model.safetensors",
 }
+VERIFICATION_FILE = "verification.json"  # what was checked and how it went; marks a folder as an export
+CONFIG_FILE = "dynabert_config.json"  # the sub-network's shape and labels, in the non-HF formats
 
 # formats that need an optional package: format -> (module to import, pip extra)
 FORMAT_EXTRAS = {"openvino": ("openvino", "openvino"), "executorch": ("executorch", "executorch"),

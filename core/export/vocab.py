@@ -9,7 +9,7 @@ the padding id is remapped like every other.
 The new ids put the frequent tokens first: the special tokens, the word list's tokens and the tokens
 seen more than RARE_MAX times in the train texts; then the rare ones (seen RARE_MAX times or less, or
 only in dev). The INT8 export stores the frequent rows at 8 bits and the rare rows at 4 bits
-(`export._compact_lookup_tables`): rare tokens seldom decide a prediction, and on SST-2 a third of the
+(`quantize.compact_lookup_tables`): rare tokens seldom decide a prediction, and on SST-2 a third of the
 kept tokens are rare.
 
 Works on fast tokenizers' `tokenizer.json` (what transformers 5 saves): WordPiece (BERT) drops the
@@ -21,14 +21,13 @@ from __future__ import annotations
 import copy
 import json
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import DataError, UserError
-
+from ..errors import DataError, UserError
 
 RARE_MAX = 5  # a token seen this many times or fewer in the train texts is rare
 
@@ -123,15 +122,42 @@ def _bpe_closure(model: dict, kept_tokens: set[str]) -> set[str]:
 
 
 def plan_trim(tokenizer, vocab_size: int, train: tuple[Sequence[str], Sequence[str] | None],
-              others: list[tuple[Sequence[str], Sequence[str] | None]] = (), extra_words: Sequence[str] = ()) -> VocabTrim:
+              others: Sequence[tuple[Sequence[str], Sequence[str] | None]] = (),
+              extra_words: Sequence[str] = ()) -> VocabTrim:
     """Which ids to keep: the train and other texts' tokens, the special tokens, the word list's tokens (and
     for BPE the tokens those are merged from, and the byte symbols); and which of them are frequent."""
-    counts = token_counts(tokenizer, *train)
-    keep: set[int] = set(counts)
+    seen: set[int] = set()
     for a, b in others:
-        keep |= used_ids(tokenizer, a, b)
-    always = {i for i in (tokenizer.all_special_ids or []) if i is not None} | word_ids(tokenizer, extra_words)
-    keep |= always
+        seen |= used_ids(tokenizer, a, b)
+    return _trim(tokenizer, vocab_size, token_counts(tokenizer, *train), seen, _always_kept(tokenizer, extra_words))
+
+
+@dataclass
+class VocabPlan:
+    """What an export with vocabulary trimming keeps, and the trim its held-out check is built from."""
+
+    trim: VocabTrim  # what the export keeps: the train and dev texts' tokens, specials, the word list
+    heldout: VocabTrim  # the same from the train texts only: the dev rows are then new text
+    words: int  # entries of the user's word list
+
+
+def plan_vocab(tokenizer, vocab_size: int, task, words: Sequence[str] = ()) -> VocabPlan:
+    """The export's trim and the held-out one for a task's rows (a TaskData), each split tokenized once."""
+    counts = token_counts(tokenizer, task.train.text_a, task.train.text_b)
+    dev = used_ids(tokenizer, task.dev.text_a, task.dev.text_b)
+    always = _always_kept(tokenizer, words)
+    return VocabPlan(_trim(tokenizer, vocab_size, counts, dev, always),
+                     _trim(tokenizer, vocab_size, counts, set(), always), len(words))
+
+
+def _always_kept(tokenizer, words: Iterable[str]) -> set[int]:
+    """The special tokens and the word list's tokens: kept, and counted as frequent, whatever the texts say."""
+    return {i for i in (tokenizer.all_special_ids or []) if i is not None} | word_ids(tokenizer, words)
+
+
+def _trim(tokenizer, vocab_size: int, counts: Counter, seen: set[int], always: set[int]) -> VocabTrim:
+    """The trim from the train texts' token counts, the other texts' ids and the always-kept ids."""
+    keep: set[int] = set(counts) | seen | always
     spec = _tokenizer_json(tokenizer)
     model = spec["model"]
     if model["type"] == "BPE":

@@ -1,0 +1,221 @@
+"""README.md of an export folder: what the model is, how it was checked, and how to run it on its device."""
+from __future__ import annotations
+
+from ..slim import SlimModel
+from .targets import CONFIG_FILE, FORMATS
+
+
+def _ort_python(v: dict, folder_name: str, feed_keys: str, provider_note: str = "") -> list[str]:
+    """The README's Python snippet that runs an ONNX or .ort file with onnxruntime and the folder's tokenizer."""
+    return [
+        "```python",
+        "import onnxruntime as ort",
+        "from transformers import AutoTokenizer",
+        "",
+        f'folder = "{folder_name}"  # this folder',
+        "tokenizer = AutoTokenizer.from_pretrained(folder)",
+        f'session = ort.InferenceSession(f"{{folder}}/{v["model_file"]}", providers=["CPUExecutionProvider"]){provider_note}',
+        'enc = tokenizer(["a great movie", "a dull plot"], padding=True, truncation=True, return_tensors="np")',
+        f"logits = session.run(None, {{k: enc[k] for k in ({feed_keys},)}})[0]",
+        "print(logits.argmax(-1))",
+        "```",
+    ]
+
+
+def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
+    """The README of an export folder from its verification record `v` (what verification.json holds)."""
+    s = v["subnet"]
+    fmt = v["format"]
+    labels = ", ".join(f"{k}: {n}" for k, n in sorted((slim.config.id2label or {}).items()))
+    feed_keys = ", ".join(f'"{k}"' for k in v["inputs"])
+    lines = [
+        f"# DynaBERT sub-network w{s['width_mult']:g} d{s['depth_mult']:g} ({fmt})",
+        "",
+    ]
+    if not v.get("passed", True):
+        lines += [f"**This export FAILED its check and should not be deployed:** {v.get('failure')}", ""]
+    lines += [
+        f"{FORMATS[fmt]}.",
+        "",
+        f"- Shape: {s['layers']} layers (kept {s['kept_layers']} of the original, rule `{s['depth_rule']}`), "
+        f"{s['heads']} attention heads and {s['neurons']} FFN neurons per layer, hidden size {slim.config.hidden_size}; "
+        f"{s['params']:,} parameters.",
+        f"- Model file: `{v['model_file']}` ({v['size_mb']:.1f} MB). The tokenizer files and "
+        f"`{'config.json' if fmt == 'hf' else CONFIG_FILE}` (shape, labels) are beside it.",
+        f"- Inputs: {', '.join(v['inputs'])} (int64, shape batch x sequence); output: `logits` (float32, batch x {slim.config.num_labels}).",
+        f"- Labels: {labels or 'regression (one score)'}.",
+        (f"- Verified against PyTorch: max abs difference {v['max_abs_diff']:.2e} on {v['probe']['source']} inputs "
+         f"of shapes {v['probe']['shapes']}" if v["max_abs_diff"] is not None else
+         "- **Not verified on this machine** (no Core ML runtime on Linux): the saved package's inputs, output and "
+         "shape ranges were read back and checked")
+        + (f"; dev-set prediction agreement {100 * v['dev']['agreement']:.2f}% over {v['dev']['examples']} examples"
+           if v.get("dev") and v["dev"].get("agreement") is not None else "")
+        + (f" ({v['dev']['metric']}: {v['dev']['exported_score']:.4f} exported, {v['dev']['pytorch_score']:.4f} PyTorch)"
+           if v.get("dev") and v["dev"].get("exported_score") is not None else "")
+        + " (see `verification.json`).",
+        "",
+        "## Run it",
+        "",
+    ]
+    if voc := v.get("vocabulary"):
+        lines[-3:-3] = [
+            f"- Vocabulary trimmed to the task: {voc['kept_tokens']:,} of {voc['original_tokens']:,} tokens kept "
+            f"({voc['from']}); model file {voc['size_before_mb']:.1f} MB before, {voc['size_after_mb']:.1f} MB after. "
+            f"Words outside it become [UNK] or smaller pieces: on dev rows held out from a vocabulary built the same way "
+            f"({voc['heldout']['rows_with_unseen_tokens']} of {voc['heldout']['rows']} with unseen words) the predictions "
+            f"agreed with the untrimmed model on {100 * voc['heldout']['agreement']:.2f}%. Use this folder's tokenizer: "
+            "the token ids differ from the original model's.",
+        ]
+    if fmt in ("ort", "ort-int8"):
+        lines += [
+            "ONNX Runtime Mobile loads `.ort` files: on Android the `com.microsoft.onnxruntime:onnxruntime-android` package, "
+            "on iOS `onnxruntime-objc` (CocoaPods), elsewhere any onnxruntime (`pip install onnxruntime`). Tokenize on the "
+            "device with the `tokenizer.json` beside it (e.g. the Hugging Face `tokenizers` bindings), then:",
+            "",
+            "```kotlin",
+            "val env = OrtEnvironment.getEnvironment()",
+            f'val session = env.createSession(assets.open("{v["model_file"]}").readBytes())',
+            f"// {', '.join(v['inputs'])}: LongArray tensors of shape [batch, sequence]",
+            "val logits = session.run(inputs)[0].value as Array<FloatArray>",
+            "```",
+            "",
+            "Python check:",
+            "",
+            *_ort_python(v, folder_name, feed_keys),
+        ]
+    elif fmt == "openvino":
+        lines += [
+            "```bash",
+            "pip install openvino transformers",
+            "```",
+            "",
+            "```python",
+            "import openvino as ov",
+            "from transformers import AutoTokenizer",
+            "",
+            f'folder = "{folder_name}"  # this folder',
+            "tokenizer = AutoTokenizer.from_pretrained(folder)",
+            f'model = ov.Core().compile_model(f"{{folder}}/{v["model_file"]}", "CPU")',
+            'enc = tokenizer(["a great movie", "a dull plot"], padding=True, return_tensors="np")',
+            f"logits = model({{k: enc[k] for k in ({feed_keys},)}})[0]",
+            "print(logits.argmax(-1))",
+            "```",
+            "",
+            "The weights are fp32 (`openvino_model.bin`). OpenVINO's CPU plugin computes in bf16 on CPUs that have it "
+            "(AVX512-BF16, AMX) and in fp32 elsewhere; pass `{\"INFERENCE_PRECISION_HINT\": \"f32\"}` to "
+            "`compile_model` for fp32 everywhere. `verification.json` has both checks: strict fp32, and the default "
+            "precision's dev-set agreement.",
+        ]
+    elif fmt == "executorch":
+        lines += [
+            "An ExecuTorch program lowered to the XNNPACK delegate (fp32; batch up to 64, sequence up to 512). "
+            "On Android and iOS, link the ExecuTorch runtime with the XNNPACK backend and load `model.pte` with "
+            "`Module`; tokenize with the `tokenizer.json` beside it. Inputs are int64.",
+            "",
+            "```python",
+            "import torch",
+            "from executorch.runtime import Runtime",
+            "from transformers import AutoTokenizer",
+            "",
+            f'folder = "{folder_name}"  # this folder',
+            "tokenizer = AutoTokenizer.from_pretrained(folder)",
+            f'method = Runtime.get().load_program(f"{{folder}}/{v["model_file"]}").load_method("forward")',
+            'enc = tokenizer(["a great movie", "a dull plot"], padding=True, return_tensors="pt")',
+            f"logits = method.execute([{', '.join(f'enc[{k!r}]' for k in v['inputs'])}])[0]",
+            "print(logits.argmax(-1))",
+            "```",
+        ]
+    elif fmt == "coreml":
+        lines += [
+            "A Core ML ML program (iOS 16 / macOS 13 or later; Core ML computes it in fp16 on the Neural Engine or GPU). "
+            "Add `model.mlpackage` to an Xcode project, or load it in Python on a Mac:",
+            "",
+            "```python",
+            "import coremltools as ct",
+            "import numpy as np",
+            "from transformers import AutoTokenizer",
+            "",
+            f'folder = "{folder_name}"  # this folder',
+            "tokenizer = AutoTokenizer.from_pretrained(folder)",
+            f'model = ct.models.MLModel(f"{{folder}}/{v["model_file"]}")',
+            'enc = tokenizer(["a great movie", "a dull plot"], padding=True, return_tensors="np")',
+            f"out = model.predict({{k: enc[k].astype(np.int32) for k in ({feed_keys},)}})",
+            'print(out["logits"].argmax(-1))',
+            "```",
+            "",
+            "Inputs are int32 arrays of shape batch (1-64) x sequence (2-512).",
+        ]
+    elif fmt.startswith("onnx"):
+        lines += [
+            "```bash",
+            "pip install onnxruntime transformers" + ("  # onnxruntime-gpu on a GPU server" if fmt == "onnx-fp16" else ""),
+            "```",
+            "",
+            *_ort_python(v, folder_name, feed_keys, "  # or CUDAExecutionProvider" if fmt == "onnx-fp16" else ""),
+        ]
+        if fmt == "onnx-fp16":
+            lines += ["", "Weights and activations are fp16, the `logits` output is cast to float32. fp16 is meant "
+                      "for GPUs; it runs on a CPU too, but slower than fp32."]
+        if fmt == "onnx-int8":
+            lines += ["", "The weight matrices are INT8 (onnxruntime dynamic quantization, one scale per output channel); "
+                      "activations are quantized on the fly; the word-embedding table is fp16. "
+                      "Fast on x86 CPUs with AVX2/AVX-512 VNNI and on ARM64."]
+    elif fmt == "torchscript":
+        args = ", ".join(v["inputs"])
+        lines += [
+            "Python (needs only torch, plus a tokenizer):",
+            "",
+            "```python",
+            "import torch",
+            "from transformers import AutoTokenizer",
+            "",
+            f'folder = "{folder_name}"  # this folder',
+            "tokenizer = AutoTokenizer.from_pretrained(folder)",
+            f'model = torch.jit.load(f"{{folder}}/{v["model_file"]}").eval()',
+            'enc = tokenizer(["a great movie", "a dull plot"], padding=True, return_tensors="pt")',
+            "with torch.no_grad():",
+            f"    logits = model({', '.join(f'enc[{k!r}]' for k in v['inputs'])})",
+            "print(logits.argmax(-1))",
+            "```",
+            "",
+            "C++ (LibTorch):",
+            "",
+            "```cpp",
+            "#include <torch/script.h>",
+            f'auto module = torch::jit::load("{v["model_file"]}");',
+            f"// {args}: int64 tensors of shape {{batch, sequence}} from the tokenizer (tokenizer.json)",
+            f"auto logits = module.forward({{{args}}}).toTensor();",
+            "```",
+            "",
+            "The model was traced with torch.jit.trace (checked at two different batch/sequence shapes).",
+        ]
+    else:  # hf
+        lines += [
+            "Needs torch and transformers (5.x) only, not DynaBERT Studio. The model class ships in this folder "
+            "(`modeling_dynabert.py`, a copy of DynaBERT Studio's `core/slim.py`), hence `trust_remote_code=True` "
+            "for the model and the tokenizer (the tokenizer reads config.json too):",
+            "",
+            "```python",
+            "import torch",
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
+            "",
+            f'folder = "{folder_name}"  # this folder',
+            "tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)",
+            "model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()",
+            'enc = tokenizer(["a great movie", "a dull plot"], padding=True, return_tensors="pt")',
+            "with torch.no_grad():",
+            "    logits = model(**enc).logits",
+            "print(logits.argmax(-1))",
+            "```",
+            "",
+            "Or as a pipeline:",
+            "",
+            "```python",
+            "from transformers import pipeline",
+            "",
+            f'classify = pipeline("text-classification", model="{folder_name}", trust_remote_code=True)',
+            'print(classify(["a great movie", "a dull plot"]))',
+            "```",
+        ]
+    lines += ["", f"Made by DynaBERT Studio from `{v['source']['project']}` (model `{v['source']['model']}`)."]
+    return "\n".join(lines) + "\n"
