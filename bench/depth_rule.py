@@ -21,15 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+from sst2 import DEPTHS, OUT, WIDTHS, mib, run_stage, teacher_metrics, write_md  # noqa: E402
 
-from sst2 import write_md, DEPTHS, OUT, WIDTHS, mib, run_stage, teacher_metrics  # noqa: E402
-
-from dynastudio.core.data import compute_metric  # noqa: E402
 from dynastudio.core.dynamic import subnet_grid  # noqa: E402
 from dynastudio.core.evaluate import predict  # noqa: E402
+from dynastudio.core.metrics import compute_metric  # noqa: E402
 from dynastudio.core.prepare import prepare_inputs  # noqa: E402
 from dynastudio.core.project import Project  # noqa: E402
-from dynastudio.core.stages import final_model_name  # noqa: E402
+from dynastudio.core.store import final_model_name  # noqa: E402
 
 COPIED = ("project.json", "task.json", "tokenizer", "cache", "importance.safetensors", "models/teacher", "models/rewired",
           "models/width")

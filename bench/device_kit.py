@@ -38,6 +38,7 @@ def main(argv=None) -> int:
     from dynastudio.core.devicekit import device_kit_job
     from dynastudio.core.events import StopToken, null_sink
     from dynastudio.core.project import Project
+    from dynastudio.core.store import Figures
 
     with tempfile.TemporaryDirectory(prefix="dynastudio-kitbench-") as tmp:
         tmp = Path(tmp)
@@ -58,14 +59,14 @@ def main(argv=None) -> int:
                                                                    runs=a.runs, warmup=10, specs=CELLS))
             for row in out["rows"]:
                 for f in ("fp32", "int8"):
-                    studio.setdefault((row["label"], f), []).append(row[f"latency_{f}_ms"])
+                    studio.setdefault((row["label"], f), []).append(Figures.from_values(row, f).median_ms)
             res = tmp / f"kit-{r}.json"
             subprocess.run([str(py), str(kit / "run_kit.py"), "--threads", str(a.threads), "--seq", str(a.seq),
                             "--runs", str(a.runs), "--warmup", "10", "--device", "bench", "--out", str(res)],
                            check=True, capture_output=True, cwd=tmp)
             for row in json.loads(res.read_text())["rows"]:
                 for f in ("fp32", "int8"):
-                    device.setdefault((row["label"], f), []).append(row["values"][f"latency_{f}_ms"])
+                    device.setdefault((row["label"], f), []).append(Figures.from_values(row["values"], f).median_ms)
             print(f"repeat {r + 1}/{a.repeats} done", flush=True)
     rows = []
     for key in studio:

@@ -30,16 +30,15 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-from sst2 import write_md, GLUE, OUT, WIDTHS, DEPTHS, mib, run_stage, teacher_metrics, trajectory  # noqa: E402
+from sst2 import DEPTHS, GLUE, OUT, WIDTHS, mib, run_stage, teacher_metrics, trajectory, write_md  # noqa: E402
 
 from dynastudio.core.config import DataConfig, ProjectConfig, profile_config  # noqa: E402
-from dynastudio.core.data import compute_metric  # noqa: E402
 from dynastudio.core.dynamic import SubnetSpec, subnet_grid  # noqa: E402
 from dynastudio.core.evaluate import chance_score, predict  # noqa: E402
+from dynastudio.core.metrics import compute_metric  # noqa: E402
 from dynastudio.core.prepare import new_project, prepare_inputs  # noqa: E402
 from dynastudio.core.project import Project  # noqa: E402
-from dynastudio.core.stages import final_model_name  # noqa: E402
+from dynastudio.core.store import final_model_name  # noqa: E402
 
 TASKS = {"cola": ("CoLA", "Matthews correlation"), "stsb": ("STS-B", "Pearson/Spearman (their mean is the score)"),
          "sst2": ("SST-2", "accuracy")}

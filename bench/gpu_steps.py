@@ -41,7 +41,7 @@ def bert_base(num_labels: int = 2):
 
 def minilm():
     from dynastudio.core.models import load_base_model
-    from dynastudio.core.prepare import TaskInfo
+    from dynastudio.core.store import TaskInfo
 
     info = TaskInfo(name="bench", metric="accuracy", label_names=("0", "1"), is_regression=False, train_rows=0, dev_rows=0)
     return load_base_model("builtin:minilm", info, finetuned=False, seed=0)

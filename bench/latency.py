@@ -27,11 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dynastudio.core import jobs  # noqa: E402
-from dynastudio.core.cli import ProgressPrinter  # noqa: E402
+from dynastudio.core.cli.progress import ProgressPrinter  # noqa: E402
 from dynastudio.core.config import BUILTIN_MINILM, DataConfig, ProjectConfig, profile_config  # noqa: E402
 from dynastudio.core.events import LatencyMeasured  # noqa: E402
 from dynastudio.core.prepare import new_project  # noqa: E402
-from dynastudio.core.project import Project, atomic_write_text  # noqa: E402
+from dynastudio.core.project import Project  # noqa: E402
+from dynastudio.core.store import atomic_write_text  # noqa: E402
 
 GLUE = ROOT.parent / "shared" / "data" / "glue"
 CACHE = ROOT / "bench" / ".cache"
@@ -105,24 +106,25 @@ def measure(glue: Path, train_examples: int = 8000, batch: int = 1, seq: int = 1
                                                            runs=runs, warmup=warmup), show)
     setup = lat["setup"]
     # the grid joined with the numbers just measured (latency.json): shapes, FLOPs and latency per row
-    grid = project.load_results()["rows"]
-    rows = {r["label"]: r for r in grid}
-    full = rows["w1_d1"]
+    grid = project.grid().rows
+    full = next(r for r in grid if r.label == "w1_d1")
+    fp32, int8 = full.figures("fp32"), full.figures("int8")
     table = []
     for r in grid:
-        if "latency_fp32_ms" not in r:
+        f, q = r.figures("fp32"), r.figures("int8")
+        if f is None or f.median_ms is None:
             continue
-        lat_ratio = r["latency_fp32_ms"] / full["latency_fp32_ms"]
-        k = lat_ratio / r["flops_rel"]
+        lat_ratio = f.median_ms / fp32.median_ms
+        k = lat_ratio / r.flops_rel
         table.append({
-            "width_mult": r["width_mult"], "depth_mult": r["depth_mult"],
-            "latency_fp32_ms": r["latency_fp32_ms"], "latency_fp32_p90_ms": r["latency_fp32_p90_ms"],
-            "latency_int8_ms": r["latency_int8_ms"], "flops_ratio": r["flops_rel"], "latency_ratio": lat_ratio,
-            "latency_over_flops": k, "checked": r["width_mult"] >= 0.5,
-            "passed": (k <= RATIO_LIMIT) if r["width_mult"] >= 0.5 else None,
-            "size_onnx_fp32_mb": r["size_onnx_fp32_mb"], "size_onnx_int8_mb": r["size_onnx_int8_mb"],
+            "width_mult": r.width_mult, "depth_mult": r.depth_mult,
+            "latency_fp32_ms": f.median_ms, "latency_fp32_p90_ms": f.p90_ms,
+            "latency_int8_ms": q.median_ms, "flops_ratio": r.flops_rel, "latency_ratio": lat_ratio,
+            "latency_over_flops": k, "checked": r.width_mult >= 0.5,
+            "passed": (k <= RATIO_LIMIT) if r.width_mult >= 0.5 else None,
+            "size_onnx_fp32_mb": f.size_mb, "size_onnx_int8_mb": q.size_mb,
         })
-    speedup = full["latency_fp32_ms"] / full["latency_int8_ms"]
+    speedup = fp32.median_ms / int8.median_ms
 
     print("checking the INT8 export of the full model on the SST-2 dev set", flush=True)
     rep = jobs.run("export", project, jobs.ExportRequest(1.0, 1.0, "onnx-int8", str(CACHE / "export-full-int8"), overwrite=True))

@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from dynastudio.core.config import DataConfig, ProjectConfig, profile_config  # noqa: E402
-from dynastudio.core.data import padding_stats  # noqa: E402
+from dynastudio.core.data.batching import padding_stats  # noqa: E402
 from dynastudio.core.dynamic import subnet_grid  # noqa: E402
 from dynastudio.core.evaluate import predict  # noqa: E402
 from dynastudio.core.prepare import new_project, prepare_inputs  # noqa: E402

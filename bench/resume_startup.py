@@ -54,9 +54,11 @@ def main() -> int:
     ap.add_argument("--label", default="this checkout")
     ap.add_argument("--no-write", action="store_true")
     a = ap.parse_args()
+    from dynastudio.core.store import read_task
+
     times = [trial(a.project, a.cli_module, a.predict_module) for _ in range(a.trials)]
-    task = json.loads((Path(a.project) / "task.json").read_text())
-    res = {"label": a.label, "project": a.project, "train_rows": task.get("train_rows"), "dev_rows": task.get("dev_rows"),
+    task = read_task(Path(a.project))
+    res = {"label": a.label, "project": a.project, "train_rows": task.train_rows, "dev_rows": task.dev_rows,
            "trials_s": [round(t, 2) for t in times], "median_s": round(statistics.median(times), 2),
            "load_avg_1m_after": os.getloadavg()[0], "cpu_count": os.cpu_count()}
     print(json.dumps(res, indent=2))

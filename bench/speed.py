@@ -35,7 +35,7 @@ from sst2 import mib, run_stage  # noqa: E402  (bench/sst2.py)
 
 from dynastudio.core.config import DataConfig, ProjectConfig, profile_config  # noqa: E402
 from dynastudio.core.prepare import new_project  # noqa: E402
-from dynastudio.core.project import atomic_write_text  # noqa: E402
+from dynastudio.core.store import atomic_write_text  # noqa: E402
 
 GLUE = ROOT.parent / "shared" / "data" / "glue"
 OUT = ROOT / "bench" / "results"

@@ -31,12 +31,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from dynastudio.core.config import DataConfig, ProjectConfig, profile_config  # noqa: E402
-from dynastudio.core.data import compute_metric  # noqa: E402
 from dynastudio.core.dynamic import SubnetSpec, subnet_grid  # noqa: E402
 from dynastudio.core.evaluate import evaluate_specs, predict  # noqa: E402
 from dynastudio.core.prepare import new_project, prepare_inputs  # noqa: E402
 from dynastudio.core.project import Project  # noqa: E402
-from dynastudio.core.stages import final_model_name, pending_stages  # noqa: E402
+from dynastudio.core.stages import pending_stages  # noqa: E402
+from dynastudio.core.store import final_model_name  # noqa: E402
 
 GLUE = ROOT.parent / "shared" / "data" / "glue"
 OUT = ROOT / "bench" / "results"
@@ -165,8 +165,8 @@ def main() -> None:
     dyn = Project.open(dyn_dir)
     ws = prepare_inputs(dyn)
     teacher_score = teacher_metrics(dyn)["score"]
-    results = {"dynabert": {r["label"]: r["value"] for r in dyn.load_results()["rows"]}}
-    rows_meta = {r["label"]: r for r in dyn.load_results()["rows"]}
+    rows_meta = {r.label: r for r in dyn.grid().rows}
+    results = {"dynabert": {label: r.value for label, r in rows_meta.items()}}
 
     # ---- A and B: slices of the teacher without training -----------------------------------
     results["A_teacher_sliced"] = grid_scores(ws, dyn.load_model("teacher"))
@@ -178,7 +178,7 @@ def main() -> None:
     # ---- C: DynaBERT without rewiring: the same teacher stands in for the rewired model -----
     if not a.skip_c:
         c_dir = run_c(a, work, dyn, record)
-        results["C_no_rewiring"] = {r["label"]: r["value"] for r in Project.open(c_dir).load_results()["rows"]}
+        results["C_no_rewiring"] = {r.label: r.value for r in Project.open(c_dir).grid().rows}
 
     wall = time.perf_counter() - t_start
     # training stages only: rewire and evaluate record "steps" too (batches, sub-networks)
@@ -215,7 +215,8 @@ def main() -> None:
         "stages_measured": stages,
         "wall_seconds_this_invocation": wall,
         "wall_seconds_all_stages": sum(v["seconds"] for v in stages.values()),
-        "rows": {k: {f: rows_meta[k][f] for f in ("width_mult", "depth_mult", "flops_rel", "total_params")} for k in rows_meta},
+        "rows": {k: {f: getattr(rows_meta[k], f) for f in ("width_mult", "depth_mult", "flops_rel", "total_params")}
+                 for k in rows_meta},
     }
     if not a.no_latency:
         report["latency"] = measure_latency(dyn)
@@ -265,7 +266,7 @@ def gap_intervals(ws, teacher, model, rows_meta: dict, n_boot: int = 5000, seed:
     out = {}
     for label in TARGET_CELLS:
         r = rows_meta[label]
-        s_ok = predict(model, ws.dev, SubnetSpec(r["width_mult"], r["depth_mult"]), *args).argmax(-1) == y
+        s_ok = predict(model, ws.dev, SubnetSpec(r.width_mult, r.depth_mult), *args).argmax(-1) == y
         diff = t_ok.astype(float) - s_ok.astype(float)
         boot = 100 * diff[idx].mean(axis=1)
         out[label] = {"gap": 100 * diff.mean(), "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
@@ -285,8 +286,8 @@ def measure_latency(project: Project) -> dict:
     from dynastudio.core import jobs
 
     jobs.run("latency", project, jobs.LatencyRequest(batch=1, seq=128, threads=1, formats=("fp32",)))
-    res = project.load_results()
-    return {"setup": res.get("latency_setup"), "ms": {r["label"]: r.get("latency_fp32_ms") for r in res["rows"]}}
+    grid = project.grid()
+    return {"setup": grid.setup, "ms": {r.label: r.latency_ms("fp32") for r in grid.rows}}
 
 
 def targets(report: dict) -> list[tuple[str, str, bool]]:

@@ -21,11 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dynastudio.core.config import DataConfig  # noqa: E402
-from dynastudio.core.data import encode, iterate_batches, load_task_data, subset  # noqa: E402
+from dynastudio.core.data.batching import iterate_batches  # noqa: E402
+from dynastudio.core.data.encoding import encode  # noqa: E402
+from dynastudio.core.data.tables import subset  # noqa: E402
+from dynastudio.core.data.task import load_task_data  # noqa: E402
 from dynastudio.core.distill import distill_step, make_optimizer, task_step  # noqa: E402
 from dynastudio.core.dynamic import SubnetSpec, subnet_grid, subnet_size  # noqa: E402
 from dynastudio.core.models import load_base_model, load_tokenizer  # noqa: E402
-from dynastudio.core.prepare import TaskInfo  # noqa: E402
+from dynastudio.core.store import TaskInfo  # noqa: E402
 
 GLUE = ROOT.parent / "shared" / "data" / "glue"
 

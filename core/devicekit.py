@@ -17,8 +17,9 @@ from pathlib import Path
 
 from .errors import ConfigError, ProjectError
 from .events import LogMessage, StageEnded, StageProgress, StageStarted, StopToken
-from .project import Project, atomic_write_text
+from .project import Project
 from .requests import DeviceKitRequest
+from .store import ProjectStore, atomic_write_text
 
 # light at import (no torch): the studio imports results with it; the kit job loads the engine when it runs
 KIT_FORMATS = ("fp32", "int8", "fp16")
@@ -28,7 +29,8 @@ RESULT_KIND = "dynastudio-device-latency"
 def device_kit_job(project: Project, request: DeviceKitRequest, events, stop: StopToken) -> dict:
     """Write the kit folder (atomically: a temp sibling renamed at the end); returns {"path", "cells"}."""
     from .dynamic import SubnetSpec, subnet_grid
-    from .export import ORT_DISABLED_OPTIMIZERS, input_names_for
+    from .export.logits import input_names_for
+    from .export.runners import ORT_DISABLED_OPTIMIZERS
     from .extract import extract_from_model
     from .latency import LatencySettings, export_cell, model_for_latency
     from .prepare import project_tokenizer
@@ -142,7 +144,7 @@ def read_device_latency(path: Path) -> dict:
     return d
 
 
-def import_device_latency(project: Project, path: Path, device: str | None = None) -> str:
+def import_device_latency(project: ProjectStore, path: Path, device: str | None = None) -> str:
     """Merge a kit's result file into latency.json under its device's name (or `device`); returns the name."""
     d = read_device_latency(path)
     name = (device or d["setup"]["device"]).strip()

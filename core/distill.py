@@ -5,8 +5,8 @@ import contextlib
 import math
 import time
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from . import runtime
-from .data import Encoded, iterate_batches, num_batches, to_device
+from .data.batching import iterate_batches, num_batches, to_device
+from .data.encoding import Encoded
 from .dynamic import SubnetOutput, SubnetSpec, forward_subnet, layer_targets
 from .errors import Cancelled, ConfigError
 from .events import CheckpointSaved, LogMessage, StageStarted, StepEnded, StopToken
@@ -79,10 +80,10 @@ class StepContext:
     token_share: float = 1.0
 
     @staticmethod
-    def plain(model: nn.Module) -> "StepContext":
+    def plain(model: nn.Module) -> StepContext:
         return StepContext(SubnetRunner(model), next(model.parameters()).device)
 
-    def for_batch(self, batch: dict) -> "StepContext":
+    def for_batch(self, batch: dict) -> StepContext:
         if "n_rows_global" not in batch:
             return self
         rows = batch["attention_mask"].shape[0]
@@ -254,9 +255,8 @@ def train_loop(
     resume=None,
     save_checkpoint: Callable[..., str] | None = None,  # (step, total, model, optimizer, extra, rngs), main process
     on_epoch_end: Callable[[int, int], None] | None = None,
-    log: Callable[[dict], None] | None = None,
 ) -> dict:
-    """lr -> (stop?) -> batch -> losses/backward -> clip -> step -> zero_grad -> log -> checkpoint, until done.
+    """lr -> (stop?) -> batch -> losses/backward -> clip -> step -> zero_grad -> StepEnded -> checkpoint, until done.
 
     `resume` is a Checkpoint from the project: weights, optimizer, loss scale, RNG and step are restored
     and the data order continues where it stopped. When `stop` is set (in any process), a checkpoint is
@@ -326,9 +326,7 @@ def train_loop(
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            events(StepEnded(s.stage, step, total, last_losses, lr, epoch))
-            if log is not None and runtime.is_main():
-                log({"kind": "step", "stage": s.stage, "step": step, "epoch": epoch, "lr": lr, "losses": last_losses})
+            events(StepEnded(s.stage, step, total, last_losses, lr, epoch))  # the one record of the step's losses
             by_clock = runtime.any_process(time.perf_counter() - last_checkpoint >= s.checkpoint_seconds)  # ranks agree
             if step < total and ((s.checkpoint_every > 0 and step % s.checkpoint_every == 0) or by_clock):
                 checkpoint()

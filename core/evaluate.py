@@ -6,11 +6,12 @@ import torch
 from torch import nn
 
 from . import runtime
-from .data import Encoded, compute_metric, iterate_batches, row_lengths, to_device
+from .data.batching import iterate_batches, row_lengths, to_device
+from .data.encoding import Encoded
 from .dynamic import SubnetSpec, forward_subnet, subnet_grid, subnet_size
 from .events import EvalEnded, StageProgress, StageStarted
+from .metrics import compute_metric
 from .prepare import RunInputs
-
 
 
 @torch.inference_mode()

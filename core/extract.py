@@ -114,7 +114,7 @@ def extract(project: Project | str | Path, width_mult: float, depth_mult: float,
     `model_name` defaults to the most trained model the project has (`final_model_name`); the
     depth rule is the project's. Raises ProjectError when the model is missing or corrupted.
     """
-    from .stages import final_model_name
+    from .store import final_model_name
 
     if not isinstance(project, Project):
         project = Project.open(Path(project))

@@ -21,10 +21,11 @@ from .errors import Cancelled, ConfigError, ModelError, ProjectError
 from .events import FormatLatency, LatencyMeasured, LogMessage, StageEnded, StageProgress, StageStarted, StopToken
 from .project import Project
 from .requests import LatencyRequest
+from .store import EXPORT_FORMAT_OF, LATENCY_PRECISIONS, Figures, final_model_name
 
-LATENCY_FORMATS = ("fp32", "int8", "fp16")
 RUNTIMES = ("onnxruntime", "openvino")
-from .targets import OPENVINO_DEVICE  # noqa: E402  (latency.json keeps OpenVINO's figures as a device of their own)
+from .export.targets import OPENVINO_DEVICE  # noqa: E402  (latency.json keeps OpenVINO's figures as a device of their own)
+
 PROTOCOL_PREFIX = "@@latency "
 
 
@@ -41,16 +42,17 @@ class LatencySettings:
     nice: int = 0
     runtime: str = "onnxruntime"
 
-    def checked(self) -> "LatencySettings":
+    def checked(self) -> LatencySettings:
         if self.batch < 1 or self.seq < 2 or self.threads < 1 or self.runs < 1 or self.warmup < 0:
             raise ConfigError("latency: batch, threads and runs must be at least 1, seq at least 2, warmup 0 or more")
-        bad = [f for f in self.formats if f not in LATENCY_FORMATS]
+        bad = [f for f in self.formats if f not in LATENCY_PRECISIONS]
         if bad or not self.formats:
-            raise ConfigError(f"latency --formats {','.join(self.formats)}: choose from {', '.join(LATENCY_FORMATS)}")
+            raise ConfigError(f"latency --formats {','.join(self.formats)}: choose from "
+                              f"{', '.join(LATENCY_PRECISIONS)}")
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"latency --runtime {self.runtime}: choose {' or '.join(RUNTIMES)}")
         if self.runtime == "openvino":
-            from .targets import require_extra
+            from .export.targets import require_extra
 
             require_extra("openvino")
         return LatencySettings(self.batch, self.seq, self.threads, tuple(dict.fromkeys(self.formats)), self.runs,
@@ -98,27 +100,25 @@ class Cell:
     feed: dict
 
     def sizes(self) -> dict:
+        """The files' sizes in MB (a file and its external-data companions), under latency.json's keys."""
         out = {}
         for fmt, p in self.files.items():
-            out[f"size_onnx_{fmt}_mb"] = sum(
-                q.stat().st_size for q in p.parent.iterdir() if q.name == p.name or q.name.startswith(p.name + ".")
-            ) / 1e6
+            files = [q for q in p.parent.iterdir() if q.name == p.name or q.name.startswith(p.name + ".")]
+            mb = sum(q.stat().st_size for q in files)
+            out.update(Figures(size_mb=mb / 1e6).to_values(fmt))
         return out
-
-
-LATENCY_TO_EXPORT_FORMAT = {"fp32": "onnx", "int8": "onnx-int8", "fp16": "onnx-fp16"}
 
 
 def export_cell(slim, input_names: list[str], formats, folder: Path, s: LatencySettings) -> Cell:
     """Write `slim` in each of `formats` into `folder` with the export job's own writer (int8 from the fp32 file)."""
-    from .export import write_format
+    from .export.formats import write_format
 
     folder.mkdir(parents=True, exist_ok=True)
     fp32 = write_format("onnx", slim, folder, input_names)
     files = {"fp32": fp32}
     for f in formats:
         if f != "fp32":
-            files[f] = write_format(LATENCY_TO_EXPORT_FORMAT[f], slim, folder, input_names, fp32_onnx=fp32)
+            files[f] = write_format(EXPORT_FORMAT_OF[f], slim, folder, input_names, fp32_onnx=fp32)
     return Cell({f: files[f] for f in formats}, latency_feed(input_names, slim.config.vocab_size, s.batch, s.seq))
 
 
@@ -130,7 +130,7 @@ class _OpenVinoSession:
     """OpenVINO compiled for latency on `threads` CPU threads, with onnxruntime's `run(None, feed)` call."""
 
     def __init__(self, path: Path, threads: int):
-        from .export import import_openvino
+        from .export.runtimes import import_openvino
 
         ov = import_openvino()
         compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
@@ -144,7 +144,7 @@ class _OpenVinoSession:
 def open_session(path: Path, s: LatencySettings):
     if s.runtime == "openvino":
         return _OpenVinoSession(path, s.threads)
-    from .export import ort_session
+    from .export.runners import ort_session
 
     return ort_session(path, threads=s.threads)
 
@@ -173,8 +173,7 @@ def time_cells(cells: list[Cell], s: LatencySettings, on_round=None) -> list[dic
         values = {}
         for fmt in c.files:
             all_t = np.concatenate(t[fmt]) * 1e3
-            values[f"latency_{fmt}_ms"] = float(np.median(all_t))
-            values[f"latency_{fmt}_p90_ms"] = float(np.percentile(all_t, 90))
+            values.update(Figures(float(np.median(all_t)), float(np.percentile(all_t, 90))).to_values(fmt))
         out.append({**values, **c.sizes()})
     return out
 
@@ -182,7 +181,6 @@ def time_cells(cells: list[Cell], s: LatencySettings, on_round=None) -> list[dic
 def model_for_latency(project: Project):
     """(model, name): the most trained model; before any training the base model (latency depends only on shapes)."""
     from .models import load_model_config, resolve_model
-    from .stages import final_model_name
 
     try:
         name = final_model_name(project)
@@ -192,11 +190,10 @@ def model_for_latency(project: Project):
         return project.load_model(name), name
     from transformers import AutoModelForSequenceClassification
 
-    task_file = project.root / "task.json"
     n_labels = 2
-    if task_file.is_file():
-        task = json.loads(task_file.read_text(encoding="utf-8"))
-        n_labels = 1 if task.get("is_regression") else max(1, len(task.get("labels") or [0, 1]))
+    if project.task_path.is_file():
+        task = project.task()
+        n_labels = 1 if task.is_regression else max(1, len(task.label_names or (0, 1)))
     load_model_config(project.config.model)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(resolve_model(project.config.model), num_labels=n_labels)
@@ -209,7 +206,7 @@ def latency_setup(s: LatencySettings, model_name: str) -> dict:
     import onnxruntime
 
     if s.runtime == "openvino":
-        from .export import import_openvino
+        from .export.runtimes import import_openvino
 
         ov = import_openvino()
         runtime = f"OpenVINO {ov.get_version().split('-')[0]} CPU plugin"
@@ -244,8 +241,9 @@ def precision_scores(project: Project, tokenizer, cells: list[Cell], say) -> lis
     """Each cell's dev metric in its reduced-precision files (INT8, fp16), run with onnxruntime on the whole
     dev set: {"metric_int8": score, ...} per cell. The fp32 point's metric is the evaluation's (PyTorch
     fp32, which the fp32 ONNX file matches within 1e-4). Empty dicts when the dev set cannot be read."""
-    from .data import compute_metric, iterate_batches
-    from .export import _feed, ort_session
+    from .data.batching import iterate_batches
+    from .export.runners import feed, ort_session
+    from .metrics import compute_metric
     from .prepare import prepare_inputs
 
     if not any(f != "fp32" for c in cells for f in c.files):
@@ -265,8 +263,9 @@ def precision_scores(project: Project, tokenizer, cells: list[Cell], say) -> lis
                 continue
             sess = ort_session(path, threads=os.cpu_count())
             names = list(c.feed)
-            logits = [sess.run(None, _feed(b, names))[0] for b in iterate_batches(dev, 64, shuffle=False, pad_id=pad)]
-            scores[f"metric_{fmt}"] = compute_metric(metric, np.concatenate(logits), np.asarray(dev.labels))["score"]
+            logits = [sess.run(None, feed(b, names))[0] for b in iterate_batches(dev, 64, shuffle=False, pad_id=pad)]
+            score = compute_metric(metric, np.concatenate(logits), np.asarray(dev.labels))["score"]
+            scores.update(Figures(metric=score).to_values(fmt))
             del sess
         out.append(scores)
         say(f"dev {metric} per precision: {i + 1}/{len(cells)} sub-networks")
@@ -291,7 +290,7 @@ def _child_main() -> int:
         import torch
 
         torch.set_num_threads(s.threads)
-        from .export import input_names_for
+        from .export.logits import input_names_for
         from .extract import extract_from_model
         from .models import quiet_transformers
         from .prepare import project_tokenizer
@@ -436,9 +435,14 @@ def latency_job(project: Project, request: LatencyRequest, events, stop: StopTok
                 raise errors.InternalError(f"latency: got {row['width_mult']}/{row['depth_mult']} for {spec.label}: please report it")
             measured.append({"label": spec.label, "width_mult": spec.width_mult, "depth_mult": spec.depth_mult,
                              "values": row["values"], "sizes": row["sizes"]})
-            v = row["values"]
-            fl = tuple(FormatLatency(f, v[f"latency_{f}_ms"], v[f"latency_{f}_p90_ms"], v[f"size_onnx_{f}_mb"]) for f in s.formats)
-            events(LatencyMeasured(spec.label, spec.width_mult, spec.depth_mult, fl, len(measured), len(specs)))
+            fl = []
+            for f in s.formats:
+                x = Figures.from_values(row["values"], f)
+                if x.median_ms is None or x.p90_ms is None or x.size_mb is None:
+                    raise errors.InternalError(f"latency: {spec.label} came back without its {f} figures: "
+                                               "please report it")
+                fl.append(FormatLatency(f, x.median_ms, x.p90_ms, x.size_mb))
+            events(LatencyMeasured(spec.label, spec.width_mult, spec.depth_mult, tuple(fl), len(measured), len(specs)))
 
     child_request = {"root": str(project.root.resolve()), "specs": [[sp.width_mult, sp.depth_mult] for sp in specs],
                      "settings": {**asdict(s), "formats": list(s.formats)}}

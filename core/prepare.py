@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import hashlib
 import json
 import os
@@ -16,51 +15,18 @@ import torch
 
 from . import runtime
 from .config import ProjectConfig
-from .data import Encoded, TaskData, encode, load_task_data, split_heldout, subset
+from .data.encoding import Encoded, encode
+from .data.tables import split_heldout, subset
+from .data.task import TaskData, load_task_data
 from .errors import InternalError, ModelError, ProjectError
 from .events import LogMessage, null_sink
 from .models import load_model_config, load_tokenizer, pick_device
-from .project import Project, atomic_save_tensors, atomic_write_text, load_tensors
+from .project import Project
+from .store import TASK_FILE, TaskInfo, atomic_write_text
+from .tensorfiles import atomic_save_tensors, load_tensors
 
 SPLITS = ("train", "heldout", "dev")
 CACHE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    """What the engine needs to know about a task once its rows are encoded (task.json)."""
-
-    name: str
-    metric: str
-    label_names: tuple[str, ...]
-    is_regression: bool
-    train_rows: int
-    dev_rows: int
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.is_regression else len(self.label_names)
-
-    @staticmethod
-    def of(task: TaskData) -> "TaskInfo":
-        return TaskInfo(task.name, task.metric, tuple(task.label_names or ()), task.is_regression, len(task.train), len(task.dev))
-
-    def to_json(self) -> str:
-        d = asdict(self)
-        d["labels"] = list(d.pop("label_names"))
-        return json.dumps(d, indent=2)
-
-    @staticmethod
-    def read(project: Project) -> "TaskInfo":
-        path = project.root / "task.json"
-        try:
-            d = json.loads(path.read_text(encoding="utf-8"))
-            return TaskInfo(d["name"], d["metric"], tuple(d.get("labels") or ()), bool(d["is_regression"]),
-                            int(d["train_rows"]), int(d["dev_rows"]))
-        except FileNotFoundError:
-            raise ProjectError(f"{path}: missing: create the project again (dynastudio new)") from None
-        except (ValueError, KeyError, TypeError):
-            raise ProjectError(f"{path}: corrupted: delete it and create the project again (dynastudio new)") from None
 
 
 # ---- the cache ----------------------------------------------------------------------------------
@@ -220,7 +186,7 @@ def prepare_inputs(project: Project, events=null_sink) -> RunInputs:
     memo = getattr(project, "_inputs_memo", None)
     if memo is not None and memo[0] == key:
         return memo[1]  # the stages of one `run` share one Project: read the cache once
-    task = TaskInfo.read(project)
+    task = project.task()
     # under torchrun the main process reads (or rebuilds) the cache first and the others wait, then read it
     cached = read_cache(project) if runtime.is_main() else None
     if runtime.is_main() and cached is None:
@@ -318,7 +284,7 @@ def new_project(root: Path, config: ProjectConfig, overwrite: bool = False, even
     tokenizer.save_pretrained(str(tmp))
     shutil.rmtree(root / "tokenizer", ignore_errors=True)
     os.replace(tmp, root / "tokenizer")
-    atomic_write_text(root / "task.json", TaskInfo.of(task).to_json())
+    atomic_write_text(root / TASK_FILE, TaskInfo.of(task).to_json())
     staged = Project(root, config, {"stages": {}})
     events(LogMessage(f"tokenizing {len(task.train)} train and {len(task.dev)} dev rows"))
     build_cache(staged, project_tokenizer(staged), task, events)

@@ -22,15 +22,24 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from .errors import Cancelled, ProjectError, UserError
 from .events import (
-    RunEnded, RunStarted, StageEnded, StageProgress, StageStarted, StepEnded, StopAcknowledged, StopToken, event_from_json,
+    RunEnded,
+    RunStarted,
+    StageEnded,
+    StageProgress,
+    StageStarted,
+    StepEnded,
+    StopAcknowledged,
+    StopToken,
+    event_from_json,
     event_to_json,
 )
+from .store import atomic_write_text
 
 RUN_DIR = "run"
 LOCK_FILE = "lock.json"
@@ -272,8 +281,6 @@ def holding_lock(root: Path, job: str, log=None) -> Iterator[str]:
 # ---- stop requests ------------------------------------------------------------------------------
 def request_stop(root: Path, run_id: str = "", source: str = "studio") -> None:
     """Ask the live run to stop after its current step (it saves a checkpoint and exits)."""
-    from .project import atomic_write_text
-
     atomic_write_text(stop_path(root), json.dumps({"run_id": run_id, "source": source, "at": time.time()}))
 
 
@@ -298,7 +305,7 @@ class StopFileWatcher:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="dynastudio-stop-watcher", daemon=True)
 
-    def __enter__(self) -> "StopFileWatcher":
+    def __enter__(self) -> StopFileWatcher:
         self._thread.start()
         return self
 
@@ -319,8 +326,6 @@ class EventFileWriter:
     """An event sink that appends JSON lines to the run's events file; safe to call from several threads."""
 
     def __init__(self, path: Path, first_event):
-        from .project import atomic_write_text
-
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.path, event_to_json(first_event) + "\n")  # a new run replaces the last run's file
@@ -386,10 +391,10 @@ class RunSession:
         self._watcher: StopFileWatcher | None = None
         self._t0 = 0.0
 
-    def __enter__(self) -> "RunSession":
+    def __enter__(self) -> RunSession:
         from .events import LogMessage
 
-        notes = []
+        notes: list[str] = []
         acquire_lock(self.root, self.job, self.run_id, log=notes.append)
         try:
             with contextlib.suppress(FileNotFoundError):

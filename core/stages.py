@@ -8,20 +8,31 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import STAGE_MODEL, STAGES, warmup_for  # noqa: F401  (STAGE_MODEL: callers import it from here)
 from . import runtime
-from .data import compute_metric, iterate_batches, to_device
+from .config import STAGE_MODEL, STAGES, warmup_for  # noqa: F401  (STAGE_MODEL: callers import it from here)
+from .data.batching import iterate_batches, to_device
 from .distill import LoopSettings, distill_step, task_step, train_loop
 from .dynamic import SubnetSpec, forward_subnet, subnet_grid
 from .errors import ConfigError, InternalError, ProjectError
 from .evaluate import chance_score, eval_batch_size, evaluate_grid, evaluate_specs, predict, teacher_check
-from .events import (EvalEnded, ImportanceReady, LogMessage, StageEnded, StageProgress, StageStarted, StopToken,
-                     TeacherChecked)
+from .events import (
+    EvalEnded,
+    ImportanceReady,
+    LogMessage,
+    StageEnded,
+    StageProgress,
+    StageStarted,
+    StepEnded,
+    StopToken,
+    TeacherChecked,
+)
 from .importance import compute_importance, rewire
+from .metrics import compute_metric
 from .models import load_base_model
 from .prepare import RunInputs, prepare_inputs
 from .project import Project
 from .requests import RunRequest, RunResult, StageRequest  # noqa: F401  (tests import them from here)
+from .store import final_model_name
 
 
 @dataclass(frozen=True)
@@ -54,21 +65,33 @@ def _skip(project: Project, stage: str, t0: float, events, why: str) -> StageRes
 
 
 # ---- training stages ----------------------------------------------------------------------------
-def _log_to(project: Project):
-    def log(record: dict) -> None:
-        project.append_metrics({"time": time.time(), **record})
+def recording(project: Project, events):
+    """`events`, with every step's losses and every evaluation also appended to metrics.jsonl on the way.
 
-    return log
+    The StepEnded and EvalEnded events are the one source of these facts. run/events.jsonl carries them live
+    for the current run only (a new run replaces it); metrics.jsonl is the training's history across runs and
+    resumes (the Train page redraws it when a project is reopened), and this sink is its only writer."""
+    last_epoch = [0]
+
+    def sink(event) -> None:
+        events(event)
+        if isinstance(event, StepEnded):
+            last_epoch[0] = event.epoch
+            project.append_metrics({"time": event.at, "kind": "step", "stage": event.stage, "step": event.step,
+                                    "epoch": event.epoch, "lr": event.lr, "losses": event.losses})
+        elif isinstance(event, EvalEnded):
+            project.append_metrics({"time": time.time(), "kind": "eval", "stage": event.stage, "step": event.step,
+                                    "epoch": last_epoch[0], "metric": event.metric_name, "results": event.results,
+                                    "chance": event.chance})
+
+    return sink
 
 
 def _eval_hook(inputs: RunInputs, stage: str, model: nn.Module, specs, events):
     def on_epoch_end(step: int, epoch: int) -> None:
         scores = evaluate_specs(inputs, model, specs)
         results = {k: v["score"] for k, v in scores.items()}
-        chance = chance_score(inputs)
-        events(EvalEnded(stage, step, inputs.task.metric, results, chance))
-        inputs.project.append_metrics({"time": time.time(), "kind": "eval", "stage": stage, "step": step, "epoch": epoch,
-                                       "metric": inputs.task.metric, "results": results, "chance": chance})
+        events(EvalEnded(stage, step, inputs.task.metric, results, chance_score(inputs)))
         model.train()
 
     return on_epoch_end
@@ -89,6 +112,7 @@ def _train(inputs: RunInputs, stage: str, model, step_fn, epochs: float, lr: flo
         raise ProjectError(f"{p.checkpoint_dir(stage)}: this checkpoint was written for {resume.extra['rows']} training "
                            f"rows and the {stage} stage now has {len(data)} (the data settings changed): delete it to "
                            "restart the stage, or restore the settings")
+    events = recording(p, events)
     warmup = warmup_for(t, getattr(getattr(model, "config", None), "model_type", None))
     settings = LoopSettings(stage, epochs, lr, t.batch_size, t.seed, t.weight_decay, warmup, t.max_grad_norm,
                             t.checkpoint_every, t.checkpoint_minutes * 60, t.group_by_length, inputs.precision)
@@ -96,7 +120,7 @@ def _train(inputs: RunInputs, stage: str, model, step_fn, epochs: float, lr: flo
         model.to(inputs.device), data, step_fn, settings,
         events=events, stop=stop, device=inputs.device, pad_id=inputs.pad_id,
         resume=resume, save_checkpoint=save_ckpt,
-        on_epoch_end=_eval_hook(inputs, stage, model, eval_specs, events), log=_log_to(p),
+        on_epoch_end=_eval_hook(inputs, stage, model, eval_specs, events),
     )
 
 
@@ -215,20 +239,6 @@ def finetune_subnets_job(project: Project, request: StageRequest, events, stop: 
     info = _train(inputs, "finetune-subnets", model, step_fn, t.subnet_epochs, t.subnet_lr, specs, events, stop)
     project.save_model("subnets", model)
     return _finish(project, "finetune-subnets", t0, events, steps=info["steps"])
-
-
-def final_model_name(project: Project) -> str:
-    """The most trained model the project has (what `evaluate`, `latency` and `export` use). A stage marked done
-    whose model is gone is an error, not a reason to fall back to an earlier model without a word."""
-    for stage in ("finetune-subnets", "depth", "width", "rewire", "finetune"):
-        name = STAGE_MODEL[stage]
-        gone = project.missing_output(stage) if stage != "rewire" or not project.has_model(name) else None
-        if gone is not None:
-            raise ProjectError(f"{gone}: the {stage} stage's output is missing: run `dynastudio run {project.root}` "
-                               f"to make it again (and the stages after it)")
-        if project.is_done(stage) and project.has_model(name):
-            return name
-    raise ProjectError(f"{project.root}: no trained model yet: run `dynastudio run {project.root}`")
 
 
 def evaluate_job(project: Project, request: StageRequest, events, stop: StopToken) -> StageResult:

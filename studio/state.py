@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from typing import Any, Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, QStandardPaths, QTimer, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
@@ -14,7 +14,8 @@ from PySide6.QtWidgets import QMessageBox, QWidget
 from dynastudio.core import jobs, runs
 from dynastudio.core.config import STAGES
 from dynastudio.core.errors import ProjectError, UserError
-from dynastudio.core.project import Project, atomic_write_text
+from dynastudio.core.store import Grid, ProjectStore, atomic_write_text
+from dynastudio.core.tensorfiles import load_arrays
 
 from .style import fmt_seconds
 from .worker import JobHandle, JobRunner, RunJob
@@ -90,8 +91,8 @@ def _ask_replace(parent: QWidget | None, running: JobHandle, new_title: str) -> 
 
 
 class StudioState(QObject):
-    projectChanged = Signal(object)  # Project | None: a different project was opened
-    projectUpdated = Signal(object)  # Project: same project, files on disk changed (a job ended)
+    projectChanged = Signal(object)  # ProjectStore | None: a different project was opened
+    projectUpdated = Signal(object)  # ProjectStore: same project, files on disk changed (a job ended)
     selectionChanged = Signal(object)  # sub-network label | None
     recentChanged = Signal(object)  # list[str]
     liveChanged = Signal()  # the running job's stage or step moved (see stage_view)
@@ -100,7 +101,7 @@ class StudioState(QObject):
         super().__init__(parent)
         self.runner = JobRunner(parent=self)
         self.recent = recent or RecentProjects()
-        self.project: Project | None = None
+        self.project: ProjectStore | None = None  # read through the store: the studio never loads torch
         self.selected: str | None = None
         # tests replace this; the real one asks with a dialog
         self.confirm_replace: Callable[[QWidget | None, JobHandle, str], bool] = _ask_replace
@@ -142,13 +143,13 @@ class StudioState(QObject):
         return h if h is not None and (name is None or h.name == name) else None
 
     # ---- project -------------------------------------------------------------------------------
-    def open_project(self, folder: Path | str) -> Project:
+    def open_project(self, folder: Path | str) -> ProjectStore:
         """Open a project folder; raises UserError (ProjectError/ConfigError) with a one-line message."""
-        project = Project.open(Path(folder))
+        project = ProjectStore.open(Path(folder))
         self.set_project(project)
         return project
 
-    def set_project(self, project: Project | None) -> None:
+    def set_project(self, project: ProjectStore | None) -> None:
         current = self.runner.current
         if isinstance(current, RunJob) and (project is None or current.project_root.resolve() != project.root.resolve()):
             self.runner.detach()  # the other project's run goes on by itself; reopening it follows it again
@@ -168,14 +169,14 @@ class StudioState(QObject):
         if self.project is None:
             return
         try:
-            self.project = Project.open(self.project.root)
+            self.project = ProjectStore.open(self.project.root)
         except UserError:
             return  # keep the last good view; the job's own error dialog says what went wrong
         self.projectUpdated.emit(self.project)
 
     # ---- what the project holds (None when not there yet or unreadable) -----------------------
     def results(self, device: str | None = None) -> dict | None:
-        """The grid; with `device`, its latency is that device's (imported from a device kit)."""
+        """The grid as JSON (see grid()); with `device`, its latency is that device's (imported from a device kit)."""
         if self.project is None or not self.project.results_path.is_file():
             return None
         try:
@@ -183,11 +184,16 @@ class StudioState(QObject):
         except ProjectError:
             return None
 
+    def grid(self, device: str | None = None) -> Grid | None:
+        """The grid as typed rows, what the pages read; with `device`, that device's latency."""
+        res = self.results() if device is None else self.results(device=device)
+        return Grid.from_dict(res, device) if res is not None else None
+
     def importance(self) -> dict | None:
         if self.project is None or not self.project.importance_path.is_file():
             return None
         try:
-            return {k: v.astype("float32") for k, v in self.project.load_importance(as_numpy=True).items()}
+            return {k: v.astype("float32") for k, v in load_arrays(self.project.importance_path, "the importance scores").items()}
         except ProjectError:
             return None
 

@@ -204,3 +204,26 @@ def test_new_guesses_columns_says_so_and_records_them(cli, tiny_model_dir, tmp_p
     proc = cli("new", tmp_path / "q", "--model", tiny_model_dir, "--train", unlabelled, "--dev", unlabelled)
     assert_user_error(proc, "nolabel.csv", "which column holds the labels", "--label-column")
     assert not (tmp_path / "q").exists()
+
+
+def test_report_names_the_best_under_a_budget_from_the_command_line(tmp_path):
+    """`python -m dynastudio.core.cli report DIR --budget-ms X` on hand-written files: no training, no torch needed."""
+    from dynastudio.core.config import ProjectConfig
+
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "project.json").write_text(ProjectConfig().to_json())
+    rows = [("w1_d1", 1.0, 0.9, 8.0), ("w0.5_d1", 0.5, 0.8, 4.0)]
+    (root / "results.json").write_text(json.dumps({"task": "t", "metric": "accuracy", "model": "depth", "rows": [
+        {"label": k, "width_mult": w, "depth_mult": 1.0, "value": v, "flops_rel": w} for k, w, v, _ in rows]}))
+    (root / "latency.json").write_text(json.dumps({"setup": {"device": "Test CPU"}, "rows": [
+        {"label": k, "width_mult": w, "depth_mult": 1.0, "sizes": {}, "values": {"latency_fp32_ms": ms}}
+        for k, w, _, ms in rows]}))
+    proc = dyn("report", root, "--budget-ms", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == ("best under 5 ms on this machine (Test CPU): w0.5_d1 (width 0.5, depth 1): "
+                                           "accuracy 0.8000 at 4.00 ms")
+    assert_user_error(dyn("report", root, "--budget-ms", "3"), "nothing fits 3 ms", "w0.5_d1", "raise --budget-ms")
+    assert_user_error(dyn("report", root, "--budget-ms", "5", "--device", "pi"), "no latency measured on device 'pi'")
+    (root / "latency.json").unlink()
+    assert_user_error(dyn("report", root, "--budget-ms", "5"), "no latency figures yet", f"dynastudio latency {root}")

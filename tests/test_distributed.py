@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from helpers import make_tiny_model_dir, tiny_model, tiny_project_config
-from dynastudio.core import data as D
 from dynastudio.core import jobs
 from dynastudio.core.config import ProjectConfig, migrate
+from dynastudio.core.data import batching as D
+from dynastudio.core.data.encoding import Encoded
 from dynastudio.core.distill import StepContext, distill_step, sync_last
 from dynastudio.core.dynamic import SubnetSpec, subnet_grid
 from dynastudio.core.errors import ConfigError
@@ -33,7 +34,7 @@ TOL = 1e-5
 def fake_encoded(lengths, seed=0):
     rng = np.random.default_rng(seed)
     ids = [[100 + i] + [5] * (n - 1) for i, n in enumerate(lengths)]
-    return D.Encoded(ids, [[0] * n for n in lengths], [int(x) for x in rng.integers(0, 2, len(lengths))])
+    return Encoded(ids, [[0] * n for n in lengths], [int(x) for x in rng.integers(0, 2, len(lengths))])
 
 
 # ---- batch order and sharding -------------------------------------------------------------------
@@ -51,7 +52,7 @@ def test_grouped_order_covers_every_row_once_is_seeded_and_pads_less():
     # batches are shuffled, not sorted: their lengths do not simply fall or rise through the epoch
     tops = [int(lengths[b].max()) for b in grouped[1:]]
     assert tops != sorted(tops) and tops != sorted(tops, reverse=True)
-    enc = D.Encoded([[1] * n for n in lengths], None, [0] * len(lengths))
+    enc = Encoded([[1] * n for n in lengths], None, [0] * len(lengths))
     g = D.padding_stats(enc, 32, seed=1, group_by_length=True)
     r = D.padding_stats(enc, 32, seed=1, group_by_length=False)
     assert g["real_tokens"] == r["real_tokens"] == int(lengths.sum())
@@ -80,7 +81,7 @@ def test_weighted_shares_give_the_global_batch_gradient():
     student = tiny_model(seed=1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train()
     lens = [4, 9, 6, 12, 3, 7, 11]  # 7 rows: shards of 4 and 3 rows with different token counts
     ids = [[2] + [5 + (7 * i + j) % 24 for j in range(n - 2)] + [3] for i, n in enumerate(lens)]  # within the tiny vocab
-    enc = D.Encoded(ids, [[0] * n for n in lens], [i % 2 for i in range(len(lens))])
+    enc = Encoded(ids, [[0] * n for n in lens], [i % 2 for i in range(len(lens))])
     specs = subnet_grid((1.0, 0.5), (1.0, 0.5))
     kw = dict(l1=1.0, l2=0.5, depth_rule="keep-last", is_regression=False)
     (whole,) = D.iterate_batches(enc, 7, shuffle=False)

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import FILLER, tiny_config, tiny_project_config, tiny_sentences, write_tsv
 from dynastudio.core import jobs
 from dynastudio.core.config import profile_config, warmup_for
 from dynastudio.core.errors import Cancelled, ProjectError
@@ -23,6 +22,7 @@ from dynastudio.core.events import EventLog, LogMessage, StageStarted, StepEnded
 from dynastudio.core.prepare import new_project, prepare_inputs
 from dynastudio.core.project import Project
 from dynastudio.core.stages import RunRequest
+from helpers import FILLER, tiny_config, tiny_project_config, tiny_sentences, write_tsv
 
 
 def run_pipeline(project, events=None, stop=None, until=None):
@@ -260,7 +260,7 @@ def test_the_train_page_shows_a_banner_for_a_teacher_that_learned_nothing(qtbot,
 
 def test_the_project_form_keeps_the_warmup_default_as_the_model_familys(qtbot):
     pytest.importorskip("PySide6")
-    from dynastudio.studio.pages.project import HyperParams
+    from dynastudio.studio.pages.hyperparams import HyperParams
 
     form = HyperParams()
     qtbot.addWidget(form)

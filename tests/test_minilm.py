@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import torch
 
-from dynastudio.core.data import DataConfig, encode, iterate_batches, load_task_data
+from dynastudio.core.config import DataConfig
+from dynastudio.core.data.batching import iterate_batches
+from dynastudio.core.data.encoding import encode
+from dynastudio.core.data.task import load_task_data
 from dynastudio.core.dynamic import SubnetSpec, forward_subnet, subnet_size
 from dynastudio.core.importance import compute_importance, rewire
 from dynastudio.core.models import load_base_model, load_tokenizer, resolve_model
-from dynastudio.core.prepare import TaskInfo
+from dynastudio.core.store import TaskInfo
 
 
 def test_builtin_minilm_end_to_end_checks():

@@ -11,20 +11,32 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import tiny_project_config
 from dynastudio.core import jobs
 from dynastudio.core.config import STAGES
-from dynastudio.core.data import encode, iterate_batches, load_task_data
+from dynastudio.core.data.batching import iterate_batches
+from dynastudio.core.data.encoding import encode
+from dynastudio.core.data.task import load_task_data
 from dynastudio.core.distill import LoopSettings, distill_step, get_lr, soft_cross_entropy, train_loop
 from dynastudio.core.dynamic import SubnetSpec, subnet_grid
 from dynastudio.core.errors import Cancelled, DataError, ProjectError
 from dynastudio.core.events import (
-    CheckpointSaved, EventLog, ImportanceReady, LogMessage, StageEnded, StageProgress, StageStarted, StepEnded, StopToken,
+    CheckpointSaved,
+    EvalEnded,
+    EventLog,
+    ImportanceReady,
+    LogMessage,
+    StageEnded,
+    StageProgress,
+    StageStarted,
+    StepEnded,
+    StopToken,
 )
 from dynastudio.core.models import load_tokenizer
-from dynastudio.core.prepare import TaskInfo, cache_key, new_project, prepare_inputs, split_rows
+from dynastudio.core.prepare import cache_key, new_project, prepare_inputs, split_rows
 from dynastudio.core.project import Project
 from dynastudio.core.stages import RunRequest, RunResult
+from dynastudio.core.store import TaskInfo, read_task
+from helpers import tiny_project_config
 
 CORE = Path(__file__).resolve().parents[1] / "core"
 
@@ -91,6 +103,20 @@ def test_full_pipeline_produces_every_artefact(done_project):
     depth_steps = [e for e in log.of(StepEnded) if e.stage == "depth"]
     assert set(width_steps[0].losses) == {"w1_d1", "w0.75_d1", "w0.5_d1", "w0.25_d1"}
     assert len(depth_steps[0].losses) == 12
+
+
+def test_step_losses_have_one_source_the_events(done_project):
+    """metrics.jsonl, the training's history the Train page redraws a reopened project from, is derived from the
+    StepEnded and EvalEnded events (one writer): it holds exactly what the events said, in order."""
+    project, log = done_project
+    history = project.read_metrics()
+    steps = [(r["stage"], r["step"], r["epoch"], r["lr"], r["losses"]) for r in history if r["kind"] == "step"]
+    assert steps == [(e.stage, e.step, e.epoch, e.lr, e.losses) for e in log.of(StepEnded)]
+    evals = [(r["stage"], r["step"], r["metric"], r["results"], r["chance"]) for r in history if r["kind"] == "eval"]
+    # the evaluate stage's scores go to results.json, not to the training history
+    assert evals == [(e.stage, e.step, e.metric_name, e.results, e.chance) for e in log.of(EvalEnded) if e.stage != "evaluate"]
+    epoch_of = {(r["stage"], r["step"]): r["epoch"] for r in history if r["kind"] == "step"}
+    assert evals and all(r["epoch"] == epoch_of[r["stage"], r["step"]] for r in history if r["kind"] == "eval")
 
 
 def test_every_stage_reports_its_start_progress_and_end(done_project):
@@ -214,7 +240,8 @@ def test_both_stages_lower_their_loss(tiny_model_dir, tiny_task_files, tmp_path)
             for p in student.parameters():
                 p.add_(0.05 * torch.randn_like(p))
         log = EventLog()
-        step = lambda m, b, ctx: distill_step(m, teacher, b, specs, l1=1.0, l2=l2, depth_rule="keep-last", is_regression=False, ctx=ctx)
+        step = lambda m, b, ctx, teacher=teacher, specs=specs, l2=l2: distill_step(
+            m, teacher, b, specs, l1=1.0, l2=l2, depth_rule="keep-last", is_regression=False, ctx=ctx)
         train_loop(student, inputs.train, step, LoopSettings(stage, 4, 5e-4, 16, 0), events=log, stop=StopToken(), device="cpu", pad_id=0)
         for label in log.of(StepEnded)[0].losses:
             series = [e.losses[label] for e in log.of(StepEnded)]
@@ -323,7 +350,7 @@ def _studio_imports(path: Path) -> list[str]:
 
 def test_engine_sources_never_import_the_studio():
     files = sorted(CORE.rglob("*.py"))
-    assert CORE / "cli.py" in files and CORE / "jobs.py" in files
+    assert CORE / "cli" / "__init__.py" in files and CORE / "jobs.py" in files
     bad = [b for f in files for b in _studio_imports(f)]
     assert bad == []
 
@@ -375,5 +402,5 @@ def test_glue_task_from_local_folder(tmp_path):
         pytest.skip("../shared/data/glue not present")
     cfg = ProjectConfig(model="builtin:minilm", data=DataConfig(kind="glue", task="sst2", data_dir=str(glue)), train=profile_config("quick"))
     project = new_project(tmp_path / "sst2", cfg)
-    task = json.loads((project.root / "task.json").read_text())
-    assert task["train_rows"] == 67349 and task["dev_rows"] == 872 and task["metric"] == "accuracy"
+    task = read_task(project.root)
+    assert task.train_rows == 67349 and task.dev_rows == 872 and task.metric == "accuracy"

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import tiny_project_config
 from dynastudio.core.cli import main
 from dynastudio.core.errors import DataError, ProjectError
 from dynastudio.core.prepare import new_project
 from dynastudio.core.project import Project
+from helpers import tiny_project_config
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_report_into_a_closed_pipe_ends_quietly(made):
 
 
 def test_non_finite_regression_labels_are_refused_with_their_line(tmp_path):
-    from dynastudio.core.data import read_table
+    from dynastudio.core.data.readers import read_table
 
     f = tmp_path / "scores.tsv"
     for bad in ("nan", "inf", "-Infinity"):
@@ -131,7 +131,7 @@ def test_new_overwrite_starts_from_nothing_of_the_old_project(made, tmp_path, ti
 
 
 def test_export_clears_temporary_folders_a_killed_export_left(tmp_path):
-    from dynastudio.core.export import _remove_stale_temps
+    from dynastudio.core.export.job import _remove_stale_temps
 
     out = tmp_path / "exp"
     old, fresh = tmp_path / ".exp.tmp-old", tmp_path / ".exp.tmp-fresh"
@@ -264,7 +264,8 @@ def test_a_full_disk_keeps_the_previous_file_and_says_so(made, tmp_path, monkeyp
     import torch
 
     from dynastudio.core.errors import DiskFull
-    from dynastudio.core.project import atomic_save_tensors, atomic_write_text
+    from dynastudio.core.store import atomic_write_text
+    from dynastudio.core.tensorfiles import atomic_save_tensors
 
     shutil.copytree(made.root, tmp_path / "p")
     p = Project.open(tmp_path / "p")
@@ -301,7 +302,7 @@ def test_a_full_disk_keeps_the_previous_file_and_says_so(made, tmp_path, monkeyp
 def test_an_export_on_a_full_disk_leaves_nothing(made, tmp_path, monkeypatch, capsys):
     import shutil
 
-    import dynastudio.core.export as ex
+    import dynastudio.core.export.job as ex
     from helpers import tiny_model
 
     shutil.copytree(made.root, tmp_path / "p")
@@ -321,7 +322,8 @@ def test_following_the_advice_for_a_deleted_model_works(tiny_model_dir, tiny_tas
     import shutil
 
     from dynastudio.core import jobs
-    from dynastudio.core.stages import final_model_name, pending_stages
+    from dynastudio.core.stages import pending_stages
+    from dynastudio.core.store import final_model_name
 
     p = new_project(tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files, width_mults=(1.0, 0.5),
                                                         depth_mults=(1.0, 0.5), teacher_epochs=1))
@@ -342,8 +344,8 @@ def test_following_the_advice_for_a_deleted_model_works(tiny_model_dir, tiny_tas
 
 def test_a_model_folder_without_its_vocabulary_is_refused(tmp_path, tiny_task_files):
     """transformers builds a tokenizer of the special tokens alone from tokenizer_config.json: all-[UNK] input."""
-    from helpers import make_tiny_model_dir
     from dynastudio.core.errors import ModelError
+    from helpers import make_tiny_model_dir
 
     d = make_tiny_model_dir(tmp_path / "model")
     for f in ("vocab.txt", "tokenizer.json"):

@@ -15,9 +15,16 @@ import pytest
 from dynastudio.core import runs
 from dynastudio.core.errors import Cancelled, ProjectError
 from dynastudio.core.events import (
-    EvalEnded, FormatLatency, LatencyMeasured, RunEnded, RunStarted, StepEnded, StopToken, event_from_json, event_to_json,
+    EvalEnded,
+    FormatLatency,
+    LatencyMeasured,
+    RunEnded,
+    RunStarted,
+    StepEnded,
+    StopToken,
+    event_from_json,
+    event_to_json,
 )
-
 from helpers import tiny_project_config
 
 TESTS = Path(__file__).resolve().parent
