@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from dynastudio.core import runtime  # noqa: E402
 from dynastudio.core.distill import StepContext, SubnetRunner, distill_step, make_optimizer, task_step  # noqa: E402
 from dynastudio.core.dynamic import SubnetSpec, subnet_grid  # noqa: E402
-from dynastudio.core import runtime  # noqa: E402
 
 
 def bert_base(num_labels: int = 2):

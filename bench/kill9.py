@@ -32,10 +32,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--every", type=int, default=2)
     a = ap.parse_args(argv)
+    from dynastudio.core.prepare import new_project
     from helpers import make_tiny_model_dir, tiny_project_config, tiny_sentences, write_tsv
     from kill_harness import grid, kill_until_done, model_difference, run_once, stale_temps
-
-    from dynastudio.core.prepare import new_project
 
     rng = random.Random(a.seed)
     rounds = []

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from sst2 import run_stage  # noqa: E402  (a stage in a child process: wall time and peak memory)
 
 from dynastudio.core.config import DataConfig, ProjectConfig, profile_config  # noqa: E402
 from dynastudio.core.data.batching import padding_stats  # noqa: E402
@@ -41,7 +42,6 @@ from dynastudio.core.dynamic import subnet_grid  # noqa: E402
 from dynastudio.core.evaluate import predict  # noqa: E402
 from dynastudio.core.prepare import new_project, prepare_inputs  # noqa: E402
 from dynastudio.core.project import Project  # noqa: E402
-from sst2 import run_stage  # noqa: E402  (a stage in a child process: wall time and peak memory)
 
 GLUE = ROOT.parent / "shared" / "data" / "glue"
 OUT = ROOT / "bench" / "results"
@@ -184,7 +184,7 @@ def render(r: dict) -> None:
               "| width | depth | grouped | random | difference | 95% interval | rows only grouped / only random gets right |",
               "|---|---|---|---|---|---|---|"]
     inside = 0
-    for label, c in r["cells"].items():
+    for c in r["cells"].values():
         d = c["grouped_minus_random"]
         inside += d["ci95"][0] <= 0 <= d["ci95"][1]
         lines.append(f"| {c['width_mult']:g} | {c['depth_mult']:g} | {c['grouped']:.2f} | {c['random']:.2f} | {d['diff']:+.2f} | "

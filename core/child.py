@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=listen, name="dynastudio-stdin", daemon=True).start()
     import importlib
 
-    from . import jobs
+    from . import jobs, registry
     from .errors import Cancelled, UserError
 
     # jobs that plug-ins (and the studio's tests) add: modules that register them when imported
@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
 
     code = 0
     try:
-        job = jobs.JOBS.get(name)
+        job = registry.JOBS.get(name)
         if job is None:
-            raise UserError(f"unknown job '{name}': choose one of {', '.join(jobs.JOBS)}")
+            raise UserError(f"unknown job '{name}': choose one of {', '.join(registry.JOBS)}")
         request = request_from_json(first, job.request_type) if first.strip() else None
         result = jobs.run(name, folder, request, emit, stop)
         end = JobEnded("done", result_to_json(result))

@@ -201,7 +201,7 @@ class ProjectConfig:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     @staticmethod
-    def from_json(text: str, source: str = "project.json") -> "ProjectConfig":
+    def from_json(text: str, source: str = "project.json") -> ProjectConfig:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -214,7 +214,7 @@ class ProjectConfig:
         return ProjectConfig.from_dict(migrate(raw, source), source)
 
     @staticmethod
-    def from_dict(raw: dict, source: str = "project.json") -> "ProjectConfig":
+    def from_dict(raw: dict, source: str = "project.json") -> ProjectConfig:
         for part in ("data", "train"):
             if not isinstance(raw.get(part, {}), dict):
                 raise ConfigError(f"{source}: '{part}' is a JSON {_json_kind(raw[part])}, not an object of settings: "
@@ -231,7 +231,7 @@ class ProjectConfig:
                 raise
             raise ConfigError(f"{source}: {exc}") from None
 
-    def with_train(self, **changes: Any) -> "ProjectConfig":
+    def with_train(self, **changes: Any) -> ProjectConfig:
         return replace(self, train=validate_train(replace(self.train, **changes)))
 
 

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn
 
 from .config import DEFAULT_DEPTH_RULE
+
 # the layer math lives in the self-contained slim module (it ships inside HF-style exports)
 from .slim import LayerHyper, LayerWeights, layer_forward  # noqa: F401  (re-exported)
-
 from .support import SUPPORTED_MODEL_TYPES, check_supported  # noqa: F401  (re-exported)
 
 

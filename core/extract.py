@@ -8,7 +8,14 @@ from torch import nn
 
 from .config import DEFAULT_DEPTH_RULE, DEPTH_RULES
 from .dynamic import (
-    SubnetSpec, check_supported, encoder_of, kept_layers, layer_hyper, layer_weights, n_heads_kept, n_neurons_kept,
+    SubnetSpec,
+    check_supported,
+    encoder_of,
+    kept_layers,
+    layer_hyper,
+    layer_weights,
+    n_heads_kept,
+    n_neurons_kept,
 )
 from .errors import ConfigError
 from .project import Project

@@ -1,8 +1,8 @@
 """Head and FFN-neuron importance scores, and rewiring: reorder weights so the most important come first."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F

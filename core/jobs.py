@@ -1,24 +1,27 @@
-"""The job registry: every long job is `job(project, request, events, stop) -> result`; the CLI and the studio call it here.
+"""Running a registered job in this process (the CLI, a job's child process, tests): `jobs.run(name, project, request)`.
 
-Importing this module is light: a job's engine code (torch, transformers) is imported when it runs,
-so the studio can list jobs and build requests without loading the engine.
+The registry itself (names, titles, request types) is core.registry, which the studio reads without this
+module's engine paths; a job's engine code (torch, transformers) is imported when it runs.
 """
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .config import STAGES
 from .errors import ConfigError
 from .events import EventSink, LogMessage, StopToken, null_sink
+from .registry import JOBS, Job
 from .requests import (  # noqa: F401  (the requests are used as jobs.RunRequest etc.)
-    CreateRequest, DeviceKitRequest, ExportReport, ExportRequest, LatencyRequest, RunRequest, RunResult, StageRequest,
+    CreateRequest,
+    DeviceKitRequest,
+    ExportReport,
+    ExportRequest,
+    LatencyRequest,
+    RunRequest,
+    RunResult,
+    StageRequest,
     TableSummaryRequest,
 )
-
-
 
 
 def create_job(project: Path, request: CreateRequest, events, stop: StopToken):
@@ -41,47 +44,6 @@ def table_summary_job(folder: Path, request: TableSummaryRequest, events, stop: 
     if "counts" in summary:
         summary["counts"] = [[label, n] for label, n in summary["counts"].items()]
     return summary
-
-
-@dataclass(frozen=True)
-class Job:
-    name: str
-    target: str  # "module:function", imported when the job runs
-    request_type: type
-    title: str  # what the studio and the CLI call it
-    trains: bool = False  # a training job: holds the project's run lock and keeps run/events.jsonl
-    opens_project: bool = True  # False: `project` is handed over as a folder path (create)
-    locks: bool = False  # holds the run lock while it runs (it writes the project)
-
-    @property
-    def fn(self) -> Callable[[Any, Any, EventSink, StopToken], Any]:
-        module, name = self.target.split(":")
-        return getattr(importlib.import_module(module, __package__), name)
-
-
-JOBS: dict[str, Job] = {}
-
-
-def register(job: Job) -> Job:
-    if job.name in JOBS:
-        raise ValueError(f"job '{job.name}' is registered twice")
-    JOBS[job.name] = job
-    return job
-
-
-_STAGE_TITLES = {
-    "finetune": "Fine-tune the teacher", "rewire": "Importance and rewiring", "width": "Width distillation",
-    "depth": "Width x depth distillation", "finetune-subnets": "Fine-tune sub-networks", "evaluate": "Evaluate every sub-network",
-}
-register(Job("create", f"{__package__}.jobs:create_job", CreateRequest, "Create the project", opens_project=False))
-register(Job("table-summary", f"{__package__}.jobs:table_summary_job", TableSummaryRequest, "Read a data file",
-             opens_project=False))
-register(Job("run", ".stages:run_job", RunRequest, "Train (every unfinished stage)", trains=True, locks=True))
-for _stage in STAGES:
-    register(Job(_stage, f".stages:{_stage.replace('-', '_')}_job", StageRequest, _STAGE_TITLES[_stage], trains=True, locks=True))
-register(Job("latency", ".latency:latency_job", LatencyRequest, "Measure latency", locks=True))
-register(Job("export", ".export.job:export_job", ExportRequest, "Export a sub-network"))
-register(Job("device-kit", ".devicekit:device_kit_job", DeviceKitRequest, "Make a device kit"))
 
 
 def run(name: str, project, request: Any = None, events: EventSink = null_sink,

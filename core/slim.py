@@ -42,7 +42,7 @@ class LayerWeights:
     ln2_w: torch.Tensor
     ln2_b: torch.Tensor
 
-    def sliced(self, n_heads: int, head_dim: int, n_neurons: int) -> "LayerWeights":
+    def sliced(self, n_heads: int, head_dim: int, n_neurons: int) -> LayerWeights:
         kd = n_heads * head_dim
         return LayerWeights(
             self.q_w[:kd], self.q_b[:kd], self.k_w[:kd], self.k_b[:kd], self.v_w[:kd], self.v_b[:kd],

@@ -9,14 +9,23 @@ from pathlib import Path
 from PySide6.QtCore import QSize, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QColor
 from PySide6.QtWidgets import (
-    QApplication, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QMainWindow, QMessageBox, QPushButton,
-    QStackedWidget, QVBoxLayout, QWidget,
+    QApplication,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
 )
 
 from .errors import install_excepthook
 from .state import STEP_TITLES, STEPS, StudioState
-from .worker import RunJob
 from .style import BANNER_CSS
+from .worker import RunJob
 
 # the step a blocked step sends people to
 PREREQUISITE = {"importance": "train", "train": "project", "explore": "train", "export": "train"}

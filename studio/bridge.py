@@ -6,8 +6,19 @@ import threading
 from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
 
 from dynastudio.core.events import (
-    CheckpointSaved, EvalEnded, ExportDone, ImportanceReady, LatencyMeasured, LogMessage, RunStarted, StageEnded,
-    StageProgress, StageStarted, StepEnded, StopAcknowledged, TeacherChecked,
+    CheckpointSaved,
+    EvalEnded,
+    ExportDone,
+    ImportanceReady,
+    LatencyMeasured,
+    LogMessage,
+    RunStarted,
+    StageEnded,
+    StageProgress,
+    StageStarted,
+    StepEnded,
+    StopAcknowledged,
+    TeacherChecked,
 )
 
 

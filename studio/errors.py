@@ -23,7 +23,7 @@ class ErrorInfo:
     user: bool = False  # a mistake the user can fix: no traceback shown
 
     @staticmethod
-    def from_exception(exc: BaseException, what: str = "") -> "ErrorInfo":
+    def from_exception(exc: BaseException, what: str = "") -> ErrorInfo:
         prefix = f"{what}: " if what else ""
         if isinstance(exc, UserError):
             return ErrorInfo(prefix + str(exc), "", True)

@@ -11,7 +11,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QStandardPaths, QTimer, Signal
 from PySide6.QtWidgets import QMessageBox, QWidget
 
-from dynastudio.core import jobs, runs
+from dynastudio.core import registry, runs
 from dynastudio.core.config import STAGES
 from dynastudio.core.errors import ProjectError, UserError
 from dynastudio.core.store import Grid, ProjectStore, atomic_write_text
@@ -121,7 +121,7 @@ class StudioState(QObject):
         """Start a registered job. When another job runs, ask first: None when the user keeps it running."""
         running = self.runner.current
         if running is not None:
-            if not self.confirm_replace(parent, running, jobs.JOBS[name].title):
+            if not self.confirm_replace(parent, running, registry.JOBS[name].title):
                 return None
             return self.runner.start(name, project, request, replace=True, processes=processes)
         return self.runner.start(name, project, request, processes=processes)

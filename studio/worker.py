@@ -22,7 +22,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QProcess, QTimer, Signal
 
-from dynastudio.core import jobs, runs
+from dynastudio.core import registry, runs
 from dynastudio.core.errors import InternalError
 from dynastudio.core.events import JobEnded, RunEnded, RunStarted, StopAcknowledged, event_from_json
 from dynastudio.core.requests import ExportReport, RunResult, request_to_json
@@ -89,7 +89,7 @@ class JobHandle(QObject):
     cancelled = Signal()
     ended = Signal(str)  # "done", "failed", "stopped" or "detached", after the specific signal
 
-    def __init__(self, job: jobs.Job, project: Path, request: Any, parent: QObject | None = None):
+    def __init__(self, job: registry.Job, project: Path, request: Any, parent: QObject | None = None):
         super().__init__(parent)
         self.job, self.name, self.title = job, job.name, job.title
         self.project_root = Path(project)
@@ -248,7 +248,7 @@ def start_side_job(name: str, folder: Path | str, request: Any, parent: QObject)
     """Start a short job beside the runner's one job, for work that writes nothing (the new-project form reading a
     large data file): it never waits behind a training, nor asks to stop one. The caller owns it: kill() cancels it,
     and it ends with its parent."""
-    job = jobs.JOBS[name]
+    job = registry.JOBS[name]
     if job.trains or job.locks:
         raise InternalError(f"'{name}' writes the project: start it through the JobRunner")
     handle = ChildJob(job, Path(folder), request, parent=parent)
@@ -504,7 +504,7 @@ class JobRunner(QObject):
 
     def start(self, name: str, project: Path | str, request: Any = None, replace: bool = False,
               processes: int = 1) -> JobHandle:
-        job = jobs.JOBS[name]
+        job = registry.JOBS[name]
         if name == "run":
             handle: JobHandle = RunJob(job, Path(project), request, parent=self, processes=processes)
         else:
@@ -527,7 +527,7 @@ class JobRunner(QObject):
         """Follow the live run of `project` (started elsewhere, or before the window was reopened)."""
         if self.is_running():
             return None
-        handle = RunJob(jobs.JOBS["run"], Path(project), None, parent=self)
+        handle = RunJob(registry.JOBS["run"], Path(project), None, parent=self)
         self._launch(handle, attach=True)
         return handle
 

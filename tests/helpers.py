@@ -88,11 +88,11 @@ def register_test_job(monkeypatch, name: str, fn: str, trains: bool = False, req
     child processes the studio starts, for this test."""
     import os
 
-    from dynastudio.core import jobs, requests
+    from dynastudio.core import registry, requests
 
-    job = jobs.Job(name, f"studio_jobs:{fn}", getattr(requests, request_type), f"test job {name}", trains=trains,
+    job = registry.Job(name, f"studio_jobs:{fn}", getattr(requests, request_type), f"test job {name}", trains=trains,
                    opens_project=False)
-    monkeypatch.setitem(jobs.JOBS, name, job)
+    monkeypatch.setitem(registry.JOBS, name, job)
     here = str(Path(__file__).resolve().parent)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("DYNASTUDIO_JOB_MODULES", "studio_jobs")

@@ -90,7 +90,7 @@ def run_once(root: Path, kill_after: float | None, timeout: float = 900) -> Atte
         if kill_after is None:
             proc.kill()
             proc.wait()
-            raise RuntimeError(f"run did not finish in {timeout} s")
+            raise RuntimeError(f"run did not finish in {timeout} s") from None
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         killed = True

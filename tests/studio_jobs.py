@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import threading
 
-from dynastudio.core import jobs, requests
+from dynastudio.core import registry, requests
 from dynastudio.core.events import LogMessage, StageProgress, StageStarted
 
 
@@ -59,7 +59,7 @@ def fake_latency_file(project, request, events, stop):
 def install() -> None:
     for spec in filter(None, os.environ.get("DYNASTUDIO_TEST_JOBS", "").split(",")):
         name, fn, request_type, trains = spec.split(":")
-        jobs.JOBS[name] = jobs.Job(name, f"studio_jobs:{fn}", getattr(requests, request_type), f"test job {name}",
+        registry.JOBS[name] = registry.Job(name, f"studio_jobs:{fn}", getattr(requests, request_type), f"test job {name}",
                                    trains=trains == "1", opens_project=False)
 
 

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import tiny_project_config
 from dynastudio.core import jobs
 from dynastudio.core.dynamic import SubnetSpec
-from dynastudio.core.events import StepEnded, StopToken
 from dynastudio.core.errors import Cancelled
 from dynastudio.core.evaluate import predict
+from dynastudio.core.events import StepEnded, StopToken
 from dynastudio.core.prepare import new_project, prepare_inputs
 from dynastudio.core.project import Project
 from dynastudio.core.runtime import resolve_precision
 from dynastudio.core.stages import RunRequest
+from helpers import tiny_project_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

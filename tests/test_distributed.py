@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import make_tiny_model_dir, tiny_model, tiny_project_config
 from dynastudio.core import jobs
 from dynastudio.core.config import ProjectConfig, migrate
 from dynastudio.core.data import batching as D
@@ -27,6 +26,7 @@ from dynastudio.core.prepare import new_project
 from dynastudio.core.project import Project
 from dynastudio.core.runtime import resolve_precision
 from dynastudio.core.stages import RunRequest
+from helpers import make_tiny_model_dir, tiny_model, tiny_project_config
 
 TOL = 1e-5
 

@@ -6,10 +6,17 @@ import copy
 import pytest
 import torch
 
-from helpers import tiny_model
 from dynastudio.core.dynamic import (
-    SubnetSpec, forward_subnet, kept_layers, layer_targets, n_heads_kept, n_neurons_kept, subnet_grid, subnet_size,
+    SubnetSpec,
+    forward_subnet,
+    kept_layers,
+    layer_targets,
+    n_heads_kept,
+    n_neurons_kept,
+    subnet_grid,
+    subnet_size,
 )
+from helpers import tiny_model
 
 
 def _inputs(vocab: int, pad: int = 0, seed: int = 0):

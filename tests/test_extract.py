@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import make_tiny_model_dir, tiny_model, tiny_project_config
 from dynastudio.core.dynamic import SubnetSpec, forward_subnet, subnet_size
 from dynastudio.core.errors import ConfigError, ProjectError
 from dynastudio.core.extract import extract, extract_from_model
 from dynastudio.core.slim import DynaBertSlimConfig, SlimModel
+from helpers import make_tiny_model_dir, tiny_model, tiny_project_config
 
 SPECS = [SubnetSpec(1.0, 1.0), SubnetSpec(0.75, 1.0), SubnetSpec(0.5, 0.75), SubnetSpec(0.25, 0.5), SubnetSpec(1.0, 0.5)]
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from helpers import tiny_model
 from dynastudio.core.dynamic import SubnetSpec, forward_subnet
 from dynastudio.core.importance import Importance, compute_importance, rewire
+from helpers import tiny_model
 
 
 def _batches(vocab, n=3, seed=0):

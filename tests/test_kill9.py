@@ -3,8 +3,8 @@ resumed each time ends with the same grid and the same weights as an uninterrupt
 checkpoint interval per kill and leaving no temporary file behind."""
 from __future__ import annotations
 
-from helpers import tiny_project_config
 from dynastudio.core.prepare import new_project
+from helpers import tiny_project_config
 from kill_harness import KillReport, grid, model_difference, run_once, stale_temps
 
 EVERY = 2  # checkpoint_every: the most a kill may cost, in steps

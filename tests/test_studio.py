@@ -14,8 +14,9 @@ pytest.importorskip("pytestqt")
 from PySide6.QtCore import QPointF, Qt  # noqa: E402
 from PySide6.QtWidgets import QMessageBox  # noqa: E402
 
-from helpers import register_test_job as _register_test_job, tiny_project_config  # noqa: E402
 from dynastudio.core.events import StageStarted, StepEnded  # noqa: E402
+from helpers import register_test_job as _register_test_job  # noqa: E402
+from helpers import tiny_project_config
 
 TINY_HP = dict(batch_size="16", eval_batch_size="32", max_seq_length="32", teacher_epochs="2", teacher_lr="0.002",
                width_epochs="1", width_lr="0.0005", depth_epochs="1", depth_lr="0.0005", importance_examples="32",

@@ -2,7 +2,6 @@
 live stage state, readable charts with a chance line, latency progress and cancel, small dialogs."""
 from __future__ import annotations
 
-
 import pytest
 
 pytest.importorskip("PySide6")
@@ -74,7 +73,6 @@ def test_form_does_not_move_when_messages_appear(window, qtbot, tmp_path):
 def test_every_view_shows_the_true_stage_state_while_training_and_after_stop(window, qtbot, tiny_model_dir,
                                                                              tiny_task_files, tmp_path):
     from dynastudio.core.prepare import new_project
-
     from helpers import tiny_project_config
 
     w, state = window, window.state
@@ -119,7 +117,6 @@ def test_every_view_shows_the_true_stage_state_while_training_and_after_stop(win
 def test_latency_shows_progress_warns_when_busy_and_cancels(window, qtbot, monkeypatch, tiny_model_dir, tiny_task_files,
                                                             tmp_path):
     from dynastudio.core.prepare import new_project
-
     from helpers import register_test_job, tiny_project_config
 
     # the fake job runs in the job child process, on a machine it makes look busy (load 3.5 on 2 cores)
@@ -275,7 +272,6 @@ def test_explore_chart_bounds_and_chance_line(window, qtbot, monkeypatch, tmp_pa
 def test_every_page_fits_a_1280x800_screen_with_results_loaded(window, monkeypatch, tiny_model_dir, tiny_task_files,
                                                                 tmp_path):
     from dynastudio.core.prepare import new_project
-
     from helpers import tiny_project_config
 
     results = {

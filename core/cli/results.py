@@ -181,7 +181,7 @@ def cmd_latency(a) -> int:
     project = Project.open(Path(a.dir))
     if a.import_file:
         from .. import runs
-        from ..devicekit import import_device_latency
+        from ..store import import_device_latency
 
         runs.check_not_running(project.root, "import latency while a run holds the project")
         name = import_device_latency(project, Path(a.import_file), a.device)

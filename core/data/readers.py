@@ -6,9 +6,9 @@ import json
 import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from ..errors import ConfigError, DataError, UserError
 from .tables import TextTable

@@ -6,6 +6,7 @@ builds on ProjectStore with what needs torch: models, checkpoints, importance te
 """
 from __future__ import annotations
 
+from .devices import RESULT_KIND, import_device_latency, read_device_latency
 from .files import atomic_target, atomic_write_bytes, atomic_write_text, is_main_process, main_process_writes
 from .folder import PROJECT_FILE, STATE_FILE, ProjectStore, final_model_name
 from .grid import (
@@ -28,9 +29,9 @@ from .grid import (
 from .task import TASK_FILE, TaskInfo, read_task
 
 __all__ = [
-    "ANY_LATENCY", "BUDGET_PRECISIONS", "EXPORT_FORMAT_OF", "FLOPS_AXIS", "LATENCY_PRECISIONS", "PROJECT_FILE",
+    "ANY_LATENCY", "BUDGET_PRECISIONS", "RESULT_KIND", "EXPORT_FORMAT_OF", "FLOPS_AXIS", "LATENCY_PRECISIONS", "PROJECT_FILE",
     "STATE_FILE", "TASK_FILE", "Figures", "Grid", "GridRow", "Point", "ProjectStore", "TaskInfo", "atomic_target",
     "atomic_write_bytes", "atomic_write_text", "axis_precision", "best_under", "best_under_budget",
-    "final_model_name", "grid_points", "is_main_process", "latency_axis", "main_process_writes",
+    "final_model_name", "grid_points", "import_device_latency", "read_device_latency", "is_main_process", "latency_axis", "main_process_writes",
     "pareto_front", "read_task",
 ]

@@ -528,7 +528,7 @@ class ExplorePage(ReloadWhenShown, QWidget):
     def import_device_latency(self) -> None:
         """Merge a device kit's result file into the project and show that device's latency."""
         from dynastudio.core import runs
-        from dynastudio.core.devicekit import import_device_latency
+        from dynastudio.core.store import import_device_latency
 
         project = self.state.project
         if project is None:
@@ -553,7 +553,7 @@ class ExplorePage(ReloadWhenShown, QWidget):
 
     def measure_latency(self) -> None:
         """The button measures, or cancels the measurement it started."""
-        from dynastudio.core.jobs import LatencyRequest
+        from dynastudio.core.requests import LatencyRequest
 
         if self.measuring():
             self.handle.stop()

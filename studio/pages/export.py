@@ -5,15 +5,28 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
-    QAbstractItemView, QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
-    QLineEdit, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
 )
 
 from dynastudio.core.export.targets import FORMATS, PRESET_DESCRIPTIONS, PRESETS, TRIM_BY_DEFAULT
 
+from ..dialogs import open_folder
 from ..errors import show_error
 from ..state import StudioState
-from ..dialogs import open_folder
 from ..style import HINT_CSS, fmt_bytes, label_sort_key
 
 
@@ -188,7 +201,7 @@ class ExportPage(QWidget):
         if not out:
             show_error(self.window(), _user_error("choose a folder to export into"), "Export")
             return
-        from dynastudio.core.jobs import ExportRequest
+        from dynastudio.core.requests import ExportRequest
 
         target = self.target.currentData()
         request = ExportRequest(row["width_mult"], row["depth_mult"], target, out, overwrite=self.overwrite.isChecked(),

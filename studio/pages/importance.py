@@ -8,9 +8,9 @@ from PySide6.QtWidgets import QButtonGroup, QCheckBox, QHBoxLayout, QLabel, QRad
 
 from dynastudio.core.events import ImportanceReady
 
-from . import ReloadWhenShown
 from ..state import StudioState
 from ..style import HINT_CSS
+from . import ReloadWhenShown
 
 MAX_NEURON_COLUMNS = 96  # 1536 neurons in one row of pixels do not read; bins of 16 do
 

@@ -6,12 +6,21 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
-    QFileDialog, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QScrollArea, QTabWidget, QVBoxLayout,
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QScrollArea,
+    QTabWidget,
+    QVBoxLayout,
     QWidget,
 )
 
 from dynastudio.core.config import BUILTIN_MINILM, STAGES, DataConfig, ProjectConfig, profile_config
 from dynastudio.core.errors import UserError
+from dynastudio.core.store import TaskInfo, read_task
 
 from ..errors import show_error
 from ..state import StudioState
@@ -145,8 +154,8 @@ class ProjectPage(QWidget):
                                                  ("widths", ",".join(f"{w:g}" for w in t.width_mults)),
                                                  ("depths", ",".join(f"{x:g}" for x in t.depth_mults)),
                                                  ("depth rule", t.depth_rule)))
-        task_line = (f"{task.get('name')}: {task.get('train_rows')} train / {task.get('dev_rows')} dev rows, metric "
-                     f"{task.get('metric')}, labels {', '.join(map(str, task.get('labels') or [])) or 'numeric'}") if task else ""
+        task_line = (f"{task.name}: {task.train_rows} train / {task.dev_rows} dev rows, metric "
+                     f"{task.metric}, labels {', '.join(map(str, task.label_names)) or 'numeric'}") if task else ""
         self.current.setText(
             f"<h3>{html.escape(cfg.name)}</h3><p><b>Folder</b> {html.escape(str(project.root))}<br>"
             f"<b>Model</b> {html.escape(cfg.model)}{' (already fine-tuned)' if cfg.model_is_finetuned else ''}<br>"
@@ -155,17 +164,15 @@ class ProjectPage(QWidget):
             f"<p><b>Stages</b></p><table>{rows}</table>"
             f"<p style='color:#666'>Next: the Train page runs (or resumes) every unfinished stage.</p>")
 
-    def _task_info(self, project) -> dict:
+    def _task_info(self, project) -> TaskInfo | None:
         """task.json, read once per project: it is written at creation only, and this tab redraws at every step."""
         cached = getattr(self, "_task_cache", None)
         if cached is not None and cached[0] == project.root:
             return cached[1]
         try:
-            import json
-
-            task = json.loads((project.root / "task.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}  # not cached: a later redraw tries again
+            task = read_task(project.root)
+        except UserError:
+            return None  # not cached: a later redraw tries again (the stage views say what is wrong)
         self._task_cache = (project.root, task)
         return task
 

@@ -8,13 +8,29 @@ import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
-    QComboBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPlainTextEdit, QProgressBar, QPushButton, QSplitter,
-    QVBoxLayout, QWidget,
+    QComboBox,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
 )
 
 from dynastudio.core.config import STAGES
 from dynastudio.core.events import (
-    CheckpointSaved, EvalEnded, LogMessage, StageEnded, StageProgress, StageStarted, StepEnded, TeacherChecked,
+    CheckpointSaved,
+    EvalEnded,
+    LogMessage,
+    StageEnded,
+    StageProgress,
+    StageStarted,
+    StepEnded,
+    TeacherChecked,
 )
 
 from ..errors import show_error

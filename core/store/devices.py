@@ -1,0 +1,60 @@
+"""A device kit's result file (latency-<device>.json), checked and filed in latency.json under the device's name."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from ..errors import ProjectError
+from .folder import ProjectStore
+
+RESULT_KIND = "dynastudio-device-latency"  # run_kit.py writes it; a file without it is not a kit's result
+
+
+def _field(path: Path, what: str, fix: str = "re-run run_kit.py to write it again") -> ProjectError:
+    return ProjectError(f"{path}: {what}: {fix}")
+
+
+def read_device_latency(path: Path) -> dict:
+    """Read and check a kit's result file; every problem is one line naming the file and the field."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ProjectError(f"{path}: no such file: give the latency-<device>.json that run_kit.py wrote") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise _field(path, f"not a JSON file ({str(exc).splitlines()[0][:80]})") from None
+    if not isinstance(d, dict) or d.get("kind") != RESULT_KIND:
+        raise _field(path, f"'kind' is not {RESULT_KIND!r}: not a result of a DynaBERT Studio device kit",
+                     "give the latency-<device>.json that run_kit.py wrote")
+    setup, rows = d.get("setup"), d.get("rows")
+    if not isinstance(setup, dict) or not isinstance(setup.get("device"), str) or not setup["device"].strip():
+        raise _field(path, "'setup.device' is missing")
+    if not isinstance(rows, list) or not rows:
+        raise _field(path, "'rows' is empty")
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict) or not isinstance(r.get("label"), str) or not isinstance(r.get("values"), dict):
+            raise _field(path, f"rows[{i}] lacks 'label' or 'values'")
+        for k, v in r["values"].items():
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise _field(path, f"rows[{i}].values.{k} = {v!r} is not a time or size")
+    return d
+
+
+def import_device_latency(project: ProjectStore, path: Path, device: str | None = None) -> str:
+    """Merge a kit's result file into latency.json under its device's name (or `device`); returns the name."""
+    d = read_device_latency(path)
+    name = (device or d["setup"]["device"]).strip()
+    grid = {f"w{w:g}_d{dd:g}" for w, dd in ((r["width_mult"], r["depth_mult"]) for r in d["rows"]
+                                          if isinstance(r.get("width_mult"), (int, float)) and isinstance(r.get("depth_mult"), (int, float)))}
+    unknown = [r["label"] for r in d["rows"] if r["label"] not in grid]
+    if unknown:
+        raise _field(Path(path), f"rows {unknown} lack width_mult/depth_mult or do not match their label")
+    latency = project.load_latency() or {}
+    devices = dict(latency.get("devices", {}))
+    devices[name] = {"setup": {**d["setup"], "imported": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "kit": d.get("kit")},
+                     "rows": [{"label": r["label"], "width_mult": r["width_mult"], "depth_mult": r["depth_mult"],
+                               "values": r["values"]} for r in d["rows"]]}
+    project.save_latency({**latency, "devices": devices})
+    return name
