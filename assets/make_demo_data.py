@@ -1,4 +1,5 @@
 """Generate the built-in synthetic sentiment set (train.tsv, dev.tsv) from templates, deterministically."""
+
 from __future__ import annotations
 
 import random
@@ -11,31 +12,99 @@ N_DEV = 200
 
 SUBJECTS = {
     "product": [
-        "this phone", "the laptop", "these headphones", "the blender", "this backpack", "the charger",
-        "the keyboard", "this camera", "the vacuum cleaner", "this kettle", "the desk lamp", "the smartwatch",
+        "this phone",
+        "the laptop",
+        "these headphones",
+        "the blender",
+        "this backpack",
+        "the charger",
+        "the keyboard",
+        "this camera",
+        "the vacuum cleaner",
+        "this kettle",
+        "the desk lamp",
+        "the smartwatch",
     ],
     "film": [
-        "this movie", "the film", "the sequel", "the documentary", "the soundtrack", "the ending",
-        "the plot", "the lead actor", "this comedy", "the thriller", "the animation", "the script",
+        "this movie",
+        "the film",
+        "the sequel",
+        "the documentary",
+        "the soundtrack",
+        "the ending",
+        "the plot",
+        "the lead actor",
+        "this comedy",
+        "the thriller",
+        "the animation",
+        "the script",
     ],
     "food": [
-        "the pasta", "this restaurant", "the soup", "the coffee", "the pizza", "the dessert",
-        "the service", "the burger", "this bakery", "the curry", "the salad", "the breakfast",
+        "the pasta",
+        "this restaurant",
+        "the soup",
+        "the coffee",
+        "the pizza",
+        "the dessert",
+        "the service",
+        "the burger",
+        "this bakery",
+        "the curry",
+        "the salad",
+        "the breakfast",
     ],
 }
 
 POSITIVE = [
-    "good", "great", "excellent", "wonderful", "delightful", "reliable", "charming", "impressive",
-    "fantastic", "enjoyable", "solid", "lovely", "brilliant", "pleasant", "superb", "satisfying",
+    "good",
+    "great",
+    "excellent",
+    "wonderful",
+    "delightful",
+    "reliable",
+    "charming",
+    "impressive",
+    "fantastic",
+    "enjoyable",
+    "solid",
+    "lovely",
+    "brilliant",
+    "pleasant",
+    "superb",
+    "satisfying",
 ]
 NEGATIVE = [
-    "bad", "terrible", "awful", "boring", "disappointing", "bland", "flimsy", "dull",
-    "mediocre", "poor", "clumsy", "unpleasant", "annoying", "forgettable", "awkward", "sloppy",
+    "bad",
+    "terrible",
+    "awful",
+    "boring",
+    "disappointing",
+    "bland",
+    "flimsy",
+    "dull",
+    "mediocre",
+    "poor",
+    "clumsy",
+    "unpleasant",
+    "annoying",
+    "forgettable",
+    "awkward",
+    "sloppy",
 ]
 INTENSIFIERS = ["very", "really", "truly", "absolutely", "quite", "incredibly", "rather", "pretty", "so"]
 FILLERS = [
-    "honestly", "to be fair", "overall", "i think", "frankly", "in my opinion", "after a week",
-    "for the price", "on the whole", "as expected", "to my surprise", "all things considered",
+    "honestly",
+    "to be fair",
+    "overall",
+    "i think",
+    "frankly",
+    "in my opinion",
+    "after a week",
+    "for the price",
+    "on the whole",
+    "as expected",
+    "to my surprise",
+    "all things considered",
 ]
 VERBS = ["is", "was", "seemed", "felt", "turned out to be", "looked"]
 NEGATED_VERBS = ["is not", "was not", "isn't", "wasn't", "never felt", "did not seem"]

@@ -8,6 +8,7 @@ cell on dev, with a 95 % paired bootstrap interval of each difference. Writes be
 
     python bench/depth_rule.py --project PROJECT --work OTHER_RULE_FOLDER
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,16 @@ from dynastudio.core.prepare import prepare_inputs  # noqa: E402
 from dynastudio.core.project import Project  # noqa: E402
 from dynastudio.core.store import final_model_name  # noqa: E402
 
-COPIED = ("project.json", "task.json", "tokenizer", "cache", "importance.safetensors", "models/teacher", "models/rewired",
-          "models/width")
+COPIED = (
+    "project.json",
+    "task.json",
+    "tokenizer",
+    "cache",
+    "importance.safetensors",
+    "models/teacher",
+    "models/rewired",
+    "models/width",
+)
 
 
 def copy_for_other_rule(src: Project, dst: Path, rule: str) -> None:
@@ -53,8 +62,10 @@ def cell_logits(project: Project) -> tuple[dict, np.ndarray, str]:
     ws = prepare_inputs(project)
     model = project.load_model(final_model_name(project))
     t = project.config.train
-    out = {s.label: predict(model, ws.dev, s, t.depth_rule, t.eval_batch_size, ws.pad_id, ws.device)
-           for s in subnet_grid(WIDTHS, DEPTHS)}
+    out = {
+        s.label: predict(model, ws.dev, s, t.depth_rule, t.eval_batch_size, ws.pad_id, ws.device)
+        for s in subnet_grid(WIDTHS, DEPTHS)
+    }
     return out, np.asarray(ws.dev.labels), ws.task.metric
 
 
@@ -94,15 +105,30 @@ def main() -> None:
         ci[k] = [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))]
     t = src.config.train
     report = {
-        "argv": "python bench/depth_rule.py " + " ".join(sys.argv[1:]), "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "source": str(src.root), "source_rule": rule, "metric": metric,
-        "settings": {"model": src.config.model, "task": src.config.data.task, "train_rows": src.config.train.max_train_examples,
-                     "seq_len": t.max_seq_length, "teacher_epochs": t.teacher_epochs, "width_epochs": t.width_epochs,
-                     "depth_epochs": t.depth_epochs, "depth_lr": t.depth_lr, "depth_l1_l2": [t.depth_l1, t.depth_l2],
-                     "seed": t.seed},
+        "argv": "python bench/depth_rule.py " + " ".join(sys.argv[1:]),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "source": str(src.root),
+        "source_rule": rule,
+        "metric": metric,
+        "settings": {
+            "model": src.config.model,
+            "task": src.config.data.task,
+            "train_rows": src.config.train.max_train_examples,
+            "seq_len": t.max_seq_length,
+            "teacher_epochs": t.teacher_epochs,
+            "width_epochs": t.width_epochs,
+            "depth_epochs": t.depth_epochs,
+            "depth_lr": t.depth_lr,
+            "depth_l1_l2": [t.depth_l1, t.depth_l2],
+            "seed": t.seed,
+        },
         "teacher": teacher_metrics(src)["score"],
-        "scores": scores, "keep_last_minus_paper_ci95": ci,
-        "depth_stage_seconds": {rule: src.stage_info("depth").get("seconds"), other: dst.stage_info("depth").get("seconds")},
+        "scores": scores,
+        "keep_last_minus_paper_ci95": ci,
+        "depth_stage_seconds": {
+            rule: src.stage_info("depth").get("seconds"),
+            other: dst.stage_info("depth").get("seconds"),
+        },
         "measured_here": measured,
     }
     OUT.mkdir(parents=True, exist_ok=True)
@@ -116,25 +142,47 @@ def render(report: dict, path: Path) -> None:
     labels = [f"w{w:g}_d{d:g}" for d in DEPTHS for w in WIDTHS]
     reduced = [k for k in labels if not k.endswith("_d1")]
     diffs = [pts(sc["keep-last"][k] - sc["paper"][k]) for k in reduced]
-    md = ["# Depth rule: keep-last against paper, from the same teacher and width-stage model", "",
-          f"`{report['argv']}` (finished {report['finished']})", "", "## Settings", ""]
+    md = [
+        "# Depth rule: keep-last against paper, from the same teacher and width-stage model",
+        "",
+        f"`{report['argv']}` (finished {report['finished']})",
+        "",
+        "## Settings",
+        "",
+    ]
     md += [f"- {k.replace('_', ' ')}: {v}" for k, v in s.items()]
-    md += ["", f"Teacher dev {report['metric']}: {pts(report['teacher']):.2f}. Only the depth stage and the evaluation "
-           "differ between the two columns.", "",
-           "| width | depth | keep-last (drops layer 0) | paper (drops the last layer) | keep-last - paper | 95 % interval |",
-           "|---|---|---|---|---|---|"]
+    md += [
+        "",
+        f"Teacher dev {report['metric']}: {pts(report['teacher']):.2f}. Only the depth stage and the evaluation "
+        "differ between the two columns.",
+        "",
+        "| width | depth | keep-last (drops layer 0) | paper (drops the last layer) | keep-last - paper | 95 % interval |",
+        "|---|---|---|---|---|---|",
+    ]
     for k in labels:
         w, d = k[1:].split("_d")
-        md.append(f"| {w} | {d} | {pts(sc['keep-last'][k]):.2f} | {pts(sc['paper'][k]):.2f} | "
-                  f"{pts(sc['keep-last'][k] - sc['paper'][k]):+.2f} | {pts(ci[k][0]):+.2f} to {pts(ci[k][1]):+.2f} |")
+        md.append(
+            f"| {w} | {d} | {pts(sc['keep-last'][k]):.2f} | {pts(sc['paper'][k]):.2f} | "
+            f"{pts(sc['keep-last'][k] - sc['paper'][k]):+.2f} | {pts(ci[k][0]):+.2f} to {pts(ci[k][1]):+.2f} |"
+        )
     sig = [k for k in reduced if ci[k][0] > 0 or ci[k][1] < 0]
-    md += ["", f"Over the {len(reduced)} reduced-depth cells keep-last minus paper is {np.mean(diffs):+.2f} points on "
-           f"average (from {min(diffs):+.2f} to {max(diffs):+.2f}; keep-last higher in {sum(d > 0 for d in diffs)}); "
-           f"the interval excludes 0 in {len(sig)}" + (f" ({', '.join(sig)})" if sig else "") + ".", "",
-           "Depth-stage wall time: " + ", ".join(f"{r} {v:.0f} s" for r, v in report["depth_stage_seconds"].items() if v) + "."]
+    md += [
+        "",
+        f"Over the {len(reduced)} reduced-depth cells keep-last minus paper is {np.mean(diffs):+.2f} points on "
+        f"average (from {min(diffs):+.2f} to {max(diffs):+.2f}; keep-last higher in {sum(d > 0 for d in diffs)}); "
+        f"the interval excludes 0 in {len(sig)}" + (f" ({', '.join(sig)})" if sig else "") + ".",
+        "",
+        "Depth-stage wall time: "
+        + ", ".join(f"{r} {v:.0f} s" for r, v in report["depth_stage_seconds"].items() if v)
+        + ".",
+    ]
     if report.get("measured_here"):
-        md += ["", "Measured by this script: " + ", ".join(f"{k} {v['seconds']:.0f} s, peak {mib(v)} MiB"
-                                                       for k, v in report["measured_here"].items()) + "."]
+        md += [
+            "",
+            "Measured by this script: "
+            + ", ".join(f"{k} {v['seconds']:.0f} s, peak {mib(v)} MiB" for k, v in report["measured_here"].items())
+            + ".",
+        ]
     write_md(md, report, path)
 
 

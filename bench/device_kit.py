@@ -9,6 +9,7 @@ one), as a device would run it; the studio's job runs as `dynastudio latency` do
 repeats of its per-run medians, and the kit / studio ratio per cell and format.
 Results go to bench/results/device_kit.{json,md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,28 +43,65 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="dynastudio-kitbench-") as tmp:
         tmp = Path(tmp)
-        subprocess.run([sys.executable, "-m", "dynastudio.core.cli", "new", str(tmp / "p"), "--demo"], check=True,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "dynastudio.core.cli", "new", str(tmp / "p"), "--demo"],
+            check=True,
+            capture_output=True,
+        )
         project = Project.open(tmp / "p")
         kit = tmp / "kit"
         device_kit_job(project, jobs.DeviceKitRequest(str(kit), CELLS, ("fp32", "int8")), null_sink, StopToken())
         venv = tmp / "device"
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         py = venv / "bin" / "python"
-        subprocess.run([str(py), "-m", "pip", "install", "-q", f"numpy=={version('numpy')}",
-                        f"onnxruntime=={version('onnxruntime')}"], check=True, capture_output=True)
+        subprocess.run(
+            [
+                str(py),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                f"numpy=={version('numpy')}",
+                f"onnxruntime=={version('onnxruntime')}",
+            ],
+            check=True,
+            capture_output=True,
+        )
         studio: dict = {}
         device: dict = {}
         for r in range(a.repeats):
-            out = jobs.run("latency", project, jobs.LatencyRequest(batch=1, seq=a.seq, threads=a.threads, formats=("fp32", "int8"),
-                                                                   runs=a.runs, warmup=10, specs=CELLS))
+            out = jobs.run(
+                "latency",
+                project,
+                jobs.LatencyRequest(
+                    batch=1, seq=a.seq, threads=a.threads, formats=("fp32", "int8"), runs=a.runs, warmup=10, specs=CELLS
+                ),
+            )
             for row in out["rows"]:
                 for f in ("fp32", "int8"):
                     studio.setdefault((row["label"], f), []).append(Figures.from_values(row, f).median_ms)
             res = tmp / f"kit-{r}.json"
-            subprocess.run([str(py), str(kit / "run_kit.py"), "--threads", str(a.threads), "--seq", str(a.seq),
-                            "--runs", str(a.runs), "--warmup", "10", "--device", "bench", "--out", str(res)],
-                           check=True, capture_output=True, cwd=tmp)
+            subprocess.run(
+                [
+                    str(py),
+                    str(kit / "run_kit.py"),
+                    "--threads",
+                    str(a.threads),
+                    "--seq",
+                    str(a.seq),
+                    "--runs",
+                    str(a.runs),
+                    "--warmup",
+                    "10",
+                    "--device",
+                    "bench",
+                    "--out",
+                    str(res),
+                ],
+                check=True,
+                capture_output=True,
+                cwd=tmp,
+            )
             for row in json.loads(res.read_text())["rows"]:
                 for f in ("fp32", "int8"):
                     device.setdefault((row["label"], f), []).append(Figures.from_values(row["values"], f).median_ms)
@@ -71,22 +109,44 @@ def main(argv=None) -> int:
     rows = []
     for key in studio:
         s, d = float(np.median(studio[key])), float(np.median(device[key]))
-        rows.append({"cell": key[0], "format": key[1], "studio_ms": round(s, 3), "kit_ms": round(d, 3),
-                     "kit_over_studio": round(d / s, 3), "studio_runs_ms": studio[key], "kit_runs_ms": device[key]})
-    result = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "threads": a.threads, "batch": 1, "seq": a.seq,
-              "runs": a.runs, "repeats": a.repeats, "onnxruntime": version("onnxruntime"), "rows": rows,
-              "load_avg_1m": round(os.getloadavg()[0], 2)}
-    lines = [f"device kit (clean venv: numpy + onnxruntime {version('onnxruntime')}) vs `dynastudio latency`, MiniLM, "
-             f"{a.threads} thread, batch 1, seq {a.seq}, {a.runs} runs, median of {a.repeats} alternating repeats",
-             f"{'cell':<12} {'format':<6} {'studio ms':>10} {'kit ms':>8} {'kit/studio':>11}"]
-    lines += [f"{r['cell']:<12} {r['format']:<6} {r['studio_ms']:>10.2f} {r['kit_ms']:>8.2f} {r['kit_over_studio']:>11.3f}"
-              for r in rows]
+        rows.append(
+            {
+                "cell": key[0],
+                "format": key[1],
+                "studio_ms": round(s, 3),
+                "kit_ms": round(d, 3),
+                "kit_over_studio": round(d / s, 3),
+                "studio_runs_ms": studio[key],
+                "kit_runs_ms": device[key],
+            }
+        )
+    result = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "threads": a.threads,
+        "batch": 1,
+        "seq": a.seq,
+        "runs": a.runs,
+        "repeats": a.repeats,
+        "onnxruntime": version("onnxruntime"),
+        "rows": rows,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
+    lines = [
+        f"device kit (clean venv: numpy + onnxruntime {version('onnxruntime')}) vs `dynastudio latency`, MiniLM, "
+        f"{a.threads} thread, batch 1, seq {a.seq}, {a.runs} runs, median of {a.repeats} alternating repeats",
+        f"{'cell':<12} {'format':<6} {'studio ms':>10} {'kit ms':>8} {'kit/studio':>11}",
+    ]
+    lines += [
+        f"{r['cell']:<12} {r['format']:<6} {r['studio_ms']:>10.2f} {r['kit_ms']:>8.2f} {r['kit_over_studio']:>11.3f}"
+        for r in rows
+    ]
     print("\n".join(lines))
     out_dir = REPO / "bench" / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "device_kit.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / "device_kit.md").write_text("# Device kit latency vs the studio's\n\n`python bench/device_kit.py`\n\n```\n"
-                                           + "\n".join(lines) + "\n```\n")
+    (out_dir / "device_kit.md").write_text(
+        "# Device kit latency vs the studio's\n\n`python bench/device_kit.py`\n\n```\n" + "\n".join(lines) + "\n```\n"
+    )
     return 0
 
 

@@ -14,6 +14,7 @@ Writes bench/results/<task>.{md,json}.
     python bench/glue_grid.py --task cola
     python bench/glue_grid.py --task stsb --teacher-epochs 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,26 +41,45 @@ from dynastudio.core.prepare import new_project, prepare_inputs  # noqa: E402
 from dynastudio.core.project import Project  # noqa: E402
 from dynastudio.core.store import final_model_name  # noqa: E402
 
-TASKS = {"cola": ("CoLA", "Matthews correlation"), "stsb": ("STS-B", "Pearson/Spearman (their mean is the score)"),
-         "sst2": ("SST-2", "accuracy")}
+TASKS = {
+    "cola": ("CoLA", "Matthews correlation"),
+    "stsb": ("STS-B", "Pearson/Spearman (their mean is the score)"),
+    "sst2": ("SST-2", "accuracy"),
+}
 
 
 def make_config(a, name: str, reuse: bool) -> ProjectConfig:
     train = profile_config(
-        "paper", batch_size=32, max_seq_length=a.seq, teacher_epochs=a.teacher_epochs, teacher_lr=a.teacher_lr,
-        width_epochs=a.width_epochs, width_lr=a.lr, depth_epochs=a.depth_epochs, depth_lr=a.lr, depth_rule=a.depth_rule,
-        seed=a.seed, checkpoint_every=10_000, importance_examples=a.importance_examples, reuse_importance_rows=reuse,
-        width_l2=0.1, depth_l2=1.0,
+        "paper",
+        batch_size=32,
+        max_seq_length=a.seq,
+        teacher_epochs=a.teacher_epochs,
+        teacher_lr=a.teacher_lr,
+        width_epochs=a.width_epochs,
+        width_lr=a.lr,
+        depth_epochs=a.depth_epochs,
+        depth_lr=a.lr,
+        depth_rule=a.depth_rule,
+        seed=a.seed,
+        checkpoint_every=10_000,
+        importance_examples=a.importance_examples,
+        reuse_importance_rows=reuse,
+        width_l2=0.1,
+        depth_l2=1.0,
     )
-    return ProjectConfig(model="builtin:minilm", data=DataConfig(kind="glue", task=a.task, data_dir=str(GLUE)),
-                         train=train, name=name)
+    return ProjectConfig(
+        model="builtin:minilm", data=DataConfig(kind="glue", task=a.task, data_dir=str(GLUE)), train=train, name=name
+    )
 
 
 def grid_metrics(ws, model) -> dict[str, dict]:
     """Every cell's full dev metrics (STS-B: pearson and spearman as well as their mean)."""
     y = np.asarray(ws.dev.labels)
     args = (ws.cfg.train.depth_rule, ws.cfg.train.eval_batch_size, ws.pad_id, ws.device)
-    return {s.label: compute_metric(ws.task.metric, predict(model, ws.dev, s, *args), y) for s in subnet_grid(WIDTHS, DEPTHS)}
+    return {
+        s.label: compute_metric(ws.task.metric, predict(model, ws.dev, s, *args), y)
+        for s in subnet_grid(WIDTHS, DEPTHS)
+    }
 
 
 def paired_interval(ws, model_a, model_b, spec: SubnetSpec, n_boot: int = 2000, seed: int = 0) -> list[float]:
@@ -71,7 +91,9 @@ def paired_interval(ws, model_a, model_b, spec: SubnetSpec, n_boot: int = 2000, 
     diffs = []
     for _ in range(n_boot):
         i = rng.integers(0, len(y), len(y))
-        diffs.append(compute_metric(ws.task.metric, la[i], y[i])["score"] - compute_metric(ws.task.metric, lb[i], y[i])["score"])
+        diffs.append(
+            compute_metric(ws.task.metric, la[i], y[i])["score"] - compute_metric(ws.task.metric, lb[i], y[i])["score"]
+        )
     return [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))]
 
 
@@ -145,25 +167,49 @@ def main() -> None:
     grids["A_teacher_sliced"] = grid_metrics(ws, dyn.load_model("teacher"))
     grids["B_rewired_sliced"] = grid_metrics(ws, dyn.load_model("rewired"))
 
-    wp_inputs = {"train_rows_teacher": len(ws.train), "importance_rows": len(ws.heldout),
-                 "train_rows_students": len(ws.student_rows), "dev_rows": len(ws.dev)}
+    wp_inputs = {
+        "train_rows_teacher": len(ws.train),
+        "importance_rows": len(ws.heldout),
+        "train_rows_students": len(ws.student_rows),
+        "dev_rows": len(ws.dev),
+    }
     report = {
-        "argv": argv, "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "task": a.task, "metric": ws.task.metric, "metric_name": metric_name,
-        "settings": {"model": "MiniLM-L6-H384 (builtin:minilm)", **wp_inputs, "seq_len": a.seq, "batch_size": 32,
-                     "teacher_epochs": a.teacher_epochs, "teacher_lr": a.teacher_lr, "width_epochs": a.width_epochs,
-                     "depth_epochs": a.depth_epochs, "distill_lr": a.lr, "width_l1_l2": [1.0, 0.1],
-                     "depth_l1_l2": [1.0, 1.0], "depth_rule": a.depth_rule, "seed": a.seed,
-                     "threads": torch.get_num_threads(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                     "torch": torch.__version__},
+        "argv": argv,
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "task": a.task,
+        "metric": ws.task.metric,
+        "metric_name": metric_name,
+        "settings": {
+            "model": "MiniLM-L6-H384 (builtin:minilm)",
+            **wp_inputs,
+            "seq_len": a.seq,
+            "batch_size": 32,
+            "teacher_epochs": a.teacher_epochs,
+            "teacher_lr": a.teacher_lr,
+            "width_epochs": a.width_epochs,
+            "depth_epochs": a.depth_epochs,
+            "distill_lr": a.lr,
+            "width_l1_l2": [1.0, 0.1],
+            "depth_l1_l2": [1.0, 1.0],
+            "depth_rule": a.depth_rule,
+            "seed": a.seed,
+            "threads": torch.get_num_threads(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "torch": torch.__version__,
+        },
         "teacher": teacher_metrics(dyn),
         "teacher_check": dyn.stage_info("finetune").get("teacher_check"),
         "constant": chance_score(ws),
         "grid": grids,
         "reuse_minus_without_ci95": intervals,
-        "trajectory": {"dynabert": trajectory(dyn),
-                       **({"without_importance_rows": trajectory(Project.open(work / "without_importance_rows"))}
-                          if not a.skip_without else {})},
+        "trajectory": {
+            "dynabert": trajectory(dyn),
+            **(
+                {"without_importance_rows": trajectory(Project.open(work / "without_importance_rows"))}
+                if not a.skip_without
+                else {}
+            ),
+        },
         "stages_measured": stages,
         "wall_seconds_all_stages": sum(v["seconds"] for v in stages.values()),
     }
@@ -172,8 +218,12 @@ def main() -> None:
     render(report, OUT / f"{a.name or a.task}.md")
 
 
-NAMES = {"dynabert": "DynaBERT", "without_importance_rows": "DynaBERT without the importance rows",
-         "A_teacher_sliced": "A: teacher sliced", "B_rewired_sliced": "B: rewired teacher sliced"}
+NAMES = {
+    "dynabert": "DynaBERT",
+    "without_importance_rows": "DynaBERT without the importance rows",
+    "A_teacher_sliced": "A: teacher sliced",
+    "B_rewired_sliced": "B: rewired teacher sliced",
+}
 
 
 def render(report: dict, path: Path) -> None:
@@ -181,22 +231,41 @@ def render(report: dict, path: Path) -> None:
     folder = TASKS[report["task"]][0]
     pts = lambda v: 100 * v  # noqa: E731
     labels = [f"w{w:g}_d{d:g}" for d in DEPTHS for w in WIDTHS]
-    md = [f"# {folder}: the DynaBERT grid against the teacher and baselines (MiniLM-L6-H384)", "",
-          f"`{report['argv'].strip()}` (finished {report['finished']})", "", "## Settings", ""]
+    md = [
+        f"# {folder}: the DynaBERT grid against the teacher and baselines (MiniLM-L6-H384)",
+        "",
+        f"`{report['argv'].strip()}` (finished {report['finished']})",
+        "",
+        "## Settings",
+        "",
+    ]
     md += [f"- {k.replace('_', ' ')}: {v}" for k, v in s.items()]
     md += [f"- wall time of all stages: {report['wall_seconds_all_stages'] / 60:.1f} min", ""]
     teacher = ", ".join(f"{k} {pts(v):.2f}" for k, v in t.items() if k != "score")
-    md += [f"Teacher (fine-tuned full model) on dev: **{teacher}** (score {pts(t['score']):.2f}); always predicting "
-           f"the {'mean label' if report['metric'] == 'pearson_spearman' else 'majority class'} scores "
-           f"{pts(report['constant']):.2f}.", ""]
+    md += [
+        f"Teacher (fine-tuned full model) on dev: **{teacher}** (score {pts(t['score']):.2f}); always predicting "
+        f"the {'mean label' if report['metric'] == 'pearson_spearman' else 'majority class'} scores "
+        f"{pts(report['constant']):.2f}.",
+        "",
+    ]
     keys = [k for k in NAMES if k in g]
-    parts = ["score"] + ([k for k in ("pearson", "spearman") if k in next(iter(g["dynabert"].values()))]
-                         if report["metric"] == "pearson_spearman" else [])
+    parts = ["score"] + (
+        [k for k in ("pearson", "spearman") if k in next(iter(g["dynabert"].values()))]
+        if report["metric"] == "pearson_spearman"
+        else []
+    )
     for part in parts:
-        title = {"score": f"{report['metric_name']} per cell" if report["metric"] != "pearson_spearman" else
-                 "score (mean of Pearson and Spearman) per cell"}.get(part, f"{part.capitalize()} per cell")
-        md += [f"## {title}, x100", "", "| width | depth | " + " | ".join(NAMES[k] for k in keys) + " |",
-               "|---|---|" + "---|" * len(keys)]
+        title = {
+            "score": f"{report['metric_name']} per cell"
+            if report["metric"] != "pearson_spearman"
+            else "score (mean of Pearson and Spearman) per cell"
+        }.get(part, f"{part.capitalize()} per cell")
+        md += [
+            f"## {title}, x100",
+            "",
+            "| width | depth | " + " | ".join(NAMES[k] for k in keys) + " |",
+            "|---|---|" + "---|" * len(keys),
+        ]
         for lab in labels:
             w, d = lab[1:].split("_d")
             md.append(f"| {w} | {d} |" + "".join(f" {pts(g[k][lab][part]):.2f} |" for k in keys))
@@ -207,29 +276,45 @@ def render(report: dict, path: Path) -> None:
     for base in ("A_teacher_sliced", "B_rewired_sliced"):
         wins = [k for k in smaller if dyn[k] > g[base][k]["score"]]
         md.append(f"- DynaBERT above {base[0]} in {len(wins)} of the {len(smaller)} smaller cells")
-    md.append(f"- full-size cell: {pts(dyn['w1_d1']):.2f} against the teacher's {pts(t['score']):.2f} "
-              f"(gap {pts(t['score'] - dyn['w1_d1']):+.2f}); smallest cell (w0.25_d0.5): {pts(dyn['w0.25_d0.5']):.2f}")
+    md.append(
+        f"- full-size cell: {pts(dyn['w1_d1']):.2f} against the teacher's {pts(t['score']):.2f} "
+        f"(gap {pts(t['score'] - dyn['w1_d1']):+.2f}); smallest cell (w0.25_d0.5): {pts(dyn['w0.25_d0.5']):.2f}"
+    )
     if "without_importance_rows" in g:
         wo = {k: v["score"] for k, v in g["without_importance_rows"].items()}
         diffs = [pts(dyn[k] - wo[k]) for k in labels]
         ci = report["reuse_minus_without_ci95"]
         sig = [k for k in labels if ci[k][0] > 0 or ci[k][1] < 0]
-        md += [f"- with minus without the importance rows ({s['importance_rows']} rows, "
-               f"{100 * s['importance_rows'] / s['train_rows_teacher']:.1f} % more for the width and depth stages): mean "
-               f"{np.mean(diffs):+.2f} points over the 12 cells, between {min(diffs):+.2f} and {max(diffs):+.2f}; higher in "
-               f"{sum(d > 0 for d in diffs)} of 12; the 95 % paired bootstrap interval excludes 0 in {len(sig)} of 12"
-               + (f" ({', '.join(sig)})" if sig else ""), ""]
+        md += [
+            f"- with minus without the importance rows ({s['importance_rows']} rows, "
+            f"{100 * s['importance_rows'] / s['train_rows_teacher']:.1f} % more for the width and depth stages): mean "
+            f"{np.mean(diffs):+.2f} points over the 12 cells, between {min(diffs):+.2f} and {max(diffs):+.2f}; higher in "
+            f"{sum(d > 0 for d in diffs)} of 12; the 95 % paired bootstrap interval excludes 0 in {len(sig)} of 12"
+            + (f" ({', '.join(sig)})" if sig else ""),
+            "",
+        ]
         md += ["| cell | with | without | difference | 95 % interval |", "|---|---|---|---|---|"]
-        md += [f"| {k} | {pts(dyn[k]):.2f} | {pts(wo[k]):.2f} | {pts(dyn[k] - wo[k]):+.2f} | "
-               f"{pts(ci[k][0]):+.2f} to {pts(ci[k][1]):+.2f} |" for k in labels]
+        md += [
+            f"| {k} | {pts(dyn[k]):.2f} | {pts(wo[k]):.2f} | {pts(dyn[k] - wo[k]):+.2f} | "
+            f"{pts(ci[k][0]):+.2f} to {pts(ci[k][1]):+.2f} |"
+            for k in labels
+        ]
     if report.get("trajectory"):
         cells = ["w1_d1", "w0.5_d1", "w1_d0.5", "w0.25_d0.5"]
-        md += ["", "## Dev score at the end of each epoch", "", "| model | after | " + " | ".join(cells) + " |",
-               "|---|---|" + "---|" * len(cells)]
+        md += [
+            "",
+            "## Dev score at the end of each epoch",
+            "",
+            "| model | after | " + " | ".join(cells) + " |",
+            "|---|---|" + "---|" * len(cells),
+        ]
         for key, evals in report["trajectory"].items():
             for e in evals:
-                md.append(f"| {NAMES.get(key, key)} | {e['stage']} epoch {e['epoch']} | "
-                          + " | ".join(f"{pts(e['scores'][c]):.2f}" if c in e["scores"] else "" for c in cells) + " |")
+                md.append(
+                    f"| {NAMES.get(key, key)} | {e['stage']} epoch {e['epoch']} | "
+                    + " | ".join(f"{pts(e['scores'][c]):.2f}" if c in e["scores"] else "" for c in cells)
+                    + " |"
+                )
     md += ["", "## Stage wall time and peak memory", "", "| stage | seconds | peak MiB |", "|---|---|---|"]
     md += [f"| {k} | {v['seconds']:.0f} | {mib(v)} |" for k, v in report["stages_measured"].items()]
     write_md(md, report, path)

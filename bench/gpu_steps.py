@@ -11,6 +11,7 @@ passes of `task_step`/`distill_step` (under autocast for bf16), gradient clippin
 Reports per model, precision and step kind: median step seconds, examples per second, and the peak GPU
 memory (torch.cuda.max_memory_allocated) of that step kind; the bf16/fp32 speed-up side by side.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,9 @@ from dynastudio.core.dynamic import SubnetSpec, subnet_grid  # noqa: E402
 def bert_base(num_labels: int = 2):
     from transformers import BertConfig, BertForSequenceClassification
 
-    cfg = BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                     num_labels=num_labels)
+    cfg = BertConfig(
+        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, num_labels=num_labels
+    )
     torch.manual_seed(0)
     return BertForSequenceClassification(cfg)
 
@@ -43,7 +45,9 @@ def minilm():
     from dynastudio.core.models import load_base_model
     from dynastudio.core.store import TaskInfo
 
-    info = TaskInfo(name="bench", metric="accuracy", label_names=("0", "1"), is_regression=False, train_rows=0, dev_rows=0)
+    info = TaskInfo(
+        name="bench", metric="accuracy", label_names=("0", "1"), is_regression=False, train_rows=0, dev_rows=0
+    )
     return load_base_model("builtin:minilm", info, finetuned=False, seed=0)
 
 
@@ -59,19 +63,23 @@ def measure(make_model, device, precision, batch, seq, steps, warmup) -> dict:
     teacher = make_model().to(device).eval()
     vocab = student.config.vocab_size
     g = torch.Generator().manual_seed(0)
-    b = {"input_ids": torch.randint(5, vocab, (batch, seq), generator=g).to(device),
-         "attention_mask": torch.ones(batch, seq, dtype=torch.long, device=device),
-         "token_type_ids": torch.zeros(batch, seq, dtype=torch.long, device=device),
-         "labels": torch.randint(0, 2, (batch,), generator=g).to(device)}
+    b = {
+        "input_ids": torch.randint(5, vocab, (batch, seq), generator=g).to(device),
+        "attention_mask": torch.ones(batch, seq, dtype=torch.long, device=device),
+        "token_type_ids": torch.zeros(batch, seq, dtype=torch.long, device=device),
+        "labels": torch.randint(0, 2, (batch,), generator=g).to(device),
+    }
     opt = make_optimizer(student, 1e-5, 0.01)
     scaler = runtime.make_scaler(device, precision)
     ctx = StepContext(SubnetRunner(student), device, precision, scaler)
     kinds = {
         "plain": lambda: task_step(student, b, [SubnetSpec()], depth_rule="keep-last", is_regression=False, ctx=ctx),
-        "width": lambda: distill_step(student, teacher, b, widths, l1=1.0, l2=0.1, depth_rule="keep-last",
-                                      is_regression=False, ctx=ctx),
-        "depth": lambda: distill_step(student, teacher, b, grid, l1=1.0, l2=1.0, depth_rule="keep-last",
-                                      is_regression=False, ctx=ctx),
+        "width": lambda: distill_step(
+            student, teacher, b, widths, l1=1.0, l2=0.1, depth_rule="keep-last", is_regression=False, ctx=ctx
+        ),
+        "depth": lambda: distill_step(
+            student, teacher, b, grid, l1=1.0, l2=1.0, depth_rule="keep-last", is_regression=False, ctx=ctx
+        ),
     }
     out = {}
     for kind, fn in kinds.items():
@@ -90,8 +98,11 @@ def measure(make_model, device, precision, batch, seq, steps, warmup) -> dict:
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
         med = statistics.median(times)
-        out[kind] = {"median_s": med, "examples_per_s": batch / med,
-                     "peak_mib": torch.cuda.max_memory_allocated(device) / 2 ** 20 if device.type == "cuda" else None}
+        out[kind] = {
+            "median_s": med,
+            "examples_per_s": batch / med,
+            "peak_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+        }
     return out
 
 
@@ -113,24 +124,38 @@ def main() -> None:
     for name, make in (("bert-base (random weights)", bert_base), ("MiniLM-L6-H384", minilm)):
         results[name] = {p: measure(make, device, p, a.batch, a.seq, a.steps, a.warmup) for p in precisions}
         print(name, json.dumps(results[name], indent=1), flush=True)
-    report = {"command": "python bench/gpu_steps.py " + " ".join(sys.argv[1:]),
-              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "torch": torch.__version__, "batch": a.batch, "seq": a.seq, "steps": a.steps, "warmup": a.warmup,
-              "results": results}
+    report = {
+        "command": "python bench/gpu_steps.py " + " ".join(sys.argv[1:]),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "batch": a.batch,
+        "seq": a.seq,
+        "steps": a.steps,
+        "warmup": a.warmup,
+        "results": results,
+    }
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_steps.json").write_text(json.dumps(report, indent=2))
-    lines = [f"# GPU steps: fp32 vs bf16 ({report['device']})", "", f"`{report['command']}`", "",
-             f"Batch {a.batch}, {a.seq} tokens per row, median of {a.steps} steps after {a.warmup} warm-up; torch {report['torch']}. "
-             "fp32 matmuls use TF32.", "",
-             "| model | step | fp32 s | bf16 s | fp32 / bf16 | bf16 examples/s | fp32 peak MiB | bf16 peak MiB |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# GPU steps: fp32 vs bf16 ({report['device']})",
+        "",
+        f"`{report['command']}`",
+        "",
+        f"Batch {a.batch}, {a.seq} tokens per row, median of {a.steps} steps after {a.warmup} warm-up; torch {report['torch']}. "
+        "fp32 matmuls use TF32.",
+        "",
+        "| model | step | fp32 s | bf16 s | fp32 / bf16 | bf16 examples/s | fp32 peak MiB | bf16 peak MiB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in results.items():
         for kind in ("plain", "width", "depth"):
             f, h = r["fp32"][kind], r["bf16"][kind]
             mib = lambda x: "-" if x is None else f"{x:.0f}"  # noqa: E731
-            lines.append(f"| {name} | {kind} | {f['median_s']:.4f} | {h['median_s']:.4f} | {f['median_s'] / h['median_s']:.2f} | "
-                         f"{h['examples_per_s']:.0f} | {mib(f['peak_mib'])} | {mib(h['peak_mib'])} |")
+            lines.append(
+                f"| {name} | {kind} | {f['median_s']:.4f} | {h['median_s']:.4f} | {f['median_s'] / h['median_s']:.2f} | "
+                f"{h['examples_per_s']:.0f} | {mib(f['peak_mib'])} | {mib(h['peak_mib'])} |"
+            )
     (out / "gpu_steps.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -10,6 +10,7 @@ the studio itself imports (no torch).
 A gap is the time between two ticks; 10 ms is perfect, anything under 100 ms feels instant.
 Results go to bench/results/gui_responsiveness.{json,md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,12 @@ def _make(kind: str, scratch: str):
         cfg = tiny_project_config(model, train, dev, teacher_epochs=50)
     else:
         # the demo model on a slice of the demo set: real MiniLM steps, a run that lasts about a minute
-        cfg = ProjectConfig(model="builtin:minilm", data=DataConfig(kind="demo"),
-                            train=profile_config("quick", max_train_examples=320, checkpoint_every=20), name="bench")
+        cfg = ProjectConfig(
+            model="builtin:minilm",
+            data=DataConfig(kind="demo"),
+            train=profile_config("quick", max_train_examples=320, checkpoint_every=20),
+            name="bench",
+        )
     return new_project(scratch / "project", cfg)
 
 
@@ -101,8 +106,13 @@ class TickRecorder:
 def summary(gaps: np.ndarray) -> dict:
     if gaps.size == 0:
         return {"ticks": 0}
-    return {"ticks": int(gaps.size + 1), "max_ms": float(gaps.max()), "p99_ms": float(np.percentile(gaps, 99)),
-            "p50_ms": float(np.median(gaps)), "over_100ms": int((gaps > 100).sum())}
+    return {
+        "ticks": int(gaps.size + 1),
+        "max_ms": float(gaps.max()),
+        "p99_ms": float(np.percentile(gaps, 99)),
+        "p50_ms": float(np.median(gaps)),
+        "over_100ms": int((gaps > 100).sum()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {
         "model": a.model,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else platform.machine(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, load avg {os.getloadavg()[0]:.1f}"
+        if hasattr(os, "getloadavg")
+        else platform.machine(),
         "training_in": "a child process (dynastudio run)",
         "gui_process_has_torch": "torch" in sys.modules,
         "tick_ms": TICK_MS,
@@ -172,8 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         "worst_gaps_at_s_ms": worst,
         "events": bridge.events_received,
         "flushes": bridge.flushes,
-        "stages_done": [s for s in ("finetune", "rewire", "width", "depth", "evaluate")
-                        if json.loads((project_root / "state.json").read_text()).get("stages", {}).get(s, {}).get("done")],
+        "stages_done": [
+            s
+            for s in ("finetune", "rewire", "width", "depth", "evaluate")
+            if json.loads((project_root / "state.json").read_text()).get("stages", {}).get(s, {}).get("done")
+        ],
     }
     i, t = result["idle"], result["training"]
     lines = [
@@ -190,9 +205,17 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "gui_responsiveness.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    md = ["# GUI responsiveness while training", "",
-          "`python bench/gui_responsiveness.py` (main window offscreen on the Train page; a 10 ms timer on the GUI thread; "
-          "gap = time between two ticks, 10 ms is perfect).", "", "```", *lines, "```", ""]
+    md = [
+        "# GUI responsiveness while training",
+        "",
+        "`python bench/gui_responsiveness.py` (main window offscreen on the Train page; a 10 ms timer on the GUI thread; "
+        "gap = time between two ticks, 10 ms is perfect).",
+        "",
+        "```",
+        *lines,
+        "```",
+        "",
+    ]
     (a.out / "gui_responsiveness.md").write_text("\n".join(md), encoding="utf-8")
     return 0
 

@@ -9,6 +9,7 @@ just before the process is spawned, so the interpreter's start and every import 
 Without --project, the built-in demo project is created once in a temporary folder.
 Results go to bench/results/gui_startup.{json,md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,17 +49,22 @@ def child(project: str) -> None:
 
 
 def measure(project: Path, runs: int) -> list[float]:
-    env = dict(os.environ, QT_QPA_PLATFORM=os.environ.get("QT_QPA_PLATFORM", "offscreen"), TOKENIZERS_PARALLELISM="false")
+    env = dict(
+        os.environ, QT_QPA_PLATFORM=os.environ.get("QT_QPA_PLATFORM", "offscreen"), TOKENIZERS_PARALLELISM="false"
+    )
     times = []
     for i in range(runs + 1):
         t0 = time.time()
-        out = subprocess.run([sys.executable, __file__, "--child", str(project)], env=env, capture_output=True, text=True,
-                             timeout=300)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(project)], env=env, capture_output=True, text=True, timeout=300
+        )
         line = next((l for l in out.stdout.splitlines() if l.startswith("first-paint ")), None)
         if line is None:
             raise SystemExit(f"run {i}: no first paint (exit {out.returncode}):\n{out.stderr[-2000:]}")
         took = float(line.split()[1]) - t0
-        print(f"run {i}{' (warm-up, discarded)' if i == 0 else ''}: {took:.2f} s to the first painted window", flush=True)
+        print(
+            f"run {i}{' (warm-up, discarded)' if i == 0 else ''}: {took:.2f} s to the first painted window", flush=True
+        )
         if i:
             times.append(took)
     return times
@@ -77,22 +83,33 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(a.project) if a.project else Path(tmp) / "demo"
         if not a.project:
-            subprocess.run([sys.executable, "-m", "dynastudio.core.cli", "new", str(project), "--demo"], check=True,
-                           capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "dynastudio.core.cli", "new", str(project), "--demo"],
+                check=True,
+                capture_output=True,
+            )
         times = measure(project, a.runs)
     times.sort()
     result = {
-        "label": a.label, "runs": a.runs, "seconds": [round(t, 3) for t in times], "median_s": round(times[len(times) // 2], 3),
-        "min_s": round(times[0], 3), "max_s": round(times[-1], 3), "platform": os.environ.get("QT_QPA_PLATFORM", "offscreen"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "load_avg": round(os.getloadavg()[0], 2),
+        "label": a.label,
+        "runs": a.runs,
+        "seconds": [round(t, 3) for t in times],
+        "median_s": round(times[len(times) // 2], 3),
+        "min_s": round(times[0], 3),
+        "max_s": round(times[-1], 3),
+        "platform": os.environ.get("QT_QPA_PLATFORM", "offscreen"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "load_avg": round(os.getloadavg()[0], 2),
         "python": platform.python_version(),
     }
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     name = f"gui_startup{'_' + a.label if a.label else ''}"
     (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    line = (f"{a.label or 'start-up'}: median {result['median_s']:.2f} s (min {result['min_s']:.2f}, max {result['max_s']:.2f}) "
-            f"over {a.runs} runs, {result['machine']}, load avg {result['load_avg']}, Qt platform {result['platform']}")
+    line = (
+        f"{a.label or 'start-up'}: median {result['median_s']:.2f} s (min {result['min_s']:.2f}, max {result['max_s']:.2f}) "
+        f"over {a.runs} runs, {result['machine']}, load avg {result['load_avg']}, Qt platform {result['platform']}"
+    )
     (out / f"{name}.md").write_text(f"# Studio start-up\n\n`python bench/gui_startup.py --label {a.label}`\n\n{line}\n")
     print(line)
     return 0

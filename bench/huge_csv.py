@@ -9,6 +9,7 @@ ru_maxrss. The GUI part opens the Project page offscreen, points the New-project
 records the gaps between ticks of a 10 ms timer on the GUI thread from that moment until the form has read
 the file. Results go to bench/results/huge_csv.{json,md}. Run it with nothing else on the machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-WORDS = ("the film movie plot acting story was is a an very quite too not never always good bad great dull fine "
-         "awful lovely boring moving funny slow tense charming predictable clever silly warm cold").split()
+WORDS = (
+    "the film movie plot acting story was is a an very quite too not never always good bad great dull fine "
+    "awful lovely boring moving funny slow tense charming predictable clever silly warm cold"
+).split()
 
 
 def write_csv(path: Path, rows: int, seed: int = 0) -> None:
@@ -70,8 +73,14 @@ def gui_gaps(train: Path, dev: Path) -> dict:
     seconds = time.perf_counter() - t0
     ok = pp.task_error.text() == ""
     w.close()
-    return {"seconds_until_checked": seconds, "max_gap_ms": max(gaps), "p99_gap_ms": sorted(gaps)[int(0.99 * (len(gaps) - 1))],
-            "ticks": len(gaps), "form_ok": ok, "label_counts": pp.label_counts.text()}
+    return {
+        "seconds_until_checked": seconds,
+        "max_gap_ms": max(gaps),
+        "p99_gap_ms": sorted(gaps)[int(0.99 * (len(gaps) - 1))],
+        "ticks": len(gaps),
+        "form_ok": ok,
+        "label_counts": pp.label_counts.text(),
+    }
 
 
 def main(argv=None) -> int:
@@ -91,29 +100,58 @@ def main(argv=None) -> int:
         out = {"rows": a.rows, "file_mb": train.stat().st_size / 1e6}
         if not a.gui_only:
             t0 = time.perf_counter()
-            p = subprocess.run([sys.executable, "-m", "dynastudio.core.cli", "new", str(tmp / "proj"), "--model", "builtin:minilm",
-                                "--train", str(train), "--dev", str(dev)], capture_output=True, text=True)
+            p = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "dynastudio.core.cli",
+                    "new",
+                    str(tmp / "proj"),
+                    "--model",
+                    "builtin:minilm",
+                    "--train",
+                    str(train),
+                    "--dev",
+                    str(dev),
+                ],
+                capture_output=True,
+                text=True,
+            )
             out["new_seconds"] = time.perf_counter() - t0
             out["new_exit"] = p.returncode
             out["new_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
             out["new_progress_lines"] = [l for l in p.stderr.splitlines() if "tokenized" in l]
-            print(f"new: exit {p.returncode}, {out['new_seconds']:.1f} s, peak {out['new_peak_rss_mb']:.0f} MB", flush=True)
+            print(
+                f"new: exit {p.returncode}, {out['new_seconds']:.1f} s, peak {out['new_peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
             if p.returncode != 0:
                 print(p.stderr[-2000:], file=sys.stderr)
         out["gui"] = gui_gaps(train, dev)
-        print(f"GUI: checked in {out['gui']['seconds_until_checked']:.1f} s, longest gap {out['gui']['max_gap_ms']:.0f} ms, "
-              f"p99 {out['gui']['p99_gap_ms']:.0f} ms, form ok {out['gui']['form_ok']}", flush=True)
+        print(
+            f"GUI: checked in {out['gui']['seconds_until_checked']:.1f} s, longest gap {out['gui']['max_gap_ms']:.0f} ms, "
+            f"p99 {out['gui']['p99_gap_ms']:.0f} ms, form ok {out['gui']['form_ok']}",
+            flush=True,
+        )
     out["load_avg_1m"] = os.getloadavg()[0]
     res = REPO / "bench" / "results"
     res.mkdir(parents=True, exist_ok=True)
     (res / "huge_csv.json").write_text(json.dumps(out, indent=2))
     g = out["gui"]
-    md = [f"A {a.rows:,}-row CSV ({out['file_mb']:.0f} MB).", "",
-          "| step | time | peak memory / longest GUI gap |", "|---|---|---|"]
+    md = [
+        f"A {a.rows:,}-row CSV ({out['file_mb']:.0f} MB).",
+        "",
+        "| step | time | peak memory / longest GUI gap |",
+        "|---|---|---|",
+    ]
     if "new_seconds" in out:
-        md.append(f"| `dynastudio new` (read, check, tokenize, cache) | {out['new_seconds']:.1f} s | {out['new_peak_rss_mb']:.0f} MB |")
-    md.append(f"| Project page: pick the file, the form reads and checks it | {g['seconds_until_checked']:.1f} s | "
-              f"longest gap {g['max_gap_ms']:.0f} ms (p99 {g['p99_gap_ms']:.0f} ms) |")
+        md.append(
+            f"| `dynastudio new` (read, check, tokenize, cache) | {out['new_seconds']:.1f} s | {out['new_peak_rss_mb']:.0f} MB |"
+        )
+    md.append(
+        f"| Project page: pick the file, the form reads and checks it | {g['seconds_until_checked']:.1f} s | "
+        f"longest gap {g['max_gap_ms']:.0f} ms (p99 {g['p99_gap_ms']:.0f} ms) |"
+    )
     (res / "huge_csv.md").write_text("\n".join(md) + "\n")
     return 0
 

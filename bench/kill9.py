@@ -11,6 +11,7 @@ saved state and the round finished), equal grids and equal weights per round, th
 redone after a kill, the stages the kills landed in, and temporary files left. Results go to
 bench/results/kill9.{json,md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,44 +55,58 @@ def main(argv=None) -> int:
             p = new_project(tmp / f"cut{i}", cfg)
             rep = kill_until_done(p.root, rng, (3.5, max(4.0, whole.seconds)))
             r = {
-                "round": i, "kills": rep.kills, "attempts": len(rep.attempts),
+                "round": i,
+                "kills": rep.kills,
+                "attempts": len(rep.attempts),
                 "finished": not rep.attempts[-1].killed and rep.attempts[-1].returncode == 0,
                 "equal_grid": grid(p.root) == reference,
                 "weights_max_diff": model_difference(p.root, ref.root),
-                "redone_steps": rep.redone_steps(), "stages_killed": rep.stages_killed(),
+                "redone_steps": rep.redone_steps(),
+                "stages_killed": rep.stages_killed(),
                 "temps_left": stale_temps(p.root),
             }
             rounds.append(r)
             total += rep.kills
-            print(f"round {i}: {rep.kills} kills in {r['stages_killed']}, redone {r['redone_steps']}, "
-                  f"equal grid {r['equal_grid']}, weights diff {r['weights_max_diff']:.1e}, temps {r['temps_left']}",
-                  flush=True)
+            print(
+                f"round {i}: {rep.kills} kills in {r['stages_killed']}, redone {r['redone_steps']}, "
+                f"equal grid {r['equal_grid']}, weights diff {r['weights_max_diff']:.1e}, temps {r['temps_left']}",
+                flush=True,
+            )
     stages: dict[str, int] = {}
     for r in rounds:
         for s, n in r["stages_killed"].items():
             stages[s] = stages.get(s, 0) + n
     redone = [x for r in rounds for x in r["redone_steps"]]
     summary = {
-        "kills": total, "rounds": len(rounds),
+        "kills": total,
+        "rounds": len(rounds),
         "resumed_and_finished_rounds": sum(r["finished"] for r in rounds),
         "equal_grids": sum(r["equal_grid"] for r in rounds),
         "equal_weights": sum(r["weights_max_diff"] == 0.0 for r in rounds),
-        "worst_redone_steps": max(redone) if redone else 0, "checkpoint_every": a.every,
-        "kills_in_training_steps": len(redone), "kills_by_stage": stages,
+        "worst_redone_steps": max(redone) if redone else 0,
+        "checkpoint_every": a.every,
+        "kills_in_training_steps": len(redone),
+        "kills_by_stage": stages,
         "temps_left": sum(len(r["temps_left"]) for r in rounds),
-        "uninterrupted_seconds": whole.seconds, "minutes": (time.time() - t0) / 60,
-        "machine": platform.machine(), "python": platform.python_version(),
+        "uninterrupted_seconds": whole.seconds,
+        "minutes": (time.time() - t0) / 60,
+        "machine": platform.machine(),
+        "python": platform.python_version(),
     }
     print(json.dumps(summary, indent=2))
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "kill9.json").write_text(json.dumps({"summary": summary, "rounds": rounds}, indent=2))
-    md = [f"SIGKILL at random moments: {total} kills over {len(rounds)} rounds (checkpoint every {a.every} steps).", "",
-          "| kills | rounds finished | equal grids | equal weights | worst redone steps | temp files left |",
-          "|---|---|---|---|---|---|",
-          f"| {total} | {summary['resumed_and_finished_rounds']}/{len(rounds)} | {summary['equal_grids']}/{len(rounds)} | "
-          f"{summary['equal_weights']}/{len(rounds)} | {summary['worst_redone_steps']} | {summary['temps_left']} |", "",
-          "Kills by the stage they landed in: " + ", ".join(f"{k} {v}" for k, v in sorted(stages.items())) + "."]
+    md = [
+        f"SIGKILL at random moments: {total} kills over {len(rounds)} rounds (checkpoint every {a.every} steps).",
+        "",
+        "| kills | rounds finished | equal grids | equal weights | worst redone steps | temp files left |",
+        "|---|---|---|---|---|---|",
+        f"| {total} | {summary['resumed_and_finished_rounds']}/{len(rounds)} | {summary['equal_grids']}/{len(rounds)} | "
+        f"{summary['equal_weights']}/{len(rounds)} | {summary['worst_redone_steps']} | {summary['temps_left']} |",
+        "",
+        "Kills by the stage they landed in: " + ", ".join(f"{k} {v}" for k, v in sorted(stages.items())) + ".",
+    ]
     (out / "kill9.md").write_text("\n".join(md) + "\n")
     return 0 if summary["equal_grids"] == len(rounds) == summary["resumed_and_finished_rounds"] else 1
 

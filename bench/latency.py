@@ -14,6 +14,7 @@ Targets: latency ratio <= 1.15 x FLOPs ratio for every width >= 0.5; INT8 >= 1.5
 
 Writes bench/results/latency.json and bench/results/latency.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,11 +54,21 @@ def finetuned_project(glue_dir: Path, train_examples: int) -> Project:
             return project
     else:
         train = profile_config(
-            "quick", max_train_examples=train_examples, teacher_epochs=1.0, max_seq_length=64, batch_size=32,
-            teacher_lr=5e-5, checkpoint_every=1000, device="cpu",
+            "quick",
+            max_train_examples=train_examples,
+            teacher_epochs=1.0,
+            max_seq_length=64,
+            batch_size=32,
+            teacher_lr=5e-5,
+            checkpoint_every=1000,
+            device="cpu",
         )
-        config = ProjectConfig(model=BUILTIN_MINILM, data=DataConfig(kind="glue", task="sst2", data_dir=str(glue_dir)),
-                               train=train, name=root.name)
+        config = ProjectConfig(
+            model=BUILTIN_MINILM,
+            data=DataConfig(kind="glue", task="sst2", data_dir=str(glue_dir)),
+            train=train,
+            name=root.name,
+        )
         project = new_project(root, config)
     print(f"fine-tuning MiniLM on {train_examples} SST-2 rows (cached in {root})", flush=True)
     jobs.run("run", project, jobs.RunRequest(until="finetune"), ProgressPrinter())
@@ -86,8 +97,15 @@ def main() -> int:
     return 0
 
 
-def measure(glue: Path, train_examples: int = 8000, batch: int = 1, seq: int = 128, threads: int = 1,
-            runs: int = 100, warmup: int = 20) -> dict:
+def measure(
+    glue: Path,
+    train_examples: int = 8000,
+    batch: int = 1,
+    seq: int = 128,
+    threads: int = 1,
+    runs: int = 100,
+    warmup: int = 20,
+) -> dict:
     """Every cell's fp32/INT8 latency against its FLOPs, then the full model's INT8 export checked on SST-2 dev."""
     t0 = time.perf_counter()
     project = finetuned_project(glue, train_examples)
@@ -97,13 +115,23 @@ def measure(glue: Path, train_examples: int = 8000, batch: int = 1, seq: int = 1
     def show(event) -> None:
         if isinstance(event, LatencyMeasured):
             v = {f.format: f.median_ms for f in event.formats}
-            print(f"  [{event.index:>2}/{event.total}] {event.label:<12} fp32 {v['fp32']:7.2f} ms"
-                  f"   int8 {v['int8']:7.2f} ms", flush=True)
+            print(
+                f"  [{event.index:>2}/{event.total}] {event.label:<12} fp32 {v['fp32']:7.2f} ms"
+                f"   int8 {v['int8']:7.2f} ms",
+                flush=True,
+            )
 
-    print(f"measuring every sub-network: batch {batch}, sequence {seq}, {threads} thread(s), "
-          f"{runs} runs after {warmup} warm-up", flush=True)
-    lat = jobs.run("latency", project, jobs.LatencyRequest(batch=batch, seq=seq, threads=threads, formats=("fp32", "int8"),
-                                                           runs=runs, warmup=warmup), show)
+    print(
+        f"measuring every sub-network: batch {batch}, sequence {seq}, {threads} thread(s), "
+        f"{runs} runs after {warmup} warm-up",
+        flush=True,
+    )
+    lat = jobs.run(
+        "latency",
+        project,
+        jobs.LatencyRequest(batch=batch, seq=seq, threads=threads, formats=("fp32", "int8"), runs=runs, warmup=warmup),
+        show,
+    )
     setup = lat["setup"]
     # the grid joined with the numbers just measured (latency.json): shapes, FLOPs and latency per row
     grid = project.grid().rows
@@ -116,25 +144,37 @@ def measure(glue: Path, train_examples: int = 8000, batch: int = 1, seq: int = 1
             continue
         lat_ratio = f.median_ms / fp32.median_ms
         k = lat_ratio / r.flops_rel
-        table.append({
-            "width_mult": r.width_mult, "depth_mult": r.depth_mult,
-            "latency_fp32_ms": f.median_ms, "latency_fp32_p90_ms": f.p90_ms,
-            "latency_int8_ms": q.median_ms, "flops_ratio": r.flops_rel, "latency_ratio": lat_ratio,
-            "latency_over_flops": k, "checked": r.width_mult >= 0.5,
-            "passed": (k <= RATIO_LIMIT) if r.width_mult >= 0.5 else None,
-            "size_onnx_fp32_mb": f.size_mb, "size_onnx_int8_mb": q.size_mb,
-        })
+        table.append(
+            {
+                "width_mult": r.width_mult,
+                "depth_mult": r.depth_mult,
+                "latency_fp32_ms": f.median_ms,
+                "latency_fp32_p90_ms": f.p90_ms,
+                "latency_int8_ms": q.median_ms,
+                "flops_ratio": r.flops_rel,
+                "latency_ratio": lat_ratio,
+                "latency_over_flops": k,
+                "checked": r.width_mult >= 0.5,
+                "passed": (k <= RATIO_LIMIT) if r.width_mult >= 0.5 else None,
+                "size_onnx_fp32_mb": f.size_mb,
+                "size_onnx_int8_mb": q.size_mb,
+            }
+        )
     speedup = fp32.median_ms / int8.median_ms
 
     print("checking the INT8 export of the full model on the SST-2 dev set", flush=True)
-    rep = jobs.run("export", project, jobs.ExportRequest(1.0, 1.0, "onnx-int8", str(CACHE / "export-full-int8"), overwrite=True))
+    rep = jobs.run(
+        "export", project, jobs.ExportRequest(1.0, 1.0, "onnx-int8", str(CACHE / "export-full-int8"), overwrite=True)
+    )
     dev = rep.verification["dev"]
 
     checked = [t for t in table if t["checked"]]
     summary = {
         "latency_tracks_flops": all(t["passed"] for t in checked),
         "worst_latency_over_flops_width_ge_0.5": max(t["latency_over_flops"] for t in checked),
-        "width_0.25_latency_over_flops": {f"d{t['depth_mult']:g}": t["latency_over_flops"] for t in table if t["width_mult"] == 0.25},
+        "width_0.25_latency_over_flops": {
+            f"d{t['depth_mult']:g}": t["latency_over_flops"] for t in table if t["width_mult"] == 0.25
+        },
         "int8_speedup_full": speedup,
         "int8_speedup_passed": speedup >= INT8_SPEEDUP_TARGET,
         "int8_dev_agreement": dev["agreement"],
@@ -149,8 +189,11 @@ def measure(glue: Path, train_examples: int = 8000, batch: int = 1, seq: int = 1
         "setup": setup,
         "model": "builtin MiniLM (6 layers, 12 heads, hidden 384, FFN 1536)",
         "finetune": {"train_examples": train_examples, "epochs": 1, "seq": 64, "teacher_dev": teacher},
-        "targets": {"latency_over_flops_max": RATIO_LIMIT, "int8_speedup_min": INT8_SPEEDUP_TARGET,
-                    "int8_agreement_min": AGREEMENT_TARGET},
+        "targets": {
+            "latency_over_flops_max": RATIO_LIMIT,
+            "int8_speedup_min": INT8_SPEEDUP_TARGET,
+            "int8_agreement_min": AGREEMENT_TARGET,
+        },
         "grid": table,
         "summary": summary,
         "int8_export": {"path": rep.path, "size_mb": rep.size_mb, "dev": dev},
@@ -179,8 +222,11 @@ def report_md(r: dict) -> str:
             f"| {t['width_mult']:g} | {t['depth_mult']:g} | {t['latency_fp32_ms']:.2f} | {t['latency_fp32_p90_ms']:.2f} | "
             f"{t['latency_int8_ms']:.2f} | {t['latency_ratio']:.3f} | {t['flops_ratio']:.3f} | {t['latency_over_flops']:.3f} | {verdict} |"
         )
-    acc = (f"; dev accuracy {100 * m['int8_dev_accuracy']:.2f} (INT8) vs {100 * m['fp32_dev_accuracy']:.2f} (PyTorch fp32)"
-           if m.get("int8_dev_accuracy") is not None else "")
+    acc = (
+        f"; dev accuracy {100 * m['int8_dev_accuracy']:.2f} (INT8) vs {100 * m['fp32_dev_accuracy']:.2f} (PyTorch fp32)"
+        if m.get("int8_dev_accuracy") is not None
+        else ""
+    )
     lines += [
         "",
         f"- Latency tracks FLOPs for every width >= 0.5: **{'yes' if m['latency_tracks_flops'] else 'NO'}** "

@@ -10,6 +10,7 @@ median and studio / reference. Also timed: the studio's graph as it was saved be
 exporter's shape annotations), which a default session fuses into SkipLayerNormalization.
 Results go to bench/results/onnx_default_session.{json,md}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -102,16 +103,29 @@ def main(argv=None) -> int:
             ref_module = Logits(hf_reference(model, slim)).eval()
             reference = tmp / f"reference-{w}-{d}.onnx"
             with quiet_export(), torch.no_grad():
-                torch.onnx.export(ref_module, example_inputs(names, slim.config.vocab_size), str(reference),
-                                  input_names=names, output_names=["logits"], dynamo=False, opset_version=17,
-                                  dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}})
+                torch.onnx.export(
+                    ref_module,
+                    example_inputs(names, slim.config.vocab_size),
+                    str(reference),
+                    input_names=names,
+                    output_names=["logits"],
+                    dynamo=False,
+                    opset_version=17,
+                    dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}},
+                )
             # the studio's graph as saved before: the exporter's value_info kept
             annotated = tmp / f"annotated-{w}-{d}.onnx"
             with quiet_export(), torch.no_grad():
-                torch.onnx.export(logits_module(slim, names),
-                                  example_inputs(names, slim.config.vocab_size), str(annotated), input_names=names,
-                                  output_names=["logits"], dynamo=True, verbose=False,
-                                  dynamic_shapes={n: {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")} for n in names})
+                torch.onnx.export(
+                    logits_module(slim, names),
+                    example_inputs(names, slim.config.vocab_size),
+                    str(annotated),
+                    input_names=names,
+                    output_names=["logits"],
+                    dynamo=True,
+                    verbose=False,
+                    dynamic_shapes={n: {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")} for n in names},
+                )
             with torch.no_grad():
                 want = ref_module(*(torch.from_numpy(feed[k]) for k in names)).numpy()
             sessions = {"studio": session(studio), "reference": session(reference), "annotated": session(annotated)}
@@ -133,26 +147,51 @@ def main(argv=None) -> int:
                 so = ort.SessionOptions()
                 so.optimized_model_filepath = str(tmp / f"opt-{k}.onnx")
                 ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
-                ops[k] = sum(n.op_type == "SkipLayerNormalization" for n in onnx.load(str(tmp / f"opt-{k}.onnx")).graph.node)
-            row = {"cell": f"w{w:g}_d{d:g}", **{f"{k}_ms": v for k, v in med.items()},
-                   "studio_over_reference": med["studio"] / med["reference"],
-                   "annotated_over_reference": med["annotated"] / med["reference"],
-                   "skiplayernorm_fused": ops, "max_abs_diff_vs_pytorch": diff}
+                ops[k] = sum(
+                    n.op_type == "SkipLayerNormalization" for n in onnx.load(str(tmp / f"opt-{k}.onnx")).graph.node
+                )
+            row = {
+                "cell": f"w{w:g}_d{d:g}",
+                **{f"{k}_ms": v for k, v in med.items()},
+                "studio_over_reference": med["studio"] / med["reference"],
+                "annotated_over_reference": med["annotated"] / med["reference"],
+                "skiplayernorm_fused": ops,
+                "max_abs_diff_vs_pytorch": diff,
+            }
             rows.append(row)
-            print(f"{row['cell']:<10} studio {med['studio']:.2f} ms  reference {med['reference']:.2f} ms  "
-                  f"ratio {row['studio_over_reference']:.3f}  (before: {med['annotated']:.2f} ms, "
-                  f"{row['annotated_over_reference']:.3f})  SkipLayerNorm fused: {ops}", flush=True)
-    result = {"setup": {"cpu": platform.processor() or platform.machine(), "threads": 1, "batch": 1, "seq": a.seq,
-                        "runs": a.runs, "rounds": a.rounds, "onnxruntime": ort.__version__, "torch": torch.__version__,
-                        "session": "onnxruntime defaults, intra_op_num_threads=1", "load_avg_1m": os.getloadavg()[0]},
-              "rows": rows}
+            print(
+                f"{row['cell']:<10} studio {med['studio']:.2f} ms  reference {med['reference']:.2f} ms  "
+                f"ratio {row['studio_over_reference']:.3f}  (before: {med['annotated']:.2f} ms, "
+                f"{row['annotated_over_reference']:.3f})  SkipLayerNorm fused: {ops}",
+                flush=True,
+            )
+    result = {
+        "setup": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": 1,
+            "batch": 1,
+            "seq": a.seq,
+            "runs": a.runs,
+            "rounds": a.rounds,
+            "onnxruntime": ort.__version__,
+            "torch": torch.__version__,
+            "session": "onnxruntime defaults, intra_op_num_threads=1",
+            "load_avg_1m": os.getloadavg()[0],
+        },
+        "rows": rows,
+    }
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "onnx_default_session.json").write_text(json.dumps(result, indent=2))
-    md = ["| cell | studio (ms) | reference (ms) | studio / reference | before this change (ms) | before / reference |",
-          "|---|---|---|---|---|---|"]
-    md += [f"| {r['cell']} | {r['studio_ms']:.2f} | {r['reference_ms']:.2f} | {r['studio_over_reference']:.3f} | "
-           f"{r['annotated_ms']:.2f} | {r['annotated_over_reference']:.3f} |" for r in rows]
+    md = [
+        "| cell | studio (ms) | reference (ms) | studio / reference | before this change (ms) | before / reference |",
+        "|---|---|---|---|---|---|",
+    ]
+    md += [
+        f"| {r['cell']} | {r['studio_ms']:.2f} | {r['reference_ms']:.2f} | {r['studio_over_reference']:.3f} | "
+        f"{r['annotated_ms']:.2f} | {r['annotated_over_reference']:.3f} |"
+        for r in rows
+    ]
     (out / "onnx_default_session.md").write_text("\n".join(md) + "\n")
     return 0
 

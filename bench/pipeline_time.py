@@ -17,6 +17,7 @@ Reports, in bench/results/pipeline_time.{md,json}:
     python bench/pipeline_time.py --fresh    # start over
 Nothing else may run on the machine meanwhile: the load average is recorded before and after.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,13 +53,30 @@ CALIBRATION_MINUTES = 106  # ../shared/CALIBRATION.md: the plain implementation,
 
 def make_config(a, group_by_length: bool, name: str) -> ProjectConfig:
     train = profile_config(
-        "paper", batch_size=32, max_seq_length=64, max_train_examples=a.train_examples, importance_examples=2000,
-        teacher_epochs=1.0, teacher_lr=5e-5, width_epochs=1.0, width_lr=2e-5, depth_epochs=1.0, depth_lr=2e-5,
-        width_l1=1.0, width_l2=0.1, depth_l1=1.0, depth_l2=0.1, depth_rule="paper", seed=0,
-        checkpoint_every=100_000, group_by_length=group_by_length, precision="fp32",
+        "paper",
+        batch_size=32,
+        max_seq_length=64,
+        max_train_examples=a.train_examples,
+        importance_examples=2000,
+        teacher_epochs=1.0,
+        teacher_lr=5e-5,
+        width_epochs=1.0,
+        width_lr=2e-5,
+        depth_epochs=1.0,
+        depth_lr=2e-5,
+        width_l1=1.0,
+        width_l2=0.1,
+        depth_l1=1.0,
+        depth_l2=0.1,
+        depth_rule="paper",
+        seed=0,
+        checkpoint_every=100_000,
+        group_by_length=group_by_length,
+        precision="fp32",
     )
-    return ProjectConfig(model="builtin:minilm", data=DataConfig(kind="glue", task="sst2", data_dir=str(GLUE)),
-                         train=train, name=name)
+    return ProjectConfig(
+        model="builtin:minilm", data=DataConfig(kind="glue", task="sst2", data_dir=str(GLUE)), train=train, name=name
+    )
 
 
 def paired_bootstrap(a_ok: np.ndarray, b_ok: np.ndarray, n_boot: int = 5000, seed: int = 0) -> dict:
@@ -66,8 +84,12 @@ def paired_bootstrap(a_ok: np.ndarray, b_ok: np.ndarray, n_boot: int = 5000, see
     diff = a_ok.astype(float) - b_ok.astype(float)
     idx = np.random.default_rng(seed).integers(0, len(diff), size=(n_boot, len(diff)))
     boot = 100 * diff[idx].mean(axis=1)
-    return {"diff": 100 * diff.mean(), "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-            "only_a_right": int((a_ok & ~b_ok).sum()), "only_b_right": int((~a_ok & b_ok).sum())}
+    return {
+        "diff": 100 * diff.mean(),
+        "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+        "only_a_right": int((a_ok & ~b_ok).sum()),
+        "only_b_right": int((~a_ok & b_ok).sum()),
+    }
 
 
 def loadavg() -> list[float]:
@@ -117,20 +139,36 @@ def main() -> None:
     cells = {}
     for spec in specs:
         ok = {m: predict(models[m], inputs[m].dev, spec, *args).argmax(-1) == y for m in MODES}
-        cells[spec.label] = {"width_mult": spec.width_mult, "depth_mult": spec.depth_mult,
-                             **{m: 100 * float(ok[m].mean()) for m in MODES},
-                             "grouped_minus_random": paired_bootstrap(ok["grouped"], ok["random"])}
+        cells[spec.label] = {
+            "width_mult": spec.width_mult,
+            "depth_mult": spec.depth_mult,
+            **{m: 100 * float(ok[m].mean()) for m in MODES},
+            "grouped_minus_random": paired_bootstrap(ok["grouped"], ok["random"]),
+        }
     teacher = {m: 100 * projects[m].stage_info("finetune")["metrics"]["score"] for m in MODES}
     padding = {m: padding_stats(inputs[m].train, 32, seed=0, epoch=0, group_by_length=g) for m, g in MODES.items()}
     stage_s = {m: {s: times[f"{m}/{s}"]["seconds"] for s in STAGES} for m in MODES}
     report = {
         "command": "python bench/pipeline_time.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""),
-        "finished": time.strftime("%Y-%m-%d %H:%M:%S"), "last_invocation_started": started,
-        "settings": {"model": "MiniLM-L6-H384 (builtin:minilm)", "train_rows": len(ws.train), "importance_rows": len(ws.heldout),
-                     "dev_rows": len(ws.dev), "batch_size": 32, "max_seq_length": 64, "epochs_per_stage": 1,
-                     "teacher_lr": 5e-5, "distill_lr": 2e-5, "l1_l2": [1.0, 0.1], "depth_rule": "paper",
-                     "precision": "fp32", "threads": torch.get_num_threads(),
-                     "machine": f"{platform.machine()}, {os.cpu_count()} cores", "torch": torch.__version__},
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "last_invocation_started": started,
+        "settings": {
+            "model": "MiniLM-L6-H384 (builtin:minilm)",
+            "train_rows": len(ws.train),
+            "importance_rows": len(ws.heldout),
+            "dev_rows": len(ws.dev),
+            "batch_size": 32,
+            "max_seq_length": 64,
+            "epochs_per_stage": 1,
+            "teacher_lr": 5e-5,
+            "distill_lr": 2e-5,
+            "l1_l2": [1.0, 0.1],
+            "depth_rule": "paper",
+            "precision": "fp32",
+            "threads": torch.get_num_threads(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+            "torch": torch.__version__,
+        },
         "load_average": load,
         "stage_seconds": stage_s,
         "peak_rss_mib": {m: {s: times[f"{m}/{s}"].get("peak_rss_mib") for s in STAGES} for m in MODES},
@@ -167,30 +205,47 @@ def render(r: dict) -> None:
     for stage in STAGES:
         a, b = st["grouped"][stage], st["random"][stage]
         lines.append(f"| {stage} | {a:.0f} | {b:.0f} | {b / a:.2f} |")
-    lines += [f"| **all** | **{g * 60:.0f}** ({g:.1f} min) | **{rnd * 60:.0f}** ({rnd:.1f} min) | **{rnd / g:.2f}** |", "",
-              f"Target: at most 35 minutes with grouping. The plain implementation of CALIBRATION.md took "
-              f"{r['calibration_minutes']} minutes on this machine class (its figure, not measured in this run): "
-              f"{r['calibration_minutes'] / g:.1f}x the grouped time.", "",
-              "## Padding in one training epoch (the same order every stage uses)", "",
-              "| batches | real tokens | padded tokens | padded / real |", "|---|---|---|---|"]
+    lines += [
+        f"| **all** | **{g * 60:.0f}** ({g:.1f} min) | **{rnd * 60:.0f}** ({rnd:.1f} min) | **{rnd / g:.2f}** |",
+        "",
+        f"Target: at most 35 minutes with grouping. The plain implementation of CALIBRATION.md took "
+        f"{r['calibration_minutes']} minutes on this machine class (its figure, not measured in this run): "
+        f"{r['calibration_minutes'] / g:.1f}x the grouped time.",
+        "",
+        "## Padding in one training epoch (the same order every stage uses)",
+        "",
+        "| batches | real tokens | padded tokens | padded / real |",
+        "|---|---|---|---|",
+    ]
     for m in ("grouped", "random"):
         p = pad[m]
         lines.append(f"| {m} | {p['real_tokens']:,} | {p['padded_tokens']:,} | {p['ratio']:.2f} |")
     t = r["teacher_dev_accuracy"]
-    lines += ["", "## Dev accuracy of every cell", "",
-              f"Teacher: grouped {t['grouped']:.2f}, random {t['random']:.2f}. Difference = grouped minus random, points; "
-              "95% paired bootstrap interval over the dev rows (5,000 resamples); one dev row is "
-              f"{100 / s['dev_rows']:.2f} points.", "",
-              "| width | depth | grouped | random | difference | 95% interval | rows only grouped / only random gets right |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Dev accuracy of every cell",
+        "",
+        f"Teacher: grouped {t['grouped']:.2f}, random {t['random']:.2f}. Difference = grouped minus random, points; "
+        "95% paired bootstrap interval over the dev rows (5,000 resamples); one dev row is "
+        f"{100 / s['dev_rows']:.2f} points.",
+        "",
+        "| width | depth | grouped | random | difference | 95% interval | rows only grouped / only random gets right |",
+        "|---|---|---|---|---|---|---|",
+    ]
     inside = 0
     for c in r["cells"].values():
         d = c["grouped_minus_random"]
         inside += d["ci95"][0] <= 0 <= d["ci95"][1]
-        lines.append(f"| {c['width_mult']:g} | {c['depth_mult']:g} | {c['grouped']:.2f} | {c['random']:.2f} | {d['diff']:+.2f} | "
-                     f"{d['ci95'][0]:+.2f} to {d['ci95'][1]:+.2f} | {d['only_a_right']} / {d['only_b_right']} |")
+        lines.append(
+            f"| {c['width_mult']:g} | {c['depth_mult']:g} | {c['grouped']:.2f} | {c['random']:.2f} | {d['diff']:+.2f} | "
+            f"{d['ci95'][0]:+.2f} to {d['ci95'][1]:+.2f} | {d['only_a_right']} / {d['only_b_right']} |"
+        )
     mean = np.mean([c["grouped_minus_random"]["diff"] for c in r["cells"].values()])
-    lines += ["", f"Mean difference over the 12 cells: {mean:+.2f} points; the interval holds 0 in {inside} of 12 cells.", ""]
+    lines += [
+        "",
+        f"Mean difference over the 12 cells: {mean:+.2f} points; the interval holds 0 in {inside} of 12 cells.",
+        "",
+    ]
     (OUT / "pipeline_time.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -12,6 +12,7 @@ and the imports, as a user waits for them.
 older checkout of the engine (0.1: `core.cli`, `core.pipeline`, with PYTHONPATH pointing at that checkout).
 Writes bench/results/resume_startup.{json,md} unless --no-write.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,9 +59,16 @@ def main() -> int:
 
     times = [trial(a.project, a.cli_module, a.predict_module) for _ in range(a.trials)]
     task = read_task(Path(a.project))
-    res = {"label": a.label, "project": a.project, "train_rows": task.train_rows, "dev_rows": task.dev_rows,
-           "trials_s": [round(t, 2) for t in times], "median_s": round(statistics.median(times), 2),
-           "load_avg_1m_after": os.getloadavg()[0], "cpu_count": os.cpu_count()}
+    res = {
+        "label": a.label,
+        "project": a.project,
+        "train_rows": task.train_rows,
+        "dev_rows": task.dev_rows,
+        "trials_s": [round(t, 2) for t in times],
+        "median_s": round(statistics.median(times), 2),
+        "load_avg_1m_after": os.getloadavg()[0],
+        "cpu_count": os.cpu_count(),
+    }
     print(json.dumps(res, indent=2))
     if not a.no_write:
         out = Path(__file__).resolve().parent / "results"
@@ -69,9 +77,16 @@ def main() -> int:
         old = json.loads(path.read_text()) if path.is_file() else []
         old = [r for r in old if r.get("label") != a.label] + [res]
         path.write_text(json.dumps(old, indent=2))
-        lines = ["# Resume start-up: `dynastudio run` to the first evaluated sub-network", "",
-                 "| checkout | train rows | trials (s) | median (s) |", "|---|---|---|---|"]
-        lines += [f"| {r['label']} | {r['train_rows']} | {', '.join(map(str, r['trials_s']))} | {r['median_s']} |" for r in old]
+        lines = [
+            "# Resume start-up: `dynastudio run` to the first evaluated sub-network",
+            "",
+            "| checkout | train rows | trials (s) | median (s) |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['label']} | {r['train_rows']} | {', '.join(map(str, r['trials_s']))} | {r['median_s']} |"
+            for r in old
+        ]
         (out / "resume_startup.md").write_text("\n".join(lines) + "\n")
     return 0
 

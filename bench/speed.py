@@ -15,6 +15,7 @@ If bench/results/sst2.json exists, the peak memory of its full-size stages is sh
 
 Writes bench/results/speed.{json,md,png}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,11 +48,23 @@ def stage_memory(work: Path, rows: int, seq: int, batch: int) -> dict[str, dict]
     """Run every pipeline stage as a child process on a small SST-2 project; return seconds and peak RSS per stage."""
     shutil.rmtree(work, ignore_errors=True)
     train = profile_config(
-        "paper", batch_size=batch, max_seq_length=seq, max_train_examples=rows, importance_examples=256,
-        teacher_epochs=1.0, width_epochs=1.0, depth_epochs=1.0, checkpoint_every=10_000, seed=0,
+        "paper",
+        batch_size=batch,
+        max_seq_length=seq,
+        max_train_examples=rows,
+        importance_examples=256,
+        teacher_epochs=1.0,
+        width_epochs=1.0,
+        depth_epochs=1.0,
+        checkpoint_every=10_000,
+        seed=0,
     )
-    config = ProjectConfig(model="builtin:minilm", data=DataConfig(kind="glue", task="sst2", data_dir=str(GLUE)),
-                           train=train, name="speed-memory")
+    config = ProjectConfig(
+        model="builtin:minilm",
+        data=DataConfig(kind="glue", task="sst2", data_dir=str(GLUE)),
+        train=train,
+        name="speed-memory",
+    )
     new_project(work, config)
     out = {}
     for stage in STAGES:
@@ -93,8 +106,11 @@ def main() -> int:
     sst2_json = OUT / "sst2.json"
     if sst2_json.is_file():
         s = json.loads(sst2_json.read_text())
-        full_run = {"source": "bench/results/sst2.json", "train_examples": s["settings"]["train_examples"],
-                    "stages": s["stages_measured"]}
+        full_run = {
+            "source": "bench/results/sst2.json",
+            "train_examples": s["settings"]["train_examples"],
+            "stages": s["stages_measured"],
+        }
     report = {
         "command": "python bench/speed.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {lat['setup'].get('cpu_count')} cores",
@@ -120,14 +136,31 @@ def targets(r: dict) -> list[tuple[str, str, str]]:
     st, m = r["step_time"], r["latency"]["summary"]
     yes = lambda ok: "yes" if ok else "**no**"  # noqa: E731
     return [
-        ("width-stage step / plain step <= 3.0x", f"{st['width_over_plain']:.2f}x (ideal {st['ideal_width_over_plain']:.2f}x)",
-         yes(st["width_over_plain"] <= WIDTH_STEP_TARGET)),
-        ("depth-stage step / plain step (reported)", f"{st['depth_over_plain']:.2f}x (ideal {st['ideal_depth_over_plain']:.2f}x)", "-"),
-        ("latency ratio / FLOPs ratio <= 1.15 for widths >= 0.5",
-         f"worst {m['worst_latency_over_flops_width_ge_0.5']:.3f}", yes(m["latency_tracks_flops"])),
-        ("INT8 vs fp32 latency, full model (>= 1.5x)", f"{m['int8_speedup_full']:.2f}x faster", yes(m["int8_speedup_passed"])),
-        ("INT8 prediction agreement on SST-2 dev (>= 99%)", f"{100 * m['int8_dev_agreement']:.2f}% of {m['int8_dev_examples']}",
-         yes(m["int8_agreement_passed"])),
+        (
+            "width-stage step / plain step <= 3.0x",
+            f"{st['width_over_plain']:.2f}x (ideal {st['ideal_width_over_plain']:.2f}x)",
+            yes(st["width_over_plain"] <= WIDTH_STEP_TARGET),
+        ),
+        (
+            "depth-stage step / plain step (reported)",
+            f"{st['depth_over_plain']:.2f}x (ideal {st['ideal_depth_over_plain']:.2f}x)",
+            "-",
+        ),
+        (
+            "latency ratio / FLOPs ratio <= 1.15 for widths >= 0.5",
+            f"worst {m['worst_latency_over_flops_width_ge_0.5']:.3f}",
+            yes(m["latency_tracks_flops"]),
+        ),
+        (
+            "INT8 vs fp32 latency, full model (>= 1.5x)",
+            f"{m['int8_speedup_full']:.2f}x faster",
+            yes(m["int8_speedup_passed"]),
+        ),
+        (
+            "INT8 prediction agreement on SST-2 dev (>= 99%)",
+            f"{100 * m['int8_dev_agreement']:.2f}% of {m['int8_dev_examples']}",
+            yes(m["int8_agreement_passed"]),
+        ),
     ]
 
 
@@ -135,40 +168,65 @@ def render_md(r: dict) -> str:
     st, lat, mem = r["step_time"], r["latency"], r["memory"]
     s = lat["setup"]
     lines = [
-        "# Speed report (bench/speed.py)", "",
+        "# Speed report (bench/speed.py)",
+        "",
         f"`{r['command'].strip()}`: one run, {r['seconds'] / 60:.1f} min on {r['machine']}, torch {st['torch']}, "
-        f"onnxruntime {s['onnxruntime']}. Model: MiniLM-L6-H384 (built-in).", "",
-        "## Targets", "", "| target | measured | met |", "|---|---|---|",
+        f"onnxruntime {s['onnxruntime']}. Model: MiniLM-L6-H384 (built-in).",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | met |",
+        "|---|---|---|",
         *[f"| {a} | {b} | {c} |" for a, b, c in targets(r)],
-        "", "## 1. Training step cost", "",
+        "",
+        "## 1. Training step cost",
+        "",
         f"{st['batches']} SST-2 train batches of {st['batch_size']} (dynamic padding, max {st['max_seq']}; "
         f"{st['mean_tokens_per_example']} real tokens per example on average), {st['threads']} threads. Each batch is "
-        "timed as a plain step, a width-stage step and a depth-stage step back to back; ratios are medians of the per-batch ratios.", "",
+        "timed as a plain step, a width-stage step and a depth-stage step back to back; ratios are medians of the per-batch ratios.",
+        "",
         *step_time.table_md(st),
-        "", "## 2. Latency vs FLOPs, INT8 vs fp32", "",
+        "",
+        "## 2. Latency vs FLOPs, INT8 vs fp32",
+        "",
         f"onnxruntime on {s['device']}, {s['threads']} thread, batch {s['batch']}, seq {s['seq']}, median of {s['runs']} runs "
-        f"after {s['warmup']} warm-up; the model is MiniLM fine-tuned on {lat['finetune']['train_examples']} SST-2 rows.", "",
+        f"after {s['warmup']} warm-up; the model is MiniLM fine-tuned on {lat['finetune']['train_examples']} SST-2 rows.",
+        "",
         "| width | depth | fp32 ms | int8 ms | int8 speed-up | latency / full | FLOPs / full | latency ratio / FLOPs ratio |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for t in lat["grid"]:
-        lines.append(f"| {t['width_mult']:g} | {t['depth_mult']:g} | {t['latency_fp32_ms']:.2f} | {t['latency_int8_ms']:.2f} | "
-                     f"{t['latency_fp32_ms'] / t['latency_int8_ms']:.2f}x | {t['latency_ratio']:.3f} | {t['flops_ratio']:.3f} | "
-                     f"{t['latency_over_flops']:.3f}{'' if t['checked'] else ' (width 0.25: reported only)'} |")
+        lines.append(
+            f"| {t['width_mult']:g} | {t['depth_mult']:g} | {t['latency_fp32_ms']:.2f} | {t['latency_int8_ms']:.2f} | "
+            f"{t['latency_fp32_ms'] / t['latency_int8_ms']:.2f}x | {t['latency_ratio']:.3f} | {t['flops_ratio']:.3f} | "
+            f"{t['latency_over_flops']:.3f}{'' if t['checked'] else ' (width 0.25: reported only)'} |"
+        )
     m = lat["summary"]
     if m.get("int8_dev_accuracy") is not None:
-        lines += ["", f"INT8 export of the full model: dev accuracy {100 * m['int8_dev_accuracy']:.2f} vs "
-                      f"{100 * m['fp32_dev_accuracy']:.2f} in PyTorch fp32; {100 * m['int8_dev_agreement']:.2f}% of predictions agree."]
+        lines += [
+            "",
+            f"INT8 export of the full model: dev accuracy {100 * m['int8_dev_accuracy']:.2f} vs "
+            f"{100 * m['fp32_dev_accuracy']:.2f} in PyTorch fp32; {100 * m['int8_dev_agreement']:.2f}% of predictions agree.",
+        ]
     base = mem["stages"]["finetune"]["peak_rss_mib"]
-    lines += ["", "## 3. Peak memory of each stage", "",
-              f"Each stage run as its own child process (`dynastudio run --until STAGE`) on a {mem['rows']}-row SST-2 project, "
-              f"batch {mem['batch']}, seq {mem['seq']}; peak = the child's own peak resident memory (VmHWM)."]
+    lines += [
+        "",
+        "## 3. Peak memory of each stage",
+        "",
+        f"Each stage run as its own child process (`dynastudio run --until STAGE`) on a {mem['rows']}-row SST-2 project, "
+        f"batch {mem['batch']}, seq {mem['seq']}; peak = the child's own peak resident memory (VmHWM).",
+    ]
     full = r.get("memory_full_run")
     if full:
-        lines += [f"The last column is the same stage in the full quality run ({full['source']}, "
-                  f"{full['train_examples']} train rows)."]
-    lines += ["", "| stage | peak MiB | / fine-tuning peak" + (" | full run peak MiB |" if full else " |"),
-              "|---|---:|---:|" + ("---:|" if full else "")]
+        lines += [
+            f"The last column is the same stage in the full quality run ({full['source']}, "
+            f"{full['train_examples']} train rows)."
+        ]
+    lines += [
+        "",
+        "| stage | peak MiB | / fine-tuning peak" + (" | full run peak MiB |" if full else " |"),
+        "|---|---:|---:|" + ("---:|" if full else ""),
+    ]
     for stage, v in mem["stages"].items():
         row = f"| {stage} | {mib(v)} | {v['peak_rss_mib'] / base:.2f}x |"
         if full:
@@ -176,8 +234,11 @@ def render_md(r: dict) -> str:
             row += f" {mib(fv)} |" if fv else " - |"
         lines.append(row)
     if full and any(v.get("peak_method") != "VmHWM" for v in full["stages"].values()):
-        lines += ["", "\\* that run measured the max RSS wait4 returns, which Linux makes at least the size of the "
-                      "benchmark process at fork time: exact for the training stages (they outgrew it), an upper bound otherwise."]
+        lines += [
+            "",
+            "\\* that run measured the max RSS wait4 returns, which Linux makes at least the size of the "
+            "benchmark process at fork time: exact for the training stages (they outgrew it), an upper bound otherwise.",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -12,6 +12,7 @@ memory (max RSS) are measured per stage. Writes bench/results/sst2.{md,json,png}
     python bench/sst2.py --skip-c                # without baseline C: about 50 minutes
     python bench/sst2.py --train-examples 67349 --width-epochs 3 --depth-epochs 3 --seq 128   # a larger run for a GPU
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,8 +73,13 @@ def run_stage(project: Path, stage: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         peak_file = Path(tmp) / "peak_kb"
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", _PEAK_WRAPPER, str(peak_file), "run", str(project), "--until", stage],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        proc = subprocess.run(
+            [sys.executable, "-c", _PEAK_WRAPPER, str(peak_file), "run", str(project), "--until", stage],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
         seconds = time.perf_counter() - t0
         if proc.returncode != 0:
             raise SystemExit(f"stage {stage} of {project} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
@@ -88,13 +94,26 @@ def grid_scores(ws, model) -> dict[str, float]:
 
 def make_config(a, name: str) -> ProjectConfig:
     train = profile_config(
-        "paper", batch_size=32, max_seq_length=a.seq, max_train_examples=a.train_examples,
-        importance_examples=a.importance_examples, teacher_epochs=a.teacher_epochs, teacher_lr=a.teacher_lr,
-        width_epochs=a.width_epochs, width_lr=a.lr, depth_epochs=a.depth_epochs, depth_lr=a.lr,
-        depth_rule=a.depth_rule, seed=a.seed, checkpoint_every=10_000,
-        width_l2=a.width_l2, depth_l2=a.depth_l2,
+        "paper",
+        batch_size=32,
+        max_seq_length=a.seq,
+        max_train_examples=a.train_examples,
+        importance_examples=a.importance_examples,
+        teacher_epochs=a.teacher_epochs,
+        teacher_lr=a.teacher_lr,
+        width_epochs=a.width_epochs,
+        width_lr=a.lr,
+        depth_epochs=a.depth_epochs,
+        depth_lr=a.lr,
+        depth_rule=a.depth_rule,
+        seed=a.seed,
+        checkpoint_every=10_000,
+        width_l2=a.width_l2,
+        depth_l2=a.depth_l2,
     )
-    return ProjectConfig(model="builtin:minilm", data=DataConfig(kind="glue", task="sst2", data_dir=str(GLUE)), train=train, name=name)
+    return ProjectConfig(
+        model="builtin:minilm", data=DataConfig(kind="glue", task="sst2", data_dir=str(GLUE)), train=train, name=name
+    )
 
 
 def main() -> None:
@@ -105,17 +124,24 @@ def main() -> None:
     ap.add_argument("--teacher-epochs", type=float, default=1.0)
     ap.add_argument("--teacher-lr", type=float, default=5e-5)
     ap.add_argument("--width-epochs", type=float, default=1.0, help="epochs of stage 1 (width)")
-    ap.add_argument("--depth-epochs", type=float, default=2.0,
-                    help="epochs of stage 2 (width x depth); CALIBRATION.md: one plain epoch misses the depth-0.5 targets")
+    ap.add_argument(
+        "--depth-epochs",
+        type=float,
+        default=2.0,
+        help="epochs of stage 2 (width x depth); CALIBRATION.md: one plain epoch misses the depth-0.5 targets",
+    )
     ap.add_argument("--lr", type=float, default=5e-5, help="distillation learning rate")
     ap.add_argument("--width-l2", type=float, default=0.1)
     ap.add_argument("--depth-l2", type=float, default=1.0)
     ap.add_argument("--depth-rule", default="paper", choices=("paper", "keep-last"))
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--skip-c", action="store_true", help="skip baseline C (halves the time)")
-    ap.add_argument("--only-c", action="store_true",
-                    help="run only baseline C's stages (needs the DynaBERT teacher in --work), e.g. in a second process "
-                         "beside the DynaBERT stages; a later plain invocation writes the report")
+    ap.add_argument(
+        "--only-c",
+        action="store_true",
+        help="run only baseline C's stages (needs the DynaBERT teacher in --work), e.g. in a second process "
+        "beside the DynaBERT stages; a later plain invocation writes the report",
+    )
     ap.add_argument("--work", default=str(ROOT / "bench" / ".cache" / "sst2"))
     ap.add_argument("--fresh", action="store_true", help="delete earlier work folders first")
     ap.add_argument("--name", default="sst2")
@@ -137,7 +163,9 @@ def main() -> None:
     stages: dict[str, dict] = json.loads(stages_file.read_text()) if stages_file.is_file() else {}
     runs_file = work / "invocations.json"  # every command that worked on this folder, oldest first
     invocations = json.loads(runs_file.read_text()) if runs_file.is_file() else []
-    invocations.append({"argv": "python bench/sst2.py " + " ".join(sys.argv[1:]), "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+    invocations.append(
+        {"argv": "python bench/sst2.py " + " ".join(sys.argv[1:]), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    )
     runs_file.write_text(json.dumps(invocations, indent=2))
 
     def record(key: str, folder: Path, stage: str) -> None:
@@ -154,7 +182,9 @@ def main() -> None:
     dyn_dir = work / "dynabert"
     if a.only_c:
         if not (dyn_dir / "project.json").exists() or not Project.open(dyn_dir).is_done("finetune"):
-            raise SystemExit(f"--only-c needs the DynaBERT teacher: run the DynaBERT stages in {work} up to finetune first")
+            raise SystemExit(
+                f"--only-c needs the DynaBERT teacher: run the DynaBERT stages in {work} up to finetune first"
+            )
         run_c(a, work, Project.open(dyn_dir), record)
         return
     if not (dyn_dir / "project.json").exists():
@@ -182,7 +212,9 @@ def main() -> None:
 
     wall = time.perf_counter() - t_start
     # training stages only: rewire and evaluate record "steps" too (batches, sub-networks)
-    steps = {k: v for k, v in dyn.state["stages"].items() if k in TRAINING_STAGES and "steps" in v and not v.get("skipped")}
+    steps = {
+        k: v for k, v in dyn.state["stages"].items() if k in TRAINING_STAGES and "steps" in v and not v.get("skipped")
+    }
     report = {
         "argv": " ".join(sys.argv[1:]),
         "invocations": invocations,
@@ -209,14 +241,19 @@ def main() -> None:
         },
         "teacher": teacher_score,
         "target_gaps": gaps,
-        "trajectory": {"dynabert": trajectory(dyn), **({"C_no_rewiring": trajectory(Project.open(work / "no_rewire"))} if not a.skip_c else {})},
+        "trajectory": {
+            "dynabert": trajectory(dyn),
+            **({"C_no_rewiring": trajectory(Project.open(work / "no_rewire"))} if not a.skip_c else {}),
+        },
         "grid": results,
         "stage_steps": {k: v.get("steps") for k, v in steps.items()},
         "stages_measured": stages,
         "wall_seconds_this_invocation": wall,
         "wall_seconds_all_stages": sum(v["seconds"] for v in stages.values()),
-        "rows": {k: {f: getattr(rows_meta[k], f) for f in ("width_mult", "depth_mult", "flops_rel", "total_params")}
-                 for k in rows_meta},
+        "rows": {
+            k: {f: getattr(rows_meta[k], f) for f in ("width_mult", "depth_mult", "flops_rel", "total_params")}
+            for k in rows_meta
+        },
     }
     if not a.no_latency:
         report["latency"] = measure_latency(dyn)
@@ -269,16 +306,23 @@ def gap_intervals(ws, teacher, model, rows_meta: dict, n_boot: int = 5000, seed:
         s_ok = predict(model, ws.dev, SubnetSpec(r.width_mult, r.depth_mult), *args).argmax(-1) == y
         diff = t_ok.astype(float) - s_ok.astype(float)
         boot = 100 * diff[idx].mean(axis=1)
-        out[label] = {"gap": 100 * diff.mean(), "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-                      "only_teacher_right": int((t_ok & ~s_ok).sum()), "only_cell_right": int((~t_ok & s_ok).sum()),
-                      "dev_examples": int(len(y))}
+        out[label] = {
+            "gap": 100 * diff.mean(),
+            "ci95": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+            "only_teacher_right": int((t_ok & ~s_ok).sum()),
+            "only_cell_right": int((~t_ok & s_ok).sum()),
+            "dev_examples": int(len(y)),
+        }
     return out
 
 
 def trajectory(project: Project) -> list[dict]:
     """The dev scores logged at the end of every epoch of every training stage, oldest first."""
-    return [{"stage": r["stage"], "epoch": r["epoch"] + 1, "step": r["step"], "scores": r["results"]}
-            for r in project.read_metrics() if r.get("kind") == "eval"]
+    return [
+        {"stage": r["stage"], "epoch": r["epoch"] + 1, "step": r["step"], "scores": r["results"]}
+        for r in project.read_metrics()
+        if r.get("kind") == "eval"
+    ]
 
 
 def measure_latency(project: Project) -> dict:
@@ -299,11 +343,23 @@ def targets(report: dict) -> list[tuple[str, str, bool]]:
         gap = pts(t - dyn[label])
         ci = report.get("target_gaps", {}).get(label)
         extra = f"; 95% interval of the gap {ci['ci95'][0]:+.2f} to {ci['ci95'][1]:+.2f}" if ci else ""
-        out.append((f"cell {label} within {limit} points of the teacher", f"{pts(dyn[label]):.2f} vs {pts(t):.2f} (gap {gap:+.2f}{extra})", gap <= limit))
+        out.append(
+            (
+                f"cell {label} within {limit} points of the teacher",
+                f"{pts(dyn[label]):.2f} vs {pts(t):.2f} (gap {gap:+.2f}{extra})",
+                gap <= limit,
+            )
+        )
     smaller = [k for k in dyn if k != "w1_d1"]
     for base in ("A_teacher_sliced", "B_rewired_sliced"):
         wins = [k for k in smaller if dyn[k] > g[base][k]]
-        out.append((f"DynaBERT above {base[0]} in every smaller cell", f"{len(wins)}/{len(smaller)} cells", len(wins) == len(smaller)))
+        out.append(
+            (
+                f"DynaBERT above {base[0]} in every smaller cell",
+                f"{len(wins)}/{len(smaller)} cells",
+                len(wins) == len(smaller),
+            )
+        )
     if "C_no_rewiring" in g:
         diff = np.mean([pts(dyn[k] - g["C_no_rewiring"][k]) for k in smaller])
         out.append(("rewiring helps on average over the smaller cells (DynaBERT - C)", f"{diff:+.2f} points", diff > 0))
@@ -312,58 +368,104 @@ def targets(report: dict) -> list[tuple[str, str, bool]]:
 
 def render(report: dict, stem: Path) -> None:
     s, g = report["settings"], report["grid"]
-    names = {"dynabert": "DynaBERT", "A_teacher_sliced": "A: teacher sliced", "B_rewired_sliced": "B: rewired teacher sliced",
-             "C_no_rewiring": "C: DynaBERT without rewiring"}
+    names = {
+        "dynabert": "DynaBERT",
+        "A_teacher_sliced": "A: teacher sliced",
+        "B_rewired_sliced": "B: rewired teacher sliced",
+        "C_no_rewiring": "C: DynaBERT without rewiring",
+    }
     lat = (report.get("latency") or {}).get("ms", {})
     labels = [f"w{w:g}_d{d:g}" for d in DEPTHS for w in WIDTHS]
-    md = ["# SST-2: the DynaBERT grid against baselines (MiniLM-L6-H384)", "",
-          f"`{('python bench/sst2.py ' + report.get('argv', '')).strip()}`", ""]
+    md = [
+        "# SST-2: the DynaBERT grid against baselines (MiniLM-L6-H384)",
+        "",
+        f"`{('python bench/sst2.py ' + report.get('argv', '')).strip()}`",
+        "",
+    ]
     if len(report.get("invocations", [])) > 1:
-        md += ["Run in steps on one work folder (stages already done are skipped, their measurements kept): "
-               + "; ".join(f"`{i['argv'].strip()}` at {i['started']}" for i in report["invocations"]) + ".", ""]
-    md += [
-          "## Settings", ""]
+        md += [
+            "Run in steps on one work folder (stages already done are skipped, their measurements kept): "
+            + "; ".join(f"`{i['argv'].strip()}` at {i['started']}" for i in report["invocations"])
+            + ".",
+            "",
+        ]
+    md += ["## Settings", ""]
     md += [f"- {k.replace('_', ' ')}: {v}" for k, v in s.items()]
     total = report.get("wall_seconds_all_stages")
     if total:
         md.append(f"- wall time of all training/evaluation stages: {total / 60:.1f} min")
-    md += ["", f"Teacher (fine-tuned full model) dev accuracy: **{100 * report['teacher']:.2f}**", "",
-           "## Dev accuracy per cell", "",
-           "| width | depth | FLOPs | latency ms | " + " | ".join(names[k] for k in g) + " |",
-           "|---|---|---|---|" + "---|" * len(g)]
+    md += [
+        "",
+        f"Teacher (fine-tuned full model) dev accuracy: **{100 * report['teacher']:.2f}**",
+        "",
+        "## Dev accuracy per cell",
+        "",
+        "| width | depth | FLOPs | latency ms | " + " | ".join(names[k] for k in g) + " |",
+        "|---|---|---|---|" + "---|" * len(g),
+    ]
     for lab in labels:
         r = report["rows"][lab]
         ms = lat.get(lab)
-        md.append(f"| {r['width_mult']:g} | {r['depth_mult']:g} | {r['flops_rel']:.3f} | {ms:.2f} |" if ms else
-                  f"| {r['width_mult']:g} | {r['depth_mult']:g} | {r['flops_rel']:.3f} | - |")
+        md.append(
+            f"| {r['width_mult']:g} | {r['depth_mult']:g} | {r['flops_rel']:.3f} | {ms:.2f} |"
+            if ms
+            else f"| {r['width_mult']:g} | {r['depth_mult']:g} | {r['flops_rel']:.3f} | - |"
+        )
         md[-1] += "".join(f" {100 * g[k][lab]:.2f} |" for k in g)
     md += ["", "## Targets", "", "| target | measured | met |", "|---|---|---|"]
     md += [f"| {name} | {val} | {'yes' if ok else '**no**'} |" for name, val, ok in targets(report)]
     if report.get("target_gaps"):
         n = next(iter(report["target_gaps"].values()))["dev_examples"]
-        md += ["", f"Gap = teacher minus cell, in points of dev accuracy; one dev example is {100 / n:.2f} points. "
-               "The interval is a 95% paired bootstrap over the dev examples (5,000 resamples). Examples only the teacher / "
-               "only the cell gets right: " + ", ".join(f"{k} {v['only_teacher_right']}/{v['only_cell_right']}"
-                                                        for k, v in report["target_gaps"].items()) + "."]
+        md += [
+            "",
+            f"Gap = teacher minus cell, in points of dev accuracy; one dev example is {100 / n:.2f} points. "
+            "The interval is a 95% paired bootstrap over the dev examples (5,000 resamples). Examples only the teacher / "
+            "only the cell gets right: "
+            + ", ".join(
+                f"{k} {v['only_teacher_right']}/{v['only_cell_right']}" for k, v in report["target_gaps"].items()
+            )
+            + ".",
+        ]
     if report.get("trajectory"):
         cells = list(TARGET_CELLS)
-        md += ["", "## The target cells during training", "",
-               "Dev accuracy logged at the end of each epoch of each stage (cells a stage does not train are blank).", "",
-               "| model | after | " + " | ".join(cells) + " |", "|---|---|" + "---|" * len(cells)]
+        md += [
+            "",
+            "## The target cells during training",
+            "",
+            "Dev accuracy logged at the end of each epoch of each stage (cells a stage does not train are blank).",
+            "",
+            "| model | after | " + " | ".join(cells) + " |",
+            "|---|---|" + "---|" * len(cells),
+        ]
         for key, evals in report["trajectory"].items():
             for e in evals:
-                md.append(f"| {names.get(key, key)} | {e['stage']} epoch {e['epoch']} | "
-                          + " | ".join(f"{100 * e['scores'][c]:.2f}" if c in e["scores"] else "" for c in cells) + " |")
+                md.append(
+                    f"| {names.get(key, key)} | {e['stage']} epoch {e['epoch']} | "
+                    + " | ".join(f"{100 * e['scores'][c]:.2f}" if c in e["scores"] else "" for c in cells)
+                    + " |"
+                )
     if report.get("latency", {}).get("setup"):
         st = report["latency"]["setup"]
-        md += ["", f"Latency: onnxruntime fp32, {st.get('device')}, {st.get('threads')} thread(s), batch {st.get('batch')}, seq {st.get('seq')}."]
-    md += ["", "## Stage wall time and peak memory (max RSS of the stage's process)", "", "| stage | seconds | peak MiB |", "|---|---|---|"]
+        md += [
+            "",
+            f"Latency: onnxruntime fp32, {st.get('device')}, {st.get('threads')} thread(s), batch {st.get('batch')}, seq {st.get('seq')}.",
+        ]
+    md += [
+        "",
+        "## Stage wall time and peak memory (max RSS of the stage's process)",
+        "",
+        "| stage | seconds | peak MiB |",
+        "|---|---|---|",
+    ]
     md += [f"| {k} | {v['seconds']:.0f} | {mib(v)} |" for k, v in report["stages_measured"].items()]
     if any(v.get("peak_method") != "VmHWM" for v in report["stages_measured"].values()):
-        md += ["", "\\* measured as the max RSS that wait4 returns. Linux carries the benchmark process's own size at "
-               "fork time into that figure, so a starred value is max(the stage's own peak, the benchmark process's size "
-               "when it started the stage): exact when the stage outgrew the benchmark process (the training stages, "
-               "all above 1 GB), an upper bound otherwise. Later runs read the stage's own VmHWM instead."]
+        md += [
+            "",
+            "\\* measured as the max RSS that wait4 returns. Linux carries the benchmark process's own size at "
+            "fork time into that figure, so a starred value is max(the stage's own peak, the benchmark process's size "
+            "when it started the stage): exact when the stage outgrew the benchmark process (the training stages, "
+            "all above 1 GB), an upper bound otherwise. Later runs read the stage's own VmHWM instead.",
+        ]
     write_md(md, report, stem.with_suffix(".md"))
     plot(report, stem.with_suffix(".png"), names, labels, lat)
 
@@ -402,10 +504,12 @@ def plot(report, path: Path, names, labels, lat) -> None:
     use_lat = all(lat.get(l) for l in labels)
     xs = [lat[l] if use_lat else report["rows"][l]["flops_rel"] for l in labels]
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=120)
-    style = {"dynabert": dict(marker="o", color="tab:blue", s=42),
-             "A_teacher_sliced": dict(marker="x", color="tab:orange", s=30),
-             "B_rewired_sliced": dict(marker="+", color="tab:red", s=40),
-             "C_no_rewiring": dict(marker="s", facecolors="none", edgecolors="tab:green", s=34)}
+    style = {
+        "dynabert": dict(marker="o", color="tab:blue", s=42),
+        "A_teacher_sliced": dict(marker="x", color="tab:orange", s=30),
+        "B_rewired_sliced": dict(marker="+", color="tab:red", s=40),
+        "C_no_rewiring": dict(marker="s", facecolors="none", edgecolors="tab:green", s=34),
+    }
     every = []
     for key, series in report["grid"].items():
         ys = [100 * series[l] for l in labels]
@@ -415,12 +519,24 @@ def plot(report, path: Path, names, labels, lat) -> None:
             offset = {1.0: (4, 4), 0.75: (4, -11), 0.5: (-40, 6), 0.25: (-40, -11)}
             for x, y, l in zip(xs, ys, labels):
                 w = report["rows"][l]["width_mult"]
-                ax.annotate(l.replace("_", " "), (x, y), fontsize=7, xytext=offset.get(w, (3, 3)), textcoords="offset points")
+                ax.annotate(
+                    l.replace("_", " "), (x, y), fontsize=7, xytext=offset.get(w, (3, 3)), textcoords="offset points"
+                )
     front = pareto(every)
-    ax.plot([p[0] for p in front], [p[1] for p in front], "-", c="k", lw=1.2, alpha=0.6, zorder=2,
-            label="Pareto front (all points)")
+    ax.plot(
+        [p[0] for p in front],
+        [p[1] for p in front],
+        "-",
+        c="k",
+        lw=1.2,
+        alpha=0.6,
+        zorder=2,
+        label="Pareto front (all points)",
+    )
     ax.axhline(100 * report["teacher"], ls="--", c="grey", lw=1, label="teacher")
-    ax.set_xlabel("latency, ms (ONNX fp32, batch 1, seq 128, 1 thread)" if use_lat else "FLOPs relative to the full model")
+    ax.set_xlabel(
+        "latency, ms (ONNX fp32, batch 1, seq 128, 1 thread)" if use_lat else "FLOPs relative to the full model"
+    )
     ax.set_ylabel("SST-2 dev accuracy, %")
     ax.set_title("MiniLM-L6-H384 on SST-2: every width x depth sub-network")
     ax.grid(alpha=0.3)

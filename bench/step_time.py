@@ -5,6 +5,7 @@ all of them alike; the printed ratios are medians over the repeats.
 
     python bench/step_time.py [--batches 12] [--batch-size 32] [--max-seq 128] [--threads 2]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,12 @@ def measure(batches: int = 12, batch_size: int = 32, max_seq: int = 128, threads
     grid = subnet_grid((1.0, 0.75, 0.5, 0.25), (1.0, 0.75, 0.5))
     kinds = {
         "plain": lambda b: task_step(student, b, [SubnetSpec()], depth_rule="keep-last", is_regression=False),
-        "width": lambda b: distill_step(student, teacher, b, widths, l1=1.0, l2=0.1, depth_rule="keep-last", is_regression=False),
-        "depth": lambda b: distill_step(student, teacher, b, grid, l1=1.0, l2=1.0, depth_rule="keep-last", is_regression=False),
+        "width": lambda b: distill_step(
+            student, teacher, b, widths, l1=1.0, l2=0.1, depth_rule="keep-last", is_regression=False
+        ),
+        "depth": lambda b: distill_step(
+            student, teacher, b, grid, l1=1.0, l2=1.0, depth_rule="keep-last", is_regression=False
+        ),
     }
 
     def full_step(kind, b) -> float:

@@ -5,6 +5,7 @@ one a JobEnded with the result. A later "stop" line on stdin, or stdin closing (
 asks the job to stop at its next check. Anything else that writes to stdout (a library's print) is
 sent to stderr, so stdout carries nothing but events.
 """
+
 from __future__ import annotations
 
 import os

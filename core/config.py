@@ -1,4 +1,5 @@
 """Project configuration: frozen dataclasses, JSON with a schema version, profiles of hyper-parameters."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +19,13 @@ DEFAULT_DEPTH_RULE = "paper"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 STAGES = ("finetune", "rewire", "width", "depth", "finetune-subnets", "evaluate")
 # the model each training stage leaves in models/ (finetune-subnets leaves none when it is skipped)
-STAGE_MODEL = {"finetune": "teacher", "rewire": "rewired", "width": "width", "depth": "depth", "finetune-subnets": "subnets"}
+STAGE_MODEL = {
+    "finetune": "teacher",
+    "rewire": "rewired",
+    "width": "width",
+    "depth": "depth",
+    "finetune-subnets": "subnets",
+}
 
 
 @dataclass(frozen=True)
@@ -130,19 +137,29 @@ def validate_train(t: TrainConfig) -> TrainConfig:
         v = getattr(t, name)
         if isinstance(v, bool) or not isinstance(v, int):
             raise bad(name, f"{v!r} is not a whole number: write one such as {getattr(TrainConfig, name)}")
-    if t.max_train_examples is not None and (isinstance(t.max_train_examples, bool) or not isinstance(t.max_train_examples, int)):
+    if t.max_train_examples is not None and (
+        isinstance(t.max_train_examples, bool) or not isinstance(t.max_train_examples, int)
+    ):
         raise bad("max_train_examples", f"{t.max_train_examples!r} is not a whole number (or null for all rows)")
     for f in fields(TrainConfig):
         v = getattr(t, f.name)
-        if f.type in ("float", float) and (isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf"))):
+        if f.type in ("float", float) and (
+            isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf"))
+        ):
             raise bad(f.name, f"{v!r} is not a number: write one such as {f.default}")
     if not 0 <= t.seed < 2**32:
         raise bad("seed", "must be between 0 and 4294967295")
     if not t.checkpoint_minutes > 0:
         raise bad("checkpoint_minutes", "must be more than 0, e.g. 10")
     if t.checkpoint_every < 1 or t.eval_batch_size < 1 or t.importance_examples < 0:
-        raise bad("checkpoint_every" if t.checkpoint_every < 1 else "eval_batch_size" if t.eval_batch_size < 1 else
-                  "importance_examples", "must be at least 1 (importance_examples: 0 or more)")
+        raise bad(
+            "checkpoint_every"
+            if t.checkpoint_every < 1
+            else "eval_batch_size"
+            if t.eval_batch_size < 1
+            else "importance_examples",
+            "must be at least 1 (importance_examples: 0 or more)",
+        )
     if t.batch_size < 1:
         raise bad("batch_size", "must be at least 1")
     if not 8 <= t.max_seq_length <= 4096:
@@ -172,8 +189,10 @@ def validate_train(t: TrainConfig) -> TrainConfig:
         raise bad("reuse_importance_rows", "must be true or false")
     w = t.warmup_frac
     if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < 1):
-        raise bad("warmup_frac", f"{w!r} must be a fraction of the steps in [0, 1), such as 0.06, or null for the "
-                                 "model family's default")
+        raise bad(
+            "warmup_frac",
+            f"{w!r} must be a fraction of the steps in [0, 1), such as 0.06, or null for the model family's default",
+        )
     return t
 
 
@@ -205,20 +224,28 @@ class ProjectConfig:
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"{source}: not valid JSON (line {exc.lineno}): restore it or create the project again") from None
+            raise ConfigError(
+                f"{source}: not valid JSON (line {exc.lineno}): restore it or create the project again"
+            ) from None
         except RecursionError:
-            raise ConfigError(f"{source}: nested too deeply to be a project file: restore it or create the project again") from None
+            raise ConfigError(
+                f"{source}: nested too deeply to be a project file: restore it or create the project again"
+            ) from None
         if not isinstance(raw, dict):
-            raise ConfigError(f"{source}: holds a JSON {_json_kind(raw)}, not an object of settings: restore it or "
-                              "create the project again")
+            raise ConfigError(
+                f"{source}: holds a JSON {_json_kind(raw)}, not an object of settings: restore it or "
+                "create the project again"
+            )
         return ProjectConfig.from_dict(migrate(raw, source), source)
 
     @staticmethod
     def from_dict(raw: dict, source: str = "project.json") -> ProjectConfig:
         for part in ("data", "train"):
             if not isinstance(raw.get(part, {}), dict):
-                raise ConfigError(f"{source}: '{part}' is a JSON {_json_kind(raw[part])}, not an object of settings: "
-                                  "restore it or create the project again")
+                raise ConfigError(
+                    f"{source}: '{part}' is a JSON {_json_kind(raw[part])}, not an object of settings: "
+                    "restore it or create the project again"
+                )
         try:
             data = _build(DataConfig, raw.get("data", {}), f"{source}: data")
             train = validate_train(_build(TrainConfig, raw.get("train", {}), f"{source}: train"))
@@ -236,7 +263,9 @@ class ProjectConfig:
 
 
 def _json_kind(v) -> str:
-    return {list: "list", str: "string", type(None): "null", bool: "true/false", int: "number", float: "number"}.get(type(v), type(v).__name__)
+    return {list: "list", str: "string", type(None): "null", bool: "true/false", int: "number", float: "number"}.get(
+        type(v), type(v).__name__
+    )
 
 
 def _build(cls, values: dict, where: str):

@@ -4,6 +4,7 @@
 latency-<device>.json; `dynastudio latency DIR --import FILE` merges it into latency.json under the
 device's name, beside (never over) the measurements taken on this machine.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,7 +38,7 @@ def device_kit_job(project: Project, request: DeviceKitRequest, events, stop: St
     if bad or not request.formats:
         raise ConfigError(f"device-kit --formats {','.join(request.formats)}: choose from {', '.join(KIT_FORMATS)}")
     t = project.config.train
-    specs = ([SubnetSpec(w, d) for w, d in request.cells] if request.cells else subnet_grid(t.width_mults, t.depth_mults))
+    specs = [SubnetSpec(w, d) for w, d in request.cells] if request.cells else subnet_grid(t.width_mults, t.depth_mults)
     out = Path(request.out_dir).expanduser().resolve()
     if out.exists() and not request.overwrite:
         raise ConfigError(f"{out}: exists: pick another --out, or --overwrite to replace it")
@@ -64,14 +65,29 @@ def device_kit_job(project: Project, request: DeviceKitRequest, events, stop: St
             for p in folder.iterdir():  # export_cell also leaves the fp32 file that int8 is made from
                 if not any(p.name == k or p.name.startswith(k + ".") for k in keep):
                     p.unlink()
-            cells.append({"label": spec.label, "width_mult": spec.width_mult, "depth_mult": spec.depth_mult,
-                          "inputs": names, "vocab_size": slim.config.vocab_size,
-                          "files": {fmt: f"models/{spec.label}/{p.name}" for fmt, p in cell.files.items()}})
+            cells.append(
+                {
+                    "label": spec.label,
+                    "width_mult": spec.width_mult,
+                    "depth_mult": spec.depth_mult,
+                    "inputs": names,
+                    "vocab_size": slim.config.vocab_size,
+                    "files": {fmt: f"models/{spec.label}/{p.name}" for fmt, p in cell.files.items()},
+                }
+            )
             events(StageProgress("device-kit", i + 1, len(specs)))
-        kit = {"kind": "dynastudio-device-kit", "version": 1, "id": uuid.uuid4().hex[:12],
-               "project": project.config.name or project.root.name, "model": name, "seq": settings.seq,
-               "max_seq": max_seq, "disabled_optimizers": list(ORT_DISABLED_OPTIMIZERS),
-               "made": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cells": cells}
+        kit = {
+            "kind": "dynastudio-device-kit",
+            "version": 1,
+            "id": uuid.uuid4().hex[:12],
+            "project": project.config.name or project.root.name,
+            "model": name,
+            "seq": settings.seq,
+            "max_seq": max_seq,
+            "disabled_optimizers": list(ORT_DISABLED_OPTIMIZERS),
+            "made": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "cells": cells,
+        }
         atomic_write_text(tmp / "kit.json", json.dumps(kit, indent=2))
         runner = resources.files("dynastudio.core").joinpath("kit/run_kit.py").read_text(encoding="utf-8")
         atomic_write_text(tmp / "run_kit.py", runner)
@@ -90,14 +106,14 @@ def device_kit_job(project: Project, request: DeviceKitRequest, events, stop: St
 
 def _readme(kit: dict) -> str:
     labels = ", ".join(c["label"] for c in kit["cells"])
-    return f"""# DynaBERT Studio device kit ({kit['project']})
+    return f"""# DynaBERT Studio device kit ({kit["project"]})
 
-Sub-networks: {labels}. Each is an ONNX file under `models/`, made from the project's `{kit['model']}` model.
+Sub-networks: {labels}. Each is an ONNX file under `models/`, made from the project's `{kit["model"]}` model.
 
 ## On the device
 Python 3.8 or newer with numpy and onnxruntime (`pip install numpy onnxruntime`), nothing else:
 
-    python run_kit.py --threads 1 --batch 1 --seq {kit['seq']} --device my-board
+    python run_kit.py --threads 1 --batch 1 --seq {kit["seq"]} --device my-board
 
 It times every sub-network with full-length random inputs, the way `dynastudio latency` does, and
 writes `latency-my-board.json` beside it (the device, its CPU, the onnxruntime version, and per

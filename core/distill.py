@@ -1,4 +1,5 @@
 """Distillation losses and the one training loop every stage uses (finetune, width, depth, sub-network finetune)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -56,8 +57,15 @@ class SubnetRunner(nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask, token_type_ids, spec: SubnetSpec, depth_rule: str, need_hidden: bool):
-        out = forward_subnet(self.model, input_ids, attention_mask, token_type_ids, spec=spec, depth_rule=depth_rule,
-                             need_hidden=need_hidden)
+        out = forward_subnet(
+            self.model,
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            spec=spec,
+            depth_rule=depth_rule,
+            need_hidden=need_hidden,
+        )
         return out.logits, tuple(out.hidden_states)
 
 
@@ -94,8 +102,14 @@ class StepContext:
         return runtime.autocast(self.device, self.precision)
 
     def forward(self, batch: dict, spec: SubnetSpec, depth_rule: str, need_hidden: bool = False) -> SubnetOutput:
-        logits, hidden = self.runner(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
-                                     spec=spec, depth_rule=depth_rule, need_hidden=need_hidden)
+        logits, hidden = self.runner(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch.get("token_type_ids"),
+            spec=spec,
+            depth_rule=depth_rule,
+            need_hidden=need_hidden,
+        )
         return SubnetOutput(logits, list(hidden), [])
 
     def sync(self, last: bool):
@@ -174,8 +188,15 @@ def distill_step(
     return losses
 
 
-def task_step(model: nn.Module, batch: dict, specs: Sequence[SubnetSpec], *, depth_rule: str, is_regression: bool,
-              ctx: StepContext | None = None) -> dict[str, torch.Tensor]:
+def task_step(
+    model: nn.Module,
+    batch: dict,
+    specs: Sequence[SubnetSpec],
+    *,
+    depth_rule: str,
+    is_regression: bool,
+    ctx: StepContext | None = None,
+) -> dict[str, torch.Tensor]:
     """Plain task-loss training of each sub-network (fine-tuning the teacher is the single full spec)."""
     ctx = (ctx or StepContext.plain(model)).for_batch(batch)
     losses: dict[str, torch.Tensor] = {spec.label: None for spec in specs}
@@ -230,8 +251,12 @@ def _wrap(model: nn.Module, device: torch.device) -> nn.Module:
         return runner
     # every parameter is used in the full model's pass, which each step runs last (see `sync_last`), so
     # DDP need not search the graph for unused parameters; there are no buffers to broadcast
-    return DistributedDataParallel(runner, device_ids=[device.index] if device.type == "cuda" else None,
-                                   broadcast_buffers=False, find_unused_parameters=False)
+    return DistributedDataParallel(
+        runner,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        broadcast_buffers=False,
+        find_unused_parameters=False,
+    )
 
 
 def _global_losses(losses: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -266,8 +291,10 @@ def train_loop(
     device = torch.device(device)
     world, rank = runtime.world(), runtime.rank()
     if s.batch_size < world:
-        raise ConfigError(f"train.batch_size {s.batch_size} is smaller than the {world} processes: "
-                          f"each needs rows: use a batch size of at least {world}")
+        raise ConfigError(
+            f"train.batch_size {s.batch_size} is smaller than the {world} processes: "
+            f"each needs rows: use a batch size of at least {world}"
+        )
     per_epoch = num_batches(len(data), s.batch_size)
     total = max(1, math.ceil(s.epochs * per_epoch))
     warmup = int(s.warmup_frac * total)
@@ -305,8 +332,19 @@ def train_loop(
     pin = device.type == "cuda"
     while step < total:
         epoch, skip = divmod(step, per_epoch)
-        for batch in iterate_batches(data, s.batch_size, shuffle=True, seed=s.seed, epoch=epoch, skip=skip, pad_id=pad_id,
-                                     group_by_length=s.group_by_length, rank=rank, world=world, pin_memory=pin):
+        for batch in iterate_batches(
+            data,
+            s.batch_size,
+            shuffle=True,
+            seed=s.seed,
+            epoch=epoch,
+            skip=skip,
+            pad_id=pad_id,
+            group_by_length=s.group_by_length,
+            rank=rank,
+            world=world,
+            pin_memory=pin,
+        ):
             if runtime.any_process(stop.is_set()):
                 checkpoint()
                 raise Cancelled("stopped by request")
@@ -350,7 +388,11 @@ def _restore_rng(resume, s: LoopSettings, device, world: int, rank: int, events)
     if rank == 0 and resume.rng_state is not None and saved_world == world:
         torch.set_rng_state(resume.rng_state)  # a checkpoint from before per-process states were kept
         return
-    torch.manual_seed(hash((s.seed, resume.step, rank)) % (2 ** 31))
+    torch.manual_seed(hash((s.seed, resume.step, rank)) % (2**31))
     if rank == 0:
-        events(LogMessage(f"{s.stage}: resumed with {world} process(es) where the checkpoint had {saved_world}: the "
-                          f"data order is the same, dropout draws new random numbers"))
+        events(
+            LogMessage(
+                f"{s.stage}: resumed with {world} process(es) where the checkpoint had {saved_world}: the "
+                f"data order is the same, dropout draws new random numbers"
+            )
+        )

@@ -1,4 +1,5 @@
 """Run a BERT-family classifier at any width/depth by slicing its weights at run time (no masking)."""
+
 from __future__ import annotations
 
 import math
@@ -94,9 +95,22 @@ def layer_weights(model: nn.Module, i: int) -> LayerWeights:
     layer = encoder_of(model).encoder.layer[i]
     sa, ao, fi, fo = layer.attention.self, layer.attention.output, layer.intermediate.dense, layer.output
     return LayerWeights(
-        sa.query.weight, sa.query.bias, sa.key.weight, sa.key.bias, sa.value.weight, sa.value.bias,
-        ao.dense.weight, ao.dense.bias, ao.LayerNorm.weight, ao.LayerNorm.bias,
-        fi.weight, fi.bias, fo.dense.weight, fo.dense.bias, fo.LayerNorm.weight, fo.LayerNorm.bias,
+        sa.query.weight,
+        sa.query.bias,
+        sa.key.weight,
+        sa.key.bias,
+        sa.value.weight,
+        sa.value.bias,
+        ao.dense.weight,
+        ao.dense.bias,
+        ao.LayerNorm.weight,
+        ao.LayerNorm.bias,
+        fi.weight,
+        fi.bias,
+        fo.dense.weight,
+        fo.dense.bias,
+        fo.LayerNorm.weight,
+        fo.LayerNorm.bias,
     )
 
 
@@ -160,9 +174,7 @@ def forward_subnet(
 def subnet_grid(width_mults: Sequence[float], depth_mults: Sequence[float]) -> list[SubnetSpec]:
     """All width x depth combinations, widest and deepest first."""
     return [
-        SubnetSpec(w, d)
-        for d in sorted(set(depth_mults), reverse=True)
-        for w in sorted(set(width_mults), reverse=True)
+        SubnetSpec(w, d) for d in sorted(set(depth_mults), reverse=True) for w in sorted(set(width_mults), reverse=True)
     ]
 
 

@@ -54,5 +54,7 @@ def disk_full(exc: BaseException, what: str) -> DiskFull | None:
         e, seen = e.__cause__ or e.__context__, seen + 1
     else:
         return None
-    return DiskFull(f"{what}: the disk is full, so it was not written (the previous version, if any, is kept): "
-                    "free some space and run the same command again")
+    return DiskFull(
+        f"{what}: the disk is full, so it was not written (the previous version, if any, is kept): "
+        "free some space and run the same command again"
+    )

@@ -1,4 +1,5 @@
 """Scoring sub-networks on dev, and the evaluate stage that writes the results grid (results.json)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,16 @@ from .prepare import RunInputs
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, enc: Encoded, spec: SubnetSpec, depth_rule: str, batch_size: int, pad_id: int, device,
-            precision: str = "fp32") -> np.ndarray:
+def predict(
+    model: nn.Module,
+    enc: Encoded,
+    spec: SubnetSpec,
+    depth_rule: str,
+    batch_size: int,
+    pad_id: int,
+    device,
+    precision: str = "fp32",
+) -> np.ndarray:
     """Logits of every row of `enc`, in its order (float32, on the CPU).
 
     Rows run sorted by length (batches carry almost no padding; a row's logits do not depend on its
@@ -25,16 +34,20 @@ def predict(model: nn.Module, enc: Encoded, spec: SubnetSpec, depth_rule: str, b
     model.eval()
     lengths = row_lengths(enc)
     order = np.argsort(lengths, kind="stable")
-    mine = order[runtime.rank()::runtime.world()]
-    part = Encoded([enc.input_ids[i] for i in mine],
-                   None if enc.token_type_ids is None else [enc.token_type_ids[i] for i in mine],
-                   [enc.labels[i] for i in mine], enc.is_regression)
+    mine = order[runtime.rank() :: runtime.world()]
+    part = Encoded(
+        [enc.input_ids[i] for i in mine],
+        None if enc.token_type_ids is None else [enc.token_type_ids[i] for i in mine],
+        [enc.labels[i] for i in mine],
+        enc.is_regression,
+    )
     out = []
     for batch in iterate_batches(part, batch_size, shuffle=False, pad_id=pad_id):
         b = to_device(batch, device)
         with runtime.autocast(device, precision):
-            logits = forward_subnet(model, b["input_ids"], b["attention_mask"], b.get("token_type_ids"), spec=spec,
-                                    depth_rule=depth_rule).logits
+            logits = forward_subnet(
+                model, b["input_ids"], b["attention_mask"], b.get("token_type_ids"), spec=spec, depth_rule=depth_rule
+            ).logits
         out.append(logits.float().cpu())
     local = torch.cat(out).numpy() if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
     result = np.zeros((len(enc), local.shape[1]), dtype=np.float32)
@@ -52,7 +65,9 @@ def eval_batch_size(cfg, device) -> int:
     return t.eval_batch_size
 
 
-def evaluate_specs(inputs: RunInputs, model: nn.Module, specs, depth_rule: str | None = None, on_spec=None) -> dict[str, dict]:
+def evaluate_specs(
+    inputs: RunInputs, model: nn.Module, specs, depth_rule: str | None = None, on_spec=None
+) -> dict[str, dict]:
     """The task metric on dev for each sub-network: label -> metrics dict (with "score")."""
     rule = depth_rule or inputs.cfg.train.depth_rule
     labels = np.asarray(inputs.dev.labels)
@@ -74,16 +89,18 @@ def grid_rows(inputs: RunInputs, model: nn.Module, specs, scores: dict[str, dict
     for spec in specs:
         size = subnet_size(model.config, spec, rule, seq)
         m = scores[spec.label]
-        rows.append({
-            "label": spec.label,
-            "width_mult": spec.width_mult,
-            "depth_mult": spec.depth_mult,
-            "metric": inputs.task.metric,
-            "value": m["score"],
-            "metrics": m,
-            **size,
-            "flops_rel": size["flops"] / full["flops"],
-        })
+        rows.append(
+            {
+                "label": spec.label,
+                "width_mult": spec.width_mult,
+                "depth_mult": spec.depth_mult,
+                "metric": inputs.task.metric,
+                "value": m["score"],
+                "metrics": m,
+                **size,
+                "flops_rel": size["flops"] / full["flops"],
+            }
+        )
     return rows
 
 
@@ -127,27 +144,42 @@ def teacher_check(inputs: RunInputs, logits: np.ndarray) -> dict:
     diffs = []
     for _ in range(TEACHER_RESAMPLES if len(labels) > 1 else 0):
         idx = rng.integers(0, len(labels), len(labels))
-        diffs.append(compute_metric(metric, logits[idx], labels[idx])["score"] - _constant_score(metric, const[idx], labels[idx]))
+        diffs.append(
+            compute_metric(metric, logits[idx], labels[idx])["score"] - _constant_score(metric, const[idx], labels[idx])
+        )
     low = float(np.percentile(diffs, 5)) if diffs else score - base
     clearly = bool(score - base >= TEACHER_MIN_MARGIN and low > 0)
     advice = "" if clearly else _teacher_advice(inputs, score, base, low)
-    return {"score": float(score), "constant": float(base), "margin_low": low, "clearly_better": clearly, "advice": advice}
+    return {
+        "score": float(score),
+        "constant": float(base),
+        "margin_low": low,
+        "clearly_better": clearly,
+        "advice": advice,
+    }
 
 
 def _teacher_advice(inputs: RunInputs, score: float, base: float, low: float) -> str:
     t, root = inputs.cfg.train, inputs.project.root
     what = "the mean label" if inputs.task.is_regression else "the majority class"
-    fixes = [f"more training rows (it trained on {len(inputs.train):,})", f"more teacher epochs (teacher_epochs {t.teacher_epochs:g})",
-             f"a higher teacher learning rate (teacher_lr {t.teacher_lr:g})"]
+    fixes = [
+        f"more training rows (it trained on {len(inputs.train):,})",
+        f"more teacher epochs (teacher_epochs {t.teacher_epochs:g})",
+        f"a higher teacher learning rate (teacher_lr {t.teacher_lr:g})",
+    ]
     lengths = row_lengths(inputs.train)
     cut = float(np.mean(lengths >= t.max_seq_length)) if len(lengths) else 0.0
     if cut >= 0.05:
-        fixes.append(f"a longer max_seq_length ({100 * cut:.0f} % of the training rows are cut at {t.max_seq_length} tokens)")
-    return (f"the teacher scores {score:.4f} {inputs.task.metric} on dev, not clearly better than always predicting {what} "
-            f"({base:.4f}; 95 % lower bound of the difference {low:+.4f}), so distilling it cannot give useful "
-            f"sub-networks. Likely fixes: {', '.join(fixes[:-1])} or {fixes[-1]}. To train it again with other settings: edit "
-            f"\"train\" in {root / 'project.json'}, delete {root / 'models' / 'teacher'} and run again (the teacher "
-            "and every stage after it are redone)")
+        fixes.append(
+            f"a longer max_seq_length ({100 * cut:.0f} % of the training rows are cut at {t.max_seq_length} tokens)"
+        )
+    return (
+        f"the teacher scores {score:.4f} {inputs.task.metric} on dev, not clearly better than always predicting {what} "
+        f"({base:.4f}; 95 % lower bound of the difference {low:+.4f}), so distilling it cannot give useful "
+        f"sub-networks. Likely fixes: {', '.join(fixes[:-1])} or {fixes[-1]}. To train it again with other settings: edit "
+        f'"train" in {root / "project.json"}, delete {root / "models" / "teacher"} and run again (the teacher '
+        "and every stage after it are redone)"
+    )
 
 
 def evaluate_grid(inputs: RunInputs, model: nn.Module, model_name: str, teacher: dict, events, stop) -> dict:

@@ -1,4 +1,5 @@
 """The fixed set of events a job reports, and the stop token it checks between steps."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -207,10 +208,26 @@ class JobEnded:
 
 
 # ---- events as JSON lines -----------------------------------------------------------------------
-EVENT_TYPES: dict[str, type] = {cls.__name__: cls for cls in (
-    StageStarted, StageProgress, StageEnded, StepEnded, EvalEnded, ImportanceReady, CheckpointSaved, ExportDone,
-    LogMessage, LatencyMeasured, RunStarted, StopAcknowledged, RunEnded, JobEnded, TeacherChecked,
-)}
+EVENT_TYPES: dict[str, type] = {
+    cls.__name__: cls
+    for cls in (
+        StageStarted,
+        StageProgress,
+        StageEnded,
+        StepEnded,
+        EvalEnded,
+        ImportanceReady,
+        CheckpointSaved,
+        ExportDone,
+        LogMessage,
+        LatencyMeasured,
+        RunStarted,
+        StopAcknowledged,
+        RunEnded,
+        JobEnded,
+        TeacherChecked,
+    )
+}
 
 
 def event_to_json(event) -> str:

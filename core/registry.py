@@ -2,6 +2,7 @@
 and the studio. Importing it is light (no engine code): a job's module is imported by `Job.fn` when it runs, so
 the studio lists jobs and builds requests without loading torch; core.jobs runs them.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -49,15 +50,27 @@ def register(job: Job) -> Job:
 
 
 _STAGE_TITLES = {
-    "finetune": "Fine-tune the teacher", "rewire": "Importance and rewiring", "width": "Width distillation",
-    "depth": "Width x depth distillation", "finetune-subnets": "Fine-tune sub-networks", "evaluate": "Evaluate every sub-network",
+    "finetune": "Fine-tune the teacher",
+    "rewire": "Importance and rewiring",
+    "width": "Width distillation",
+    "depth": "Width x depth distillation",
+    "finetune-subnets": "Fine-tune sub-networks",
+    "evaluate": "Evaluate every sub-network",
 }
 register(Job("create", ".jobs:create_job", CreateRequest, "Create the project", opens_project=False))
-register(Job("table-summary", ".jobs:table_summary_job", TableSummaryRequest, "Read a data file",
-             opens_project=False))
+register(Job("table-summary", ".jobs:table_summary_job", TableSummaryRequest, "Read a data file", opens_project=False))
 register(Job("run", ".stages:run_job", RunRequest, "Train (every unfinished stage)", trains=True, locks=True))
 for _stage in STAGES:
-    register(Job(_stage, f".stages:{_stage.replace('-', '_')}_job", StageRequest, _STAGE_TITLES[_stage], trains=True, locks=True))
+    register(
+        Job(
+            _stage,
+            f".stages:{_stage.replace('-', '_')}_job",
+            StageRequest,
+            _STAGE_TITLES[_stage],
+            trains=True,
+            locks=True,
+        )
+    )
 register(Job("latency", ".latency:latency_job", LatencyRequest, "Measure latency", locks=True))
 register(Job("export", ".export.job:export_job", ExportRequest, "Export a sub-network"))
 register(Job("device-kit", ".devicekit:device_kit_job", DeviceKitRequest, "Make a device kit"))

@@ -2,6 +2,7 @@
 
 Light on purpose (no torch): the studio builds requests and reads results without loading the engine.
 """
+
 from __future__ import annotations
 
 import dataclasses

@@ -10,6 +10,7 @@ other channel and can attach to a run it did not start (the studio reopened, ano
 
 This module is light (no torch): the studio imports it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -75,7 +76,7 @@ def _proc_start(pid: int) -> str | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rfind(")") + 2:].split()
+    fields = stat[stat.rfind(")") + 2 :].split()
     return fields[19] if len(fields) > 19 else None  # field 22 of the whole line
 
 
@@ -84,7 +85,7 @@ def _zombie(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return False
-    return stat[stat.rfind(")") + 2:][:1] in ("Z", "X")
+    return stat[stat.rfind(")") + 2 :][:1] in ("Z", "X")
 
 
 def pid_alive(pid: int, proc_start: str | None = None) -> bool:
@@ -145,8 +146,10 @@ class LockInfo:
     def describe(self) -> str:
         ago = _ago(time.time() - self.started)
         what = "a training run" if self.job != "latency" else "a latency measurement"
-        return (f"{what} (`dynastudio {self.job}`, process {self.pid} on {self.host}, started "
-                f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(self.started))}, {ago} ago)")
+        return (
+            f"{what} (`dynastudio {self.job}`, process {self.pid} on {self.host}, started "
+            f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(self.started))}, {ago} ago)"
+        )
 
 
 def _ago(seconds: float) -> str:
@@ -173,8 +176,15 @@ def read_lock_file(path: Path) -> LockInfo | None:
         raise ProjectError(f"{path}: cannot be read ({exc.strerror}): check the folder's permissions") from None
     try:
         d = json.loads(raw)
-        return LockInfo(int(d["pid"]), str(d["host"]), float(d["started"]), str(d.get("job", "run")),
-                        str(d.get("run_id", "")), d.get("proc_start"), str(d.get("command", "")))
+        return LockInfo(
+            int(d["pid"]),
+            str(d["host"]),
+            float(d["started"]),
+            str(d.get("job", "run")),
+            str(d.get("run_id", "")),
+            d.get("proc_start"),
+            str(d.get("command", "")),
+        )
     except (ValueError, KeyError, TypeError):
         return LockInfo(0, socket.gethostname(), path.stat().st_mtime, "run", "")
 
@@ -191,8 +201,10 @@ class ProjectBusy(ProjectError):
 
 def _busy_message(root: Path, holder: LockInfo, doing: str) -> str:
     extra = "" if holder.local else f"; if it is no longer running, delete {lock_path(root)}"
-    return (f"{root}: cannot {doing}: {holder.describe()} holds the project: wait for it, or stop it "
-            f"(Stop on the Train page, or `dynastudio stop {root}`){extra}")
+    return (
+        f"{root}: cannot {doing}: {holder.describe()} holds the project: wait for it, or stop it "
+        f"(Stop on the Train page, or `dynastudio stop {root}`){extra}"
+    )
 
 
 def check_not_running(root: Path, doing: str) -> None:
@@ -243,10 +255,16 @@ def acquire_lock(root: Path, job: str, run_id: str, log=None) -> LockInfo:
         with contextlib.suppress(OSError):
             aside.unlink()
         if log is not None:
-            gone = (f"process {holder.pid} on {holder.host}, started "
-                    f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(holder.started))}" if holder.pid else "an unreadable lock")
-            log(f"cleared a stale run lock: {gone} is no longer running (it was killed or crashed; "
-                f"its last checkpoint is kept)")
+            gone = (
+                f"process {holder.pid} on {holder.host}, started "
+                f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(holder.started))}"
+                if holder.pid
+                else "an unreadable lock"
+            )
+            log(
+                f"cleared a stale run lock: {gone} is no longer running (it was killed or crashed; "
+                f"its last checkpoint is kept)"
+            )
     raise ProjectBusy(f"{path}: could not take the run lock (it keeps changing): is another run starting? try again")
 
 
@@ -379,8 +397,17 @@ class RunSession:
     Use: `with RunSession(root, job, events, stop) as s: s.ran = job(..., s.events, ...)`.
     """
 
-    def __init__(self, root: Path, job: str, events, stop: StopToken, launch_id: str | None = None,
-                 launcher_pid: int | None = None, pids: tuple[int, ...] = (), world_size: int = 1):
+    def __init__(
+        self,
+        root: Path,
+        job: str,
+        events,
+        stop: StopToken,
+        launch_id: str | None = None,
+        launcher_pid: int | None = None,
+        pids: tuple[int, ...] = (),
+        world_size: int = 1,
+    ):
         self.root, self.job, self.stop = Path(root), job, stop
         self.caller = events
         self.launch_id, self.launcher_pid, self.pids, self.world_size = launch_id, launcher_pid, pids, world_size
@@ -401,12 +428,24 @@ class RunSession:
                 stop_path(self.root).unlink()  # a request left over from an earlier run is not for this one
             # the lock is ours, so nothing else writes here: what a killed writer left is garbage
             if removed := remove_stale_temps(self.root):
-                notes.append(f"removed {len(removed)} temporary file(s) an interrupted run left: "
-                             + ", ".join(str(p.relative_to(self.root)) for p in removed[:3]) + (" ..." if len(removed) > 3 else ""))
+                notes.append(
+                    f"removed {len(removed)} temporary file(s) an interrupted run left: "
+                    + ", ".join(str(p.relative_to(self.root)) for p in removed[:3])
+                    + (" ..." if len(removed) > 3 else "")
+                )
             self._t0 = time.time()
-            started = RunStarted(self.run_id, self.job, os.getpid(), socket.gethostname(), self._t0,
-                                 " ".join(sys.argv), self.launch_id, self.launcher_pid,
-                                 tuple(self.pids) or (os.getpid(),), self.world_size)
+            started = RunStarted(
+                self.run_id,
+                self.job,
+                os.getpid(),
+                socket.gethostname(),
+                self._t0,
+                " ".join(sys.argv),
+                self.launch_id,
+                self.launcher_pid,
+                tuple(self.pids) or (os.getpid(),),
+                self.world_size,
+            )
             self._writer = EventFileWriter(events_path(self.root), started)
             self.caller(started)
             self.events = tee(self._writer, self.caller)
@@ -431,8 +470,12 @@ class RunSession:
             elif isinstance(exc, UserError):
                 end = RunEnded(self.run_id, "failed", str(exc), seconds)
             elif isinstance(exc, KeyboardInterrupt):
-                end = RunEnded(self.run_id, "stopped", "aborted (second Ctrl-C): progress since the last checkpoint "
-                               "is lost", seconds)
+                end = RunEnded(
+                    self.run_id,
+                    "stopped",
+                    "aborted (second Ctrl-C): progress since the last checkpoint is lost",
+                    seconds,
+                )
             else:
                 end = RunEnded(self.run_id, "failed", f"{type(exc).__name__}: {exc}", seconds, internal=True)
             if self._writer is not None:

@@ -4,6 +4,7 @@ A process started by `torchrun` finds RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR in 
 `init_distributed` joins the group from them. Everything here answers sensibly in a plain single
 process (world 1, rank 0), which is how the studio and a bare `dynastudio run` train.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -60,8 +61,10 @@ def init_distributed(device_setting: str) -> str:
     backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
         if local_rank() >= torch.cuda.device_count():
-            raise ConfigError(f"LOCAL_RANK {local_rank()} but only {torch.cuda.device_count()} GPU(s) here: "
-                              f"start at most {torch.cuda.device_count()} processes per node (--nproc_per_node)")
+            raise ConfigError(
+                f"LOCAL_RANK {local_rank()} but only {torch.cuda.device_count()} GPU(s) here: "
+                f"start at most {torch.cuda.device_count()} processes per node (--nproc_per_node)"
+            )
         torch.cuda.set_device(local_rank())
     # long stages run on rank 0 alone (writing a checkpoint, evaluating) while the others wait
     dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
@@ -126,8 +129,10 @@ def resolve_precision(setting: str, device: torch.device) -> str:
             return "fp32"
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if setting == "fp16" and device.type != "cuda":
-        raise ConfigError("train.precision fp16 needs a CUDA GPU (loss scaling is a GPU technique): "
-                          "use fp32 or bf16 on a CPU, or auto")
+        raise ConfigError(
+            "train.precision fp16 needs a CUDA GPU (loss scaling is a GPU technique): "
+            "use fp32 or bf16 on a CPU, or auto"
+        )
     if setting == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError("train.precision bf16: this GPU has no bfloat16 support: use fp16 or auto")
     return setting

@@ -6,6 +6,7 @@ library, because the very same file is copied into every Hugging Face style expo
 trust_remote_code=True)` loads it without DynaBERT Studio installed.
 HF's own BERT cannot hold fewer heads than hidden_size / head_dim, hence a class of our own.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,10 +46,22 @@ class LayerWeights:
     def sliced(self, n_heads: int, head_dim: int, n_neurons: int) -> LayerWeights:
         kd = n_heads * head_dim
         return LayerWeights(
-            self.q_w[:kd], self.q_b[:kd], self.k_w[:kd], self.k_b[:kd], self.v_w[:kd], self.v_b[:kd],
-            self.ao_w[:, :kd], self.ao_b, self.ln1_w, self.ln1_b,
-            self.fi_w[:n_neurons], self.fi_b[:n_neurons], self.fo_w[:, :n_neurons], self.fo_b,
-            self.ln2_w, self.ln2_b,
+            self.q_w[:kd],
+            self.q_b[:kd],
+            self.k_w[:kd],
+            self.k_b[:kd],
+            self.v_w[:kd],
+            self.v_b[:kd],
+            self.ao_w[:, :kd],
+            self.ao_b,
+            self.ln1_w,
+            self.ln1_b,
+            self.fi_w[:n_neurons],
+            self.fi_b[:n_neurons],
+            self.fo_w[:, :n_neurons],
+            self.fo_b,
+            self.ln2_w,
+            self.ln2_b,
         )
 
 
@@ -80,9 +93,7 @@ def layer_forward(
     q = heads(F.linear(h, w.q_w, w.q_b))
     k = heads(F.linear(h, w.k_w, w.k_b))
     v = heads(F.linear(h, w.v_w, w.v_b))
-    ctx = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=attn_mask, dropout_p=hp.p_attn if training else 0.0
-    )
+    ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=hp.p_attn if training else 0.0)
     if head_mask is not None:
         ctx = ctx * head_mask.view(1, n_heads, 1, 1)
     ctx = ctx.transpose(1, 2).reshape(bsz, seq, n_heads * hd)
@@ -147,10 +158,22 @@ class SlimLayer(nn.Module):
 
     def weights(self) -> LayerWeights:
         return LayerWeights(
-            self.query.weight, self.query.bias, self.key.weight, self.key.bias, self.value.weight, self.value.bias,
-            self.attention_output.weight, self.attention_output.bias, self.attention_norm.weight, self.attention_norm.bias,
-            self.intermediate.weight, self.intermediate.bias, self.output.weight, self.output.bias,
-            self.output_norm.weight, self.output_norm.bias,
+            self.query.weight,
+            self.query.bias,
+            self.key.weight,
+            self.key.bias,
+            self.value.weight,
+            self.value.bias,
+            self.attention_output.weight,
+            self.attention_output.bias,
+            self.attention_norm.weight,
+            self.attention_norm.bias,
+            self.intermediate.weight,
+            self.intermediate.bias,
+            self.output.weight,
+            self.output.bias,
+            self.output_norm.weight,
+            self.output_norm.bias,
         )
 
 
@@ -213,7 +236,9 @@ class DynaBertSlimForSequenceClassification(PreTrainedModel):
         heads, ffn = list(c.heads_per_layer or []), list(c.ffn_per_layer or [])
         if len(heads) != len(ffn):
             raise ValueError("heads_per_layer and ffn_per_layer must have one entry per layer")
-        self.hyper = LayerHyper(c.head_dim, c.hidden_act, c.layer_norm_eps, c.attention_probs_dropout_prob, c.hidden_dropout_prob)
+        self.hyper = LayerHyper(
+            c.head_dim, c.hidden_act, c.layer_norm_eps, c.attention_probs_dropout_prob, c.hidden_dropout_prob
+        )
         self.embeddings = SlimEmbeddings(c)
         self.layers = nn.ModuleList(
             SlimLayer(c.hidden_size, nh, c.head_dim, nn_, c.layer_norm_eps) for nh, nn_ in zip(heads, ffn)
@@ -227,8 +252,12 @@ class DynaBertSlimForSequenceClassification(PreTrainedModel):
             self.classifier = RobertaStyleHead(c.hidden_size, c.num_labels, p_cls)
         self.post_init()
 
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Last hidden state (B, T, hidden)."""
         h = self.embeddings(input_ids, token_type_ids)
         # always a mask when one is given (no data-dependent shortcut): exported graphs stay valid for any input

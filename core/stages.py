@@ -1,4 +1,5 @@
 """The pipeline's stage jobs (finetune, rewire, width, depth, finetune-subnets, evaluate) and `run`, which chains them."""
+
 from __future__ import annotations
 
 import time
@@ -77,12 +78,30 @@ def recording(project: Project, events):
         events(event)
         if isinstance(event, StepEnded):
             last_epoch[0] = event.epoch
-            project.append_metrics({"time": event.at, "kind": "step", "stage": event.stage, "step": event.step,
-                                    "epoch": event.epoch, "lr": event.lr, "losses": event.losses})
+            project.append_metrics(
+                {
+                    "time": event.at,
+                    "kind": "step",
+                    "stage": event.stage,
+                    "step": event.step,
+                    "epoch": event.epoch,
+                    "lr": event.lr,
+                    "losses": event.losses,
+                }
+            )
         elif isinstance(event, EvalEnded):
-            project.append_metrics({"time": time.time(), "kind": "eval", "stage": event.stage, "step": event.step,
-                                    "epoch": last_epoch[0], "metric": event.metric_name, "results": event.results,
-                                    "chance": event.chance})
+            project.append_metrics(
+                {
+                    "time": time.time(),
+                    "kind": "eval",
+                    "stage": event.stage,
+                    "step": event.step,
+                    "epoch": last_epoch[0],
+                    "metric": event.metric_name,
+                    "results": event.results,
+                    "chance": event.chance,
+                }
+            )
 
     return sink
 
@@ -103,23 +122,47 @@ def _train(inputs: RunInputs, stage: str, model, step_fn, epochs: float, lr: flo
     data = inputs.train if stage == "finetune" else inputs.student_rows
 
     def save_ckpt(step, total, m, opt, extra, rngs):
-        return str(p.save_checkpoint(stage, step, m, opt, {"stage": stage, "total_steps": total, "rows": len(data), **extra},
-                                     rngs))
+        return str(
+            p.save_checkpoint(
+                stage, step, m, opt, {"stage": stage, "total_steps": total, "rows": len(data), **extra}, rngs
+            )
+        )
 
     resume = p.load_checkpoint(stage)
     if resume is not None and resume.extra.get("rows", len(data)) != len(data):
         # the data order and the schedule depend on the row count: resuming would silently train another run
-        raise ProjectError(f"{p.checkpoint_dir(stage)}: this checkpoint was written for {resume.extra['rows']} training "
-                           f"rows and the {stage} stage now has {len(data)} (the data settings changed): delete it to "
-                           "restart the stage, or restore the settings")
+        raise ProjectError(
+            f"{p.checkpoint_dir(stage)}: this checkpoint was written for {resume.extra['rows']} training "
+            f"rows and the {stage} stage now has {len(data)} (the data settings changed): delete it to "
+            "restart the stage, or restore the settings"
+        )
     events = recording(p, events)
     warmup = warmup_for(t, getattr(getattr(model, "config", None), "model_type", None))
-    settings = LoopSettings(stage, epochs, lr, t.batch_size, t.seed, t.weight_decay, warmup, t.max_grad_norm,
-                            t.checkpoint_every, t.checkpoint_minutes * 60, t.group_by_length, inputs.precision)
+    settings = LoopSettings(
+        stage,
+        epochs,
+        lr,
+        t.batch_size,
+        t.seed,
+        t.weight_decay,
+        warmup,
+        t.max_grad_norm,
+        t.checkpoint_every,
+        t.checkpoint_minutes * 60,
+        t.group_by_length,
+        inputs.precision,
+    )
     return train_loop(
-        model.to(inputs.device), data, step_fn, settings,
-        events=events, stop=stop, device=inputs.device, pad_id=inputs.pad_id,
-        resume=resume, save_checkpoint=save_ckpt,
+        model.to(inputs.device),
+        data,
+        step_fn,
+        settings,
+        events=events,
+        stop=stop,
+        device=inputs.device,
+        pad_id=inputs.pad_id,
+        resume=resume,
+        save_checkpoint=save_ckpt,
         on_epoch_end=_eval_hook(inputs, stage, model, eval_specs, events),
     )
 
@@ -138,7 +181,9 @@ def finetune_job(project: Project, request: StageRequest, events, stop: StopToke
         project.save_model("teacher", model)
         return _finish(project, "finetune", t0, events, skipped=True, metrics=metrics, teacher_check=check)
     t = cfg.train
-    step_fn = lambda m, b, ctx: task_step(m, b, [full], depth_rule=t.depth_rule, is_regression=inputs.task.is_regression, ctx=ctx)
+    step_fn = lambda m, b, ctx: task_step(
+        m, b, [full], depth_rule=t.depth_rule, is_regression=inputs.task.is_regression, ctx=ctx
+    )
     info = _train(inputs, "finetune", model, step_fn, t.teacher_epochs, t.teacher_lr, [full], events, stop)
     metrics, check = _check_teacher(inputs, model, events)
     project.save_model("teacher", model)
@@ -149,12 +194,28 @@ def _check_teacher(inputs: RunInputs, model, events) -> tuple[dict, dict]:
     """The teacher's dev metrics, and whether it is clearly better than the constant prediction: when it is not,
     a warning (the CLI prints it, the studio shows a banner) before any distillation time is spent on it."""
     t = inputs.cfg.train
-    logits = predict(model, inputs.dev, SubnetSpec(), t.depth_rule, eval_batch_size(inputs.cfg, inputs.device),
-                     inputs.pad_id, inputs.device, inputs.precision)
+    logits = predict(
+        model,
+        inputs.dev,
+        SubnetSpec(),
+        t.depth_rule,
+        eval_batch_size(inputs.cfg, inputs.device),
+        inputs.pad_id,
+        inputs.device,
+        inputs.precision,
+    )
     metrics = compute_metric(inputs.task.metric, logits, np.asarray(inputs.dev.labels))
     check = teacher_check(inputs, logits)
-    events(TeacherChecked(inputs.task.metric, check["score"], check["constant"], check["margin_low"],
-                          check["clearly_better"], check["advice"]))
+    events(
+        TeacherChecked(
+            inputs.task.metric,
+            check["score"],
+            check["constant"],
+            check["margin_low"],
+            check["clearly_better"],
+            check["advice"],
+        )
+    )
     if not check["clearly_better"]:
         events(LogMessage(check["advice"], "warning"))
     return metrics, check
@@ -165,7 +226,9 @@ def rewire_job(project: Project, request: StageRequest, events, stop: StopToken)
     t0 = time.perf_counter()
     inputs = prepare_inputs(project, events)
     model = project.load_model("teacher", inputs.device)
-    batches = list(iterate_batches(inputs.heldout, project.config.train.batch_size, shuffle=False, pad_id=inputs.pad_id))
+    batches = list(
+        iterate_batches(inputs.heldout, project.config.train.batch_size, shuffle=False, pad_id=inputs.pad_id)
+    )
     events(StageStarted("rewire", len(batches)))
     runtime.check_stop(stop)
     # under torchrun each process scores every world-th batch; the sums are added up across processes
@@ -191,8 +254,12 @@ def rewire_job(project: Project, request: StageRequest, events, stop: StopToken)
         raise InternalError(f"rewiring changed the model's logits by {diff:.2e}: this is a bug, please report it")
     project.save_importance(
         {"head": imp.head, "neuron": imp.neuron, "head_rewired": after_imp.head, "neuron_rewired": after_imp.neuron},
-        {"batches": imp.batches, "examples": len(inputs.heldout), "split": project.config.train.importance_split,
-         "rewire_max_logit_diff": diff},
+        {
+            "batches": imp.batches,
+            "examples": len(inputs.heldout),
+            "split": project.config.train.importance_split,
+            "rewire_max_logit_diff": diff,
+        },
     )
     project.save_model("rewired", model)
     return _finish(project, "rewire", t0, events, steps=imp.batches)
@@ -205,8 +272,9 @@ def _distill(project: Project, stage: str, source: str, specs, l1, l2, epochs, l
     t = project.config.train
     teacher = project.load_model(source, inputs.device)
     student = project.load_model(source, inputs.device)
-    step_fn = lambda m, b, ctx: distill_step(m, teacher, b, specs, l1=l1, l2=l2, depth_rule=t.depth_rule,
-                                             is_regression=inputs.task.is_regression, ctx=ctx)
+    step_fn = lambda m, b, ctx: distill_step(
+        m, teacher, b, specs, l1=l1, l2=l2, depth_rule=t.depth_rule, is_regression=inputs.task.is_regression, ctx=ctx
+    )
     info = _train(inputs, stage, student, step_fn, epochs, lr, specs, events, stop)
     project.save_model(STAGE_MODEL[stage], student)
     return _finish(project, stage, t0, events, steps=info["steps"])
@@ -216,7 +284,9 @@ def width_job(project: Project, request: StageRequest, events, stop: StopToken) 
     """Stage 1: distil the rewired teacher into every width at full depth (models/width)."""
     t = project.config.train
     specs = [SubnetSpec(w, 1.0) for w in sorted(set(t.width_mults), reverse=True)]
-    return _distill(project, "width", "rewired", specs, t.width_l1, t.width_l2, t.width_epochs, t.width_lr, events, stop)
+    return _distill(
+        project, "width", "rewired", specs, t.width_l1, t.width_l2, t.width_epochs, t.width_lr, events, stop
+    )
 
 
 def depth_job(project: Project, request: StageRequest, events, stop: StopToken) -> StageResult:
@@ -235,7 +305,9 @@ def finetune_subnets_job(project: Project, request: StageRequest, events, stop: 
     inputs = prepare_inputs(project, events)
     model = project.load_model("depth", inputs.device)
     specs = subnet_grid(t.width_mults, t.depth_mults)
-    step_fn = lambda m, b, ctx: task_step(m, b, specs, depth_rule=t.depth_rule, is_regression=inputs.task.is_regression, ctx=ctx)
+    step_fn = lambda m, b, ctx: task_step(
+        m, b, specs, depth_rule=t.depth_rule, is_regression=inputs.task.is_regression, ctx=ctx
+    )
     info = _train(inputs, "finetune-subnets", model, step_fn, t.subnet_epochs, t.subnet_lr, specs, events, stop)
     project.save_model("subnets", model)
     return _finish(project, "finetune-subnets", t0, events, steps=info["steps"])

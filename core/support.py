@@ -1,4 +1,5 @@
 """Which encoders the engine can slice: checked from a model's config alone (light: the studio checks a folder with it)."""
+
 from __future__ import annotations
 
 import json

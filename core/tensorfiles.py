@@ -2,6 +2,7 @@
 
 Light at import (no torch): the studio reads arrays with it; torch is loaded by the functions that handle tensors.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -7,6 +7,7 @@ through core (a few minutes on a CPU). Latency is measured through core if the r
 the Export page runs a real export into a scratch folder, and the Train page is shot while a
 training really runs: the depth stage of a scratch copy is redone for a few steps, then stopped.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,7 +54,9 @@ def ensure_latency(root: Path, runs: int) -> None:
     if any(k.startswith("latency_") for r in project.load_results()["rows"] for k in r):
         return
     print(f"measuring latency ({runs} runs per sub-network)…", flush=True)
-    jobs.run("latency", project, jobs.LatencyRequest(batch=1, seq=None, threads=1, formats=("fp32",), runs=runs, warmup=3))
+    jobs.run(
+        "latency", project, jobs.LatencyRequest(batch=1, seq=None, threads=1, formats=("fp32",), runs=runs, warmup=3)
+    )
 
 
 def redo_from(root: Path, stage: str) -> None:
@@ -62,7 +65,7 @@ def redo_from(root: Path, stage: str) -> None:
     from dynastudio.core.project import Project
 
     project = Project.open(root)
-    for s in STAGES[STAGES.index(stage):]:
+    for s in STAGES[STAGES.index(stage) :]:
         project.state.get("stages", {}).pop(s, None)
         project.clear_checkpoint(s)
     project._save_state()
@@ -104,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--project", type=Path, help="a trained demo project to use (it is not modified)")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "screenshots")
     ap.add_argument("--latency-runs", type=int, default=20)
-    ap.add_argument("--live-steps", type=int, default=12, help="depth steps to run for the live Train shot (0: history only)")
+    ap.add_argument(
+        "--live-steps", type=int, default=12, help="depth steps to run for the live Train shot (0: history only)"
+    )
     a = ap.parse_args(argv)
     a.out.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="dynastudio-shots-"))

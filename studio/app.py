@@ -1,4 +1,5 @@
 """The studio's main window: a workflow sidebar (Project -> Importance -> Train -> Explore -> Export) over one page per step."""
+
 from __future__ import annotations
 
 import argparse
@@ -89,9 +90,11 @@ class MainWindow(QMainWindow):
         f = self.sidebar.font()
         f.setPointSizeF(f.pointSizeF() * 1.15)
         self.sidebar.setFont(f)
-        self.sidebar.setStyleSheet("QListWidget { border: none; background: #f1f3f6; padding-top: 8px; }"
-                                   "QListWidget::item { padding: 10px 12px; }"
-                                   "QListWidget::item:selected { background: #dbe6f7; color: #000; }")
+        self.sidebar.setStyleSheet(
+            "QListWidget { border: none; background: #f1f3f6; padding-top: 8px; }"
+            "QListWidget::item { padding: 10px 12px; }"
+            "QListWidget::item:selected { background: #dbe6f7; color: #000; }"
+        )
         self.stack = QStackedWidget()
         self.slots: dict[str, QStackedWidget] = {}
         self.blocked: dict[str, BlockedPanel] = {}
@@ -125,7 +128,8 @@ class MainWindow(QMainWindow):
         self.pages["project"].projectOpened.connect(self._on_project_opened)
         # a finished training moves on to its results, unless the user is busy on another page
         self.pages["train"].trainingFinished.connect(
-            lambda: self.state.all_done() and self.current_step() == "train" and self.go_to("explore"))
+            lambda: self.state.all_done() and self.current_step() == "train" and self.go_to("explore")
+        )
         self._refresh_steps()
         self.sidebar.setCurrentRow(0)
 
@@ -181,7 +185,9 @@ class MainWindow(QMainWindow):
         if reason is None:
             slot.setCurrentIndex(0)
         else:
-            self.blocked[step].show_reason(reason, "project" if self.state.project is None else PREREQUISITE.get(step, "project"))
+            self.blocked[step].show_reason(
+                reason, "project" if self.state.project is None else PREREQUISITE.get(step, "project")
+            )
             slot.setCurrentIndex(1)
 
     def _refresh_steps(self) -> None:
@@ -192,7 +198,9 @@ class MainWindow(QMainWindow):
             item.setToolTip(reason or "")
             p = self.state.project
             done = p is not None and (
-                step == "project" or (step == "importance" and p.is_done("rewire")) or (step == "train" and self.state.all_done())
+                step == "project"
+                or (step == "importance" and p.is_done("rewire"))
+                or (step == "train" and self.state.all_done())
             )
             item.setText(f"{i + 1}   {STEP_TITLES[step]}" + ("   ✓" if done else ""))
             self._show_slot(step)
@@ -216,15 +224,17 @@ class MainWindow(QMainWindow):
 
     # ---- closing -------------------------------------------------------------------------------
     def _ask_close(self, handle) -> str:
-        """"keep" (training goes on in the background), "stop" (stop, then close) or "cancel"."""
+        """ "keep" (training goes on in the background), "stop" (stop, then close) or "cancel"."""
         box = QMessageBox(self)
         box.setIcon(QMessageBox.Icon.Question)
         if isinstance(handle, RunJob):
             box.setWindowTitle("Training is running")
             box.setText("A training is running. Keep it training in the background, or stop it?")
-            box.setInformativeText("In the background it goes on after this window closes; opening the project again "
-                                   "shows it (or `dynastudio status`). Stop saves a checkpoint first: Resume continues "
-                                   "from there.")
+            box.setInformativeText(
+                "In the background it goes on after this window closes; opening the project again "
+                "shows it (or `dynastudio status`). Stop saves a checkpoint first: Resume continues "
+                "from there."
+            )
             keep = box.addButton("Keep training in the background", QMessageBox.ButtonRole.AcceptRole)
         else:
             box.setWindowTitle("A job is running")
@@ -234,7 +244,11 @@ class MainWindow(QMainWindow):
         cancel = box.addButton(QMessageBox.StandardButton.Cancel)
         box.setDefaultButton(cancel)
         box.exec()
-        return {keep: "keep", stop: "stop"}.get(box.clickedButton(), "cancel") if box.clickedButton() is not None else "cancel"
+        return (
+            {keep: "keep", stop: "stop"}.get(box.clickedButton(), "cancel")
+            if box.clickedButton() is not None
+            else "cancel"
+        )
 
     def closeEvent(self, event: QCloseEvent) -> None:
         runner = self.state.runner
@@ -267,7 +281,9 @@ def default_demo_dir() -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dynastudio gui", description="Open DynaBERT Studio.")
     parser.add_argument("dir", nargs="?", help="a project folder to open (with --demo: where the demo lives)")
-    parser.add_argument("--demo", action="store_true", help="open the built-in demo project, creating it the first time")
+    parser.add_argument(
+        "--demo", action="store_true", help="open the built-in demo project, creating it the first time"
+    )
     parser.add_argument("--screenshot", metavar="PNG", help="save a picture of the window once it is shown, then quit")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 

@@ -1,4 +1,5 @@
 """Core events -> Qt signals on the GUI thread, batched so a fast job cannot flood the event loop."""
+
 from __future__ import annotations
 
 import threading
@@ -108,11 +109,18 @@ class Bridge(QObject):
 
     def _emit_one(self, event) -> None:
         for kind, signal in (
-            (StageStarted, self.stageStarted), (StageEnded, self.stageEnded), (StageProgress, self.stageProgress),
+            (StageStarted, self.stageStarted),
+            (StageEnded, self.stageEnded),
+            (StageProgress, self.stageProgress),
             (EvalEnded, self.evalEnded),
-            (ImportanceReady, self.importanceReady), (CheckpointSaved, self.checkpointSaved),
-            (ExportDone, self.exportDone), (LogMessage, self.log), (LatencyMeasured, self.latencyMeasured),
-            (RunStarted, self.runStarted), (StopAcknowledged, self.stopAcknowledged), (TeacherChecked, self.teacherChecked),
+            (ImportanceReady, self.importanceReady),
+            (CheckpointSaved, self.checkpointSaved),
+            (ExportDone, self.exportDone),
+            (LogMessage, self.log),
+            (LatencyMeasured, self.latencyMeasured),
+            (RunStarted, self.runStarted),
+            (StopAcknowledged, self.stopAcknowledged),
+            (TeacherChecked, self.teacherChecked),
         ):
             if isinstance(event, kind):
                 signal.emit(event)

@@ -1,4 +1,5 @@
 """The studio's `dynastudio gui` command, plugged into the engine's CLI through an entry point (no Qt import here)."""
+
 from __future__ import annotations
 
 from dynastudio.core.errors import UserError
@@ -8,9 +9,13 @@ QT_PACKAGES = ("PySide6", "shiboken6", "pyqtgraph")
 
 def register(sub) -> None:
     g = sub.add_parser("gui", help="open the studio (Qt desktop app)")
-    g.add_argument("dir", nargs="?", help="a project folder to open (with --demo: where the demo project lives, default ./demo)")
+    g.add_argument(
+        "dir", nargs="?", help="a project folder to open (with --demo: where the demo project lives, default ./demo)"
+    )
     g.add_argument("--demo", action="store_true", help="open the built-in demo project, creating it the first time")
-    g.add_argument("--screenshot", metavar="PNG", help="save a picture of the window once it is shown, then quit (checks a set-up)")
+    g.add_argument(
+        "--screenshot", metavar="PNG", help="save a picture of the window once it is shown, then quit (checks a set-up)"
+    )
     g.set_defaults(func=cmd_gui)
 
 
@@ -27,8 +32,14 @@ def cmd_gui(a) -> int:
             raise UserError(problem) from None
         if not (exc.name or "").startswith(QT_PACKAGES):
             raise
-        raise UserError(f"the studio needs {exc.name}, which is not installed: pip install 'dynabert-studio[studio]'") from None
-    argv = ([a.dir] if a.dir else []) + (["--demo"] if a.demo else []) + (["--screenshot", a.screenshot] if a.screenshot else [])
+        raise UserError(
+            f"the studio needs {exc.name}, which is not installed: pip install 'dynabert-studio[studio]'"
+        ) from None
+    argv = (
+        ([a.dir] if a.dir else [])
+        + (["--demo"] if a.demo else [])
+        + (["--screenshot", a.screenshot] if a.screenshot else [])
+    )
     code = main(argv)
     # The window has closed: jobs were stopped at a checkpoint (aboutToQuit) and every file is written
     # atomically, so nothing is left to save. The interpreter's own teardown of Qt, torch and pyqtgraph

@@ -1,4 +1,5 @@
 """Small dialogs shared by pages: opening a folder in the file manager, or saying where it is when none answers."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """Every failure becomes a dialog: a one-line message, and the traceback behind a Details button when it is our bug."""
+
 from __future__ import annotations
 
 import errno
@@ -29,14 +30,24 @@ class ErrorInfo:
             return ErrorInfo(prefix + str(exc), "", True)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
             where = f" while writing {exc.filename}" if exc.filename else ""
-            return ErrorInfo(f"{prefix}the disk is full{where}: free some space, then try again (the project stays resumable)", _trace(exc), True)
+            return ErrorInfo(
+                f"{prefix}the disk is full{where}: free some space, then try again (the project stays resumable)",
+                _trace(exc),
+                True,
+            )
         if isinstance(exc, PermissionError):
-            return ErrorInfo(f"{prefix}permission denied: {exc.filename or exc}: pick a folder you can write to", _trace(exc), True)
+            return ErrorInfo(
+                f"{prefix}permission denied: {exc.filename or exc}: pick a folder you can write to", _trace(exc), True
+            )
         if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
             return ErrorInfo(f"{prefix}{exc.strerror or 'not found'}: {exc.filename or exc}", _trace(exc), True)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         text = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-        return ErrorInfo(f"{prefix}an unexpected error happened ({text[:200]}). The details show where; please report it.", _trace(exc), False)
+        return ErrorInfo(
+            f"{prefix}an unexpected error happened ({text[:200]}). The details show where; please report it.",
+            _trace(exc),
+            False,
+        )
 
 
 def _trace(exc: BaseException) -> str:
@@ -46,8 +57,13 @@ def _trace(exc: BaseException) -> str:
 def show_error(parent: QWidget | None, error: BaseException | ErrorInfo, title: str = "DynaBERT Studio") -> QMessageBox:
     """Show an error without blocking the caller (window-modal, `open()` not `exec()`), and return the box."""
     info = error if isinstance(error, ErrorInfo) else ErrorInfo.from_exception(error)
-    box = QMessageBox(QMessageBox.Icon.Warning if info.user else QMessageBox.Icon.Critical, title, info.message,
-                      QMessageBox.StandardButton.Ok, parent)
+    box = QMessageBox(
+        QMessageBox.Icon.Warning if info.user else QMessageBox.Icon.Critical,
+        title,
+        info.message,
+        QMessageBox.StandardButton.Ok,
+        parent,
+    )
     box.setObjectName("errorDialog")
     if info.detail:
         box.setDetailedText(info.detail)  # Qt adds the "Show Details..." button

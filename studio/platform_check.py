@@ -1,6 +1,7 @@
 """Before Qt starts: can its window-system plugin load? Qt itself aborts (exit 134) with a hint that names
 xcb-cursor0 whatever is really missing; this check names the missing libraries and the packages that hold them.
 No Qt import here: it must run before anything loads Qt."""
+
 from __future__ import annotations
 
 import ctypes
@@ -14,18 +15,41 @@ from pathlib import Path
 
 # shared library -> the Debian/Ubuntu package that holds it (what Qt 6's xcb plugin and Qt GUI link against)
 DEBIAN_PACKAGES = {
-    "libxcb-icccm.so.4": "libxcb-icccm4", "libxcb-keysyms.so.1": "libxcb-keysyms1",
-    "libxcb-cursor.so.0": "libxcb-cursor0", "libxcb-image.so.0": "libxcb-image0",
-    "libxcb-render-util.so.0": "libxcb-render-util0", "libxcb-shape.so.0": "libxcb-shape0",
-    "libxcb-xkb.so.1": "libxcb-xkb1", "libxcb-randr.so.0": "libxcb-randr0", "libxcb-xfixes.so.0": "libxcb-xfixes0",
-    "libxcb-sync.so.1": "libxcb-sync1", "libxcb-shm.so.0": "libxcb-shm0", "libxcb-render.so.0": "libxcb-render0",
-    "libxcb-xinerama.so.0": "libxcb-xinerama0", "libxcb-xinput.so.0": "libxcb-xinput0", "libxcb-util.so.1": "libxcb-util1",
-    "libxcb-glx.so.0": "libxcb-glx0", "libxcb.so.1": "libxcb1", "libX11-xcb.so.1": "libx11-xcb1", "libX11.so.6": "libx11-6",
-    "libxkbcommon-x11.so.0": "libxkbcommon-x11-0", "libxkbcommon.so.0": "libxkbcommon0",
-    "libEGL.so.1": "libegl1", "libGL.so.1": "libgl1", "libOpenGL.so.0": "libopengl0", "libGLX.so.0": "libglx0",
-    "libfontconfig.so.1": "libfontconfig1", "libfreetype.so.6": "libfreetype6", "libdbus-1.so.3": "libdbus-1-3",
-    "libglib-2.0.so.0": "libglib2.0-0", "libgthread-2.0.so.0": "libglib2.0-0", "libSM.so.6": "libsm6",
-    "libICE.so.6": "libice6", "libXext.so.6": "libxext6", "libXrender.so.1": "libxrender1", "libXi.so.6": "libxi6",
+    "libxcb-icccm.so.4": "libxcb-icccm4",
+    "libxcb-keysyms.so.1": "libxcb-keysyms1",
+    "libxcb-cursor.so.0": "libxcb-cursor0",
+    "libxcb-image.so.0": "libxcb-image0",
+    "libxcb-render-util.so.0": "libxcb-render-util0",
+    "libxcb-shape.so.0": "libxcb-shape0",
+    "libxcb-xkb.so.1": "libxcb-xkb1",
+    "libxcb-randr.so.0": "libxcb-randr0",
+    "libxcb-xfixes.so.0": "libxcb-xfixes0",
+    "libxcb-sync.so.1": "libxcb-sync1",
+    "libxcb-shm.so.0": "libxcb-shm0",
+    "libxcb-render.so.0": "libxcb-render0",
+    "libxcb-xinerama.so.0": "libxcb-xinerama0",
+    "libxcb-xinput.so.0": "libxcb-xinput0",
+    "libxcb-util.so.1": "libxcb-util1",
+    "libxcb-glx.so.0": "libxcb-glx0",
+    "libxcb.so.1": "libxcb1",
+    "libX11-xcb.so.1": "libx11-xcb1",
+    "libX11.so.6": "libx11-6",
+    "libxkbcommon-x11.so.0": "libxkbcommon-x11-0",
+    "libxkbcommon.so.0": "libxkbcommon0",
+    "libEGL.so.1": "libegl1",
+    "libGL.so.1": "libgl1",
+    "libOpenGL.so.0": "libopengl0",
+    "libGLX.so.0": "libglx0",
+    "libfontconfig.so.1": "libfontconfig1",
+    "libfreetype.so.6": "libfreetype6",
+    "libdbus-1.so.3": "libdbus-1-3",
+    "libglib-2.0.so.0": "libglib2.0-0",
+    "libgthread-2.0.so.0": "libglib2.0-0",
+    "libSM.so.6": "libsm6",
+    "libICE.so.6": "libice6",
+    "libXext.so.6": "libxext6",
+    "libXrender.so.1": "libxrender1",
+    "libXi.so.6": "libxi6",
 }
 
 _NOT_FOUND = re.compile(r"^\s*(\S+)\s+=>\s+not found", re.MULTILINE)
@@ -86,11 +110,15 @@ def platform_problem() -> str | None:
         return None  # not a PySide6 wheel layout we know: let Qt speak for itself
     missing = missing_libraries(plugin)
     if missing:
-        return (f"the studio's window system plugin (Qt xcb) cannot load: {', '.join(missing)} "
-                f"{'is' if len(missing) == 1 else 'are'} missing: {install_hint(missing)}")
+        return (
+            f"the studio's window system plugin (Qt xcb) cannot load: {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} missing: {install_hint(missing)}"
+        )
     if not os.environ.get("DISPLAY"):
-        return ("no X display to open the studio on ($DISPLAY is not set): start it from a desktop session or "
-                "over `ssh -X`; to only save a picture, use QT_QPA_PLATFORM=offscreen with --screenshot")
+        return (
+            "no X display to open the studio on ($DISPLAY is not set): start it from a desktop session or "
+            "over `ssh -X`; to only save a picture, use QT_QPA_PLATFORM=offscreen with --screenshot"
+        )
     return None
 
 

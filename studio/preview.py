@@ -1,4 +1,5 @@
 """Open one page on its own (Orange-style `if __name__ == "__main__"` previews): python -m dynastudio.studio.pages.train [PROJECT]."""
+
 from __future__ import annotations
 
 import os

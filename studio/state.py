@@ -1,4 +1,5 @@
 """The open project, the selected sub-network and the job runner, shared by every page (no computing here)."""
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,13 @@ from .worker import JobHandle, JobRunner, RunJob
 
 # the workflow, in sidebar order
 STEPS = ("project", "importance", "train", "explore", "export")
-STEP_TITLES = {"project": "Project", "importance": "Importance", "train": "Train", "explore": "Explore", "export": "Export"}
+STEP_TITLES = {
+    "project": "Project",
+    "importance": "Importance",
+    "train": "Train",
+    "explore": "Explore",
+    "export": "Export",
+}
 
 
 @dataclass(frozen=True)
@@ -57,8 +64,13 @@ class RecentProjects:
 
     def __init__(self, path: Path | None = None, limit: int = 8):
         if path is None:
-            base = os.environ.get("DYNASTUDIO_CONFIG_DIR") or str(Path(QStandardPaths.writableLocation(
-                QStandardPaths.StandardLocation.GenericConfigLocation) or Path.home()) / "dynastudio")
+            base = os.environ.get("DYNASTUDIO_CONFIG_DIR") or str(
+                Path(
+                    QStandardPaths.writableLocation(QStandardPaths.StandardLocation.GenericConfigLocation)
+                    or Path.home()
+                )
+                / "dynastudio"
+            )
             path = Path(base) / "recent.json"
         self.path = Path(path)
         self.limit = limit
@@ -82,11 +94,18 @@ class RecentProjects:
 
 def _ask_replace(parent: QWidget | None, running: JobHandle, new_title: str) -> bool:
     what = "A training is running" if running.trains else f"“{running.title}” is running"
-    keep = ("It stops after the current step and saves a checkpoint; Resume on the Train page continues it."
-            if running.trains else "It stops without saving its partial results.")
+    keep = (
+        "It stops after the current step and saves a checkpoint; Resume on the Train page continues it."
+        if running.trains
+        else "It stops without saving its partial results."
+    )
     answer = QMessageBox.question(
-        parent, "Stop the running job?", f"{what}. Stop it and start “{new_title}”?\n\n{keep}",
-        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        parent,
+        "Stop the running job?",
+        f"{what}. Stop it and start “{new_title}”?\n\n{keep}",
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
     return answer == QMessageBox.StandardButton.Yes
 
 
@@ -116,8 +135,9 @@ class StudioState(QObject):
         self._watch.timeout.connect(self.attach_live_run)
 
     # ---- jobs ------------------------------------------------------------------------------------
-    def start_job(self, parent: QWidget | None, name: str, project: Path | str, request: Any = None,
-                  processes: int = 1) -> JobHandle | None:
+    def start_job(
+        self, parent: QWidget | None, name: str, project: Path | str, request: Any = None, processes: int = 1
+    ) -> JobHandle | None:
         """Start a registered job. When another job runs, ask first: None when the user keeps it running."""
         running = self.runner.current
         if running is not None:
@@ -151,7 +171,9 @@ class StudioState(QObject):
 
     def set_project(self, project: ProjectStore | None) -> None:
         current = self.runner.current
-        if isinstance(current, RunJob) and (project is None or current.project_root.resolve() != project.root.resolve()):
+        if isinstance(current, RunJob) and (
+            project is None or current.project_root.resolve() != project.root.resolve()
+        ):
             self.runner.detach()  # the other project's run goes on by itself; reopening it follows it again
         self.project = project
         self.selected = None
@@ -193,7 +215,10 @@ class StudioState(QObject):
         if self.project is None or not self.project.importance_path.is_file():
             return None
         try:
-            return {k: v.astype("float32") for k, v in load_arrays(self.project.importance_path, "the importance scores").items()}
+            return {
+                k: v.astype("float32")
+                for k, v in load_arrays(self.project.importance_path, "the importance scores").items()
+            }
         except ProjectError:
             return None
 
@@ -210,8 +235,9 @@ class StudioState(QObject):
             return StageView("pending")
         info = p.stage_info(stage)
         if info.get("done"):
-            return StageView("skipped" if info.get("skipped") else "done", info.get("steps"), info.get("steps"),
-                             info.get("seconds"))
+            return StageView(
+                "skipped" if info.get("skipped") else "done", info.get("steps"), info.get("steps"), info.get("seconds")
+            )
         if stage in self.live:
             done, total = self.live[stage]
             return StageView("running", done, total)
@@ -268,10 +294,14 @@ class StudioState(QObject):
             return None
         if step == "importance":
             if not self.project.importance_path.is_file():
-                return ("The importance scores are computed by the rewire stage, which has not run yet. "
-                        "Start training on the Train page (it runs finetune, then rewire).")
+                return (
+                    "The importance scores are computed by the rewire stage, which has not run yet. "
+                    "Start training on the Train page (it runs finetune, then rewire)."
+                )
             return None
         if self.results() is None:
-            return ("There are no results yet: every sub-network is scored by the evaluate stage, the last one. "
-                    "Run the training to the end on the Train page.")
+            return (
+                "There are no results yet: every sub-network is scored by the evaluate stage, the last one. "
+                "Run the training to the end on the Train page."
+            )
         return None

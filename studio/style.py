@@ -1,4 +1,5 @@
 """Shared look: one colour per width, one line style per depth, number formats, so every page reads the same."""
+
 from __future__ import annotations
 
 import re
@@ -56,8 +57,10 @@ def subnet_symbol(label: str, depths=(1.0, 0.75, 0.5)) -> str:
 def encoding_legend_html(widths, depths) -> str:
     """One line saying what colour and shape mean, for charts with one mark per sub-network."""
     shapes = {"o": "●", "t": "▼", "s": "■", "d": "◆", "star": "★"}
-    ws = " ".join(f"<span style='color:{subnet_colour(f'w{w:g}_d1', widths)}'>■ {w:g}</span>"
-                  for w in sorted(widths, reverse=True))
+    ws = " ".join(
+        f"<span style='color:{subnet_colour(f'w{w:g}_d1', widths)}'>■ {w:g}</span>"
+        for w in sorted(widths, reverse=True)
+    )
     ds = " ".join(f"{shapes[subnet_symbol(f'w1_d{d:g}', depths)]} {d:g}" for d in sorted(depths, reverse=True))
     return f"colour = width: {ws} &nbsp;&nbsp; shape = depth: {ds}"
 
@@ -74,8 +77,14 @@ def fmt_seconds(s: float) -> str:
 
 
 # the values a metric can take: its axis never shows more (dev accuracy above 1 means nothing)
-METRIC_BOUNDS = {"accuracy": (0.0, 1.0), "f1": (0.0, 1.0), "matthews": (-1.0, 1.0), "pearson_spearman": (-1.0, 1.0),
-                 "pearson": (-1.0, 1.0), "spearman": (-1.0, 1.0)}
+METRIC_BOUNDS = {
+    "accuracy": (0.0, 1.0),
+    "f1": (0.0, 1.0),
+    "matthews": (-1.0, 1.0),
+    "pearson_spearman": (-1.0, 1.0),
+    "pearson": (-1.0, 1.0),
+    "spearman": (-1.0, 1.0),
+}
 
 
 def chance_name(metric: str) -> str:
@@ -99,8 +108,15 @@ def plain_axes(plot: pg.PlotItem) -> None:
         plot.getAxis(name).enableAutoSIPrefix(False)
 
 
-def fit_view(plot: pg.PlotItem, xs, ys, *, x_end: float | None = None, x_start: float | None = 0.0,
-             bounds: tuple[float | None, float | None] = (None, None)) -> tuple[tuple[float, float], tuple[float, float]]:
+def fit_view(
+    plot: pg.PlotItem,
+    xs,
+    ys,
+    *,
+    x_end: float | None = None,
+    x_start: float | None = 0.0,
+    bounds: tuple[float | None, float | None] = (None, None),
+) -> tuple[tuple[float, float], tuple[float, float]]:
     """Frame the data: x from `x_start` (None: the data's own start) to `x_end` or the last point, y around the
     values with a margin, kept inside `bounds`. One point gets a small window around it rather than pyqtgraph's
     +-0.5 of its own position. Returns the (x, y) ranges set."""

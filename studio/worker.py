@@ -9,6 +9,7 @@ Two kinds of child:
   writes nothing (the new-project form reading a large file) runs beside it (start_side_job).
 Either way the GUI thread only parses a few JSON lines per repaint: no engine import, no GIL contention.
 """
+
 from __future__ import annotations
 
 import os
@@ -138,8 +139,9 @@ class JobHandle(QObject):
 
 def _error_info(message: str, internal: bool, detail: str = "") -> ErrorInfo:
     if internal:
-        return ErrorInfo(f"an unexpected error happened ({message[:200]}). The details show where; please report it.",
-                         detail, False)
+        return ErrorInfo(
+            f"an unexpected error happened ({message[:200]}). The details show where; please report it.", detail, False
+        )
     return ErrorInfo(message, detail, True)
 
 
@@ -234,8 +236,15 @@ class ChildJob(JobHandle):
                 self._end("stopped")
                 return
             tail = "\n".join(self._err[-40:])
-            self._end("failed", ErrorInfo(f"the {self.title.lower()} process ended without a result (exit code {code})"
-                                          f"{': ' + self._err[-1] if self._err else ''}", tail, False))
+            self._end(
+                "failed",
+                ErrorInfo(
+                    f"the {self.title.lower()} process ended without a result (exit code {code})"
+                    f"{': ' + self._err[-1] if self._err else ''}",
+                    tail,
+                    False,
+                ),
+            )
         elif out.outcome == "done":
             self._end("done", _result(self.name, out.result))
         elif out.outcome == "stopped":
@@ -281,14 +290,30 @@ class RunJob(JobHandle):
     # ---- start / attach --------------------------------------------------------------------------
     def command_line(self) -> list[str]:
         # --nice: on a machine whose cores the training fills, the window still gets the CPU when it needs it
-        cli = ["-m", "dynastudio.core.cli", "run", str(self.project_root), "--events", "none",
-               "--launch-id", self.launch_id, "--nice", str(RUN_NICENESS)]
+        cli = [
+            "-m",
+            "dynastudio.core.cli",
+            "run",
+            str(self.project_root),
+            "--events",
+            "none",
+            "--launch-id",
+            self.launch_id,
+            "--nice",
+            str(RUN_NICENESS),
+        ]
         until = getattr(self.request, "until", None)
         if until:
             cli += ["--until", until]
         if self.processes > 1:
-            return [child_python(), "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                    str(self.processes)] + cli
+            return [
+                child_python(),
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node",
+                str(self.processes),
+            ] + cli
         return [child_python()] + cli
 
     def launch(self) -> None:
@@ -383,8 +408,15 @@ class RunJob(JobHandle):
                     self.acknowledged = True
                 self.bridge.sink(event)
         now = time.monotonic()
-        if self.stop_requested and not self.acknowledged and not self._hard and now - self._stop_asked_at > STOP_ANSWER_S:
-            self.bridge.sink(runs_log(f"the run did not answer the stop request within {STOP_ANSWER_S:.0f} s: ending it now"))
+        if (
+            self.stop_requested
+            and not self.acknowledged
+            and not self._hard
+            and now - self._stop_asked_at > STOP_ANSWER_S
+        ):
+            self.bridge.sink(
+                runs_log(f"the run did not answer the stop request within {STOP_ANSWER_S:.0f} s: ending it now")
+            )
             self.kill()
             return
         if now - self._last_alive_check < 0.5 and not self._hard:
@@ -413,9 +445,15 @@ class RunJob(JobHandle):
             self._end("stopped")
             return
         who = f"process {pid}" if pid else "the run"
-        self._end("failed", ErrorInfo(
-            f"the run ended without a word ({who} was killed or crashed): the last checkpoint is kept, and "
-            f"Resume continues from it{self._log_hint()}", self._log_tail(), True))
+        self._end(
+            "failed",
+            ErrorInfo(
+                f"the run ended without a word ({who} was killed or crashed): the last checkpoint is kept, and "
+                f"Resume continues from it{self._log_hint()}",
+                self._log_tail(),
+                True,
+            ),
+        )
 
     def _our_run_began(self) -> bool:
         try:
@@ -437,7 +475,7 @@ class RunJob(JobHandle):
         lines = self._log_lines()
         errors = [l for l in lines if l.startswith("error: ")]
         if errors and not any(l.startswith("Traceback") for l in lines):
-            self._end("failed", ErrorInfo(errors[-1][len("error: "):], "", True))
+            self._end("failed", ErrorInfo(errors[-1][len("error: ") :], "", True))
         else:
             self._end("failed", ErrorInfo(f"the run could not start{self._log_hint()}", "\n".join(lines[-40:]), False))
 
@@ -502,8 +540,9 @@ class JobRunner(QObject):
     def is_running(self) -> bool:
         return self.current is not None
 
-    def start(self, name: str, project: Path | str, request: Any = None, replace: bool = False,
-              processes: int = 1) -> JobHandle:
+    def start(
+        self, name: str, project: Path | str, request: Any = None, replace: bool = False, processes: int = 1
+    ) -> JobHandle:
         job = registry.JOBS[name]
         if name == "run":
             handle: JobHandle = RunJob(job, Path(project), request, parent=self, processes=processes)
@@ -560,7 +599,6 @@ class JobRunner(QObject):
             h.kill()
             h.wait(10)
         return not h.is_running()
-
 
     def _launch(self, handle: JobHandle, attach: bool = False) -> None:
         _reap_background()

@@ -1,5 +1,6 @@
 """Shared fixtures (the tiny model folder, the tiny task files, the studio window) and the suite's strictness checks;
 the helpers they build on live in helpers.py."""
+
 from __future__ import annotations
 
 import os
@@ -29,6 +30,7 @@ def tiny_task_files(tmp_path_factory) -> tuple[Path, Path]:
 
 # ---- the studio ---------------------------------------------------------------------------------
 
+
 @pytest.fixture(autouse=True)
 def _isolated_settings(tmp_path, monkeypatch):
     # recent projects go to a temp folder, never the developer's own list
@@ -54,8 +56,11 @@ def _leftover_threads(before: set) -> list:
     # ignored: tqdm's monitor (a daemon that outlives its bars by design); and Python's stand-ins for
     # threads it did not start (a QThread that ran Python code), which never report dead: the
     # QThreads themselves are checked below.
-    return [t for t in threading.enumerate()
-            if t not in before and t.is_alive() and type(t).__name__ not in ("TMonitor", "_DummyThread")]
+    return [
+        t
+        for t in threading.enumerate()
+        if t not in before and t.is_alive() and type(t).__name__ not in ("TMonitor", "_DummyThread")
+    ]
 
 
 def _active_timers() -> list:

@@ -1,5 +1,6 @@
 """Test helpers shared by the test files (imported as `helpers`): tiny random BERT/RoBERTa models and a
 tiny learnable text task built here, project configs over them, and test jobs for the studio."""
+
 from __future__ import annotations
 
 import random
@@ -35,9 +36,15 @@ def tiny_config(kind: str = "bert", **overrides):
 
     vocab = len(SPECIAL) + len(GOOD) + len(BAD) + len(FILLER)
     base = dict(
-        vocab_size=vocab + (4 if kind == "roberta" else 0), hidden_size=32, num_hidden_layers=4,
-        num_attention_heads=4, intermediate_size=64, max_position_embeddings=72, num_labels=2,
-        hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+        vocab_size=vocab + (4 if kind == "roberta" else 0),
+        hidden_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=72,
+        num_labels=2,
+        hidden_dropout_prob=0.1,
+        attention_probs_dropout_prob=0.1,
     )
     base.update(overrides)
     if kind == "roberta":
@@ -70,8 +77,16 @@ def tiny_project_config(model_dir: Path, train: Path, dev: Path, **train_overrid
     from dynastudio.core.config import DataConfig, ProjectConfig, profile_config
 
     t = dict(
-        batch_size=16, eval_batch_size=32, max_seq_length=32, teacher_epochs=8, teacher_lr=2e-3,
-        width_epochs=1, width_lr=5e-4, depth_epochs=1, depth_lr=5e-4, importance_examples=32,
+        batch_size=16,
+        eval_batch_size=32,
+        max_seq_length=32,
+        teacher_epochs=8,
+        teacher_lr=2e-3,
+        width_epochs=1,
+        width_lr=5e-4,
+        depth_epochs=1,
+        depth_lr=5e-4,
+        importance_examples=32,
         checkpoint_every=4,
     )
     t.update(train_overrides)
@@ -90,8 +105,14 @@ def register_test_job(monkeypatch, name: str, fn: str, trains: bool = False, req
 
     from dynastudio.core import registry, requests
 
-    job = registry.Job(name, f"studio_jobs:{fn}", getattr(requests, request_type), f"test job {name}", trains=trains,
-                   opens_project=False)
+    job = registry.Job(
+        name,
+        f"studio_jobs:{fn}",
+        getattr(requests, request_type),
+        f"test job {name}",
+        trains=trains,
+        opens_project=False,
+    )
     monkeypatch.setitem(registry.JOBS, name, job)
     here = str(Path(__file__).resolve().parent)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")])))

@@ -1,6 +1,7 @@
 """SIGKILL a `dynastudio run` at random moments and resume it until it finishes (used by tests/test_kill9.py and
 bench/kill9.py). Each attempt is a fresh `python -m dynastudio.core.cli run DIR --events jsonl`; its event lines
 say which training step it had reached when it was killed and which step the next attempt resumed from."""
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,13 @@ def _env() -> dict:
 def run_once(root: Path, kill_after: float | None, timeout: float = 900) -> Attempt:
     """Start a run; SIGKILL it `kill_after` seconds in (None: let it finish)."""
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "dynastudio.core.cli", "run", str(root), "--events", "jsonl"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dynastudio.core.cli", "run", str(root), "--events", "jsonl"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     seen = {"last_step": None, "resumed_from": None, "stage": None}
     err: list[str] = []
 
@@ -100,8 +106,14 @@ def run_once(root: Path, kill_after: float | None, timeout: float = 900) -> Atte
     proc.stderr.close()
     if not killed and proc.returncode != 0:
         raise RuntimeError(f"run exited {proc.returncode} without being killed:\n" + "".join(err[-30:]))
-    return Attempt(time.monotonic() - t0, killed, proc.returncode, seen["last_step"], seen["resumed_from"],
-                   seen["stage"] if killed else None)
+    return Attempt(
+        time.monotonic() - t0,
+        killed,
+        proc.returncode,
+        seen["last_step"],
+        seen["resumed_from"],
+        seen["stage"] if killed else None,
+    )
 
 
 def kill_until_done(root: Path, rng: random.Random, delays: tuple[float, float], max_attempts: int = 200) -> KillReport:
@@ -123,8 +135,11 @@ def grid(root: Path) -> dict[str, float]:
 def stale_temps(root: Path) -> list[str]:
     """Temporary files or folders left anywhere in the project."""
     root = Path(root)
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
-                  if p.name.endswith(".tmp") or ".new-" in p.name or ".old-" in p.name or p.name == ".tokenizer.tmp")
+    return sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.name.endswith(".tmp") or ".new-" in p.name or ".old-" in p.name or p.name == ".tokenizer.tmp"
+    )
 
 
 def model_difference(a: Path, b: Path, name: str = "depth") -> float:

@@ -2,6 +2,7 @@
 
 The child imports this module (DYNASTUDIO_JOB_MODULES); it registers the jobs named in DYNASTUDIO_TEST_JOBS
 ("name:function:RequestType:trains", comma separated), replacing a real job of the same name."""
+
 from __future__ import annotations
 
 import os
@@ -48,19 +49,36 @@ def fake_latency_file(project, request, events, stop):
     from dynastudio.core.project import Project
 
     project = Project.open(project)
-    rows = [{"label": r["label"], "width_mult": r["width_mult"], "depth_mult": r["depth_mult"], "sizes": {},
-             "values": {"latency_fp32_ms": 10.0 * r["flops_rel"], "size_onnx_fp32_mb": 1.0}}
-            for r in project.load_results()["rows"]]
-    project.save_latency({"setup": {"device": "test CPU", "threads": request.threads, "batch": request.batch,
-                                    "seq": request.seq}, "rows": rows})
+    rows = [
+        {
+            "label": r["label"],
+            "width_mult": r["width_mult"],
+            "depth_mult": r["depth_mult"],
+            "sizes": {},
+            "values": {"latency_fp32_ms": 10.0 * r["flops_rel"], "size_onnx_fp32_mb": 1.0},
+        }
+        for r in project.load_results()["rows"]
+    ]
+    project.save_latency(
+        {
+            "setup": {"device": "test CPU", "threads": request.threads, "batch": request.batch, "seq": request.seq},
+            "rows": rows,
+        }
+    )
     return {"rows": rows}
 
 
 def install() -> None:
     for spec in filter(None, os.environ.get("DYNASTUDIO_TEST_JOBS", "").split(",")):
         name, fn, request_type, trains = spec.split(":")
-        registry.JOBS[name] = registry.Job(name, f"studio_jobs:{fn}", getattr(requests, request_type), f"test job {name}",
-                                   trains=trains == "1", opens_project=False)
+        registry.JOBS[name] = registry.Job(
+            name,
+            f"studio_jobs:{fn}",
+            getattr(requests, request_type),
+            f"test job {name}",
+            trains=trains == "1",
+            opens_project=False,
+        )
 
 
 install()

@@ -1,4 +1,5 @@
 """Tests for core.data's tokenizing and batching: encode, dynamic padding, seeded batch order, resuming mid-epoch."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """The `dynastudio` CLI: the contract later tools rely on, and clean one-line errors for user mistakes."""
+
 from __future__ import annotations
 
 import json
@@ -11,7 +12,13 @@ from helpers import tiny_sentences, write_tsv
 
 
 def dyn(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "dynastudio.core.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "dynastudio.core.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=600,
+    )
 
 
 class _Proc:
@@ -54,7 +61,9 @@ def test_cli_end_to_end_on_a_tiny_model(tiny_model_dir, tiny_task_files, tmp_pat
     assert "192" not in out.stdout or "train" in out.stdout
     # shrink the run through the project file the way a user would edit it
     cfg = json.loads((proj / "project.json").read_text())
-    cfg["train"].update(batch_size=16, max_seq_length=32, teacher_epochs=2, width_epochs=1, depth_epochs=1, importance_examples=16)
+    cfg["train"].update(
+        batch_size=16, max_seq_length=32, teacher_epochs=2, width_epochs=1, depth_epochs=1, importance_examples=16
+    )
     (proj / "project.json").write_text(json.dumps(cfg))
     out = dyn("run", proj, "--until", "rewire", "--max-train-examples", "64")
     assert out.returncode == 0, out.stderr
@@ -106,7 +115,20 @@ def test_new_refuses_bad_data(cli, case, tiny_model_dir, tmp_path):
             f.write("no label here\n")
         needles = ["train.tsv", "line 22"]
     proj = tmp_path / "proj"
-    proc = cli("new", proj, "--model", tiny_model_dir, "--train", train, "--dev", dev, "--text-columns", "sentence", "--label-column", label_col)
+    proc = cli(
+        "new",
+        proj,
+        "--model",
+        tiny_model_dir,
+        "--train",
+        train,
+        "--dev",
+        dev,
+        "--text-columns",
+        "sentence",
+        "--label-column",
+        label_col,
+    )
     assert_user_error(proc, *needles)
     assert not (proj / "project.json").exists()
 
@@ -139,7 +161,9 @@ def test_demo_project_is_created_from_the_builtin_model(tmp_path):
     assert proc.returncode == 0, proc.stderr
     cfg = json.loads((tmp_path / "demo" / "project.json").read_text())
     assert cfg["model"] == "builtin:minilm" and cfg["data"]["kind"] == "demo" and cfg["schema_version"] == 2
-    assert (tmp_path / "demo" / "tokenizer" / "tokenizer.json").is_file() or (tmp_path / "demo" / "tokenizer" / "vocab.txt").is_file()
+    assert (tmp_path / "demo" / "tokenizer" / "tokenizer.json").is_file() or (
+        tmp_path / "demo" / "tokenizer" / "vocab.txt"
+    ).is_file()
     assert (tmp_path / "demo" / "cache" / "inputs.safetensors").is_file()  # tokenized once, at creation
     # the README's headless line runs twice: the demo is kept, not refused
     before = (tmp_path / "demo" / "project.json").stat().st_mtime_ns
@@ -190,7 +214,9 @@ def test_installed_studio_adds_gui_without_loading_qt():
 
 
 def test_new_guesses_columns_says_so_and_records_them(cli, tiny_model_dir, tmp_path):
-    rows = "".join(f"is row {i} wet,row {i} is {'wet' if i % 2 else 'dry'} today,{'yes' if i % 2 else 'no'}\n" for i in range(12))
+    rows = "".join(
+        f"is row {i} wet,row {i} is {'wet' if i % 2 else 'dry'} today,{'yes' if i % 2 else 'no'}\n" for i in range(12)
+    )
     train = tmp_path / "train.csv"
     train.write_text("question,passage,label\n" + rows, encoding="utf-8")
     proc = cli("new", tmp_path / "p", "--model", tiny_model_dir, "--train", train, "--dev", train, "--profile", "quick")
@@ -200,7 +226,9 @@ def test_new_guesses_columns_says_so_and_records_them(cli, tiny_model_dir, tmp_p
     assert data["text_columns"] == ["question", "passage"] and data["label_column"] == "label"
 
     unlabelled = tmp_path / "nolabel.csv"
-    unlabelled.write_text("question,passage\n" + "".join(",".join(r.split(",")[:2]) + "\n" for r in rows.splitlines()), encoding="utf-8")
+    unlabelled.write_text(
+        "question,passage\n" + "".join(",".join(r.split(",")[:2]) + "\n" for r in rows.splitlines()), encoding="utf-8"
+    )
     proc = cli("new", tmp_path / "q", "--model", tiny_model_dir, "--train", unlabelled, "--dev", unlabelled)
     assert_user_error(proc, "nolabel.csv", "which column holds the labels", "--label-column")
     assert not (tmp_path / "q").exists()
@@ -214,15 +242,34 @@ def test_report_names_the_best_under_a_budget_from_the_command_line(tmp_path):
     root.mkdir()
     (root / "project.json").write_text(ProjectConfig().to_json())
     rows = [("w1_d1", 1.0, 0.9, 8.0), ("w0.5_d1", 0.5, 0.8, 4.0)]
-    (root / "results.json").write_text(json.dumps({"task": "t", "metric": "accuracy", "model": "depth", "rows": [
-        {"label": k, "width_mult": w, "depth_mult": 1.0, "value": v, "flops_rel": w} for k, w, v, _ in rows]}))
-    (root / "latency.json").write_text(json.dumps({"setup": {"device": "Test CPU"}, "rows": [
-        {"label": k, "width_mult": w, "depth_mult": 1.0, "sizes": {}, "values": {"latency_fp32_ms": ms}}
-        for k, w, _, ms in rows]}))
+    (root / "results.json").write_text(
+        json.dumps(
+            {
+                "task": "t",
+                "metric": "accuracy",
+                "model": "depth",
+                "rows": [
+                    {"label": k, "width_mult": w, "depth_mult": 1.0, "value": v, "flops_rel": w} for k, w, v, _ in rows
+                ],
+            }
+        )
+    )
+    (root / "latency.json").write_text(
+        json.dumps(
+            {
+                "setup": {"device": "Test CPU"},
+                "rows": [
+                    {"label": k, "width_mult": w, "depth_mult": 1.0, "sizes": {}, "values": {"latency_fp32_ms": ms}}
+                    for k, w, _, ms in rows
+                ],
+            }
+        )
+    )
     proc = dyn("report", root, "--budget-ms", "5")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[0] == ("best under 5 ms on this machine (Test CPU): w0.5_d1 (width 0.5, depth 1): "
-                                           "accuracy 0.8000 at 4.00 ms")
+    assert proc.stdout.splitlines()[0] == (
+        "best under 5 ms on this machine (Test CPU): w0.5_d1 (width 0.5, depth 1): accuracy 0.8000 at 4.00 ms"
+    )
     assert_user_error(dyn("report", root, "--budget-ms", "3"), "nothing fits 3 ms", "w0.5_d1", "raise --budget-ms")
     assert_user_error(dyn("report", root, "--budget-ms", "5", "--device", "pi"), "no latency measured on device 'pi'")
     (root / "latency.json").unlink()

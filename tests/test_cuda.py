@@ -1,5 +1,6 @@
 """The CUDA paths: mixed precision, the GPU random state in checkpoints, evaluation under autocast, torchrun on a GPU.
 Skipped on a machine without a CUDA GPU."""
+
 from __future__ import annotations
 
 import shutil
@@ -31,6 +32,7 @@ def _stop_at(step: int, stage: str, stop: StopToken):
     def events(e):
         if isinstance(e, StepEnded) and e.stage == stage and e.step == step:
             stop.set()
+
     return events
 
 
@@ -38,8 +40,15 @@ def _stop_at(step: int, stage: str, stop: StopToken):
 def test_a_stopped_gpu_run_resumes_as_an_uninterrupted_one(precision, tiny_model_dir, tiny_task_files, tmp_path):
     if precision == "bf16" and not torch.cuda.is_bf16_supported():
         pytest.skip("no bf16 on this GPU")
-    cfg = tiny_project_config(tiny_model_dir, *tiny_task_files, device="cuda", precision=precision, teacher_epochs=2,
-                              width_epochs=3, checkpoint_every=1000)
+    cfg = tiny_project_config(
+        tiny_model_dir,
+        *tiny_task_files,
+        device="cuda",
+        precision=precision,
+        teacher_epochs=2,
+        width_epochs=3,
+        checkpoint_every=1000,
+    )
     base = new_project(tmp_path / "base", cfg)
     jobs.run("run", base, RunRequest(until="rewire"))
     shutil.copytree(base.root, tmp_path / "ref")
@@ -81,9 +90,21 @@ def test_torchrun_with_one_process_on_the_gpu(tiny_model_dir, tiny_task_files, t
     import sys
 
     project = new_project(tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files, device="auto"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", "dynastudio.core.cli",
-           "run", str(project.root), "--until", "width"]
-    out = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
-                         timeout=600)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=1",
+        "-m",
+        "dynastudio.core.cli",
+        "run",
+        str(project.root),
+        "--until",
+        "width",
+    ]
+    out = subprocess.run(
+        cmd, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert Project.open(project.root).is_done("width")

@@ -1,5 +1,6 @@
 """Tests for core.data: file readers and their errors, tables and splits, GLUE layouts, the datasets path, column
 guessing, task loading and the demo set (batching: test_batching.py; metrics: test_metrics.py)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -200,7 +201,9 @@ def test_float_labels_mean_regression(tmp_path):
     assert regression and names is None
     assert table.labels == [0.5, 4.0, 3.25] and all(isinstance(v, float) for v in table.labels)
     dev = write(tmp_path / "dev.csv", "s1,s2,score\na,b,high\n")
-    raises_data_error(lambda: read_table(dev, ("s1", "s2"), "score", regression=True), "dev.csv", "line 2", "not a number")
+    raises_data_error(
+        lambda: read_table(dev, ("s1", "s2"), "score", regression=True), "dev.csv", "line 2", "not a number"
+    )
 
 
 def test_files_kind_guesses_columns(tmp_path):
@@ -212,7 +215,10 @@ def test_files_kind_guesses_columns(tmp_path):
 
 
 def test_files_kind_regression_metric(tmp_path):
-    train = write(tmp_path / "sts.jsonl", '{"sentence1": "a", "sentence2": "b", "label": 0.5}\n{"sentence1": "c", "sentence2": "d", "label": 2}\n')
+    train = write(
+        tmp_path / "sts.jsonl",
+        '{"sentence1": "a", "sentence2": "b", "label": 0.5}\n{"sentence1": "c", "sentence2": "d", "label": 2}\n',
+    )
     task = load_task_data(DataConfig(kind="files", train=str(train), dev=str(train)))
     assert task.is_regression and task.num_labels == 1 and task.metric == "pearson_spearman"
     assert task.train.text_b == ["b", "d"] and task.label_names is None
@@ -246,7 +252,7 @@ def test_select_split_and_subset(tmp_path):
 
 
 def make_glue(root: Path) -> Path:
-    write(root / "SST-2" / "train.tsv", "sentence\tlabel\nit 's \"great\" \t1\nawful film \t0\nfine \t1\n")
+    write(root / "SST-2" / "train.tsv", 'sentence\tlabel\nit \'s "great" \t1\nawful film \t0\nfine \t1\n')
     write(root / "SST-2" / "dev.tsv", "sentence\tlabel\ncharming \t1\n")
     # No header; a stray quote must not swallow the next line; the last line has no newline.
     write(
@@ -438,8 +444,13 @@ def test_no_label_column_never_reuses_a_text_column(tmp_path):
     columns, rows = peek_rows(train)
     g = guess_columns(columns, rows)
     assert g.text == ("question", "passage") and g.label is None
-    message = raises_data_error(lambda: resolve_columns(DataConfig(kind="files", train=str(train), dev=str(train))),
-                                "train.csv", "labels", "question, passage", "--label-column")
+    message = raises_data_error(
+        lambda: resolve_columns(DataConfig(kind="files", train=str(train), dev=str(train))),
+        "train.csv",
+        "labels",
+        "question, passage",
+        "--label-column",
+    )
     assert "row" not in message  # the error is about the missing column, not about label values
 
 
@@ -476,7 +487,9 @@ def test_a_column_plays_one_role(tmp_path):
 
 
 def test_loader_reports_what_it_guessed(tmp_path):
-    train = write(tmp_path / "train.csv", "question,passage,label\nis it wet,water is wet,yes\nis it dry,sand is dry,no\n")
+    train = write(
+        tmp_path / "train.csv", "question,passage,label\nis it wet,water is wet,yes\nis it dry,sand is dry,no\n"
+    )
     task = load_task_data(DataConfig(kind="files", train=str(train), dev=str(train)))
     assert task.train.text_b == ["water is wet", "sand is dry"]
     assert task.columns.text == ("question", "passage") and set(task.columns.guessed) == {"text", "label"}
@@ -492,8 +505,11 @@ def test_data_modules_import_no_torch_or_transformers():
     import sys
 
     modules = ["readers", "tables", "columns", "glue", "hub", "task", "encoding", "batching"]
-    code = ("import sys\n" + "".join(f"import dynastudio.core.data.{m}\n" for m in modules) +
-            "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))")
+    code = (
+        "import sys\n"
+        + "".join(f"import dynastudio.core.data.{m}\n" for m in modules)
+        + "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"

@@ -1,4 +1,5 @@
 """Deploying to a device: vocabulary trimming, compact embedding rows, the device formats, the ONNX graph as a user runs it."""
+
 from __future__ import annotations
 
 import json
@@ -52,19 +53,54 @@ def _bpe_tokenizer(tmp_path: Path):
     from transformers import RobertaTokenizerFast
 
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(TRAIN * 20 + ["zebras and splendid things"] * 5, vocab_size=400,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.train_from_iterator(
+        TRAIN * 20 + ["zebras and splendid things"] * 5,
+        vocab_size=400,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    )
     bpe.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
     bpe.save(str(tmp_path / "tokenizer.json"))
-    return RobertaTokenizerFast(tokenizer_file=str(tmp_path / "tokenizer.json"), bos_token="<s>", eos_token="</s>",
-                                pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
+    return RobertaTokenizerFast(
+        tokenizer_file=str(tmp_path / "tokenizer.json"),
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+    )
 
 
 def _wordpiece_tokenizer(tmp_path: Path):
     from transformers import BertTokenizerFast
 
-    words = SPECIAL + ["the", "movie", "was", "great", "a", "dull", "plot", ",", "really", "boring", "!", "un", "##believ",
-                       "##ably", "charming", "acting", "it", "is", "fine", ".", "zebra", "splendid"] + UNUSED
+    words = (
+        SPECIAL
+        + [
+            "the",
+            "movie",
+            "was",
+            "great",
+            "a",
+            "dull",
+            "plot",
+            ",",
+            "really",
+            "boring",
+            "!",
+            "un",
+            "##believ",
+            "##ably",
+            "charming",
+            "acting",
+            "it",
+            "is",
+            "fine",
+            ".",
+            "zebra",
+            "splendid",
+        ]
+        + UNUSED
+    )
     (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
     return BertTokenizerFast.from_pretrained(str(tmp_path))
 
@@ -97,7 +133,9 @@ def test_trimmed_tokenizer_keeps_the_task_tokens_and_loads_with_autotokenizer(tm
     if kind == "wordpiece":
         assert again.unk_token in pieces
     else:
-        assert again.unk_token not in pieces and "".join(p for p in pieces[1:-1]).replace("Ġ", " ").strip() == "splendid"
+        assert (
+            again.unk_token not in pieces and "".join(p for p in pieces[1:-1]).replace("Ġ", " ").strip() == "splendid"
+        )
 
 
 def test_word_list_errors_are_one_line(tmp_path):
@@ -119,7 +157,9 @@ def test_plan_vocab_tokenizes_each_split_once_and_keeps_what_plan_trim_keeps(tmp
     import dynastudio.core.export.vocab as vocab
 
     tok = (_bpe_tokenizer if kind == "bpe" else _wordpiece_tokenizer)(tmp_path)
-    task = SimpleNamespace(train=SimpleNamespace(text_a=TRAIN, text_b=None), dev=SimpleNamespace(text_a=DEV, text_b=None))
+    task = SimpleNamespace(
+        train=SimpleNamespace(text_a=TRAIN, text_b=None), dev=SimpleNamespace(text_a=DEV, text_b=None)
+    )
     passes = []
     counts = vocab.token_counts
     monkeypatch.setattr(vocab, "token_counts", lambda t, a, *rest, **kw: passes.append(a) or counts(t, a, *rest, **kw))
@@ -136,9 +176,13 @@ def _lookup_model(table: np.ndarray):
     from onnx import TensorProto, helper, numpy_helper
 
     node = helper.make_node("Gather", ["embeddings.word_embeddings.weight", "ids"], ["rows"], axis=0)
-    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
-                              [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["b", "s", table.shape[1]])],
-                              [numpy_helper.from_array(table, "embeddings.word_embeddings.weight")])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", "s"])],
+        [helper.make_tensor_value_info("rows", TensorProto.FLOAT, ["b", "s", table.shape[1]])],
+        [numpy_helper.from_array(table, "embeddings.word_embeddings.weight")],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -152,11 +196,15 @@ def test_compact_embedding_rows_decode_to_the_table(tmp_path, rare_from):
     g = np.random.default_rng(0)
     table = (g.standard_normal((64, 64)) * g.uniform(0.01, 1.0, size=(64, 1))).astype(np.float32)
     onnx.save(_lookup_model(table), str(tmp_path / "src.onnx"))
-    compact_lookup_tables(tmp_path / "src.onnx", tmp_path / "dst.onnx", False, "int8", min_elements=1, rare_from=rare_from)
+    compact_lookup_tables(
+        tmp_path / "src.onnx", tmp_path / "dst.onnx", False, "int8", min_elements=1, rare_from=rare_from
+    )
     m = onnx.load(str(tmp_path / "dst.onnx"))
     onnx.checker.check_model(m)
     ids = np.array([[0, 5, 39, 40, 41], [63, 1, 2, 40, 0]], dtype=np.int64)
-    got = ort.InferenceSession(str(tmp_path / "dst.onnx"), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[0]
+    got = ort.InferenceSession(str(tmp_path / "dst.onnx"), providers=["CPUExecutionProvider"]).run(None, {"ids": ids})[
+        0
+    ]
     want = table[ids]
     step8 = np.abs(table).max(axis=1) / 127
     groups = table.reshape(64, 2, 32)
@@ -269,7 +317,10 @@ def test_default_onnxruntime_session_leaves_skiplayernorm_unfused(wide_vocab_pro
 def test_device_formats_export_and_verify_with_their_runtime(wide_vocab_project, tmp_path, fmt):
     import importlib.util
 
-    if importlib.util.find_spec({"ort": "onnxruntime", "openvino": "openvino", "executorch": "executorch"}[fmt]) is None:
+    if (
+        importlib.util.find_spec({"ort": "onnxruntime", "openvino": "openvino", "executorch": "executorch"}[fmt])
+        is None
+    ):
         pytest.skip(f"{fmt}'s package is not installed")  # not importorskip: the studio imports openvino its own way
     rep = export(wide_vocab_project, (0.5, 0.5), fmt, tmp_path / fmt)
     v = rep.verification
@@ -328,4 +379,6 @@ def test_latency_with_openvino_is_kept_as_a_device_of_its_own(wide_vocab_project
     for r in res["rows"]:
         assert r["latency_fp32_ms"] > 0 and r["latency_int8_ms"] > 0
         assert r["metric_int8"] == here[r["label"]]["metric_int8"]  # the INT8 file's accuracy, whatever runs it
-    assert {r["label"]: r["latency_fp32_ms"] for r in p.load_results()["rows"]} == {k: r["latency_fp32_ms"] for k, r in here.items()}
+    assert {r["label"]: r["latency_fp32_ms"] for r in p.load_results()["rows"]} == {
+        k: r["latency_fp32_ms"] for k, r in here.items()
+    }

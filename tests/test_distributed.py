@@ -1,5 +1,6 @@
 """Training under torchrun on CPUs (gloo): 2 processes at 2 x 16 rows end where 1 process at 32 rows does, and a
 stopped 2-process run resumes exactly. Plus the pieces: batch order, sharding, loss weighting, precision."""
+
 from __future__ import annotations
 
 import json
@@ -62,7 +63,9 @@ def test_grouped_order_covers_every_row_once_is_seeded_and_pads_less():
 def test_shards_split_each_global_batch_and_top_up_a_short_last_one():
     enc = fake_encoded([3 + i % 7 for i in range(37)])
     whole = list(D.iterate_batches(enc, 8, shuffle=True, seed=4, group_by_length=True))
-    parts = [list(D.iterate_batches(enc, 8, shuffle=True, seed=4, group_by_length=True, rank=r, world=3)) for r in range(3)]
+    parts = [
+        list(D.iterate_batches(enc, 8, shuffle=True, seed=4, group_by_length=True, rank=r, world=3)) for r in range(3)
+    ]
     assert all(len(p) == len(whole) for p in parts)
     for b, (p0, p1, p2) in enumerate(zip(*parts)):
         ids = sorted(int(x) for p in (p0, p1, p2) for x in p["input_ids"][:, 0])
@@ -80,7 +83,9 @@ def test_weighted_shares_give_the_global_batch_gradient():
     teacher = tiny_model(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     student = tiny_model(seed=1, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0).train()
     lens = [4, 9, 6, 12, 3, 7, 11]  # 7 rows: shards of 4 and 3 rows with different token counts
-    ids = [[2] + [5 + (7 * i + j) % 24 for j in range(n - 2)] + [3] for i, n in enumerate(lens)]  # within the tiny vocab
+    ids = [
+        [2] + [5 + (7 * i + j) % 24 for j in range(n - 2)] + [3] for i, n in enumerate(lens)
+    ]  # within the tiny vocab
     enc = Encoded(ids, [[0] * n for n in lens], [i % 2 for i in range(len(lens))])
     specs = subnet_grid((1.0, 0.5), (1.0, 0.5))
     kw = dict(l1=1.0, l2=0.5, depth_rule="keep-last", is_regression=False)
@@ -128,8 +133,18 @@ def test_projects_made_before_length_grouping_keep_their_random_batches(tiny_mod
 
 # ---- torchrun, 2 processes on gloo --------------------------------------------------------------
 def torchrun(project: Path, cwd: Path, *args: str, nproc: int = 2, popen: bool = False):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "dynastudio.core.cli", "run", str(project), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "dynastudio.core.cli",
+        "run",
+        str(project),
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     if popen:
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -150,14 +165,24 @@ def step_losses(project: Project, stage: str) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def no_dropout_model(tmp_path_factory) -> Path:
-    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny_nodrop"), hidden_dropout_prob=0.0,
-                               attention_probs_dropout_prob=0.0)
+    return make_tiny_model_dir(
+        tmp_path_factory.mktemp("tiny_nodrop"), hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
 
 
-def test_two_processes_end_the_width_and_depth_stages_where_one_process_does(no_dropout_model, tiny_task_files, tmp_path):
+def test_two_processes_end_the_width_and_depth_stages_where_one_process_does(
+    no_dropout_model, tiny_task_files, tmp_path
+):
     # 173 train rows in batches of 32: 5 full batches (2 x 16 rows) and one of 13 (7 + 6 rows) per epoch
-    cfg = tiny_project_config(no_dropout_model, *tiny_task_files, batch_size=32, teacher_epochs=2, width_epochs=2,
-                              depth_epochs=1, precision="auto")
+    cfg = tiny_project_config(
+        no_dropout_model,
+        *tiny_task_files,
+        batch_size=32,
+        teacher_epochs=2,
+        width_epochs=2,
+        depth_epochs=1,
+        precision="auto",
+    )
     base = new_project(tmp_path / "base", cfg)
     jobs.run("run", base, RunRequest(until="rewire"))
     one, two = tmp_path / "one", tmp_path / "two"
@@ -197,8 +222,9 @@ def test_finetune_and_rewire_under_two_processes_match_one(no_dropout_model, tin
 
 def test_a_stopped_two_process_run_resumes_exactly(tiny_model_dir, tiny_task_files, tmp_path):
     """With dropout on: the resumed run must continue each process's own random stream and its shard of rows."""
-    cfg = tiny_project_config(tiny_model_dir, *tiny_task_files, batch_size=32, teacher_epochs=1, width_epochs=12,
-                              checkpoint_every=1000)
+    cfg = tiny_project_config(
+        tiny_model_dir, *tiny_task_files, batch_size=32, teacher_epochs=1, width_epochs=12, checkpoint_every=1000
+    )
     base = new_project(tmp_path / "base", cfg)
     jobs.run("run", base, RunRequest(until="rewire"))
     ref, cut = tmp_path / "ref", tmp_path / "cut"

@@ -1,4 +1,5 @@
 """Slicing: the dynamic forward equals HF's, equals masking, and the depth rules keep the documented layers."""
+
 from __future__ import annotations
 
 import copy
@@ -59,7 +60,9 @@ def _masked_reference(model, ids, mask, spec: SubnetSpec, rule: str):
 
 
 @pytest.mark.parametrize("rule", ["paper", "keep-last"])
-@pytest.mark.parametrize("spec", [SubnetSpec(0.75, 1.0), SubnetSpec(0.5, 0.75), SubnetSpec(0.25, 0.5), SubnetSpec(1.0, 0.5)])
+@pytest.mark.parametrize(
+    "spec", [SubnetSpec(0.75, 1.0), SubnetSpec(0.5, 0.75), SubnetSpec(0.25, 0.5), SubnetSpec(1.0, 0.5)]
+)
 def test_sliced_equals_masked(spec, rule):
     model = tiny_model("bert", seed=3)
     ids, mask = _inputs(model.config.vocab_size, seed=1)
@@ -72,7 +75,9 @@ def test_sliced_equals_masked(spec, rule):
     # and a smaller width really does change the function (the check above is not vacuous)
     if spec.width_mult < 1:
         with torch.no_grad():
-            full = forward_subnet(model, ids, mask, spec=SubnetSpec(1.0, spec.depth_mult), depth_rule=rule, need_hidden=True)
+            full = forward_subnet(
+                model, ids, mask, spec=SubnetSpec(1.0, spec.depth_mult), depth_rule=rule, need_hidden=True
+            )
             small = forward_subnet(model, ids, mask, spec=spec, depth_rule=rule, need_hidden=True)
         assert (full.hidden_states[-1] - small.hidden_states[-1]).abs().max() > 1e-2
 

@@ -1,5 +1,6 @@
 """Issue 15's engine changes: the importance rows train the students, RoBERTa warms up by default, and a teacher
 that learned nothing is called out before distillation."""
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,9 @@ def _rows(enc) -> list[tuple]:
 # ---- the importance rows ------------------------------------------------------------------------
 @pytest.mark.parametrize("reuse", [True, False])
 def test_importance_rows_train_the_students_but_never_the_teacher(tiny_model_dir, tiny_task_files, tmp_path, reuse):
-    cfg = tiny_project_config(tiny_model_dir, *tiny_task_files, teacher_epochs=1, width_epochs=1,
-                              reuse_importance_rows=reuse)
+    cfg = tiny_project_config(
+        tiny_model_dir, *tiny_task_files, teacher_epochs=1, width_epochs=1, reuse_importance_rows=reuse
+    )
     project = new_project(tmp_path / "p", cfg)
     log = EventLog()
     run_pipeline(project, log, until="width")
@@ -51,7 +53,9 @@ def test_importance_rows_train_the_students_but_never_the_teacher(tiny_model_dir
     assert not set(held) & set(train)  # the teacher's rows never include the importance rows
     students = _rows(inputs.student_rows)
     assert students == (train + held if reuse else train)
-    assert list(inputs.student_rows.labels) == list(inputs.train.labels) + (list(inputs.heldout.labels) if reuse else [])
+    assert list(inputs.student_rows.labels) == list(inputs.train.labels) + (
+        list(inputs.heldout.labels) if reuse else []
+    )
     bs = cfg.train.batch_size
     assert _started(log, "finetune").total_steps == math.ceil(len(train) / bs)
     assert _started(log, "width").total_steps == math.ceil(len(students) / bs)
@@ -81,7 +85,9 @@ def test_a_checkpoint_made_for_other_rows_is_refused(tiny_model_dir, tiny_task_f
     raw = json.loads((project.root / "project.json").read_text())
     raw["train"]["reuse_importance_rows"] = False
     (project.root / "project.json").write_text(json.dumps(raw))
-    with pytest.raises(ProjectError, match=r"checkpoints.*width.*written for 192 training rows.*now has 173.*delete it"):
+    with pytest.raises(
+        ProjectError, match=r"checkpoints.*width.*written for 192 training rows.*now has 173.*delete it"
+    ):
         run_pipeline(Project.open(project.root), until="width")
 
 
@@ -103,21 +109,38 @@ def _roberta_model_dir(root: Path) -> Path:
 
     root.mkdir(parents=True)
     bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator([s for s, _ in tiny_sentences(300, 5)] + FILLER, vocab_size=400,
-                            special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.train_from_iterator(
+        [s for s, _ in tiny_sentences(300, 5)] + FILLER,
+        vocab_size=400,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+    )
     bpe.post_processor = RobertaProcessing(("</s>", 2), ("<s>", 0))
     bpe.save(str(root / "tokenizer.json"))
-    tok = RobertaTokenizerFast(tokenizer_file=str(root / "tokenizer.json"), bos_token="<s>", eos_token="</s>",
-                               pad_token="<pad>", unk_token="<unk>", mask_token="<mask>")
+    tok = RobertaTokenizerFast(
+        tokenizer_file=str(root / "tokenizer.json"),
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        mask_token="<mask>",
+    )
     tok.save_pretrained(str(root))
     RobertaForSequenceClassification(tiny_config("roberta", vocab_size=len(tok))).save_pretrained(str(root))
     return root
 
 
-@pytest.mark.parametrize("kind,warmup_frac,warms_up", [
-    ("roberta", None, True), ("roberta", 0.0, False), ("bert", None, False), ("bert", 0.25, True),
-])
-def test_the_warmup_setting_reaches_the_training_loop(tiny_model_dir, tiny_task_files, tmp_path, kind, warmup_frac, warms_up):
+@pytest.mark.parametrize(
+    "kind,warmup_frac,warms_up",
+    [
+        ("roberta", None, True),
+        ("roberta", 0.0, False),
+        ("bert", None, False),
+        ("bert", 0.25, True),
+    ],
+)
+def test_the_warmup_setting_reaches_the_training_loop(
+    tiny_model_dir, tiny_task_files, tmp_path, kind, warmup_frac, warms_up
+):
     model_dir = _roberta_model_dir(tmp_path / "roberta") if kind == "roberta" else tiny_model_dir
     cfg = tiny_project_config(model_dir, *tiny_task_files, teacher_epochs=4, teacher_lr=1e-3, warmup_frac=warmup_frac)
     project = new_project(tmp_path / "p", cfg)
@@ -177,12 +200,23 @@ def test_a_teacher_that_learned_nothing_is_called_out_before_distillation(tiny_m
     assert saved["clearly_better"] is False and saved["advice"] == check.advice
     # the CLI prints the warning where a user sees it (stderr, with the progress bars)
     (project.root / "models" / "teacher").rename(project.root / "teacher.old")
-    out = subprocess.run([sys.executable, "-m", "dynastudio.core.cli", "run", str(project.root), "--until", "finetune"],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "dynastudio.core.cli", "run", str(project.root), "--until", "finetune"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "[warning] the teacher scores" in out.stderr and "not clearly better than always predicting the majority" in out.stderr
-    status = subprocess.run([sys.executable, "-m", "dynastudio.core.cli", "status", str(project.root)],
-                            capture_output=True, text=True, timeout=120)
+    assert (
+        "[warning] the teacher scores" in out.stderr
+        and "not clearly better than always predicting the majority" in out.stderr
+    )
+    status = subprocess.run(
+        [sys.executable, "-m", "dynastudio.core.cli", "status", str(project.root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "warning: the teacher scores" in status.stdout
 
 
@@ -190,8 +224,9 @@ def test_following_the_advice_trains_the_teacher_again_and_every_stage_after_it(
     """The warning says: edit the settings, delete the teacher, run again. A run stopped mid-width had left a width
     checkpoint and a finished rewire of the old teacher: neither may survive the new teacher (before, the width
     stage resumed the old teacher's checkpoint, and a later run skipped rewire as done)."""
-    cfg = tiny_project_config(tiny_model_dir, *_noise_task(tmp_path / "data"), teacher_epochs=1, width_epochs=2,
-                              checkpoint_every=2)
+    cfg = tiny_project_config(
+        tiny_model_dir, *_noise_task(tmp_path / "data"), teacher_epochs=1, width_epochs=2, checkpoint_every=2
+    )
     project = new_project(tmp_path / "p", cfg)
     log = EventLog()
     run_pipeline(project, log, until="evaluate")  # a whole run on the weak teacher: results.json exists
@@ -207,7 +242,9 @@ def test_following_the_advice_trains_the_teacher_again_and_every_stage_after_it(
         run_pipeline(Project.open(project.root), sink, stop, until="width")
     assert Project.open(project.root).load_checkpoint("width") is not None
     (check,) = log.of(TeacherChecked)
-    assert f"edit \"train\" in {project.root / 'project.json'}, delete {project.root / 'models' / 'teacher'}" in check.advice
+    assert (
+        f'edit "train" in {project.root / "project.json"}, delete {project.root / "models" / "teacher"}' in check.advice
+    )
     raw = json.loads((project.root / "project.json").read_text())
     raw["train"]["teacher_epochs"] = 2
     (project.root / "project.json").write_text(json.dumps(raw))
@@ -233,7 +270,9 @@ def test_a_learning_teacher_passes_the_check(tiny_model_dir, tiny_task_files, tm
     assert not [e for e in log.of(LogMessage) if e.level == "warning"]
 
 
-def test_the_train_page_shows_a_banner_for_a_teacher_that_learned_nothing(qtbot, tiny_model_dir, tiny_task_files, tmp_path):
+def test_the_train_page_shows_a_banner_for_a_teacher_that_learned_nothing(
+    qtbot, tiny_model_dir, tiny_task_files, tmp_path
+):
     pytest.importorskip("PySide6")
     from dynastudio.studio.pages.train import TrainPage
     from dynastudio.studio.state import StudioState

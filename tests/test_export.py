@@ -1,4 +1,5 @@
 """Export: every format writes a folder that reloads and matches PyTorch; folders are never clobbered; latency fills the grid."""
+
 from __future__ import annotations
 
 import json
@@ -42,7 +43,9 @@ def project(tmp_path_factory, tiny_task_files) -> Project:
 
 
 def export(project: Project, spec, target: str, out: Path, events=null_sink, stop=None, **options) -> ExportReport:
-    return export_job(project, ExportRequest(spec[0], spec[1], target, str(out), **options), events, stop or StopToken())
+    return export_job(
+        project, ExportRequest(spec[0], spec[1], target, str(out), **options), events, stop or StopToken()
+    )
 
 
 def _copy(project: Project, dest: Path) -> Project:
@@ -57,8 +60,8 @@ def _feeds(vocab: int, names: list[str]):
         g = np.random.default_rng(batch)
         ids = g.integers(5, vocab, size=(batch, seq), dtype=np.int64)
         mask = np.ones_like(ids)
-        mask[0, seq // 2:] = 0
-        ids[0, seq // 2:] = 0
+        mask[0, seq // 2 :] = 0
+        ids[0, seq // 2 :] = 0
         f = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         out.append({k: f[k] for k in names})
     return out
@@ -140,8 +143,15 @@ def test_hf_folder_loads_without_the_project(project, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-I", str(script), str(out.resolve())], cwd=elsewhere, env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-I", str(script), str(out.resolve())],
+        cwd=elsewhere,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["cls"] == "DynaBertSlimForSequenceClassification"
@@ -215,7 +225,9 @@ def test_fp32_tolerance_is_what_decides(project, tmp_path, monkeypatch):
 def test_cli_internal_error_exits_1_with_a_traceback(project, tmp_path, monkeypatch, capsys):
     _shift_fp32_runner(monkeypatch)
     out = tmp_path / "bad"
-    rc = main(["export", str(project.root), "--width", "0.5", "--depth", "1", "--format", "torchscript", "--out", str(out)])
+    rc = main(
+        ["export", str(project.root), "--width", "0.5", "--depth", "1", "--format", "torchscript", "--out", str(out)]
+    )
     err = capsys.readouterr().err
     assert rc == 1, err
     # the typed error (an InternalError) with its traceback
@@ -235,7 +247,9 @@ def tied_project(project, tmp_path_factory) -> Project:
     inputs = prepare_inputs(p)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        model.classifier.weight[1] = model.classifier.weight[0] + 1e-2 * torch.randn(model.config.hidden_size, generator=g)
+        model.classifier.weight[1] = model.classifier.weight[0] + 1e-2 * torch.randn(
+            model.config.hidden_size, generator=g
+        )
         model.classifier.bias[1] = model.classifier.bias[0]
         logits = predict(model, inputs.dev, SubnetSpec(), "keep-last", 32, inputs.pad_id, "cpu")
         model.classifier.bias[1] -= float(np.median(logits[:, 1] - logits[:, 0]))
@@ -248,7 +262,11 @@ def test_int8_below_min_agreement_is_written_but_failed(tied_project, tmp_path):
     log = EventLog()
     rep = export(tied_project, (1.0, 1.0), "onnx-int8", out, events=log, min_agreement=1.0)
     assert 0.0 < rep.agreement < 1.0 and rep.dev_examples == 64
-    assert rep.passed is False and "below the required 100%" in rep.failure and f"{100 * rep.agreement:.2f}%" in rep.failure
+    assert (
+        rep.passed is False
+        and "below the required 100%" in rep.failure
+        and f"{100 * rep.agreement:.2f}%" in rep.failure
+    )
     # written, for inspection, and marked failed everywhere a user would look
     assert (out / MODEL_FILES["onnx-int8"]).is_file() and rep.path == str(out)
     v = json.loads((out / "verification.json").read_text())
@@ -287,8 +305,7 @@ def test_the_export_job_names_every_format_and_the_targets_need_no_torch():
     missing = [f for f in FORMATS if not re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", doc)]
     assert not missing, f"export_job's docstring does not name {missing}"
     # the CLI's parser and the studio read the formats and presets without loading the engine
-    code = ("import sys; import dynastudio.core.export.targets; "
-            "assert 'torch' not in sys.modules, 'torch was imported'")
+    code = "import sys; import dynastudio.core.export.targets; assert 'torch' not in sys.modules, 'torch was imported'"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
@@ -316,10 +333,42 @@ def test_cli_export_and_its_user_errors(project, tmp_path, capsys):
     broken = _copy(project, tmp_path / "broken")
     w = broken.model_dir("teacher") / "model.safetensors"
     w.write_bytes(b"\0" * 64)
-    assert main(["export", str(broken.root), "--width", "1", "--depth", "1", "--format", "onnx", "--out", str(tmp_path / "x")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                str(broken.root),
+                "--width",
+                "1",
+                "--depth",
+                "1",
+                "--format",
+                "onnx",
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "corrupted" in err[0] and "model.safetensors" in err[0]
-    assert main(["export", str(project.root), "--width", "1.5", "--depth", "1", "--format", "onnx", "--out", str(tmp_path / "y")]) == 2
+    assert (
+        main(
+            [
+                "export",
+                str(project.root),
+                "--width",
+                "1.5",
+                "--depth",
+                "1",
+                "--format",
+                "onnx",
+                "--out",
+                str(tmp_path / "y"),
+            ]
+        )
+        == 2
+    )
     assert "(0, 1]" in capsys.readouterr().err
 
 
@@ -332,10 +381,37 @@ def test_latency_and_evaluate_fill_the_grid_in_either_order(project, tmp_path, c
     assert not [k for r in evaluated.values() for k in r if k.startswith(("latency_", "size_onnx_"))]
     evaluation_bytes = p.results_path.read_bytes()
     # a stale measurement from another setup: the new one replaces it whole
-    p.save_latency({"setup": {"device": "elsewhere", "seq": 99}, "rows": [
-        {"label": "w1_d1", "width_mult": 1.0, "depth_mult": 1.0, "sizes": {}, "values": {"latency_fp16_ms": 9.0}}]})
+    p.save_latency(
+        {
+            "setup": {"device": "elsewhere", "seq": 99},
+            "rows": [
+                {
+                    "label": "w1_d1",
+                    "width_mult": 1.0,
+                    "depth_mult": 1.0,
+                    "sizes": {},
+                    "values": {"latency_fp16_ms": 9.0},
+                }
+            ],
+        }
+    )
 
-    args = ["latency", str(p.root), "--batch", "2", "--seq", "16", "--threads", "1", "--formats", "fp32,int8", "--runs", "3", "--warmup", "1"]
+    args = [
+        "latency",
+        str(p.root),
+        "--batch",
+        "2",
+        "--seq",
+        "16",
+        "--threads",
+        "1",
+        "--formats",
+        "fp32,int8",
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+    ]
     assert main(args) == 0
     assert "[4/4]" in capsys.readouterr().out
     assert p.results_path.read_bytes() == evaluation_bytes  # latency never touches results.json
@@ -345,7 +421,13 @@ def test_latency_and_evaluate_fill_the_grid_in_either_order(project, tmp_path, c
     rows = {r["label"]: r for r in res["rows"]}
     assert set(rows) == set(evaluated)
     for label, r in rows.items():
-        for key in ("latency_fp32_ms", "latency_fp32_p90_ms", "latency_int8_ms", "size_onnx_fp32_mb", "size_onnx_int8_mb"):
+        for key in (
+            "latency_fp32_ms",
+            "latency_fp32_p90_ms",
+            "latency_int8_ms",
+            "size_onnx_fp32_mb",
+            "size_onnx_int8_mb",
+        ):
             assert r[key] > 0, key
         assert r["latency_fp32_p90_ms"] >= r["latency_fp32_ms"] and "flops_rel" in r and "total_params" in r
         assert r["value"] == evaluated[label]["value"] and r["metric"] == "accuracy"
@@ -354,7 +436,12 @@ def test_latency_and_evaluate_fill_the_grid_in_either_order(project, tmp_path, c
     assert rows["w0.5_d1"]["size_onnx_fp32_mb"] < rows["w1_d1"]["size_onnx_fp32_mb"]
     assert main(["report", str(p.root)]) == 0
     report = capsys.readouterr().out
-    assert "fp32_ms" in report and "int8_ms" in report and "onnx_int8_mb" in report and "1 thread(s), batch 2, seq 16" in report
+    assert (
+        "fp32_ms" in report
+        and "int8_ms" in report
+        and "onnx_int8_mb" in report
+        and "1 thread(s), batch 2, seq 16" in report
+    )
 
     # the other order: the latency numbers are there first, the evaluation comes after and keeps them
     q = _copy(p, tmp_path / "lat_first")
@@ -367,16 +454,34 @@ def test_latency_and_evaluate_fill_the_grid_in_either_order(project, tmp_path, c
     joined = q.load_results()
     assert joined["latency_setup"] == res["latency_setup"] and joined["metric"] == "accuracy"
     for r in joined["rows"]:
-        assert r["value"] == evaluated[r["label"]]["value"] and r["latency_int8_ms"] == rows[r["label"]]["latency_int8_ms"]
+        assert (
+            r["value"] == evaluated[r["label"]]["value"] and r["latency_int8_ms"] == rows[r["label"]]["latency_int8_ms"]
+        )
 
 
 def test_old_results_with_latency_inside_are_migrated_on_open(project, tmp_path, capsys):
     row = lambda label, w, value, ms: {
-        "label": label, "width_mult": w, "depth_mult": 1.0, "metric": "accuracy", "value": value, "total_params": int(w * 1000),
-        "flops_rel": w, "latency_fp32_ms": ms, "latency_fp32_p90_ms": ms * 1.2, "size_onnx_fp32_mb": w * 2}
+        "label": label,
+        "width_mult": w,
+        "depth_mult": 1.0,
+        "metric": "accuracy",
+        "value": value,
+        "total_params": int(w * 1000),
+        "flops_rel": w,
+        "latency_fp32_ms": ms,
+        "latency_fp32_p90_ms": ms * 1.2,
+        "size_onnx_fp32_mb": w * 2,
+    }
     setup = {"device": "Old CPU 3000", "threads": 1, "batch": 1, "seq": 128, "runs": 50}
-    old = {"task": "train", "metric": "accuracy", "model": "teacher", "depth_rule": "keep-last", "dev_examples": 64,
-           "rows": [row("w1_d1", 1.0, 0.75, 2.0), row("w0.5_d1", 0.5, 0.625, 1.0)], "latency_setup": setup}
+    old = {
+        "task": "train",
+        "metric": "accuracy",
+        "model": "teacher",
+        "depth_rule": "keep-last",
+        "dev_examples": 64,
+        "rows": [row("w1_d1", 1.0, 0.75, 2.0), row("w0.5_d1", 0.5, 0.625, 1.0)],
+        "latency_setup": setup,
+    }
 
     p = _copy(project, tmp_path / "old")
     p.results_path.write_text(json.dumps(old))
@@ -384,11 +489,14 @@ def test_old_results_with_latency_inside_are_migrated_on_open(project, tmp_path,
     opened = Project.open(p.root)
     on_disk = json.loads(p.results_path.read_text())
     assert "latency_setup" not in on_disk
-    assert on_disk["rows"] == [{k: v for k, v in r.items() if not k.startswith(("latency_", "size_onnx_"))} for r in old["rows"]]
+    assert on_disk["rows"] == [
+        {k: v for k, v in r.items() if not k.startswith(("latency_", "size_onnx_"))} for r in old["rows"]
+    ]
     latency = json.loads(p.latency_path.read_text())
     assert latency["setup"] == setup
     assert {r["label"]: r["values"] for r in latency["rows"]} == {
-        r["label"]: {k: v for k, v in r.items() if k.startswith(("latency_", "size_onnx_"))} for r in old["rows"]}
+        r["label"]: {k: v for k, v in r.items() if k.startswith(("latency_", "size_onnx_"))} for r in old["rows"]
+    }
     # the joined grid reads as the old file did
     res = opened.load_results()
     assert res == old
@@ -402,11 +510,17 @@ def test_old_results_with_latency_inside_are_migrated_on_open(project, tmp_path,
     # a newer latency.json beside an old results.json wins; the old numbers are dropped from results.json
     q = _copy(project, tmp_path / "both")
     q.results_path.write_text(json.dumps(old))
-    newer = {"setup": {"device": "New CPU", "seq": 32}, "rows": [
-        {"label": "w1_d1", "width_mult": 1.0, "depth_mult": 1.0, "sizes": {}, "values": {"latency_fp32_ms": 5.0}}]}
+    newer = {
+        "setup": {"device": "New CPU", "seq": 32},
+        "rows": [
+            {"label": "w1_d1", "width_mult": 1.0, "depth_mult": 1.0, "sizes": {}, "values": {"latency_fp32_ms": 5.0}}
+        ],
+    }
     q.save_latency(newer)
     res = Project.open(q.root).load_results()
-    assert json.loads(q.latency_path.read_text()) == newer and "latency_setup" not in json.loads(q.results_path.read_text())
+    assert json.loads(q.latency_path.read_text()) == newer and "latency_setup" not in json.loads(
+        q.results_path.read_text()
+    )
     assert res["latency_setup"] == newer["setup"]
     rows = {r["label"]: r for r in res["rows"]}
     assert rows["w1_d1"]["latency_fp32_ms"] == 5.0 and rows["w1_d1"]["value"] == 0.75
@@ -464,15 +578,23 @@ def test_latency_job_reports_its_stage_and_writes_only_latency_json(project, tmp
         for i, _ in enumerate(request["specs"]):
             on_message({"progress": f"dev accuracy per precision: {i + 1}/{len(specs)}"})
         for i, (w, d) in enumerate(request["specs"]):
-            values = {f"{k}_{f}{x}": float(i + 1) * (2 if f == "int8" else 1) for f in ("fp32", "int8")
-                      for k, x in (("latency", "_ms"), ("latency", "_p90_ms"), ("size_onnx", "_mb"))}
+            values = {
+                f"{k}_{f}{x}": float(i + 1) * (2 if f == "int8" else 1)
+                for f in ("fp32", "int8")
+                for k, x in (("latency", "_ms"), ("latency", "_p90_ms"), ("size_onnx", "_mb"))
+            }
             values["metric_int8"] = 0.5 + i / 10
-            on_message({"row": {"width_mult": w, "depth_mult": d, "sizes": {"total_params": 10 * (i + 1)}, "values": values}})
+            on_message(
+                {"row": {"width_mult": w, "depth_mult": d, "sizes": {"total_params": 10 * (i + 1)}, "values": values}}
+            )
 
     monkeypatch.setattr(lat, "_run_child", fake_child)
     log = EventLog()
     out = jobs.run("latency", p, LatencyRequest(formats=("fp32", "int8"), runs=3, specs=specs), log)
-    assert [type(e).__name__ for e in log.events if isinstance(e, (StageStarted, StageEnded))] == ["StageStarted", "StageEnded"]
+    assert [type(e).__name__ for e in log.events if isinstance(e, (StageStarted, StageEnded))] == [
+        "StageStarted",
+        "StageEnded",
+    ]
     total = log.of(StageStarted)[0].total_steps
     assert total == 2 * len(specs) + 1 and [e.done for e in log.of(StageProgress)] == list(range(1, total + 1))
     measured = log.of(LatencyMeasured)
@@ -577,7 +699,9 @@ def test_device_kit_runs_on_a_bare_device_and_its_results_import_per_device(proj
 
     p = _copy(project, tmp_path / "p")
     kit = tmp_path / "kit"
-    out = device_kit_job(p, DeviceKitRequest(str(kit), ((1.0, 1.0), (0.5, 0.5)), ("fp32", "int8")), null_sink, StopToken())
+    out = device_kit_job(
+        p, DeviceKitRequest(str(kit), ((1.0, 1.0), (0.5, 0.5)), ("fp32", "int8")), null_sink, StopToken()
+    )
     assert out["cells"] == ["w1_d1", "w0.5_d0.5"]
     assert sorted(q.name for q in (kit / "models" / "w0.5_d0.5").iterdir()) == ["model.onnx", "model_int8.onnx"]
     assert str(tmp_path).encode() not in (kit / "kit.json").read_bytes()
@@ -586,8 +710,13 @@ def test_device_kit_runs_on_a_bare_device_and_its_results_import_per_device(proj
     assert subprocess.run([str(device_venv), "-c", "import torch"], capture_output=True).returncode != 0
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    ran = subprocess.run([str(device_venv), str(kit / "run_kit.py"), "--runs", "3", "--warmup", "1", "--device", "test board"],
-                         cwd=elsewhere, capture_output=True, text=True, timeout=300)
+    ran = subprocess.run(
+        [str(device_venv), str(kit / "run_kit.py"), "--runs", "3", "--warmup", "1", "--device", "test board"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ran.returncode == 0, ran.stderr
     result = kit / "latency-test_board.json"
     measured = json.loads(result.read_text())

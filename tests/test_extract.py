@@ -1,4 +1,5 @@
 """Extraction: the standalone sliced model equals the dynamic one, is physically smaller, and reloads on its own."""
+
 from __future__ import annotations
 
 import ast
@@ -14,7 +15,13 @@ from dynastudio.core.extract import extract, extract_from_model
 from dynastudio.core.slim import DynaBertSlimConfig, SlimModel
 from helpers import make_tiny_model_dir, tiny_model, tiny_project_config
 
-SPECS = [SubnetSpec(1.0, 1.0), SubnetSpec(0.75, 1.0), SubnetSpec(0.5, 0.75), SubnetSpec(0.25, 0.5), SubnetSpec(1.0, 0.5)]
+SPECS = [
+    SubnetSpec(1.0, 1.0),
+    SubnetSpec(0.75, 1.0),
+    SubnetSpec(0.5, 0.75),
+    SubnetSpec(0.25, 0.5),
+    SubnetSpec(1.0, 0.5),
+]
 
 
 def _inputs(model, seed=0, batch=3, seq=12):
@@ -36,7 +43,9 @@ def test_extracted_logits_equal_dynamic(kind, rule):
         with torch.no_grad():
             ref = forward_subnet(model, ids, mask, spec=spec, depth_rule=rule).logits
             got = slim(ids, mask)
-            unpadded = forward_subnet(model, ids[:1], mask[:1], spec=spec, depth_rule=rule).logits  # SDPA without a mask
+            unpadded = forward_subnet(
+                model, ids[:1], mask[:1], spec=spec, depth_rule=rule
+            ).logits  # SDPA without a mask
         assert (got - ref).abs().max() <= 1e-5, (spec, rule)
         assert (slim(ids[:1], mask[:1]) - unpadded).abs().max() <= 1e-5
 
@@ -130,7 +139,9 @@ def test_missing_or_corrupted_checkpoint_is_a_clear_error(tiny_project):
     with pytest.raises(ProjectError, match="corrupted"):
         extract(project, 0.5, 1.0)
     weights.unlink()
-    with pytest.raises(ProjectError, match=r"models/teacher: the finetune stage's output is missing: run `dynastudio run"):
+    with pytest.raises(
+        ProjectError, match=r"models/teacher: the finetune stage's output is missing: run `dynastudio run"
+    ):
         extract(project, 0.5, 1.0)  # the model is gone: the project says which and how to make it again
     shutil.rmtree(project.model_dir("teacher"))
     with pytest.raises(ProjectError, match="missing"):

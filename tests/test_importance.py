@@ -1,4 +1,5 @@
 """Importance scores and rewiring: the reorder keeps the function and puts the important heads first."""
+
 from __future__ import annotations
 
 import torch
@@ -12,7 +13,11 @@ def _batches(vocab, n=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     for _ in range(n):
         ids = torch.randint(5, vocab, (4, 10), generator=g)
-        yield {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": torch.randint(0, 2, (4,), generator=g)}
+        yield {
+            "input_ids": ids,
+            "attention_mask": torch.ones_like(ids),
+            "labels": torch.randint(0, 2, (4,), generator=g),
+        }
 
 
 def test_importance_shapes_and_nonzero():

@@ -1,6 +1,7 @@
 """Kill -9 anywhere (the quick part; bench/kill9.py does 50+ kills): a run SIGKILLed at several moments and
 resumed each time ends with the same grid and the same weights as an uninterrupted run, redoing at most one
 checkpoint interval per kill and leaving no temporary file behind."""
+
 from __future__ import annotations
 
 from dynastudio.core.prepare import new_project

@@ -1,4 +1,5 @@
 """Tests for core.metrics: GLUE's task metrics, and the one agreement measure between two models."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """The shipped MiniLM-L6-H384: it loads offline, our sliced forward matches transformers, rewiring keeps logits."""
+
 from __future__ import annotations
 
 import torch
@@ -23,14 +24,18 @@ def test_builtin_minilm_end_to_end_checks():
     batches = list(iterate_batches(enc, 16, shuffle=False, pad_id=tok.pad_token_id))
     b = batches[0]
     with torch.no_grad():
-        ref = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b.get("token_type_ids")).logits
+        ref = model(
+            input_ids=b["input_ids"], attention_mask=b["attention_mask"], token_type_ids=b.get("token_type_ids")
+        ).logits
         ours = forward_subnet(model, b["input_ids"], b["attention_mask"], b.get("token_type_ids")).logits
     assert torch.allclose(ref, ours, atol=1e-5)
     imp = compute_importance(model, batches, is_regression=False)
     rewire(model, imp)
     with torch.no_grad():
         after = forward_subnet(model, b["input_ids"], b["attention_mask"], b.get("token_type_ids")).logits
-        quarter = forward_subnet(model, b["input_ids"], b["attention_mask"], b.get("token_type_ids"), spec=SubnetSpec(0.25, 0.5)).logits
+        quarter = forward_subnet(
+            model, b["input_ids"], b["attention_mask"], b.get("token_type_ids"), spec=SubnetSpec(0.25, 0.5)
+        ).logits
     assert torch.allclose(ref, after, atol=1e-4)
     assert quarter.shape == ref.shape
     sizes = subnet_size(cfg, SubnetSpec(0.5, 1.0), "keep-last")

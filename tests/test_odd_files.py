@@ -1,5 +1,6 @@
 """Real-world data files as users make them, and fuzzed ones: each is loaded as the user means it, or refused with
 a DataError (one line naming the file and line); never a traceback."""
+
 from __future__ import annotations
 
 import json
@@ -34,24 +35,60 @@ ODD_FILES = {
     "quoted labels": ("a.csv", b'sentence,label\n"a good film","1"\n"a bad film","0"\n', "loaded"),
     "labels written 1.0 / 0.0": ("a.tsv", b"sentence\tlabel\na\t1.0\nb\t0.0\nc\t1\n", "loaded"),
     "string labels": ("a.csv", b"text,label\na good film,pos\na bad film,neg\n", "loaded"),
-    "a trailing delimiter on every line": ("a.csv", ("sentence,label,\n" + "".join(f"{s},{l},\n" for s, l in ROWS)).encode(), "loaded"),
+    "a trailing delimiter on every line": (
+        "a.csv",
+        ("sentence,label,\n" + "".join(f"{s},{l},\n" for s, l in ROWS)).encode(),
+        "loaded",
+    ),
     "empty text cells": ("a.tsv", _tsv([("", 1), ("bad", 0), ("ok", 1), ("no", 0)]).encode(), "loaded"),
     "a NUL byte inside a text": ("a.tsv", _tsv().encode().replace(b"good", b"go\x00od"), "loaded"),
-    "a 2 MB text cell (cut to MAX_TEXT_CHARS)": ("a.tsv", ("sentence\tlabel\n" + "x" * 2_000_000 + "\t1\nb\t0\n").encode(), "loaded"),
+    "a 2 MB text cell (cut to MAX_TEXT_CHARS)": (
+        "a.tsv",
+        ("sentence\tlabel\n" + "x" * 2_000_000 + "\t1\nb\t0\n").encode(),
+        "loaded",
+    ),
     "a 2 MB quoted CSV cell": ("a.csv", ('sentence,label\n"' + "y" * 2_000_000 + '",1\nb,0\n').encode(), "loaded"),
-    "duplicate column names": ("a.csv", b"sentence,sentence,label\nx,y,1\na,b,0\n", "names more than one column 'sentence'"),
-    "a label column with one class": ("a.tsv", _tsv([(s, 1) for s, _ in ROWS]).encode(), "a classifier needs at least 2 different labels"),
+    "duplicate column names": (
+        "a.csv",
+        b"sentence,sentence,label\nx,y,1\na,b,0\n",
+        "names more than one column 'sentence'",
+    ),
+    "a label column with one class": (
+        "a.tsv",
+        _tsv([(s, 1) for s, _ in ROWS]).encode(),
+        "a classifier needs at least 2 different labels",
+    ),
     "NaN in a regression label": ("a.tsv", b"sentence\tlabel\na\t0.5\nb\tnan\nc\t1.5\n", "line 3 has label 'nan'"),
     "inf in a regression label": ("a.tsv", b"sentence\tlabel\na\t0.5\nb\t2.5\nc\tinf\n", "line 4 has label 'inf'"),
-    "Latin-1 bytes": ("a.csv", "sentence,label\ncaf\xe9 good,1\nbad,0\n".encode("latin-1"), "line 2 is not valid UTF-8"),
+    "Latin-1 bytes": (
+        "a.csv",
+        "sentence,label\ncaf\xe9 good,1\nbad,0\n".encode("latin-1"),
+        "line 2 is not valid UTF-8",
+    ),
     "semicolon-separated .csv": ("a.csv", b"sentence;label\na good film;1\na bad film;0\n", "cannot tell which column"),
     "a header and no rows": ("a.csv", b"sentence,label\n", "cannot tell which column holds the text"),
     "an empty file": ("a.csv", b"", "the file is empty"),
-    "a JSON array instead of JSON Lines": ("a.jsonl", json.dumps([{"text": "a", "label": 1}]).encode(), "not a JSON object"),
-    "a JSONL line without the text key": ("a.jsonl", b'{"text": "a", "label": 1}\n{"label": 0}\n', "line 2 has no key 'text'"),
-    "JSONL nested 100,000 deep": ("a.jsonl", ('{"text": ' + "[" * 100000 + "]" * 100000 + ', "label": 1}\n').encode(), "nested too deeply"),
+    "a JSON array instead of JSON Lines": (
+        "a.jsonl",
+        json.dumps([{"text": "a", "label": 1}]).encode(),
+        "not a JSON object",
+    ),
+    "a JSONL line without the text key": (
+        "a.jsonl",
+        b'{"text": "a", "label": 1}\n{"label": 0}\n',
+        "line 2 has no key 'text'",
+    ),
+    "JSONL nested 100,000 deep": (
+        "a.jsonl",
+        ('{"text": ' + "[" * 100000 + "]" * 100000 + ', "label": 1}\n').encode(),
+        "nested too deeply",
+    ),
     "tabs inside a TSV text": ("a.tsv", b"sentence\tlabel\na\tgood\tfilm\t1\nb\t0\n", "remove tabs inside the text"),
-    "a 200 KB header only": ("a.csv", (",".join(f"col{i}" for i in range(30000)) + "\n").encode(), "cannot tell which column"),
+    "a 200 KB header only": (
+        "a.csv",
+        (",".join(f"col{i}" for i in range(30000)) + "\n").encode(),
+        "cannot tell which column",
+    ),
 }
 
 
@@ -97,8 +134,31 @@ SEEDS = {
     ".csv": (_csv() + '"a ""quoted"" word",1\n').encode(),
     ".jsonl": "".join(json.dumps({"text": s, "label": l}) + "\n" for s, l in ROWS).encode(),
 }
-PIECES = [b"\t", b",", b'"', b"\n", b"\r\n", b"\\", b"{", b"}", b"[", b"\x00", b"\xff", b"\xef\xbb\xbf", b"nan", b"1e309",
-          b"label", b"sentence", b'""', b"\xe9", b":", b"-", b"\xff\xfe", b" " * 3, b"x" * 300_000]
+PIECES = [
+    b"\t",
+    b",",
+    b'"',
+    b"\n",
+    b"\r\n",
+    b"\\",
+    b"{",
+    b"}",
+    b"[",
+    b"\x00",
+    b"\xff",
+    b"\xef\xbb\xbf",
+    b"nan",
+    b"1e309",
+    b"label",
+    b"sentence",
+    b'""',
+    b"\xe9",
+    b":",
+    b"-",
+    b"\xff\xfe",
+    b" " * 3,
+    b"x" * 300_000,
+]
 
 
 @st.composite
@@ -111,9 +171,9 @@ def mutated(draw):
         if op == "insert":
             data[at:at] = draw(st.sampled_from(PIECES) | st.binary(min_size=1, max_size=8))
         elif op == "delete":
-            del data[at:at + draw(st.integers(1, 20))]
+            del data[at : at + draw(st.integers(1, 20))]
         elif op == "replace":
-            data[at:at + 1] = draw(st.binary(min_size=1, max_size=3))
+            data[at : at + 1] = draw(st.binary(min_size=1, max_size=3))
         elif op == "truncate":
             del data[at:]
         elif op == "duplicate":
@@ -126,8 +186,11 @@ def mutated(draw):
     return suffix, bytes(data)
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                                                   HealthCheck.data_too_large])
+@settings(
+    max_examples=500,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(case=mutated())
 def test_fuzzed_files_are_loaded_or_refused_never_a_traceback(tmp_path, case):
     suffix, data = case

@@ -1,4 +1,5 @@
 """End-to-end engine: a tiny project through every stage, losses going down, cancel then resume."""
+
 from __future__ import annotations
 
 import ast
@@ -84,7 +85,9 @@ def test_full_pipeline_produces_every_artefact(done_project):
     assert not any(project.root.rglob("*.pt")) and not any(project.root.rglob("*.bin"))
     res = project.load_results()
     assert len(res["rows"]) == 12
-    assert {(r["width_mult"], r["depth_mult"]) for r in res["rows"]} == {(w, d) for w in (1.0, 0.75, 0.5, 0.25) for d in (1.0, 0.75, 0.5)}
+    assert {(r["width_mult"], r["depth_mult"]) for r in res["rows"]} == {
+        (w, d) for w in (1.0, 0.75, 0.5, 0.25) for d in (1.0, 0.75, 0.5)
+    }
     assert all(0.0 <= r["value"] <= 1.0 for r in res["rows"])
     full = next(r for r in res["rows"] if r["label"] == "w1_d1")
     small = next(r for r in res["rows"] if r["label"] == "w0.25_d0.5")
@@ -114,7 +117,9 @@ def test_step_losses_have_one_source_the_events(done_project):
     assert steps == [(e.stage, e.step, e.epoch, e.lr, e.losses) for e in log.of(StepEnded)]
     evals = [(r["stage"], r["step"], r["metric"], r["results"], r["chance"]) for r in history if r["kind"] == "eval"]
     # the evaluate stage's scores go to results.json, not to the training history
-    assert evals == [(e.stage, e.step, e.metric_name, e.results, e.chance) for e in log.of(EvalEnded) if e.stage != "evaluate"]
+    assert evals == [
+        (e.stage, e.step, e.metric_name, e.results, e.chance) for e in log.of(EvalEnded) if e.stage != "evaluate"
+    ]
     epoch_of = {(r["stage"], r["step"]): r["epoch"] for r in history if r["kind"] == "step"}
     assert evals and all(r["epoch"] == epoch_of[r["stage"], r["step"]] for r in history if r["kind"] == "eval")
 
@@ -131,7 +136,9 @@ def test_every_stage_reports_its_start_progress_and_end(done_project):
         progress = [e for e in log.events[start:end] if isinstance(e, StageProgress)]
         assert total > 0 and progress, stage
         assert [(e.stage, e.done, e.total) for e in progress] == [(stage, i, total) for i in range(1, total + 1)]
-        assert not [e for e in log.events[:start] + log.events[end:] if isinstance(e, StageProgress) and e.stage == stage]
+        assert not [
+            e for e in log.events[:start] + log.events[end:] if isinstance(e, StageProgress) and e.stage == stage
+        ]
     assert next(e for e in log.of(StageStarted) if e.stage == "evaluate").total_steps == 12  # one unit per sub-network
 
 
@@ -166,13 +173,19 @@ def test_encoded_inputs_are_cached_at_creation_and_match_tokenizing_again(tiny_m
     for split in ("train", "heldout", "dev"):
         ref = encode(tables[split], tokenizer, cfg.train.max_seq_length)
         got = getattr(inputs, split)
-        assert [[int(i) for i in row] for row in got.input_ids] == [[int(i) for i in row] for row in ref.input_ids], split
+        assert [[int(i) for i in row] for row in got.input_ids] == [[int(i) for i in row] for row in ref.input_ids], (
+            split
+        )
         assert ref.token_type_ids is not None
-        assert [[int(i) for i in row] for row in got.token_type_ids] == [[int(i) for i in row] for row in ref.token_type_ids], split
+        assert [[int(i) for i in row] for row in got.token_type_ids] == [
+            [int(i) for i in row] for row in ref.token_type_ids
+        ], split
         assert list(got.labels) == list(ref.labels) and got.is_regression is False, split
         # and they batch the same way the training loop sees them
-        for a, b in zip(iterate_batches(got, 16, shuffle=True, seed=3, pad_id=inputs.pad_id),
-                        iterate_batches(ref, 16, shuffle=True, seed=3, pad_id=inputs.pad_id)):
+        for a, b in zip(
+            iterate_batches(got, 16, shuffle=True, seed=3, pad_id=inputs.pad_id),
+            iterate_batches(ref, 16, shuffle=True, seed=3, pad_id=inputs.pad_id),
+        ):
             assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) and a[k].dtype == b[k].dtype for k in a)
 
     # the stages never read the task files again: with them gone, training still runs from the cache
@@ -207,7 +220,9 @@ def test_settings_that_change_the_encoded_rows_rebuild_the_cache(tiny_model_dir,
     assert cache_meta(first)["key"] == cache_key(Project.open(root)) != key_before
     log = EventLog()
     again = prepare_inputs(Project.open(root), log)  # the rebuilt cache is used as it is
-    assert _tokenizing(log) == [] and [list(r) for r in again.train.input_ids] == [list(r) for r in short.train.input_ids]
+    assert _tokenizing(log) == [] and [list(r) for r in again.train.input_ids] == [
+        list(r) for r in short.train.input_ids
+    ]
 
     # how many rows go to importance scoring moves rows between train and heldout: rebuilt too
     p = Project.open(root)
@@ -226,7 +241,9 @@ def test_settings_that_change_the_encoded_rows_rebuild_the_cache(tiny_model_dir,
 
 def test_both_stages_lower_their_loss(tiny_model_dir, tiny_task_files, tmp_path):
     """Distil a fine-tuned teacher for a few epochs: the per-sub-network losses fall in both stages."""
-    project = new_project(tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files, width_epochs=4, depth_epochs=4))
+    project = new_project(
+        tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files, width_epochs=4, depth_epochs=4)
+    )
     run_pipeline(project, until="rewire")
     inputs = prepare_inputs(project)
     for stage, teacher_name, specs, l2 in (
@@ -241,11 +258,26 @@ def test_both_stages_lower_their_loss(tiny_model_dir, tiny_task_files, tmp_path)
                 p.add_(0.05 * torch.randn_like(p))
         log = EventLog()
         step = lambda m, b, ctx, teacher=teacher, specs=specs, l2=l2: distill_step(
-            m, teacher, b, specs, l1=1.0, l2=l2, depth_rule="keep-last", is_regression=False, ctx=ctx)
-        train_loop(student, inputs.train, step, LoopSettings(stage, 4, 5e-4, 16, 0), events=log, stop=StopToken(), device="cpu", pad_id=0)
+            m, teacher, b, specs, l1=1.0, l2=l2, depth_rule="keep-last", is_regression=False, ctx=ctx
+        )
+        train_loop(
+            student,
+            inputs.train,
+            step,
+            LoopSettings(stage, 4, 5e-4, 16, 0),
+            events=log,
+            stop=StopToken(),
+            device="cpu",
+            pad_id=0,
+        )
         for label in log.of(StepEnded)[0].losses:
             series = [e.losses[label] for e in log.of(StepEnded)]
-            assert _mean(series, first=False) < 0.85 * _mean(series, first=True), (stage, label, series[:4], series[-4:])
+            assert _mean(series, first=False) < 0.85 * _mean(series, first=True), (
+                stage,
+                label,
+                series[:4],
+                series[-4:],
+            )
 
 
 def test_cancel_then_resume_matches_an_uninterrupted_run(tiny_model_dir, tiny_task_files, tmp_path):
@@ -343,7 +375,11 @@ def _studio_imports(path: Path) -> list[str]:
             continue
         for t in targets:
             top = t.split(".")[0]
-            if t == "dynastudio.studio" or t.startswith("dynastudio.studio.") or top in ("studio", "core", "PySide6", "pyqtgraph"):
+            if (
+                t == "dynastudio.studio"
+                or t.startswith("dynastudio.studio.")
+                or top in ("studio", "core", "PySide6", "pyqtgraph")
+            ):
                 bad.append(f"{rel}:{node.lineno}: imports {t}")
     return bad
 
@@ -400,7 +436,11 @@ def test_glue_task_from_local_folder(tmp_path):
     glue = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue"
     if not (glue / "SST-2").is_dir():
         pytest.skip("../shared/data/glue not present")
-    cfg = ProjectConfig(model="builtin:minilm", data=DataConfig(kind="glue", task="sst2", data_dir=str(glue)), train=profile_config("quick"))
+    cfg = ProjectConfig(
+        model="builtin:minilm",
+        data=DataConfig(kind="glue", task="sst2", data_dir=str(glue)),
+        train=profile_config("quick"),
+    )
     project = new_project(tmp_path / "sst2", cfg)
     task = read_task(project.root)
     assert task.train_rows == 67349 and task.dev_rows == 872 and task.metric == "accuracy"

@@ -1,4 +1,5 @@
 """`dynastudio gui` on a plain Linux box: the missing libraries of Qt's xcb plugin are named with their packages."""
+
 from __future__ import annotations
 
 import ctypes

@@ -1,4 +1,5 @@
 """Damaged projects, odd input and odd places: one line naming the file and the fix, never a traceback."""
+
 from __future__ import annotations
 
 import json
@@ -29,12 +30,17 @@ def _one_line_error(capsys, argv) -> str:
     return err
 
 
-@pytest.mark.parametrize("text, says", [
-    ("[]", "holds a JSON list"), ("null", "holds a JSON null"), ('"x"', "holds a JSON string"),
-    ('{"schema_version": 2, "train": [1]}', "'train' is a JSON list"),
-    ('{"schema_version": 2, "data": null}', "'data' is a JSON null"),
-    ("[[[[" * 50000 + "]]]]" * 50000, "nested too deeply"),
-])
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        ("[]", "holds a JSON list"),
+        ("null", "holds a JSON null"),
+        ('"x"', "holds a JSON string"),
+        ('{"schema_version": 2, "train": [1]}', "'train' is a JSON list"),
+        ('{"schema_version": 2, "data": null}', "'data' is a JSON null"),
+        ("[[[[" * 50000 + "]]]]" * 50000, "nested too deeply"),
+    ],
+)
 def test_project_json_of_the_wrong_shape_is_one_line(made, tmp_path, capsys, text, says):
     import shutil
 
@@ -45,11 +51,17 @@ def test_project_json_of_the_wrong_shape_is_one_line(made, tmp_path, capsys, tex
         assert str(tmp_path / "p" / "project.json") in err and says in err
 
 
-@pytest.mark.parametrize("field, value, says", [
-    ("max_seq_length", 64.5, "64.5 is not a whole number"), ("batch_size", "32", "'32' is not a whole number"),
-    ("seed", -1, "between 0 and"), ("teacher_lr", None, "None is not a number"),
-    ("checkpoint_minutes", 0, "more than 0"), ("max_train_examples", 2.5, "not a whole number"),
-])
+@pytest.mark.parametrize(
+    "field, value, says",
+    [
+        ("max_seq_length", 64.5, "64.5 is not a whole number"),
+        ("batch_size", "32", "'32' is not a whole number"),
+        ("seed", -1, "between 0 and"),
+        ("teacher_lr", None, "None is not a number"),
+        ("checkpoint_minutes", 0, "more than 0"),
+        ("max_train_examples", 2.5, "not a whole number"),
+    ],
+)
 def test_hand_edited_settings_are_named_with_their_file(made, tmp_path, capsys, field, value, says):
     import shutil
 
@@ -77,8 +89,11 @@ def test_state_and_results_of_the_wrong_shape_are_one_line(made, tmp_path, capsy
 
 def test_report_into_a_closed_pipe_ends_quietly(made):
     """`dynastudio report DIR | head -1`: the reader left; no BrokenPipeError traceback."""
-    proc = subprocess.Popen([sys.executable, "-m", "dynastudio.core.cli", "status", str(made.root)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dynastudio.core.cli", "status", str(made.root)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     proc.stdout.close()  # before the child has written anything: its first write meets a closed pipe
     err = proc.stderr.read().decode()
     proc.stderr.close()
@@ -168,8 +183,17 @@ def test_checkpoints_come_by_the_clock_too(tiny_model_dir, tiny_task_files, tmp_
 
     log = EventLog()
     settings = LoopSettings("width", 1, 1e-4, 32, 0, checkpoint_every=10_000, checkpoint_seconds=0.01)
-    train_loop(model, inputs.train, step, settings, events=log, stop=StopToken(), device=torch.device("cpu"), pad_id=0,
-               save_checkpoint=lambda step, total, *a: saved.append(step) or f"ckpt-{step}")
+    train_loop(
+        model,
+        inputs.train,
+        step,
+        settings,
+        events=log,
+        stop=StopToken(),
+        device=torch.device("cpu"),
+        pad_id=0,
+        save_checkpoint=lambda step, total, *a: saved.append(step) or f"ckpt-{step}",
+    )
     total = log.of(CheckpointSaved)
     assert saved and saved == [e.step for e in total] and saved == list(range(1, len(saved) + 1))
 
@@ -204,7 +228,9 @@ def test_a_checkpoint_is_one_unit_and_a_torn_one_is_never_resumed(made, tmp_path
     q = Project.open(other / "q")
     newer = _checkpoint(q, 6)
     shutil.copyfile(newer / "model.safetensors", d / "model.safetensors")
-    with pytest.raises(ProjectError, match=r"torn checkpoint \(trainer.json is at step 4, model.safetensors at step 6\)"):
+    with pytest.raises(
+        ProjectError, match=r"torn checkpoint \(trainer.json is at step 4, model.safetensors at step 6\)"
+    ):
         p.load_checkpoint("width")
 
 
@@ -236,8 +262,11 @@ def test_a_run_removes_the_temp_files_a_killed_writer_left(made, tmp_path):
     shutil.copytree(made.root, tmp_path / "p")
     root = tmp_path / "p"
     (root / "models" / "rewired").mkdir(parents=True)
-    junk = [root / "models" / "rewired" / ".model.safetensors.abc123.tmp", root / ".results.json.x1.tmp",
-            root / "cache" / ".inputs.safetensors.q.tmp"]
+    junk = [
+        root / "models" / "rewired" / ".model.safetensors.abc123.tmp",
+        root / ".results.json.x1.tmp",
+        root / "cache" / ".inputs.safetensors.q.tmp",
+    ]
     for j in junk:
         j.write_bytes(b"x" * 100)
     keep = root / "models" / "rewired" / "model.safetensors"
@@ -281,9 +310,13 @@ def test_a_full_disk_keeps_the_previous_file_and_says_so(made, tmp_path, monkeyp
     target = tmp_path / "t.safetensors"
     atomic_save_tensors(target, {"a": torch.ones(2)})
     with monkeypatch.context() as m:
+
         def full(*_a, **_k):
-            raise safetensors.SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
-                                              "message: \"No space left on device\" })")
+            raise safetensors.SafetensorError(
+                "Error while serializing: IoError(Os { code: 28, kind: StorageFull, "
+                'message: "No space left on device" })'
+            )
+
         m.setattr(safetensors.torch, "save_file", full)
         with pytest.raises(DiskFull):
             atomic_save_tensors(target, {"a": torch.zeros(2)})
@@ -310,8 +343,10 @@ def test_an_export_on_a_full_disk_leaves_nothing(made, tmp_path, monkeypatch, ca
     p.save_model("teacher", tiny_model(seed=3))
     p.mark_done("finetune", {})
     monkeypatch.setattr(ex, "write_format", lambda *a, **k: _enospc())
-    err = _one_line_error(capsys, ["export", str(p.root), "--width", "1", "--depth", "1", "--format", "onnx",
-                                   "--out", str(tmp_path / "out")])
+    err = _one_line_error(
+        capsys,
+        ["export", str(p.root), "--width", "1", "--depth", "1", "--format", "onnx", "--out", str(tmp_path / "out")],
+    )
     assert "the disk is full" in err and str(tmp_path / "out") in err
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp-*"))
 
@@ -325,8 +360,12 @@ def test_following_the_advice_for_a_deleted_model_works(tiny_model_dir, tiny_tas
     from dynastudio.core.stages import pending_stages
     from dynastudio.core.store import final_model_name
 
-    p = new_project(tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files, width_mults=(1.0, 0.5),
-                                                        depth_mults=(1.0, 0.5), teacher_epochs=1))
+    p = new_project(
+        tmp_path / "p",
+        tiny_project_config(
+            tiny_model_dir, *tiny_task_files, width_mults=(1.0, 0.5), depth_mults=(1.0, 0.5), teacher_epochs=1
+        ),
+    )
     jobs.run("run", p)
     assert pending_stages(p) == []
     shutil.rmtree(p.model_dir("depth"))

@@ -1,4 +1,5 @@
 """Runs that outlive the window: the run lock, the events file, stop requests, and the studio following a child."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,18 @@ def _dead_pid() -> int:
 
 def _write_lock(root: Path, pid: int, job: str = "run", host: str | None = None) -> None:
     runs.run_dir(root).mkdir(parents=True, exist_ok=True)
-    runs.lock_path(root).write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(), "started": time.time() - 90,
-                                                "job": job, "run_id": "old", "proc_start": None}))
+    runs.lock_path(root).write_text(
+        json.dumps(
+            {
+                "pid": pid,
+                "host": host or socket.gethostname(),
+                "started": time.time() - 90,
+                "job": job,
+                "run_id": "old",
+                "proc_start": None,
+            }
+        )
+    )
 
 
 # ---- core: events as JSON lines, the lock, the tail ----------------------------------------------
@@ -56,7 +67,9 @@ def test_events_survive_json_lines_with_their_types():
     assert event_from_json('{"event": "StepEnded", "stage": "w"') is None  # a torn last line
     assert event_from_json('{"event": "FromTheFuture", "x": 1}') is None
     # a field this version does not know is dropped; a missing one takes its default
-    e = event_from_json('{"event":"StepEnded","stage":"w","step":1,"total_steps":2,"losses":{},"lr":0.1,"epoch":0,"new":1}')
+    e = event_from_json(
+        '{"event":"StepEnded","stage":"w","step":1,"total_steps":2,"losses":{},"lr":0.1,"epoch":0,"new":1}'
+    )
     assert isinstance(e, StepEnded) and e.step == 1 and e.at > 0
 
 
@@ -144,16 +157,18 @@ def test_a_stop_request_for_another_run_is_ignored(tmp_path):
 # ---- the CLI: second run refused, status, follow, stop -------------------------------------------
 def _cli(*args, **kw) -> subprocess.CompletedProcess:
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
-    return subprocess.run([sys.executable, "-m", "dynastudio.core.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=300, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "dynastudio.core.cli", *args], capture_output=True, text=True, env=env, timeout=300, **kw
+    )
 
 
 @pytest.fixture
 def long_project(tmp_path, tiny_model_dir, tiny_task_files):
     from dynastudio.core.prepare import new_project
 
-    return new_project(tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files, teacher_epochs=400,
-                                                           checkpoint_every=4))
+    return new_project(
+        tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files, teacher_epochs=400, checkpoint_every=4)
+    )
 
 
 def _wait_for(predicate, timeout: float = 60.0, what: str = "") -> None:
@@ -171,18 +186,35 @@ def _steps_in_events(root: Path) -> int:
 def test_cli_refuses_a_second_run_follows_stops_and_resumes(long_project):
     root = long_project.root
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
-    first = subprocess.Popen([sys.executable, "-m", "dynastudio.core.cli", "run", str(root), "--until", "finetune",
-                              "--events", "jsonl"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "dynastudio.core.cli", "run", str(root), "--until", "finetune", "--events", "jsonl"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         _wait_for(lambda: _steps_in_events(root) >= 5, what="the first run's steps")
         second = _cli("run", str(root))
         assert second.returncode == 2
-        assert second.stderr.count("\n") == 1 and f"process {first.pid}" in second.stderr and "holds the project" in second.stderr
+        assert (
+            second.stderr.count("\n") == 1
+            and f"process {first.pid}" in second.stderr
+            and "holds the project" in second.stderr
+        )
         status = _cli("status", str(root))
-        assert status.returncode == 0 and f"running: a training run (`dynastudio run`, process {first.pid}" in status.stdout
+        assert (
+            status.returncode == 0
+            and f"running: a training run (`dynastudio run`, process {first.pid}" in status.stdout
+        )
         assert "finetune          running (step " in status.stdout
-        follower = subprocess.Popen([sys.executable, "-m", "dynastudio.core.cli", "run", str(root), "--follow",
-                                     "--events", "jsonl"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "dynastudio.core.cli", "run", str(root), "--follow", "--events", "jsonl"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         time.sleep(1.0)
         stop = _cli("stop", str(root))
         assert stop.returncode == 0 and f"process {first.pid}" in stop.stdout
@@ -202,7 +234,9 @@ def test_cli_refuses_a_second_run_follows_stops_and_resumes(long_project):
         first.communicate()
     step, _ = long_project.checkpoint_progress("finetune")
     assert runs.read_lock(root) is None
-    assert "nothing to stop" not in _cli("stop", str(root)).stdout and "no run is going" in _cli("stop", str(root)).stdout
+    assert (
+        "nothing to stop" not in _cli("stop", str(root)).stdout and "no run is going" in _cli("stop", str(root)).stdout
+    )
     assert _cli("run", str(root), "--follow").returncode == 2  # nothing to follow: one line, exit 2
     assert step > 0
 
@@ -235,8 +269,10 @@ def test_studio_starts_stops_and_resumes_a_run_in_a_child_process(window, qtbot,
     assert handle.run.pid != os.getpid() and handle.run.launch_id == handle.launch_id
     saved = _handle_events(handle, "checkpointSaved")
     qtbot.waitUntil(lambda: bool(saved), timeout=60000)
-    assert w.pages["train"].rows["finetune"].status.text().startswith(("running", "resumed")) or \
-        "left" in w.pages["train"].rows["finetune"].status.text()
+    assert (
+        w.pages["train"].rows["finetune"].status.text().startswith(("running", "resumed"))
+        or "left" in w.pages["train"].rows["finetune"].status.text()
+    )
     with qtbot.waitSignal(handle.cancelled, timeout=60000):
         qtbot.mouseClick(w.pages["train"].stop_button, __import__("PySide6.QtCore").QtCore.Qt.MouseButton.LeftButton)
         assert w.pages["train"].stop_button.text() == "Stop now"
@@ -350,10 +386,17 @@ def test_a_stale_lock_is_cleared_with_a_message(window, qtbot, long_project):
 
 
 def test_the_studio_does_not_load_the_engine():
-    code = ("import sys; import dynastudio.studio.app, dynastudio.studio.pages.train; "
-            "print(sorted(m for m in ('torch', 'transformers', 'onnxruntime') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env=dict(os.environ, QT_QPA_PLATFORM="offscreen"))
+    code = (
+        "import sys; import dynastudio.studio.app, dynastudio.studio.pages.train; "
+        "print(sorted(m for m in ('torch', 'transformers', 'onnxruntime') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, QT_QPA_PLATFORM="offscreen"),
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 

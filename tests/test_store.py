@@ -1,5 +1,6 @@
 """The on-disk layer on hand-written project files (no training): task info, the typed grid, the best under a budget,
 and `dynastudio report --budget-ms`."""
+
 from __future__ import annotations
 
 import json
@@ -32,12 +33,33 @@ from dynastudio.core.store import (
 # w1_d1 is the best and slowest; w0.5_d1 loses a little in int8; w0.5_d0.5 is the fastest and the worst
 EVALUATED = {"w1_d1": 0.90, "w0.5_d1": 0.86, "w0.5_d0.5": 0.80}
 HERE = {  # this machine: fp32 and int8 latency (ms), and the INT8 files' own dev accuracy
-    "w1_d1": {"latency_fp32_ms": 10.0, "latency_fp32_p90_ms": 11.0, "size_onnx_fp32_mb": 40.0,
-              "latency_int8_ms": 5.0, "latency_int8_p90_ms": 5.5, "size_onnx_int8_mb": 10.0, "metric_int8": 0.89},
-    "w0.5_d1": {"latency_fp32_ms": 6.0, "latency_fp32_p90_ms": 6.5, "size_onnx_fp32_mb": 25.0,
-                "latency_int8_ms": 3.0, "latency_int8_p90_ms": 3.3, "size_onnx_int8_mb": 6.0, "metric_int8": 0.85},
-    "w0.5_d0.5": {"latency_fp32_ms": 3.5, "latency_fp32_p90_ms": 4.0, "size_onnx_fp32_mb": 15.0,
-                  "latency_int8_ms": 2.0, "latency_int8_p90_ms": 2.2, "size_onnx_int8_mb": 4.0, "metric_int8": 0.79},
+    "w1_d1": {
+        "latency_fp32_ms": 10.0,
+        "latency_fp32_p90_ms": 11.0,
+        "size_onnx_fp32_mb": 40.0,
+        "latency_int8_ms": 5.0,
+        "latency_int8_p90_ms": 5.5,
+        "size_onnx_int8_mb": 10.0,
+        "metric_int8": 0.89,
+    },
+    "w0.5_d1": {
+        "latency_fp32_ms": 6.0,
+        "latency_fp32_p90_ms": 6.5,
+        "size_onnx_fp32_mb": 25.0,
+        "latency_int8_ms": 3.0,
+        "latency_int8_p90_ms": 3.3,
+        "size_onnx_int8_mb": 6.0,
+        "metric_int8": 0.85,
+    },
+    "w0.5_d0.5": {
+        "latency_fp32_ms": 3.5,
+        "latency_fp32_p90_ms": 4.0,
+        "size_onnx_fp32_mb": 15.0,
+        "latency_int8_ms": 2.0,
+        "latency_int8_p90_ms": 2.2,
+        "size_onnx_int8_mb": 4.0,
+        "metric_int8": 0.79,
+    },
 }
 BOARD = {"w1_d1": 40.0, "w0.5_d1": 22.0, "w0.5_d0.5": 12.0}  # a slow board: fp32 only
 
@@ -53,32 +75,76 @@ def write_project(root: Path, evaluated: bool = True, latency: bool = True, boar
     (root / "project.json").write_text(ProjectConfig(name="hand").to_json())
     (root / "task.json").write_text(TaskInfo("sst2", "accuracy", ("negative", "positive"), False, 100, 20).to_json())
     if evaluated:
-        rows = [{"label": k, "width_mult": _wd(k)[0], "depth_mult": _wd(k)[1], "metric": "accuracy", "value": v,
-                 "metrics": {"accuracy": v, "score": v}, "encoder_params": 1000, "total_params": int(2000 * _wd(k)[0]),
-                 "flops": 1e9, "layers": 2, "heads": 2, "neurons": 8, "flops_rel": _wd(k)[0] * _wd(k)[1]}
-                for k, v in EVALUATED.items()]
-        (root / "results.json").write_text(json.dumps({
-            "task": "sst2", "metric": "accuracy", "model": "depth", "depth_rule": "paper", "dev_examples": 20,
-            "teacher": {"score": 0.91}, "chance": 0.5, "flops_seq_len": 64, "rows": rows}))
+        rows = [
+            {
+                "label": k,
+                "width_mult": _wd(k)[0],
+                "depth_mult": _wd(k)[1],
+                "metric": "accuracy",
+                "value": v,
+                "metrics": {"accuracy": v, "score": v},
+                "encoder_params": 1000,
+                "total_params": int(2000 * _wd(k)[0]),
+                "flops": 1e9,
+                "layers": 2,
+                "heads": 2,
+                "neurons": 8,
+                "flops_rel": _wd(k)[0] * _wd(k)[1],
+            }
+            for k, v in EVALUATED.items()
+        ]
+        (root / "results.json").write_text(
+            json.dumps(
+                {
+                    "task": "sst2",
+                    "metric": "accuracy",
+                    "model": "depth",
+                    "depth_rule": "paper",
+                    "dev_examples": 20,
+                    "teacher": {"score": 0.91},
+                    "chance": 0.5,
+                    "flops_seq_len": 64,
+                    "rows": rows,
+                }
+            )
+        )
     lat: dict = {}
     if latency:
-        lat = {"setup": {"device": "Test CPU 9000", "threads": 1, "batch": 1, "seq": 64, "runs": 10,
-                         "runtime": "onnxruntime"},
-               "rows": [{"label": k, "width_mult": _wd(k)[0], "depth_mult": _wd(k)[1], "sizes": {}, "values": v}
-                        for k, v in HERE.items()]}
+        lat = {
+            "setup": {
+                "device": "Test CPU 9000",
+                "threads": 1,
+                "batch": 1,
+                "seq": 64,
+                "runs": 10,
+                "runtime": "onnxruntime",
+            },
+            "rows": [
+                {"label": k, "width_mult": _wd(k)[0], "depth_mult": _wd(k)[1], "sizes": {}, "values": v}
+                for k, v in HERE.items()
+            ],
+        }
     if board:
-        lat["devices"] = {"board": {"setup": {"device": "board"}, "rows": [
-            {"label": k, "width_mult": _wd(k)[0], "depth_mult": _wd(k)[1], "values": {"latency_fp32_ms": ms}}
-            for k, ms in BOARD.items()]}}
+        lat["devices"] = {
+            "board": {
+                "setup": {"device": "board"},
+                "rows": [
+                    {"label": k, "width_mult": _wd(k)[0], "depth_mult": _wd(k)[1], "values": {"latency_fp32_ms": ms}}
+                    for k, ms in BOARD.items()
+                ],
+            }
+        }
     if lat:
         (root / "latency.json").write_text(json.dumps(lat))
     return root
 
 
 def test_the_store_loads_no_torch():
-    code = ("import sys\nimport dynastudio.core.store\n"
-            "heavy = ('torch', 'transformers', 'onnxruntime', 'safetensors', 'numpy')\n"
-            "print(sorted(m for m in heavy if m in sys.modules))")
+    code = (
+        "import sys\nimport dynastudio.core.store\n"
+        "heavy = ('torch', 'transformers', 'onnxruntime', 'safetensors', 'numpy')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
@@ -116,7 +182,8 @@ def test_grid_rows_are_typed_per_precision_and_device(tmp_path):
         store.grid(device="phone")
     # the keys on disk come back as they were written
     assert Figures.from_values(HERE["w1_d1"], "int8").to_values("int8") == {
-        k: v for k, v in HERE["w1_d1"].items() if "int8" in k}
+        k: v for k, v in HERE["w1_d1"].items() if "int8" in k
+    }
 
 
 def test_grid_from_json_keeps_rows_measured_before_evaluate(tmp_path):
@@ -132,7 +199,10 @@ def test_points_never_pair_int8_speed_with_fp32_accuracy(tmp_path):
     grid = ProjectStore.open(write_project(tmp_path / "p")).grid()
     int8 = grid_points(grid, latency_axis("int8"))
     assert {(p.label, p.x, p.y) for p in int8} == {
-        ("w1_d1", 5.0, 0.89), ("w0.5_d1", 3.0, 0.85), ("w0.5_d0.5", 2.0, 0.79)}
+        ("w1_d1", 5.0, 0.89),
+        ("w0.5_d1", 3.0, 0.85),
+        ("w0.5_d0.5", 2.0, 0.79),
+    }
     both = grid_points(grid, ANY_LATENCY)
     assert len(both) == 6 and {p.precision for p in both} == {"fp32", "int8"}
     flops = grid_points(grid, FLOPS_AXIS)
@@ -140,8 +210,13 @@ def test_points_never_pair_int8_speed_with_fp32_accuracy(tmp_path):
 
 
 def test_pareto_front_and_best_under():
-    pts = [Point("a", "fp32", 1.0, 0.5), Point("b", "fp32", 2.0, 0.7), Point("c", "fp32", 3.0, 0.6),
-           Point("d", "int8", 2.0, 0.7), Point("e", "fp32", 4.0, 0.9)]
+    pts = [
+        Point("a", "fp32", 1.0, 0.5),
+        Point("b", "fp32", 2.0, 0.7),
+        Point("c", "fp32", 3.0, 0.6),
+        Point("d", "int8", 2.0, 0.7),
+        Point("e", "fp32", 4.0, 0.9),
+    ]
     assert [p.label for p in pareto_front(pts)] == ["a", "b", "e"]
     assert best_under(pts, 0.5) is None
     assert best_under(pts, 1.0).label == "a"
@@ -172,8 +247,9 @@ def test_report_names_the_best_under_a_budget(tmp_path, capsys):
     root = write_project(tmp_path / "p", board=True)
     assert main(["report", str(root), "--budget-ms", "5"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == ("best under 5 ms on this machine (Test CPU 9000): w1_d1 in int8 (width 1, depth 1): "
-                      "accuracy 0.8900 at 5.00 ms")
+    assert out[0] == (
+        "best under 5 ms on this machine (Test CPU 9000): w1_d1 in int8 (width 1, depth 1): accuracy 0.8900 at 5.00 ms"
+    )
     assert out[1] == f"export it: dynastudio export {root} --width 1 --depth 1 --format onnx-int8 --out FOLDER"
     assert main(["report", str(root), "--budget-ms", "5", "--precision", "fp32", "--json"]) == 0
     best = json.loads(capsys.readouterr().out)
@@ -182,13 +258,16 @@ def test_report_names_the_best_under_a_budget(tmp_path, capsys):
     assert "on device 'board': w0.5_d1 (width 0.5, depth 1): accuracy 0.8600 at 22.00 ms" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("args, latency, says", [
-    (["--budget-ms", "5"], False, "no latency figures yet: measure them with `dynastudio latency"),
-    (["--budget-ms", "5", "--device", "phone"], True, "no latency measured on device 'phone'"),
-    (["--budget-ms", "0.5"], True, "nothing fits 0.5 ms on this machine (Test CPU 9000): the fastest"),
-    (["--budget-ms", "5", "--precision", "fp16"], True, "no fp16 latency measured"),
-    (["--precision", "int8"], True, "give --budget-ms too"),
-])
+@pytest.mark.parametrize(
+    "args, latency, says",
+    [
+        (["--budget-ms", "5"], False, "no latency figures yet: measure them with `dynastudio latency"),
+        (["--budget-ms", "5", "--device", "phone"], True, "no latency measured on device 'phone'"),
+        (["--budget-ms", "0.5"], True, "nothing fits 0.5 ms on this machine (Test CPU 9000): the fastest"),
+        (["--budget-ms", "5", "--precision", "fp16"], True, "no fp16 latency measured"),
+        (["--precision", "int8"], True, "give --budget-ms too"),
+    ],
+)
 def test_report_budget_errors_are_one_line_exit_2(tmp_path, capsys, args, latency, says):
     root = write_project(tmp_path / "p", latency=latency)
     assert main(["report", str(root), *args]) == 2
@@ -205,8 +284,20 @@ def test_report_table_reads_the_typed_grid(tmp_path, capsys):
     assert out[1] == "teacher (fine-tuned, full): accuracy 91.00"
     head = out[2].split()
     assert head[7:] == ["fp32_ms", "fp32_p90_ms", "int8_ms", "int8_p90_ms", "onnx_fp32_mb", "onnx_int8_mb"]
-    assert out[3].split() == ["1", "1", "90.00", "1,000", "2,000", "1.000", "10.00", "11.00", "5.00", "5.50", "40.0",
-                              "10.0"]
+    assert out[3].split() == [
+        "1",
+        "1",
+        "90.00",
+        "1,000",
+        "2,000",
+        "1.000",
+        "10.00",
+        "11.00",
+        "5.00",
+        "5.50",
+        "40.0",
+        "10.0",
+    ]
     assert out[-1].startswith("latency: Test CPU 9000, 1 thread(s), batch 1, seq 64")
     assert main(["report", str(root), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == ProjectStore.open(root).load_results()

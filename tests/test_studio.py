@@ -1,4 +1,5 @@
 """The studio on the offscreen platform: bridge, worker, the whole point-and-click flow on a tiny model, errors, closing."""
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,19 @@ from dynastudio.core.events import StageStarted, StepEnded  # noqa: E402
 from helpers import register_test_job as _register_test_job  # noqa: E402
 from helpers import tiny_project_config
 
-TINY_HP = dict(batch_size="16", eval_batch_size="32", max_seq_length="32", teacher_epochs="2", teacher_lr="0.002",
-               width_epochs="1", width_lr="0.0005", depth_epochs="1", depth_lr="0.0005", importance_examples="32",
-               checkpoint_every="4")
+TINY_HP = dict(
+    batch_size="16",
+    eval_batch_size="32",
+    max_seq_length="32",
+    teacher_epochs="2",
+    teacher_lr="0.002",
+    width_epochs="1",
+    width_lr="0.0005",
+    depth_epochs="1",
+    depth_lr="0.0005",
+    importance_examples="32",
+    checkpoint_every="4",
+)
 
 
 def _made_project(root: Path, model_dir, files, **overrides):
@@ -116,8 +127,10 @@ def test_a_data_file_is_summarized_by_a_short_job_beside_a_training(qtbot, monke
     from dynastudio.studio.worker import JobRunner, running_job_processes, start_side_job
 
     data = tmp_path / "qa.tsv"
-    data.write_text("sentence\tlabel\n" + "".join(f"row {i} is {'good' if i % 3 else 'bad'}\t{i % 3 != 0:d}\n"
-                                                    for i in range(30)), encoding="utf-8")
+    data.write_text(
+        "sentence\tlabel\n" + "".join(f"row {i} is {'good' if i % 3 else 'bad'}\t{i % 3 != 0:d}\n" for i in range(30)),
+        encoding="utf-8",
+    )
     request = TableSummaryRequest(str(data), ("sentence",), "label", None, None, 4)
     in_process = table_summary(data, ("sentence",), "label", None, None, 4)
     assert in_process["counts"] == {0: 10, 1: 20}
@@ -348,8 +361,9 @@ def test_measure_latency_switches_the_axis(window, qtbot, tiny_model_dir, tiny_t
     from dynastudio.core import jobs
 
     w, state = window, window.state
-    project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files, teacher_epochs=1,
-                            width_mults=(1.0, 0.5), depth_mults=(1.0,))
+    project = _made_project(
+        tmp_path / "p", tiny_model_dir, tiny_task_files, teacher_epochs=1, width_mults=(1.0, 0.5), depth_mults=(1.0,)
+    )
     jobs.run("run", project)
     _register_test_job(monkeypatch, "latency", "fake_latency_file", request_type="LatencyRequest")
     w.pages["project"].open_folder(project.root)
@@ -400,9 +414,14 @@ def test_gui_command_opens_the_project_it_is_given(tiny_model_dir, tiny_task_fil
 
     project = _made_project(tmp_path / "opened", tiny_model_dir, tiny_task_files)
     shot = tmp_path / "shot.png"
-    proc = subprocess.run([sys.executable, "-m", "dynastudio.core.cli", "gui", str(project.root), "--screenshot", str(shot)],
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "dynastudio.core.cli", "gui", str(project.root), "--screenshot", str(shot)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert f"(project {project.root}, page train)" in proc.stdout
     assert shot.stat().st_size > 10_000
@@ -416,10 +435,20 @@ def test_page_preview_smoke_runs_offscreen(page, tiny_model_dir, tiny_task_files
     import sys
 
     project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files)
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "DYNASTUDIO_PREVIEW_QUIT_MS": "1500",
-           "DYNASTUDIO_CONFIG_DIR": str(tmp_path / "config")}
-    out = subprocess.run([sys.executable, "-m", f"dynastudio.studio.pages.{page}", str(project.root)],
-                         capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    env = {
+        **os.environ,
+        "QT_QPA_PLATFORM": "offscreen",
+        "DYNASTUDIO_PREVIEW_QUIT_MS": "1500",
+        "DYNASTUDIO_CONFIG_DIR": str(tmp_path / "config"),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", f"dynastudio.studio.pages.{page}", str(project.root)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Traceback" not in out.stderr, out.stderr[-3000:]
 
@@ -432,16 +461,30 @@ def test_explore_imports_device_latency_and_switches_device(window, qtbot, tiny_
     from dynastudio.core import jobs
 
     w = window
-    project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files, teacher_epochs=1,
-                            width_mults=(1.0, 0.5), depth_mults=(1.0,))
+    project = _made_project(
+        tmp_path / "p", tiny_model_dir, tiny_task_files, teacher_epochs=1, width_mults=(1.0, 0.5), depth_mults=(1.0,)
+    )
     jobs.run("run", project)
-    rows = [{"label": r["label"], "width_mult": r["width_mult"], "depth_mult": r["depth_mult"],
-             "values": {"latency_fp32_ms": 7.0 * r["width_mult"], "latency_fp32_p90_ms": 8.0, "size_onnx_fp32_mb": 1.0}}
-            for r in project.load_results()["rows"]]
+    rows = [
+        {
+            "label": r["label"],
+            "width_mult": r["width_mult"],
+            "depth_mult": r["depth_mult"],
+            "values": {"latency_fp32_ms": 7.0 * r["width_mult"], "latency_fp32_p90_ms": 8.0, "size_onnx_fp32_mb": 1.0},
+        }
+        for r in project.load_results()["rows"]
+    ]
     result = tmp_path / "latency-pi.json"
-    result.write_text(json.dumps({"kind": "dynastudio-device-latency", "version": 1,
-                                  "setup": {"device": "pi", "runtime": "onnxruntime 1.0", "threads": 1, "batch": 1, "seq": 32},
-                                  "rows": rows}))
+    result.write_text(
+        json.dumps(
+            {
+                "kind": "dynastudio-device-latency",
+                "version": 1,
+                "setup": {"device": "pi", "runtime": "onnxruntime 1.0", "threads": 1, "batch": 1, "seq": 32},
+                "rows": rows,
+            }
+        )
+    )
     w.pages["project"].open_folder(project.root)
     w.go_to("explore")
     ep = w.pages["explore"]

@@ -1,5 +1,6 @@
 """What a new user meets first (issue 10): column guessing in the form, a form that holds still,
 live stage state, readable charts with a chance line, latency progress and cancel, small dialogs."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,7 +13,9 @@ from PySide6.QtWidgets import QApplication, QLabel  # noqa: E402
 
 
 def _qa_rows(n: int = 12) -> str:
-    return "".join(f"is row {i} wet,row {i} is {'wet' if i % 2 else 'dry'} today,{'yes' if i % 2 else 'no'}\n" for i in range(n))
+    return "".join(
+        f"is row {i} wet,row {i} is {'wet' if i % 2 else 'dry'} today,{'yes' if i % 2 else 'no'}\n" for i in range(n)
+    )
 
 
 # ---- the New-project form ------------------------------------------------------------------------
@@ -26,15 +29,21 @@ def test_form_guesses_a_pair_and_never_gives_a_column_two_roles(window, tmp_path
     qa.write_text("question,passage,label\n" + _qa_rows(), encoding="utf-8")
     pp.train_file.setText(str(qa))
     pp.dev_file.setText(str(qa))
-    assert (pp.text_a.currentText(), pp.text_b.currentText(), pp.label_col.currentText()) == ("question", "passage", "label")
+    assert (pp.text_a.currentText(), pp.text_b.currentText(), pp.label_col.currentText()) == (
+        "question",
+        "passage",
+        "label",
+    )
     assert "Guessed from the file: text = question + passage (a sentence pair), label = label" in pp.column_note.text()
     pp.validate()
     assert not pp.task_error.text() and pp.preview.columnCount() == 3
 
     # no label column: nothing lands in the label role, and the message says what to pick
     unlabelled = tmp_path / "nolabel.csv"
-    unlabelled.write_text("question,passage\n" + "".join(",".join(r.split(",")[:2]) + "\n" for r in _qa_rows().splitlines()),
-                          encoding="utf-8")
+    unlabelled.write_text(
+        "question,passage\n" + "".join(",".join(r.split(",")[:2]) + "\n" for r in _qa_rows().splitlines()),
+        encoding="utf-8",
+    )
     pp.train_file.setText(str(unlabelled))
     pp.dev_file.setText(str(unlabelled))
     assert pp.label_col.currentText() == NONE and pp.text_a.currentText() == "question"
@@ -70,14 +79,16 @@ def test_form_does_not_move_when_messages_appear(window, qtbot, tmp_path):
 
 
 # ---- live state ----------------------------------------------------------------------------------
-def test_every_view_shows_the_true_stage_state_while_training_and_after_stop(window, qtbot, tiny_model_dir,
-                                                                             tiny_task_files, tmp_path):
+def test_every_view_shows_the_true_stage_state_while_training_and_after_stop(
+    window, qtbot, tiny_model_dir, tiny_task_files, tmp_path
+):
     from dynastudio.core.prepare import new_project
     from helpers import tiny_project_config
 
     w, state = window, window.state
-    project = new_project(tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files, teacher_epochs=1,
-                                                              width_epochs=200))
+    project = new_project(
+        tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files, teacher_epochs=1, width_epochs=200)
+    )
     state.open_project(project.root)
     assert w.blocked_reason_shown("importance")
     seen = {}
@@ -114,8 +125,9 @@ def test_every_view_shows_the_true_stage_state_while_training_and_after_stop(win
 
 
 # ---- measuring latency ---------------------------------------------------------------------------
-def test_latency_shows_progress_warns_when_busy_and_cancels(window, qtbot, monkeypatch, tiny_model_dir, tiny_task_files,
-                                                            tmp_path):
+def test_latency_shows_progress_warns_when_busy_and_cancels(
+    window, qtbot, monkeypatch, tiny_model_dir, tiny_task_files, tmp_path
+):
     from dynastudio.core.prepare import new_project
     from helpers import register_test_job, tiny_project_config
 
@@ -192,8 +204,12 @@ def _feed_train_page(page, total: int = 40) -> None:
 
     labels = ("w1_d1", "w0.5_d1", "w1_d0.5", "w0.5_d0.5")
     page._on_stage_started(StageStarted("width", total))
-    page._on_steps([StepEnded("width", s, total, {l: 0.0008 - 0.00001 * s - 0.00005 * i for i, l in enumerate(labels)}, 1e-4, 0)
-                    for s in range(1, 21)])
+    page._on_steps(
+        [
+            StepEnded("width", s, total, {l: 0.0008 - 0.00001 * s - 0.00005 * i for i, l in enumerate(labels)}, 1e-4, 0)
+            for s in range(1, 21)
+        ]
+    )
     page._on_eval(EvalEnded("width", 20, "accuracy", {l: 0.93 + 0.01 * i for i, l in enumerate(labels)}, chance=0.52))
 
 
@@ -216,8 +232,11 @@ def test_train_charts_plain_units_sane_ranges_chance_line_aligned_legend(window,
     # a sub-network at the chance level: the line is in view, labelled, and the title says nothing more
     from dynastudio.core.events import EvalEnded
 
-    page._on_eval(EvalEnded("width", 40, "accuracy", {"w1_d1": 0.97, "w0.5_d1": 1.0, "w1_d0.5": 0.52, "w0.5_d0.5": 0.55},
-                            chance=0.52))
+    page._on_eval(
+        EvalEnded(
+            "width", 40, "accuracy", {"w1_d1": 0.97, "w0.5_d1": 1.0, "w1_d0.5": 0.52, "w0.5_d0.5": 0.55}, chance=0.52
+        )
+    )
     (_, _), (y0, y1) = ev.getViewBox().viewRange()
     assert 0.0 <= y0 < 0.52 and 1.0 <= y1 < 1.03  # the 1.0 marker whole, no tick above 1
     assert page.eval_plot.chance_line.isVisible() and page.eval_plot.chance_line.value() == 0.52
@@ -242,10 +261,20 @@ def test_train_charts_plain_units_sane_ranges_chance_line_aligned_legend(window,
 
 def test_explore_chart_bounds_and_chance_line(window, qtbot, monkeypatch, tmp_path):
     results = {
-        "metric": "accuracy", "chance": 0.509, "flops_seq_len": 64,
-        "rows": [{"label": f"w{w:g}_d{d:g}", "width_mult": w, "depth_mult": d, "value": v, "flops_rel": w * d,
-                  "total_params": int(1e6 * w * d)}
-                 for (w, d, v) in ((1.0, 1.0, 0.97), (0.5, 1.0, 0.95), (1.0, 0.5, 0.509), (0.5, 0.5, 0.509))],
+        "metric": "accuracy",
+        "chance": 0.509,
+        "flops_seq_len": 64,
+        "rows": [
+            {
+                "label": f"w{w:g}_d{d:g}",
+                "width_mult": w,
+                "depth_mult": d,
+                "value": v,
+                "flops_rel": w * d,
+                "total_params": int(1e6 * w * d),
+            }
+            for (w, d, v) in ((1.0, 1.0, 0.97), (0.5, 1.0, 0.95), (1.0, 0.5, 0.509), (0.5, 0.5, 0.509))
+        ],
     }
     state = window.state
     monkeypatch.setattr(state, "results", lambda: results)
@@ -269,17 +298,30 @@ def test_explore_chart_bounds_and_chance_line(window, qtbot, monkeypatch, tmp_pa
     assert "chance (majority class): 0.509, below the chart" in page.encoding.text()
 
 
-def test_every_page_fits_a_1280x800_screen_with_results_loaded(window, monkeypatch, tiny_model_dir, tiny_task_files,
-                                                                tmp_path):
+def test_every_page_fits_a_1280x800_screen_with_results_loaded(
+    window, monkeypatch, tiny_model_dir, tiny_task_files, tmp_path
+):
     from dynastudio.core.prepare import new_project
     from helpers import tiny_project_config
 
     results = {
-        "metric": "accuracy", "chance": 0.5, "flops_seq_len": 64,
-        "rows": [{"label": f"w{w:g}_d{d:g}", "width_mult": w, "depth_mult": d, "value": 0.9 + 0.02 * w,
-                  "flops_rel": w * d, "total_params": int(2e7 * w * d), "latency_fp32_ms": 15.0 * w * d,
-                  "size_onnx_fp32_mb": 90.0 * w * d}
-                 for w in (1.0, 0.75, 0.5, 0.25) for d in (1.0, 0.75, 0.5)],
+        "metric": "accuracy",
+        "chance": 0.5,
+        "flops_seq_len": 64,
+        "rows": [
+            {
+                "label": f"w{w:g}_d{d:g}",
+                "width_mult": w,
+                "depth_mult": d,
+                "value": 0.9 + 0.02 * w,
+                "flops_rel": w * d,
+                "total_params": int(2e7 * w * d),
+                "latency_fp32_ms": 15.0 * w * d,
+                "size_onnx_fp32_mb": 90.0 * w * d,
+            }
+            for w in (1.0, 0.75, 0.5, 0.25)
+            for d in (1.0, 0.75, 0.5)
+        ],
     }
     monkeypatch.setattr(window.state, "results", lambda: results)
     window.state.open_project(new_project(tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files)).root)

@@ -3,6 +3,7 @@
 The commands live by what they do: pipeline (new, run, stop, status) and results (importance, report, latency,
 device-kit, export); progress holds the event sinks they share. `python -m dynastudio.core.cli` runs `main`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,9 @@ def _plugin_commands(sub) -> None:
 
 
 def _unavailable(name: str, exc: ImportError) -> int:
-    raise UserError(f"`dynastudio {name}` needs {exc.name or exc}, which is not installed: "
-                    f"pip install 'dynabert-studio[studio]'")
+    raise UserError(
+        f"`dynastudio {name}` needs {exc.name or exc}, which is not installed: pip install 'dynabert-studio[studio]'"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,5 @@
 """`python -m dynastudio.core.cli` (and `torchrun -m dynastudio.core.cli`): the `dynastudio` command."""
+
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
 """`dynastudio new / run / stop / status`: creating a project, and running, following and stopping its training."""
+
 from __future__ import annotations
 
 import argparse
@@ -28,21 +29,30 @@ def add_parsers(sub) -> None:
     n.add_argument("dir")
     n.add_argument("--demo", action="store_true", help="the built-in MiniLM on the built-in demo data")
     n.add_argument("--model", help=f"local folder, Hugging Face id, or {BUILTIN_MINILM}")
-    n.add_argument("--finetuned", action="store_true", help="the model is already fine-tuned on this task: skip finetune")
+    n.add_argument(
+        "--finetuned", action="store_true", help="the model is already fine-tuned on this task: skip finetune"
+    )
     n.add_argument("--task", help="GLUE task: sst2, cola, mrpc, rte, qnli, qqp, mnli, stsb")
     n.add_argument("--data-dir", help="local GLUE folder (raw GLUE TSV layout) instead of downloading")
     n.add_argument("--train", help="local CSV/TSV/JSONL training file")
     n.add_argument("--dev", help="local CSV/TSV/JSONL dev file")
-    n.add_argument("--text-columns", help="one or two column names, comma separated (default: guessed from the file, "
-                   "and said)")
+    n.add_argument(
+        "--text-columns", help="one or two column names, comma separated (default: guessed from the file, and said)"
+    )
     n.add_argument("--label-column", help="default: guessed from the file (label, labels, target, class...), and said")
     n.add_argument("--profile", choices=sorted(PROFILES))
     n.add_argument("--depth-rule", choices=DEPTH_RULES)
     n.add_argument("--seed", type=int)
-    n.add_argument("--precision", choices=PRECISIONS, help="auto (default): bf16 on a GPU that has it, fp16 on older "
-                   "GPUs, fp32 on a CPU")
-    n.add_argument("--group-by-length", choices=("on", "off"),
-                   help="on (default): batches of rows of similar length, far less padding")
+    n.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="auto (default): bf16 on a GPU that has it, fp16 on older GPUs, fp32 on a CPU",
+    )
+    n.add_argument(
+        "--group-by-length",
+        choices=("on", "off"),
+        help="on (default): batches of rows of similar length, far less padding",
+    )
     n.add_argument("--overwrite", action="store_true", help="replace a project that exists in DIR")
     n.set_defaults(func=cmd_new)
 
@@ -51,15 +61,27 @@ def add_parsers(sub) -> None:
     r.add_argument("--until", choices=STAGES)
     r.add_argument("--profile", choices=sorted(PROFILES))
     r.add_argument("--max-train-examples", type=int)
-    r.add_argument("--precision", choices=PRECISIONS,
-                   help="auto (default): bf16 on a GPU that has it, fp16 on older GPUs, fp32 on a CPU; saved in the project")
-    r.add_argument("--events", choices=("bars", "jsonl", "none"), default="bars",
-                   help="bars (default): progress bars on stderr; jsonl: every event as a JSON line on stdout "
-                        "(the project also keeps them in run/events.jsonl); none")
-    r.add_argument("--follow", action="store_true",
-                   help="start nothing: attach to the run that is going in DIR and show it until it ends")
+    r.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="auto (default): bf16 on a GPU that has it, fp16 on older GPUs, fp32 on a CPU; saved in the project",
+    )
+    r.add_argument(
+        "--events",
+        choices=("bars", "jsonl", "none"),
+        default="bars",
+        help="bars (default): progress bars on stderr; jsonl: every event as a JSON line on stdout "
+        "(the project also keeps them in run/events.jsonl); none",
+    )
+    r.add_argument(
+        "--follow",
+        action="store_true",
+        help="start nothing: attach to the run that is going in DIR and show it until it ends",
+    )
     r.add_argument("--launch-id", help=argparse.SUPPRESS)  # set by the studio, to recognise the run it launched
-    r.add_argument("--nice", type=int, default=0, help=argparse.SUPPRESS)  # the studio's runs yield the CPU to its window
+    r.add_argument(
+        "--nice", type=int, default=0, help=argparse.SUPPRESS
+    )  # the studio's runs yield the CPU to its window
     r.set_defaults(func=cmd_run)
 
     st = sub.add_parser("stop", help="ask the run going in DIR to stop after its current step (it saves a checkpoint)")
@@ -86,8 +108,11 @@ def _data_config(a) -> DataConfig:
     if a.text_columns is not None and not 1 <= len(cols) <= 2:
         raise ConfigError("--text-columns takes one or two column names, e.g. sentence or question,passage")
     return DataConfig(
-        kind="files", train=str(Path(a.train).resolve()), dev=str(Path(a.dev).resolve()),
-        text_columns=cols, label_column=a.label_column,
+        kind="files",
+        train=str(Path(a.train).resolve()),
+        dev=str(Path(a.dev).resolve()),
+        text_columns=cols,
+        label_column=a.label_column,
     )
 
 
@@ -105,15 +130,26 @@ def cmd_new(a) -> int:
     if model != BUILTIN_MINILM and Path(model).exists():
         model = str(Path(model).resolve())
     profile = a.profile or ("quick" if a.demo else "paper")
-    train = profile_config(profile, depth_rule=a.depth_rule, seed=a.seed, precision=a.precision,
-                           group_by_length=None if a.group_by_length is None else a.group_by_length == "on")
+    train = profile_config(
+        profile,
+        depth_rule=a.depth_rule,
+        seed=a.seed,
+        precision=a.precision,
+        group_by_length=None if a.group_by_length is None else a.group_by_length == "on",
+    )
     config = ProjectConfig(
-        model=model, model_is_finetuned=a.finetuned, data=_data_config(a), train=train, name=Path(a.dir).name,
+        model=model,
+        model_is_finetuned=a.finetuned,
+        data=_data_config(a),
+        train=train,
+        name=Path(a.dir).name,
     )
     project = jobs.run("create", Path(a.dir), jobs.CreateRequest(config, overwrite=a.overwrite), print_logs)
     task = project.task()
-    print(f"created {project.root}: model {model}, task {task.name} ({task.train_rows} train / {task.dev_rows} dev rows, "
-          f"metric {task.metric}), profile {profile}")
+    print(
+        f"created {project.root}: model {model}, task {task.name} ({task.train_rows} train / {task.dev_rows} dev rows, "
+        f"metric {task.metric}), profile {profile}"
+    )
     print(f"next: dynastudio run {project.root}")
     return 0
 
@@ -170,8 +206,11 @@ def _run(a, project, jobs, runtime, null_sink) -> int:
     stop, previous = stop_on_sigint(also_sigterm=True)
     printer = make_sink(a.events) if main else null_sink
     if main and runtime.world() > 1:
-        print(f"{runtime.world()} processes ({'NCCL' if runtime.backend() == 'nccl' else 'gloo'}); the batch of "
-              f"{project.config.train.batch_size} rows is split across them", file=sys.stderr)
+        print(
+            f"{runtime.world()} processes ({'NCCL' if runtime.backend() == 'nccl' else 'gloo'}); the batch of "
+            f"{project.config.train.batch_size} rows is split across them",
+            file=sys.stderr,
+        )
     try:
         out = jobs.run("run", project, jobs.RunRequest(until=a.until), printer, stop, launch_id=a.launch_id)
     except Cancelled:
@@ -201,8 +240,10 @@ def _follow(root: Path, printer, poll: float = 0.2) -> int:
     view = runs.run_view(root)
     if not view.live:
         if view.lock is not None and not view.lock.alive():
-            raise ConfigError(f"{root}: no run is going (the last one, process {view.lock.pid}, ended without a word: "
-                              f"killed?): `dynastudio run {root}` resumes it")
+            raise ConfigError(
+                f"{root}: no run is going (the last one, process {view.lock.pid}, ended without a word: "
+                f"killed?): `dynastudio run {root}` resumes it"
+            )
         raise ConfigError(f"{root}: no run is going: `dynastudio run {root}` starts one")
     tail = runs.EventTail(runs.events_path(root))
     started = None
@@ -212,8 +253,11 @@ def _follow(root: Path, printer, poll: float = 0.2) -> int:
                 if isinstance(event, runs.RunStarted):
                     started = event
                     if isinstance(printer, ProgressPrinter):
-                        print(f"following process {event.pid} on {event.host} (Ctrl-C detaches; the run goes on)",
-                              file=sys.stderr, flush=True)
+                        print(
+                            f"following process {event.pid} on {event.host} (Ctrl-C detaches; the run goes on)",
+                            file=sys.stderr,
+                            flush=True,
+                        )
                 printer(event)
                 if isinstance(event, RunEnded):
                     close_sink(printer)
@@ -222,7 +266,9 @@ def _follow(root: Path, printer, poll: float = 0.2) -> int:
                 print("the run ended and a new one started: follow it again", file=sys.stderr)
                 return 0
             lock = runs.read_lock(root)
-            pid_gone = started is not None and started.host == runs.socket.gethostname() and not runs.pid_alive(started.pid)
+            pid_gone = (
+                started is not None and started.host == runs.socket.gethostname() and not runs.pid_alive(started.pid)
+            )
             if pid_gone or (lock is None and started is None):
                 for event in tail.poll():  # its last words, if any
                     printer(event)
@@ -230,8 +276,11 @@ def _follow(root: Path, printer, poll: float = 0.2) -> int:
                         close_sink(printer)
                         return _ended(root, event)
                 close_sink(printer)
-                print(f"error: the run ended without a word (process {started.pid if started else '?'} was killed or "
-                      f"crashed): `dynastudio run {root}` resumes from its last checkpoint", file=sys.stderr)
+                print(
+                    f"error: the run ended without a word (process {started.pid if started else '?'} was killed or "
+                    f"crashed): `dynastudio run {root}` resumes from its last checkpoint",
+                    file=sys.stderr,
+                )
                 return 1
             time.sleep(poll)
     except KeyboardInterrupt:
@@ -273,12 +322,16 @@ def cmd_stop(a) -> int:
         s = view.started
         pids = list(s.pids) + ([s.launcher_pid] if s.launcher_pid else []) if s is not None else [lock.pid]
         killed = runs.kill_hard(pids)
-        print(f"ended process {', '.join(map(str, killed)) or lock.pid} now: progress since the last checkpoint is lost; "
-              f"`dynastudio run {root}` resumes from it")
+        print(
+            f"ended process {', '.join(map(str, killed)) or lock.pid} now: progress since the last checkpoint is lost; "
+            f"`dynastudio run {root}` resumes from it"
+        )
         return 0
     runs.request_stop(root, lock.run_id, "dynastudio stop")
-    print(f"asked {lock.describe()} to stop after its current step (it saves a checkpoint first); "
-          f"`dynastudio run {root} --follow` shows it stop")
+    print(
+        f"asked {lock.describe()} to stop after its current step (it saves a checkpoint first); "
+        f"`dynastudio run {root} --follow` shows it stop"
+    )
     return 0
 
 
@@ -287,7 +340,9 @@ def cmd_status(a) -> int:
 
     project = ProjectStore.open(Path(a.dir))
     cfg = project.config
-    print(f"project {project.root}  model {cfg.model}  data {cfg.data.kind}:{cfg.data.task or cfg.data.train or 'demo'}  profile {cfg.train.profile}")
+    print(
+        f"project {project.root}  model {cfg.model}  data {cfg.data.kind}:{cfg.data.task or cfg.data.train or 'demo'}  profile {cfg.train.profile}"
+    )
     view = runs.run_view(project.root)
     live_stage = None
     if view.lock is not None and view.lock.alive():
@@ -295,12 +350,16 @@ def cmd_status(a) -> int:
             print(f"busy: {view.lock.describe()}")
         else:
             live_stage = view.stage
-            print(f"running: {view.lock.describe()}, at {view.progress_text()}"
-                  + (" (stopping: saving a checkpoint)" if view.stopping else "")
-                  + f"; `dynastudio run {project.root} --follow` follows it")
+            print(
+                f"running: {view.lock.describe()}, at {view.progress_text()}"
+                + (" (stopping: saving a checkpoint)" if view.stopping else "")
+                + f"; `dynastudio run {project.root} --follow` follows it"
+            )
     elif view.lock is not None:
-        print(f"the last run (process {view.lock.pid} on {view.lock.host}) ended without a word (killed or crashed): "
-              f"its lock is stale and the next run clears it")
+        print(
+            f"the last run (process {view.lock.pid} on {view.lock.host}) ended without a word (killed or crashed): "
+            f"its lock is stale and the next run clears it"
+        )
     elif view.ended is not None:
         print(f"last run: {view.ended.outcome}" + (f" ({view.ended.message})" if view.ended.message else ""))
     for stage in STAGES:

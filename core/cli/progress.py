@@ -1,4 +1,5 @@
 """The CLI's event sinks (progress bars, JSON lines) and its Ctrl-C handling."""
+
 from __future__ import annotations
 
 import signal
@@ -30,7 +31,13 @@ class ProgressPrinter:
 
         if isinstance(event, StageStarted):
             self._close()
-            self.bar = tqdm(total=event.total_steps, initial=event.resumed_from_step, desc=event.stage, file=self.stream, dynamic_ncols=True)
+            self.bar = tqdm(
+                total=event.total_steps,
+                initial=event.resumed_from_step,
+                desc=event.stage,
+                file=self.stream,
+                dynamic_ncols=True,
+            )
         elif isinstance(event, StepEnded) and self.bar is not None:
             self.bar.update(event.step - self.bar.n)
             mean = sum(event.losses.values()) / max(1, len(event.losses))
@@ -104,7 +111,9 @@ def stop_on_sigint(also_sigterm: bool = False) -> tuple[StopToken, dict]:
             pass
 
     # SIGTERM: docker stop, timeout, a scheduler; SIGHUP: the terminal or SSH session went away
-    sigs = [signal.SIGINT] + ([signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []) if also_sigterm else [])
+    sigs = [signal.SIGINT] + (
+        [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []) if also_sigterm else []
+    )
     return stop, {sig: signal.signal(sig, on_signal) for sig in sigs}
 
 
@@ -125,4 +134,3 @@ def run_stoppable(name: str, project, request, sink, stopped: str):
 def print_logs(event) -> None:
     if isinstance(event, LogMessage):
         print(f"[{event.level}] {event.text}", file=sys.stderr, flush=True)
-

@@ -1,4 +1,5 @@
 """`dynastudio importance / report / latency / device-kit / export`: reading a trained project, and shipping it."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,10 +23,17 @@ def add_parsers(sub) -> None:
     rp.add_argument("dir")
     rp.add_argument("--json", action="store_true")
     rp.add_argument("--device", help="latency measured on this device (imported from a device kit)")
-    rp.add_argument("--budget-ms", type=float, metavar="MS",
-                    help="name the best sub-network whose latency fits this budget (as the Explore page's slider does)")
-    rp.add_argument("--precision", choices=BUDGET_PRECISIONS,
-                    help="with --budget-ms: only this precision's figures (default any: each at its own dev metric)")
+    rp.add_argument(
+        "--budget-ms",
+        type=float,
+        metavar="MS",
+        help="name the best sub-network whose latency fits this budget (as the Explore page's slider does)",
+    )
+    rp.add_argument(
+        "--precision",
+        choices=BUDGET_PRECISIONS,
+        help="with --budget-ms: only this precision's figures (default any: each at its own dev metric)",
+    )
     rp.set_defaults(func=cmd_report)
 
     from ..export.targets import OPENVINO_DEVICE
@@ -36,13 +44,21 @@ def add_parsers(sub) -> None:
     lt.add_argument("--seq", type=int, help="sequence length in tokens (default: the project's max_seq_length)")
     lt.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     lt.add_argument("--formats", default="fp32", help="comma separated: fp32, int8, fp16 (default fp32)")
-    lt.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "openvino"],
-                    help=f"openvino: time the same ONNX files with OpenVINO (the intel-cpu and desktop-cpu presets' runtime); "
-                         f"kept as the device '{OPENVINO_DEVICE}'")
+    lt.add_argument(
+        "--runtime",
+        default="onnxruntime",
+        choices=["onnxruntime", "openvino"],
+        help=f"openvino: time the same ONNX files with OpenVINO (the intel-cpu and desktop-cpu presets' runtime); "
+        f"kept as the device '{OPENVINO_DEVICE}'",
+    )
     lt.add_argument("--runs", type=int, default=50, help="timed runs per sub-network and format")
     lt.add_argument("--warmup", type=int, default=10, help="untimed runs first")
-    lt.add_argument("--import", dest="import_file", metavar="FILE",
-                    help="measure nothing: merge a device kit's latency-<device>.json under its device's name")
+    lt.add_argument(
+        "--import",
+        dest="import_file",
+        metavar="FILE",
+        help="measure nothing: merge a device kit's latency-<device>.json under its device's name",
+    )
     lt.add_argument("--device", help="with --import: the name to file it under (default: the one in the file)")
     lt.set_defaults(func=cmd_latency)
 
@@ -62,17 +78,31 @@ def add_parsers(sub) -> None:
     ex.add_argument("--depth", type=float, required=True, help="depth multiplier, e.g. 0.75")
     what = ex.add_mutually_exclusive_group(required=True)
     what.add_argument("--format", choices=list(FORMATS), help="; ".join(f"{k}: {v}" for k, v in FORMATS.items()))
-    what.add_argument("--target", choices=list(PRESETS) + list(PRESET_ALIASES),
-                      help="; ".join(f"{k} -> {v}" for k, v in PRESETS.items()))
+    what.add_argument(
+        "--target",
+        choices=list(PRESETS) + list(PRESET_ALIASES),
+        help="; ".join(f"{k} -> {v}" for k, v in PRESETS.items()),
+    )
     ex.add_argument("--out", required=True, help="the folder to create")
     ex.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
     ex.add_argument("--model", help="project model to export from (default: the most trained one)")
-    ex.add_argument("--min-agreement", type=float, default=99.0, metavar="PERCENT",
-                    help="INT8/fp16 exports pass only at this dev prediction agreement with PyTorch or more (default 99)")
-    ex.add_argument("--trim-vocab", action=argparse.BooleanOptionalAction, default=None,
-                    help="keep only the tokens of the task's train and dev texts (and --keep-words): a much smaller "
-                         "file for small sub-networks (default: on for the phone presets, off otherwise)")
-    ex.add_argument("--keep-words", metavar="FILE", help="with --trim-vocab: a text file of words (one per line) to keep too")
+    ex.add_argument(
+        "--min-agreement",
+        type=float,
+        default=99.0,
+        metavar="PERCENT",
+        help="INT8/fp16 exports pass only at this dev prediction agreement with PyTorch or more (default 99)",
+    )
+    ex.add_argument(
+        "--trim-vocab",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep only the tokens of the task's train and dev texts (and --keep-words): a much smaller "
+        "file for small sub-networks (default: on for the phone presets, off otherwise)",
+    )
+    ex.add_argument(
+        "--keep-words", metavar="FILE", help="with --trim-vocab: a text file of words (one per line) to keep too"
+    )
     ex.set_defaults(func=cmd_export)
 
 
@@ -96,7 +126,9 @@ def cmd_importance(a) -> int:
         r = neuron[i]
         srt = r.sort(descending=True).values
         top = srt[: max(1, len(srt) // 4)].sum() / srt.sum().clamp_min(1e-12)
-        print(f"  layer {i}: max {r.max():.3g}  median {r.median():.3g}  top quarter holds {100 * top:.0f}% of the total")
+        print(
+            f"  layer {i}: max {r.max():.3g}  median {r.median():.3g}  top quarter holds {100 * top:.0f}% of the total"
+        )
     return 0
 
 
@@ -139,8 +171,10 @@ def cmd_report(a) -> int:
         print(line)
     if grid.setup is not None:
         s = grid.setup
-        print(f"latency: {s.get('device')}, {s.get('threads')} thread(s), batch {s.get('batch')}, seq {s.get('seq')}"
-              + (f", median/p90 of {s['runs']} runs, {s['runtime']}" if s.get("runs") and s.get("runtime") else ""))
+        print(
+            f"latency: {s.get('device')}, {s.get('threads')} thread(s), batch {s.get('batch')}, seq {s.get('seq')}"
+            + (f", median/p90 of {s['runs']} runs, {s['runtime']}" if s.get("runs") and s.get("runtime") else "")
+        )
     return 0
 
 
@@ -158,18 +192,35 @@ def _best_under_budget(project: ProjectStore, a) -> int:
     assert row is not None
     metric = grid.metric or "metric"
     if a.json:
-        print(json.dumps({"label": best.label, "width_mult": row.width_mult, "depth_mult": row.depth_mult,
-                          "precision": best.precision, "latency_ms": best.x, "metric": metric, "value": best.y,
-                          "budget_ms": a.budget_ms, "device": grid.device,
-                          "measured_on": (grid.setup or {}).get("device")}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "label": best.label,
+                    "width_mult": row.width_mult,
+                    "depth_mult": row.depth_mult,
+                    "precision": best.precision,
+                    "latency_ms": best.x,
+                    "metric": metric,
+                    "value": best.y,
+                    "budget_ms": a.budget_ms,
+                    "device": grid.device,
+                    "measured_on": (grid.setup or {}).get("device"),
+                },
+                indent=2,
+            )
+        )
         return 0
-    print(f"best under {a.budget_ms:g} ms on {grid.where}: {best.label}"
-          + (f" in {best.precision}" if best.precision != "fp32" else "")
-          + f" (width {row.width_mult:g}, depth {row.depth_mult:g}): {metric} {best.y:.4f} at {best.x:.2f} ms")
+    print(
+        f"best under {a.budget_ms:g} ms on {grid.where}: {best.label}"
+        + (f" in {best.precision}" if best.precision != "fp32" else "")
+        + f" (width {row.width_mult:g}, depth {row.depth_mult:g}): {metric} {best.y:.4f} at {best.x:.2f} ms"
+    )
     fmt = EXPORT_FORMAT_OF.get(best.precision)
     if fmt is not None:
-        print(f"export it: dynastudio export {project.root} --width {row.width_mult:g} --depth {row.depth_mult:g} "
-              f"--format {fmt} --out FOLDER")
+        print(
+            f"export it: dynastudio export {project.root} --width {row.width_mult:g} --depth {row.depth_mult:g} "
+            f"--format {fmt} --out FOLDER"
+        )
     return 0
 
 
@@ -185,8 +236,10 @@ def cmd_latency(a) -> int:
 
         runs.check_not_running(project.root, "import latency while a run holds the project")
         name = import_device_latency(project, Path(a.import_file), a.device)
-        print(f"imported {a.import_file} as device '{name}': `dynastudio report {project.root} --device {name}` shows "
-              f"its grid")
+        print(
+            f"imported {a.import_file} as device '{name}': `dynastudio report {project.root} --device {name}` shows "
+            f"its grid"
+        )
         return 0
     from ..export.targets import OPENVINO_DEVICE
 
@@ -200,16 +253,28 @@ def cmd_latency(a) -> int:
         elif isinstance(event, LogMessage) and event.level != "info":
             print_logs(event)
 
-    print(f"measuring {formats} latency: batch {a.batch}, sequence {seq}, {a.threads} thread(s), "
-          f"{a.runs} runs after {a.warmup} warm-up (in a separate process)", flush=True)
-    out = run_stoppable("latency", project, jobs.LatencyRequest(batch=a.batch, seq=seq, threads=a.threads, formats=formats,
-                                                                 runs=a.runs, warmup=a.warmup, runtime=a.runtime), show,
-                         "stopped; latency.json was not changed")
+    print(
+        f"measuring {formats} latency: batch {a.batch}, sequence {seq}, {a.threads} thread(s), "
+        f"{a.runs} runs after {a.warmup} warm-up (in a separate process)",
+        flush=True,
+    )
+    out = run_stoppable(
+        "latency",
+        project,
+        jobs.LatencyRequest(
+            batch=a.batch, seq=seq, threads=a.threads, formats=formats, runs=a.runs, warmup=a.warmup, runtime=a.runtime
+        ),
+        show,
+        "stopped; latency.json was not changed",
+    )
     if out is None:
         return 130
-    print(f"measured {len(out['rows'])} sub-networks on {out['setup']['device']} with {out['setup']['runtime']}: "
-          f"`dynastudio report {project.root}" + (f" --device '{OPENVINO_DEVICE}'" if a.runtime == "openvino" else "")
-          + "` shows the grid")
+    print(
+        f"measured {len(out['rows'])} sub-networks on {out['setup']['device']} with {out['setup']['runtime']}: "
+        f"`dynastudio report {project.root}"
+        + (f" --device '{OPENVINO_DEVICE}'" if a.runtime == "openvino" else "")
+        + "` shows the grid"
+    )
     return 0
 
 
@@ -247,32 +312,46 @@ def cmd_export(a) -> int:
     from ..project import Project
 
     project = Project.open(Path(a.dir))
-    request = jobs.ExportRequest(a.width, a.depth, a.target or a.format, a.out, overwrite=a.overwrite,
-                                 model_name=a.model, min_agreement=a.min_agreement / 100,
-                                 trim_vocab=a.trim_vocab, keep_words=a.keep_words)
+    request = jobs.ExportRequest(
+        a.width,
+        a.depth,
+        a.target or a.format,
+        a.out,
+        overwrite=a.overwrite,
+        model_name=a.model,
+        min_agreement=a.min_agreement / 100,
+        trim_vocab=a.trim_vocab,
+        keep_words=a.keep_words,
+    )
     rep = run_stoppable("export", project, request, print_logs, "stopped; nothing was written")
     if rep is None:
         return 130
     v = rep.verification
     via = f" (target {rep.target})" if rep.target else ""
     print(f"exported w{rep.width_mult:g} d{rep.depth_mult:g} as {rep.format}{via} to {rep.path}")
-    print(f"  {v['model_file']}: {rep.size_mb:.1f} MB, {v['subnet']['params']:,} parameters, "
-          f"{v['subnet']['layers']} layers x {v['subnet']['heads']} heads x {v['subnet']['neurons']} neurons")
+    print(
+        f"  {v['model_file']}: {rep.size_mb:.1f} MB, {v['subnet']['params']:,} parameters, "
+        f"{v['subnet']['layers']} layers x {v['subnet']['heads']} heads x {v['subnet']['neurons']} neurons"
+    )
     if rep.max_abs_diff is None:
         line = f"  not verified on this machine (no {rep.format} runtime here); spec checked: inputs, outputs, shapes"
     else:
         line = f"  max abs diff vs PyTorch {rep.max_abs_diff:.2e} at shapes {v['probe']['shapes']}"
     if rep.agreement is not None:
-        line += f"; dev agreement {100 * rep.agreement:.2f}% ({rep.dev_examples} examples, {v['dev']['agreement_kind']})"
+        line += (
+            f"; dev agreement {100 * rep.agreement:.2f}% ({rep.dev_examples} examples, {v['dev']['agreement_kind']})"
+        )
         dev = v.get("dev") or {}
         if dev.get("exported_score") is not None:
             line += f", {dev['metric']} {dev['exported_score']:.4f} vs {dev['pytorch_score']:.4f} in PyTorch"
     print(line)
     if voc := v.get("vocabulary"):
         h = voc["heldout"]
-        print(f"  vocabulary trimmed to {voc['kept_tokens']:,} of {voc['original_tokens']:,} tokens: "
-              f"{voc['size_before_mb']:.1f} MB -> {voc['size_after_mb']:.1f} MB; on new text (dev rows held out from the "
-              f"vocabulary, {h['rows_with_unseen_tokens']} of {h['rows']} with unseen words) agreement {100 * h['agreement']:.2f}%")
+        print(
+            f"  vocabulary trimmed to {voc['kept_tokens']:,} of {voc['original_tokens']:,} tokens: "
+            f"{voc['size_before_mb']:.1f} MB -> {voc['size_after_mb']:.1f} MB; on new text (dev rows held out from the "
+            f"vocabulary, {h['rows_with_unseen_tokens']} of {h['rows']} with unseen words) agreement {100 * h['agreement']:.2f}%"
+        )
     if not rep.passed:
         print(f"error: export FAILED its check: {rep.failure}", file=sys.stderr)
         print("  the folder is kept for inspection; its verification.json and README.md say it failed", file=sys.stderr)
@@ -280,4 +359,3 @@ def cmd_export(a) -> int:
     print("  verified: passed" if v.get("runtime_verified", True) else "  spec check: passed (not run on this machine)")
     print(f"  how to run it: {Path(rep.path) / 'README.md'}")
     return 0
-

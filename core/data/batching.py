@@ -1,4 +1,5 @@
 """Batches: the seeded order of an epoch's rows, length grouping, sharding across processes, padded tensors."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -16,8 +17,9 @@ def num_batches(n_rows: int, batch_size: int) -> int:
 MEGA_BATCHES = 50  # batches per length-sorted group, as transformers' group_by_length uses at most
 
 
-def batch_order(lengths: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
-                group_by_length: bool = False) -> list[np.ndarray]:
+def batch_order(
+    lengths: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0, group_by_length: bool = False
+) -> list[np.ndarray]:
     """The row indices of every batch of one epoch, in order: a pure function of its arguments, so a resumed
     run (any number of processes) replays the same batches.
 
@@ -31,13 +33,13 @@ def batch_order(lengths: np.ndarray, batch_size: int, *, shuffle: bool, seed: in
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(n)
     if not group_by_length:
-        return [order[s: s + batch_size] for s in range(0, n, batch_size)]
+        return [order[s : s + batch_size] for s in range(0, n, batch_size)]
     mega = batch_size * MEGA_BATCHES
     batches: list[np.ndarray] = []
     for s in range(0, n, mega):
-        group = order[s: s + mega]
+        group = order[s : s + mega]
         group = group[np.argsort(-lengths[group], kind="stable")]
-        batches.extend(group[i: i + batch_size] for i in range(0, len(group), batch_size))
+        batches.extend(group[i : i + batch_size] for i in range(0, len(group), batch_size))
     batches = [batches[i] for i in rng.permutation(len(batches))]
     if batches:
         longest = int(np.argmax([lengths[b].max() for b in batches]))
@@ -94,7 +96,7 @@ def iterate_batches(
     label_dtype = torch.float32 if enc.is_regression else torch.long
     batches = batch_order(lengths, batch_size, shuffle=shuffle, seed=seed, epoch=epoch, group_by_length=group_by_length)
     type_rows = enc.token_type_ids
-    for glob in batches[max(0, skip):]:
+    for glob in batches[max(0, skip) :]:
         idx = shard(glob, rank, world)
         rows = [enc.input_ids[i] for i in idx]
         width = max(len(r) for r in rows)

@@ -1,4 +1,5 @@
 """Which column is which: the one rule that guesses a file's text and label columns, and checks given ones."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,4 +1,5 @@
 """Tokenizing: a TextTable's rows to token ids once per project (Encoded), compact enough for millions of rows."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,8 +29,12 @@ class Encoded:
         types = None
         if self.token_type_ids is not None and other.token_type_ids is not None:
             types = list(self.token_type_ids) + list(other.token_type_ids)
-        return Encoded(list(self.input_ids) + list(other.input_ids), types, list(self.labels) + list(other.labels),
-                       self.is_regression)
+        return Encoded(
+            list(self.input_ids) + list(other.input_ids),
+            types,
+            list(self.labels) + list(other.labels),
+            self.is_regression,
+        )
 
 
 def encode(table: TextTable, tokenizer, max_seq_length: int, chunk: int = 4096, progress=None) -> Encoded:

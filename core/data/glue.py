@@ -1,4 +1,5 @@
 """GLUE: its tasks' names, layouts and metrics, and reading a task from a local copy of the GLUE files."""
+
 from __future__ import annotations
 
 import csv
@@ -33,13 +34,29 @@ GLUE_TASKS: dict[str, GlueTask] = {
     "cola": GlueTask("CoLA", (3,), 1, ("0", "1"), "matthews", ("sentence",), header=False),
     "mrpc": GlueTask("MRPC", ("#1 String", "#2 String"), "Quality", ("0", "1"), "f1", ("sentence1", "sentence2")),
     "rte": GlueTask(
-        "RTE", ("sentence1", "sentence2"), "label", ("entailment", "not_entailment"), "accuracy", ("sentence1", "sentence2")
+        "RTE",
+        ("sentence1", "sentence2"),
+        "label",
+        ("entailment", "not_entailment"),
+        "accuracy",
+        ("sentence1", "sentence2"),
     ),
     "qnli": GlueTask(
-        "QNLI", ("question", "sentence"), "label", ("entailment", "not_entailment"), "accuracy", ("question", "sentence")
+        "QNLI",
+        ("question", "sentence"),
+        "label",
+        ("entailment", "not_entailment"),
+        "accuracy",
+        ("question", "sentence"),
     ),
     "qqp": GlueTask(
-        "QQP", ("question1", "question2"), "is_duplicate", ("0", "1"), "f1", ("question1", "question2"), skip_short_rows=True
+        "QQP",
+        ("question1", "question2"),
+        "is_duplicate",
+        ("0", "1"),
+        "f1",
+        ("question1", "question2"),
+        skip_short_rows=True,
     ),
     # MNLI's label is gold_label, the last field; taking the last field (as the reference
     # processors do) stays right whether or not the annotator columns label1..label5 are there.
@@ -71,7 +88,9 @@ def _glue_folder(data_dir: str, name: str) -> Path:
     spec = GLUE_TASKS[name]
     root = Path(data_dir).expanduser()
     if not root.is_dir():
-        raise DataError(f"{data_dir}: folder not found: point data_dir at the GLUE folder (the one holding {spec.folder}/)")
+        raise DataError(
+            f"{data_dir}: folder not found: point data_dir at the GLUE folder (the one holding {spec.folder}/)"
+        )
     wanted = {spec.folder.lower(), name}
     for child in sorted(root.iterdir()):
         if child.is_dir() and child.name.lower() in wanted:
@@ -93,9 +112,17 @@ def load_glue_local(name: str, data_dir: str) -> tuple[TextTable, TextTable]:
         path = folder / file_name
         check_file(path)
         rows = read_delimited(
-            path, "\t", csv.QUOTE_NONE, spec.header, spec.columns, spec.label, strict_width=False,
+            path,
+            "\t",
+            csv.QUOTE_NONE,
+            spec.header,
+            spec.columns,
+            spec.label,
+            strict_width=False,
             skip_short=spec.skip_short_rows,
         )
-        table, _, _ = finish_table(rows, str(path), at_line, spec.label_names, spec.label_names is None, label_what(spec.label))
+        table, _, _ = finish_table(
+            rows, str(path), at_line, spec.label_names, spec.label_names is None, label_what(spec.label)
+        )
         tables.append(table)
     return tables[0], tables[1]

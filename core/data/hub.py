@@ -1,4 +1,5 @@
 """GLUE from the Hugging Face hub through `datasets`, for online users (offline ones give a local GLUE folder)."""
+
 from __future__ import annotations
 
 import os
@@ -18,15 +19,21 @@ def load_glue_hub(name: str) -> tuple[TextTable, TextTable]:
         import datasets
         from datasets.exceptions import DatasetNotFoundError
     except ImportError:
-        raise DataError(f"GLUE task '{name}': the 'datasets' package is not installed: pip install datasets, or {fix}") from None
+        raise DataError(
+            f"GLUE task '{name}': the 'datasets' package is not installed: pip install datasets, or {fix}"
+        ) from None
     try:
         loaded = datasets.load_dataset(repo, name)
     except DatasetNotFoundError:
-        raise DataError(f"{repo}: dataset not found on the Hugging Face hub: check DYNASTUDIO_GLUE_REPO or {fix}") from None
+        raise DataError(
+            f"{repo}: dataset not found on the Hugging Face hub: check DYNASTUDIO_GLUE_REPO or {fix}"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - anything the hub throws is an environment problem the user fixes
         if _is_connection_error(exc):
             raise DataError(f"GLUE task '{name}': could not reach the Hugging Face hub for {repo}: {fix}") from None
-        raise DataError(f"{repo}: could not load GLUE task '{name}' ({type(exc).__name__}: {_first_line(exc)}): {fix}") from None
+        raise DataError(
+            f"{repo}: could not load GLUE task '{name}' ({type(exc).__name__}: {_first_line(exc)}): {fix}"
+        ) from None
     tables = []
     for split in ("train", spec.hf_dev_split):
         source = f"glue:{name}/{split}"

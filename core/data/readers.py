@@ -1,4 +1,5 @@
 """Reading CSV / TSV / JSONL files into TextTables: one-line errors naming file and line, labels, peeks, summaries."""
+
 from __future__ import annotations
 
 import csv
@@ -143,7 +144,9 @@ def _csv_records(path: Path, delimiter: str, quoting: Quoting) -> Iterator[tuple
         except StopIteration:
             return
         except csv.Error as exc:
-            raise DataError(f"{path}: line {reader.line_num} cannot be parsed ({exc}): fix the quoting on that line") from None
+            raise DataError(
+                f"{path}: line {reader.line_num} cannot be parsed ({exc}): fix the quoting on that line"
+            ) from None
         if fields and any(f.strip() for f in fields):
             yield start, fields
         start = reader.line_num + 1
@@ -180,12 +183,15 @@ def read_delimited(
     if header:
         first = next(records, None)
         if first is None:
-            raise DataError(f"{path}: the file is empty: add a header row (e.g. sentence{delimiter}label) and data rows")
+            raise DataError(
+                f"{path}: the file is empty: add a header row (e.g. sentence{delimiter}label) and data rows"
+            )
         names = [h.strip() for h in first[1]]
         twice = sorted({n for n in names if n and names.count(n) > 1})
         if twice:
-            raise DataError(f"{path}: line 1 (header) names more than one column '{short(twice[0])}': give each column "
-                            "its own name")
+            raise DataError(
+                f"{path}: line 1 (header) names more than one column '{short(twice[0])}': give each column its own name"
+            )
         text_idx = [_resolve_column(path, first[1], c, "text") for c in text_columns]
         label_idx = _resolve_column(path, first[1], label_column, "label")
     else:
@@ -236,7 +242,9 @@ def _read_jsonl(path: Path, text_columns: Sequence[str], label_column: str) -> R
                     )
         for col in text_columns:
             if col not in obj:
-                raise DataError(f"{path}: line {line_no} has no key '{col}': add it (\"\" if empty) or remove that line")
+                raise DataError(
+                    f"{path}: line {line_no} has no key '{col}': add it (\"\" if empty) or remove that line"
+                )
         out.text_a.append(as_text(obj[text_columns[0]])[:MAX_TEXT_CHARS])
         if out.text_b is not None:
             out.text_b.append(as_text(obj[text_columns[1]])[:MAX_TEXT_CHARS])
@@ -261,11 +269,13 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, dict]]:
                 raise DataError(
                     f"{path}: line {n} starts a JSON array: this reader wants JSON Lines, one {{...}} object per line"
                 ) from None
-            raise DataError(f"{path}: line {n} is not valid JSON ({exc.msg}, column {exc.colno}): fix or remove that line") from None
+            raise DataError(
+                f"{path}: line {n} is not valid JSON ({exc.msg}, column {exc.colno}): fix or remove that line"
+            ) from None
         if not isinstance(obj, dict):
             kind = "an array" if isinstance(obj, list) else "a string" if isinstance(obj, str) else "a bare value"
             raise DataError(
-                f"{path}: line {n} is {kind}, not a JSON object: write one {{\"text\": ..., \"label\": ...}} object per line"
+                f'{path}: line {n} is {kind}, not a JSON object: write one {{"text": ..., "label": ...}} object per line'
             )
         yield n, obj
 
@@ -326,8 +336,10 @@ def finish_table(
             parsed = []
         for value, raw, n in zip(parsed, rows.raw_labels, rows.lines):
             if not math.isfinite(value):
-                raise DataError(f"{source}: {where(n)} has label '{short(raw)}' in {what}, not a finite number: "
-                                "fix the label or remove that row")
+                raise DataError(
+                    f"{source}: {where(n)} has label '{short(raw)}' in {what}, not a finite number: "
+                    "fix the label or remove that row"
+                )
     if label_names is not None:
         regression = False
     if regression is None:
@@ -339,7 +351,9 @@ def finish_table(
         for raw, n in zip(rows.raw_labels, rows.lines):
             number = _number(raw)
             if number is None:
-                raise DataError(f"{source}: {where(n)} has label '{short(raw)}' in {what}, not a number: regression labels must be numbers")
+                raise DataError(
+                    f"{source}: {where(n)} has label '{short(raw)}' in {what}, not a number: regression labels must be numbers"
+                )
             labels.append(number)
         return TextTable(rows.text_a, rows.text_b, labels, source), None, True
 
@@ -400,8 +414,9 @@ def peek_rows(path: Path, n: int = _SAMPLE_ROWS) -> tuple[list[str], list[dict]]
     return columns, rows
 
 
-def table_summary(path, text_columns, label_column, label_names=None, regression: bool | None = None,
-                  preview_rows: int = 20) -> dict:
+def table_summary(
+    path, text_columns, label_column, label_names=None, regression: bool | None = None, preview_rows: int = 20
+) -> dict:
     """What a form shows of a data file, small enough to pass between processes: its row count, label set and
     counts, and the first rows; {"error": message} for a file read_table refuses."""
     try:
@@ -409,8 +424,10 @@ def table_summary(path, text_columns, label_column, label_names=None, regression
     except UserError as exc:
         return {"error": str(exc)}
     n = min(preview_rows, len(table))
-    preview = [[table.text_a[i][:500]] + ([table.text_b[i][:500]] if table.text_b is not None else []) + [table.labels[i]]
-               for i in range(n)]
+    preview = [
+        [table.text_a[i][:500]] + ([table.text_b[i][:500]] if table.text_b is not None else []) + [table.labels[i]]
+        for i in range(n)
+    ]
     out: dict[str, Any] = {"rows": len(table), "names": names, "regression": is_regression, "preview": preview}
     if is_regression:
         out["min"], out["max"] = float(min(table.labels)), float(max(table.labels))

@@ -1,4 +1,5 @@
 """Rows of text and labels in memory (TextTable), and the held-out splits and subsets taken from them."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """A task's data as the pipeline gets it (TaskData): the demo set, a GLUE task or the user's train and dev files."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -39,7 +40,10 @@ def demo_resource(name: str):
 def load_task_data(cfg: DataConfig) -> TaskData:
     """The task `cfg` names, read and checked; a user's mistake in it is a ConfigError or a one-line DataError."""
     if cfg.kind == "demo":
-        with resources.as_file(demo_resource("train.tsv")) as train_path, resources.as_file(demo_resource("dev.tsv")) as dev_path:
+        with (
+            resources.as_file(demo_resource("train.tsv")) as train_path,
+            resources.as_file(demo_resource("dev.tsv")) as dev_path,
+        ):
             train, names, _ = read_table(train_path, ("sentence",), "label")
             dev, _, _ = read_table(dev_path, ("sentence",), "label", names)
         return TaskData("demo", train, dev, "accuracy", names, False)

@@ -1,4 +1,5 @@
 """The one writer of every format (export and latency share it), and what a written model weighs."""
+
 from __future__ import annotations
 
 import tempfile
@@ -12,7 +13,9 @@ from .runtimes import export_coreml, export_executorch, export_torchscript, save
 from .targets import MODEL_FILES, require_extra
 
 
-def write_format(fmt: str, slim: SlimModel, folder: Path, input_names: list[str], fp32_onnx: Path | None = None) -> Path:
+def write_format(
+    fmt: str, slim: SlimModel, folder: Path, input_names: list[str], fp32_onnx: Path | None = None
+) -> Path:
     """Write `slim` into `folder` in one format; returns the model file. Export and latency both use this.
 
     `fp32_onnx`: an fp32 ONNX file of the same model already written, which onnx-int8 then quantizes
@@ -32,7 +35,9 @@ def write_format(fmt: str, slim: SlimModel, folder: Path, input_names: list[str]
                 quantize_int8(fp32, folder / MODEL_FILES[fmt], rare_from=rare_from)
     elif fmt in ("ort", "ort-int8"):
         with tempfile.TemporaryDirectory(dir=folder) as scratch:
-            onnx_file = write_format("onnx" if fmt == "ort" else "onnx-int8", slim, Path(scratch), input_names, fp32_onnx)
+            onnx_file = write_format(
+                "onnx" if fmt == "ort" else "onnx-int8", slim, Path(scratch), input_names, fp32_onnx
+            )
             to_ort(onnx_file, folder / MODEL_FILES[fmt])
     elif fmt == "openvino":
         require_extra(fmt)

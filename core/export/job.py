@@ -1,4 +1,5 @@
 """The export job: resolve the model, write the format into a temporary folder, verify it, report, move it in place."""
+
 from __future__ import annotations
 
 import json
@@ -117,23 +118,30 @@ def _checked_request(project: Project, request: ExportRequest) -> tuple[str, str
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UserError(f"{out_dir}: cannot create its folder ({exc.strerror or exc}): "
-                        "pick an --out you can write to") from None
+        raise UserError(
+            f"{out_dir}: cannot create its folder ({exc.strerror or exc}): pick an --out you can write to"
+        ) from None
     if not os.access(out_dir.parent, os.W_OK | os.X_OK):
         raise UserError(f"{out_dir}: {out_dir.parent} is not writable: pick an --out you can write to")
     _remove_stale_temps(out_dir)
     return fmt, target, spec, out_dir
 
 
-def _resolve_model(project: Project, request: ExportRequest, fmt: str, target: str | None, spec: SubnetSpec, events,
-                   stop: StopToken) -> _Source:
+def _resolve_model(
+    project: Project, request: ExportRequest, fmt: str, target: str | None, spec: SubnetSpec, events, stop: StopToken
+) -> _Source:
     """Load the project's model, extract the sub-network, check it against the dynamic model, plan the vocabulary."""
     from ..prepare import project_tokenizer
 
     t = project.config.train
     if spec.width_mult not in t.width_mults or spec.depth_mult not in t.depth_mults:
-        events(LogMessage(f"{spec.label} is outside the trained grid (widths {list(t.width_mults)}, depths "
-                          f"{list(t.depth_mults)}): it was never trained and may be inaccurate", "warning"))
+        events(
+            LogMessage(
+                f"{spec.label} is outside the trained grid (widths {list(t.width_mults)}, depths "
+                f"{list(t.depth_mults)}): it was never trained and may be inaccurate",
+                "warning",
+            )
+        )
     name = request.model_name or final_model_name(project)
     model = project.load_model(name)
     slim = extract_from_model(model, spec, t.depth_rule)
@@ -154,11 +162,17 @@ def _resolve_model(project: Project, request: ExportRequest, fmt: str, target: s
 
 def _plan_vocab(rows: TaskRows, probe: Probe, tokenizer, slim: SlimModel, keep_words: str | None, events) -> VocabPlan:
     if rows.texts is None or probe.dev is None:
-        raise UserError(f"vocabulary trimming needs the task's texts, which could not be read ({probe.source}): "
-                        "export without trimming, or fix the project's data")
+        raise UserError(
+            f"vocabulary trimming needs the task's texts, which could not be read ({probe.source}): "
+            "export without trimming, or fix the project's data"
+        )
     words = read_word_list(keep_words) if keep_words else []
-    events(LogMessage("trimming the vocabulary to the tokens of the task's train and dev texts"
-                      + (f" and {len(words)} listed words" if words else "")))
+    events(
+        LogMessage(
+            "trimming the vocabulary to the tokens of the task's train and dev texts"
+            + (f" and {len(words)} listed words" if words else "")
+        )
+    )
     return plan_vocab(tokenizer, slim.config.vocab_size, rows.texts, words)
 
 
@@ -180,8 +194,17 @@ def _write_folder(fmt: str, src: _Source, tmp: Path, stop: StopToken) -> None:
         atomic_write_text(tmp / "config.json", json.dumps(onnx_folder_config(src.shipped, src.input_names), indent=2))
 
 
-def _verify(project: Project, request: ExportRequest, fmt: str, target: str | None, src: _Source, tmp: Path, events,
-            stop: StopToken, t0: float) -> dict:
+def _verify(
+    project: Project,
+    request: ExportRequest,
+    fmt: str,
+    target: str | None,
+    src: _Source,
+    tmp: Path,
+    events,
+    stop: StopToken,
+    t0: float,
+) -> dict:
     """The written folder checked against PyTorch; returns the verification record (verification.json)."""
     trim = src.vocab.trim if src.vocab else None
     check = check_format(fmt, tmp, src.slim, src.input_names, src.probe, src.spec.label, trim, src.tokenizer)
@@ -199,14 +222,35 @@ def _verify(project: Project, request: ExportRequest, fmt: str, target: str | No
     vocabulary = None
     if src.vocab and src.rows.texts is not None:
         events(LogMessage("measuring the trimmed vocabulary on dev rows held out from it"))
-        vocabulary = vocab_report(src.vocab, fmt, src.slim, src.tokenizer, src.input_names, src.probe, src.rows.texts,
-                                  project.config.train.max_seq_length, tmp, stop)
+        vocabulary = vocab_report(
+            src.vocab,
+            fmt,
+            src.slim,
+            src.tokenizer,
+            src.input_names,
+            src.probe,
+            src.rows.texts,
+            project.config.train.max_seq_length,
+            tmp,
+            stop,
+        )
     events(StageProgress("export", 4, EXPORT_STEPS))
     return _record(project, request, fmt, target, src, check, dev, failure, vocabulary, tmp, t0)
 
 
-def _record(project: Project, request: ExportRequest, fmt: str, target: str | None, src: _Source, check: FormatCheck,
-            dev: dict | None, failure: str | None, vocabulary: dict | None, tmp: Path, t0: float) -> dict:
+def _record(
+    project: Project,
+    request: ExportRequest,
+    fmt: str,
+    target: str | None,
+    src: _Source,
+    check: FormatCheck,
+    dev: dict | None,
+    failure: str | None,
+    vocabulary: dict | None,
+    tmp: Path,
+    t0: float,
+) -> dict:
     """verification.json: what was exported, what it was checked with, and how each check went."""
     c = src.slim.config
     return {
@@ -216,10 +260,14 @@ def _record(project: Project, request: ExportRequest, fmt: str, target: str | No
         "inputs": src.input_names,
         "outputs": ["logits"],
         "subnet": {
-            "width_mult": src.spec.width_mult, "depth_mult": src.spec.depth_mult, "depth_rule": src.depth_rule,
-            "layers": len(c.heads_per_layer), "heads": c.heads_per_layer[0] if c.heads_per_layer else 0,
+            "width_mult": src.spec.width_mult,
+            "depth_mult": src.spec.depth_mult,
+            "depth_rule": src.depth_rule,
+            "layers": len(c.heads_per_layer),
+            "heads": c.heads_per_layer[0] if c.heads_per_layer else 0,
             "neurons": c.ffn_per_layer[0] if c.ffn_per_layer else 0,
-            "kept_layers": c.source["kept_layers"], "params": sum(p.numel() for p in src.shipped.parameters()),
+            "kept_layers": c.source["kept_layers"],
+            "params": sum(p.numel() for p in src.shipped.parameters()),
         },
         # the project's name, not its path: nothing exported records where it was made
         "source": {"project": project.config.name or project.root.name, "model": src.name},
@@ -247,10 +295,19 @@ def _record(project: Project, request: ExportRequest, fmt: str, target: str | No
 def _report(out_dir: Path, v: dict, events, t0: float) -> ExportReport:
     dev = v["dev"]
     report = ExportReport(
-        path=str(out_dir), format=v["format"], target=v["target"], width_mult=v["subnet"]["width_mult"],
-        depth_mult=v["subnet"]["depth_mult"], max_abs_diff=v["max_abs_diff"],
-        agreement=dev["agreement"] if dev else None, passed=v["passed"], failure=v["failure"],
-        dev_examples=dev["examples"] if dev else 0, size_mb=v["size_mb"], files=file_sizes(out_dir), verification=v,
+        path=str(out_dir),
+        format=v["format"],
+        target=v["target"],
+        width_mult=v["subnet"]["width_mult"],
+        depth_mult=v["subnet"]["depth_mult"],
+        max_abs_diff=v["max_abs_diff"],
+        agreement=dev["agreement"] if dev else None,
+        passed=v["passed"],
+        failure=v["failure"],
+        dev_examples=dev["examples"] if dev else 0,
+        size_mb=v["size_mb"],
+        files=file_sizes(out_dir),
+        verification=v,
     )
     if report.failure is not None:
         events(LogMessage(f"export failed its check: {report.failure}", "error"))
@@ -272,8 +329,10 @@ def _check_out_dir(out_dir: Path, project_root: Path, overwrite: bool) -> None:
         raise UserError(f"{out_dir}: holds the project itself: pick another --out")
     if not (out_dir / VERIFICATION_FILE).is_file():
         # --overwrite replaces earlier exports only: a typo must not delete an unrelated folder
-        raise UserError(f"{out_dir}: not an export folder (no {VERIFICATION_FILE}), so --overwrite will not delete it: "
-                        "pick another --out")
+        raise UserError(
+            f"{out_dir}: not an export folder (no {VERIFICATION_FILE}), so --overwrite will not delete it: "
+            "pick another --out"
+        )
 
 
 def _remove_stale_temps(out_dir: Path, older_than_s: float = 3600) -> None:
@@ -312,13 +371,22 @@ def _name_the_labels(slim: SlimModel, project: Project) -> None:
 
 
 def _runtime_name(fmt: str) -> str:
-    return {"openvino": "OpenVINO", "executorch": "ExecuTorch (XNNPACK)", "coreml": "Core ML (not on this machine)",
-            "torchscript": "PyTorch (torch.jit)", "hf": "PyTorch (transformers)"}.get(fmt, "onnxruntime")
+    return {
+        "openvino": "OpenVINO",
+        "executorch": "ExecuTorch (XNNPACK)",
+        "coreml": "Core ML (not on this machine)",
+        "torchscript": "PyTorch (torch.jit)",
+        "hf": "PyTorch (transformers)",
+    }.get(fmt, "onnxruntime")
 
 
 def _versions() -> dict:
     import onnxruntime
     import transformers
 
-    return {"torch": torch.__version__, "transformers": transformers.__version__,
-            "onnxruntime": onnxruntime.__version__, "python": platform.python_version()}
+    return {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+    }

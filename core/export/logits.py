@@ -1,4 +1,5 @@
 """What every format exports: the sub-network as named int64 inputs -> fp32 logits, and inputs to trace it with."""
+
 from __future__ import annotations
 
 import contextlib

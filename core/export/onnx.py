@@ -1,4 +1,5 @@
 """ONNX: the export with dynamic axes, the scrub of what it records about this machine, the folder's config, .ort."""
+
 from __future__ import annotations
 
 import copy
@@ -20,8 +21,15 @@ def export_onnx(slim: SlimModel, path: Path, input_names: list[str], half: bool 
     path = Path(path)
     with quiet_export(), torch.no_grad():
         torch.onnx.export(
-            module, args, str(path), input_names=input_names, output_names=["logits"],
-            dynamic_shapes=dynamic, dynamo=True, external_data=big, verbose=False,
+            module,
+            args,
+            str(path),
+            input_names=input_names,
+            output_names=["logits"],
+            dynamic_shapes=dynamic,
+            dynamo=True,
+            external_data=big,
+            verbose=False,
         )
     _scrub_onnx(path, big)
     return path
@@ -83,13 +91,23 @@ def onnx_folder_config(slim: SlimModel, input_names: list[str]) -> dict:
         "label2id": {v: k for k, v in sorted(id2label.items())},
         "num_labels": len(id2label),
         "problem_type": getattr(c, "problem_type", None),
-        "vocab_size": c.vocab_size, "hidden_size": c.hidden_size, "num_hidden_layers": layers,
+        "vocab_size": c.vocab_size,
+        "hidden_size": c.hidden_size,
+        "num_hidden_layers": layers,
         "num_attention_heads": (c.heads_per_layer or [0])[0] if layers else 0,
-        "attention_head_size": c.head_dim, "intermediate_size": (c.ffn_per_layer or [0])[0] if layers else 0,
-        "max_position_embeddings": c.max_position_embeddings, "type_vocab_size": c.type_vocab_size,
-        "pad_token_id": c.pad_token_id, "layer_norm_eps": c.layer_norm_eps, "hidden_act": c.hidden_act,
+        "attention_head_size": c.head_dim,
+        "intermediate_size": (c.ffn_per_layer or [0])[0] if layers else 0,
+        "max_position_embeddings": c.max_position_embeddings,
+        "type_vocab_size": c.type_vocab_size,
+        "pad_token_id": c.pad_token_id,
+        "layer_norm_eps": c.layer_norm_eps,
+        "hidden_act": c.hidden_act,
         "onnx": {"inputs": list(input_names), "outputs": ["logits"]},
-        "dynabert": {"width_mult": src.get("width_mult"), "depth_mult": src.get("depth_mult"),
-                     "kept_layers": src.get("kept_layers"), "heads_per_layer": c.heads_per_layer,
-                     "ffn_per_layer": c.ffn_per_layer},
+        "dynabert": {
+            "width_mult": src.get("width_mult"),
+            "depth_mult": src.get("depth_mult"),
+            "kept_layers": src.get("kept_layers"),
+            "heads_per_layer": c.heads_per_layer,
+            "ffn_per_layer": c.ffn_per_layer,
+        },
     }

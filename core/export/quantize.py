@@ -1,4 +1,5 @@
 """INT8 export: the weight MatMuls quantized by a method, the lookup tables stored with a scale per row."""
+
 from __future__ import annotations
 
 import tempfile
@@ -37,13 +38,25 @@ def dynamic_matmuls(src: Path, dst: Path, external: bool) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with quiet_export():
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True,
-                         op_types_to_quantize=["MatMul"], use_external_data_format=external)
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=["MatMul"],
+            use_external_data_format=external,
+        )
 
 
 # ---- the lookup tables ------------------------------------------------------------------------------------
-def table_storage(name: str, rows: int, hidden: int, tables: str = "int8", rare_from: int | None = None,
-                  min_elements: int = MIN_TABLE_ELEMENTS) -> str:
+def table_storage(
+    name: str,
+    rows: int,
+    hidden: int,
+    tables: str = "int8",
+    rare_from: int | None = None,
+    min_elements: int = MIN_TABLE_ELEMENTS,
+) -> str:
     """How `compact_lookup_tables` stores a (rows x hidden) fp32 lookup table named `name`: "fp32" (too small
     to bother), "fp16", "int8" (a scale per row) or "mixed" (a word-embedding table whose rows from
     `rare_from` on are a trimmed vocabulary's rare tokens, at 4 bits)."""
@@ -70,8 +83,14 @@ def table_bytes(storage: str, rows: int, hidden: int, rare_from: int | None = No
     return rare_from * int8_row + (rows - rare_from) * (hidden // 2 + 2 * 2 * (hidden // group))
 
 
-def compact_lookup_tables(src: Path, dst: Path, external: bool, tables: str = "int8",
-                          min_elements: int = MIN_TABLE_ELEMENTS, rare_from: int | None = None) -> None:
+def compact_lookup_tables(
+    src: Path,
+    dst: Path,
+    external: bool,
+    tables: str = "int8",
+    min_elements: int = MIN_TABLE_ELEMENTS,
+    rare_from: int | None = None,
+) -> None:
     """Store large fp32 lookup tables (a Gather's data) compactly and turn the looked-up rows back into fp32.
 
     "int8": the table as INT8 with one scale per row (symmetric: scale = max |row| / 127); the graph
@@ -146,8 +165,10 @@ class _GraphBuilder:
         from onnx import TensorProto
 
         self.const(name, table.astype(np.float16))
-        return [self.node("Gather", [name, ids], out + "_fp16", axis=0),
-                self.node("Cast", [out + "_fp16"], out, to=TensorProto.FLOAT)]
+        return [
+            self.node("Gather", [name, ids], out + "_fp16", axis=0),
+            self.node("Cast", [out + "_fp16"], out, to=TensorProto.FLOAT),
+        ]
 
     def _int8_rows(self, table: np.ndarray, name: str, ids: str, out: str) -> list:
         from onnx import TensorProto
@@ -196,8 +217,11 @@ class _GraphBuilder:
         n = self.node
         i4 = f"{name}_i4"
         nodes = self._int8_rows(table[:rare_from], name, out + "_i8", out + "_r8")
-        nodes[:0] = [n("Min", [ids, last8], out + "_i8"), n("Sub", [ids, n8], out + "_i4raw"),
-                     n("Max", [out + "_i4raw", zero], i4)]
+        nodes[:0] = [
+            n("Min", [ids, last8], out + "_i8"),
+            n("Sub", [ids, n8], out + "_i4raw"),
+            n("Max", [out + "_i4raw", zero], i4),
+        ]
         nodes += [
             n("Gather", [f"{name}_q4", i4], out + "_p", axis=0),  # (..., hidden/2) bytes
             n("Cast", [out + "_p"], out + "_pi", to=TensorProto.INT32),

@@ -1,4 +1,5 @@
 """README.md of an export folder: what the model is, how it was checked, and how to run it on its device."""
+
 from __future__ import annotations
 
 from ..slim import SlimModel
@@ -44,14 +45,23 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
         f"`{'config.json' if fmt == 'hf' else CONFIG_FILE}` (shape, labels) are beside it.",
         f"- Inputs: {', '.join(v['inputs'])} (int64, shape batch x sequence); output: `logits` (float32, batch x {slim.config.num_labels}).",
         f"- Labels: {labels or 'regression (one score)'}.",
-        (f"- Verified against PyTorch: max abs difference {v['max_abs_diff']:.2e} on {v['probe']['source']} inputs "
-         f"of shapes {v['probe']['shapes']}" if v["max_abs_diff"] is not None else
-         "- **Not verified on this machine** (no Core ML runtime on Linux): the saved package's inputs, output and "
-         "shape ranges were read back and checked")
-        + (f"; dev-set prediction agreement {100 * v['dev']['agreement']:.2f}% over {v['dev']['examples']} examples"
-           if v.get("dev") and v["dev"].get("agreement") is not None else "")
-        + (f" ({v['dev']['metric']}: {v['dev']['exported_score']:.4f} exported, {v['dev']['pytorch_score']:.4f} PyTorch)"
-           if v.get("dev") and v["dev"].get("exported_score") is not None else "")
+        (
+            f"- Verified against PyTorch: max abs difference {v['max_abs_diff']:.2e} on {v['probe']['source']} inputs "
+            f"of shapes {v['probe']['shapes']}"
+            if v["max_abs_diff"] is not None
+            else "- **Not verified on this machine** (no Core ML runtime on Linux): the saved package's inputs, output and "
+            "shape ranges were read back and checked"
+        )
+        + (
+            f"; dev-set prediction agreement {100 * v['dev']['agreement']:.2f}% over {v['dev']['examples']} examples"
+            if v.get("dev") and v["dev"].get("agreement") is not None
+            else ""
+        )
+        + (
+            f" ({v['dev']['metric']}: {v['dev']['exported_score']:.4f} exported, {v['dev']['pytorch_score']:.4f} PyTorch)"
+            if v.get("dev") and v["dev"].get("exported_score") is not None
+            else ""
+        )
         + " (see `verification.json`).",
         "",
         "## Run it",
@@ -102,7 +112,7 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
             "```",
             "",
             "The weights are fp32 (`openvino_model.bin`). OpenVINO's CPU plugin computes in bf16 on CPUs that have it "
-            "(AVX512-BF16, AMX) and in fp32 elsewhere; pass `{\"INFERENCE_PRECISION_HINT\": \"f32\"}` to "
+            '(AVX512-BF16, AMX) and in fp32 elsewhere; pass `{"INFERENCE_PRECISION_HINT": "f32"}` to '
             "`compile_model` for fp32 everywhere. `verification.json` has both checks: strict fp32, and the default "
             "precision's dev-set agreement.",
         ]
@@ -148,18 +158,25 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
     elif fmt.startswith("onnx"):
         lines += [
             "```bash",
-            "pip install onnxruntime transformers" + ("  # onnxruntime-gpu on a GPU server" if fmt == "onnx-fp16" else ""),
+            "pip install onnxruntime transformers"
+            + ("  # onnxruntime-gpu on a GPU server" if fmt == "onnx-fp16" else ""),
             "```",
             "",
             *_ort_python(v, folder_name, feed_keys, "  # or CUDAExecutionProvider" if fmt == "onnx-fp16" else ""),
         ]
         if fmt == "onnx-fp16":
-            lines += ["", "Weights and activations are fp16, the `logits` output is cast to float32. fp16 is meant "
-                      "for GPUs; it runs on a CPU too, but slower than fp32."]
+            lines += [
+                "",
+                "Weights and activations are fp16, the `logits` output is cast to float32. fp16 is meant "
+                "for GPUs; it runs on a CPU too, but slower than fp32.",
+            ]
         if fmt == "onnx-int8":
-            lines += ["", "The weight matrices are INT8 (onnxruntime dynamic quantization, one scale per output channel); "
-                      "activations are quantized on the fly; the word-embedding table is fp16. "
-                      "Fast on x86 CPUs with AVX2/AVX-512 VNNI and on ARM64."]
+            lines += [
+                "",
+                "The weight matrices are INT8 (onnxruntime dynamic quantization, one scale per output channel); "
+                "activations are quantized on the fly; the word-embedding table is fp16. "
+                "Fast on x86 CPUs with AVX2/AVX-512 VNNI and on ARM64.",
+            ]
     elif fmt == "torchscript":
         args = ", ".join(v["inputs"])
         lines += [

@@ -1,4 +1,5 @@
 """Running a written model back: the onnxruntime session the studio measures with, and one runner per format."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -94,14 +95,14 @@ def _executorch_runner(path: Path) -> Runner:
         from executorch.runtime import Runtime
 
     method = Runtime.get().load_program(str(path)).load_method("forward")
-    order = TOKEN_INPUTS[:method.metadata.num_inputs()]
+    order = TOKEN_INPUTS[: method.metadata.num_inputs()]
     return lambda f: method.execute([torch.from_numpy(np.ascontiguousarray(f[k])) for k in order])[0].numpy()
 
 
 def _torchscript_runner(path: Path) -> Runner:
     with quiet_export():
         module = torch.jit.load(str(path), map_location="cpu").eval()
-    order = TOKEN_INPUTS[:len(module.forward.schema.arguments) - 1]  # minus self
+    order = TOKEN_INPUTS[: len(module.forward.schema.arguments) - 1]  # minus self
 
     def run(f: dict) -> np.ndarray:
         with torch.no_grad():

@@ -1,4 +1,5 @@
 """The device runtimes' writers: OpenVINO IR, ExecuTorch (XNNPACK), Core ML, TorchScript and the Hugging Face folder."""
+
 from __future__ import annotations
 
 import copy
@@ -64,8 +65,12 @@ def export_coreml(slim: SlimModel, path: Path, input_names: list[str]) -> Path:
         program = _dynamic_export(logits_module(slim, input_names).eval(), input_names, slim.config.vocab_size)
         program = program.run_decompositions({})
         shape = (ct.RangeDim(1, 64), ct.RangeDim(2, 512))
-        ml = ct.convert(program, inputs=[ct.TensorType(name=n, shape=shape, dtype=np.int32) for n in input_names],
-                        outputs=[ct.TensorType(name="logits")], minimum_deployment_target=ct.target.iOS16)
+        ml = ct.convert(
+            program,
+            inputs=[ct.TensorType(name=n, shape=shape, dtype=np.int32) for n in input_names],
+            outputs=[ct.TensorType(name="logits")],
+            minimum_deployment_target=ct.target.iOS16,
+        )
     ml.short_description = "DynaBERT sub-network: sequence classification logits"
     ml.save(str(path))
     return Path(path)
@@ -80,7 +85,10 @@ def check_coreml_spec(path: Path, input_names: list[str], num_labels: int | None
     for i in spec.description.input:
         a = i.type.multiArrayType
         ranges = [(r.lowerBound, r.upperBound) for r in a.shapeRange.sizeRanges]
-        ins[i.name] = {"dtype": ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(a.dataType), "ranges": ranges}
+        ins[i.name] = {
+            "dtype": ct.proto.FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(a.dataType),
+            "ranges": ranges,
+        }
     outs = [o.name for o in spec.description.output]
     problems = []
     if list(ins) != list(input_names):
@@ -92,8 +100,13 @@ def check_coreml_spec(path: Path, input_names: list[str], num_labels: int | None
             problems.append(f"input {name} is {d['dtype']}, expected INT32")
     if outs != ["logits"]:
         problems.append(f"outputs are {outs}, expected ['logits']")
-    return {"inputs": ins, "outputs": outs, "spec_version": spec.specificationVersion, "problems": problems,
-            "num_labels": num_labels}
+    return {
+        "inputs": ins,
+        "outputs": outs,
+        "spec_version": spec.specificationVersion,
+        "problems": problems,
+        "num_labels": num_labels,
+    }
 
 
 def export_torchscript(slim: SlimModel, path: Path, input_names: list[str]) -> Path:

@@ -1,4 +1,5 @@
 """The export formats, the presets that pick one, the files of an export folder (torch-free: the CLI reads them)."""
+
 from __future__ import annotations
 
 from ..errors import ConfigError
@@ -52,17 +53,26 @@ TRIM_BY_DEFAULT = ("android", "ios")
 
 # the file holding the model in each format
 MODEL_FILES = {
-    "onnx": "model.onnx", "onnx-int8": "model_int8.onnx", "onnx-fp16": "model_fp16.onnx",
-    "ort": "model.ort", "ort-int8": "model_int8.ort", "openvino": "openvino_model.xml",
-    "executorch": "model.pte", "coreml": "model.mlpackage",
-    "torchscript": "model.torchscript.pt", "hf": "model.safetensors",
+    "onnx": "model.onnx",
+    "onnx-int8": "model_int8.onnx",
+    "onnx-fp16": "model_fp16.onnx",
+    "ort": "model.ort",
+    "ort-int8": "model_int8.ort",
+    "openvino": "openvino_model.xml",
+    "executorch": "model.pte",
+    "coreml": "model.mlpackage",
+    "torchscript": "model.torchscript.pt",
+    "hf": "model.safetensors",
 }
 VERIFICATION_FILE = "verification.json"  # what was checked and how it went; marks a folder as an export
 CONFIG_FILE = "dynabert_config.json"  # the sub-network's shape and labels, in the non-HF formats
 
 # formats that need an optional package: format -> (module to import, pip extra)
-FORMAT_EXTRAS = {"openvino": ("openvino", "openvino"), "executorch": ("executorch", "executorch"),
-                 "coreml": ("coremltools", "coreml")}
+FORMAT_EXTRAS = {
+    "openvino": ("openvino", "openvino"),
+    "executorch": ("executorch", "executorch"),
+    "coreml": ("coremltools", "coreml"),
+}
 
 
 def resolve_format(format_or_target: str) -> tuple[str, str | None]:
@@ -86,5 +96,7 @@ def require_extra(fmt: str) -> None:
     if fmt in FORMAT_EXTRAS:
         module, extra = FORMAT_EXTRAS[fmt]
         if importlib.util.find_spec(module) is None:
-            raise ConfigError(f"the {fmt} format needs the {module} package, which is not installed: "
-                              f"pip install 'dynabert-studio[{extra}]'")
+            raise ConfigError(
+                f"the {fmt} format needs the {module} package, which is not installed: "
+                f"pip install 'dynabert-studio[{extra}]'"
+            )

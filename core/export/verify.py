@@ -1,5 +1,6 @@
 """Checking an export against PyTorch on the same inputs: the probe, the extraction and format checks (a typed
 mismatch error, as optimum's exporters raise), the dev-set agreement, and the trimmed vocabulary on unseen text."""
+
 from __future__ import annotations
 
 import tempfile
@@ -38,8 +39,14 @@ class ExportMismatchError(InternalError):
     and the (batch, sequence) shape of the inputs it was found on (None each where a check has none: a
     Core ML package's spec is read back, not run)."""
 
-    def __init__(self, message: str, fmt: str | None = None, max_abs_diff: float | None = None,
-                 tolerance: float | None = None, shape: tuple[int, ...] | None = None):
+    def __init__(
+        self,
+        message: str,
+        fmt: str | None = None,
+        max_abs_diff: float | None = None,
+        tolerance: float | None = None,
+        shape: tuple[int, ...] | None = None,
+    ):
         super().__init__(message)
         self.format = fmt
         self.max_abs_diff = max_abs_diff
@@ -121,8 +128,8 @@ def _synthetic_probe(slim: SlimModel, tokenizer, input_names: list[str]) -> list
         if cls is not None:
             ids[:, 0] = cls
         mask = np.ones_like(ids)
-        mask[0, seq // 2:] = 0
-        ids[0, seq // 2:] = slim.config.pad_token_id or 0
+        mask[0, seq // 2 :] = 0
+        ids[0, seq // 2 :] = slim.config.pad_token_id or 0
         f = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         feeds.append({k: f[k] for k in input_names})
     return feeds
@@ -139,21 +146,32 @@ def _largest_difference(run: Runner, ref: Runner, probe: Probe) -> tuple[float, 
 
 
 # ---- the checks ---------------------------------------------------------------------------------
-def check_extraction(model, slim: SlimModel, spec: SubnetSpec, depth_rule: str, probe: Probe, input_names: list[str],
-                     fmt: str) -> float:
+def check_extraction(
+    model, slim: SlimModel, spec: SubnetSpec, depth_rule: str, probe: Probe, input_names: list[str], fmt: str
+) -> float:
     """The extracted model must compute what the dynamic one computes at `spec` before anything is written."""
 
     def dynamic(f: dict) -> np.ndarray:
         tt = f.get("token_type_ids")
         with torch.no_grad():
-            return forward_subnet(model, torch.from_numpy(f["input_ids"]), torch.from_numpy(f["attention_mask"]),
-                                  None if tt is None else torch.from_numpy(tt), spec=spec,
-                                  depth_rule=depth_rule).logits.numpy()
+            return forward_subnet(
+                model,
+                torch.from_numpy(f["input_ids"]),
+                torch.from_numpy(f["attention_mask"]),
+                None if tt is None else torch.from_numpy(tt),
+                spec=spec,
+                depth_rule=depth_rule,
+            ).logits.numpy()
 
     diff, shape = _largest_difference(torch_runner(slim, input_names), dynamic, probe)
     if diff > EXTRACTION_TOLERANCE:
-        raise ExportMismatchError(f"the extracted {spec.label} differs from the dynamic model by {diff:.2e}: "
-                                  f"this is a bug, please report it", fmt, diff, EXTRACTION_TOLERANCE, shape)
+        raise ExportMismatchError(
+            f"the extracted {spec.label} differs from the dynamic model by {diff:.2e}: this is a bug, please report it",
+            fmt,
+            diff,
+            EXTRACTION_TOLERANCE,
+            shape,
+        )
     return diff
 
 
@@ -174,8 +192,16 @@ class FormatCheck:
     deployed: Runner | None  # the file as a user runs it (OpenVINO: its default precision), for the dev agreement
 
 
-def check_format(fmt: str, folder: Path, slim: SlimModel, input_names: list[str], probe: Probe, label: str,
-                 trim: VocabTrim | None = None, tokenizer=None) -> FormatCheck:
+def check_format(
+    fmt: str,
+    folder: Path,
+    slim: SlimModel,
+    input_names: list[str],
+    probe: Probe,
+    label: str,
+    trim: VocabTrim | None = None,
+    tokenizer=None,
+) -> FormatCheck:
     """The exported file against PyTorch (the untrimmed fp32 model) on the probe's inputs; a trimmed model is
     fed the probe's ids remapped. An fp32 format further than FP32_TOLERANCE is a bug: ExportMismatchError."""
     ref = torch_runner(slim, input_names)
@@ -187,15 +213,25 @@ def check_format(fmt: str, folder: Path, slim: SlimModel, input_names: list[str]
     if run is None:  # Core ML: no runtime here; the saved package's spec is read back and checked
         spec_check = check_coreml_spec(folder / MODEL_FILES[fmt], input_names, slim.config.num_labels)
         if spec_check["problems"]:
-            raise ExportMismatchError(f"{fmt} export of {label}: {'; '.join(spec_check['problems'])}: this is a bug, "
-                                      "please report it", fmt, None, tolerance, None)
+            raise ExportMismatchError(
+                f"{fmt} export of {label}: {'; '.join(spec_check['problems'])}: this is a bug, please report it",
+                fmt,
+                None,
+                tolerance,
+                None,
+            )
         return FormatCheck(None, tolerance, shapes, spec_check, None)
     diff, shape = _largest_difference(run, ref, probe)
     if tolerance is not None and diff > tolerance:
         raise ExportMismatchError(
             f"{fmt} export of {label} differs from PyTorch by {diff:.2e} (> {tolerance:g}) on inputs of shape "
             f"{list(shape)}: nothing was written; this is a bug, please report it with the model and the versions "
-            "of torch/onnxruntime", fmt, diff, tolerance, shape)
+            "of torch/onnxruntime",
+            fmt,
+            diff,
+            tolerance,
+            shape,
+        )
     if fmt == "openvino":  # the deployed predictions: OpenVINO's default precision on this CPU
         run = runner(fmt, folder)
         if trim is not None and run is not None:
@@ -203,16 +239,21 @@ def check_format(fmt: str, folder: Path, slim: SlimModel, input_names: list[str]
     return FormatCheck(diff, tolerance, shapes, None, run)
 
 
-def dev_agreement(run: Runner, ref: Runner, probe: Probe, input_names: list[str], max_rows: int | None,
-                  stop: StopToken) -> dict:
+def dev_agreement(
+    run: Runner, ref: Runner, probe: Probe, input_names: list[str], max_rows: int | None, stop: StopToken
+) -> dict:
     """Prediction agreement and task metric of the exported model vs PyTorch on the (first max_rows of the) dev set."""
     dev = probe.dev
     if dev is None:
         raise InternalError("dev_agreement without dev rows: the caller checks probe.dev first")
     enc = dev
     if max_rows is not None and len(dev) > max_rows:
-        enc = Encoded(dev.input_ids[:max_rows], None if dev.token_type_ids is None else dev.token_type_ids[:max_rows],
-                      dev.labels[:max_rows], dev.is_regression)
+        enc = Encoded(
+            dev.input_ids[:max_rows],
+            None if dev.token_type_ids is None else dev.token_type_ids[:max_rows],
+            dev.labels[:max_rows],
+            dev.is_regression,
+        )
     outs, refs = [], []
     for batch in iterate_batches(enc, 32, shuffle=False, pad_id=probe.pad_id):
         stop.check()
@@ -240,14 +281,26 @@ def agreement_failure(fmt: str, dev: dict, min_agreement: float) -> str | None:
     """Why a reduced-precision export fails its dev check (one line), or None when it passes."""
     if dev["agreement"] >= min_agreement:
         return None
-    return (f"{fmt} agrees with PyTorch on {100 * dev['agreement']:.2f}% of {dev['examples']} dev examples "
-            f"({dev['agreement_kind']}), below the required {100 * min_agreement:g}%: "
-            f"use the fp32 ONNX export for this sub-network, or a larger sub-network")
+    return (
+        f"{fmt} agrees with PyTorch on {100 * dev['agreement']:.2f}% of {dev['examples']} dev examples "
+        f"({dev['agreement_kind']}), below the required {100 * min_agreement:g}%: "
+        f"use the fp32 ONNX export for this sub-network, or a larger sub-network"
+    )
 
 
 # ---- the trimmed vocabulary ---------------------------------------------------------------------
-def vocab_report(plan: VocabPlan, fmt: str, slim: SlimModel, tokenizer, input_names: list[str], probe: Probe,
-                 texts: TaskData, max_len: int, folder: Path, stop: StopToken) -> dict:
+def vocab_report(
+    plan: VocabPlan,
+    fmt: str,
+    slim: SlimModel,
+    tokenizer,
+    input_names: list[str],
+    probe: Probe,
+    texts: TaskData,
+    max_len: int,
+    folder: Path,
+    stop: StopToken,
+) -> dict:
     """Sizes before/after and how the trimmed vocabulary does on text it has not seen.
 
     The size before is the written (trimmed) model's plus what the dropped word-embedding rows take in this
@@ -264,8 +317,11 @@ def vocab_report(plan: VocabPlan, fmt: str, slim: SlimModel, tokenizer, input_na
     hidden = int(slim.embeddings.word_embeddings.weight.shape[1])
     trim = plan.trim
     size_after = model_size(folder, fmt)
-    size_before = (size_after + word_table_bytes(fmt, trim.old_vocab_size, hidden)
-                   - word_table_bytes(fmt, len(trim.kept), hidden, rare_from=trim.frequent))
+    size_before = (
+        size_after
+        + word_table_bytes(fmt, trim.old_vocab_size, hidden)
+        - word_table_bytes(fmt, len(trim.kept), hidden, rare_from=trim.frequent)
+    )
     with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
         tok_h = save_trimmed_tokenizer(tokenizer, plan.heldout, Path(scratch) / "heldout-tokenizer")
     heldout = encode(texts.dev, tok_h, max_len)
@@ -275,8 +331,10 @@ def vocab_report(plan: VocabPlan, fmt: str, slim: SlimModel, tokenizer, input_na
     pad_o = tokenizer.pad_token_id or 0
     pad_h = tok_h.pad_token_id or 0
     scores_a, scores_b = [], []
-    for bo, bh in zip(iterate_batches(original, 32, shuffle=False, pad_id=pad_o),
-                      iterate_batches(heldout, 32, shuffle=False, pad_id=pad_h)):
+    for bo, bh in zip(
+        iterate_batches(original, 32, shuffle=False, pad_id=pad_o),
+        iterate_batches(heldout, 32, shuffle=False, pad_id=pad_h),
+    ):
         stop.check()
         scores_a.append(ref(feed(bo, input_names)))
         scores_b.append(trimmed(feed(bh, input_names)))
@@ -296,6 +354,6 @@ def vocab_report(plan: VocabPlan, fmt: str, slim: SlimModel, tokenizer, input_na
             "agreement": share,
             "agreement_kind": kind,
             "how": "vocabulary from the train texts only; dev rows tokenized by it, trimmed vs untrimmed model "
-                   "in PyTorch fp32",
+            "in PyTorch fp32",
         },
     }

@@ -16,6 +16,7 @@ Works on fast tokenizers' `tokenizer.json` (what transformers 5 saves): WordPiec
 unused entries; byte-level BPE (RoBERTa) keeps, besides the used tokens, every token their merges pass
 through and the 256 byte symbols, so any text still encodes, and the merges whose parts are all kept.
 """
+
 from __future__ import annotations
 
 import copy
@@ -73,10 +74,17 @@ def token_counts(tokenizer, texts_a: Sequence[str], texts_b: Sequence[str] | Non
     """How often the tokenizer produces each token id for these texts (whole texts: no truncation)."""
     seen: Counter = Counter()
     for start in range(0, len(texts_a), chunk):
-        a = list(texts_a[start:start + chunk])
-        b = None if texts_b is None else list(texts_b[start:start + chunk])
-        out = tokenizer(a, b, truncation=False, padding=False, return_attention_mask=False,
-                        return_token_type_ids=False, verbose=False)
+        a = list(texts_a[start : start + chunk])
+        b = None if texts_b is None else list(texts_b[start : start + chunk])
+        out = tokenizer(
+            a,
+            b,
+            truncation=False,
+            padding=False,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+            verbose=False,
+        )
         for ids in out["input_ids"]:
             seen.update(ids)
     return seen
@@ -121,9 +129,13 @@ def _bpe_closure(model: dict, kept_tokens: set[str]) -> set[str]:
     return out
 
 
-def plan_trim(tokenizer, vocab_size: int, train: tuple[Sequence[str], Sequence[str] | None],
-              others: Sequence[tuple[Sequence[str], Sequence[str] | None]] = (),
-              extra_words: Sequence[str] = ()) -> VocabTrim:
+def plan_trim(
+    tokenizer,
+    vocab_size: int,
+    train: tuple[Sequence[str], Sequence[str] | None],
+    others: Sequence[tuple[Sequence[str], Sequence[str] | None]] = (),
+    extra_words: Sequence[str] = (),
+) -> VocabTrim:
     """Which ids to keep: the train and other texts' tokens, the special tokens, the word list's tokens (and
     for BPE the tokens those are merged from, and the byte symbols); and which of them are frequent."""
     seen: set[int] = set()
@@ -146,8 +158,11 @@ def plan_vocab(tokenizer, vocab_size: int, task, words: Sequence[str] = ()) -> V
     counts = token_counts(tokenizer, task.train.text_a, task.train.text_b)
     dev = used_ids(tokenizer, task.dev.text_a, task.dev.text_b)
     always = _always_kept(tokenizer, words)
-    return VocabPlan(_trim(tokenizer, vocab_size, counts, dev, always),
-                     _trim(tokenizer, vocab_size, counts, set(), always), len(words))
+    return VocabPlan(
+        _trim(tokenizer, vocab_size, counts, dev, always),
+        _trim(tokenizer, vocab_size, counts, set(), always),
+        len(words),
+    )
 
 
 def _always_kept(tokenizer, words: Iterable[str]) -> set[int]:
@@ -169,8 +184,10 @@ def _trim(tokenizer, vocab_size: int, counts: Counter, seen: set[int], always: s
         tokens |= {t for t in vocab if len(t) == 1}
         keep |= {vocab[t] for t in tokens if t in vocab}
     elif model["type"] != "WordPiece":
-        raise UserError(f"vocabulary trimming supports WordPiece (BERT) and BPE (RoBERTa) tokenizers, not {model['type']}: "
-                        "export without --trim-vocab")
+        raise UserError(
+            f"vocabulary trimming supports WordPiece (BERT) and BPE (RoBERTa) tokenizers, not {model['type']}: "
+            "export without --trim-vocab"
+        )
     keep |= {a["id"] for a in spec.get("added_tokens", [])}
     keep = {i for i in keep if 0 <= i < vocab_size}
     if not keep:
@@ -258,6 +275,9 @@ def trim_model(slim, trim: VocabTrim):
         model.config.pad_token_id = new_pad
         model.embeddings.pad_token_id = new_pad
     # the INT8 export stores rows from `vocab_rare_from` on at 4 bits
-    model.config.source = {**(model.config.source or {}), "vocab_trimmed_from": trim.old_vocab_size,
-                           "vocab_rare_from": int(trim.frequent)}
+    model.config.source = {
+        **(model.config.source or {}),
+        "vocab_trimmed_from": trim.old_vocab_size,
+        "vocab_rare_from": int(trim.frequent),
+    }
     return model

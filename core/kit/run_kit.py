@@ -7,6 +7,7 @@ beside this script; `dynastudio latency PROJECT --import latency-<device>.json` 
 project's grid under the device's name. The session and the inputs are the studio's own, so the
 figures compare with `dynastudio latency` on another machine.
 """
+
 import argparse
 import json
 import os
@@ -93,7 +94,9 @@ def main(argv=None):
             for fmt, rel in c["files"].items():
                 # the studio's own session: the optimizers it leaves out come with the kit
                 sess = session(os.path.join(HERE, rel), a.threads, kit["disabled_optimizers"])
-                times[(c["label"], fmt)] += time_runs(sess, feeds[c["label"]], share[r], warm if r else max(warm, a.warmup))
+                times[(c["label"], fmt)] += time_runs(
+                    sess, feeds[c["label"]], share[r], warm if r else max(warm, a.warmup)
+                )
                 del sess
         print("round %d/%d done" % (r + 1, rounds), flush=True)
     rows = []
@@ -104,17 +107,31 @@ def main(argv=None):
             values["latency_%s_ms" % fmt] = float(np.median(ms))
             values["latency_%s_p90_ms" % fmt] = float(np.percentile(ms, 90))
             values["size_onnx_%s_mb" % fmt] = os.path.getsize(os.path.join(HERE, rel)) / 1e6
-        rows.append({"label": c["label"], "width_mult": c["width_mult"], "depth_mult": c["depth_mult"], "values": values})
+        rows.append(
+            {"label": c["label"], "width_mult": c["width_mult"], "depth_mult": c["depth_mult"], "values": values}
+        )
         print("%-12s %s" % (c["label"], "  ".join("%s %.2f ms" % (f, values["latency_%s_ms" % f]) for f in c["files"])))
     result = {
-        "kind": "dynastudio-device-latency", "version": 1, "kit": kit["id"], "project": kit["project"],
+        "kind": "dynastudio-device-latency",
+        "version": 1,
+        "kit": kit["id"],
+        "project": kit["project"],
         "setup": {
-            "device": a.device, "cpu": cpu_name(), "machine": platform.machine(),
-            "os": "%s %s" % (platform.system(), platform.release()), "cpu_count": os.cpu_count(),
-            "python": platform.python_version(), "numpy": np.__version__,
+            "device": a.device,
+            "cpu": cpu_name(),
+            "machine": platform.machine(),
+            "os": "%s %s" % (platform.system(), platform.release()),
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
             "runtime": "onnxruntime %s CPUExecutionProvider" % onnxruntime.__version__,
-            "threads": a.threads, "batch": a.batch, "seq": a.seq, "runs": a.runs, "warmup": a.warmup,
-            "statistics": "median and p90 of the timed runs (in %d interleaved rounds), milliseconds per batch" % rounds,
+            "threads": a.threads,
+            "batch": a.batch,
+            "seq": a.seq,
+            "runs": a.runs,
+            "warmup": a.warmup,
+            "statistics": "median and p90 of the timed runs (in %d interleaved rounds), milliseconds per batch"
+            % rounds,
             "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
         "rows": rows,

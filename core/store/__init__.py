@@ -4,6 +4,7 @@ The studio, the CLI and the engine read a project's files through this package; 
 transformers, safetensors.torch or onnxruntime (an import-linter contract keeps it so). core.project.Project
 builds on ProjectStore with what needs torch: models, checkpoints, importance tensors.
 """
+
 from __future__ import annotations
 
 from .devices import RESULT_KIND, import_device_latency, read_device_latency
@@ -29,9 +30,34 @@ from .grid import (
 from .task import TASK_FILE, TaskInfo, read_task
 
 __all__ = [
-    "ANY_LATENCY", "BUDGET_PRECISIONS", "RESULT_KIND", "EXPORT_FORMAT_OF", "FLOPS_AXIS", "LATENCY_PRECISIONS", "PROJECT_FILE",
-    "STATE_FILE", "TASK_FILE", "Figures", "Grid", "GridRow", "Point", "ProjectStore", "TaskInfo", "atomic_target",
-    "atomic_write_bytes", "atomic_write_text", "axis_precision", "best_under", "best_under_budget",
-    "final_model_name", "grid_points", "import_device_latency", "read_device_latency", "is_main_process", "latency_axis", "main_process_writes",
-    "pareto_front", "read_task",
+    "ANY_LATENCY",
+    "BUDGET_PRECISIONS",
+    "RESULT_KIND",
+    "EXPORT_FORMAT_OF",
+    "FLOPS_AXIS",
+    "LATENCY_PRECISIONS",
+    "PROJECT_FILE",
+    "STATE_FILE",
+    "TASK_FILE",
+    "Figures",
+    "Grid",
+    "GridRow",
+    "Point",
+    "ProjectStore",
+    "TaskInfo",
+    "atomic_target",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "axis_precision",
+    "best_under",
+    "best_under_budget",
+    "final_model_name",
+    "grid_points",
+    "import_device_latency",
+    "read_device_latency",
+    "is_main_process",
+    "latency_axis",
+    "main_process_writes",
+    "pareto_front",
+    "read_task",
 ]

@@ -1,4 +1,5 @@
 """A device kit's result file (latency-<device>.json), checked and filed in latency.json under the device's name."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,11 @@ def read_device_latency(path: Path) -> dict:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise _field(path, f"not a JSON file ({str(exc).splitlines()[0][:80]})") from None
     if not isinstance(d, dict) or d.get("kind") != RESULT_KIND:
-        raise _field(path, f"'kind' is not {RESULT_KIND!r}: not a result of a DynaBERT Studio device kit",
-                     "give the latency-<device>.json that run_kit.py wrote")
+        raise _field(
+            path,
+            f"'kind' is not {RESULT_KIND!r}: not a result of a DynaBERT Studio device kit",
+            "give the latency-<device>.json that run_kit.py wrote",
+        )
     setup, rows = d.get("setup"), d.get("rows")
     if not isinstance(setup, dict) or not isinstance(setup.get("device"), str) or not setup["device"].strip():
         raise _field(path, "'setup.device' is missing")
@@ -46,15 +50,25 @@ def import_device_latency(project: ProjectStore, path: Path, device: str | None 
     """Merge a kit's result file into latency.json under its device's name (or `device`); returns the name."""
     d = read_device_latency(path)
     name = (device or d["setup"]["device"]).strip()
-    grid = {f"w{w:g}_d{dd:g}" for w, dd in ((r["width_mult"], r["depth_mult"]) for r in d["rows"]
-                                          if isinstance(r.get("width_mult"), (int, float)) and isinstance(r.get("depth_mult"), (int, float)))}
+    grid = {
+        f"w{w:g}_d{dd:g}"
+        for w, dd in (
+            (r["width_mult"], r["depth_mult"])
+            for r in d["rows"]
+            if isinstance(r.get("width_mult"), (int, float)) and isinstance(r.get("depth_mult"), (int, float))
+        )
+    }
     unknown = [r["label"] for r in d["rows"] if r["label"] not in grid]
     if unknown:
         raise _field(Path(path), f"rows {unknown} lack width_mult/depth_mult or do not match their label")
     latency = project.load_latency() or {}
     devices = dict(latency.get("devices", {}))
-    devices[name] = {"setup": {**d["setup"], "imported": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "kit": d.get("kit")},
-                     "rows": [{"label": r["label"], "width_mult": r["width_mult"], "depth_mult": r["depth_mult"],
-                               "values": r["values"]} for r in d["rows"]]}
+    devices[name] = {
+        "setup": {**d["setup"], "imported": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "kit": d.get("kit")},
+        "rows": [
+            {"label": r["label"], "width_mult": r["width_mult"], "depth_mult": r["depth_mult"], "values": r["values"]}
+            for r in d["rows"]
+        ],
+    }
     project.save_latency({**latency, "devices": devices})
     return name

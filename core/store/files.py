@@ -1,4 +1,5 @@
 """Atomic writes, and which process of a torchrun job writes the project (rank 0)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -70,9 +71,9 @@ def is_main_process() -> bool:
 def main_process_writes(method):
     """Under torchrun only the main process (rank 0) writes the project; the others keep their in-memory
     state in step and wait at the barriers the stages set, then read what it wrote."""
+
     @functools.wraps(method)
     def guarded(self, *args, **kwargs):
         return method(self, *args, **kwargs) if is_main_process() else None
 
     return guarded
-

@@ -1,4 +1,5 @@
 """The project folder as its files tell it: config, stage state, training history, results.json and latency.json."""
+
 from __future__ import annotations
 
 import contextlib
@@ -46,8 +47,9 @@ class ProjectStore:
         root = Path(root)
         cfg_path = root / PROJECT_FILE
         if not cfg_path.is_file():
-            raise ProjectError(f"{root}: not a DynaBERT Studio project (no {PROJECT_FILE}): create one with "
-                               "`dynastudio new`")
+            raise ProjectError(
+                f"{root}: not a DynaBERT Studio project (no {PROJECT_FILE}): create one with `dynastudio new`"
+            )
         try:
             config = ProjectConfig.from_json(cfg_path.read_text(encoding="utf-8"), str(cfg_path))
         except UnicodeDecodeError:
@@ -144,7 +146,7 @@ class ProjectStore:
         Every later stage was built on what this stage made before (a teacher trained again, say, after its
         model was deleted): it is no longer done, and its checkpoint, which would resume on the old output, goes."""
         stages = self.state.setdefault("stages", {})
-        later = STAGES[STAGES.index(stage) + 1:]
+        later = STAGES[STAGES.index(stage) + 1 :]
         undone = [s for s in later if stages.pop(s, None) is not None]
         stages[stage] = {"done": True, "finished": time.time(), **record}
         self._save_state()
@@ -239,23 +241,49 @@ class ProjectStore:
         devices = sorted((latency or {}).get("devices", {}))
         if device is not None:
             if latency is None or device not in devices:
-                raise ProjectError(f"{self.root}: no latency measured on device '{device}' "
-                                   f"({'known: ' + ', '.join(devices) if devices else 'none imported yet'}): "
-                                   f"import one with `dynastudio latency {self.root} --import FILE`")
+                raise ProjectError(
+                    f"{self.root}: no latency measured on device '{device}' "
+                    f"({'known: ' + ', '.join(devices) if devices else 'none imported yet'}): "
+                    f"import one with `dynastudio latency {self.root} --import FILE`"
+                )
             here = {m["label"]: m for m in latency.get("rows", [])}
             latency = latency["devices"][device]
             # a cell's dev metric per precision does not depend on the device: it comes from this machine's run
-            latency = {**latency, "rows": [
-                {**m, "values": {**{k: v for k, v in here.get(m["label"], {}).get("values", {}).items()
-                                    if k.startswith("metric_")}, **m["values"]}} for m in latency.get("rows", [])]}
+            latency = {
+                **latency,
+                "rows": [
+                    {
+                        **m,
+                        "values": {
+                            **{
+                                k: v
+                                for k, v in here.get(m["label"], {}).get("values", {}).items()
+                                if k.startswith("metric_")
+                            },
+                            **m["values"],
+                        },
+                    }
+                    for m in latency.get("rows", [])
+                ],
+            }
         elif latency is not None and "rows" not in latency:
             latency = None  # only devices' measurements so far
         if evaluation is None and latency is None and device is None and not devices:
-            raise ProjectError(f"{self.root}: no results yet: run `dynastudio run {self.root}` through the evaluate "
-                               "stage")
-        res = dict(evaluation) if evaluation is not None else {
-            "task": None, "metric": None, "model": None, "depth_rule": self.config.train.depth_rule,
-            "dev_examples": None, "rows": []}
+            raise ProjectError(
+                f"{self.root}: no results yet: run `dynastudio run {self.root}` through the evaluate stage"
+            )
+        res = (
+            dict(evaluation)
+            if evaluation is not None
+            else {
+                "task": None,
+                "metric": None,
+                "model": None,
+                "depth_rule": self.config.train.depth_rule,
+                "dev_examples": None,
+                "rows": [],
+            }
+        )
         rows = [dict(r) for r in res.get("rows", [])]
         if latency is not None:
             by_label = {r["label"]: r for r in rows}
@@ -284,8 +312,15 @@ class ProjectStore:
         for r in res.get("rows", []):
             values = {k: r.pop(k) for k in [k for k in r if k.startswith(MEASURED_PREFIXES)]}
             if values:
-                moved.append({"label": r["label"], "width_mult": r["width_mult"], "depth_mult": r["depth_mult"],
-                              "sizes": {}, "values": values})
+                moved.append(
+                    {
+                        "label": r["label"],
+                        "width_mult": r["width_mult"],
+                        "depth_mult": r["depth_mult"],
+                        "sizes": {},
+                        "values": values,
+                    }
+                )
         if not self.latency_path.is_file():
             self.save_latency({"setup": res["latency_setup"], "rows": moved})
         del res["latency_setup"]
@@ -299,8 +334,10 @@ def final_model_name(project: ProjectStore) -> str:
         name = STAGE_MODEL[stage]
         gone = project.missing_output(stage) if stage != "rewire" or not project.has_model(name) else None
         if gone is not None:
-            raise ProjectError(f"{gone}: the {stage} stage's output is missing: run `dynastudio run {project.root}` "
-                               f"to make it again (and the stages after it)")
+            raise ProjectError(
+                f"{gone}: the {stage} stage's output is missing: run `dynastudio run {project.root}` "
+                f"to make it again (and the stages after it)"
+            )
         if project.is_done(stage) and project.has_model(name):
             return name
     raise ProjectError(f"{project.root}: no trained model yet: run `dynastudio run {project.root}`")

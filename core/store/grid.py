@@ -1,4 +1,5 @@
 """The results grid as typed rows (per precision, per device), the Pareto front and the best under a budget."""
+
 from __future__ import annotations
 
 import math
@@ -31,14 +32,22 @@ class Figures:
     @staticmethod
     def from_values(values: dict, precision: str) -> Figures:
         p = precision
-        return Figures(_number(values.get(f"latency_{p}_ms")), _number(values.get(f"latency_{p}_p90_ms")),
-                       _number(values.get(f"size_onnx_{p}_mb")), _number(values.get(f"metric_{p}")))
+        return Figures(
+            _number(values.get(f"latency_{p}_ms")),
+            _number(values.get(f"latency_{p}_p90_ms")),
+            _number(values.get(f"size_onnx_{p}_mb")),
+            _number(values.get(f"metric_{p}")),
+        )
 
     def to_values(self, precision: str) -> dict[str, float]:
         """The keys latency.json keeps them under (those that are set)."""
         p = precision
-        keys = {f"latency_{p}_ms": self.median_ms, f"latency_{p}_p90_ms": self.p90_ms,
-                f"size_onnx_{p}_mb": self.size_mb, f"metric_{p}": self.metric}
+        keys = {
+            f"latency_{p}_ms": self.median_ms,
+            f"latency_{p}_p90_ms": self.p90_ms,
+            f"size_onnx_{p}_mb": self.size_mb,
+            f"metric_{p}": self.metric,
+        }
         return {k: v for k, v in keys.items() if v is not None}
 
 
@@ -48,7 +57,7 @@ def _precisions_in(values: dict) -> list[str]:
     for k in values:
         for prefix, suffix in (("latency_", "_p90_ms"), ("latency_", "_ms"), ("size_onnx_", "_mb"), ("metric_", "")):
             if k.startswith(prefix) and k.endswith(suffix) and len(k) > len(prefix) + len(suffix):
-                found.add(k[len(prefix):len(k) - len(suffix)])
+                found.add(k[len(prefix) : len(k) - len(suffix)])
                 break
     return _in_order(found)
 
@@ -90,11 +99,18 @@ class GridRow:
     @staticmethod
     def from_dict(r: dict) -> GridRow:
         params = {k: int(r[k]) for k in ("encoder_params", "total_params") if _number(r.get(k)) is not None}
-        return GridRow(str(r["label"]), float(r["width_mult"]), float(r["depth_mult"]), _number(r.get("value")),
-                       dict(r["metrics"]) if isinstance(r.get("metrics"), dict) else {},
-                       params.get("encoder_params"), params.get("total_params"), _number(r.get("flops")),
-                       _number(r.get("flops_rel")),
-                       {p: Figures.from_values(r, p) for p in _precisions_in(r)})
+        return GridRow(
+            str(r["label"]),
+            float(r["width_mult"]),
+            float(r["depth_mult"]),
+            _number(r.get("value")),
+            dict(r["metrics"]) if isinstance(r.get("metrics"), dict) else {},
+            params.get("encoder_params"),
+            params.get("total_params"),
+            _number(r.get("flops")),
+            _number(r.get("flops_rel")),
+            {p: Figures.from_values(r, p) for p in _precisions_in(r)},
+        )
 
 
 @dataclass(frozen=True)
@@ -120,10 +136,20 @@ class Grid:
         """Parse the grid's JSON form (`ProjectStore.load_results`), the one place its keys are decoded."""
         rows = tuple(GridRow.from_dict(r) for r in d.get("rows", []) if isinstance(r, dict) and "label" in r)
         seq, teacher, setup = d.get("flops_seq_len"), d.get("teacher"), d.get("latency_setup")
-        return Grid(d.get("task"), d.get("metric"), d.get("model"), d.get("depth_rule"), d.get("dev_examples"), rows,
-                    teacher if isinstance(teacher, dict) else {}, _number(d.get("chance")),
-                    seq if isinstance(seq, int) else 128, device, setup if isinstance(setup, dict) else None,
-                    tuple(d.get("latency_devices") or ()))
+        return Grid(
+            d.get("task"),
+            d.get("metric"),
+            d.get("model"),
+            d.get("depth_rule"),
+            d.get("dev_examples"),
+            rows,
+            teacher if isinstance(teacher, dict) else {},
+            _number(d.get("chance")),
+            seq if isinstance(seq, int) else 128,
+            device,
+            setup if isinstance(setup, dict) else None,
+            tuple(d.get("latency_devices") or ()),
+        )
 
     def precisions(self, figure: str = "median_ms") -> list[str]:
         """The precisions some row has `figure` for (a latency, unless told), fp32, int8, fp16 first."""
@@ -152,7 +178,7 @@ def latency_axis(precision: str) -> str:
 def axis_precision(axis: str) -> str | None:
     """The precision of a single-precision latency axis; None for the FLOPs axis and ANY_LATENCY."""
     if axis.startswith("latency_") and axis.endswith("_ms") and len(axis) > len("latency__ms"):
-        return axis[len("latency_"):-len("_ms")]
+        return axis[len("latency_") : -len("_ms")]
     return None
 
 
@@ -211,20 +237,28 @@ def best_under_budget(grid: Grid, budget_ms: float, precision: str = "any", root
         raise ConfigError(f"--budget-ms {budget_ms:g}: give a latency budget above 0 ms, e.g. --budget-ms 5")
     measured = grid.precisions()
     if not measured:
-        raise ProjectError(f"{root}: no latency figures yet: measure them with `dynastudio latency {root}` "
-                           f"(or import a device's with `dynastudio latency {root} --import FILE`)")
+        raise ProjectError(
+            f"{root}: no latency figures yet: measure them with `dynastudio latency {root}` "
+            f"(or import a device's with `dynastudio latency {root} --import FILE`)"
+        )
     if precision != "any" and precision not in measured:
-        raise ProjectError(f"no {precision} latency measured on {grid.where} (it has {', '.join(measured)}): "
-                           f"measure it with `dynastudio latency {root} --formats {precision}`, or use --precision any")
+        raise ProjectError(
+            f"no {precision} latency measured on {grid.where} (it has {', '.join(measured)}): "
+            f"measure it with `dynastudio latency {root} --formats {precision}`, or use --precision any"
+        )
     points = grid_points(grid, ANY_LATENCY if precision == "any" else latency_axis(precision))
     if not points:
         what = "evaluate" if not any(r.value is not None for r in grid.rows) else "latency with INT8/fp16 formats"
-        raise ProjectError(f"no sub-network has both a latency and a dev metric yet: run {what} first "
-                           f"(`dynastudio run {root}` scores them)")
+        raise ProjectError(
+            f"no sub-network has both a latency and a dev metric yet: run {what} first "
+            f"(`dynastudio run {root}` scores them)"
+        )
     best = best_under(points, budget_ms)
     if best is None:
         fastest = min(points, key=lambda p: p.x)
-        raise ConfigError(f"nothing fits {budget_ms:g} ms on {grid.where}: the fastest, {fastest.label}"
-                          + (f" in {fastest.precision}" if fastest.precision != "fp32" else "")
-                          + f", takes {fastest.x:.2f} ms: raise --budget-ms")
+        raise ConfigError(
+            f"nothing fits {budget_ms:g} ms on {grid.where}: the fastest, {fastest.label}"
+            + (f" in {fastest.precision}" if fastest.precision != "fp32" else "")
+            + f", takes {fastest.x:.2f} ms: raise --budget-ms"
+        )
     return best

@@ -1,4 +1,5 @@
 """A project's task facts (task.json): name, metric, labels, row counts."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ class TaskInfo:
     @staticmethod
     def of(task) -> TaskInfo:
         """From a loaded task (core.data's TaskData: name, metric, label_names, is_regression, train, dev)."""
-        return TaskInfo(task.name, task.metric, tuple(task.label_names or ()), task.is_regression, len(task.train),
-                        len(task.dev))
+        return TaskInfo(
+            task.name, task.metric, tuple(task.label_names or ()), task.is_regression, len(task.train), len(task.dev)
+        )
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -42,8 +44,14 @@ def read_task(root: Path) -> TaskInfo:
     path = Path(root) / TASK_FILE
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
-        return TaskInfo(d["name"], d["metric"], tuple(d.get("labels") or ()), bool(d["is_regression"]),
-                        int(d["train_rows"]), int(d["dev_rows"]))
+        return TaskInfo(
+            d["name"],
+            d["metric"],
+            tuple(d.get("labels") or ()),
+            bool(d["is_regression"]),
+            int(d["train_rows"]),
+            int(d["dev_rows"]),
+        )
     except FileNotFoundError:
         raise ProjectError(f"{path}: missing: create the project again (dynastudio new)") from None
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):

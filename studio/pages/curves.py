@@ -1,4 +1,5 @@
 """Live training curves: the points per stage and sub-network, and a plot that keeps one item per curve."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -95,8 +96,15 @@ class CurvePlot:
     The view is framed from the data (x from 0 to the stage's last step, y inside the metric's bounds),
     ticks are in the values' own units, and an optional dashed line marks the chance level."""
 
-    def __init__(self, plot: pg.PlotItem, title: str, y_label: str, symbols: bool = False,
-                 legend: LegendBox | None = None, bounds: tuple[float | None, float | None] = (None, None)):
+    def __init__(
+        self,
+        plot: pg.PlotItem,
+        title: str,
+        y_label: str,
+        symbols: bool = False,
+        legend: LegendBox | None = None,
+        bounds: tuple[float | None, float | None] = (None, None),
+    ):
         self.plot = plot
         self.title = title
         self.chance_what, self.chance_below = "chance", False
@@ -112,8 +120,13 @@ class CurvePlot:
         self.items: dict[str, pg.PlotDataItem] = {}
         self.shown: list[str] = []
         self.chance: float | None = None
-        self.chance_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen("#777", width=1.2, style=Qt.PenStyle.DashLine),
-                                           label="", labelOpts={"position": 0.02, "color": "#555", "anchors": [(0, 1), (0, 1)]})
+        self.chance_line = pg.InfiniteLine(
+            angle=0,
+            movable=False,
+            pen=pg.mkPen("#777", width=1.2, style=Qt.PenStyle.DashLine),
+            label="",
+            labelOpts={"position": 0.02, "color": "#555", "anchors": [(0, 1), (0, 1)]},
+        )
         self.chance_line.setVisible(False)
         plot.addItem(self.chance_line, ignoreBounds=True)
         # said where the curves will be, so an empty plot reads as "not yet", not as broken
@@ -168,7 +181,9 @@ class CurvePlot:
             self.chance_below = False
             lo, hi = self.bounds
             self.plot.disableAutoRange()
-            self.plot.setRange(xRange=(0, self.x_end or 1), yRange=(lo or 0.0, hi if hi is not None else 1.0), padding=0)
+            self.plot.setRange(
+                xRange=(0, self.x_end or 1), yRange=(lo or 0.0, hi if hi is not None else 1.0), padding=0
+            )
         self.chance_note.setText(f"▼ {self.chance_what} {self.chance:.3f}, below" if self.chance_below else "")
         self._place_placeholder()
 

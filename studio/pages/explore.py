@@ -1,4 +1,5 @@
 """Explore page: metric vs latency per sub-network, the Pareto front, a latency budget, and a table synced with the chart."""
+
 from __future__ import annotations
 
 import os
@@ -117,13 +118,17 @@ class ExplorePage(ReloadWhenShown, QWidget):
 
         if importlib.util.find_spec("openvino") is not None:  # the intel-cpu / desktop-cpu presets' runtime
             self.runtime.addItem("OpenVINO", "openvino")
-        self.runtime.setToolTip("The runtime the latency is measured with. OpenVINO is what the intel-cpu and "
-                                "desktop-cpu presets deploy; its figures are kept as the device "
-                                "'this machine (OpenVINO)' in the 'measured on' list")
+        self.runtime.setToolTip(
+            "The runtime the latency is measured with. OpenVINO is what the intel-cpu and "
+            "desktop-cpu presets deploy; its figures are kept as the device "
+            "'this machine (OpenVINO)' in the 'measured on' list"
+        )
         self.measure = QPushButton("Measure latency")
         self.measure.setObjectName("measureLatency")
-        self.measure.setToolTip("Exports every sub-network to ONNX and times it with onnxruntime on this machine "
-                                "(in a separate process). Figures taken while other work runs are slower and noisier.")
+        self.measure.setToolTip(
+            "Exports every sub-network to ONNX and times it with onnxruntime on this machine "
+            "(in a separate process). Figures taken while other work runs are slower and noisier."
+        )
         self.measure.clicked.connect(self.measure_latency)
         # latency measured on a device with a device kit (dynastudio device-kit), picked here
         self.device_pick = QComboBox()
@@ -133,17 +138,25 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.device_label = QLabel("measured on:")
         self.import_button = QPushButton("Import device latency…")
         self.import_button.setObjectName("importDeviceLatency")
-        self.import_button.setToolTip("Add the latency-<device>.json that a device kit's run_kit.py wrote on the device")
+        self.import_button.setToolTip(
+            "Add the latency-<device>.json that a device kit's run_kit.py wrote on the device"
+        )
         self.import_button.clicked.connect(self.import_device_latency)
         # tests replace this; the real one asks with a file dialog
-        self.pick_file = lambda: QFileDialog.getOpenFileName(self, "Import device latency", "",
-                                                             "Device latency (latency-*.json);;JSON (*.json)")[0]
+        self.pick_file = lambda: QFileDialog.getOpenFileName(
+            self, "Import device latency", "", "Device latency (latency-*.json);;JSON (*.json)"
+        )[0]
         lat = QHBoxLayout()
         lat.addWidget(QLabel("x axis:"))
         lat.addWidget(self.axis)
         lat.addSpacing(16)
-        for text, w in (("threads", self.threads), ("batch", self.batch), ("sequence", self.seq), ("formats", self.formats),
-                        ("runtime", self.runtime)):
+        for text, w in (
+            ("threads", self.threads),
+            ("batch", self.batch),
+            ("sequence", self.seq),
+            ("formats", self.formats),
+            ("runtime", self.runtime),
+        ):
             lat.addWidget(QLabel(text))
             lat.addWidget(w)
         lat.addWidget(self.measure)
@@ -157,20 +170,41 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.plot.showGrid(x=True, y=True, alpha=0.25)
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.hideButtons()
-        self.front_line = pg.PlotDataItem(pen=pg.mkPen("#888", width=1.5, style=Qt.PenStyle.DashLine), name="Pareto front")
-        self.scatter = pg.ScatterPlotItem(size=13, pen=pg.mkPen("w", width=1), hoverable=True,
-                                          hoverPen=pg.mkPen("k", width=2), hoverSize=16, tip=self._tip, name="sub-network")
-        self.best_ring = pg.ScatterPlotItem(size=26, symbol="o", pen=pg.mkPen("#2ca02c", width=3), brush=None,
-                                            name="best under the budget")
-        self.selected_ring = pg.ScatterPlotItem(size=22, symbol="s", pen=pg.mkPen("#d62728", width=2.5), brush=None,
-                                                name="selected")
-        self.budget_line = pg.InfiniteLine(angle=90, movable=True, pen=pg.mkPen("#2ca02c", width=1.5, style=Qt.PenStyle.DotLine),
-                                           label="budget", labelOpts={"position": 0.96, "color": "#2ca02c", "anchors": [(1, 0), (1, 0)]})
+        self.front_line = pg.PlotDataItem(
+            pen=pg.mkPen("#888", width=1.5, style=Qt.PenStyle.DashLine), name="Pareto front"
+        )
+        self.scatter = pg.ScatterPlotItem(
+            size=13,
+            pen=pg.mkPen("w", width=1),
+            hoverable=True,
+            hoverPen=pg.mkPen("k", width=2),
+            hoverSize=16,
+            tip=self._tip,
+            name="sub-network",
+        )
+        self.best_ring = pg.ScatterPlotItem(
+            size=26, symbol="o", pen=pg.mkPen("#2ca02c", width=3), brush=None, name="best under the budget"
+        )
+        self.selected_ring = pg.ScatterPlotItem(
+            size=22, symbol="s", pen=pg.mkPen("#d62728", width=2.5), brush=None, name="selected"
+        )
+        self.budget_line = pg.InfiniteLine(
+            angle=90,
+            movable=True,
+            pen=pg.mkPen("#2ca02c", width=1.5, style=Qt.PenStyle.DotLine),
+            label="budget",
+            labelOpts={"position": 0.96, "color": "#2ca02c", "anchors": [(1, 0), (1, 0)]},
+        )
         self.plot.addLegend(offset=(-40, -10), labelTextSize="9pt")
         plain_axes(self.plot.getPlotItem())
         # the score of always predicting the majority class (or the mean): a cell on this line learned nothing
-        self.chance_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen("#777", width=1.2, style=Qt.PenStyle.DashLine),
-                                           label="", labelOpts={"position": 0.02, "color": "#555", "anchors": [(0, 1), (0, 1)]})
+        self.chance_line = pg.InfiniteLine(
+            angle=0,
+            movable=False,
+            pen=pg.mkPen("#777", width=1.2, style=Qt.PenStyle.DashLine),
+            label="",
+            labelOpts={"position": 0.02, "color": "#555", "anchors": [(0, 1), (0, 1)]},
+        )
         self.chance_line.setVisible(False)
         self.plot.addItem(self.chance_line, ignoreBounds=True)
         self.chance: float | None = None
@@ -194,7 +228,9 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.budget_text.setObjectName("budgetText")
         self.budget_text.setMinimumWidth(420)
         self.pick_best = QPushButton("Select it")
-        self.pick_best.clicked.connect(lambda: self.best is not None and self.state.select(split_key(self._plot_labels[self.best])[0]))
+        self.pick_best.clicked.connect(
+            lambda: self.best is not None and self.state.select(split_key(self._plot_labels[self.best])[0])
+        )
         budget = QHBoxLayout()
         budget.addWidget(QLabel("Budget:"))
         budget.addWidget(self.slider, 1)
@@ -314,27 +350,48 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self._precisions = [p.precision for p in self.points]
         unscored = sorted(set(self.grid.precisions()) - {"fp32"} - set(self._precisions))
         if self.x_key == FLOPS_AXIS:
-            self.plot.setLabel("bottom", f"relative FLOPs at {self.flops_seq} tokens (1.0 = full model)"
-                               + (" — latency not measured yet" if not self.grid.precisions() else ""))
-            self.device.setText("The x axis is the compute each sub-network needs, relative to the full model. "
-                                "Measure latency to place them on this machine's real timings.")
+            self.plot.setLabel(
+                "bottom",
+                f"relative FLOPs at {self.flops_seq} tokens (1.0 = full model)"
+                + (" — latency not measured yet" if not self.grid.precisions() else ""),
+            )
+            self.device.setText(
+                "The x axis is the compute each sub-network needs, relative to the full model. "
+                "Measure latency to place them on this machine's real timings."
+            )
         else:
             s = self.setup
             what = "" if self.x_key == ANY_LATENCY else f"{axis_precision(self.x_key)} "
             self.plot.setLabel("bottom", f"{what}latency, ms per batch (median)")
-            self.device.setText(f"Measured on {s.get('device', 'this machine')}: {s.get('threads', '?')} thread(s), "
-                                f"batch {s.get('batch', '?')}, {s.get('seq', '?')} tokens, {s.get('runtime', 'onnxruntime')}."
-                                + (f" No dev {self.metric_name} measured for {', '.join(unscored)} yet: measure latency "
-                                   "again to place those points." if unscored else ""))
+            self.device.setText(
+                f"Measured on {s.get('device', 'this machine')}: {s.get('threads', '?')} thread(s), "
+                f"batch {s.get('batch', '?')}, {s.get('seq', '?')} tokens, {s.get('runtime', 'onnxruntime')}."
+                + (
+                    f" No dev {self.metric_name} measured for {', '.join(unscored)} yet: measure latency "
+                    "again to place those points."
+                    if unscored
+                    else ""
+                )
+            )
         self.plot.setLabel("left", f"dev {self.metric_name}")
-        self.plot.setTitle(f"dev {self.metric_name} vs {'latency' if self.x_key != FLOPS_AXIS else 'compute'}: "
-                           f"{len(self.xs)} sub-networks", size="11pt")
+        self.plot.setTitle(
+            f"dev {self.metric_name} vs {'latency' if self.x_key != FLOPS_AXIS else 'compute'}: "
+            f"{len(self.xs)} sub-networks",
+            size="11pt",
+        )
         widths = sorted({r.width_mult for r in self.rows}, reverse=True) or [1.0]
         depths = sorted({r.depth_mult for r in self.rows}, reverse=True) or [1.0]
         self._colours = [subnet_colour(split_key(k)[0], widths) for k in self._plot_labels]
-        spots = [dict(pos=(x, y), data=key, brush=self._fill(c, p), symbol=subnet_symbol(split_key(key)[0], depths),
-                      pen=pg.mkPen(c if p != "fp32" else "w", width=2 if p != "fp32" else 1))
-                 for x, y, key, c, p in zip(self.xs, self.ys, self._plot_labels, self._colours, self._precisions)]
+        spots = [
+            dict(
+                pos=(x, y),
+                data=key,
+                brush=self._fill(c, p),
+                symbol=subnet_symbol(split_key(key)[0], depths),
+                pen=pg.mkPen(c if p != "fp32" else "w", width=2 if p != "fp32" else 1),
+            )
+            for x, y, key, c, p in zip(self.xs, self.ys, self._plot_labels, self._colours, self._precisions)
+        ]
         legend = encoding_legend_html(widths, depths) if self.rows else ""
         if len(set(self._precisions)) > 1:
             legend += " &nbsp;·&nbsp; filled: fp32, hollow: INT8, faint: fp16 (each at its own dev metric)"
@@ -344,11 +401,18 @@ class ExplorePage(ReloadWhenShown, QWidget):
             front = pareto_front(self.points)
             self.front_line.setData([p.x for p in front], [p.y for p in front])
             shown = chance_in_view(self.ys, self.chance)
-            fit_view(self.plot.getPlotItem(), self.xs, list(self.ys) + ([self.chance] if shown else []), x_start=None,
-                     bounds=METRIC_BOUNDS.get(self.metric_name, (None, None)))
+            fit_view(
+                self.plot.getPlotItem(),
+                self.xs,
+                list(self.ys) + ([self.chance] if shown else []),
+                x_start=None,
+                bounds=METRIC_BOUNDS.get(self.metric_name, (None, None)),
+            )
             if self.chance is not None and not shown:  # far below the points: said, not drawn out of view
-                self.encoding.setText(self.encoding.text() + f" &nbsp;·&nbsp; {chance_name(self.metric_name)}: "
-                                      f"{self.chance:.3f}, below the chart")
+                self.encoding.setText(
+                    self.encoding.text() + f" &nbsp;·&nbsp; {chance_name(self.metric_name)}: "
+                    f"{self.chance:.3f}, below the chart"
+                )
         else:
             self.front_line.setData([], [])
         self._fill_table_x()
@@ -374,8 +438,12 @@ class ExplorePage(ReloadWhenShown, QWidget):
             size, params, flops = _fp32_size(r), r.total_params or 0, r.flops_rel or 0
             size_text = f"{size:.1f} MB" if size is not None else f"≈{params * 4 / 1e6:.0f} MB"
             cells = [
-                (r.label, (r.width_mult, r.depth_mult)), (f"{r.value:.4f}", r.value), (fmt_params(r.total_params), params),
-                (size_text, size or params * 4 / 1e6), (f"{flops:.3f}", flops), ("-", 0.0),
+                (r.label, (r.width_mult, r.depth_mult)),
+                (f"{r.value:.4f}", r.value),
+                (fmt_params(r.total_params), params),
+                (size_text, size or params * 4 / 1e6),
+                (f"{flops:.3f}", flops),
+                ("-", 0.0),
             ]
             for j, (text, key) in enumerate(cells):
                 item = _SortItem(text, key)
@@ -452,21 +520,27 @@ class ExplorePage(ReloadWhenShown, QWidget):
         r = self.grid.row(label)
         if r is None:
             return str(data)
-        scores = [f"dev {self.metric_name} {p}: {m:.4f}" for p in r.precisions if p != "fp32"
-                  and (m := r.metric_at(p)) is not None]
+        scores = [
+            f"dev {self.metric_name} {p}: {m:.4f}"
+            for p in r.precisions
+            if p != "fp32" and (m := r.metric_at(p)) is not None
+        ]
         size = _fp32_size(r)
         lat = [f"latency {p}: {ms:.2f} ms" for p in r.precisions if (ms := r.latency_ms(p)) is not None]
-        return "\n".join([
-            f"{r.label}  (width {r.width_mult:g}, depth {r.depth_mult:g})"
-            + (f", point: {precision}" if precision != "fp32" else ""),
-            f"dev {self.metric_name} fp32: {r.value:.4f}",
-            *scores,
-            f"parameters: {fmt_params(r.total_params)}",
-            f"ONNX fp32 size: {size:.1f} MB" if size is not None else
-            f"size: ≈{(r.total_params or 0) * 4 / 1e6:.0f} MB (fp32 weights)",
-            f"FLOPs: {r.flops_rel or 0:.3f} of the full model",
-            *(lat or ["latency: not measured"]),
-        ])
+        return "\n".join(
+            [
+                f"{r.label}  (width {r.width_mult:g}, depth {r.depth_mult:g})"
+                + (f", point: {precision}" if precision != "fp32" else ""),
+                f"dev {self.metric_name} fp32: {r.value:.4f}",
+                *scores,
+                f"parameters: {fmt_params(r.total_params)}",
+                f"ONNX fp32 size: {size:.1f} MB"
+                if size is not None
+                else f"size: ≈{(r.total_params or 0) * 4 / 1e6:.0f} MB (fp32 weights)",
+                f"FLOPs: {r.flops_rel or 0:.3f} of the full model",
+                *(lat or ["latency: not measured"]),
+            ]
+        )
 
     def _on_hovered(self, _item, points, _ev) -> None:
         if len(points):
@@ -507,8 +581,10 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.best = next(i for i, p in enumerate(self.points) if p is best) if best is not None else None
         unit = " ms" if self.x_key != FLOPS_AXIS else "× FLOPs"
         # points over the budget fade, the rest keep their colour: updated in place
-        brushes = [self._fill(c, p) if x <= budget + 1e-12 else pg.mkBrush(200, 200, 200, 160)
-                   for x, c, p in zip(self.xs, self._colours, self._precisions)]
+        brushes = [
+            self._fill(c, p) if x <= budget + 1e-12 else pg.mkBrush(200, 200, 200, 160)
+            for x, c, p in zip(self.xs, self._colours, self._precisions)
+        ]
         self.scatter.setBrush(brushes)
         if self.best is None:
             self.best_ring.setData([], [])
@@ -517,8 +593,10 @@ class ExplorePage(ReloadWhenShown, QWidget):
             b = self.best
             self.best_ring.setData([self.xs[b]], [self.ys[b]])
             label, precision = split_key(self._plot_labels[b])
-            self.budget_text.setText(f"≤ {budget:.3g}{unit}: best is {label}" + (f" in {precision}" if precision != "fp32" else "") + " "
-                                     f"({self.metric_name} {self.ys[b]:.4f} at {self.xs[b]:.3g}{unit})")
+            self.budget_text.setText(
+                f"≤ {budget:.3g}{unit}: best is {label}" + (f" in {precision}" if precision != "fp32" else "") + " "
+                f"({self.metric_name} {self.ys[b]:.4f} at {self.xs[b]:.3g}{unit})"
+            )
         self.pick_best.setEnabled(self.best is not None)
 
     def set_budget(self, budget: float) -> None:
@@ -562,8 +640,13 @@ class ExplorePage(ReloadWhenShown, QWidget):
         project = self.state.project
         if project is None:
             return
-        request = LatencyRequest(batch=self.batch.value(), seq=self.seq.value(), threads=self.threads.value(),
-                                 formats=tuple(self.formats.currentData()), runtime=self.runtime.currentData())
+        request = LatencyRequest(
+            batch=self.batch.value(),
+            seq=self.seq.value(),
+            threads=self.threads.value(),
+            formats=tuple(self.formats.currentData()),
+            runtime=self.runtime.currentData(),
+        )
         handle = self.state.start_job(self.window(), "latency", project.root, request)
         if handle is None:
             return
@@ -573,7 +656,8 @@ class ExplorePage(ReloadWhenShown, QWidget):
             self._show_device = OPENVINO_DEVICE
         self.handle = handle
         handle.bridge.stageProgress.connect(
-            lambda e: self.measure.setText(f"Cancel ({e.done}/{e.total} done)") if e.stage == "latency" else None)
+            lambda e: self.measure.setText(f"Cancel ({e.done}/{e.total} done)") if e.stage == "latency" else None
+        )
         handle.bridge.log.connect(lambda e: e.level == "warning" and self.device.setText(f"⚠ {e.text}"))
         handle.failed.connect(lambda info: show_error(self.window(), info, "Latency measurement failed"))
         handle.ended.connect(lambda _: self._update_measure())

@@ -1,4 +1,5 @@
 """Export page: the selected sub-network, a target preset, one click; then the verification, the files and their sizes."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -69,8 +70,10 @@ class ExportPage(QWidget):
         out_row.addWidget(browse)
         self.overwrite = QCheckBox("Replace an earlier export in this folder")
         self.trim = QCheckBox("Trim the vocabulary to the task's tokens")
-        self.trim.setToolTip("Keep only the tokens of the task's train and dev texts: a much smaller file for small "
-                             "sub-networks. The phone presets (android, ios) turn it on.")
+        self.trim.setToolTip(
+            "Keep only the tokens of the task's train and dev texts: a much smaller file for small "
+            "sub-networks. The phone presets (android, ios) turn it on."
+        )
         self.trim.setObjectName("exportTrim")
         self.export_button = QPushButton("Export")
         self.export_button.setObjectName("exportButton")
@@ -186,8 +189,12 @@ class ExportPage(QWidget):
     def _update_button(self) -> None:
         running = self.handle is not None and self.handle.is_running()
         self.export_button.setText("Exporting…" if running else "Export")
-        self.export_button.setEnabled(self.state.project is not None and self.subnet.currentData() is not None
-                                      and not running and bool(self.preset_formats))
+        self.export_button.setEnabled(
+            self.state.project is not None
+            and self.subnet.currentData() is not None
+            and not running
+            and bool(self.preset_formats)
+        )
 
     # ---- the job -------------------------------------------------------------------------------
     def start_export(self) -> None:
@@ -204,8 +211,14 @@ class ExportPage(QWidget):
         from dynastudio.core.requests import ExportRequest
 
         target = self.target.currentData()
-        request = ExportRequest(row["width_mult"], row["depth_mult"], target, out, overwrite=self.overwrite.isChecked(),
-                                trim_vocab=self.trim.isChecked())
+        request = ExportRequest(
+            row["width_mult"],
+            row["depth_mult"],
+            target,
+            out,
+            overwrite=self.overwrite.isChecked(),
+            trim_vocab=self.trim.isChecked(),
+        )
         handle = self.state.start_job(self.window(), "export", project.root, request)
         if handle is None:
             return
@@ -243,31 +256,43 @@ class ExportPage(QWidget):
             f"(target {report.target or '-'}) of w{report.width_mult:g} d{report.depth_mult:g}",
         ]
         if report.max_abs_diff is not None:
-            lines.append(f"largest difference to PyTorch: {report.max_abs_diff:.2e}" + (f" (tolerance {tol:g})" if tol else ""))
+            lines.append(
+                f"largest difference to PyTorch: {report.max_abs_diff:.2e}" + (f" (tolerance {tol:g})" if tol else "")
+            )
         else:
-            lines.append("not verified on this machine (no runtime for this format here): the model's inputs, "
-                         "outputs and shapes were checked")
+            lines.append(
+                "not verified on this machine (no runtime for this format here): the model's inputs, "
+                "outputs and shapes were checked"
+            )
         if report.agreement is not None:
             need = v.get("min_agreement")
-            lines.append(f"agreement with PyTorch ({(v.get('dev') or {}).get('agreement_kind', 'same prediction')}): "
-                         f"{100 * report.agreement:.2f}% of {report.dev_examples} dev examples"
-                         + (f" (required {100 * need:g}%)" if need else ""))
+            lines.append(
+                f"agreement with PyTorch ({(v.get('dev') or {}).get('agreement_kind', 'same prediction')}): "
+                f"{100 * report.agreement:.2f}% of {report.dev_examples} dev examples"
+                + (f" (required {100 * need:g}%)" if need else "")
+            )
         if voc := v.get("vocabulary"):
-            lines.append(f"vocabulary trimmed to {voc['kept_tokens']:,} of {voc['original_tokens']:,} tokens: "
-                         f"{voc['size_before_mb']:.1f} MB → {voc['size_after_mb']:.1f} MB; agreement on new text "
-                         f"(dev rows held out from the vocabulary): {100 * voc['heldout']['agreement']:.2f}%")
+            lines.append(
+                f"vocabulary trimmed to {voc['kept_tokens']:,} of {voc['original_tokens']:,} tokens: "
+                f"{voc['size_before_mb']:.1f} MB → {voc['size_after_mb']:.1f} MB; agreement on new text "
+                f"(dev rows held out from the vocabulary): {100 * voc['heldout']['agreement']:.2f}%"
+            )
         if not ok and v.get("failure"):
             lines.append(f"<span style='color:#b00020'>{v['failure']}</span>")
         sub = v.get("subnet", {})
         if sub:
-            lines.append(f"{sub.get('layers')} layers × {sub.get('heads')} heads × {sub.get('neurons')} FFN neurons, "
-                         f"{sub.get('params', 0):,} parameters; model file {report.size_mb:.1f} MB")
+            lines.append(
+                f"{sub.get('layers')} layers × {sub.get('heads')} heads × {sub.get('neurons')} FFN neurons, "
+                f"{sub.get('params', 0):,} parameters; model file {report.size_mb:.1f} MB"
+            )
         self.verify.setText("<br>".join(lines))
         # what is really in the folder (the report's list predates the README written last)
         folder = Path(report.path)
         try:
-            files = sorted((p.name, sum(q.stat().st_size for q in p.rglob("*") if q.is_file()) if p.is_dir() else p.stat().st_size)
-                           for p in folder.iterdir())
+            files = sorted(
+                (p.name, sum(q.stat().st_size for q in p.rglob("*") if q.is_file()) if p.is_dir() else p.stat().st_size)
+                for p in folder.iterdir()
+            )
         except OSError:
             files = sorted(report.files.items())
         files.append(("total", sum(size for _, size in files)))

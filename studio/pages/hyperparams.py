@@ -1,4 +1,5 @@
 """The new-project form's hyper-parameter editors: one per TrainConfig field, filled from a profile, parsed back."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,13 +10,29 @@ from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QL
 from dynastudio.core.config import DEPTH_RULES, PRECISIONS, TrainConfig
 from dynastudio.core.errors import ConfigError
 
-CHOICES = {"depth_rule": DEPTH_RULES, "importance_split": ("heldout", "dev"), "device": ("auto", "cpu", "cuda"),
-           "precision": PRECISIONS}
+CHOICES = {
+    "depth_rule": DEPTH_RULES,
+    "importance_split": ("heldout", "dev"),
+    "device": ("auto", "cpu", "cuda"),
+    "precision": PRECISIONS,
+}
 # what an empty box of an optional setting stands for
 EMPTY_MEANS = {"max_train_examples": "all", "warmup_frac": "the model's default: 0.06 for RoBERTa, 0 for BERT"}
 # the hyper-parameters most people touch first; the rest sit under "More"
-MAIN_FIELDS = ("batch_size", "max_seq_length", "teacher_epochs", "teacher_lr", "width_epochs", "width_lr",
-               "depth_epochs", "depth_lr", "width_mults", "depth_mults", "max_train_examples", "seed")
+MAIN_FIELDS = (
+    "batch_size",
+    "max_seq_length",
+    "teacher_epochs",
+    "teacher_lr",
+    "width_epochs",
+    "width_lr",
+    "depth_epochs",
+    "depth_lr",
+    "width_mults",
+    "depth_mults",
+    "max_train_examples",
+    "seed",
+)
 
 
 class HyperParams(QWidget):
@@ -60,7 +77,15 @@ class HyperParams(QWidget):
             elif isinstance(w, QCheckBox):
                 w.setChecked(bool(v))
             else:
-                w.setText("" if v is None else ",".join(f"{x:g}" for x in v) if isinstance(v, tuple) else f"{v:g}" if isinstance(v, float) else str(v))
+                w.setText(
+                    ""
+                    if v is None
+                    else ",".join(f"{x:g}" for x in v)
+                    if isinstance(v, tuple)
+                    else f"{v:g}"
+                    if isinstance(v, float)
+                    else str(v)
+                )
             w.blockSignals(False)
         self.changed.emit()
 
@@ -87,7 +112,10 @@ class HyperParams(QWidget):
                 else:
                     out[name] = text
             except ValueError:
-                what = "comma-separated numbers such as 1.0,0.75,0.5" if "tuple" in kind else (
-                    "a whole number" if kind.startswith("int") else "a number such as 2e-5")
+                what = (
+                    "comma-separated numbers such as 1.0,0.75,0.5"
+                    if "tuple" in kind
+                    else ("a whole number" if kind.startswith("int") else "a number such as 2e-5")
+                )
                 raise ConfigError(f"train.{name}: '{text}' is not {what}") from None
         return out

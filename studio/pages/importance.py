@@ -1,4 +1,5 @@
 """Importance page: head and FFN-neuron importance as heatmaps with colour bars, before and after rewiring, values on hover."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -51,8 +52,7 @@ class Heatmap:
         self.plot.hideButtons()
         self.image = pg.ImageItem(axisOrder="row-major")
         self.plot.addItem(self.image)
-        self.bar = pg.ColorBarItem(values=(0, 1), colorMap=pg.colormap.get("viridis"),
-                                   interactive=False, width=16)
+        self.bar = pg.ColorBarItem(values=(0, 1), colorMap=pg.colormap.get("viridis"), interactive=False, width=16)
         self.bar.setImageItem(self.image, insert_in=self.plot)
         self.bar.axis.enableAutoSIPrefix(False)
         self.raw: np.ndarray | None = None  # the values behind each cell, for hover
@@ -66,8 +66,14 @@ class Heatmap:
             self.plot.removeItem(line)
         self.cuts = []
         for x, text in positions:
-            line = pg.InfiniteLine(pos=x, angle=90, movable=False, pen=pg.mkPen("w", width=1.5, style=Qt.PenStyle.DashLine),
-                                   label=text, labelOpts={"position": 0.04, "color": "w", "anchors": [(1, 0), (1, 0)]})
+            line = pg.InfiniteLine(
+                pos=x,
+                angle=90,
+                movable=False,
+                pen=pg.mkPen("w", width=1.5, style=Qt.PenStyle.DashLine),
+                label=text,
+                labelOpts={"position": 0.04, "color": "w", "anchors": [(1, 0), (1, 0)]},
+            )
             self.plot.addItem(line, ignoreBounds=True)
             self.cuts.append(line)
 
@@ -163,7 +169,10 @@ class ImportancePage(ReloadWhenShown, QWidget):
 
     def _on_live(self, e: ImportanceReady) -> None:
         # the scores arrive before the rewired copy is saved: show them at once, original order
-        self.data = {"head": np.asarray(e.head_importance, dtype=float), "neuron": np.asarray(e.neuron_importance, dtype=float)}
+        self.data = {
+            "head": np.asarray(e.head_importance, dtype=float),
+            "neuron": np.asarray(e.neuron_importance, dtype=float),
+        }
         self.live = True
         self.redraw()
 
@@ -196,13 +205,17 @@ class ImportancePage(ReloadWhenShown, QWidget):
         self.heads.set_cuts([(int(w * head.shape[1]), f"w{w:g}") for w in widths])
         self.neurons.set_cuts([(int(w * neuron.shape[1]) / size, f"w{w:g}") for w in widths])
         self.heads.plot.setTitle(f"Attention heads ({head.shape[0]} layers × {head.shape[1]} heads)")
-        self.neurons.plot.setTitle(f"FFN neurons ({neuron.shape[0]} layers × {neuron.shape[1]} neurons"
-                                   + (f", mean of each {size} neighbours)" if size > 1 else ")"))
+        self.neurons.plot.setTitle(
+            f"FFN neurons ({neuron.shape[0]} layers × {neuron.shape[1]} neurons"
+            + (f", mean of each {size} neighbours)" if size > 1 else ")")
+        )
         self.neurons.plot.setLabel("bottom", f"neuron (each cell: {size} neighbours)" if size > 1 else "neuron")
         order = "in the rewired order: column 0 is kept by every width" if rewired else "in the model's original order"
         where = "live from the running rewire stage" if self.live else "from importance.safetensors"
-        self.note.setText(f"|dL/d mask| summed over the held-out batches, {order}; {where}. "
-                          f"A width-w sub-network keeps the first w of each row.")
+        self.note.setText(
+            f"|dL/d mask| summed over the held-out batches, {order}; {where}. "
+            f"A width-w sub-network keeps the first w of each row."
+        )
 
     def _widths(self) -> tuple:
         p = self.state.project

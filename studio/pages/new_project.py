@@ -1,4 +1,5 @@
 """The new-project form: folder, model, task (column pickers, preview), profile and hyper-parameters, validated inline."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,7 +39,9 @@ from .hyperparams import HyperParams
 
 PREVIEW_ROWS = 8
 NONE = "(none)"
-READ_APART_BYTES = 2_000_000  # a data file this big is read by a short job in its own process (about 30,000 rows of SST-2)
+READ_APART_BYTES = (
+    2_000_000  # a data file this big is read by a short job in its own process (about 30,000 rows of SST-2)
+)
 
 
 def glue_tasks() -> list[str]:
@@ -189,8 +192,10 @@ class NewProjectForm(QWidget):
         for name in PROFILES:
             self.profile.addItem(name, name)
         self.profile.setCurrentText("quick")
-        self.profile_help = QLabel("quick: short runs for a CPU (sequence 64, 3/2/2 epochs); "
-                                   "paper: the DynaBERT paper's settings (sequence 128, 3 epochs per stage)")
+        self.profile_help = QLabel(
+            "quick: short runs for a CPU (sequence 64, 3/2/2 epochs); "
+            "paper: the DynaBERT paper's settings (sequence 128, 3 epochs per stage)"
+        )
         self.profile_help.setStyleSheet(HINT_CSS)
         self.profile_help.setWordWrap(True)
         self.hp = HyperParams()
@@ -238,7 +243,14 @@ class NewProjectForm(QWidget):
         # any change re-validates (debounced)
         for w in (self.folder, self.model_dir, self.model_id, self.glue_dir, self.train_file, self.dev_file):
             w.textChanged.connect(self._schedule_validate)
-        for b in (self.model_builtin, self.model_local, self.model_hub, self.task_demo, self.task_glue, self.task_files):
+        for b in (
+            self.model_builtin,
+            self.model_local,
+            self.model_hub,
+            self.task_demo,
+            self.task_glue,
+            self.task_files,
+        ):
             b.toggled.connect(self._on_kind_changed)
         for c in (self.text_a, self.text_b, self.label_col, self.glue):
             c.currentIndexChanged.connect(self._schedule_validate)
@@ -282,7 +294,9 @@ class NewProjectForm(QWidget):
             edit.setText(d)
 
     def _pick_file(self, edit: QLineEdit) -> None:
-        f, _ = QFileDialog.getOpenFileName(self, "Choose a data file", edit.text(), "Tables (*.csv *.tsv *.txt *.jsonl *.json);;All files (*)")
+        f, _ = QFileDialog.getOpenFileName(
+            self, "Choose a data file", edit.text(), "Tables (*.csv *.tsv *.txt *.jsonl *.json);;All files (*)"
+        )
         if f:
             edit.setText(f)
 
@@ -340,13 +354,19 @@ class NewProjectForm(QWidget):
             return DataConfig(kind="demo")
         if self.task_glue.isChecked():
             d = self.glue_dir.text().strip()
-            return DataConfig(kind="glue", task=self.glue.currentText(), data_dir=str(Path(d).expanduser()) if d else None)
+            return DataConfig(
+                kind="glue", task=self.glue.currentText(), data_dir=str(Path(d).expanduser()) if d else None
+            )
         cols = tuple(c for c in (self.text_a.currentText(), self.text_b.currentText()) if c and c != NONE)
         label = self.label_col.currentText()
         tr, dv = self.train_file.text().strip(), self.dev_file.text().strip()
-        return DataConfig(kind="files", train=str(Path(tr).expanduser().resolve()) if tr else None,
-                          dev=str(Path(dv).expanduser().resolve()) if dv else None, text_columns=cols,
-                          label_column=label if label and label != NONE else None)
+        return DataConfig(
+            kind="files",
+            train=str(Path(tr).expanduser().resolve()) if tr else None,
+            dev=str(Path(dv).expanduser().resolve()) if dv else None,
+            text_columns=cols,
+            label_column=label if label and label != NONE else None,
+        )
 
     @staticmethod
     def _guess_text(guess: ColumnGuess, cols: list[str]) -> str:
@@ -367,8 +387,13 @@ class NewProjectForm(QWidget):
         profile = self.profile.currentData() or "quick"
         train = profile_config(profile, **{k: v for k, v in values.items()})
         folder = self.folder.text().strip()
-        return ProjectConfig(model=self.model_name(), model_is_finetuned=self.finetuned.isChecked(),
-                             data=self.data_config(), train=train, name=Path(folder).name if folder else "project")
+        return ProjectConfig(
+            model=self.model_name(),
+            model_is_finetuned=self.finetuned.isChecked(),
+            data=self.data_config(),
+            train=train,
+            name=Path(folder).name if folder else "project",
+        )
 
     def validate(self) -> list[str]:
         """Check every section without running anything; show each problem under its section."""
@@ -378,7 +403,9 @@ class NewProjectForm(QWidget):
         if not folder:
             problems[self.folder_error] = "Choose the folder the project will live in."
         elif (Path(folder).expanduser() / "project.json").exists():
-            problems[self.folder_error] = f"{folder} already holds a project: open it from the Open tab, or pick another folder."
+            problems[self.folder_error] = (
+                f"{folder} already holds a project: open it from the Open tab, or pick another folder."
+            )
         elif Path(folder).expanduser().exists() and not Path(folder).expanduser().is_dir():
             problems[self.folder_error] = f"{folder} is a file: pick a folder."
         if msg := self._check_model():
@@ -429,7 +456,9 @@ class NewProjectForm(QWidget):
             return "Choose a train file and a dev file."
         cfg = self.data_config()
         if not cfg.text_columns or cfg.label_column is None:
-            missing = " and ".join(w for w, bad in (("text", not cfg.text_columns), ("label", cfg.label_column is None)) if bad)
+            missing = " and ".join(
+                w for w, bad in (("text", not cfg.text_columns), ("label", cfg.label_column is None)) if bad
+            )
             return f"Pick the {missing} column{'s' if ' and ' in missing else ''}."
         try:
             check_roles(cfg.text_columns, cfg.label_column, "columns")
@@ -517,18 +546,22 @@ class NewProjectForm(QWidget):
         self.preview.setHorizontalHeaderLabels(headers)
         header = self.preview.horizontalHeader()
         for j in range(len(headers)):  # texts share the room, the label column takes what it needs
-            header.setSectionResizeMode(j, QHeaderView.ResizeMode.ResizeToContents if j == len(headers) - 1
-                                        else QHeaderView.ResizeMode.Stretch)
+            header.setSectionResizeMode(
+                j, QHeaderView.ResizeMode.ResizeToContents if j == len(headers) - 1 else QHeaderView.ResizeMode.Stretch
+            )
         self.preview.setRowCount(len(rows))
         for i, cells in enumerate(rows):
             for j, v in enumerate(cells):
                 shown = names[v] if names and isinstance(v, int) and j == len(cells) - 1 and 0 <= v < len(names) else v
                 self.preview.setItem(i, j, QTableWidgetItem(str(shown)))
         if summary["regression"]:
-            self.label_counts.setText(f"{summary['rows']} rows; numeric labels (regression) from {summary['min']:g} "
-                                      f"to {summary['max']:g}")
+            self.label_counts.setText(
+                f"{summary['rows']} rows; numeric labels (regression) from {summary['min']:g} to {summary['max']:g}"
+            )
         else:
-            parts = [f"{names[k] if names and isinstance(k, int) else k}: {c}" for k, c in sorted(summary["counts"].items())]
+            parts = [
+                f"{names[k] if names and isinstance(k, int) else k}: {c}" for k, c in sorted(summary["counts"].items())
+            ]
             self.label_counts.setText(f"{summary['rows']} train rows; label counts: " + " · ".join(parts))
 
     def _update_create(self) -> None:

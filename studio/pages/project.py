@@ -1,4 +1,5 @@
 """Project page: the open project and how far it got, the new-project form (new_project.py), opening a folder."""
+
 from __future__ import annotations
 
 import html
@@ -109,9 +110,14 @@ class ProjectPage(QWidget):
         running = self.state.running_job()
         if running is not None and running.name != "create":
             # the running job's events would land in the other project's views
-            show_error(self.window(), UserError(f"“{running.title}” is running in {running.project_root}: "
-                                                 f"stop it first, then open the other project"),
-                       "Cannot open the project")
+            show_error(
+                self.window(),
+                UserError(
+                    f"“{running.title}” is running in {running.project_root}: "
+                    f"stop it first, then open the other project"
+                ),
+                "Cannot open the project",
+            )
             return False
         try:
             project = self.state.open_project(folder)
@@ -132,37 +138,58 @@ class ProjectPage(QWidget):
     # ---- current project -----------------------------------------------------------------------
     def _show_current(self, project) -> None:
         if project is None:
-            self.current.setText("<h3>No project open</h3><p>Create one on the <b>New project</b> tab, "
-                                 "or open a folder (or the demo) on the <b>Open</b> tab.</p>")
+            self.current.setText(
+                "<h3>No project open</h3><p>Create one on the <b>New project</b> tab, "
+                "or open a folder (or the demo) on the <b>Open</b> tab.</p>"
+            )
             return
         cfg = project.config
         d = cfg.data
-        data = {"demo": "built-in demo set", "glue": f"GLUE {d.task}" + (f" from {d.data_dir}" if d.data_dir else ""),
-                "files": f"{d.train} / {d.dev}, text {', '.join(d.text_columns)}, label {d.label_column}"}.get(d.kind, d.kind)
+        data = {
+            "demo": "built-in demo set",
+            "glue": f"GLUE {d.task}" + (f" from {d.data_dir}" if d.data_dir else ""),
+            "files": f"{d.train} / {d.dev}, text {', '.join(d.text_columns)}, label {d.label_column}",
+        }.get(d.kind, d.kind)
         task = self._task_info(project)
 
         def took(stage: str) -> str:
             view = self.state.stage_view(stage)
             return f"{view.total} steps" if view.state == "done" and view.total else ""
 
-        rows = "".join(f"<tr><td>{s}</td><td>&nbsp;&nbsp;{html.escape(self.state.stage_status(s))}</td>"
-                       f"<td style='color:#666'>&nbsp;&nbsp;{took(s)}</td></tr>" for s in STAGES)
+        rows = "".join(
+            f"<tr><td>{s}</td><td>&nbsp;&nbsp;{html.escape(self.state.stage_status(s))}</td>"
+            f"<td style='color:#666'>&nbsp;&nbsp;{took(s)}</td></tr>"
+            for s in STAGES
+        )
         t = cfg.train
-        hp = ", ".join(f"{k} {v}" for k, v in (("batch", t.batch_size), ("sequence", t.max_seq_length),
-                                                 ("epochs", f"{t.teacher_epochs:g}/{t.width_epochs:g}/{t.depth_epochs:g}"),
-                                                 ("lr", f"{t.teacher_lr:g}/{t.width_lr:g}/{t.depth_lr:g}"),
-                                                 ("widths", ",".join(f"{w:g}" for w in t.width_mults)),
-                                                 ("depths", ",".join(f"{x:g}" for x in t.depth_mults)),
-                                                 ("depth rule", t.depth_rule)))
-        task_line = (f"{task.name}: {task.train_rows} train / {task.dev_rows} dev rows, metric "
-                     f"{task.metric}, labels {', '.join(map(str, task.label_names)) or 'numeric'}") if task else ""
+        hp = ", ".join(
+            f"{k} {v}"
+            for k, v in (
+                ("batch", t.batch_size),
+                ("sequence", t.max_seq_length),
+                ("epochs", f"{t.teacher_epochs:g}/{t.width_epochs:g}/{t.depth_epochs:g}"),
+                ("lr", f"{t.teacher_lr:g}/{t.width_lr:g}/{t.depth_lr:g}"),
+                ("widths", ",".join(f"{w:g}" for w in t.width_mults)),
+                ("depths", ",".join(f"{x:g}" for x in t.depth_mults)),
+                ("depth rule", t.depth_rule),
+            )
+        )
+        task_line = (
+            (
+                f"{task.name}: {task.train_rows} train / {task.dev_rows} dev rows, metric "
+                f"{task.metric}, labels {', '.join(map(str, task.label_names)) or 'numeric'}"
+            )
+            if task
+            else ""
+        )
         self.current.setText(
             f"<h3>{html.escape(cfg.name)}</h3><p><b>Folder</b> {html.escape(str(project.root))}<br>"
             f"<b>Model</b> {html.escape(cfg.model)}{' (already fine-tuned)' if cfg.model_is_finetuned else ''}<br>"
             f"<b>Data</b> {html.escape(data)}<br>{html.escape(task_line)}<br>"
             f"<b>Profile</b> {t.profile}: {html.escape(hp)}</p>"
             f"<p><b>Stages</b></p><table>{rows}</table>"
-            f"<p style='color:#666'>Next: the Train page runs (or resumes) every unfinished stage.</p>")
+            f"<p style='color:#666'>Next: the Train page runs (or resumes) every unfinished stage.</p>"
+        )
 
     def _task_info(self, project) -> TaskInfo | None:
         """task.json, read once per project: it is written at creation only, and this tab redraws at every step."""

@@ -1,4 +1,5 @@
 """Train page: start/stop/resume the pipeline, a progress bar per stage with ETA, live loss and evaluation curves, a log."""
+
 from __future__ import annotations
 
 import html
@@ -41,8 +42,12 @@ from .curves import CurvePlot, CurveSet, LegendBox
 
 # stages that report steps (rewire and evaluate only report their end)
 STAGE_TITLES = {
-    "finetune": "Fine-tune teacher", "rewire": "Importance + rewire", "width": "Width distillation",
-    "depth": "Width + depth distillation", "finetune-subnets": "Fine-tune sub-networks", "evaluate": "Evaluate",
+    "finetune": "Fine-tune teacher",
+    "rewire": "Importance + rewire",
+    "width": "Width distillation",
+    "depth": "Width + depth distillation",
+    "finetune-subnets": "Fine-tune sub-networks",
+    "evaluate": "Evaluate",
 }
 TRAINING_STAGES = ("finetune", "width", "depth", "finetune-subnets")  # the stages with loss curves
 
@@ -150,8 +155,10 @@ class TrainPage(QWidget):
         else:
             for k in range(1, n + 1):
                 self.gpus.addItem(f"{k} GPU" + ("s" if k > 1 else ""), k)
-            self.gpus.setToolTip("More than one GPU runs the training under torchrun, one process per GPU; "
-                                 "the batch size stays the same (it is split across them).")
+            self.gpus.setToolTip(
+                "More than one GPU runs the training under torchrun, one process per GPU; "
+                "the batch size stays the same (it is split across them)."
+            )
         self.summary = QLabel()
         self.summary.setStyleSheet(HINT_CSS)
         self.summary.setWordWrap(True)
@@ -172,10 +179,16 @@ class TrainPage(QWidget):
         # one canvas for both plots; the sub-network legend they share sits beside it, outside the curves
         self.canvas = pg.GraphicsLayoutWidget()
         self.legend = LegendBox()
-        self.loss_plot = CurvePlot(self.canvas.addPlot(row=0, col=0), "Training loss per sub-network", "loss",
-                                   legend=self.legend, bounds=(0.0, None))
-        self.eval_plot = CurvePlot(self.canvas.addPlot(row=1, col=0), "Dev metric per sub-network (end of each epoch)",
-                                   "metric", symbols=True)
+        self.loss_plot = CurvePlot(
+            self.canvas.addPlot(row=0, col=0),
+            "Training loss per sub-network",
+            "loss",
+            legend=self.legend,
+            bounds=(0.0, None),
+        )
+        self.eval_plot = CurvePlot(
+            self.canvas.addPlot(row=1, col=0), "Dev metric per sub-network (end of each epoch)", "metric", symbols=True
+        )
         self.loss_plot.set_placeholder("One curve per sub-network appears here once training starts.")
         self.eval_plot.set_placeholder("The dev metric of every sub-network is drawn at the end of each epoch.")
         self.canvas.ci.layout.setRowStretchFactor(0, 3)
@@ -245,8 +258,13 @@ class TrainPage(QWidget):
             return
         from dynastudio.core.requests import RunRequest
 
-        self.state.start_job(self.window(), "run", project.root, RunRequest(until=self.until.currentData()),
-                             processes=int(self.gpus.currentData() or 1))
+        self.state.start_job(
+            self.window(),
+            "run",
+            project.root,
+            RunRequest(until=self.until.currentData()),
+            processes=int(self.gpus.currentData() or 1),
+        )
 
     def _on_job(self, handle) -> None:
         """Follow every training the runner starts or attaches to (reopened projects included)."""
@@ -256,8 +274,9 @@ class TrainPage(QWidget):
         self.handle = h = handle
         b = h.bridge
         b.runStarted.connect(self._on_run_started)
-        b.stopAcknowledged.connect(lambda e: self._log("the run saw the stop request: it finishes this step, "
-                                                       "saves a checkpoint and exits"))
+        b.stopAcknowledged.connect(
+            lambda e: self._log("the run saw the stop request: it finishes this step, saves a checkpoint and exits")
+        )
         b.stageStarted.connect(self._on_stage_started)
         b.stageEnded.connect(self._on_stage_ended)
         b.stageProgress.connect(self._on_stage_progress)
@@ -316,8 +335,10 @@ class TrainPage(QWidget):
                 if isinstance(rec.get("chance"), (int, float)):
                     self.chance = float(rec["chance"])
         if project.metrics_path.is_file():
-            self._log(f"opened {project.root}: {sum(len(v[0]) for d in self.losses.data.values() for v in d.values())} "
-                      f"logged loss points")
+            self._log(
+                f"opened {project.root}: {sum(len(v[0]) for d in self.losses.data.values() for v in d.values())} "
+                f"logged loss points"
+            )
 
     def _on_teacher_checked(self, e: TeacherChecked) -> None:
         self._show_teacher_check({"clearly_better": e.clearly_better, "advice": e.advice})
@@ -328,10 +349,14 @@ class TrainPage(QWidget):
             self.teacher_banner.hide()
             return
         advice = str(check.get("advice") or "the teacher is not clearly better than the constant prediction")
-        first = ("Stop the run before it spends its time distilling this teacher. " if self.is_training() else
-                 "Resuming would distill this teacher as it is. ")
+        first = (
+            "Stop the run before it spends its time distilling this teacher. "
+            if self.is_training()
+            else "Resuming would distill this teacher as it is. "
+        )
         self.teacher_banner.setText(
-            f"<b>The teacher learned too little to be worth distilling.</b> {first}{html.escape(advice[0].upper() + advice[1:])}.")
+            f"<b>The teacher learned too little to be worth distilling.</b> {first}{html.escape(advice[0].upper() + advice[1:])}."
+        )
         self.teacher_banner.show()
 
     def _refresh_rows(self) -> None:
@@ -351,25 +376,33 @@ class TrainPage(QWidget):
         started = project is not None and any(self.state.stage_view(s).state != "pending" for s in STAGES)
         self.start_button.setText("All stages done" if done else ("Resume training" if started else "Start training"))
         self.start_button.setEnabled(project is not None and not busy and not done)
-        self.stop_button.setEnabled(training and not (self.handle.stop_requested and self.stop_button.text() != "Stop now"))
+        self.stop_button.setEnabled(
+            training and not (self.handle.stop_requested and self.stop_button.text() != "Stop now")
+        )
         if not training:
             self.stop_button.setText("Stop")
-            self.stop_button.setToolTip("Stops after the current step and saves a checkpoint: Resume continues from there.")
+            self.stop_button.setToolTip(
+                "Stops after the current step and saves a checkpoint: Resume continues from there."
+            )
         self.until.setEnabled(not training)
         self.gpus.setEnabled(not training and self.gpus.count() > 1)
         if project is None:
             self.summary.setText("Open or create a project first.")
         elif training:
-            self.summary.setText("Training in its own process: the window stays usable, and closing it can leave the "
-                                 "run going; Stop keeps the project resumable.")
+            self.summary.setText(
+                "Training in its own process: the window stays usable, and closing it can leave the "
+                "run going; Stop keeps the project resumable."
+            )
         elif busy:
             self.summary.setText(f"Waiting for the running job ({self.state.runner.current.title}) to end.")
         elif done:
             self.summary.setText("Every stage is done: see the Explore page.")
         else:
             t = project.config.train
-            self.summary.setText(f"profile {t.profile}: {len(t.width_mults)} widths × {len(t.depth_mults)} depths, "
-                                 f"batch {t.batch_size}, sequence {t.max_seq_length}")
+            self.summary.setText(
+                f"profile {t.profile}: {len(t.width_mults)} widths × {len(t.depth_mults)} depths, "
+                f"batch {t.batch_size}, sequence {t.max_seq_length}"
+            )
 
     # ---- job lifecycle -------------------------------------------------------------------------
     def _on_job_started(self) -> None:
@@ -380,8 +413,10 @@ class TrainPage(QWidget):
     def _on_run_started(self, e) -> None:
         launched = getattr(self.handle, "launch_id", None) == e.launch_id and e.launch_id is not None
         procs = f", {e.world_size} processes" if e.world_size > 1 else ""
-        self._log(f"training {'started' if launched else 'is running'}: process {e.pid} on {e.host}{procs}, since "
-                  f"{time.strftime('%H:%M:%S', time.localtime(e.started))}")
+        self._log(
+            f"training {'started' if launched else 'is running'}: process {e.pid} on {e.host}{procs}, since "
+            f"{time.strftime('%H:%M:%S', time.localtime(e.started))}"
+        )
 
     def _on_job_ended(self, kind: str) -> None:
         if kind == "detached":
@@ -420,7 +455,10 @@ class TrainPage(QWidget):
         self.evals.restart(e.stage, e.resumed_from_step)
         if e.stage == self.shown_stage or self.follow:
             self._show_stage(e.stage if self.follow else self.shown_stage)
-        self._log(f"{e.stage}: started, {e.total_steps} steps" + (f", resumed at {e.resumed_from_step}" if e.resumed_from_step else ""))
+        self._log(
+            f"{e.stage}: started, {e.total_steps} steps"
+            + (f", resumed at {e.resumed_from_step}" if e.resumed_from_step else "")
+        )
 
     def _on_stage_ended(self, e: StageEnded) -> None:
         if e.stage in self.rows:
@@ -449,8 +487,10 @@ class TrainPage(QWidget):
         self.metric_name = e.metric_name
         if e.chance is not None:
             self.chance = e.chance
-        self._log(f"{e.stage} step {e.step}: dev {e.metric_name} " + ", ".join(
-            f"{k} {v:.3f}" for k, v in sorted(e.results.items(), key=lambda kv: label_sort_key(kv[0]))))
+        self._log(
+            f"{e.stage} step {e.step}: dev {e.metric_name} "
+            + ", ".join(f"{k} {v:.3f}" for k, v in sorted(e.results.items(), key=lambda kv: label_sort_key(kv[0])))
+        )
         if e.stage == "evaluate":
             return  # the final grid is the Explore page's job
         self.evals.add(e.stage, e.step, e.results)
@@ -487,8 +527,12 @@ class TrainPage(QWidget):
         self.loss_plot.show_curves(self.losses.data.get(stage, {}) if stage else {})
         self._frame_eval_plot(stage)
         self.eval_plot.show_curves(self.evals.data.get(stage, {}) if stage else {})
-        self.loss_plot.setTitle(f"Training loss per sub-network — {STAGE_TITLES.get(stage, stage)}" if stage
-                                else "Training loss per sub-network", size="11pt")
+        self.loss_plot.setTitle(
+            f"Training loss per sub-network — {STAGE_TITLES.get(stage, stage)}"
+            if stage
+            else "Training loss per sub-network",
+            size="11pt",
+        )
         self._sync_stage_combo()
 
     def _sync_stage_combo(self) -> None:
