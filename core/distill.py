@@ -8,6 +8,7 @@ import time
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +46,9 @@ def masked_mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None) -> t
 
 
 def hidden_loss(student_hidden: Sequence[torch.Tensor], teacher_hidden: Sequence[torch.Tensor], mask) -> torch.Tensor:
-    return sum(masked_mse(s, t, mask) for s, t in zip(student_hidden, teacher_hidden))
+    # sum() starts from the int 0: the first layer's loss is added to it, so the result is a tensor (both lists
+    # are never empty: every sub-network keeps at least one layer)
+    return cast(torch.Tensor, sum(masked_mse(s, t, mask) for s, t in zip(student_hidden, teacher_hidden)))
 
 
 class SubnetRunner(nn.Module):
@@ -173,7 +176,7 @@ def distill_step(
         t = teacher_forward(teacher, batch)
     mask = batch["attention_mask"]
     L = student.config.num_hidden_layers
-    losses: dict[str, torch.Tensor] = {spec.label: None for spec in specs}
+    losses: dict[str, torch.Tensor | None] = {spec.label: None for spec in specs}  # filled below, in specs' order
     order = sync_last(specs)
     for i, spec in enumerate(order):
         with ctx.sync(last=i == len(order) - 1):
@@ -185,7 +188,7 @@ def distill_step(
                     loss = loss + (l2 * ctx.token_share) * hidden_loss(out.hidden_states, targets, mask)
             ctx.backward(loss)
         losses[spec.label] = loss.detach()
-    return losses
+    return cast(dict[str, torch.Tensor], losses)  # every spec's entry is set above
 
 
 def task_step(
@@ -199,7 +202,7 @@ def task_step(
 ) -> dict[str, torch.Tensor]:
     """Plain task-loss training of each sub-network (fine-tuning the teacher is the single full spec)."""
     ctx = (ctx or StepContext.plain(model)).for_batch(batch)
-    losses: dict[str, torch.Tensor] = {spec.label: None for spec in specs}
+    losses: dict[str, torch.Tensor | None] = {spec.label: None for spec in specs}  # filled below, in specs' order
     order = sync_last(specs)
     for i, spec in enumerate(order):
         with ctx.sync(last=i == len(order) - 1):
@@ -208,7 +211,7 @@ def task_step(
                 loss = ctx.row_share * task_loss(out.logits.float(), batch["labels"], is_regression)
             ctx.backward(loss)
         losses[spec.label] = loss.detach()
-    return losses
+    return cast(dict[str, torch.Tensor], losses)  # every spec's entry is set above
 
 
 def get_lr(step: int, total: int, base_lr: float, warmup: int) -> float:
@@ -219,7 +222,8 @@ def get_lr(step: int, total: int, base_lr: float, warmup: int) -> float:
 
 
 def make_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue

@@ -51,7 +51,10 @@ def disk_full(exc: BaseException, what: str) -> DiskFull | None:
         text = str(e)
         if "No space left on device" in text or "os error 28" in text or "Disk quota exceeded" in text:
             break
-        e, seen = e.__cause__ or e.__context__, seen + 1
+        nxt = e.__cause__ or e.__context__
+        if nxt is None:
+            return None
+        e, seen = nxt, seen + 1
     else:
         return None
     return DiskFull(

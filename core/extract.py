@@ -133,6 +133,7 @@ def extract(
 
     if not isinstance(project, Project):
         project = Project.open(Path(project))
+    assert isinstance(project, Project)  # for mypy: open() returns the class it is called on
     spec = check_spec(SubnetSpec(width_mult, depth_mult))
     name = model_name or final_model_name(project)
     model = project.load_model(name)

@@ -79,7 +79,7 @@ def run(
 
         with runs.holding_lock(project.root, job.name, log=lambda text: events(LogMessage(text, "warning"))):
             return job.fn(project, request, events, stop)
-    if name == "device-kit" or (name == "export" and request.model_name is None):
+    if name == "device-kit" or (name == "export" and getattr(request, "model_name", None) is None):
         from . import runs
 
         # the default model is the most trained one, which a live run is about to replace
@@ -105,12 +105,13 @@ def _run_training(job: Job, project, request, events, stop: StopToken, launch_id
     fn = job.fn  # imports the engine before the lock is taken: a broken install fails without touching the project
     root = Path(getattr(project, "root", project))
     if not runtime.initialized():
-        with runs.RunSession(root, job.name, events, stop, launch_id) as session:
-            result = fn(project, request, session.events, stop)
-            session.ran = tuple(getattr(result, "ran", (job.name,)))
+        with runs.RunSession(root, job.name, events, stop, launch_id) as single:
+            result = fn(project, request, single.events, stop)
+            single.ran = tuple(getattr(result, "ran", (job.name,)))
             return result
     pids = tuple(p for _, p in runtime.all_gather_objects((runtime.rank(), os.getpid())))
-    session, error = None, None
+    session: runs.RunSession | None = None
+    error: Exception | None = None
     if runtime.is_main():
         session = runs.RunSession(
             root, job.name, events, stop, launch_id, launcher_pid=os.getppid(), pids=pids, world_size=runtime.world()

@@ -364,7 +364,10 @@ def _run_child(request: dict, threads: int, on_message, stop: StopToken) -> None
         )
         lines: queue.Queue = queue.Queue()
 
+        assert proc.stdin is not None and proc.stdout is not None  # both are PIPEs
+
         def pump() -> None:
+            assert proc.stdout is not None
             for line in proc.stdout:
                 if line.startswith(PROTOCOL_PREFIX):
                     lines.put(json.loads(line[len(PROTOCOL_PREFIX) :]))

@@ -280,7 +280,7 @@ def new_project(root: Path, config: ProjectConfig, overwrite: bool = False, even
         if task.columns.guessed:
             events(
                 LogMessage(
-                    f"{Path(config.data.train).name}: guessed {' and '.join(task.columns.guessed)} columns: "
+                    f"{Path(config.data.train or '').name}: guessed {' and '.join(task.columns.guessed)} columns: "
                     f"{task.columns.describe()} (name them with --text-columns / --label-column to change this)"
                 )
             )

@@ -32,6 +32,8 @@ class Project(ProjectStore):
     """A project folder with its torch side: models, mid-stage checkpoints, importance scores. `run` picks up at the
     first unfinished stage; everything else (paths, state, task, the grid) is the store's."""
 
+    _inputs_memo: tuple | None = None  # core.prepare's encoded inputs, kept for this object's life (one run)
+
     # ---- models ------------------------------------------------------------------------------
     @main_process_writes
     def save_model(self, name: str, model: torch.nn.Module, info: dict | None = None) -> Path:

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from .errors import Cancelled, ProjectError, UserError
 from .events import (
@@ -458,7 +459,7 @@ class RunSession:
             raise
         return self
 
-    def __exit__(self, kind, exc, tb) -> bool:
+    def __exit__(self, kind, exc, tb) -> Literal[False]:
         try:
             if self._watcher is not None:
                 self._watcher.__exit__(None, None, None)

@@ -244,6 +244,7 @@ class DynaBertSlimForSequenceClassification(PreTrainedModel):
             SlimLayer(c.hidden_size, nh, c.head_dim, nn_, c.layer_norm_eps) for nh, nn_ in zip(heads, ffn)
         )
         p_cls = c.classifier_dropout if c.classifier_dropout is not None else c.hidden_dropout_prob
+        self.classifier: nn.Module  # BERT's is one Linear over the pooled token; RoBERTa's a two-layer head
         if c.head_kind == "bert":
             self.pooler = nn.Linear(c.hidden_size, c.hidden_size)
             self.dropout = nn.Dropout(p_cls)

@@ -342,7 +342,7 @@ def pending_stages(project: Project, until: str | None = None) -> list[str]:
     if until is not None and until not in STAGES:
         raise ConfigError(f"unknown stage '{until}': choose one of {', '.join(STAGES)}")
     last = STAGES.index(until) if until else len(STAGES) - 1
-    out = []
+    out: list[str] = []
     for s in STAGES[: last + 1]:
         # a stage is redone when it did not finish or its output is gone, and so is every stage after it
         if out or not project.is_done(s) or project.missing_output(s) is not None:

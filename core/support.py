@@ -14,7 +14,7 @@ SUPPORTED_MODEL_TYPES = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "r
 
 def check_supported(config) -> str:
     """Return the head layout ("bert"/"roberta") or raise a ModelError naming what is supported."""
-    kind = SUPPORTED_MODEL_TYPES.get(getattr(config, "model_type", None))
+    kind = SUPPORTED_MODEL_TYPES.get(str(getattr(config, "model_type", "")))
     if kind is None:
         raise ModelError(
             f"model type '{getattr(config, 'model_type', '?')}' is not supported: use a BERT or RoBERTa "

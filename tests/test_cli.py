@@ -53,6 +53,7 @@ def _files_args(train, dev, model):
     return ["--model", model, "--train", train, "--dev", dev, "--text-columns", "sentence", "--label-column", "label"]
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_on_a_tiny_model(tiny_model_dir, tiny_task_files, tmp_path):
     train, dev = tiny_task_files
     proj = tmp_path / "proj"
@@ -156,6 +157,7 @@ def test_unknown_glue_task(cli, tmp_path):
     assert_user_error(cli("new", tmp_path / "p", "--model", "builtin:minilm", "--task", "sst3"), "sst3")
 
 
+@pytest.mark.slow
 def test_demo_project_is_created_from_the_builtin_model(tmp_path):
     proc = dyn("new", tmp_path / "demo", "--demo")
     assert proc.returncode == 0, proc.stderr

@@ -227,6 +227,7 @@ def test_compact_embedding_rows_decode_to_the_table(tmp_path, rare_from):
     assert table_bytes(storage, 64, 64, rare_from) <= stored <= table_bytes(storage, 64, 64, rare_from) + 64
 
 
+@pytest.mark.slow
 def test_trimmed_export_runs_with_its_own_tokenizer_and_reports_sizes(wide_vocab_project, tmp_path):
     """What a phone app does: tokenize with the folder's tokenizer, run the folder's model."""
     import onnxruntime as ort
@@ -260,6 +261,7 @@ def test_trimmed_export_runs_with_its_own_tokenizer_and_reports_sizes(wide_vocab
     del rep
 
 
+@pytest.mark.slow
 def test_phone_presets_trim_by_default_and_can_be_told_not_to(wide_vocab_project, tmp_path):
     rep = export(wide_vocab_project, (0.5, 0.5), "android", tmp_path / "a")
     assert rep.format == "ort-int8" and rep.verification["vocabulary"] is not None
@@ -313,6 +315,7 @@ def test_default_onnxruntime_session_leaves_skiplayernorm_unfused(wide_vocab_pro
         assert not onnx.load(str(tmp_path / "e" / f)).graph.value_info
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["ort", "openvino", "executorch"])
 def test_device_formats_export_and_verify_with_their_runtime(wide_vocab_project, tmp_path, fmt):
     import importlib.util
@@ -334,6 +337,7 @@ def test_device_formats_export_and_verify_with_their_runtime(wide_vocab_project,
         assert (tmp_path / fmt / "openvino_model.bin").is_file() and rep.agreement is not None
 
 
+@pytest.mark.slow
 def test_coreml_is_spec_checked_and_says_it_was_not_run(wide_vocab_project, tmp_path):
     import importlib.util
 
@@ -358,6 +362,7 @@ def test_a_missing_extra_is_a_one_line_error_with_the_pip_command(wide_vocab_pro
     assert "\n" not in str(info.value) and not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_latency_with_openvino_is_kept_as_a_device_of_its_own(wide_vocab_project, tmp_path, capsys):
     import importlib.util
     import shutil

@@ -170,6 +170,7 @@ def no_dropout_model(tmp_path_factory) -> Path:
     )
 
 
+@pytest.mark.slow
 def test_two_processes_end_the_width_and_depth_stages_where_one_process_does(
     no_dropout_model, tiny_task_files, tmp_path
 ):
@@ -206,6 +207,7 @@ def test_two_processes_end_the_width_and_depth_stages_where_one_process_does(
     assert e1 == e2 and len(e1) >= 3
 
 
+@pytest.mark.slow
 def test_finetune_and_rewire_under_two_processes_match_one(no_dropout_model, tiny_task_files, tmp_path):
     cfg = tiny_project_config(no_dropout_model, *tiny_task_files, batch_size=32, teacher_epochs=2)
     one = new_project(tmp_path / "one", cfg)
@@ -220,6 +222,7 @@ def test_finetune_and_rewire_under_two_processes_match_one(no_dropout_model, tin
     assert max_diff(one, two, "rewired") < TOL  # the same order of heads and neurons in every process
 
 
+@pytest.mark.slow
 def test_a_stopped_two_process_run_resumes_exactly(tiny_model_dir, tiny_task_files, tmp_path):
     """With dropout on: the resumed run must continue each process's own random stream and its shard of rows."""
     cfg = tiny_project_config(

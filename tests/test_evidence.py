@@ -187,6 +187,7 @@ def test_teacher_check_compares_with_the_constant_prediction(tiny_model_dir, tin
     assert not teacher_check(inputs, one)["clearly_better"]
 
 
+@pytest.mark.slow
 def test_a_teacher_that_learned_nothing_is_called_out_before_distillation(tiny_model_dir, tmp_path):
     cfg = tiny_project_config(tiny_model_dir, *_noise_task(tmp_path / "data"))
     project = new_project(tmp_path / "p", cfg)
@@ -220,6 +221,7 @@ def test_a_teacher_that_learned_nothing_is_called_out_before_distillation(tiny_m
     assert "warning: the teacher scores" in status.stdout
 
 
+@pytest.mark.slow
 def test_following_the_advice_trains_the_teacher_again_and_every_stage_after_it(tiny_model_dir, tmp_path):
     """The warning says: edit the settings, delete the teacher, run again. A run stopped mid-width had left a width
     checkpoint and a finished rewire of the old teacher: neither may survive the new teacher (before, the width
@@ -270,6 +272,7 @@ def test_a_learning_teacher_passes_the_check(tiny_model_dir, tiny_task_files, tm
     assert not [e for e in log.of(LogMessage) if e.level == "warning"]
 
 
+@pytest.mark.slow
 def test_the_train_page_shows_a_banner_for_a_teacher_that_learned_nothing(
     qtbot, tiny_model_dir, tiny_task_files, tmp_path
 ):

@@ -120,6 +120,7 @@ def test_every_format_exports_reloads_and_verifies(project, tmp_path, choice):
         assert np.abs(got - ref).max() <= tol
 
 
+@pytest.mark.slow
 def test_hf_folder_loads_without_the_project(project, tmp_path):
     out = tmp_path / "hf"
     export(project, (0.5, 1.0), "hf", out)
@@ -280,6 +281,7 @@ def test_int8_below_min_agreement_is_written_but_failed(tied_project, tmp_path):
     _no_leftovers(tmp_path)
 
 
+@pytest.mark.slow
 def test_cli_export_below_min_agreement_exits_1(tied_project, tmp_path, capsys):
     base = ["export", str(tied_project.root), "--width", "1", "--depth", "1", "--format", "onnx-int8"]
     assert main(base + ["--out", str(tmp_path / "strict"), "--min-agreement", "100.0"]) == 1
@@ -372,6 +374,7 @@ def test_cli_export_and_its_user_errors(project, tmp_path, capsys):
     assert "(0, 1]" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_latency_and_evaluate_fill_the_grid_in_either_order(project, tmp_path, capsys):
     """results.json has one writer (evaluate), latency.json another (latency); load_results joins them."""
     p = _copy(project, tmp_path / "lat")
@@ -691,6 +694,7 @@ def device_venv(tmp_path_factory) -> Path:
     return py
 
 
+@pytest.mark.slow
 def test_device_kit_runs_on_a_bare_device_and_its_results_import_per_device(project, tmp_path, device_venv, capsys):
     import subprocess
 

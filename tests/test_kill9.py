@@ -4,6 +4,8 @@ checkpoint interval per kill and leaving no temporary file behind."""
 
 from __future__ import annotations
 
+import pytest
+
 from dynastudio.core.prepare import new_project
 from helpers import tiny_project_config
 from kill_harness import KillReport, grid, model_difference, run_once, stale_temps
@@ -11,6 +13,7 @@ from kill_harness import KillReport, grid, model_difference, run_once, stale_tem
 EVERY = 2  # checkpoint_every: the most a kill may cost, in steps
 
 
+@pytest.mark.slow
 def test_sigkill_at_several_moments_resumes_to_the_uninterrupted_result(tiny_model_dir, tiny_task_files, tmp_path):
     cfg = tiny_project_config(tiny_model_dir, *tiny_task_files, checkpoint_every=EVERY)
     ref = new_project(tmp_path / "ref", cfg)

@@ -76,6 +76,7 @@ def done_project(tmp_path_factory, tiny_model_dir, tiny_task_files):
     return project, log
 
 
+@pytest.mark.slow
 def test_full_pipeline_produces_every_artefact(done_project):
     project, log = done_project
     for stage in ("finetune", "rewire", "width", "depth", "finetune-subnets", "evaluate"):
@@ -239,6 +240,7 @@ def test_settings_that_change_the_encoded_rows_rebuild_the_cache(tiny_model_dir,
         prepare_inputs(Project.open(root))
 
 
+@pytest.mark.slow
 def test_both_stages_lower_their_loss(tiny_model_dir, tiny_task_files, tmp_path):
     """Distil a fine-tuned teacher for a few epochs: the per-sub-network losses fall in both stages."""
     project = new_project(
@@ -280,6 +282,7 @@ def test_both_stages_lower_their_loss(tiny_model_dir, tiny_task_files, tmp_path)
             )
 
 
+@pytest.mark.slow
 def test_cancel_then_resume_matches_an_uninterrupted_run(tiny_model_dir, tiny_task_files, tmp_path):
     cfg = tiny_project_config(tiny_model_dir, *tiny_task_files, checkpoint_every=100)
     ref = new_project(tmp_path / "ref", cfg)

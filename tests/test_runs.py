@@ -183,6 +183,7 @@ def _steps_in_events(root: Path) -> int:
     return sum(isinstance(e, StepEnded) for e in runs.EventTail(runs.events_path(root)).poll())
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_second_run_follows_stops_and_resumes(long_project):
     root = long_project.root
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false")
@@ -262,6 +263,7 @@ def _log_text(window) -> str:
     return window.pages["train"].log.toPlainText()
 
 
+@pytest.mark.slow
 def test_studio_starts_stops_and_resumes_a_run_in_a_child_process(window, qtbot, long_project):
     w, state = window, window.state
     state.open_project(long_project.root)
@@ -290,6 +292,7 @@ def test_studio_starts_stops_and_resumes_a_run_in_a_child_process(window, qtbot,
         again.stop()
 
 
+@pytest.mark.slow
 def test_closing_with_keep_training_then_reopening_follows_the_run(window, qtbot, long_project):
     from dynastudio.studio.app import MainWindow
 
@@ -327,6 +330,7 @@ def test_closing_with_keep_training_then_reopening_follows_the_run(window, qtbot
         w2.close()
 
 
+@pytest.mark.slow
 def test_kill_9_mid_stage_then_resume_from_the_last_checkpoint(window, qtbot, long_project):
     from dynastudio.studio import errors
 

@@ -166,6 +166,7 @@ def test_starting_a_job_during_training_asks_first(window, qtbot, monkeypatch, t
 
 
 # ---- the whole flow ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_whole_flow_create_train_explore_export(window, qtbot, tiny_model_dir, tiny_task_files, tmp_path):
     w, state = window, window.state
     train_file, dev_file = tiny_task_files
@@ -268,6 +269,7 @@ def test_whole_flow_create_train_explore_export(window, qtbot, tiny_model_dir, t
 
 
 # ---- closing, errors, latency wiring --------------------------------------------------------------
+@pytest.mark.slow
 def test_closing_mid_training_asks_stops_and_stays_resumable(window, qtbot, tiny_model_dir, tiny_task_files, tmp_path):
     from dynastudio.core.project import Project
 
@@ -294,6 +296,7 @@ def test_closing_mid_training_asks_stops_and_stays_resumable(window, qtbot, tiny
     assert reopened.load_checkpoint("finetune").step > 0 and not reopened.is_done("finetune")
 
 
+@pytest.mark.slow
 def test_closing_asks_and_no_keeps_training(window, qtbot, tiny_model_dir, tiny_task_files, tmp_path):
     w, state = window, window.state
     project = _made_project(tmp_path / "p", tiny_model_dir, tiny_task_files, teacher_epochs=400)

@@ -79,6 +79,7 @@ def test_form_does_not_move_when_messages_appear(window, qtbot, tmp_path):
 
 
 # ---- live state ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_every_view_shows_the_true_stage_state_while_training_and_after_stop(
     window, qtbot, tiny_model_dir, tiny_task_files, tmp_path
 ):
@@ -125,6 +126,7 @@ def test_every_view_shows_the_true_stage_state_while_training_and_after_stop(
 
 
 # ---- measuring latency ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_latency_shows_progress_warns_when_busy_and_cancels(
     window, qtbot, monkeypatch, tiny_model_dir, tiny_task_files, tmp_path
 ):

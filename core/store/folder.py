@@ -7,7 +7,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..config import STAGE_MODEL, STAGES, ProjectConfig
 from ..errors import ConfigError, ProjectError
@@ -17,6 +17,9 @@ from .task import TASK_FILE, TaskInfo, read_task
 
 PROJECT_FILE = "project.json"
 STATE_FILE = "state.json"
+
+
+_S = TypeVar("_S", bound="ProjectStore")
 
 
 class ProjectStore:
@@ -43,7 +46,7 @@ class ProjectStore:
         return project
 
     @classmethod
-    def open(cls, root: Path):
+    def open(cls: type[_S], root: Path) -> _S:
         root = Path(root)
         cfg_path = root / PROJECT_FILE
         if not cfg_path.is_file():
