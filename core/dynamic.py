@@ -12,8 +12,8 @@ from torch import nn
 from .config import DEFAULT_DEPTH_RULE
 
 # the layer math lives in the self-contained slim module (it ships inside HF-style exports)
-from .slim import LayerHyper, LayerWeights, layer_forward  # noqa: F401  (re-exported)
-from .support import SUPPORTED_MODEL_TYPES, check_supported  # noqa: F401  (re-exported)
+from .slim import LayerHyper, LayerWeights, layer_forward
+from .support import check_supported
 
 
 @dataclass(frozen=True)

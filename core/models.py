@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from .config import BUILTIN_MINILM
-from .dynamic import check_supported
 from .errors import ConfigError, ModelError
+from .support import check_supported
 
 
 def resolve_model(name: str) -> str:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from . import runtime
-from .config import STAGE_MODEL, STAGES, warmup_for  # noqa: F401  (STAGE_MODEL: callers import it from here)
+from .config import STAGE_MODEL, STAGES, warmup_for
 from .data.batching import iterate_batches, to_device
 from .distill import LoopSettings, distill_step, task_step, train_loop
 from .dynamic import SubnetSpec, forward_subnet, subnet_grid
@@ -32,7 +32,7 @@ from .metrics import compute_metric
 from .models import load_base_model
 from .prepare import RunInputs, prepare_inputs
 from .project import Project
-from .requests import RunRequest, RunResult, StageRequest  # noqa: F401  (tests import them from here)
+from .requests import RunRequest, RunResult, StageRequest
 from .store import final_model_name
 
 

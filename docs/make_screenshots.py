@@ -186,13 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     w.go_to("explore")
     pump(app, 0.3)
     if len(ep.xs):
-        from dynastudio.studio.pages.explore import best_under
+        from dynastudio.core.store import best_under
 
         lo, hi = float(ep.xs.min()), float(ep.xs.max())
         # select a cheaper pick than the budget's best, so both rings show
-        pick = best_under(ep.xs, ep.ys, lo + 0.2 * (hi - lo))
+        pick = best_under(ep.points, lo + 0.2 * (hi - lo))
         if pick is not None:
-            state.select(ep._plot_labels[pick])
+            state.select(pick.label)
         ep.set_budget(lo + 0.45 * (hi - lo))
     shoot(w, app, a.out, "4-explore")
 

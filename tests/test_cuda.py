@@ -16,8 +16,8 @@ from dynastudio.core.evaluate import predict
 from dynastudio.core.events import StepEnded, StopToken
 from dynastudio.core.prepare import new_project, prepare_inputs
 from dynastudio.core.project import Project
+from dynastudio.core.requests import RunRequest
 from dynastudio.core.runtime import resolve_precision
-from dynastudio.core.stages import RunRequest
 from helpers import tiny_project_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

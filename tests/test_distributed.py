@@ -25,8 +25,8 @@ from dynastudio.core.dynamic import SubnetSpec, subnet_grid
 from dynastudio.core.errors import ConfigError
 from dynastudio.core.prepare import new_project
 from dynastudio.core.project import Project
+from dynastudio.core.requests import RunRequest
 from dynastudio.core.runtime import resolve_precision
-from dynastudio.core.stages import RunRequest
 from helpers import make_tiny_model_dir, tiny_model, tiny_project_config
 
 TOL = 1e-5

@@ -22,7 +22,7 @@ from dynastudio.core.evaluate import constant_logits, teacher_check
 from dynastudio.core.events import EventLog, LogMessage, StageStarted, StepEnded, StopToken, TeacherChecked
 from dynastudio.core.prepare import new_project, prepare_inputs
 from dynastudio.core.project import Project
-from dynastudio.core.stages import RunRequest
+from dynastudio.core.requests import RunRequest
 from helpers import FILLER, tiny_config, tiny_project_config, tiny_sentences, write_tsv
 
 

@@ -35,7 +35,7 @@ from dynastudio.core.events import (
 from dynastudio.core.models import load_tokenizer
 from dynastudio.core.prepare import cache_key, new_project, prepare_inputs, split_rows
 from dynastudio.core.project import Project
-from dynastudio.core.stages import RunRequest, RunResult
+from dynastudio.core.requests import RunRequest, RunResult
 from dynastudio.core.store import TaskInfo, read_task
 from helpers import tiny_project_config
 

@@ -335,7 +335,7 @@ def test_the_explore_slider_and_report_give_the_same_answer(window, tmp_path, ca
     assert page.x_key == (ANY_LATENCY if device is None else latency_axis("fp32"))
     grid = ProjectStore.open(root).grid(device=device)
     for budget in sorted({*page.xs.tolist(), 0.5, 2.5, 4.2, 7.0, 30.0, 100.0}):
-        page.budget_line.setValue(budget)  # moving the budget line sets the exact budget (the slider rounds it)
+        page.plot.budget_line.setValue(budget)  # moving the budget line sets the exact budget (the slider rounds it)
         on_page = split_key(page._plot_labels[page.best]) if page.best is not None else None
         args = ["report", str(root), "--budget-ms", str(budget)] + (["--device", device] if device else [])
         code = main(args)

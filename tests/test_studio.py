@@ -227,7 +227,7 @@ def test_whole_flow_create_train_explore_export(window, qtbot, tiny_model_dir, t
     qtbot.waitUntil(lambda: ep.plot.isVisible(), timeout=2000)
     qtbot.wait(200)  # let the freshly shown chart lay out before mapping points to pixels
     rows = state.results()["rows"]
-    assert len(ep.scatter.points()) == len(rows) == 4
+    assert len(ep.plot.scatter.points()) == len(rows) == 4
     pts = {l: ep.point_for(l) for l in ep.labels}
     # a point no other point sits on (w1_d0.5 and w0.5_d1 share their FLOPs, and may share the metric)
     target = next(l for l in ("w0.5_d0.5", "w1_d1", "w0.5_d1") if list(pts.values()).count(pts[l]) == 1)
@@ -237,12 +237,12 @@ def test_whole_flow_create_train_explore_export(window, qtbot, tiny_model_dir, t
     qtbot.waitUntil(lambda: state.selected == target, timeout=3000)
     selected_rows = {i.row() for i in ep.table.selectedItems()}
     assert len(selected_rows) == 1 and ep.table.item(selected_rows.pop(), 0).text() == target
-    assert list(ep.selected_ring.getData()[0]) == [x]
+    assert list(ep.plot.selected_ring.getData()[0]) == [x]
     # ... and selecting a table row selects on the chart
     other = next(l for l in ep.labels if l != target)
-    ep.table.selectRow(ep._table_row_of(other))
+    ep.table.selectRow(ep.table.row_of(other))
     assert state.selected == other
-    assert ep.selected_ring.getData()[0][0] == ep.point_for(other)[0]
+    assert ep.plot.selected_ring.getData()[0][0] == ep.point_for(other)[0]
     # the budget picks the best sub-network under it
     ep.set_budget(float(min(ep.xs)))
     assert ep.best is not None and ep.xs[ep.best] == min(ep.xs)

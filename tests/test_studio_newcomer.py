@@ -285,8 +285,8 @@ def test_explore_chart_bounds_and_chance_line(window, qtbot, monkeypatch, tmp_pa
     plot = page.plot.getPlotItem()
     (_, _), (y0, y1) = plot.getViewBox().viewRange()
     assert 1.0 <= y1 < 1.03 and y0 < 0.509  # the 1.0 markers whole, no tick above 1
-    assert page.chance_line.isVisible() and page.chance_line.value() == 0.509
-    assert "chance (majority class) 0.509" in page.chance_line.label.format
+    assert page.plot.chance_line.isVisible() and page.plot.chance_line.value() == 0.509
+    assert "chance (majority class) 0.509" in page.plot.chance_line.label.format
     assert plot.getAxis("left").autoSIPrefixScale == 1.0
     assert "at 64 tokens" in plot.getAxis("bottom").labelString()
     assert "below the chart" not in page.encoding.text()

@@ -1,7 +1,8 @@
-"""Explore page: metric vs latency per sub-network, the Pareto front, a latency budget, and a table synced with the chart."""
+"""Explore page: metric vs latency per sub-network, the Pareto front, a latency budget, a table in step with it."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -9,20 +10,15 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPushButton,
     QSlider,
     QSpinBox,
     QSplitter,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -38,7 +34,6 @@ from dynastudio.core.store import (
     best_under,
     grid_points,
     latency_axis,
-    pareto_front,
 )
 
 from ..errors import show_error
@@ -46,17 +41,16 @@ from ..state import StudioState
 from ..style import (
     HINT_CSS,
     METRIC_BOUNDS,
-    chance_in_view,
     chance_name,
     encoding_legend_html,
-    fit_view,
     fmt_params,
     label_sort_key,
-    plain_axes,
     subnet_colour,
     subnet_symbol,
 )
 from . import ReloadWhenShown
+from .grid_table import GridTable, fp32_size
+from .pareto_chart import FADED, ParetoChart, point_brush
 
 SLIDER_STEPS = 1000
 PRECISION_SEP = "@"  # a point's key: "w0.5_d1" (fp32) or "w0.5_d1@int8"
@@ -73,8 +67,6 @@ def split_key(key: str) -> tuple[str, str]:
 
 
 class ExplorePage(ReloadWhenShown, QWidget):
-    COLUMNS = ("sub-network", "metric", "params", "size", "FLOPs", "latency")
-
     def __init__(self, state: StudioState, parent: QWidget | None = None):
         super().__init__(parent)
         self.state = state
@@ -93,8 +85,50 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.best: int | None = None
         self.setup: dict = {}
         self._show_device: str | None = None
+        self.chance: float | None = None
 
-        # ---- axis and latency controls ----
+        self.plot = ParetoChart(tip=self._tip)
+        self.plot.budget_line.sigPositionChanged.connect(self._on_line_moved)
+        self.plot.scatter.sigClicked.connect(self._on_points_clicked)
+        # the rings sit on top of their point and get its clicks first: hand those on to the points
+        for ring in (self.plot.best_ring, self.plot.selected_ring):
+            ring.sigClicked.connect(self._on_ring_clicked)
+        self.plot.scatter.sigHovered.connect(self._on_hovered)
+        self.table = GridTable()
+        self.table.itemSelectionChanged.connect(self._on_table_selection)
+        chart = QWidget()
+        cl = QVBoxLayout(chart)
+        cl.setContentsMargins(0, 0, 0, 0)
+        cl.addWidget(self.plot, 1)
+        self.encoding = QLabel()
+        self.encoding.setTextFormat(Qt.TextFormat.RichText)
+        self.encoding.setWordWrap(True)  # a long line must wrap, not widen the window past a laptop screen
+        cl.addWidget(self.encoding)
+        split = QSplitter(Qt.Orientation.Horizontal)
+        split.addWidget(chart)
+        split.addWidget(self.table)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        split.setSizes([640, 440])
+
+        self.hover = QLabel("Hover a point for its details; click one (or a table row) to select it for export.")
+        self.hover.setStyleSheet(HINT_CSS)
+        lay = QVBoxLayout(self)
+        lay.addLayout(self._latency_bar())
+        lay.addLayout(self._device_bar())
+        lay.addWidget(split, 1)
+        lay.addLayout(self._budget_bar())
+        lay.addWidget(self.hover)
+
+        self.handle = None  # the latency job this page started
+        state.projectChanged.connect(self._on_project_changed)
+        state.projectUpdated.connect(lambda _: self.reload_when_shown())
+        state.selectionChanged.connect(self._show_selection)
+        state.runner.busyChanged.connect(lambda _: self._update_measure())
+        self._on_project_changed(state.project)
+
+    def _latency_bar(self) -> QHBoxLayout:
+        """The x axis, and how to measure latency on this machine."""
         self.axis = QComboBox()
         self.axis.setObjectName("xAxis")
         self.axis.currentIndexChanged.connect(lambda _: self._on_axis())
@@ -114,8 +148,6 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.runtime = QComboBox()
         self.runtime.setObjectName("latencyRuntime")
         self.runtime.addItem("onnxruntime", "onnxruntime")
-        import importlib.util
-
         if importlib.util.find_spec("openvino") is not None:  # the intel-cpu / desktop-cpu presets' runtime
             self.runtime.addItem("OpenVINO", "openvino")
         self.runtime.setToolTip(
@@ -130,6 +162,28 @@ class ExplorePage(ReloadWhenShown, QWidget):
             "(in a separate process). Figures taken while other work runs are slower and noisier."
         )
         self.measure.clicked.connect(self.measure_latency)
+        lat = QHBoxLayout()
+        lat.addWidget(QLabel("x axis:"))
+        lat.addWidget(self.axis)
+        lat.addSpacing(16)
+        for text, w in (
+            ("threads", self.threads),
+            ("batch", self.batch),
+            ("sequence", self.seq),
+            ("formats", self.formats),
+            ("runtime", self.runtime),
+        ):
+            lat.addWidget(QLabel(text))
+            lat.addWidget(w)
+        lat.addWidget(self.measure)
+        lat.addStretch(1)
+        return lat
+
+    def _device_bar(self) -> QHBoxLayout:
+        """How the latency was measured, and on which device: this machine or one with a device kit's results."""
+        self.device = QLabel()
+        self.device.setStyleSheet(HINT_CSS)
+        self.device.setWordWrap(True)
         # latency measured on a device with a device kit (dynastudio device-kit), picked here
         self.device_pick = QComboBox()
         self.device_pick.setObjectName("latencyDevice")
@@ -146,79 +200,15 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.pick_file = lambda: QFileDialog.getOpenFileName(
             self, "Import device latency", "", "Device latency (latency-*.json);;JSON (*.json)"
         )[0]
-        lat = QHBoxLayout()
-        lat.addWidget(QLabel("x axis:"))
-        lat.addWidget(self.axis)
-        lat.addSpacing(16)
-        for text, w in (
-            ("threads", self.threads),
-            ("batch", self.batch),
-            ("sequence", self.seq),
-            ("formats", self.formats),
-            ("runtime", self.runtime),
-        ):
-            lat.addWidget(QLabel(text))
-            lat.addWidget(w)
-        lat.addWidget(self.measure)
-        lat.addStretch(1)
-        self.device = QLabel()
-        self.device.setStyleSheet(HINT_CSS)
-        self.device.setWordWrap(True)
+        where = QHBoxLayout()
+        where.addWidget(self.device, 1)
+        where.addWidget(self.device_label)
+        where.addWidget(self.device_pick)
+        where.addWidget(self.import_button)
+        return where
 
-        # ---- chart ----
-        self.plot = pg.PlotWidget()
-        self.plot.showGrid(x=True, y=True, alpha=0.25)
-        self.plot.setMouseEnabled(x=False, y=False)
-        self.plot.hideButtons()
-        self.front_line = pg.PlotDataItem(
-            pen=pg.mkPen("#888", width=1.5, style=Qt.PenStyle.DashLine), name="Pareto front"
-        )
-        self.scatter = pg.ScatterPlotItem(
-            size=13,
-            pen=pg.mkPen("w", width=1),
-            hoverable=True,
-            hoverPen=pg.mkPen("k", width=2),
-            hoverSize=16,
-            tip=self._tip,
-            name="sub-network",
-        )
-        self.best_ring = pg.ScatterPlotItem(
-            size=26, symbol="o", pen=pg.mkPen("#2ca02c", width=3), brush=None, name="best under the budget"
-        )
-        self.selected_ring = pg.ScatterPlotItem(
-            size=22, symbol="s", pen=pg.mkPen("#d62728", width=2.5), brush=None, name="selected"
-        )
-        self.budget_line = pg.InfiniteLine(
-            angle=90,
-            movable=True,
-            pen=pg.mkPen("#2ca02c", width=1.5, style=Qt.PenStyle.DotLine),
-            label="budget",
-            labelOpts={"position": 0.96, "color": "#2ca02c", "anchors": [(1, 0), (1, 0)]},
-        )
-        self.plot.addLegend(offset=(-40, -10), labelTextSize="9pt")
-        plain_axes(self.plot.getPlotItem())
-        # the score of always predicting the majority class (or the mean): a cell on this line learned nothing
-        self.chance_line = pg.InfiniteLine(
-            angle=0,
-            movable=False,
-            pen=pg.mkPen("#777", width=1.2, style=Qt.PenStyle.DashLine),
-            label="",
-            labelOpts={"position": 0.02, "color": "#555", "anchors": [(0, 1), (0, 1)]},
-        )
-        self.chance_line.setVisible(False)
-        self.plot.addItem(self.chance_line, ignoreBounds=True)
-        self.chance: float | None = None
-        for item in (self.front_line, self.scatter, self.best_ring, self.selected_ring):
-            self.plot.addItem(item)
-        self.plot.addItem(self.budget_line, ignoreBounds=True)
-        self.budget_line.sigPositionChanged.connect(self._on_line_moved)
-        self.scatter.sigClicked.connect(self._on_points_clicked)
-        # the rings sit on top of their point and get its clicks first: hand those on to the points
-        for ring in (self.best_ring, self.selected_ring):
-            ring.sigClicked.connect(self._on_ring_clicked)
-        self.scatter.sigHovered.connect(self._on_hovered)
-
-        # ---- budget ----
+    def _budget_bar(self) -> QHBoxLayout:
+        """The latency (or FLOPs) budget and the best sub-network under it."""
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setObjectName("budget")
         self.slider.setRange(0, SLIDER_STEPS)
@@ -236,54 +226,7 @@ class ExplorePage(ReloadWhenShown, QWidget):
         budget.addWidget(self.slider, 1)
         budget.addWidget(self.budget_text)
         budget.addWidget(self.pick_best)
-
-        # ---- table ----
-        self.table = QTableWidget(0, len(self.COLUMNS))
-        self.table.setHorizontalHeaderLabels(self.COLUMNS)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
-        self.table.setSortingEnabled(True)
-        self.table.itemSelectionChanged.connect(self._on_table_selection)
-
-        chart = QWidget()
-        cl = QVBoxLayout(chart)
-        cl.setContentsMargins(0, 0, 0, 0)
-        cl.addWidget(self.plot, 1)
-        self.encoding = QLabel()
-        self.encoding.setTextFormat(Qt.TextFormat.RichText)
-        self.encoding.setWordWrap(True)  # a long line must wrap, not widen the window past a laptop screen
-        cl.addWidget(self.encoding)
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(chart)
-        split.addWidget(self.table)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 2)
-        split.setSizes([640, 440])
-
-        self.hover = QLabel("Hover a point for its details; click one (or a table row) to select it for export.")
-        self.hover.setStyleSheet(HINT_CSS)
-        lay = QVBoxLayout(self)
-        lay.addLayout(lat)
-        where = QHBoxLayout()  # how the latency was measured, and on which device
-        where.addWidget(self.device, 1)
-        where.addWidget(self.device_label)
-        where.addWidget(self.device_pick)
-        where.addWidget(self.import_button)
-        lay.addLayout(where)
-        lay.addWidget(split, 1)
-        lay.addLayout(budget)
-        lay.addWidget(self.hover)
-
-        self.handle = None  # the latency job this page started
-        state.projectChanged.connect(self._on_project_changed)
-        state.projectUpdated.connect(lambda _: self.reload_when_shown())
-        state.selectionChanged.connect(self._show_selection)
-        state.runner.busyChanged.connect(lambda _: self._update_measure())
-        self._on_project_changed(state.project)
+        return budget
 
     def _on_project_changed(self, project) -> None:
         if project is not None:  # latency is measured at the project's own sequence length unless changed
@@ -321,10 +264,7 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.setup = grid.setup or {}
         self.flops_seq = grid.flops_seq_len
         self.chance = grid.chance
-        self.chance_line.setVisible(self.chance is not None and bool(self.rows))
-        if self.chance is not None:
-            self.chance_line.setValue(self.chance)
-            self.chance_line.label.setFormat(f"{chance_name(self.metric_name)} {self.chance:.3f}")
+        self.plot.set_chance(self.chance, chance_name(self.metric_name), bool(self.rows))
         keep = self.axis.currentData()
         self.axis.blockSignals(True)
         self.axis.clear()
@@ -337,7 +277,7 @@ class ExplorePage(ReloadWhenShown, QWidget):
         i = self.axis.findData(keep)
         self.axis.setCurrentIndex(i if i >= 0 and keep != FLOPS_AXIS else 0)
         self.axis.blockSignals(False)
-        self._fill_table()
+        self.table.fill(self.rows, self.metric_name)
         self._on_axis()
         self._update_measure()
 
@@ -382,102 +322,26 @@ class ExplorePage(ReloadWhenShown, QWidget):
         widths = sorted({r.width_mult for r in self.rows}, reverse=True) or [1.0]
         depths = sorted({r.depth_mult for r in self.rows}, reverse=True) or [1.0]
         self._colours = [subnet_colour(split_key(k)[0], widths) for k in self._plot_labels]
-        spots = [
-            dict(
-                pos=(x, y),
-                data=key,
-                brush=self._fill(c, p),
-                symbol=subnet_symbol(split_key(key)[0], depths),
-                pen=pg.mkPen(c if p != "fp32" else "w", width=2 if p != "fp32" else 1),
-            )
-            for x, y, key, c, p in zip(self.xs, self.ys, self._plot_labels, self._colours, self._precisions)
-        ]
         legend = encoding_legend_html(widths, depths) if self.rows else ""
         if len(set(self._precisions)) > 1:
             legend += " &nbsp;·&nbsp; filled: fp32, hollow: INT8, faint: fp16 (each at its own dev metric)"
+        below = self.plot.draw(
+            self.points,
+            self.xs,
+            self.ys,
+            self._plot_labels,
+            self._colours,
+            [subnet_symbol(split_key(k)[0], depths) for k in self._plot_labels],
+            self.chance,
+            METRIC_BOUNDS.get(self.metric_name, (None, None)),
+        )
+        if below:  # far below the points: said, not drawn out of view
+            legend += f" &nbsp;·&nbsp; {chance_name(self.metric_name)}: {self.chance:.3f}, below the chart"
         self.encoding.setText(legend)
-        self.scatter.setData(spots=spots)
-        if len(self.xs):
-            front = pareto_front(self.points)
-            self.front_line.setData([p.x for p in front], [p.y for p in front])
-            shown = chance_in_view(self.ys, self.chance)
-            fit_view(
-                self.plot.getPlotItem(),
-                self.xs,
-                list(self.ys) + ([self.chance] if shown else []),
-                x_start=None,
-                bounds=METRIC_BOUNDS.get(self.metric_name, (None, None)),
-            )
-            if self.chance is not None and not shown:  # far below the points: said, not drawn out of view
-                self.encoding.setText(
-                    self.encoding.text() + f" &nbsp;·&nbsp; {chance_name(self.metric_name)}: "
-                    f"{self.chance:.3f}, below the chart"
-                )
-        else:
-            self.front_line.setData([], [])
-        self._fill_table_x()
+        # the table's latency column follows the x axis
+        self.table.fill_latency(self.rows, axis_precision(self.x_key) or (self.grid.precisions() or [None])[0])
         self._on_slider(self.slider.value())
         self._show_selection(self.state.selected)
-
-    @staticmethod
-    def _fill(colour, precision: str):
-        if precision == "int8":
-            return pg.mkBrush(255, 255, 255, 230)
-        c = QColor(colour)
-        if precision == "fp16":
-            c.setAlpha(110)
-        return pg.mkBrush(c)
-
-    # ---- table ---------------------------------------------------------------------------------
-    def _fill_table(self) -> None:
-        self.table.blockSignals(True)
-        self.table.setSortingEnabled(False)
-        self.table.setRowCount(len(self.rows))
-        self.table.horizontalHeaderItem(1).setText(self.metric_name)
-        for i, r in enumerate(self.rows):
-            size, params, flops = _fp32_size(r), r.total_params or 0, r.flops_rel or 0
-            size_text = f"{size:.1f} MB" if size is not None else f"≈{params * 4 / 1e6:.0f} MB"
-            cells = [
-                (r.label, (r.width_mult, r.depth_mult)),
-                (f"{r.value:.4f}", r.value),
-                (fmt_params(r.total_params), params),
-                (size_text, size or params * 4 / 1e6),
-                (f"{flops:.3f}", flops),
-                ("-", 0.0),
-            ]
-            for j, (text, key) in enumerate(cells):
-                item = _SortItem(text, key)
-                item.setData(Qt.ItemDataRole.UserRole + 1, r.label)
-                if j == 0:
-                    item.setForeground(QBrush(QColor(subnet_colour(r.label))))
-                self.table.setItem(i, j, item)
-        self.table.setSortingEnabled(True)
-        self.table.blockSignals(False)
-
-    def _fill_table_x(self) -> None:
-        """The latency column follows the chosen x axis."""
-        self.table.setSortingEnabled(False)
-        lat = axis_precision(self.x_key) or (self.grid.precisions() or [None])[0]
-        self.table.horizontalHeaderItem(5).setText(f"latency {lat} (ms)" if lat else "latency (ms)")
-        by_label = {r.label: r for r in self.rows}
-        for i in range(self.table.rowCount()):
-            label = self.table.item(i, 0).data(Qt.ItemDataRole.UserRole + 1)
-            v = by_label[label].latency_ms(lat) if lat else None
-            item = _SortItem(f"{v:.2f}" if v is not None else "—", v if v is not None else 1e18)
-            item.setData(Qt.ItemDataRole.UserRole + 1, label)
-            self.table.setItem(i, 5, item)
-        self.table.setSortingEnabled(True)
-        self.table.resizeColumnsToContents()
-        # the whole table fits beside the chart: no hidden latency column behind a scroll bar
-        h = self.table.horizontalHeader()
-        need = sum(max(self.table.sizeHintForColumn(j), h.sectionSizeHint(j)) for j in range(self.table.columnCount()))
-        self.table.setMinimumWidth(min(560, need + self.table.frameWidth() * 2 + 20))
-
-    def _table_row_of(self, label: str) -> int:
-        for i in range(self.table.rowCount()):
-            if self.table.item(i, 0).data(Qt.ItemDataRole.UserRole + 1) == label:
-                return i
-        return -1
 
     # ---- selection (chart <-> table <-> state) -------------------------------------------------
     def _on_points_clicked(self, _item, points, _ev=None) -> None:
@@ -485,28 +349,22 @@ class ExplorePage(ReloadWhenShown, QWidget):
             self.state.select(split_key(points[0].data())[0])
 
     def _on_ring_clicked(self, _ring, _points, ev) -> None:
-        self._on_points_clicked(self.scatter, self.scatter.pointsAt(self.scatter.mapFromScene(ev.scenePos())))
+        scatter = self.plot.scatter
+        self._on_points_clicked(scatter, scatter.pointsAt(scatter.mapFromScene(ev.scenePos())))
 
     def _on_table_selection(self) -> None:
-        items = self.table.selectedItems()
-        if items:
-            self.state.select(items[0].data(Qt.ItemDataRole.UserRole + 1))
+        label = self.table.selected_label()
+        if label is not None:
+            self.state.select(label)
 
     def _show_selection(self, label) -> None:
         keys = [k for k in self._plot_labels if split_key(k)[0] == label]
         if keys:  # its fp32 point when shown, else its first one
             i = self._plot_labels.index(label if label in keys else keys[0])
-            self.selected_ring.setData([self.xs[i]], [self.ys[i]])
+            self.plot.selected_ring.setData([self.xs[i]], [self.ys[i]])
         else:
-            self.selected_ring.setData([], [])
-        row = self._table_row_of(label) if label else -1
-        self.table.blockSignals(True)
-        if row >= 0:
-            self.table.selectRow(row)
-            self.table.scrollToItem(self.table.item(row, 0))
-        else:
-            self.table.clearSelection()
-        self.table.blockSignals(False)
+            self.plot.selected_ring.setData([], [])
+        self.table.show_label(label)
         if label:
             self.hover.setText(f"Selected {label}: the Export page exports it.")
 
@@ -525,7 +383,7 @@ class ExplorePage(ReloadWhenShown, QWidget):
             for p in r.precisions
             if p != "fp32" and (m := r.metric_at(p)) is not None
         ]
-        size = _fp32_size(r)
+        size = fp32_size(r)
         lat = [f"latency {p}: {ms:.2f} ms" for p in r.precisions if (ms := r.latency_ms(p)) is not None]
         return "\n".join(
             [
@@ -555,25 +413,26 @@ class ExplorePage(ReloadWhenShown, QWidget):
 
     def _on_slider(self, v: int) -> None:
         budget = self._budget_value(v)
-        self.budget_line.blockSignals(True)
-        self.budget_line.setValue(budget)
-        self.budget_line.blockSignals(False)
+        line = self.plot.budget_line
+        line.blockSignals(True)
+        line.setValue(budget)
+        line.blockSignals(False)
         self._apply_budget(budget)
 
     def _on_line_moved(self) -> None:
         if not len(self.xs):
             return
         lo, hi = float(self.xs.min()), float(self.xs.max())
-        v = int(round((self.budget_line.value() - lo) / ((hi - lo) or 1) * SLIDER_STEPS))
+        v = int(round((self.plot.budget_line.value() - lo) / ((hi - lo) or 1) * SLIDER_STEPS))
         self.slider.blockSignals(True)
         self.slider.setValue(max(0, min(SLIDER_STEPS, v)))
         self.slider.blockSignals(False)
-        self._apply_budget(self.budget_line.value())
+        self._apply_budget(self.plot.budget_line.value())
 
     def _apply_budget(self, budget: float) -> None:
         if not len(self.xs):
             self.best = None
-            self.best_ring.setData([], [])
+            self.plot.best_ring.setData([], [])
             self.budget_text.setText("no results yet")
             self.pick_best.setEnabled(False)
             return
@@ -582,16 +441,16 @@ class ExplorePage(ReloadWhenShown, QWidget):
         unit = " ms" if self.x_key != FLOPS_AXIS else "× FLOPs"
         # points over the budget fade, the rest keep their colour: updated in place
         brushes = [
-            self._fill(c, p) if x <= budget + 1e-12 else pg.mkBrush(200, 200, 200, 160)
+            point_brush(c, p) if x <= budget + 1e-12 else pg.mkBrush(*FADED)
             for x, c, p in zip(self.xs, self._colours, self._precisions)
         ]
-        self.scatter.setBrush(brushes)
+        self.plot.scatter.setBrush(brushes)
         if self.best is None:
-            self.best_ring.setData([], [])
+            self.plot.best_ring.setData([], [])
             self.budget_text.setText(f"≤ {budget:.3g}{unit}: nothing fits")
         else:
             b = self.best
-            self.best_ring.setData([self.xs[b]], [self.ys[b]])
+            self.plot.best_ring.setData([self.xs[b]], [self.ys[b]])
             label, precision = split_key(self._plot_labels[b])
             self.budget_text.setText(
                 f"≤ {budget:.3g}{unit}: best is {label}" + (f" in {precision}" if precision != "fp32" else "") + " "
@@ -671,27 +530,6 @@ class ExplorePage(ReloadWhenShown, QWidget):
         else:
             measured_here = self.selected_device() is None and self.grid.precisions()
             self.measure.setText("Measure again" if measured_here else "Measure latency")
-
-
-def _fp32_size(row: GridRow) -> float | None:
-    f = row.figures("fp32")
-    return f.size_mb if f is not None else None
-
-
-class _SortItem(QTableWidgetItem):
-    """Sorts by a number kept beside the shown text (so '20.1 M' sorts after '9.8 M')."""
-
-    def __init__(self, text: str, key):
-        super().__init__(text)
-        self.key = key
-
-    def __lt__(self, other):
-        if isinstance(other, _SortItem):
-            try:
-                return self.key < other.key
-            except TypeError:
-                return str(self.key) < str(other.key)
-        return super().__lt__(other)
 
 
 if __name__ == "__main__":
