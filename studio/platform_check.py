@@ -82,11 +82,16 @@ def missing_libraries(path: Path) -> list[str]:
     return []
 
 
+def is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
 def install_hint(libraries: list[str]) -> str:
-    """'sudo apt-get install pkg...' on Debian/Ubuntu; elsewhere the library names to look up."""
+    """'sudo apt-get install pkg...' on Debian/Ubuntu (without sudo for root, who may not have it: a container);
+    elsewhere the library names to look up."""
     known = [DEBIAN_PACKAGES[lib] for lib in libraries if lib in DEBIAN_PACKAGES]
     if known and len(known) == len(libraries) and (Path("/etc/debian_version").exists() or shutil.which("apt-get")):
-        return "sudo apt-get install " + " ".join(dict.fromkeys(known))
+        return ("" if is_root() else "sudo ") + "apt-get install " + " ".join(dict.fromkeys(known))
     return "install the packages that provide " + ", ".join(libraries) + " (docs/install.md: Linux system packages)"
 
 

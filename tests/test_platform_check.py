@@ -44,6 +44,7 @@ def test_problem_names_the_packages_and_respects_other_platforms(monkeypatch):
     monkeypatch.setattr(pc, "xcb_plugin", lambda: pc.Path("/x/libqxcb.so"))
     monkeypatch.setattr(pc, "missing_libraries", lambda path: ["libxcb-icccm.so.4", "libxcb-keysyms.so.1"])
     monkeypatch.setattr(pc.shutil, "which", lambda name: "/usr/bin/apt-get" if name == "apt-get" else None)
+    monkeypatch.setattr(pc, "is_root", lambda: False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.setenv("DISPLAY", ":0")
     monkeypatch.setenv("QT_QPA_PLATFORM", "xcb")
@@ -61,6 +62,15 @@ def test_problem_names_the_packages_and_respects_other_platforms(monkeypatch):
     assert pc.platform_problem() is None
     monkeypatch.delenv("DISPLAY")
     assert "$DISPLAY is not set" in pc.platform_problem()
+
+
+def test_root_is_not_told_to_use_sudo(monkeypatch):
+    # a root shell in a container often has no sudo at all: the hint must be a command that runs there
+    monkeypatch.setattr(pc.shutil, "which", lambda name: "/usr/bin/apt-get" if name == "apt-get" else None)
+    monkeypatch.setattr(pc, "is_root", lambda: True)
+    assert pc.install_hint(["libxcb-icccm.so.4"]) == "apt-get install libxcb-icccm4"
+    monkeypatch.setattr(pc, "is_root", lambda: False)
+    assert pc.install_hint(["libxcb-icccm.so.4"]) == "sudo apt-get install libxcb-icccm4"
 
 
 def test_unknown_library_and_import_errors():
