@@ -2,18 +2,81 @@
 
 from __future__ import annotations
 
+import json
+
 from ..slim import SlimModel
 from .targets import CONFIG_FILE, FORMATS
+
+# a classification head this wide is listed by its first names only; the config file beside the model has them all
+MAX_LISTED_LABELS = 40
+
+
+def _folder_lines(folder_name: str) -> list[str]:
+    """The snippet's lines that find the export folder: a path relative to the folder above it fails from inside it,
+    where transformers then takes the name for a hub model and goes to the network; "." fails from the parent."""
+    name = json.dumps(folder_name, ensure_ascii=False)  # a valid Python string literal, whatever the name holds
+    return [
+        f"folder = {name}  # this folder: run this from inside it or from the folder above it",
+        "if not os.path.isdir(folder):",
+        '    folder = "."',
+    ]
+
+
+def _size(n: int) -> str:
+    """Bytes as people read them: a small OpenVINO xml is 104.2 kB, not 0.1 MB."""
+    if n < 1e6:
+        return f"{n / 1e3:.1f} kB"
+    return f"{n / 1e6:.1f} MB" if n < 1e9 else f"{n / 1e9:.2f} GB"
+
+
+def _model_files(v: dict) -> str:
+    """The model's file and each side file that holds its weights (OpenVINO's .bin, ONNX external data), each with
+    its own size: the model file alone can be a few kB of graph beside megabytes of weights."""
+    main = v["model_file"]
+    files = v.get("files") or {}
+    side = [
+        f
+        for f in (main.rsplit(".", 1)[0] + ".bin" if main.endswith(".xml") else None, main + ".data")
+        if f and f in files
+    ]
+    if main not in files:  # a record without per-file sizes: the model's total is all there is
+        return f"- Model file: `{main}` ({v['size_mb']:.1f} MB)."
+    if not side:
+        return f"- Model file: `{main}` ({_size(files[main])})."
+    what = "network" if main.endswith(".xml") else "graph"
+    parts = [f"`{main}` ({_size(files[main])}, the {what})"] + [f"`{f}` ({_size(files[f])}, the weights)" for f in side]
+    total = files[main] + sum(files[f] for f in side)
+    return f"- Model files: {' and '.join(parts)}; {_size(total)} in all, keep them together."
+
+
+def _labels(config) -> str:
+    """What the output's columns mean, in words: "Labels: 0: 0, 1: 1" told a user nothing."""
+    n = config.num_labels
+    if n == 1 or config.problem_type == "regression":
+        return "- Output: one score per text (regression), `logits[:, 0]`."
+    id2label = {int(k): str(name) for k, name in (config.id2label or {}).items()}
+    names = [id2label.get(i, f"LABEL_{i}") for i in range(n)]
+    scores = "`logits[:, i]` scores class i"
+    if names == [str(i) for i in range(n)]:
+        named = " and ".join(names) if n <= 3 else f"0 to {n - 1}"
+        return f"- Labels: {n} classes, named {named} in the training data (the same as their indices); {scores}."
+    if names == [f"LABEL_{i}" for i in range(n)]:
+        called = " and ".join(f"`{x}`" for x in names) if n <= 3 else f"`LABEL_0` to `LABEL_{n - 1}`"
+        return f"- Labels: {n} classes with no names (the model calls them {called}); {scores}."
+    pairs = ", ".join(f"{i} -> `{x}`" for i, x in enumerate(names[:MAX_LISTED_LABELS]))
+    more = f", ... (all {n} in the config file beside the model)" if n > MAX_LISTED_LABELS else ""
+    return f"- Labels: {n} classes; {scores}, index -> name in the training data: {pairs}{more}."
 
 
 def _ort_python(v: dict, folder_name: str, feed_keys: str, provider_note: str = "") -> list[str]:
     """The README's Python snippet that runs an ONNX or .ort file with onnxruntime and the folder's tokenizer."""
     return [
         "```python",
+        "import os",
         "import onnxruntime as ort",
         "from transformers import AutoTokenizer",
         "",
-        f'folder = "{folder_name}"  # this folder',
+        *_folder_lines(folder_name),
         "tokenizer = AutoTokenizer.from_pretrained(folder)",
         f'session = ort.InferenceSession(f"{{folder}}/{v["model_file"]}", providers=["CPUExecutionProvider"]){provider_note}',
         'enc = tokenizer(["a great movie", "a dull plot"], padding=True, truncation=True, return_tensors="np")',
@@ -27,7 +90,6 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
     """The README of an export folder from its verification record `v` (what verification.json holds)."""
     s = v["subnet"]
     fmt = v["format"]
-    labels = ", ".join(f"{k}: {n}" for k, n in sorted((slim.config.id2label or {}).items()))
     feed_keys = ", ".join(f'"{k}"' for k in v["inputs"])
     lines = [
         f"# DynaBERT sub-network w{s['width_mult']:g} d{s['depth_mult']:g} ({fmt})",
@@ -41,10 +103,12 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
         f"- Shape: {s['layers']} layers (kept {s['kept_layers']} of the original, rule `{s['depth_rule']}`), "
         f"{s['heads']} attention heads and {s['neurons']} FFN neurons per layer, hidden size {slim.config.hidden_size}; "
         f"{s['params']:,} parameters.",
-        f"- Model file: `{v['model_file']}` ({v['size_mb']:.1f} MB). The tokenizer files and "
-        f"`{'config.json' if fmt == 'hf' else CONFIG_FILE}` (shape, labels) are beside it.",
-        f"- Inputs: {', '.join(v['inputs'])} (int64, shape batch x sequence); output: `logits` (float32, batch x {slim.config.num_labels}).",
-        f"- Labels: {labels or 'regression (one score)'}.",
+        _model_files(v),
+        f"- Beside the model: the tokenizer files and `{'config.json' if fmt == 'hf' else CONFIG_FILE}` "
+        "(shape, labels).",
+        f"- Inputs: {', '.join(v['inputs'])} (int64, shape batch x sequence); "
+        f"output: `logits` (float32, batch x {slim.config.num_labels}).",
+        _labels(slim.config),
         (
             f"- Verified against PyTorch: max abs difference {v['max_abs_diff']:.2e} on {v['probe']['source']} inputs "
             f"of shapes {v['probe']['shapes']}"
@@ -70,7 +134,8 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
     if voc := v.get("vocabulary"):
         lines[-3:-3] = [
             f"- Vocabulary trimmed to the task: {voc['kept_tokens']:,} of {voc['original_tokens']:,} tokens kept "
-            f"({voc['from']}); model file {voc['size_before_mb']:.1f} MB before, {voc['size_after_mb']:.1f} MB after. "
+            f"({voc['from']}); model file {_size(voc['size_before_mb'] * 1e6)} before, "
+            f"{_size(voc['size_after_mb'] * 1e6)} after. "
             f"Words outside it become [UNK] or smaller pieces: on dev rows held out from a vocabulary built the same way "
             f"({voc['heldout']['rows_with_unseen_tokens']} of {voc['heldout']['rows']} with unseen words) the predictions "
             f"agreed with the untrimmed model on {100 * voc['heldout']['agreement']:.2f}%. Use this folder's tokenizer: "
@@ -100,10 +165,11 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
             "```",
             "",
             "```python",
+            "import os",
             "import openvino as ov",
             "from transformers import AutoTokenizer",
             "",
-            f'folder = "{folder_name}"  # this folder',
+            *_folder_lines(folder_name),
             "tokenizer = AutoTokenizer.from_pretrained(folder)",
             f'model = ov.Core().compile_model(f"{{folder}}/{v["model_file"]}", "CPU")',
             'enc = tokenizer(["a great movie", "a dull plot"], padding=True, return_tensors="np")',
@@ -123,11 +189,12 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
             "`Module`; tokenize with the `tokenizer.json` beside it. Inputs are int64.",
             "",
             "```python",
+            "import os",
             "import torch",
             "from executorch.runtime import Runtime",
             "from transformers import AutoTokenizer",
             "",
-            f'folder = "{folder_name}"  # this folder',
+            *_folder_lines(folder_name),
             "tokenizer = AutoTokenizer.from_pretrained(folder)",
             f'method = Runtime.get().load_program(f"{{folder}}/{v["model_file"]}").load_method("forward")',
             'enc = tokenizer(["a great movie", "a dull plot"], padding=True, return_tensors="pt")',
@@ -141,11 +208,12 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
             "Add `model.mlpackage` to an Xcode project, or load it in Python on a Mac:",
             "",
             "```python",
+            "import os",
             "import coremltools as ct",
             "import numpy as np",
             "from transformers import AutoTokenizer",
             "",
-            f'folder = "{folder_name}"  # this folder',
+            *_folder_lines(folder_name),
             "tokenizer = AutoTokenizer.from_pretrained(folder)",
             f'model = ct.models.MLModel(f"{{folder}}/{v["model_file"]}")',
             'enc = tokenizer(["a great movie", "a dull plot"], padding=True, return_tensors="np")',
@@ -183,10 +251,11 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
             "Python (needs only torch, plus a tokenizer):",
             "",
             "```python",
+            "import os",
             "import torch",
             "from transformers import AutoTokenizer",
             "",
-            f'folder = "{folder_name}"  # this folder',
+            *_folder_lines(folder_name),
             "tokenizer = AutoTokenizer.from_pretrained(folder)",
             f'model = torch.jit.load(f"{{folder}}/{v["model_file"]}").eval()',
             'enc = tokenizer(["a great movie", "a dull plot"], padding=True, return_tensors="pt")',
@@ -213,10 +282,11 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
             "for the model and the tokenizer (the tokenizer reads config.json too):",
             "",
             "```python",
+            "import os",
             "import torch",
             "from transformers import AutoModelForSequenceClassification, AutoTokenizer",
             "",
-            f'folder = "{folder_name}"  # this folder',
+            *_folder_lines(folder_name),
             "tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)",
             "model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()",
             'enc = tokenizer(["a great movie", "a dull plot"], padding=True, return_tensors="pt")',
@@ -228,9 +298,11 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
             "Or as a pipeline:",
             "",
             "```python",
+            "import os",
             "from transformers import pipeline",
             "",
-            f'classify = pipeline("text-classification", model="{folder_name}", trust_remote_code=True)',
+            *_folder_lines(folder_name),
+            'classify = pipeline("text-classification", model=folder, trust_remote_code=True)',
             'print(classify(["a great movie", "a dull plot"]))',
             "```",
         ]
