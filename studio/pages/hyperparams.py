@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 
 from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLineEdit, QWidget
+from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QWidget
 
 from dynastudio.core.config import DEPTH_RULES, PRECISIONS, TrainConfig
 from dynastudio.core.errors import ConfigError
@@ -35,6 +36,73 @@ MAIN_FIELDS = (
 )
 
 
+# what each setting does and when to change it, in one line (the tooltip of its editor and of its name)
+HELP = {
+    "seed": "Seeds the row order, the held-out importance rows and the new classifier head; "
+    "change it to see how much a result owes to chance.",
+    "batch_size": "Rows per training step in every stage; lower it when training runs out of memory, "
+    "raise it on a large GPU (often with a higher learning rate).",
+    "eval_batch_size": "Rows per batch when scoring the dev set (no training, so it can be larger); "
+    "lower it only if evaluation runs out of memory. A GPU uses at least 64k tokens' worth.",
+    "max_seq_length": "Tokens kept per row, longer rows are cut; time grows with it: 64 suits short sentences, "
+    "128 is the paper's, raise it for long texts.",
+    "max_train_examples": "Train on at most this many rows (a random subset); empty = all. "
+    "Set it for a quick trial on a large file.",
+    "importance_split": "Rows that score head and neuron importance: heldout = a slice of train the teacher never "
+    "sees; dev = the dev set, when train is too small to spare rows.",
+    "importance_examples": "How many rows score importance (held out: at most a tenth of train); "
+    "more gives steadier scores, a few hundred to 2000 is plenty.",
+    "reuse_importance_rows": "On: the held-out importance rows also train the width, depth and sub-network stages "
+    "(only the teacher must not see them); off keeps them out of every stage, as before 0.3.",
+    "teacher_epochs": "Passes over train when fine-tuning the full model (the teacher) on the task; "
+    "2-3 usually, more for a small data set (unused if the model is already fine-tuned).",
+    "teacher_lr": "Peak learning rate of the teacher's fine-tuning (the paper: 2e-5); "
+    "lower it if the teacher's dev score collapses or jumps around.",
+    "width_epochs": "Passes over train while the teacher is distilled into every width (stage 1); "
+    "more helps the narrowest widths most.",
+    "width_lr": "Peak learning rate of the width stage (the paper: 2e-5); lower it if its losses grow.",
+    "depth_epochs": "Passes over train while the width model is distilled into every width x depth (stage 2); "
+    "more helps the shallowest sub-networks most.",
+    "depth_lr": "Peak learning rate of the depth stage (the paper: 2e-5); lower it if its losses grow.",
+    "subnet_epochs": "Optional plain fine-tuning of every sub-network on the labels after distillation; "
+    "0 skips it (the paper's default), try 1 if the small sub-networks lag.",
+    "subnet_lr": "Peak learning rate of the optional sub-network fine-tuning (used only when its epochs are above 0).",
+    "warmup_frac": "Share of each stage's steps over which the learning rate ramps up from 0; empty = the model "
+    "family's default (6 % for RoBERTa, none for BERT). Try 0.06-0.1 if early steps are unstable.",
+    "weight_decay": "AdamW weight decay in every stage (0.01 as in the paper); rarely worth changing.",
+    "max_grad_norm": "Gradients are clipped to this norm at each step (1.0 as in the paper); rarely worth changing.",
+    "width_l1": "Width stage: weight of matching the teacher's predictions (soft cross-entropy on the logits); "
+    "the paper uses 1.",
+    "width_l2": "Width stage: weight of matching the teacher's hidden states and embeddings (MSE); the paper uses 0.1, "
+    "0 matches the predictions only and trains a little faster.",
+    "depth_l1": "Depth stage: weight of matching the width model's predictions (soft cross-entropy on the logits); "
+    "the paper uses 1.",
+    "depth_l2": "Depth stage: weight of matching its hidden states at the layers kept (MSE); the paper uses 1, "
+    "lower it if the shallow sub-networks score poorly.",
+    "width_mults": "Widths trained, as the share of attention heads and FFN neurons kept (must include 1); "
+    "fewer values train faster.",
+    "depth_mults": "Depths trained, as the share of layers kept (must include 1); fewer values train faster.",
+    "depth_rule": "Which layers a shallower sub-network keeps: paper keeps 0, 2, 4 of 6 at depth 0.5 (the last is "
+    "dropped), keep-last keeps 1, 3, 5; paper scored 1.6 points better on SST-2.",
+    "checkpoint_every": "Optimizer steps between mid-stage checkpoints: Stop or a crash loses at most this many; "
+    "lower it on a slow machine.",
+    "checkpoint_minutes": "A mid-stage checkpoint is also written at least this often by the clock, "
+    "so slow steps lose little to a crash.",
+    "device": "auto trains on a CUDA GPU when there is one, else on the CPU; cpu leaves the GPU to other work.",
+    "precision": "Number format for training: auto = bf16 on a GPU that has it, fp16 with loss scaling on older GPUs, "
+    "fp32 on a CPU; pick fp32 if GPU losses turn NaN.",
+    "group_by_length": "Batches rows of similar length together: less padding, faster steps, the order still set by "
+    "the seed; off gives fully random batches.",
+    "report_to": "Where a run's losses, learning rate and dev metrics also go: none, tensorboard, mlflow, or both "
+    "comma separated; set it to watch a run on a server in the tools you already use.",
+}
+
+
+def tooltip(name: str, kind: str) -> str:
+    """The one-line help, then the setting's name in project.json (rich text, so Qt wraps it)."""
+    return f"<p>{html.escape(HELP.get(name, ''))}</p><p style='color:#666'>train.{name} ({html.escape(kind)})</p>"
+
+
 class HyperParams(QWidget):
     """One editor per TrainConfig field, filled from a profile; `values()` parses them, naming the bad field."""
 
@@ -59,9 +127,11 @@ class HyperParams(QWidget):
                 if "None" in str(f.type):
                     w.setPlaceholderText(EMPTY_MEANS.get(name, "none"))
             w.setObjectName(f"hp_{name}")
-            w.setToolTip(f"train.{name} ({f.type})")
+            w.setToolTip(tooltip(name, str(f.type)))
             self.editors[name] = w
-            (main if name in MAIN_FIELDS else more).addRow(name.replace("_", " "), w)
+            label = QLabel(name.replace("_", " "))
+            label.setToolTip(w.toolTip())  # the name is where people hover first
+            (main if name in MAIN_FIELDS else more).addRow(label, w)
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(main)

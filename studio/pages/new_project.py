@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -28,39 +30,26 @@ from PySide6.QtWidgets import (
 
 from dynastudio.core.config import BUILTIN_MINILM, PROFILES, DataConfig, ProjectConfig, profile_config
 from dynastudio.core.data.columns import ColumnGuess, check_roles, guess_columns
-from dynastudio.core.errors import DataError, UserError
-from dynastudio.core.requests import CreateRequest, TableSummaryRequest
+from dynastudio.core.errors import UserError
+from dynastudio.core.requests import CreateRequest
 
 from ..errors import show_error
 from ..state import StudioState
-from ..style import ERROR_CSS, HINT_CSS
-from ..worker import ChildJob, start_side_job
+from ..style import HINT_CSS
+from ..worker import ChildJob
+from .form_parts import counts_line, error_label, guard_wheel, guess_text, picks_text, reserve_lines
 from .hyperparams import HyperParams
+from .table_reader import READ_APART_BYTES, StillReading, TableReader, file_sample
 
-PREVIEW_ROWS = 8
+__all__ = ["NONE", "READ_APART_BYTES", "NewProjectForm", "file_sample"]  # READ_APART_BYTES: tests import it here
+
 NONE = "(none)"
-READ_APART_BYTES = (
-    2_000_000  # a data file this big is read by a short job in its own process (about 30,000 rows of SST-2)
-)
 
 
 def glue_tasks() -> list[str]:
     from dynastudio.core.data.glue import GLUE_TASKS
 
     return list(GLUE_TASKS)
-
-
-class _StillReading(Exception):
-    def __init__(self, path: Path):
-        super().__init__(str(path))
-        self.path = path
-
-
-def file_sample(path: str) -> tuple[list[str], list[dict]]:
-    """Header and first rows of a CSV/TSV/JSONL file (raises DataError with a one-line message)."""
-    from dynastudio.core.data.readers import peek_rows  # the reader the loader itself uses, so the pickers match it
-
-    return peek_rows(Path(path))
 
 
 class NewProjectForm(QWidget):
@@ -71,10 +60,15 @@ class NewProjectForm(QWidget):
     def __init__(self, state: StudioState, parent: QWidget | None = None):
         super().__init__(parent)
         self.state = state
-        self._table_cache: dict = {}
-        self._reading: ChildJob | None = None  # the short job reading a large file, if one is running
-        self._reading_key = None
+        self.reader = TableReader(self)
+        self.reader.done.connect(self.validate)
+        self.reader.failed.connect(lambda info: show_error(self.window(), info, "Cannot read the data file"))
         self.errors: list[str] = []
+        self._problem_fields: list[QWidget] = []  # the field to fix for each of self.errors, in the form's order
+        self._guess: ColumnGuess | None = None  # what the rule made of the train file, while the pickers move
+        self._guess_cols: list[str] = []
+        self._from_form = False  # the running create job is the form's own (not the demo's)
+        self._idle_note = ""  # what the status line says before the user has touched the form
         self._build()
 
         self._validate_timer = QTimer(self)
@@ -87,6 +81,10 @@ class NewProjectForm(QWidget):
         state.runner.busyChanged.connect(lambda _: self._update_create())
         self.hp.load(profile_config("quick"))
         self._on_kind_changed()
+        # no red message before the user has typed anything (a first launch showed "Choose the folder ..." in red
+        # while the demo was being created); any change, or Create, sets it
+        self._touched = False
+        self.wheel_guard = guard_wheel(self)
 
     # ---- building ------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -119,7 +117,7 @@ class NewProjectForm(QWidget):
         mg.addWidget(self.model_hub, 2, 0)
         mg.addWidget(self.model_id, 2, 1)
         mg.addWidget(self.finetuned, 3, 0, 1, 2)
-        self.model_error = self._error_label()
+        self.model_error = error_label()
         mg.addWidget(self.model_error, 4, 0, 1, 2)
 
         # --- task ---
@@ -162,8 +160,9 @@ class NewProjectForm(QWidget):
         fg.addWidget(self.text_b, 2, 3)
         fg.addWidget(QLabel("label"), 2, 4)
         fg.addWidget(self.label_col, 2, 5)
-        self.preview = QTableWidget(0, 3)
+        self.preview = QTableWidget(0, 2)
         self.preview.setObjectName("preview")
+        self.preview.setHorizontalHeaderLabels(["text", "label"])  # until a file is read: not Qt's "1 2 3"
         self.preview.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.preview.verticalHeader().setVisible(False)
         self.preview.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
@@ -173,17 +172,18 @@ class NewProjectForm(QWidget):
         self.label_counts = QLabel()
         self.label_counts.setObjectName("labelCounts")
         self.label_counts.setWordWrap(True)
+        self.label_counts.setTextFormat(Qt.TextFormat.PlainText)  # label names come from the user's file
         self.column_note = QLabel()
         self.column_note.setObjectName("columnGuess")
         self.column_note.setWordWrap(True)
         self.column_note.setStyleSheet(HINT_CSS)
-        self._reserve_lines(self.column_note, 1)
-        self._reserve_lines(self.label_counts, 2)
+        reserve_lines(self.column_note, 1)
+        reserve_lines(self.label_counts, 2)
         fg.addWidget(self.column_note, 3, 0, 1, 6)
         fg.addWidget(self.preview, 4, 0, 1, 6)
         fg.addWidget(self.label_counts, 5, 0, 1, 6)
         tg.addWidget(self.files_box, 3, 0, 1, 4)
-        self.task_error = self._error_label()
+        self.task_error = error_label()
         tg.addWidget(self.task_error, 4, 0, 1, 4)
 
         # --- training ---
@@ -211,7 +211,7 @@ class NewProjectForm(QWidget):
         tl.addLayout(prow)
         tl.addWidget(self.profile_help)
         tl.addWidget(self.hp)
-        self.train_error = self._error_label()
+        self.train_error = error_label()
         tl.addWidget(self.train_error)
 
         # --- create ---
@@ -220,10 +220,13 @@ class NewProjectForm(QWidget):
         self.create_button.setMinimumHeight(32)
         self.create_button.clicked.connect(self.create_from_form)
         self.create_status = QLabel()
+        self.create_status.setObjectName("createStatus")
         self.create_status.setWordWrap(True)
+        self.create_status.setTextFormat(Qt.TextFormat.RichText)
+        self.create_status.linkActivated.connect(lambda _: self.go_to_first_problem())
         where = QGroupBox("Folder")
         QVBoxLayout(where).addLayout(folder_row)
-        self.folder_error = self._error_label()
+        self.folder_error = error_label()
         where.layout().addWidget(self.folder_error)
 
         inner = QWidget()
@@ -235,10 +238,11 @@ class NewProjectForm(QWidget):
         row.addWidget(self.create_status, 1)
         il.addLayout(row)
         il.addStretch(1)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(inner)
-        QVBoxLayout(self).addWidget(scroll)
+        self.scroll_area = QScrollArea()
+        self.scroll_area.setObjectName("newProjectScroll")
+        self.scroll_area.setWidgetResizable(True)
+        self.scroll_area.setWidget(inner)
+        QVBoxLayout(self).addWidget(self.scroll_area)
 
         # any change re-validates (debounced)
         for w in (self.folder, self.model_dir, self.model_id, self.glue_dir, self.train_file, self.dev_file):
@@ -254,6 +258,8 @@ class NewProjectForm(QWidget):
             b.toggled.connect(self._on_kind_changed)
         for c in (self.text_a, self.text_b, self.label_col, self.glue):
             c.currentIndexChanged.connect(self._schedule_validate)
+        for c in (self.text_a, self.text_b, self.label_col):
+            c.currentIndexChanged.connect(self._on_pick)
         self.finetuned.toggled.connect(self._schedule_validate)
         self.train_file.textChanged.connect(self._on_train_file)
         self.profile.currentIndexChanged.connect(self._on_profile)
@@ -266,21 +272,6 @@ class NewProjectForm(QWidget):
         b.clicked.connect(pick)
         row.addWidget(b)
         return row
-
-    @staticmethod
-    def _reserve_lines(label: QLabel, lines: int) -> None:
-        """Keep room for `lines` lines even while empty, so text appearing does not push the buttons below it."""
-        label.setMinimumHeight(lines * label.fontMetrics().lineSpacing() + 4)
-        label.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
-
-    @classmethod
-    def _error_label(cls) -> QLabel:
-        # always shown, empty when all is well: a message appearing must not move the buttons under the mouse
-        label = QLabel()
-        label.setStyleSheet(ERROR_CSS)
-        label.setWordWrap(True)
-        cls._reserve_lines(label, 2)
-        return label
 
     # ---- pickers -------------------------------------------------------------------------------
     def _pick_folder(self) -> None:
@@ -328,7 +319,8 @@ class NewProjectForm(QWidget):
             combo.addItems(cols)
             combo.setCurrentText(pick or NONE)
             combo.blockSignals(False)
-        self.column_note.setText(self._guess_text(guess, cols))
+        self._guess, self._guess_cols = (guess if cols else None), cols
+        self.column_note.setText(guess_text(guess, cols))
         if not self.dev_file.text().strip() and cols:
             # the usual layout: train.tsv beside dev.tsv
             p = Path(text)
@@ -337,8 +329,18 @@ class NewProjectForm(QWidget):
                 self.dev_file.setText(str(sibling))
         self._schedule_validate()
 
+    def _on_pick(self, *_) -> None:
+        """A picker moved: the column line says what is picked now, not only what the file suggested."""
+        if not self._guess_cols:
+            return
+        cfg = self.data_config()
+        self.column_note.setText(
+            picks_text(ColumnGuess(cfg.text_columns, cfg.label_column), self._guess, self._guess_cols)
+        )
+
     # ---- validation ----------------------------------------------------------------------------
     def _schedule_validate(self, *_):
+        self._touched = True
         self._validate_timer.start()
 
     def model_name(self) -> str:
@@ -368,19 +370,6 @@ class NewProjectForm(QWidget):
             label_column=label if label and label != NONE else None,
         )
 
-    @staticmethod
-    def _guess_text(guess: ColumnGuess, cols: list[str]) -> str:
-        if not cols:
-            return ""
-        if not guess.guessed:
-            return "Could not guess the columns from their names and values: pick them below."
-        said = f"Guessed from the file: {guess.describe()}."
-        if guess.label is None:
-            said += " No column looks like the label: pick it."
-        elif not guess.text:
-            said += " No column reads as text: pick it."
-        return said + " Change the pickers if this is wrong."
-
     def config(self) -> ProjectConfig:
         """The form as a ProjectConfig; raises UserError naming the first bad field."""
         values = self.hp.values()
@@ -396,147 +385,118 @@ class NewProjectForm(QWidget):
         )
 
     def validate(self) -> list[str]:
-        """Check every section without running anything; show each problem under its section."""
+        """Check every section without running anything; show each problem under its section (once the user has
+        touched the form: before that Create stays off without a word in red)."""
         self._validate_timer.stop()
-        problems: dict[QLabel, str] = {}
+        problems: dict[QLabel, tuple[str, QWidget]] = {}
         folder = self.folder.text().strip()
         if not folder:
-            problems[self.folder_error] = "Choose the folder the project will live in."
+            problems[self.folder_error] = "Choose the folder the project will live in.", self.folder
         elif (Path(folder).expanduser() / "project.json").exists():
             problems[self.folder_error] = (
-                f"{folder} already holds a project: open it from the Open tab, or pick another folder."
+                f"{folder} already holds a project: open it from the Open tab, or pick another folder.",
+                self.folder,
             )
         elif Path(folder).expanduser().exists() and not Path(folder).expanduser().is_dir():
-            problems[self.folder_error] = f"{folder} is a file: pick a folder."
-        if msg := self._check_model():
-            problems[self.model_error] = msg
-        if msg := self._check_task():
-            problems[self.task_error] = msg
+            problems[self.folder_error] = f"{folder} is a file: pick a folder.", self.folder
+        if found := self._check_model():
+            problems[self.model_error] = found
+        if found := self._check_task():
+            problems[self.task_error] = found
         try:
             self.config()
         except UserError as exc:
-            problems[self.train_error] = str(exc)
+            named = re.match(r"train\.(\w+)", str(exc))
+            problems[self.train_error] = str(exc), self.hp.editors.get(named[1] if named else "", self.profile)
         for label in (self.folder_error, self.model_error, self.task_error, self.train_error):
-            label.setText(problems.get(label, ""))
-            label.setToolTip(problems.get(label, ""))
-        self.errors = list(problems.values())
+            shown = problems[label][0] if label in problems and self._touched else ""
+            label.setText(shown)
+            label.setToolTip(shown)
+        self.errors = [msg for msg, _ in problems.values()]
+        self._problem_fields = [field for _, field in problems.values()]
         self._update_create()
         return self.errors
 
-    def _check_model(self) -> str | None:
+    def go_to_first_problem(self) -> QWidget | None:
+        """Scroll to the first field in error and put the cursor in it (the "thing(s) to fix above" link)."""
+        if not self._problem_fields:
+            return None
+        field = self._problem_fields[0]
+        self.scroll_area.ensureWidgetVisible(field, 40, 60)
+        field.setFocus(Qt.FocusReason.OtherFocusReason)
+        return field
+
+    def _check_model(self) -> tuple[str, QWidget] | None:
         if self.model_local.isChecked():
             t = self.model_dir.text().strip()
             if not t:
-                return "Choose the model folder."
+                return "Choose the model folder.", self.model_dir
             p = Path(t).expanduser()
             if not (p / "config.json").is_file():
-                return f"{t}: no config.json here: pick the folder a transformers model was saved to."
+                return f"{t}: no config.json here: pick the folder a transformers model was saved to.", self.model_dir
             try:
                 from dynastudio.core.support import check_model_folder
 
                 check_model_folder(p.resolve())  # reads config.json, checks the architecture (no engine import)
             except UserError as exc:
-                return str(exc)
+                return str(exc), self.model_dir
         elif self.model_hub.isChecked() and not self.model_id.text().strip():
-            return "Type a Hugging Face model id, e.g. bert-base-uncased."
+            return "Type a Hugging Face model id, e.g. bert-base-uncased.", self.model_id
         return None
 
-    def _check_task(self) -> str | None:
+    def _check_task(self) -> tuple[str, QWidget] | None:
         self.preview.setRowCount(0)
         self.label_counts.setText("")
         if self.task_glue.isChecked():
             d = self.glue_dir.text().strip()
             if d and not Path(d).expanduser().is_dir():
-                return f"{d}: folder not found: point it at the GLUE folder, or leave it empty to download."
+                return (
+                    f"{d}: folder not found: point it at the GLUE folder, or leave it empty to download.",
+                    self.glue_dir,
+                )
             return None
         if not self.task_files.isChecked():
             return None
         tr, dv = self.train_file.text().strip(), self.dev_file.text().strip()
         if not tr or not dv:
-            return "Choose a train file and a dev file."
+            return "Choose a train file and a dev file.", self.train_file if not tr else self.dev_file
         cfg = self.data_config()
         if not cfg.text_columns or cfg.label_column is None:
             missing = " and ".join(
                 w for w, bad in (("text", not cfg.text_columns), ("label", cfg.label_column is None)) if bad
             )
-            return f"Pick the {missing} column{'s' if ' and ' in missing else ''}."
+            field = self.text_a if not cfg.text_columns else self.label_col
+            return f"Pick the {missing} column{'s' if ' and ' in missing else ''}.", field
         try:
             check_roles(cfg.text_columns, cfg.label_column, "columns")
         except UserError as exc:
-            return str(exc)
+            # a text column picked twice is fixed in the second picker; a text column as label in the label one
+            return str(exc), self.text_b if "picked twice" in str(exc) else self.label_col
         cols = cfg.text_columns
+        field: QWidget = self.train_file
         try:
-            train = self._read(cfg.train, cols, cfg.label_column, None, None)
+            train = self.reader.summary(cfg.train, cols, cfg.label_column, None, None)
             self._show_preview(train, cols, cfg.label_column)
-            self._read(cfg.dev, cols, cfg.label_column, train["names"], train["regression"])
-        except _StillReading as reading:
-            return f"Reading {reading.path.name}… (a large file takes a few seconds)"
+            self.label_counts.setText(counts_line(train, "train") + f"\nreading {Path(dv).name}…")
+            field = self.dev_file
+            dev = self.reader.summary(cfg.dev, cols, cfg.label_column, train["names"], train["regression"])
+            self.label_counts.setText(counts_line(train, "train") + "\n" + counts_line(dev, "dev"))
+        except StillReading as reading:
+            return f"Reading {reading.path.name}… (a large file takes a few seconds)", field
         except UserError as exc:
-            return str(exc)
+            if field is self.dev_file:
+                self.label_counts.setText(counts_line(train, "train"))
+            return str(exc), field
         return None
 
     # ---- reading the data files ----------------------------------------------------------------
-    def _read(self, path, cols, label, names, regression) -> dict:
-        """The file read as the loader reads it (table_summary), remembered per file version so typing elsewhere
-        does not re-read big files. A large file is read by a short job in its own process, so the window never
-        waits on it (in a thread, parsing a million rows held the interpreter for up to 1.8 s at a time):
-        _StillReading until it is done, then the form checks itself again."""
-        from dynastudio.core.data.readers import table_summary
-
-        p = Path(path)
-        try:
-            stamp = p.stat().st_mtime_ns, p.stat().st_size
-        except OSError:
-            stamp = None
-        label_names = tuple(names) if names else None
-        key = (str(p), stamp, tuple(cols), label, label_names, regression)
-        if key not in self._table_cache:
-            if stamp is not None and stamp[1] >= READ_APART_BYTES:
-                if self._reading is None or self._reading_key != key:
-                    request = TableSummaryRequest(str(p), tuple(cols), label, label_names, regression, PREVIEW_ROWS)
-                    self._start_reading(key, request)
-                raise _StillReading(p)
-            self._remember(key, table_summary(p, cols, label, names, regression=regression, preview_rows=PREVIEW_ROWS))
-        got = self._table_cache[key]
-        if "error" in got:
-            raise DataError(got["error"])
-        return got
-
-    def _remember(self, key, summary: dict) -> None:
-        self._table_cache = {k: v for k, v in list(self._table_cache.items())[-3:]}
-        self._table_cache[key] = summary
-
-    def _start_reading(self, key, request: TableSummaryRequest) -> None:
-        """Read a large file in a short job; it replaces a read still running, whose answer nobody needs now."""
-        self.stop_reading()
-        handle = start_side_job("table-summary", Path(request.path).parent, request, parent=self)
-        self._reading, self._reading_key = handle, key
-        handle.finished.connect(lambda summary, h=handle: self._on_table_read(h, key, summary))
-        handle.failed.connect(lambda info, h=handle: self._on_table_failed(h, key, info))
-        handle.ended.connect(lambda _kind, h=handle: h.deleteLater())
+    @property
+    def _reading(self) -> ChildJob | None:
+        """The short job reading a large data file, if one is running (tests and bench/huge_csv.py wait on it)."""
+        return self.reader.reading
 
     def stop_reading(self) -> None:
-        """End the read in flight, if any, and forget it (waits the moment a killed process takes to go)."""
-        handle, self._reading, self._reading_key = self._reading, None, None
-        if handle is not None and handle.is_running():
-            handle.kill()
-            handle.wait(5)
-
-    def _on_table_read(self, handle: ChildJob, key, summary: dict) -> None:
-        if handle is not self._reading:
-            return  # a read replaced by a newer one
-        self._reading, self._reading_key = None, None
-        self._remember(key, summary)
-        self.validate()
-
-    def _on_table_failed(self, handle: ChildJob, key, info) -> None:
-        if handle is not self._reading:
-            return
-        self._reading, self._reading_key = None, None
-        self._remember(key, {"error": info.message})  # remembered: the form must not start the same failing read again
-        self.validate()
-        if not info.user:
-            show_error(self.window(), info, "Cannot read the data file")
+        self.reader.stop()
 
     def _show_preview(self, summary: dict, cols, label) -> None:
         headers = list(cols) + [label]
@@ -554,28 +514,24 @@ class NewProjectForm(QWidget):
             for j, v in enumerate(cells):
                 shown = names[v] if names and isinstance(v, int) and j == len(cells) - 1 and 0 <= v < len(names) else v
                 self.preview.setItem(i, j, QTableWidgetItem(str(shown)))
-        if summary["regression"]:
-            self.label_counts.setText(
-                f"{summary['rows']} rows; numeric labels (regression) from {summary['min']:g} to {summary['max']:g}"
-            )
-        else:
-            parts = [
-                f"{names[k] if names and isinstance(k, int) else k}: {c}" for k, c in sorted(summary["counts"].items())
-            ]
-            self.label_counts.setText(f"{summary['rows']} train rows; label counts: " + " · ".join(parts))
 
     def _update_create(self) -> None:
         creating = self.handle is not None and self.handle.is_running()
         self.create_button.setEnabled(not self.errors and not creating)
         if creating:
-            self.create_status.setText("Creating the project: checking the data and the model, tokenizing the task…")
+            text = "Creating the project: checking the data and the model, tokenizing the task…"
+        elif not self._touched:
+            text = self._idle_note or "Start with the folder the project will live in."
         elif self.errors:
-            self.create_status.setText(f"{len(self.errors)} thing(s) to fix above.")
+            n = len(self.errors)
+            text = f"{n} thing{'s' if n > 1 else ''} to fix above: <a href='#first-problem'>show me</a>"
         else:
-            self.create_status.setText("Ready.")
+            text = "Ready."
+        self.create_status.setText(text if "<a " in text else html.escape(text))
 
     # ---- create --------------------------------------------------------------------------------
     def create_from_form(self) -> None:
+        self._touched = True
         if self.validate():
             return
         try:
@@ -583,26 +539,35 @@ class NewProjectForm(QWidget):
         except UserError as exc:
             show_error(self.window(), exc, "Cannot create the project")
             return
-        self.create(Path(self.folder.text().strip()).expanduser(), config)
+        self.create(Path(self.folder.text().strip()).expanduser(), config, from_form=True)
 
-    def create(self, root: Path, config: ProjectConfig) -> None:
+    def create(self, root: Path, config: ProjectConfig, from_form: bool = False):
+        """Start the create job (None when the user keeps another job running); `from_form`: the form's own
+        project, whose folder is cleared once it is made."""
         root = Path(root).resolve()
         handle = self.state.start_job(self.window(), "create", root, CreateRequest(config))
         if handle is None:
-            return
-        self.handle = handle
+            return None
+        self.handle, self._from_form = handle, from_form
         handle.finished.connect(self._on_finished)
         handle.failed.connect(self._on_errored)
         handle.ended.connect(lambda _: self._update_create())
-        self.create_status.setText(f"Creating {root}…")
         self._update_create()
+        return handle
 
     def _on_finished(self, root) -> None:
-        self.create_status.setText(f"Created {root}.")
+        if self._from_form:
+            # the next project needs another folder; the model, the data and the settings often stay
+            self.folder.clear()
+            self._touched = False
+            self._idle_note = f"Created {root}. For another project, choose a new folder: the other settings stay."
+        else:
+            self._idle_note = f"Created {root}."
+        self._update_create()
         self.created.emit(root)
 
     def _on_errored(self, info) -> None:
-        self.create_status.setText(f"Not created: {info.message}")
+        self._idle_note = f"Not created: {info.message}"
         show_error(self.window(), info, "Cannot create the project")
 
     def shut_down(self) -> None:

@@ -41,6 +41,7 @@ class ProjectPage(QWidget):
     def __init__(self, state: StudioState, parent: QWidget | None = None):
         super().__init__(parent)
         self.state = state
+        self.creating_demo: Path | None = None  # the demo's folder while its create job runs
         self.form = NewProjectForm(state)
         self.form.created.connect(self.open_folder)
         self.tabs = QTabWidget()
@@ -103,8 +104,20 @@ class ProjectPage(QWidget):
         folder = Path(folder)
         if (folder / "project.json").is_file():
             self.open_folder(folder)
-        else:
-            self.form.create(folder, demo_config(folder.resolve().name or "demo"))
+            return
+        handle = self.form.create(folder, demo_config(folder.resolve().name or "demo"))
+        if handle is None:
+            return
+        # a neutral "being made" page, not the empty New-project form (a first launch showed it, with a red
+        # "Choose the folder ..." nobody had asked for)
+        self.creating_demo = folder.resolve()
+        handle.ended.connect(lambda _: self._demo_created())
+        self.tabs.setCurrentIndex(0)
+        self._show_current(self.state.project)
+
+    def _demo_created(self) -> None:
+        self.creating_demo = None
+        self._show_current(self.state.project)
 
     def open_folder(self, folder) -> bool:
         running = self.state.running_job()
@@ -137,6 +150,13 @@ class ProjectPage(QWidget):
 
     # ---- current project -----------------------------------------------------------------------
     def _show_current(self, project) -> None:
+        if self.creating_demo is not None:
+            self.current.setText(
+                f"<h3>Creating the demo project…</h3><p>in {html.escape(str(self.creating_demo))}: the built-in "
+                "MiniLM on the synthetic movie-review set. Checking the data and tokenizing it takes a few seconds; "
+                "the project opens by itself when it is ready.</p>"
+            )
+            return
         if project is None:
             self.current.setText(
                 "<h3>No project open</h3><p>Create one on the <b>New project</b> tab, "
