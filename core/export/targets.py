@@ -89,14 +89,28 @@ def resolve_format(format_or_target: str) -> tuple[str, str | None]:
     )
 
 
-def require_extra(fmt: str) -> None:
-    """A one-line error naming the pip command when a format's optional package is missing."""
+def pip_command(extra: str) -> str:
+    """The pip command that installs `extra` into this interpreter (the one the studio and its jobs run on)."""
+    import shlex
+    import sys
+
+    return f"{shlex.quote(sys.executable)} -m pip install 'dynabert-studio[{extra}]'"
+
+
+def missing_extra(fmt: str) -> str | None:
+    """The pip command a format still needs here; None when nothing is missing."""
     import importlib.util
 
     if fmt in FORMAT_EXTRAS:
         module, extra = FORMAT_EXTRAS[fmt]
         if importlib.util.find_spec(module) is None:
-            raise ConfigError(
-                f"the {fmt} format needs the {module} package, which is not installed: "
-                f"pip install 'dynabert-studio[{extra}]'"
-            )
+            return pip_command(extra)
+    return None
+
+
+def require_extra(fmt: str) -> None:
+    """A one-line error naming the pip command when a format's optional package is missing."""
+    if (command := missing_extra(fmt)) is not None:
+        raise ConfigError(
+            f"the {fmt} format needs the {FORMAT_EXTRAS[fmt][0]} package, which is not installed: {command}"
+        )

@@ -8,7 +8,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
@@ -50,10 +49,12 @@ from ..style import (
 )
 from . import ReloadWhenShown
 from .grid_table import GridTable, fp32_size
-from .pareto_chart import FADED, ParetoChart, point_brush
+from .pareto_chart import DetailLine, ParetoChart
 
 SLIDER_STEPS = 1000
 PRECISION_SEP = "@"  # a point's key: "w0.5_d1" (fp32) or "w0.5_d1@int8"
+HOVER_HINT = "Hover a point for its details; click one (or a table row) to select it for export."
+PRECISION_LOOKS = {"fp32": "filled: fp32", "int8": "hollow: INT8", "fp16": "faint: fp16"}  # as point_brush draws them
 NO_RESULTS = Grid(None, None, None, None, None, ())
 
 
@@ -104,14 +105,16 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.encoding.setTextFormat(Qt.TextFormat.RichText)
         self.encoding.setWordWrap(True)  # a long line must wrap, not widen the window past a laptop screen
         cl.addWidget(self.encoding)
-        split = QSplitter(Qt.Orientation.Horizontal)
+        self.split = split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(chart)
         split.addWidget(self.table)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
         split.setSizes([640, 440])
 
-        self.hover = QLabel("Hover a point for its details; click one (or a table row) to select it for export.")
+        # two lines at most, elided: a long detail must never widen the window (it did, for good)
+        self.hover = DetailLine(HOVER_HINT, lines=2)
+        self.hover.setObjectName("pointDetail")
         self.hover.setStyleSheet(HINT_CSS)
         lay = QVBoxLayout(self)
         lay.addLayout(self._latency_bar())
@@ -132,6 +135,7 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.axis = QComboBox()
         self.axis.setObjectName("xAxis")
         self.axis.currentIndexChanged.connect(lambda _: self._on_axis())
+        self.axis.setMinimumWidth(150)  # its whole text when there is room; the window's minimum width stays put
         self.threads = QSpinBox()
         self.threads.setRange(1, max(1, os.cpu_count() or 1))
         self.threads.setValue(1)
@@ -162,6 +166,10 @@ class ExplorePage(ReloadWhenShown, QWidget):
             "(in a separate process). Figures taken while other work runs are slower and noisier."
         )
         self.measure.clicked.connect(self.measure_latency)
+        # as wide as its longest text from the start: counting "Cancel (3/12 done)" must not widen the window
+        for text in ("Measure latency", "Measure again", "Cancelling…", "Cancel measuring", "Cancel (88/88 done)"):
+            self.measure.setText(text)
+            self.measure.setMinimumWidth(max(self.measure.minimumWidth(), self.measure.sizeHint().width()))
         lat = QHBoxLayout()
         lat.addWidget(QLabel("x axis:"))
         lat.addWidget(self.axis)
@@ -214,9 +222,8 @@ class ExplorePage(ReloadWhenShown, QWidget):
         self.slider.setRange(0, SLIDER_STEPS)
         self.slider.setValue(SLIDER_STEPS)
         self.slider.valueChanged.connect(self._on_slider)
-        self.budget_text = QLabel()
+        self.budget_text = DetailLine(lines=1, min_width=420)  # elided when the window is narrow, never wider
         self.budget_text.setObjectName("budgetText")
-        self.budget_text.setMinimumWidth(420)
         self.pick_best = QPushButton("Select it")
         self.pick_best.clicked.connect(
             lambda: self.best is not None and self.state.select(split_key(self._plot_labels[self.best])[0])
@@ -229,9 +236,32 @@ class ExplorePage(ReloadWhenShown, QWidget):
         return budget
 
     def _on_project_changed(self, project) -> None:
+        """Another project: nothing of the last one stays (its hovered point, its budget, its device)."""
         if project is not None:  # latency is measured at the project's own sequence length unless changed
             self.seq.setValue(project.config.train.max_seq_length)
+        self._show_device = None
+        for w in (self.device_pick, self.axis, self.slider):  # its device, its axis, its budget: the defaults
+            w.blockSignals(True)
+        self.device_pick.clear()
+        self.axis.clear()
+        self.slider.setValue(SLIDER_STEPS)  # the whole range: every point fits until the user sets a budget
+        for w in (self.device_pick, self.axis, self.slider):
+            w.blockSignals(False)
+        self.hover.setText(HOVER_HINT)
         self.reload()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().resizeEvent(event)
+        self._fit_table(grow_only=True)  # a width the user gave the table by dragging stays, unless too small
+
+    def _fit_table(self, grow_only: bool = False) -> None:
+        """Give the table the width its columns up to the latency ones need (40-50% of the split), by moving the
+        splitter: a minimum width on the table would raise the window's, for good."""
+        sizes = self.split.sizes()
+        total = sum(sizes)
+        want = int(min(max(self.table.need_width, 0.4 * total), 0.5 * total))
+        if total > 0 and (sizes[1] < want or not grow_only):
+            self.split.setSizes([total - want, want])
 
     # ---- data ----------------------------------------------------------------------------------
 
@@ -273,11 +303,12 @@ class ExplorePage(ReloadWhenShown, QWidget):
             self.axis.addItem(f"latency: {' + '.join(measured)} (ms)", ANY_LATENCY)
         for p in measured:
             self.axis.addItem(f"latency {p} (ms)", latency_axis(p))
-        self.axis.addItem("relative FLOPs (no latency needed)", FLOPS_AXIS)
+        self.axis.addItem("relative FLOPs (no latency)", FLOPS_AXIS)
         i = self.axis.findData(keep)
         self.axis.setCurrentIndex(i if i >= 0 and keep != FLOPS_AXIS else 0)
         self.axis.blockSignals(False)
-        self.table.fill(self.rows, self.metric_name)
+        self.table.fill(self.rows, self.metric_name, measured)
+        self._fit_table()
         self._on_axis()
         self._update_measure()
 
@@ -323,8 +354,9 @@ class ExplorePage(ReloadWhenShown, QWidget):
         depths = sorted({r.depth_mult for r in self.rows}, reverse=True) or [1.0]
         self._colours = [subnet_colour(split_key(k)[0], widths) for k in self._plot_labels]
         legend = encoding_legend_html(widths, depths) if self.rows else ""
-        if len(set(self._precisions)) > 1:
-            legend += " &nbsp;·&nbsp; filled: fp32, hollow: INT8, faint: fp16 (each at its own dev metric)"
+        shown = [p for p in PRECISION_LOOKS if p in self._precisions]  # only the precisions with points
+        if len(shown) > 1:
+            legend += f" &nbsp;·&nbsp; {', '.join(PRECISION_LOOKS[p] for p in shown)} (each at its own dev metric)"
         below = self.plot.draw(
             self.points,
             self.xs,
@@ -338,8 +370,7 @@ class ExplorePage(ReloadWhenShown, QWidget):
         if below:  # far below the points: said, not drawn out of view
             legend += f" &nbsp;·&nbsp; {chance_name(self.metric_name)}: {self.chance:.3f}, below the chart"
         self.encoding.setText(legend)
-        # the table's latency column follows the x axis
-        self.table.fill_latency(self.rows, axis_precision(self.x_key) or (self.grid.precisions() or [None])[0])
+        self.table.mark_axis(axis_precision(self.x_key))
         self._on_slider(self.slider.value())
         self._show_selection(self.state.selected)
 
@@ -365,8 +396,12 @@ class ExplorePage(ReloadWhenShown, QWidget):
         else:
             self.plot.selected_ring.setData([], [])
         self.table.show_label(label)
-        if label:
-            self.hover.setText(f"Selected {label}: the Export page exports it.")
+        self.hover.setText(self._resting_text())
+
+    def _resting_text(self) -> str:
+        """The detail line when no point is hovered: the selection, or how to use the chart."""
+        label = self.state.selected
+        return f"Selected {label}: the Export page exports it." if label else HOVER_HINT
 
     def point_for(self, label: str, precision: str = "fp32") -> tuple[float, float]:
         i = self._plot_labels.index(point_key(label, precision))
@@ -403,6 +438,8 @@ class ExplorePage(ReloadWhenShown, QWidget):
     def _on_hovered(self, _item, points, _ev) -> None:
         if len(points):
             self.hover.setText(self._tip(0, 0, points[0].data()).replace("\n", " · "))
+        else:  # off the points: back to the selection
+            self.hover.setText(self._resting_text())
 
     # ---- budget --------------------------------------------------------------------------------
     def _budget_value(self, v: int) -> float:
@@ -439,15 +476,11 @@ class ExplorePage(ReloadWhenShown, QWidget):
         best = best_under(self.points, budget)  # the same answer as `dynastudio report --budget-ms`
         self.best = next(i for i, p in enumerate(self.points) if p is best) if best is not None else None
         unit = " ms" if self.x_key != FLOPS_AXIS else "× FLOPs"
-        # points over the budget fade, the rest keep their colour: updated in place
-        brushes = [
-            point_brush(c, p) if x <= budget + 1e-12 else pg.mkBrush(*FADED)
-            for x, c, p in zip(self.xs, self._colours, self._precisions)
-        ]
-        self.plot.scatter.setBrush(brushes)
+        self.plot.fade_past(budget, self.xs, self._colours, self._precisions)  # and no hover ring stays there
         if self.best is None:
             self.plot.best_ring.setData([], [])
             self.budget_text.setText(f"≤ {budget:.3g}{unit}: nothing fits")
+            self.table.mark_best(None, None)
         else:
             b = self.best
             self.plot.best_ring.setData([self.xs[b]], [self.ys[b]])
@@ -456,6 +489,7 @@ class ExplorePage(ReloadWhenShown, QWidget):
                 f"≤ {budget:.3g}{unit}: best is {label}" + (f" in {precision}" if precision != "fp32" else "") + " "
                 f"({self.metric_name} {self.ys[b]:.4f} at {self.xs[b]:.3g}{unit})"
             )
+            self.table.mark_best(label, precision if self.x_key != FLOPS_AXIS else None)
         self.pick_best.setEnabled(self.best is not None)
 
     def set_budget(self, budget: float) -> None:

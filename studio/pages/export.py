@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -16,6 +17,7 @@ from PySide6.QtWidgets import (
     QHeaderView,
     QLabel,
     QLineEdit,
+    QProgressBar,
     QPushButton,
     QTableWidget,
     QTableWidgetItem,
@@ -23,12 +25,22 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from dynastudio.core.export.targets import FORMATS, PRESET_DESCRIPTIONS, PRESETS, TRIM_BY_DEFAULT
+from dynastudio.core.export.targets import (
+    FORMAT_EXTRAS,
+    FORMATS,
+    PRESET_DESCRIPTIONS,
+    PRESETS,
+    TRIM_BY_DEFAULT,
+    missing_extra,
+)
 
 from ..dialogs import open_folder
 from ..errors import show_error
 from ..state import StudioState
 from ..style import HINT_CSS, fmt_bytes, label_sort_key
+from .pareto_chart import DetailLine
+
+NO_EXPORT = "No export yet: pick a sub-network and a target, then Export."
 
 
 def presets() -> tuple[dict, dict, dict]:
@@ -46,20 +58,18 @@ class ExportPage(QWidget):
 
         self.subnet = QComboBox()
         self.subnet.setObjectName("exportSubnet")
+        self.subnet.setPlaceholderText("pick a sub-network here, or click one on Explore")
         self.subnet.currentIndexChanged.connect(self._on_subnet)
         # only a choice made here is a selection for the other pages; filling the list is not
         self.subnet.activated.connect(lambda _: self.state.select(self.subnet.currentData()))
         self.target = QComboBox()
         self.target.setObjectName("exportTarget")
-        for name, fmt in self.preset_formats.items():
-            self.target.addItem(f"{name}  →  {fmt}", name)
-        self.target.insertSeparator(self.target.count())
-        for fmt in self.format_text:  # or a format as it is
-            self.target.addItem(f"format: {fmt}", fmt)
+        self._fill_targets()
         self.target.currentIndexChanged.connect(self._on_target)
         self.target_help = QLabel()
         self.target_help.setStyleSheet(HINT_CSS)
         self.target_help.setWordWrap(True)
+        self.target_help.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)  # copy the command
         self.out = QLineEdit()
         self.out.setObjectName("exportFolder")
         self.out.textEdited.connect(lambda _: setattr(self, "_out_edited", True))
@@ -81,6 +91,22 @@ class ExportPage(QWidget):
         self.export_button.clicked.connect(self.start_export)
         self.status = QLabel()
         self.status.setWordWrap(True)
+        self.status.setMinimumWidth(200)  # a long folder path is one word: it must not raise the window's width
+        # the running export, here rather than in the status bar only, with a way to stop it
+        self.progress = QProgressBar()
+        self.progress.setObjectName("exportProgress")
+        self.step = DetailLine(lines=1)  # the job's latest line, elided: it names long folders
+        self.step.setStyleSheet(HINT_CSS)
+        self.cancel = QPushButton("Cancel")
+        self.cancel.setObjectName("cancelExport")
+        self.cancel.clicked.connect(self.cancel_export)
+        self.progress_box = QWidget()
+        pl = QHBoxLayout(self.progress_box)
+        pl.setContentsMargins(0, 0, 0, 0)
+        pl.addWidget(self.progress, 1)
+        pl.addWidget(self.step, 2)
+        pl.addWidget(self.cancel)
+        self.progress_box.setVisible(False)
 
         form_box = QGroupBox("What to export")
         form = QFormLayout(form_box)
@@ -94,11 +120,13 @@ class ExportPage(QWidget):
         form.addRow("", self.trim)
         form.addRow("", self.overwrite)
         form.addRow("", self.export_button)
+        form.addRow("", self.progress_box)
         form.addRow("", self.status)
 
         self.verify = QLabel("No export yet.")
         self.verify.setObjectName("verification")
         self.verify.setWordWrap(True)
+        self.verify.setMinimumWidth(200)
         self.verify.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.files = QTableWidget(0, 2)
         self.files.setHorizontalHeaderLabels(["file", "size"])
@@ -132,25 +160,48 @@ class ExportPage(QWidget):
         self._on_project(state.project)
 
     # ---- inputs --------------------------------------------------------------------------------
+    def _fill_targets(self) -> None:
+        """The presets, then the formats; a target whose format needs an extra not installed here says so."""
+        self.missing = {fmt: cmd for fmt in self.format_text if (cmd := missing_extra(fmt)) is not None}
+        items = [(f"{name}  →  {fmt}", name, fmt) for name, fmt in self.preset_formats.items()]
+        items += [(f"format: {fmt}", fmt, fmt) for fmt in self.format_text]  # or a format as it is
+        for i, (text, data, fmt) in enumerate(items):
+            if i == len(self.preset_formats):
+                self.target.insertSeparator(self.target.count())
+            if fmt in self.missing:
+                text += f"   (needs pip install 'dynabert-studio[{FORMAT_EXTRAS[fmt][1]}]')"
+            self.target.addItem(text, data)
+            if fmt in self.missing:
+                j = self.target.count() - 1
+                self.target.setItemData(j, QColor("#888"), Qt.ItemDataRole.ForegroundRole)
+                self.target.setItemData(j, f"Not installed here: {self.missing[fmt]}", Qt.ItemDataRole.ToolTipRole)
+
     def _on_project(self, _project) -> None:
+        """Another project: nothing of the last one stays (its sub-network, its folder, its result, its status)."""
         self.report = None
         self._out_edited = False
+        self.handle = None  # a job still running for the last project no longer writes on this page
+        self._show_progress(False)
         self._show_report(None)
+        self.status.setText("")
+        self.out.clear()
+        self.subnet.blockSignals(True)
+        self.subnet.clear()
+        self.subnet.blockSignals(False)
         self._fill_subnets()
 
     def _fill_subnets(self) -> None:
         res = self.state.results() or {}
         rows = sorted(res.get("rows", []), key=lambda r: label_sort_key(r.get("label", "")))
         metric = res.get("metric", "metric")
-        keep = self.state.selected or self.subnet.currentData()
+        keep = self.state.selected or self.subnet.currentData()  # nothing chosen: nothing picked for the user
         self.subnet.blockSignals(True)
         self.subnet.clear()
         for r in rows:
             v = r.get("value")
             text = f"{r['label']}   ({metric} {v:.4f})" if isinstance(v, (int, float)) else r["label"]
             self.subnet.addItem(text, r["label"])
-        i = self.subnet.findData(keep)
-        self.subnet.setCurrentIndex(max(0, i))
+        self.subnet.setCurrentIndex(self.subnet.findData(keep) if keep is not None else -1)
         self.subnet.blockSignals(False)
         self._on_subnet()
 
@@ -165,17 +216,23 @@ class ExportPage(QWidget):
 
     def _on_target(self, *_):
         name = self.target.currentData()
+        fmt = self.preset_formats.get(name, name)
         if name in self.preset_formats:
-            fmt = self.preset_formats[name]
-            self.target_help.setText(f"For {self.preset_text.get(name, '')}. Format: {self.format_text.get(fmt, '')}.")
+            text = f"For {self.preset_text.get(name, '')}. Format: {self.format_text.get(fmt, '')}."
         else:
-            self.target_help.setText(f"{self.format_text.get(name, '')}.")
+            text = f"{self.format_text.get(name, '')}."
+        if fmt in self.missing:  # the exact command for the interpreter this studio runs on
+            text += f" Not installed here; install it with: {self.missing[fmt]}"
+        self.target_help.setText(text)
         self.trim.setChecked(name in TRIM_BY_DEFAULT)
         self._default_out()
 
     def _default_out(self) -> None:
         project, label = self.state.project, self.subnet.currentData()
-        if project is None or label is None or self._out_edited:
+        if self._out_edited:
+            return
+        if project is None or label is None:
+            self.out.clear()
             return
         self.out.setText(str(project.root / "exports" / f"{label}-{self.target.currentData()}"))
 
@@ -223,12 +280,43 @@ class ExportPage(QWidget):
         if handle is None:
             return
         self.handle = handle
-        handle.finished.connect(self._on_finished)
-        handle.failed.connect(self._on_errored)
-        handle.cancelled.connect(lambda: self.status.setText("Export stopped: nothing was written."))
+
+        def mine(slot):  # a job of an earlier project, or one replaced since, no longer writes on this page
+            return lambda *a: slot(*a) if handle is self.handle else None
+
+        handle.finished.connect(mine(self._on_finished))
+        handle.failed.connect(mine(self._on_errored))
+        handle.cancelled.connect(mine(lambda: self.status.setText("Export stopped: nothing was written.")))
+        handle.ended.connect(mine(lambda _: self._show_progress(False)))
         handle.ended.connect(lambda _: self._update_button())
+        handle.bridge.stageProgress.connect(mine(self._on_progress))
+        handle.bridge.log.connect(mine(lambda e: self.step.setText(e.text)))
         self.status.setText(f"Exporting {label} for {target}… (extract, convert, then verify against PyTorch)")
+        self.report = None  # an earlier result is not this one's
+        self._show_report(None, "Exporting… the verification and the files show here when it is done.")
+        self._show_progress(True)
         self._update_button()
+
+    def cancel_export(self) -> None:
+        """Stop the running export: it writes nothing (the job stops between its steps)."""
+        if self.handle is not None and self.handle.is_running():
+            self.handle.stop()
+            self.cancel.setText("Cancelling…")
+            self.cancel.setEnabled(False)
+
+    def _show_progress(self, running: bool) -> None:
+        self.progress_box.setVisible(running)
+        if running:
+            self.progress.setRange(0, 0)  # busy until the job says how many steps
+            self.step.setText("starting…")
+            self.cancel.setText("Cancel")
+            self.cancel.setEnabled(True)
+
+    def _on_progress(self, e) -> None:
+        if e.stage == "export" and e.total:
+            self.progress.setRange(0, e.total)
+            self.progress.setValue(e.done)
+            self.progress.setFormat(f"step {e.done} of {e.total}")
 
     def _on_finished(self, report) -> None:
         self.report = report
@@ -240,13 +328,16 @@ class ExportPage(QWidget):
 
     def _on_errored(self, info) -> None:
         self.status.setText(f"Export failed: {info.message}")
+        self.report = None
+        self._show_report(None, "No export: the last one failed (the reason is above).")
         show_error(self.window(), info, "Export failed")
 
-    def _show_report(self, report) -> None:
+    def _show_report(self, report, empty: str = NO_EXPORT) -> None:
+        """The verification and the files of `report`; without one, `empty` (and no earlier result)."""
         self.files.setRowCount(0)
         self.open_folder.setEnabled(report is not None)
         if report is None:
-            self.verify.setText("No export yet: pick a sub-network and a target, then Export.")
+            self.verify.setText(empty)
             return
         v = report.verification or {}
         ok = v.get("passed", True)

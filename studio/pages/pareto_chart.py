@@ -1,5 +1,5 @@
 """The Explore page's chart: dev metric vs latency or FLOPs per sub-network, the Pareto front, a budget line, rings
-for the best point under the budget and the selected one, and the chance level."""
+for the best point under the budget and the selected one, the chance level; and the detail lines under it."""
 
 from __future__ import annotations
 
@@ -7,15 +7,16 @@ from collections.abc import Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor
-from PySide6.QtWidgets import QWidget
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QColor, QTextLayout
+from PySide6.QtWidgets import QLabel, QSizePolicy, QWidget
 
 from dynastudio.core.store import Point, pareto_front
 
 from ..style import chance_in_view, fit_view, plain_axes
 
 FADED = (200, 200, 200, 160)  # a point over the budget
+FADED_OUTLINE = (175, 175, 175, 200)  # the outline of a hollow (INT8) or faint (fp16) point over the budget
 
 
 def point_brush(colour, precision: str):
@@ -26,6 +27,73 @@ def point_brush(colour, precision: str):
     if precision == "fp16":
         c.setAlpha(110)
     return pg.mkBrush(c)
+
+
+def point_pen(colour, precision: str, faded: bool = False):
+    """fp32 points have a white outline; the others are drawn by their outline, in their colour."""
+    if precision == "fp32":
+        return pg.mkPen("w", width=1)
+    return pg.mkPen(*FADED_OUTLINE, width=2) if faded else pg.mkPen(colour, width=2)
+
+
+class DetailLine(QLabel):
+    """Text that never widens the window: at most `lines` lines at the width it is given, the rest elided (all of it
+    in the tooltip). It asks the layout for `min_width` only, whatever the text, so a long text cannot raise the
+    window's minimum width, which a plain QLabel's does for good."""
+
+    def __init__(self, text: str = "", lines: int = 1, min_width: int = 0, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._full = ""
+        self._lines = max(1, lines)
+        self._min_width = min_width
+        self.setTextFormat(Qt.TextFormat.PlainText)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Fixed)
+        self.setText(text)
+
+    def text(self) -> str:  # the whole text, not the part that fits
+        return self._full
+
+    def setText(self, text: str) -> None:  # noqa: N802 (Qt's name)
+        self._full = str(text)
+        self.updateGeometry()
+        self._fit()
+
+    def _height(self) -> int:
+        m = self.contentsMargins()
+        return self.fontMetrics().lineSpacing() * self._lines + m.top() + m.bottom() + 2
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        m = self.contentsMargins()
+        # one line asks for its text's width (room permitting); several lines take the width they are given
+        want = self.fontMetrics().horizontalAdvance(self._full) + 4 if self._lines == 1 else 0
+        return QSize(max(want, self._min_width) + m.left() + m.right(), self._height())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        return QSize(self._min_width, self._height())
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        width, fm, text = max(1, self.contentsRect().width()), self.fontMetrics(), self._full
+        shown: list[str] = []
+        layout = QTextLayout(text, self.font())
+        layout.beginLayout()
+        while len(shown) < self._lines:
+            line = layout.createLine()
+            if not line.isValid():
+                break
+            line.setLineWidth(width)
+            start = line.textStart()
+            if len(shown) == self._lines - 1:  # the last line takes the rest, elided
+                shown.append(fm.elidedText(text[start:], Qt.TextElideMode.ElideRight, width))
+                break
+            shown.append(text[start : start + line.textLength()].rstrip())
+        layout.endLayout()
+        fitted = "\n".join(shown)
+        super().setText(fitted)
+        self.setToolTip(text if fitted.replace("\n", " ") != text else "")
 
 
 class ParetoChart(pg.PlotWidget):
@@ -77,6 +145,28 @@ class ParetoChart(pg.PlotWidget):
             self.addItem(item)
         self.addItem(self.budget_line, ignoreBounds=True)
 
+    def fade_past(self, budget: float, xs: np.ndarray, colours: list[str], precisions: list[str]) -> None:
+        """The points past the budget fade, fill and outline, and keep no hover ring; the others keep their look.
+        Updated in place (no new spots)."""
+        inside = np.asarray(xs, dtype=float) <= budget + 1e-12
+        looks = list(zip(inside, colours, precisions))
+        self.scatter.setBrush([point_brush(c, p) if ok else pg.mkBrush(*FADED) for ok, c, p in looks])
+        self.scatter.setPen([point_pen(c, p, faded=not ok) for ok, c, p in looks])
+        self.drop_hover(inside)
+
+    def drop_hover(self, keep) -> None:
+        """Take the hover ring off the points where `keep` is False. pyqtgraph drops it only when the mouse moves
+        off the point, which a drag of the budget line that ends outside the chart never tells it."""
+        data = self.scatter.data
+        keep = np.asarray(keep, dtype=bool)
+        if len(data) != len(keep):
+            return
+        gone = data["hovered"] & ~keep
+        if gone.any():
+            data["sourceRect"][gone] = 0  # redraw those spots from the atlas in their plain style
+            data["hovered"] = data["hovered"] & keep
+            self.scatter.updateSpots()
+
     def set_chance(self, chance: float | None, name: str, has_points: bool) -> None:
         """The chance line at `chance`, labelled with its `name`; hidden without a chance level or points."""
         self.chance_line.setVisible(chance is not None and has_points)
@@ -104,7 +194,7 @@ class ParetoChart(pg.PlotWidget):
                 data=key,
                 brush=point_brush(c, p),
                 symbol=s,
-                pen=pg.mkPen(c if p != "fp32" else "w", width=2 if p != "fp32" else 1),
+                pen=point_pen(c, p),
             )
             for x, y, key, c, p, s in zip(xs, ys, keys, colours, precisions, symbols)
         ]
