@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal, Slot
 
@@ -21,6 +22,13 @@ from dynastudio.core.events import (
     StopAcknowledged,
     TeacherChecked,
 )
+
+
+@dataclass(frozen=True)
+class _Replay:
+    """A mark in the queue: the events after it were (on) or were not (off) written before the studio followed."""
+
+    on: bool
 
 
 class Bridge(QObject):
@@ -46,6 +54,7 @@ class Bridge(QObject):
     runStarted = Signal(object)  # RunStarted: the process that trains, and how it was started
     stopAcknowledged = Signal(object)  # StopAcknowledged
     teacherChecked = Signal(object)  # TeacherChecked
+    replayChanged = Signal(bool)  # True: the events that follow were written before the studio followed the run
 
     _wake = Signal()
 
@@ -63,6 +72,9 @@ class Bridge(QObject):
         self._wake.connect(self._start_timer, Qt.ConnectionType.QueuedConnection)
         self.events_received = 0  # for tests and the benchmark
         self.flushes = 0
+        # while True, the signals carry a backlog (a reattached run's events so far): the views must not
+        # stamp them with the time they arrive
+        self.replaying = False
 
     def sink(self, event) -> None:
         """Thread-safe: queue the event and make sure one flush is scheduled."""
@@ -75,6 +87,15 @@ class Bridge(QObject):
         self._wake.emit()
 
     __call__ = sink
+
+    def replay(self, on: bool) -> None:
+        """Mark the events sunk from now on as a backlog (on) or live again (off); the mark keeps their order."""
+        with self._lock:
+            self._queue.append(_Replay(on))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._wake.emit()
 
     @Slot()
     def _start_timer(self) -> None:
@@ -99,6 +120,11 @@ class Bridge(QObject):
             if batch:
                 self._emit_steps(batch)
                 batch = []
+            if isinstance(event, _Replay):
+                if event.on != self.replaying:
+                    self.replaying = event.on
+                    self.replayChanged.emit(event.on)
+                continue
             self._emit_one(event)
         if batch:
             self._emit_steps(batch)

@@ -348,7 +348,10 @@ class RunJob(JobHandle):
         self.status = "running"
         self.tail = runs.EventTail(runs.events_path(self.project_root))
         self.started.emit()
+        # what the file holds so far happened before this window followed: the views must not stamp it "now"
+        self.bridge.replay(True)
         self.poll()
+        self.bridge.replay(False)
         self._timer.start()
 
     def detach(self) -> None:
@@ -512,6 +515,9 @@ def _spawn_detached(command: list[str], cwd: Path, log_path: Path) -> subprocess
     in the studio's terminal. (A QProcess would kill it when destroyed, and PySide's startDetached() with
     redirected output does not give the pid back.)"""
     with open(log_path, "ab") as log:
+        # the exact command heads the run's own log (the studio's log shows a line for people instead)
+        log.write(f"$ {shlex.join(command)}\n".encode())
+        log.flush()
         kwargs: dict = {"start_new_session": True}
         if sys.platform == "win32":
             kwargs = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS}

@@ -10,7 +10,12 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from dynastudio.core.config import STAGES
 
-from ..style import chance_in_view, fit_view, label_sort_key, plain_axes, subnet_pen
+from ..style import chance_in_view, fit_view, label_sort_key, parse_label, plain_axes, subnet_pen
+
+EDGE_PX = 6.0  # room between a bound the data reach (accuracy 1.000) and the frame, so markers sit whole inside
+# where the chance line's label may go, tried in order: (position along the line, text anchor); anchor y 1 puts
+# the text above the line, 0 below it
+CHANCE_SPOTS = ((0.02, (0, 1)), (0.02, (0, 0)), (0.98, (1, 1)), (0.98, (1, 0)), (0.5, (0.5, 1)), (0.5, (0.5, 0)))
 
 
 class CurveSet:
@@ -45,6 +50,43 @@ class CurveSet:
         return sorted(self.data.get(stage, {}), key=label_sort_key)
 
 
+def show_options(labels) -> list[tuple[str, str]]:
+    """The "Show:" choices for a set of sub-network labels: all of them, one width, or one depth (key "", "w0.5",
+    "d0.75"); a dimension with a single value offers nothing (it would show them all again)."""
+    wds = [wd for wd in map(parse_label, labels) if wd is not None]
+    out = [("all sub-networks", "")]
+    for name, i, key in (("width", 0, "w"), ("depth", 1, "d")):
+        values = sorted({wd[i] for wd in wds}, reverse=True)
+        if len(values) > 1:
+            out += [(f"{name} {v:g}", f"{key}{v:g}") for v in values]
+    return out
+
+
+def keep_label(label: str, key: str) -> bool:
+    """Whether `label` is shown under the "Show:" choice `key` (see show_options)."""
+    if not key:
+        return True
+    wd = parse_label(label)
+    if wd is None:
+        return False
+    return abs(wd[0 if key[0] == "w" else 1] - float(key[1:])) < 1e-9
+
+
+def filter_curves(per_label: dict, key: str) -> dict:
+    return {label: v for label, v in per_label.items() if keep_label(label, key)}
+
+
+def _crosses(xs, ys, xa: float, xb: float, ya: float, yb: float) -> bool:
+    """Whether a curve (steps ascending) passes through the box [xa, xb] x [ya, yb]: its points inside the
+    x-range and its values at the box's sides, interpolated between points."""
+    xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    if xs.size == 0 or xb < xs[0] or xa > xs[-1]:
+        return False
+    vals = np.concatenate([ys[(xs >= xa) & (xs <= xb)], np.interp([max(xa, xs[0]), min(xb, xs[-1])], xs, ys)])
+    vals = vals[vals == vals]
+    return bool(vals.size) and vals.max() >= ya and vals.min() <= yb
+
+
 class LegendBox(QWidget):
     """The sub-network legend as plain widgets beside the plots: each sample is painted with the curve's own
     pen and sits on the line of its label (pyqtgraph's LegendItem drifted apart when its cell grew)."""
@@ -61,6 +103,7 @@ class LegendBox(QWidget):
         while self.rows.count() > 1:
             w = self.rows.takeAt(0).widget()
             if w is not None:
+                w.hide()  # at once: deleteLater waits for the event loop, and the old rows showed under the new
                 w.deleteLater()
         for i, (label, pen) in enumerate(items):
             row = QWidget()
@@ -144,6 +187,38 @@ class CurvePlot:
         r = self.plot.getViewBox().boundingRect()
         self.placeholder.setPos(r.center().x(), r.top() + 0.3 * r.height())  # above a chance line at mid-height
         self.chance_note.setPos(r.left() + 4, r.bottom() - 2)
+        self._place_chance_label()
+
+    def _place_chance_label(self) -> None:
+        """Put the chance line's label at the first spot along the line that no curve or marker crosses
+        (in pixels: the label keeps its size whatever the zoom); where none is free, the least crowded one,
+        on a light background so it stays readable."""
+        label = self.chance_line.label
+        vb = self.plot.getViewBox()
+        (x0, x1), (y0, y1) = vb.viewRange()
+        w_px, h_px = vb.width(), vb.height()
+        if self.chance is None or not self.chance_line.isVisible() or w_px <= 0 or h_px <= 0:
+            return
+        text = label.textItem.boundingRect()
+        per_x, per_y = (x1 - x0) / w_px, (y1 - y0) / h_px
+        bw, bh = (text.width() + 8) * per_x, (text.height() + 4) * per_y  # a marker's radius around the text
+        curves = [(it.xData, it.yData) for it in (self.items[l] for l in self.shown) if it.xData is not None]
+        best: tuple[int, float, tuple[float, float]] | None = None
+        for pos, (ax, ay) in CHANCE_SPOTS:
+            left = x0 + pos * (x1 - x0) - ax * bw
+            bottom = self.chance if ay == 1 else self.chance - bh
+            hits = sum(_crosses(xs, ys, left, left + bw, bottom, bottom + bh) for xs, ys in curves)
+            hits += 100 * (bottom < y0 or bottom + bh > y1)  # cut by the frame
+            if best is None or hits < best[0]:
+                best = (hits, pos, (ax, ay))
+            if hits == 0:
+                break
+        assert best is not None
+        hits, pos, anchor = best
+        label.anchors = [anchor, anchor]  # pyqtgraph picks between the two by the line's place in view: both ours
+        label.fill = pg.mkBrush(255, 255, 255, 220) if hits else pg.mkBrush(None)
+        label.setPosition(pos)
+        label.update()
 
     def setTitle(self, title: str, **kw) -> None:
         self.title = title
@@ -172,20 +247,42 @@ class CurvePlot:
             self.items[label].setData(xs, ys)
             ends_x += [xs.min(), xs.max()]
             ends_y += [np.nanmin(ys), np.nanmax(ys)]
+        # far below the curves the chance line is out of view: a note in the corner says where it is instead
+        shown = bool(labels) and chance_in_view(ends_y, self.chance)
+        self.chance_below = bool(labels) and self.chance is not None and not shown
+        self.chance_note.setText(f"▼ {self.chance_what} {self.chance:.3f}, below" if self.chance_below else "")
         if labels:
-            shown = chance_in_view(ends_y, self.chance)
-            fit_view(self.plot, ends_x, ends_y + ([self.chance] if shown else []), x_end=self.x_end, bounds=self.bounds)
-            # far below the curves the line is out of view: a note in the corner says where it is instead
-            self.chance_below = self.chance is not None and not shown
+            ys = ends_y + ([self.chance] if shown else [])
+            _, y_range = fit_view(self.plot, ends_x, ys, x_end=self.x_end, bounds=self.bounds)
+            note_px = self.chance_note.textItem.boundingRect().height() + 4 if self.chance_below else 0.0
+            self._clear_of_edges(y_range, min(ys), max(ys), note_px)
         else:
-            self.chance_below = False
             lo, hi = self.bounds
             self.plot.disableAutoRange()
             self.plot.setRange(
                 xRange=(0, self.x_end or 1), yRange=(lo or 0.0, hi if hi is not None else 1.0), padding=0
             )
-        self.chance_note.setText(f"▼ {self.chance_what} {self.chance:.3f}, below" if self.chance_below else "")
-        self._place_placeholder()
+        # an empty plot has nothing to compare with the chance level, and its label would cross the placeholder
+        self.chance_line.setVisible(self.chance is not None and bool(labels))
+        self._place_placeholder()  # and the chance label, now that the curves are drawn
+
+    def _clear_of_edges(self, y_range: tuple[float, float], y_min: float, y_max: float, note_px: float) -> None:
+        """Widen the view where the data touch its edges: by EDGE_PX where a bound clipped the margin (accuracy
+        1.000 at the top: the markers sit whole inside the frame, and no tick appears beyond the bound), and by
+        `note_px` at the bottom, a strip of its own for the chance note, clear of the curves."""
+        lo, hi = y_range
+        height = self.plot.getViewBox().height()
+        if hi <= lo:
+            return
+        # shares of the view's height; before the first layout the height is unknown: small shares then
+        top = EDGE_PX / height if height > 4 * EDGE_PX else 0.03
+        bottom = max(EDGE_PX, note_px) / height if height > 4 * EDGE_PX else (0.15 if note_px else 0.03)
+        new_lo, new_hi = lo, hi
+        for _ in range(4):  # each margin is a share of a span they widen: a few rounds settle it
+            span = new_hi - new_lo
+            new_lo, new_hi = min(lo, y_min - bottom * span), max(hi, y_max + top * span)
+        if (new_lo, new_hi) != (lo, hi):
+            self.plot.setYRange(new_lo, new_hi, padding=0)
 
     def _relabel(self, labels: list[str]) -> None:
         for label, item in self.items.items():

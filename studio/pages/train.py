@@ -7,15 +7,12 @@ import time
 
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QComboBox,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
-    QPlainTextEdit,
-    QProgressBar,
     QPushButton,
     QSplitter,
     QVBoxLayout,
@@ -35,92 +32,11 @@ from dynastudio.core.events import (
 )
 
 from ..errors import show_error
-from ..state import StageView, StudioState
+from ..state import StudioState
 from ..style import BANNER_CSS, HINT_CSS, METRIC_BOUNDS, chance_name, fmt_seconds, label_sort_key
 from ..worker import gpu_count
-from .curves import CurvePlot, CurveSet, LegendBox
-
-# stages that report steps (rewire and evaluate only report their end)
-STAGE_TITLES = {
-    "finetune": "Fine-tune teacher",
-    "rewire": "Importance + rewire",
-    "width": "Width distillation",
-    "depth": "Width + depth distillation",
-    "finetune-subnets": "Fine-tune sub-networks",
-    "evaluate": "Evaluate",
-}
-TRAINING_STAGES = ("finetune", "width", "depth", "finetune-subnets")  # the stages with loss curves
-
-
-class StageRow:
-    """A stage's name, progress bar and status text (steps, ETA, duration)."""
-
-    def __init__(self, grid: QGridLayout, row: int, stage: str):
-        self.stage = stage
-        self.name = QLabel(STAGE_TITLES.get(stage, stage))
-        self.bar = QProgressBar()
-        self.bar.setTextVisible(True)
-        self.bar.setMinimumWidth(240)
-        self.status = QLabel("pending")
-        self.status.setMinimumWidth(230)
-        grid.addWidget(self.name, row, 0)
-        grid.addWidget(self.bar, row, 1)
-        grid.addWidget(self.status, row, 2)
-        self.t0 = 0.0  # wall clock (the events' own `at`) and step of the first step seen, for the ETA
-        self.step0 = 0
-
-    def idle(self, view: StageView) -> None:
-        """Show the stage as it stands on disk: done with its time, paused at its checkpoint's step, or pending."""
-        if view.step is not None and view.total and view.state in ("paused", "running"):
-            self.bar.setRange(0, view.total)
-            self.bar.setValue(view.step)
-            self.bar.setFormat("%v / %m steps")
-        else:
-            self.bar.setRange(0, 100)
-            self.bar.setValue(round(100 * (view.fraction() or 0)))
-            self.bar.setFormat("%p%")
-        self.status.setText(view.text())
-
-    def busy(self, text: str) -> None:
-        self.bar.setRange(0, 0)  # Qt's indeterminate bar: this stage reports no steps
-        self.status.setText(text)
-
-    def started(self, e: StageStarted) -> None:
-        if e.total_steps == 0:  # a stage about to be skipped
-            self.busy("running…")
-            return
-        self.bar.setRange(0, max(1, e.total_steps))
-        self.bar.setValue(e.resumed_from_step)
-        self.bar.setFormat("%v / %m steps")
-        self.t0, self.step0 = 0.0, e.resumed_from_step
-        self.status.setText(f"resumed at step {e.resumed_from_step}" if e.resumed_from_step else "running")
-
-    def stepped(self, e: StepEnded) -> None:
-        if self.bar.maximum() != e.total_steps:
-            self.bar.setRange(0, e.total_steps)
-            self.bar.setFormat("%v / %m steps")
-        self.bar.setValue(e.step)
-        if not self.t0 or e.step <= self.step0:  # the first step seen (also after reattaching): the ETA's origin
-            self.t0, self.step0 = e.at, e.step
-            return
-        done = e.step - self.step0
-        if done > 0:
-            per = (e.at - self.t0) / done  # the steps' own times: right even when a backlog arrives at once
-            loss = sum(e.losses.values()) / max(1, len(e.losses))
-            self.status.setText(f"{fmt_seconds(per * (e.total_steps - e.step))} left · mean loss {loss:.3f}")
-
-    def progressed(self, e: StageProgress) -> None:
-        """A stage without optimizer steps (rewire batches, evaluated sub-networks)."""
-        self.bar.setRange(0, max(1, e.total))
-        self.bar.setValue(e.done)
-        self.bar.setFormat("%p%")
-        self.status.setText(f"{e.done} / {e.total}")
-
-    def ended(self, e: StageEnded) -> None:
-        self.bar.setRange(0, 100)
-        self.bar.setValue(100)
-        self.bar.setFormat("%p%")
-        self.status.setText("skipped" if e.skipped else f"done in {fmt_seconds(e.seconds)}")
+from .curves import CurvePlot, CurveSet, LegendBox, filter_curves, show_options
+from .train_parts import SKIPPED_WHY, STAGE_TITLES, TRAINING_STAGES, RunLog, StageRow
 
 
 class TrainPage(QWidget):
@@ -201,9 +117,20 @@ class TrainPage(QWidget):
         self.curve_stage.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.curve_stage.setToolTip("Which stage's curves to show; they follow the running stage by default.")
         self.curve_stage.activated.connect(self._pick_stage)
+        # twelve curves on one plot are a tangle: one width (or one depth) at a time compares like with like
+        self.curve_show = QComboBox()
+        self.curve_show.setObjectName("curveShow")
+        self.curve_show.setToolTip(
+            "Show every sub-network's curves, or only those of one width (all its depths) or one depth."
+        )
+        self.curve_show.addItem("all sub-networks", "")
+        self.curve_show.currentIndexChanged.connect(lambda _: self._redraw())
         curve_bar = QHBoxLayout()
         curve_bar.addWidget(QLabel("Curves of stage:"))
         curve_bar.addWidget(self.curve_stage)
+        curve_bar.addSpacing(12)
+        curve_bar.addWidget(QLabel("Show:"))
+        curve_bar.addWidget(self.curve_show)
         curve_bar.addStretch(1)
         plots = QWidget()
         pl = QVBoxLayout(plots)
@@ -214,11 +141,7 @@ class TrainPage(QWidget):
         chart_row.addWidget(self.legend)
         pl.addLayout(chart_row, 1)
 
-        self.log = QPlainTextEdit()
-        self.log.setReadOnly(True)
-        self.log.setMaximumBlockCount(5000)
-        self.log.setFont(QFont("monospace", 9))
-        self.log.setPlaceholderText("Stage starts and ends, evaluations, checkpoints and messages appear here.")
+        self.log = RunLog()
         log_box = QGroupBox("Log")
         QVBoxLayout(log_box).addWidget(self.log)
 
@@ -285,6 +208,7 @@ class TrainPage(QWidget):
         b.evalEnded.connect(self._on_eval)
         b.checkpointSaved.connect(self._on_checkpoint)
         b.log.connect(self._on_log)
+        b.replayChanged.connect(self._on_replay)
         b.teacherChecked.connect(self._on_teacher_checked)
         h.started.connect(self._on_job_started)
         h.finished.connect(self._on_job_finished)
@@ -316,6 +240,7 @@ class TrainPage(QWidget):
         self.evals.clear()
         self.chance = None
         self._totals: dict[str, int] = {}
+        self._skip_said: set[str] = set()  # stages whose skip the log said already (said once, not twice)
         self.shown_stage = None
         self.log.clear()
         if project is not None:
@@ -406,8 +331,15 @@ class TrainPage(QWidget):
 
     # ---- job lifecycle -------------------------------------------------------------------------
     def _on_job_started(self) -> None:
-        if getattr(self.handle, "command", None):
-            self._log("starting: " + " ".join(self.handle.command[1:]))
+        if getattr(self.handle, "command", None):  # launched here (not reattached): the command is in its log file
+            until = getattr(self.handle.request, "until", None)
+            log_path = getattr(self.handle, "log_path", None)
+            self._log(
+                "starting the training"
+                + (f" (until: {STAGE_TITLES.get(until, until)})" if until and until != STAGES[-1] else "")
+                + " in a process of its own"
+                + (f"; its output: {log_path}" if log_path else "")
+            )
         self._update_buttons()
 
     def _on_run_started(self, e) -> None:
@@ -415,7 +347,8 @@ class TrainPage(QWidget):
         procs = f", {e.world_size} processes" if e.world_size > 1 else ""
         self._log(
             f"training {'started' if launched else 'is running'}: process {e.pid} on {e.host}{procs}, since "
-            f"{time.strftime('%H:%M:%S', time.localtime(e.started))}"
+            f"{time.strftime('%H:%M:%S', time.localtime(e.started))}",
+            at=e.started,
         )
 
     def _on_job_ended(self, kind: str) -> None:
@@ -446,7 +379,10 @@ class TrainPage(QWidget):
     def _on_stage_started(self, e: StageStarted) -> None:
         if e.stage in self.rows:
             self.rows[e.stage].started(e)
-        if e.stage not in TRAINING_STAGES or e.total_steps == 0:  # rewire, evaluate, a skipped stage: no curves
+        self._skip_said.discard(e.stage)
+        if e.total_steps == 0:  # a stage about to be skipped: its skip is the line to log
+            return
+        if e.stage not in TRAINING_STAGES:  # rewire, evaluate: no curves
             self._log(f"{e.stage}: started")
             return
         self._running_stage = e.stage
@@ -463,7 +399,11 @@ class TrainPage(QWidget):
     def _on_stage_ended(self, e: StageEnded) -> None:
         if e.stage in self.rows:
             self.rows[e.stage].ended(e)
-        self._log(f"{e.stage}: {'skipped' if e.skipped else 'done in ' + fmt_seconds(e.seconds)}")
+        if not e.skipped:
+            self._log(f"{e.stage}: done in {fmt_seconds(e.seconds)}")
+        elif e.stage not in self._skip_said:  # the engine's own "<stage>: skipped (why)" line said it already
+            why = SKIPPED_WHY.get(e.stage, ("",))[0]
+            self._log(f"{e.stage}: skipped" + (f" ({why})" if why else ""))
 
     def _on_stage_progress(self, e: StageProgress) -> None:
         if e.stage in self.rows:
@@ -476,7 +416,8 @@ class TrainPage(QWidget):
         if self.follow and stage != self.shown_stage:
             self._show_stage(stage)
         elif stage == self.shown_stage:
-            self.loss_plot.show_curves(self.losses.data.get(stage, {}))
+            self._sync_show_combo()
+            self.loss_plot.show_curves(self._curves(self.losses, stage))
         self._sync_stage_combo()
 
     def _on_progress(self, e: StepEnded) -> None:
@@ -496,13 +437,26 @@ class TrainPage(QWidget):
         self.evals.add(e.stage, e.step, e.results)
         if e.stage == self.shown_stage:
             self._frame_eval_plot(e.stage)
-            self.eval_plot.show_curves(self.evals.data.get(e.stage, {}))
+            self._sync_show_combo()
+            self.eval_plot.show_curves(self._curves(self.evals, e.stage))
 
     def _on_checkpoint(self, e: CheckpointSaved) -> None:
         self._log(f"{e.stage}: checkpoint at step {e.step}")
 
     def _on_log(self, e: LogMessage) -> None:
+        stage = e.text.split(": skipped", 1)[0] if ": skipped" in e.text else None
+        if stage in self.rows:
+            self._skip_said.add(stage)
         self._log(e.text if e.level == "info" else f"{e.level}: {e.text}")
+
+    def _on_replay(self, on: bool) -> None:
+        if on:
+            self._log(
+                "following a run that was already going; its events so far (a time where one was recorded):",
+                at=time.time(),
+            )
+        else:
+            self._log("following it live")
 
     # ---- curves --------------------------------------------------------------------------------
     def _latest_stage(self) -> str | None:
@@ -521,12 +475,38 @@ class TrainPage(QWidget):
         self.eval_plot.x_end = self._stage_total(stage)
         self.eval_plot.set_chance(self.chance, chance_name(self.metric_name))
 
+    def _curves(self, curves: CurveSet, stage: str | None) -> dict:
+        """The stage's curves that the "Show:" choice keeps."""
+        return filter_curves(curves.data.get(stage, {}), self.curve_show.currentData() or "") if stage else {}
+
+    def _sync_show_combo(self) -> None:
+        """Offer each width and depth of the shown stage's sub-networks; keep the user's choice while it exists."""
+        stage = self.shown_stage
+        labels = set(self.losses.labels(stage)) | set(self.evals.labels(stage)) if stage else set()
+        options = show_options(labels)
+        current = [(self.curve_show.itemText(i), self.curve_show.itemData(i)) for i in range(self.curve_show.count())]
+        if current == options:
+            return
+        key = self.curve_show.currentData() or ""
+        self.curve_show.blockSignals(True)
+        self.curve_show.clear()
+        for text, data in options:
+            self.curve_show.addItem(text, data)
+        self.curve_show.setCurrentIndex(max(0, self.curve_show.findData(key)))
+        self.curve_show.blockSignals(False)
+        self.curve_show.setEnabled(len(options) > 1)
+
+    def _redraw(self) -> None:
+        """The shown stage's curves again (the "Show:" choice changed)."""
+        self._show_stage(self.shown_stage)
+
     def _show_stage(self, stage: str | None) -> None:
         self.shown_stage = stage
+        self._sync_show_combo()
         self.loss_plot.x_end = self._stage_total(stage)
-        self.loss_plot.show_curves(self.losses.data.get(stage, {}) if stage else {})
+        self.loss_plot.show_curves(self._curves(self.losses, stage))
         self._frame_eval_plot(stage)
-        self.eval_plot.show_curves(self.evals.data.get(stage, {}) if stage else {})
+        self.eval_plot.show_curves(self._curves(self.evals, stage))
         self.loss_plot.setTitle(
             f"Training loss per sub-network — {STAGE_TITLES.get(stage, stage)}"
             if stage
@@ -537,6 +517,8 @@ class TrainPage(QWidget):
 
     def _sync_stage_combo(self) -> None:
         stages = self.losses.stages()
+        if self.shown_stage and self.shown_stage not in stages:  # a stage just started, no step yet: name it still
+            stages = [s for s in STAGES if s in stages or s == self.shown_stage]
         if [self.curve_stage.itemData(i) for i in range(self.curve_stage.count())] != stages:
             self.curve_stage.blockSignals(True)
             self.curve_stage.clear()
@@ -554,8 +536,9 @@ class TrainPage(QWidget):
         self.follow = stage == self._running_stage or not self.is_training()
         self._show_stage(stage)
 
-    def _log(self, text: str) -> None:
-        self.log.appendPlainText(f"{time.strftime('%H:%M:%S')}  {text}")
+    def _log(self, text: str, at: float | None = None) -> None:
+        # a replayed event (a reattached run's backlog) without a time of its own is shown without one
+        self.log.add(text, at, untimed=self.handle is not None and self.handle.bridge.replaying)
 
 
 if __name__ == "__main__":
