@@ -9,7 +9,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 BUILTIN_MINILM = "builtin:minilm"
 DEPTH_RULES = ("paper", "keep-last")
@@ -17,6 +17,8 @@ DEPTH_RULES = ("paper", "keep-last")
 # layer 0 (keep-last) by 1.58 points over the reduced depths (bench/results/depth_rule.md)
 DEFAULT_DEPTH_RULE = "paper"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# where a run's losses, learning rate and dev metrics also go (core.tracking), besides metrics.jsonl
+REPORT_TO = ("tensorboard", "mlflow")
 STAGES = ("finetune", "rewire", "width", "depth", "finetune-subnets", "evaluate")
 # the model each training stage leaves in models/ (finetune-subnets leaves none when it is skipped)
 STAGE_MODEL = {
@@ -87,6 +89,9 @@ class TrainConfig:
     precision: str = "auto"
     # batches of rows of similar length (less padding); the order stays a function of (seed, epoch)
     group_by_length: bool = True
+    # "none", or the trackers that also get the run, comma separated: "tensorboard", "mlflow", "tensorboard,mlflow"
+    # (a string, not a list, so that it reads and edits as one box like the other settings)
+    report_to: str = "none"
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -187,6 +192,11 @@ def validate_train(t: TrainConfig) -> TrainConfig:
         raise bad("group_by_length", "must be true or false")
     if not isinstance(t.reuse_importance_rows, bool):
         raise bad("reuse_importance_rows", "must be true or false")
+    if not isinstance(t.report_to, str):
+        raise bad("report_to", f"{t.report_to!r} must be a string: none, or {', '.join(REPORT_TO)} (comma separated)")
+    report_to = ",".join(report_targets(t.report_to)) or "none"  # raises on an unknown name
+    if report_to != t.report_to:
+        t = replace(t, report_to=report_to)  # one spelling on disk: "tensorboard,mlflow", never " MLflow, tensorboard"
     w = t.warmup_frac
     if w is not None and (isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < 1):
         raise bad(
@@ -194,6 +204,21 @@ def validate_train(t: TrainConfig) -> TrainConfig:
             f"{w!r} must be a fraction of the steps in [0, 1), such as 0.06, or null for the model family's default",
         )
     return t
+
+
+def report_targets(report_to: str) -> tuple[str, ...]:
+    """The trackers a `report_to` setting names, in REPORT_TO's order; () for "none" or "". Raises ConfigError on an
+    unknown name (checked in validate_train, so a project.json never holds one)."""
+    names = {n.strip().lower() for n in report_to.split(",")} - {""}
+    unknown = sorted(names - set(REPORT_TO) - {"none"})
+    if unknown:
+        raise ConfigError(
+            f"train.report_to: unknown tracker '{unknown[0]}': write none, or one or more of "
+            f"{', '.join(REPORT_TO)}, comma separated"
+        )
+    if "none" in names and len(names) > 1:
+        raise ConfigError("train.report_to: 'none' goes alone: drop it, or drop the trackers")
+    return tuple(n for n in REPORT_TO if n in names)
 
 
 # the model families the paper's code warms up (run_glue.py: 6 % of the steps for RoBERTa, none for BERT)
@@ -298,4 +323,9 @@ def migrate(raw: dict, source: str = "project.json") -> dict:
         # 2 added length-grouped batches, on by default for new projects. A project made before keeps its
         # random batches: a stage it stopped half-way resumes with exactly the batches it would have seen.
         raw = {**raw, "train": {"group_by_length": False, **raw.get("train", {})}, "schema_version": 2}
+        version = 2
+    if version == 2:
+        # 3 added train.report_to (TensorBoard / MLflow), "none" by default: nothing to change. The number moves so
+        # that an older release opening a newer project asks to be upgraded instead of naming report_to unknown.
+        raw = {**raw, "schema_version": 3}
     return raw

@@ -228,6 +228,7 @@ GENERATED = (
     "importance.safetensors",
     "metrics.jsonl",
     "run",
+    "tensorboard",  # the curves of the project being replaced (mlruns/ stays: MLflow keeps attempts to compare)
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import runtime
+from . import runtime, tracking
 from .config import STAGE_MODEL, STAGES, warmup_for
 from .data.batching import iterate_batches, to_device
 from .distill import LoopSettings, distill_step, task_step, train_loop
@@ -106,6 +107,19 @@ def recording(project: Project, events):
     return sink
 
 
+def _tracked(job):
+    """`job`, with the trackers `train.report_to` names (TensorBoard, MLflow: core.tracking) subscribed to its events
+    beside metrics.jsonl's sink. `run` subscribes them once for all its stages, so their packages are checked (and
+    their runs opened) before the first stage trains, and the evaluate stage's final grid reaches them too."""
+
+    @functools.wraps(job)
+    def tracked(project: Project, request, events, stop: StopToken):
+        with tracking.subscribed(project, events) as sink:
+            return job(project, request, sink, stop)
+
+    return tracked
+
+
 def _eval_hook(inputs: RunInputs, stage: str, model: nn.Module, specs, events):
     def on_epoch_end(step: int, epoch: int) -> None:
         scores = evaluate_specs(inputs, model, specs)
@@ -167,6 +181,7 @@ def _train(inputs: RunInputs, stage: str, model, step_fn, epochs: float, lr: flo
     )
 
 
+@_tracked
 def finetune_job(project: Project, request: StageRequest, events, stop: StopToken) -> StageResult:
     """Fine-tune the base model on the task: the teacher (models/teacher)."""
     t0 = time.perf_counter()
@@ -221,6 +236,7 @@ def _check_teacher(inputs: RunInputs, model, events) -> tuple[dict, dict]:
     return metrics, check
 
 
+@_tracked
 def rewire_job(project: Project, request: StageRequest, events, stop: StopToken) -> StageResult:
     """Score heads and neurons on the importance rows, reorder them most important first (models/rewired)."""
     t0 = time.perf_counter()
@@ -280,6 +296,7 @@ def _distill(project: Project, stage: str, source: str, specs, l1, l2, epochs, l
     return _finish(project, stage, t0, events, steps=info["steps"])
 
 
+@_tracked
 def width_job(project: Project, request: StageRequest, events, stop: StopToken) -> StageResult:
     """Stage 1: distil the rewired teacher into every width at full depth (models/width)."""
     t = project.config.train
@@ -289,6 +306,7 @@ def width_job(project: Project, request: StageRequest, events, stop: StopToken) 
     )
 
 
+@_tracked
 def depth_job(project: Project, request: StageRequest, events, stop: StopToken) -> StageResult:
     """Stage 2: the width model at full size teaches every width x depth (models/depth)."""
     t = project.config.train
@@ -296,6 +314,7 @@ def depth_job(project: Project, request: StageRequest, events, stop: StopToken) 
     return _distill(project, "depth", "width", specs, t.depth_l1, t.depth_l2, t.depth_epochs, t.depth_lr, events, stop)
 
 
+@_tracked
 def finetune_subnets_job(project: Project, request: StageRequest, events, stop: StopToken) -> StageResult:
     """Optional: plain task-loss fine-tuning of every sub-network (models/subnets)."""
     t0 = time.perf_counter()
@@ -313,6 +332,7 @@ def finetune_subnets_job(project: Project, request: StageRequest, events, stop: 
     return _finish(project, "finetune-subnets", t0, events, steps=info["steps"])
 
 
+@_tracked
 def evaluate_job(project: Project, request: StageRequest, events, stop: StopToken) -> StageResult:
     """Score every sub-network of the most trained model on dev: results.json (its only writer)."""
     t0 = time.perf_counter()
@@ -350,6 +370,7 @@ def pending_stages(project: Project, until: str | None = None) -> list[str]:
     return out
 
 
+@_tracked
 def run_job(project: Project, request: RunRequest, events, stop: StopToken) -> RunResult:
     """Run every unfinished stage in order, each resuming mid-stage from its checkpoint, up to `request.until`."""
     ran = []

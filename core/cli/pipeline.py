@@ -6,17 +6,21 @@ import argparse
 import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+from .. import tracking
 from ..config import (
     BUILTIN_MINILM,
     DEPTH_RULES,
     PRECISIONS,
     PROFILES,
+    REPORT_TO,
     STAGES,
     DataConfig,
     ProjectConfig,
     profile_config,
+    validate_train,
 )
 from ..errors import Cancelled, ConfigError
 from ..events import RunEnded
@@ -53,6 +57,12 @@ def add_parsers(sub) -> None:
         choices=("on", "off"),
         help="on (default): batches of rows of similar length, far less padding",
     )
+    n.add_argument(
+        "--report-to",
+        metavar="TRACKERS",
+        help=f"none (default), or {', '.join(REPORT_TO)}, comma separated: each run's losses, learning rate, dev "
+        "metrics and final grid also go to these trackers (saved in the project)",
+    )
     n.add_argument("--overwrite", action="store_true", help="replace a project that exists in DIR")
     n.set_defaults(func=cmd_new)
 
@@ -65,6 +75,12 @@ def add_parsers(sub) -> None:
         "--precision",
         choices=PRECISIONS,
         help="auto (default): bf16 on a GPU that has it, fp16 on older GPUs, fp32 on a CPU; saved in the project",
+    )
+    r.add_argument(
+        "--report-to",
+        metavar="TRACKERS",
+        help=f"none, or {', '.join(REPORT_TO)}, comma separated: for this run only, in place of the project's "
+        "train.report_to",
     )
     r.add_argument(
         "--events",
@@ -136,6 +152,7 @@ def cmd_new(a) -> int:
         seed=a.seed,
         precision=a.precision,
         group_by_length=None if a.group_by_length is None else a.group_by_length == "on",
+        report_to=a.report_to,
     )
     config = ProjectConfig(
         model=model,
@@ -150,6 +167,8 @@ def cmd_new(a) -> int:
         f"created {project.root}: model {model}, task {task.name} ({task.train_rows} train / {task.dev_rows} dev rows, "
         f"metric {task.metric}), profile {profile}"
     )
+    for command in tracking.missing(train.report_to):  # the run refuses to start without them; say so now
+        print(f"note: train.report_to is {train.report_to}: before `dynastudio run`, {command}", file=sys.stderr)
     print(f"next: dynastudio run {project.root}")
     return 0
 
@@ -202,6 +221,11 @@ def cmd_run(a) -> int:
 def _run(a, project, jobs, runtime, null_sink) -> int:
     main = runtime.is_main()
     _apply_run_options(project, a)  # every rank applies them in memory; rank 0 writes them
+    if a.report_to is not None:  # for this run only: in memory, after the options above saved theirs
+        project.config = replace(
+            project.config, train=validate_train(replace(project.config.train, report_to=a.report_to))
+        )
+    tracking.require(project.config.train.report_to)  # a missing tracker package is refused before the lock is taken
     # torchrun passes a Ctrl-C on to every process as SIGINT, and a cluster's scheduler stops a job with SIGTERM
     stop, previous = stop_on_sigint(also_sigterm=True)
     printer = make_sink(a.events) if main else null_sink
