@@ -165,7 +165,9 @@ class StudioState(QObject):
     # ---- project -------------------------------------------------------------------------------
     def open_project(self, folder: Path | str) -> ProjectStore:
         """Open a project folder; raises UserError (ProjectError/ConfigError) with a one-line message."""
-        project = ProjectStore.open(Path(folder))
+        # resolved once here: the title, the recent list and export folders then all name the same absolute path,
+        # whatever the folder was given as (a relative `dynastudio gui demo`, a picked folder, a recent entry)
+        project = ProjectStore.open(Path(folder).resolve())
         self.set_project(project)
         return project
 

@@ -216,3 +216,15 @@ def test_while_the_demo_is_created_the_page_says_so(window, qtbot, monkeypatch, 
         with qtbot.waitSignal(handle.ended, timeout=10000):
             handle.stop()
     assert "No project open" in page.current.text()
+
+
+def test_a_project_opened_by_a_relative_path_is_named_by_its_absolute_one(window, tmp_path, monkeypatch):
+    # a new user's `dynastudio gui demo` gave the title "demo" while export folders and the recent list said
+    # "/home/.../demo": one project, two names
+    from test_store import write_project
+
+    write_project(tmp_path / "rel")
+    monkeypatch.chdir(tmp_path)
+    project = window.state.open_project("rel")
+    assert project.root.is_absolute() and project.root == (tmp_path / "rel").resolve()
+    assert str((tmp_path / "rel").resolve()) in window.windowTitle()
