@@ -87,6 +87,19 @@ METRIC_BOUNDS = {
 }
 
 
+def chance_line() -> pg.InfiniteLine:
+    """The dashed horizontal line at the chance score, hidden until a score is set; labelled at its left end."""
+    line = pg.InfiniteLine(
+        angle=0,
+        movable=False,
+        pen=pg.mkPen("#777", width=1.2, style=Qt.PenStyle.DashLine),
+        label="",
+        labelOpts={"position": 0.02, "color": "#555", "anchors": [(0, 1), (0, 1)]},
+    )
+    line.setVisible(False)
+    return line
+
+
 def chance_name(metric: str) -> str:
     """What the chance line stands for: the majority class, or the mean label for a regression metric."""
     return "chance (mean label)" if metric in ("pearson_spearman", "pearson", "spearman") else "chance (majority class)"

@@ -28,6 +28,27 @@ def tiny_task_files(tmp_path_factory) -> tuple[Path, Path]:
     return write_tsv(d / "train.tsv", tiny_sentences(192, 1)), write_tsv(d / "dev.tsv", tiny_sentences(64, 2))
 
 
+class CliResult:
+    """What a `dynastudio` command gave: exit code, stdout, stderr (named like subprocess's result)."""
+
+    def __init__(self, returncode: int, stdout: str, stderr: str):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run `dynastudio` in this process (no interpreter start-up): the same main() the entry point calls."""
+    from dynastudio.core.cli import main
+
+    def run(*args) -> CliResult:
+        capsys.readouterr()
+        rc = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return CliResult(rc, out.out, out.err)
+
+    return run
+
+
 # ---- the studio ---------------------------------------------------------------------------------
 
 

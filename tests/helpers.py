@@ -73,6 +73,18 @@ def make_tiny_model_dir(root: Path, layers: int = 4, **overrides) -> Path:
     return root
 
 
+def exportable_project(root: Path, train: Path, dev: Path):
+    """A project whose fine-tuned model is a tiny random BERT, marked done: ready to export without training."""
+    from dynastudio.core.prepare import new_project
+
+    model_dir = make_tiny_model_dir(root / "model")
+    cfg = tiny_project_config(model_dir, train, dev, width_mults=(1.0, 0.5), depth_mults=(1.0, 0.5))
+    p = new_project(root / "proj", cfg)
+    p.save_model("teacher", tiny_model(seed=11))
+    p.mark_done("finetune", {})
+    return p
+
+
 def tiny_project_config(model_dir: Path, train: Path, dev: Path, **train_overrides):
     from dynastudio.core.config import DataConfig, ProjectConfig, profile_config
 

@@ -21,25 +21,6 @@ def dyn(*args, cwd=None):
     )
 
 
-class _Proc:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-@pytest.fixture
-def cli(capsys):
-    """Run `dynastudio` in this process (no interpreter start-up): the same main() the entry point calls."""
-    from dynastudio.core.cli import main
-
-    def run(*args):
-        capsys.readouterr()
-        rc = main([str(a) for a in args])
-        out = capsys.readouterr()
-        return _Proc(rc, out.out, out.err)
-
-    return run
-
-
 def assert_user_error(proc, *needles):
     assert proc.returncode == 2, proc.stderr
     lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]

@@ -27,19 +27,13 @@ from dynastudio.core.latency import LatencyRequest, latency_job
 from dynastudio.core.prepare import new_project
 from dynastudio.core.project import Project
 from dynastudio.core.requests import ExportReport, ExportRequest
-from helpers import make_tiny_model_dir, tiny_model, tiny_project_config
+from helpers import exportable_project, make_tiny_model_dir, tiny_model, tiny_project_config
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, tiny_task_files) -> Project:
     """A project whose fine-tuned model is a tiny random BERT (no training needed to export it)."""
-    root = tmp_path_factory.mktemp("export")
-    model_dir = make_tiny_model_dir(root / "model")
-    cfg = tiny_project_config(model_dir, *tiny_task_files, width_mults=(1.0, 0.5), depth_mults=(1.0, 0.5))
-    p = new_project(root / "proj", cfg)
-    p.save_model("teacher", tiny_model(seed=11))
-    p.mark_done("finetune", {})
-    return p
+    return exportable_project(tmp_path_factory.mktemp("export"), *tiny_task_files)
 
 
 def export(project: Project, spec, target: str, out: Path, events=null_sink, stop=None, **options) -> ExportReport:

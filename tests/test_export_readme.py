@@ -17,10 +17,9 @@ import pytest
 from dynastudio.core.events import StopToken, null_sink
 from dynastudio.core.export.job import export_job
 from dynastudio.core.export.readme import readme
-from dynastudio.core.prepare import new_project
 from dynastudio.core.project import Project
 from dynastudio.core.requests import ExportRequest
-from helpers import make_tiny_model_dir, tiny_model, tiny_project_config
+from helpers import exportable_project
 
 
 def _record(fmt: str = "onnx", model_file: str = "model.onnx", files: dict | None = None, size_mb: float = 0.1) -> dict:
@@ -110,13 +109,7 @@ def test_a_folder_name_with_quotes_still_makes_valid_python():
 # ---- the snippets, run for real from inside the folder and from the folder above ----------------
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, tiny_task_files) -> Project:
-    root = tmp_path_factory.mktemp("readme")
-    model_dir = make_tiny_model_dir(root / "model")
-    cfg = tiny_project_config(model_dir, *tiny_task_files, width_mults=(1.0, 0.5), depth_mults=(1.0, 0.5))
-    p = new_project(root / "proj", cfg)
-    p.save_model("teacher", tiny_model(seed=11))
-    p.mark_done("finetune", {})
-    return p
+    return exportable_project(tmp_path_factory.mktemp("readme"), *tiny_task_files)
 
 
 def _run(code: str, cwd: Path, home: Path) -> subprocess.CompletedProcess:

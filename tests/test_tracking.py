@@ -31,24 +31,6 @@ def assert_user_error(proc, *needles):
         assert n in lines[0], (n, lines[0])
 
 
-class _Proc:
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-@pytest.fixture
-def cli(capsys):
-    from dynastudio.core.cli import main
-
-    def run(*args):
-        capsys.readouterr()
-        rc = main([str(a) for a in args])
-        out = capsys.readouterr()
-        return _Proc(rc, out.out, out.err)
-
-    return run
-
-
 def _block(monkeypatch, *modules: str) -> None:
     """Make `import <module>` fail here as it does where the package is not installed."""
     for m in modules:

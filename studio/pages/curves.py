@@ -10,7 +10,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from dynastudio.core.config import STAGES
 
-from ..style import chance_in_view, fit_view, label_sort_key, parse_label, plain_axes, subnet_pen
+from ..style import chance_in_view, chance_line, fit_view, label_sort_key, parse_label, plain_axes, subnet_pen
 
 EDGE_PX = 6.0  # room between a bound the data reach (accuracy 1.000) and the frame, so markers sit whole inside
 # where the chance line's label may go, tried in order: (position along the line, text anchor); anchor y 1 puts
@@ -163,14 +163,7 @@ class CurvePlot:
         self.items: dict[str, pg.PlotDataItem] = {}
         self.shown: list[str] = []
         self.chance: float | None = None
-        self.chance_line = pg.InfiniteLine(
-            angle=0,
-            movable=False,
-            pen=pg.mkPen("#777", width=1.2, style=Qt.PenStyle.DashLine),
-            label="",
-            labelOpts={"position": 0.02, "color": "#555", "anchors": [(0, 1), (0, 1)]},
-        )
-        self.chance_line.setVisible(False)
+        self.chance_line = chance_line()
         plot.addItem(self.chance_line, ignoreBounds=True)
         # said where the curves will be, so an empty plot reads as "not yet", not as broken
         self.placeholder = pg.TextItem("", color="#888", anchor=(0.5, 0.5))

@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QLabel, QSizePolicy, QWidget
 
 from dynastudio.core.store import Point, pareto_front
 
-from ..style import chance_in_view, fit_view, plain_axes
+from ..style import chance_in_view, chance_line, fit_view, plain_axes
 
 FADED = (200, 200, 200, 160)  # a point over the budget
 FADED_OUTLINE = (175, 175, 175, 200)  # the outline of a hollow (INT8) or faint (fp16) point over the budget
@@ -132,14 +132,7 @@ class ParetoChart(pg.PlotWidget):
         self.addLegend(offset=(-40, -10), labelTextSize="9pt")
         plain_axes(self.getPlotItem())
         # the score of always predicting the majority class (or the mean): a cell on this line learned nothing
-        self.chance_line = pg.InfiniteLine(
-            angle=0,
-            movable=False,
-            pen=pg.mkPen("#777", width=1.2, style=Qt.PenStyle.DashLine),
-            label="",
-            labelOpts={"position": 0.02, "color": "#555", "anchors": [(0, 1), (0, 1)]},
-        )
-        self.chance_line.setVisible(False)
+        self.chance_line = chance_line()
         self.addItem(self.chance_line, ignoreBounds=True)
         for item in (self.front_line, self.scatter, self.best_ring, self.selected_ring):
             self.addItem(item)
