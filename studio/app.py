@@ -24,12 +24,28 @@ from PySide6.QtWidgets import (
 )
 
 from .errors import install_excepthook
+from .pages.train_parts import STAGE_TITLES
 from .state import STEP_TITLES, STEPS, StudioState
 from .style import BANNER_CSS
 from .worker import RunJob
 
 # the step a blocked step sends people to
 PREREQUISITE = {"importance": "train", "train": "project", "explore": "train", "export": "train"}
+
+
+# what the status bar says while a job runs: words, not the engine's stage names ("export: 1/5" said little)
+JOB_TITLES = {
+    **STAGE_TITLES,
+    "export": "Exporting (Cancel on the Export page)",
+    "latency": "Measuring latency",
+    "device-kit": "Writing the device kit",
+}
+
+
+def job_text(stage: str, done: int, total: int, unit: str = "") -> str:
+    """'Width distillation: step 12 of 50' / 'Exporting (...): 1 of 5'."""
+    of = f"{unit} {done} of {total}" if unit else f"{done} of {total}"
+    return f"{JOB_TITLES.get(stage, stage)}: {of}"
 
 
 class BlockedPanel(QWidget):
@@ -213,8 +229,10 @@ class MainWindow(QMainWindow):
 
     def _follow_job(self, handle) -> None:
         self.job_label.setText(f"running: {handle.title}")
-        handle.bridge.progress.connect(lambda e: self.job_label.setText(f"{e.stage}: step {e.step}/{e.total_steps}"))
-        handle.bridge.stageProgress.connect(lambda e: self.job_label.setText(f"{e.stage}: {e.done}/{e.total}"))
+        handle.bridge.progress.connect(
+            lambda e: self.job_label.setText(job_text(e.stage, e.step, e.total_steps, "step"))
+        )
+        handle.bridge.stageProgress.connect(lambda e: self.job_label.setText(job_text(e.stage, e.done, e.total)))
 
     def _on_busy(self, busy: bool) -> None:
         if not busy:

@@ -254,6 +254,11 @@ def test_export_shows_progress_cancels_and_a_failure_clears_the_last_result(wind
     assert xp.progress.isVisible() and xp.cancel.isVisible() and xp.cancel.isEnabled()
     assert "✔" not in xp.verify.text() and xp.files.rowCount() == 0  # the last result is not this one's
     qtbot.waitUntil(lambda: "slow job running" in xp.step.text(), timeout=20000)
+    # the status bar says it in words and where Cancel is (it said "export: 1/5")
+    from dynastudio.core.events import StageProgress
+
+    xp.handle.bridge.stageProgress.emit(StageProgress("export", 1, 5))
+    assert window.job_label.text() == "Exporting (Cancel on the Export page): 1 of 5"
     wide = _min_width(window)
     xp.step.setText("exporting w1_d1 as onnx to /" + "a-long-folder/" * 40)  # a job's line names its folder
     xp.status.setText("Exporting to /" + "a-long-folder/" * 40)
