@@ -227,6 +227,7 @@ GENERATED = (
     "latency.json",
     "importance.safetensors",
     "metrics.jsonl",
+    "estimate.json",
     "run",
     "tensorboard",  # the curves of the project being replaced (mlruns/ stays: MLflow keeps attempts to compare)
 )

@@ -15,6 +15,7 @@ from .events import EventSink, StopToken
 from .requests import (
     CreateRequest,
     DeviceKitRequest,
+    EstimateRequest,
     ExportRequest,
     LatencyRequest,
     RunRequest,
@@ -71,6 +72,7 @@ for _stage in STAGES:
             locks=True,
         )
     )
+register(Job("estimate", ".estimate:estimate_job", EstimateRequest, "Estimate the training time"))
 register(Job("latency", ".latency:latency_job", LatencyRequest, "Measure latency", locks=True))
 register(Job("export", ".export.job:export_job", ExportRequest, "Export a sub-network"))
 register(Job("device-kit", ".devicekit:device_kit_job", DeviceKitRequest, "Make a device kit"))

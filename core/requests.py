@@ -30,6 +30,11 @@ class RunResult:
 
 
 @dataclass(frozen=True)
+class EstimateRequest:
+    again: bool = False  # time this machine again even when the saved estimate still fits the settings
+
+
+@dataclass(frozen=True)
 class CreateRequest:
     """`create` is the one job without a project yet: its `project` argument is the folder to create."""
 

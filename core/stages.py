@@ -35,6 +35,7 @@ from .prepare import RunInputs, prepare_inputs
 from .project import Project
 from .requests import RunRequest, RunResult, StageRequest
 from .store import final_model_name
+from .store.estimate import stages_to_run
 
 
 @dataclass(frozen=True)
@@ -361,13 +362,7 @@ def pending_stages(project: Project, until: str | None = None) -> list[str]:
     """The stages `run` would run, in order (what the studio shows as "next")."""
     if until is not None and until not in STAGES:
         raise ConfigError(f"unknown stage '{until}': choose one of {', '.join(STAGES)}")
-    last = STAGES.index(until) if until else len(STAGES) - 1
-    out: list[str] = []
-    for s in STAGES[: last + 1]:
-        # a stage is redone when it did not finish or its output is gone, and so is every stage after it
-        if out or not project.is_done(s) or project.missing_output(s) is not None:
-            out.append(s)
-    return out
+    return stages_to_run(project, until)  # the store's rule (torch-free), which the studio reads too
 
 
 @_tracked

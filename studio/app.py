@@ -283,6 +283,7 @@ class MainWindow(QMainWindow):
             for timer in self.findChildren(QTimer):  # a pending validation or repaint has nothing left to show
                 timer.stop()
             self.pages["project"].form.shut_down()  # nor has a data file being read for the new-project form
+            self.pages["train"].shut_down()  # nor has the estimate's timing of this machine
             event.accept()
             return
         # stop and close once the job has checkpointed and ended (busyChanged(False) calls close again)

@@ -1,7 +1,8 @@
 """`dynastudio`: the pipeline headless, with progress bars; user mistakes exit 2 with one line on stderr.
 
-The commands live by what they do: pipeline (new, run, stop, status) and results (importance, report, latency,
-device-kit, export); progress holds the event sinks they share. `python -m dynastudio.core.cli` runs `main`.
+The commands live by what they do: pipeline (new, run, stop, status), results (importance, report, latency,
+device-kit, export) and estimate; progress holds the event sinks they share. `python -m dynastudio.core.cli`
+runs `main`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import traceback
 from importlib.metadata import entry_points
 
 from ..errors import UserError
-from . import pipeline, results
+from . import estimate, pipeline, results
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="cmd", required=True)
     pipeline.add_parsers(sub)
     results.add_parsers(sub)
+    estimate.add_parsers(sub)
     _plugin_commands(sub)
     return p
 

@@ -235,6 +235,10 @@ def _run(a, project, jobs, runtime, null_sink) -> int:
             f"{project.config.train.batch_size} rows is split across them",
             file=sys.stderr,
         )
+    if main and a.events != "none":
+        from .estimate import run_banner
+
+        run_banner(project, a.until)  # the saved estimate's line, when it fits the settings: nothing is timed here
     try:
         out = jobs.run("run", project, jobs.RunRequest(until=a.until), printer, stop, launch_id=a.launch_id)
     except Cancelled:

@@ -36,6 +36,7 @@ from ..state import StudioState
 from ..style import BANNER_CSS, HINT_CSS, METRIC_BOUNDS, chance_name, fmt_seconds, label_sort_key
 from ..worker import gpu_count
 from .curves import CurvePlot, CurveSet, LegendBox, filter_curves, show_options
+from .estimate_parts import EstimateLine
 from .train_parts import SKIPPED_WHY, STAGE_TITLES, TRAINING_STAGES, RunLog, StageRow
 
 
@@ -86,6 +87,8 @@ class TrainPage(QWidget):
         top.addWidget(QLabel("on"))
         top.addWidget(self.gpus)
         top.addWidget(self.summary, 1)
+        self.estimate_line = EstimateLine(state)
+        self.until.currentIndexChanged.connect(lambda _: self._update_buttons())
 
         stages_box = QGroupBox("Stages")
         grid = QGridLayout(stages_box)
@@ -161,6 +164,7 @@ class TrainPage(QWidget):
 
         lay = QVBoxLayout(self)
         lay.addLayout(top)
+        lay.addWidget(self.estimate_line)
         lay.addWidget(self.teacher_banner)
         lay.addWidget(stages_box)
         lay.addWidget(split, 1)
@@ -196,6 +200,14 @@ class TrainPage(QWidget):
         self.follow = True
         self.handle = h = handle
         b = h.bridge
+        line = self.estimate_line
+        line.run_started(getattr(h.request, "until", None))
+        b.runStarted.connect(lambda e: line.run_began_at(e.started, b.replaying))
+        b.stageStarted.connect(line.stage_started)
+        b.steps.connect(line.steps)
+        b.stageProgress.connect(line.stage_progress)
+        b.stageEnded.connect(line.stage_ended)
+        h.ended.connect(line.run_ended)
         b.runStarted.connect(self._on_run_started)
         b.stopAcknowledged.connect(
             lambda e: self._log("the run saw the stop request: it finishes this step, saves a checkpoint and exits")
@@ -311,6 +323,8 @@ class TrainPage(QWidget):
             )
         self.until.setEnabled(not training)
         self.gpus.setEnabled(not training and self.gpus.count() > 1)
+        self.estimate_line.until = self.until.currentData()
+        self.estimate_line.refresh(training)
         if project is None:
             self.summary.setText("Open or create a project first.")
         elif training:
@@ -535,6 +549,18 @@ class TrainPage(QWidget):
         # picking the running stage again hands control back to "follow"
         self.follow = stage == self._running_stage or not self.is_training()
         self._show_stage(stage)
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self.estimate_line.refresh(self.is_training())  # the estimate is timed once the page is seen
+
+    def closeEvent(self, event) -> None:
+        self.estimate_line.shut_down()
+        super().closeEvent(event)
+
+    def shut_down(self) -> None:
+        """The window closes: end the estimate's timing job (a training goes on by itself)."""
+        self.estimate_line.shut_down()
 
     def _log(self, text: str, at: float | None = None) -> None:
         # a replayed event (a reattached run's backlog) without a time of its own is shown without one
