@@ -22,8 +22,8 @@ from ..events import (
 class ProgressPrinter:
     """Event sink that draws one tqdm bar per stage and prints evaluations and checkpoints."""
 
-    def __init__(self, stream=sys.stderr):
-        self.stream = stream
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr  # looked up now, not at import: a test (or a caller) may replace stderr
         self.bar = None
 
     def __call__(self, event) -> None:
