@@ -227,6 +227,20 @@ def test_compact_embedding_rows_decode_to_the_table(tmp_path, rare_from):
     assert table_bytes(storage, 64, 64, rare_from) <= stored <= table_bytes(storage, 64, 64, rare_from) + 64
 
 
+def test_a_trimmed_vocabulary_too_small_to_compact_stays_fp32(tmp_path):
+    """A task with few distinct words (the demo's) trims the vocabulary below the size worth compacting: the
+    table stays fp32 and the export goes on (it stopped with an internal error)."""
+    import onnx
+
+    table = np.random.default_rng(1).standard_normal((150, 64)).astype(np.float32)
+    onnx.save(_lookup_model(table), str(tmp_path / "src.onnx"))
+    compact_lookup_tables(
+        tmp_path / "src.onnx", tmp_path / "dst.onnx", False, "int8", min_elements=150 * 64 + 1, rare_from=100
+    )
+    kept = {i.name: i.data_type for i in onnx.load(str(tmp_path / "dst.onnx")).graph.initializer}
+    assert kept == {"embeddings.word_embeddings.weight": onnx.TensorProto.FLOAT}
+
+
 @pytest.mark.slow
 def test_trimmed_export_runs_with_its_own_tokenizer_and_reports_sizes(wide_vocab_project, tmp_path):
     """What a phone app does: tokenize with the folder's tokenizer, run the folder's model."""

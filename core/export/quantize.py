@@ -106,7 +106,7 @@ def compact_lookup_tables(
     m = onnx.load(str(src))
     g = _GraphBuilder(m.graph)
     inits = {i.name: i for i in m.graph.initializer}
-    nodes, mixed_done = [], False
+    nodes, mixed_done, word_kept_fp32 = [], False, False
     for n in m.graph.node:
         t = inits.get(n.input[0]) if n.op_type == "Gather" and n.input else None
         if t is None or t.data_type != TensorProto.FLOAT or len(t.dims) != 2:
@@ -114,6 +114,7 @@ def compact_lookup_tables(
             continue
         storage = table_storage(t.name, int(t.dims[0]), int(t.dims[1]), tables, rare_from, min_elements)
         if storage == "fp32":
+            word_kept_fp32 |= "word_embeddings" in t.name  # a trimmed vocabulary this small has no rows to compact
             nodes.append(n)
             continue
         table = numpy_helper.to_array(t).astype(np.float32)
@@ -126,7 +127,7 @@ def compact_lookup_tables(
             mixed_done = True
         else:
             nodes += g.lookup_int8(table, t.name, ids, out)
-    if rare_from is not None and tables == "int8" and not mixed_done and rare_from < _word_rows(m):
+    if rare_from is not None and tables == "int8" and not (mixed_done or word_kept_fp32) and rare_from < _word_rows(m):
         raise InternalError("the INT8 export found no word-embedding table to store the rare rows of: please report it")
     del m.graph.node[:]
     m.graph.node.extend(nodes)
