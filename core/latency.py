@@ -410,15 +410,38 @@ def _run_child(request: dict, threads: int, on_message, stop: StopToken) -> None
 
 
 # ---- the job ------------------------------------------------------------------------------------
-def busy_warning() -> str | None:
-    """A one-line warning when other work keeps the CPU busy (1-minute load above half the cores), else None."""
-    if not hasattr(os, "getloadavg"):
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) CPU time of every core since boot, from /proc/stat (Linux); None where there is none."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
         return None
-    load, cores = os.getloadavg()[0], os.cpu_count() or 1
-    if load <= 0.5 * cores:
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_warning(window: float = 0.5) -> str | None:
+    """A one-line warning when other work keeps more than half the cores busy, else None.
+
+    Measured over `window` seconds while this process waits (so what it sees is other work), not from the load
+    average: that one trails by a minute and warned right after the studio's own training had ended."""
+    cores = os.cpu_count() or 1
+    before = _cpu_jiffies()
+    if before is None:
+        if not hasattr(os, "getloadavg"):
+            return None
+        busy, what = os.getloadavg()[0], "load"
+    else:
+        time.sleep(window)
+        after = _cpu_jiffies()
+        span = after[1] - before[1] if after else 0
+        if not after or span <= 0:
+            return None
+        busy, what = cores * (after[0] - before[0]) / span, "busy cores"
+    if busy <= 0.5 * cores:
         return None
     return (
-        f"the machine is busy (load {load:.1f} on {cores} cores): latency figures taken now are slower and "
+        f"the machine is busy ({what} {busy:.1f} on {cores} cores): latency figures taken now are slower and "
         "noisier than on a quiet machine; close other work and measure again for figures to compare"
     )
 

@@ -156,10 +156,31 @@ def test_busy_warning_only_on_a_loaded_machine(monkeypatch):
     from dynastudio.core import latency
 
     monkeypatch.setattr(latency.os, "cpu_count", lambda: 4)
+    # where there is no /proc/stat: the 1-minute load average
+    monkeypatch.setattr(latency, "_cpu_jiffies", lambda: None)
     monkeypatch.setattr(latency.os, "getloadavg", lambda: (1.9, 1.0, 1.0))
     assert latency.busy_warning() is None
     monkeypatch.setattr(latency.os, "getloadavg", lambda: (2.6, 1.0, 1.0))
     assert "load 2.6 on 4 cores" in latency.busy_warning()
+
+
+def test_busy_warning_looks_at_the_cores_now_not_the_trailing_load_average(monkeypatch):
+    """Right after the studio's own training the load average is still high (it trails by a minute): that
+    warned on a quiet machine. What counts is how busy the cores are while the measurement starts."""
+    from dynastudio.core import latency
+
+    monkeypatch.setattr(latency.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(latency.os, "getloadavg", lambda: (1.8, 1.5, 1.0))
+    samples = iter([(1000, 5000), (1010, 5100)])  # 10 of 100 jiffies busy over the window: 0.2 of 2 cores
+    monkeypatch.setattr(latency, "_cpu_jiffies", lambda: next(samples))
+    assert latency.busy_warning(window=0) is None
+    samples = iter([(1000, 5000), (1090, 5100)])  # 0.9 of the time busy: 1.8 of 2 cores
+    monkeypatch.setattr(latency, "_cpu_jiffies", lambda: next(samples))
+    assert "busy cores 1.8 on 2 cores" in latency.busy_warning(window=0)
+    assert latency._cpu_jiffies.__module__  # the real reader parses this machine's /proc/stat when it has one
+    monkeypatch.undo()
+    real = latency._cpu_jiffies()
+    assert real is None or 0 <= real[0] <= real[1]
 
 
 # ---- small dialogs -------------------------------------------------------------------------------
