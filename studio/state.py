@@ -32,9 +32,16 @@ STEP_TITLES = {
 }
 
 
+def will_skip(cfg, stage: str) -> bool:
+    """A stage the settings skip (a "pending" bar there read as work still to come)."""
+    if stage == "finetune-subnets":
+        return cfg.train.subnet_epochs <= 0
+    return stage == "finetune" and bool(cfg.model_is_finetuned)
+
+
 @dataclass(frozen=True)
 class StageView:
-    """A stage as the user should see it now. state: done, skipped, running, paused or pending."""
+    """A stage as the user should see it now. state: done, skipped, running, paused, pending or will skip."""
 
     state: str
     step: int | None = None
@@ -246,6 +253,8 @@ class StudioState(QObject):
         ck = p.checkpoint_progress(stage)
         if ck is not None:
             return StageView("paused", *ck)
+        if will_skip(p.config, stage):
+            return StageView("will skip")
         return StageView("pending")
 
     def stage_status(self, stage: str) -> str:

@@ -272,3 +272,34 @@ def test_the_chance_note_below_the_curves_has_a_strip_of_its_own(page):
     assert ep.chance_note.textItem.toPlainText().startswith("▼ chance")
     box = ep.chance_note.sceneBoundingRect()
     assert not any(box.contains(p) for p in _scene_points(ep))
+
+
+def test_a_stage_the_settings_skip_says_so_before_the_run(page):
+    """Before Start, "Fine-tune sub-networks" read "pending" though subnet_epochs 0 skips it (seen in a real
+    window on the demo): the row says it will be skipped, greyed, and why."""
+    from types import SimpleNamespace
+
+    from dynastudio.core.config import TrainConfig
+    from dynastudio.studio.state import StageView
+
+    class Unrun:
+        def __init__(self, **train):
+            self.config = SimpleNamespace(train=TrainConfig(**train), model_is_finetuned=False)
+
+        def stage_info(self, stage):
+            return {}
+
+        def checkpoint_progress(self, stage):
+            return None
+
+    state = page.state
+    state.project = Unrun(subnet_epochs=0.0)
+    assert state.stage_view("finetune-subnets") == StageView("will skip")
+    assert state.stage_view("width") == StageView("pending")
+    row = page.rows["finetune-subnets"]
+    row.idle(state.stage_view("finetune-subnets"))
+    assert row.status.text().startswith("will be skipped (") and not row.bar.isEnabled()
+    state.project = Unrun(subnet_epochs=1.0)
+    assert state.stage_view("finetune-subnets") == StageView("pending")
+    row.idle(state.stage_view("finetune-subnets"))
+    assert row.status.text() == "pending" and row.bar.isEnabled()

@@ -52,8 +52,8 @@ class StageRow:
 
     def idle(self, view: StageView) -> None:
         """Show the stage as it stands on disk: done with its time, paused at its checkpoint's step, or pending."""
-        if view.state == "skipped":
-            self.skipped()
+        if view.state in ("skipped", "will skip"):
+            self.skipped(ahead=view.state == "will skip")
             return
         self._active()
         if view.step is not None and view.total and view.state in ("paused", "running"):
@@ -70,14 +70,16 @@ class StageRow:
         self.bar.setEnabled(True)
         self.status.setToolTip("")
 
-    def skipped(self) -> None:
-        """An empty, greyed bar: a full one read as "done" (issue 23)."""
+    def skipped(self, ahead: bool = False) -> None:
+        """An empty, greyed bar: a full one read as "done" (issue 23). `ahead`: before the run, the settings
+        say it will be skipped."""
         why, tip = SKIPPED_WHY.get(self.stage, ("", ""))
+        word = "will be skipped" if ahead else "skipped"
         self.bar.setRange(0, 100)
         self.bar.setValue(0)
-        self.bar.setFormat("skipped")
+        self.bar.setFormat(word)
         self.bar.setEnabled(False)
-        self.status.setText(f"skipped ({why})" if why else "skipped")
+        self.status.setText(f"{word} ({why})" if why else word)
         self.status.setToolTip(tip)
 
     def busy(self, text: str) -> None:
