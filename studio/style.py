@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 
@@ -98,6 +99,56 @@ def chance_line() -> pg.InfiniteLine:
     )
     line.setVisible(False)
     return line
+
+
+# where along the chance line its label may sit, tried in this order: (fraction of the width, label anchor)
+CHANCE_SPOTS = ((0.02, (0, 1)), (0.02, (0, 0)), (0.5, (0.5, 1)), (0.5, (0.5, 0)), (0.98, (1, 1)), (0.98, (1, 0)))
+
+
+def crosses(xs, ys, xa: float, xb: float, ya: float, yb: float) -> bool:
+    """Whether a curve (xs ascending; one point is a marker) passes through the box [xa, xb] x [ya, yb]: its
+    points inside the x-range and its values at the box's sides, interpolated between points."""
+    xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    if xs.size == 0 or xb < xs[0] or xa > xs[-1]:
+        return False
+    vals = np.concatenate([ys[(xs >= xa) & (xs <= xb)], np.interp([max(xa, xs[0]), min(xb, xs[-1])], xs, ys)])
+    vals = vals[vals == vals]
+    return bool(vals.size) and vals.max() >= ya and vals.min() <= yb
+
+
+def place_chance_label(line: pg.InfiniteLine, vb: pg.ViewBox, chance: float | None, shapes, avoid=()) -> None:
+    """Put the chance line's label at the first spot along the line that no curve or marker in `shapes`
+    ((xs, ys) pairs) crosses and no item in `avoid` (a legend) covers, in pixels (the label keeps its size
+    whatever the zoom); where none is free, the least crowded one, on a light background so it stays readable."""
+    label = line.label
+    (x0, x1), (y0, y1) = vb.viewRange()
+    w_px, h_px = vb.width(), vb.height()
+    if chance is None or not line.isVisible() or w_px <= 0 or h_px <= 0:
+        return
+    text = label.textItem.boundingRect()
+    per_x, per_y = (x1 - x0) / w_px, (y1 - y0) / h_px
+    bw, bh = (text.width() + 8) * per_x, (text.height() + 4) * per_y  # a marker's radius around the text
+    boxes = [vb.mapSceneToView(item.sceneBoundingRect()).boundingRect() for item in avoid if item.isVisible()]
+    best: tuple[int, float, tuple[float, float]] | None = None
+    for pos, (ax, ay) in CHANCE_SPOTS:
+        left = x0 + pos * (x1 - x0) - ax * bw
+        bottom = chance if ay == 1 else chance - bh
+        hits = sum(crosses(xs, ys, left, left + bw, bottom, bottom + bh) for xs, ys in shapes)
+        hits += sum(
+            b.left() <= left + bw and left <= b.right() and b.top() <= bottom + bh and bottom <= b.bottom()
+            for b in boxes
+        )
+        hits += 100 * (bottom < y0 or bottom + bh > y1)  # cut by the frame
+        if best is None or hits < best[0]:
+            best = (hits, pos, (ax, ay))
+        if hits == 0:
+            break
+    assert best is not None
+    hits, pos, anchor = best
+    label.anchors = [anchor, anchor]  # pyqtgraph picks between the two by the line's place in view: both ours
+    label.fill = pg.mkBrush(255, 255, 255, 220) if hits else pg.mkBrush(None)
+    label.setPosition(pos)
+    label.update()
 
 
 def chance_name(metric: str) -> str:

@@ -278,3 +278,26 @@ def test_export_shows_progress_cancels_and_a_failure_clears_the_last_result(wind
     assert not xp.progress.isVisible()
     for box in list(errors.open_dialogs):
         box.done(0)
+
+
+def test_the_chance_label_keeps_clear_of_the_points_on_explore(window, tmp_path):
+    """The demo's smallest sub-network scores just above chance at the left end, where the label sat on it (seen
+    in a real window); the label moves to a free spot along the line, off the points and the legend."""
+    scores = {"w1_d1": 0.985, "w0.5_d1": 0.98, "w0.25_d1": 0.935, "w1_d0.5": 0.66, "w0.25_d0.5": 0.52}
+    root = write_project(tmp_path / "p", latency=None, scores=scores)
+    window.resize(1280, 800)
+    window.show()
+    window.state.open_project(root)
+    window.go_to("explore")
+    _pump()
+    chart = window.pages["explore"].plot
+    vb = chart.getViewBox()
+    assert chart.chance_line.isVisible()
+    box = chart.chance_line.label.sceneBoundingRect()
+    xs, ys = chart.scatter.getData()
+    assert len(xs) == len(scores)
+    for x, y in zip(xs, ys):
+        centre = vb.mapViewToScene(QPointF(x, y))
+        near = box.adjusted(-5, -5, 5, 5)  # a marker's radius around the text
+        assert not near.contains(centre), (x, y)
+    assert not box.intersects(chart.legend.sceneBoundingRect())

@@ -10,12 +10,20 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from dynastudio.core.config import STAGES
 
-from ..style import chance_in_view, chance_line, fit_view, label_sort_key, parse_label, plain_axes, subnet_pen
+from ..style import (
+    chance_in_view,
+    chance_line,
+    fit_view,
+    label_sort_key,
+    parse_label,
+    place_chance_label,
+    plain_axes,
+    subnet_pen,
+)
 
 EDGE_PX = 6.0  # room between a bound the data reach (accuracy 1.000) and the frame, so markers sit whole inside
 # where the chance line's label may go, tried in order: (position along the line, text anchor); anchor y 1 puts
 # the text above the line, 0 below it
-CHANCE_SPOTS = ((0.02, (0, 1)), (0.02, (0, 0)), (0.98, (1, 1)), (0.98, (1, 0)), (0.5, (0.5, 1)), (0.5, (0.5, 0)))
 
 
 class CurveSet:
@@ -74,17 +82,6 @@ def keep_label(label: str, key: str) -> bool:
 
 def filter_curves(per_label: dict, key: str) -> dict:
     return {label: v for label, v in per_label.items() if keep_label(label, key)}
-
-
-def _crosses(xs, ys, xa: float, xb: float, ya: float, yb: float) -> bool:
-    """Whether a curve (steps ascending) passes through the box [xa, xb] x [ya, yb]: its points inside the
-    x-range and its values at the box's sides, interpolated between points."""
-    xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
-    if xs.size == 0 or xb < xs[0] or xa > xs[-1]:
-        return False
-    vals = np.concatenate([ys[(xs >= xa) & (xs <= xb)], np.interp([max(xa, xs[0]), min(xb, xs[-1])], xs, ys)])
-    vals = vals[vals == vals]
-    return bool(vals.size) and vals.max() >= ya and vals.min() <= yb
 
 
 class LegendBox(QWidget):
@@ -183,35 +180,8 @@ class CurvePlot:
         self._place_chance_label()
 
     def _place_chance_label(self) -> None:
-        """Put the chance line's label at the first spot along the line that no curve or marker crosses
-        (in pixels: the label keeps its size whatever the zoom); where none is free, the least crowded one,
-        on a light background so it stays readable."""
-        label = self.chance_line.label
-        vb = self.plot.getViewBox()
-        (x0, x1), (y0, y1) = vb.viewRange()
-        w_px, h_px = vb.width(), vb.height()
-        if self.chance is None or not self.chance_line.isVisible() or w_px <= 0 or h_px <= 0:
-            return
-        text = label.textItem.boundingRect()
-        per_x, per_y = (x1 - x0) / w_px, (y1 - y0) / h_px
-        bw, bh = (text.width() + 8) * per_x, (text.height() + 4) * per_y  # a marker's radius around the text
         curves = [(it.xData, it.yData) for it in (self.items[l] for l in self.shown) if it.xData is not None]
-        best: tuple[int, float, tuple[float, float]] | None = None
-        for pos, (ax, ay) in CHANCE_SPOTS:
-            left = x0 + pos * (x1 - x0) - ax * bw
-            bottom = self.chance if ay == 1 else self.chance - bh
-            hits = sum(_crosses(xs, ys, left, left + bw, bottom, bottom + bh) for xs, ys in curves)
-            hits += 100 * (bottom < y0 or bottom + bh > y1)  # cut by the frame
-            if best is None or hits < best[0]:
-                best = (hits, pos, (ax, ay))
-            if hits == 0:
-                break
-        assert best is not None
-        hits, pos, anchor = best
-        label.anchors = [anchor, anchor]  # pyqtgraph picks between the two by the line's place in view: both ours
-        label.fill = pg.mkBrush(255, 255, 255, 220) if hits else pg.mkBrush(None)
-        label.setPosition(pos)
-        label.update()
+        place_chance_label(self.chance_line, self.plot.getViewBox(), self.chance, curves)
 
     def setTitle(self, title: str, **kw) -> None:
         self.title = title

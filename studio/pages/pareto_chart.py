@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QLabel, QSizePolicy, QWidget
 
 from dynastudio.core.store import Point, pareto_front
 
-from ..style import chance_in_view, chance_line, fit_view, plain_axes
+from ..style import chance_in_view, chance_line, fit_view, place_chance_label, plain_axes
 
 FADED = (200, 200, 200, 160)  # a point over the budget
 FADED_OUTLINE = (175, 175, 175, 200)  # the outline of a hollow (INT8) or faint (fp16) point over the budget
@@ -129,7 +129,7 @@ class ParetoChart(pg.PlotWidget):
             label="budget",
             labelOpts={"position": 0.96, "color": "#2ca02c", "anchors": [(1, 0), (1, 0)]},
         )
-        self.addLegend(offset=(-40, -10), labelTextSize="9pt")
+        self.legend = self.addLegend(offset=(-40, -10), labelTextSize="9pt")
         plain_axes(self.getPlotItem())
         # the score of always predicting the majority class (or the mean): a cell on this line learned nothing
         self.chance_line = chance_line()
@@ -137,6 +137,15 @@ class ParetoChart(pg.PlotWidget):
         for item in (self.front_line, self.scatter, self.best_ring, self.selected_ring):
             self.addItem(item)
         self.addItem(self.budget_line, ignoreBounds=True)
+        self._chance: float | None = None
+        self.getViewBox().sigResized.connect(self.place_chance_label)
+        self.getViewBox().sigRangeChanged.connect(self.place_chance_label)
+
+    def place_chance_label(self, *_) -> None:
+        """The chance label clear of the points and the legend (it sat on the smallest sub-network's marker)."""
+        xs, ys = self.scatter.getData()
+        shapes = [([x], [y]) for x, y in zip(xs, ys)]
+        place_chance_label(self.chance_line, self.getViewBox(), self._chance, shapes, avoid=[self.legend])
 
     def fade_past(self, budget: float, xs: np.ndarray, colours: list[str], precisions: list[str]) -> None:
         """The points past the budget fade, fill and outline, and keep no hover ring; the others keep their look.
@@ -163,9 +172,11 @@ class ParetoChart(pg.PlotWidget):
     def set_chance(self, chance: float | None, name: str, has_points: bool) -> None:
         """The chance line at `chance`, labelled with its `name`; hidden without a chance level or points."""
         self.chance_line.setVisible(chance is not None and has_points)
+        self._chance = chance
         if chance is not None:
             self.chance_line.setValue(chance)
             self.chance_line.label.setFormat(f"{name} {chance:.3f}")
+        self.place_chance_label()
 
     def draw(
         self,
@@ -199,4 +210,5 @@ class ParetoChart(pg.PlotWidget):
         self.front_line.setData([p.x for p in front], [p.y for p in front])
         shown = chance_in_view(ys, chance)
         fit_view(self.getPlotItem(), xs, list(ys) + ([chance] if shown else []), x_start=None, bounds=bounds)
+        self.place_chance_label()
         return chance is not None and not shown
