@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import platform
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -55,9 +57,8 @@ def barrier() -> None:
 
 def init_distributed(device_setting: str) -> str:
     """Join the process group torchrun describes: NCCL on GPUs, gloo on CPUs. Returns the backend."""
-    use_cuda = device_setting != "cpu" and torch.cuda.is_available()
-    if device_setting == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is 'cuda' but this machine has no CUDA GPU: set it to 'auto' or 'cpu'")
+    check_cuda_setting(device_setting)
+    use_cuda = device_setting in ("auto", "cuda") and torch.cuda.is_available()
     backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
         if local_rank() >= torch.cuda.device_count():
@@ -69,6 +70,28 @@ def init_distributed(device_setting: str) -> str:
     # long stages run on rank 0 alone (writing a checkpoint, evaluating) while the others wait
     dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
     return backend
+
+
+def check_cuda_setting(setting: str) -> None:
+    """A train.device that names CUDA needs a GPU; a numbered one must exist, and under torchrun none is numbered:
+    each process uses its own GPU, cuda:LOCAL_RANK, the one NCCL uses."""
+    if not setting.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        raise ConfigError(f"train.device is '{setting}' but this machine has no CUDA GPU: set it to 'auto' or 'cpu'")
+    index = torch.device(setting).index
+    if index is None:
+        return
+    if launched_distributed() or initialized():
+        raise ConfigError(
+            f"train.device is '{setting}', but under torchrun each process uses its own GPU (cuda:LOCAL_RANK): "
+            "set it to 'cuda' or 'auto' (CUDA_VISIBLE_DEVICES chooses the GPUs torchrun uses)"
+        )
+    n = torch.cuda.device_count()
+    if index >= n:
+        raise ConfigError(
+            f"train.device is '{setting}' but this machine has {n} GPU(s) (cuda:0 to cuda:{n - 1}): pick one of them"
+        )
 
 
 def backend() -> str | None:
@@ -119,23 +142,56 @@ def _comm_device() -> torch.device:
 
 
 # ---- precision ----------------------------------------------------------------------------------
+def cpu_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware: AVX512-BF16 (AMD Zen 4, Intel Cooper Lake and later), AMX-BF16
+    (Intel Sapphire Rapids and later) or Arm's BF16 extension (Neoverse V1/N2, Graviton 3 and later). Elsewhere
+    bf16 autocast is emulated and slower than fp32. Read from torch's cpuinfo query (torch.cpu.get_capabilities);
+    on Arm Linux from the kernel's feature list, which that query does not cover."""
+    try:
+        caps = torch.cpu.get_capabilities()
+    except (AttributeError, RuntimeError):  # an older torch: no query, no claim
+        caps = {}
+    if caps.get("avx512_bf16") or caps.get("amx_bf16"):
+        return True
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+        return any(line.startswith("Features") and " bf16" in f"{line} " for line in text.splitlines())
+    return False
+
+
 def resolve_precision(setting: str, device: torch.device) -> str:
-    """auto: bf16 on a CUDA GPU that has it, fp16 (with loss scaling) on older GPUs, fp32 on a CPU."""
+    """auto: bf16 on a CUDA GPU that has it, fp16 (with loss scaling) on older GPUs; on a CPU bf16 autocast where
+    the CPU computes bf16 natively (see cpu_native_bf16; measured in bench/bf16_cpu.py), fp32 elsewhere. Weights,
+    optimizer state and losses stay fp32 in every case; evaluation runs in fp32."""
     device = torch.device(device)
     if setting not in PRECISIONS:
         raise ConfigError(f"train.precision: '{setting}' is not one of {', '.join(PRECISIONS)}")
     if setting == "auto":
         if device.type != "cuda":
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            return "bf16" if cpu_native_bf16() else "fp32"
+        return "bf16" if cuda_native_bf16(device) else "fp16"
     if setting == "fp16" and device.type != "cuda":
         raise ConfigError(
             "train.precision fp16 needs a CUDA GPU (loss scaling is a GPU technique): "
             "use fp32 or bf16 on a CPU, or auto"
         )
-    if setting == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ConfigError("train.precision bf16: this GPU has no bfloat16 support: use fp16 or auto")
+    if setting == "bf16" and device.type == "cuda" and not cuda_native_bf16(device):
+        major, minor = torch.cuda.get_device_capability(device)
+        raise ConfigError(
+            f"train.precision bf16: this GPU ({torch.cuda.get_device_name(device)}, compute capability "
+            f"{major}.{minor}) has no native bfloat16 (Ampere, 8.0, and later have it): torch would emulate it, "
+            "several times slower than fp16: use auto (fp16 with loss scaling here), fp16 or fp32"
+        )
     return setting
+
+
+def cuda_native_bf16(device: torch.device) -> bool:
+    """Whether this GPU (the one asked about, not the current one) computes bf16 in hardware: compute capability
+    8.0 (Ampere) and later. torch.cuda.is_bf16_supported() also says yes where bf16 is only emulated (V100, T4)."""
+    return torch.cuda.get_device_capability(torch.device(device)) >= (8, 0)
 
 
 def autocast(device: torch.device, precision: str):
