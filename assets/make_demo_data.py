@@ -133,8 +133,7 @@ def _sentence(rng: random.Random, unseen: bool) -> tuple[str, int]:
     elif kind < 0.74:
         # two clauses that agree, the second negated with the opposite word: "X was good and not at all dull"
         text = (
-            f"{subject} {rng.choice(VERBS)} {_word(rng, label, unseen)} and "
-            f"not at all {_word(rng, not label, unseen)}"
+            f"{subject} {rng.choice(VERBS)} {_word(rng, label, unseen)} and not at all {_word(rng, not label, unseen)}"
         )
     elif kind < 0.84:
         # what the writer expected against what came

@@ -20,13 +20,16 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m dynastudio.core.child JOB DIR  (the request as a JSON line on stdin)", file=sys.stderr)
         return 2
     name, folder = argv
+    from . import threads
+
+    threads.set_wait_policy()  # before the job imports torch: OpenMP reads it once, when it loads
     # our own copy of stdout for events; fd 1 becomes stderr for everyone else
     out = os.fdopen(os.dup(1), "w", encoding="utf-8", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     lock = threading.Lock()
 
-    from .events import JobEnded, StopToken, event_to_json
+    from .events import JobEnded, LogMessage, StopToken, event_to_json
 
     def emit(event) -> None:
         line = event_to_json(event) + "\n"
@@ -60,7 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         if job is None:
             raise UserError(f"unknown job '{name}': choose one of {', '.join(registry.JOBS)}")
         request = request_from_json(first, job.request_type) if first.strip() else None
-        result = jobs.run(name, folder, request, emit, stop)
+        sink = emit
+        if job.opens_project:  # a job that computes: its share of the cores, said in the log when it shares them
+            n, why = threads.configure_threads(name)
+            if line := threads.sharing_line(n, why):
+                emit(LogMessage(line))
+            sink = threads.Rebalancer(emit, n) if job.trains else emit
+        result = jobs.run(name, folder, request, sink, stop)
         end = JobEnded("done", result_to_json(result))
     except Cancelled:
         end, code = JobEnded("stopped", message="stopped by request"), 130

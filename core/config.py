@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -85,7 +86,8 @@ class TrainConfig:
     checkpoint_every: int = 200  # optimizer steps between mid-stage checkpoints
     checkpoint_minutes: float = 10.0  # and at least this often by the clock, so slow steps lose little to a kill
     device: str = "auto"
-    # auto: bf16 autocast on a CUDA GPU that supports it, fp16 with loss scaling on older GPUs, fp32 on a CPU
+    # auto: bf16 autocast on a CUDA GPU that supports it, fp16 with loss scaling on older GPUs; on a CPU bf16 autocast
+    # where it computes bf16 natively (AVX512-BF16, AMX, Arm BF16), fp32 elsewhere
     precision: str = "auto"
     # batches of rows of similar length (less padding); the order stays a function of (seed, epoch)
     group_by_length: bool = True
@@ -188,6 +190,8 @@ def validate_train(t: TrainConfig) -> TrainConfig:
         raise bad("max_train_examples", "must be at least 1")
     if t.precision not in PRECISIONS:
         raise bad("precision", f"must be one of {', '.join(PRECISIONS)}")
+    if not isinstance(t.device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", t.device):
+        raise bad("device", f"{t.device!r} is not a device: write auto, cpu, cuda, or one GPU as cuda:0, cuda:1...")
     if not isinstance(t.group_by_length, bool):
         raise bad("group_by_length", "must be true or false")
     if not isinstance(t.reuse_importance_rows, bool):

@@ -59,7 +59,16 @@ class SubnetRunner(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, attention_mask, token_type_ids, spec: SubnetSpec, depth_rule: str, need_hidden: bool):
+    def forward(
+        self,
+        input_ids,
+        attention_mask,
+        token_type_ids,
+        spec: SubnetSpec,
+        depth_rule: str,
+        need_hidden: bool,
+        padded: bool | None = None,
+    ):
         out = forward_subnet(
             self.model,
             input_ids,
@@ -68,6 +77,7 @@ class SubnetRunner(nn.Module):
             spec=spec,
             depth_rule=depth_rule,
             need_hidden=need_hidden,
+            padded=padded,
         )
         return out.logits, tuple(out.hidden_states)
 
@@ -98,7 +108,8 @@ class StepContext:
         if "n_rows_global" not in batch:
             return self
         rows = batch["attention_mask"].shape[0]
-        tokens = int(batch["attention_mask"].sum())
+        # counted on the CPU when batching: summing the mask on a GPU would wait for the device
+        tokens = batch["n_tokens"] if "n_tokens" in batch else int(batch["attention_mask"].sum())
         return replace(self, row_share=rows / batch["n_rows_global"], token_share=tokens / batch["n_tokens_global"])
 
     def autocast(self):
@@ -112,6 +123,7 @@ class StepContext:
             spec=spec,
             depth_rule=depth_rule,
             need_hidden=need_hidden,
+            padded=batch.get("padded"),
         )
         return SubnetOutput(logits, list(hidden), [])
 
@@ -148,7 +160,12 @@ class Teacher:
 @torch.no_grad()
 def teacher_forward(teacher: nn.Module, batch: dict) -> Teacher:
     out = forward_subnet(
-        teacher, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), need_hidden=True
+        teacher,
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch.get("token_type_ids"),
+        need_hidden=True,
+        padded=batch.get("padded"),
     )
     return Teacher(out.logits, out.hidden_states)
 
@@ -263,12 +280,19 @@ def _wrap(model: nn.Module, device: torch.device) -> nn.Module:
     )
 
 
-def _global_losses(losses: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Per-sub-network losses as floats, summed over processes (the global batch's loss), in one transfer."""
+def _global_losses(losses: dict[str, torch.Tensor], *flags: bool) -> tuple[dict[str, float], list[bool]]:
+    """Per-sub-network losses as floats, summed over processes (the global batch's loss), and each flag set in any
+    process (a stop request, a checkpoint due by the clock): one collective and one transfer per step."""
     labels = list(losses)
     values = torch.stack([losses[k].float() for k in labels])
+    if flags:
+        values = torch.cat([values, torch.tensor([float(f) for f in flags]).to(values.device, non_blocking=True)])
     runtime.all_reduce_sum(values)
-    return dict(zip(labels, values.tolist()))
+    out = values.tolist()
+    return dict(zip(labels, out)), [v > 0 for v in out[len(labels) :]]
+
+
+OVERFLOW_WARN_STEPS = 10  # fp16: warn after this many optimizer steps in a row skipped for inf/NaN gradients
 
 
 def train_loop(
@@ -334,6 +358,13 @@ def train_loop(
     t0 = last_checkpoint = time.perf_counter()
     last_losses: dict[str, float] = {}
     pin = device.type == "cuda"
+    skipped = 0  # fp16: optimizer steps skipped in a row
+    # under torchrun the stop and clock flags travel in each step's one collective (with its losses); this check
+    # covers a stop asked before the first step
+    shared = runtime.initialized()
+    if shared and runtime.any_process(stop.is_set()):
+        checkpoint()
+        raise Cancelled("stopped by request")
     while step < total:
         epoch, skip = divmod(step, per_epoch)
         for batch in iterate_batches(
@@ -349,27 +380,37 @@ def train_loop(
             world=world,
             pin_memory=pin,
         ):
-            if runtime.any_process(stop.is_set()):
+            if not shared and stop.is_set():
                 checkpoint()
                 raise Cancelled("stopped by request")
             lr = get_lr(step, total, s.lr, warmup)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = to_device(batch, device)
-            last_losses = _global_losses(step_fn(model, batch, base_ctx))
+            losses = step_fn(model, batch, base_ctx)
+            if shared:  # the flags as they stand now, agreed by every process in the losses' collective
+                clock = time.perf_counter() - last_checkpoint >= s.checkpoint_seconds
+                last_losses, (stop_now, by_clock) = _global_losses(losses, stop.is_set(), clock)
+            else:
+                last_losses, _ = _global_losses(losses)
             if scaler is not None:
                 scaler.unscale_(optimizer)
             if s.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
             if scaler is not None:
+                scale = scaler.get_scale()
                 scaler.step(optimizer)  # skipped when fp16 overflowed; the scale then shrinks
                 scaler.update()
+                skipped = skipped + 1 if scaler.get_scale() < scale else 0
             else:
                 optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             events(StepEnded(s.stage, step, total, last_losses, lr, epoch))  # the one record of the step's losses
-            by_clock = runtime.any_process(time.perf_counter() - last_checkpoint >= s.checkpoint_seconds)  # ranks agree
+            if skipped == OVERFLOW_WARN_STEPS and runtime.is_main():
+                events(LogMessage(_overflow_warning(s.stage, skipped, scaler), "warning"))
+            if not shared:  # one process: the clock as it stands after the step's event
+                by_clock = time.perf_counter() - last_checkpoint >= s.checkpoint_seconds
             if step < total and ((s.checkpoint_every > 0 and step % s.checkpoint_every == 0) or by_clock):
                 checkpoint()
                 last_checkpoint = time.perf_counter()
@@ -378,8 +419,19 @@ def train_loop(
                     on_epoch_end(step, epoch)
             if step >= total:
                 break
+            if shared and stop_now:  # (one process checks its stop token at the top of the next step)
+                checkpoint()
+                raise Cancelled("stopped by request")
     model.eval()
     return {"steps": total, "seconds": time.perf_counter() - t0, "final_losses": last_losses}
+
+
+def _overflow_warning(stage: str, steps: int, scaler) -> str:
+    return (
+        f"{stage}: fp16 overflowed in the last {steps} steps in a row: the optimizer skipped them and the loss "
+        f"scale fell to {scaler.get_scale():g}, so the weights are not learning: use bf16 (GPUs from Ampere on) or "
+        "fp32 (train.precision, or --precision on `dynastudio run`), or a lower learning rate"
+    )
 
 
 def _restore_rng(resume, s: LoopSettings, device, world: int, rank: int, events) -> None:

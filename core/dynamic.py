@@ -73,9 +73,14 @@ def layer_targets(num_layers: int, depth_mult: float, rule: str) -> list[int]:
     return list(kept)
 
 
-def sdpa_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """Boolean (B,1,1,T) mask for SDPA; None when nothing is padded (lets SDPA take its fastest path)."""
-    if attention_mask is None or bool(attention_mask.all()):
+def sdpa_mask(attention_mask: torch.Tensor | None, padded: bool | None = None) -> torch.Tensor | None:
+    """Boolean (B,1,1,T) mask for SDPA; None when nothing is padded (lets SDPA take its fastest path).
+
+    `padded`: whether any row is padded, as the batching decided it on the CPU (the batch's "padded" flag); None
+    asks the mask, which on a GPU waits for the device (a host sync per forward pass)."""
+    if attention_mask is None or padded is False:
+        return None
+    if padded is None and bool(attention_mask.all()):
         return None
     return attention_mask.bool()[:, None, None, :]
 
@@ -142,12 +147,14 @@ def forward_subnet(
     depth_rule: str = DEFAULT_DEPTH_RULE,
     head_mask: torch.Tensor | None = None,
     need_hidden: bool = False,
+    padded: bool | None = None,
 ) -> SubnetOutput:
     """Forward pass of the sub-network `spec` of an HF sequence classifier whose weights are rewired.
 
     Heads and FFN neurons are kept from the front (rewiring puts the most important there), so the
     sub-network is a prefix slice of every weight matrix: cost follows the width.
     `head_mask` (layers x heads, full width) multiplies each head's context; used for importance only.
+    `padded`: the batch's flag (see `sdpa_mask`); None for a batch that has none.
     """
     config = model.config
     kind = check_supported(config)
@@ -158,7 +165,7 @@ def forward_subnet(
     training = model.training
 
     h = encoder_of(model).embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-    mask = sdpa_mask(attention_mask)
+    mask = sdpa_mask(attention_mask, padded)
     hidden = [h] if need_hidden else []
     for i in kept:
         w = layer_weights(model, i)

@@ -61,3 +61,31 @@ def disk_full(exc: BaseException, what: str) -> DiskFull | None:
         f"{what}: the disk is full, so it was not written (the previous version, if any, is kept): "
         "free some space and run the same command again"
     )
+
+
+class OutOfMemory(UserError):
+    """The GPU (or the machine) ran out of memory: the settings that size a batch say what to lower."""
+
+
+_OOM_TEXT = ("CUDA out of memory", "out of memory", "DefaultCPUAllocator: can't allocate memory")
+
+
+def out_of_memory(exc: BaseException, cfg) -> OutOfMemory | None:
+    """An OutOfMemory naming what to lower when `exc` is torch's out-of-memory error (CUDA, or the CPU
+    allocator's), else None. `cfg`: the project's config. The error stays one line (torch's has several)."""
+    name = type(exc).__name__
+    text = str(exc)
+    if name != "OutOfMemoryError" and not (isinstance(exc, (RuntimeError, MemoryError)) and _is_oom_text(text)):
+        return None
+    where = "the GPU" if "CUDA" in text or name == "OutOfMemoryError" else "this machine"
+    first = text.strip().splitlines()[0][:160] if text.strip() else name
+    t = cfg.train
+    return OutOfMemory(
+        f"{where} ran out of memory ({first.rstrip('.')}): lower train.batch_size ({t.batch_size}) or "
+        f"train.max_seq_length ({t.max_seq_length}) for training, train.eval_batch_size ({t.eval_batch_size}) for "
+        "evaluation, in the project's hyper-parameters (project.json), then run again"
+    )
+
+
+def _is_oom_text(text: str) -> bool:
+    return any(s in text for s in _OOM_TEXT)

@@ -227,9 +227,9 @@ def measure(inputs: RunInputs, events=null_sink, stop: StopToken | None = None, 
     dev = _rows(inputs.dev, sample)
 
     def infer(spec):
-        return lambda: predict(model, dev, spec, rule, rows, inputs.pad_id, device, inputs.precision)
+        return lambda: predict(model, dev, spec, rule, rows, inputs.pad_id, device)  # fp32, as evaluation runs
 
-    predict(model, _rows(dev, range(min(8, len(dev)))), full, rule, rows, inputs.pad_id, device, inputs.precision)
+    predict(model, _rows(dev, range(min(8, len(dev)))), full, rule, rows, inputs.pad_id, device)
     eval_full, eval_small = _clock(infer(full), device), _clock(infer(smallest), device)
     eval_f = _flops_share(model.config, smallest, t.depth_rule, max(1, round(float(np.mean(row_lengths(dev))))))
     return Timing(

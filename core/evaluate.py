@@ -26,14 +26,16 @@ def predict(
     device,
     precision: str = "fp32",
 ) -> np.ndarray:
-    """Logits of every row of `enc`, in its order (float32, on the CPU).
+    """Logits of every row of `enc`, in its order (float32, on the CPU). Scores are computed in fp32 (the default):
+    what results.json, the teacher check and Explore show, beside the INT8/fp16 files' scores.
 
-    Rows run sorted by length (batches carry almost no padding; a row's logits do not depend on its
-    batch-mates). Under torchrun each process runs every world-th row and the logits are gathered.
+    Rows run sorted by length, longest first (batches carry almost no padding; a row's logits do not depend on its
+    batch-mates), so a batch too big for the device fails at once; a batch that runs out of memory is run again in
+    halves. Under torchrun each process runs every world-th row and the logits are gathered.
     """
     model.eval()
     lengths = row_lengths(enc)
-    order = np.argsort(lengths, kind="stable")
+    order = np.argsort(-lengths, kind="stable")
     mine = order[runtime.rank() :: runtime.world()]
     part = Encoded(
         [enc.input_ids[i] for i in mine],
@@ -41,19 +43,38 @@ def predict(
         [enc.labels[i] for i in mine],
         enc.is_regression,
     )
+    while True:
+        try:
+            local = _logits(model, part, spec, depth_rule, batch_size, pad_id, device, precision)
+            break
+        except torch.OutOfMemoryError:
+            if batch_size <= 1:
+                raise  # not even one row fits: the job's error says what to lower
+            batch_size = max(1, batch_size // 2)
+            if torch.device(device).type == "cuda":
+                torch.cuda.empty_cache()
+    result = np.zeros((len(enc), local.shape[1]), dtype=np.float32)
+    for rows, logits in runtime.all_gather_objects((mine, local)):
+        result[rows] = logits
+    return result
+
+
+def _logits(model, part: Encoded, spec, depth_rule, batch_size, pad_id, device, precision) -> np.ndarray:
     out = []
     for batch in iterate_batches(part, batch_size, shuffle=False, pad_id=pad_id):
         b = to_device(batch, device)
         with runtime.autocast(device, precision):
             logits = forward_subnet(
-                model, b["input_ids"], b["attention_mask"], b.get("token_type_ids"), spec=spec, depth_rule=depth_rule
+                model,
+                b["input_ids"],
+                b["attention_mask"],
+                b.get("token_type_ids"),
+                spec=spec,
+                depth_rule=depth_rule,
+                padded=b.get("padded"),
             ).logits
         out.append(logits.float().cpu())
-    local = torch.cat(out).numpy() if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
-    result = np.zeros((len(enc), local.shape[1]), dtype=np.float32)
-    for rows, logits in runtime.all_gather_objects((mine, local)):
-        result[rows] = logits
-    return result
+    return torch.cat(out).numpy() if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
 
 
 def eval_batch_size(cfg, device) -> int:
@@ -74,7 +95,7 @@ def evaluate_specs(
     rows = eval_batch_size(inputs.cfg, inputs.device)
     out = {}
     for i, spec in enumerate(specs):
-        logits = predict(model, inputs.dev, spec, rule, rows, inputs.pad_id, inputs.device, inputs.precision)
+        logits = predict(model, inputs.dev, spec, rule, rows, inputs.pad_id, inputs.device)  # fp32
         out[spec.label] = compute_metric(inputs.task.metric, logits, labels)
         if on_spec is not None:
             on_spec(i + 1)
@@ -204,5 +225,6 @@ def evaluate_grid(inputs: RunInputs, model: nn.Module, model_name: str, teacher:
         "teacher": teacher,
         "chance": chance,
         "flops_seq_len": t.max_seq_length,
+        "precision": "fp32",  # the scores' precision, whatever the training's
         "rows": rows,
     }

@@ -172,8 +172,9 @@ class RunStarted:
     command: str = ""
     launch_id: str | None = None  # set by the front end that launched the process, so it knows its own run
     launcher_pid: int | None = None  # torchrun's own process, when the run has several
-    pids: tuple[int, ...] = ()  # every process of the run on this host (rank order)
+    pids: tuple[int, ...] = ()  # every process of the run (rank order)
     world_size: int = 1
+    hosts: tuple[str, ...] = ()  # the host of each of `pids` (empty in runs of engines before 0.4: all on `host`)
 
 
 @dataclass(frozen=True)

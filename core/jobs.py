@@ -102,19 +102,30 @@ def _run_training(job: Job, project, request, events, stop: StopToken, launch_id
 
     from . import runs, runtime
 
-    fn = job.fn  # imports the engine before the lock is taken: a broken install fails without touching the project
+    fn = _oom_is_a_user_error(job.fn)  # imports the engine before the lock is taken: a broken install fails here
     root = Path(getattr(project, "root", project))
     if not runtime.initialized():
         with runs.RunSession(root, job.name, events, stop, launch_id) as single:
             result = fn(project, request, single.events, stop)
             single.ran = tuple(getattr(result, "ran", (job.name,)))
             return result
-    pids = tuple(p for _, p in runtime.all_gather_objects((runtime.rank(), os.getpid())))
+    import socket
+
+    ranks = runtime.all_gather_objects((socket.gethostname(), os.getpid()))  # (host, pid) of every rank, in order
+    pids, hosts = tuple(p for _, p in ranks), tuple(h for h, _ in ranks)
     session: runs.RunSession | None = None
     error: Exception | None = None
     if runtime.is_main():
         session = runs.RunSession(
-            root, job.name, events, stop, launch_id, launcher_pid=os.getppid(), pids=pids, world_size=runtime.world()
+            root,
+            job.name,
+            events,
+            stop,
+            launch_id,
+            launcher_pid=os.getppid(),
+            pids=pids,
+            world_size=runtime.world(),
+            hosts=hosts,
         )
         try:
             session.__enter__()
@@ -136,3 +147,21 @@ def _run_training(job: Job, project, request, events, stop: StopToken, launch_id
         raise
     session.__exit__(None, None, None)
     return result
+
+
+def _oom_is_a_user_error(fn):
+    """`fn`, with torch's out-of-memory error turned into a one-line OutOfMemory that says what to lower (the run
+    ends "failed", not as an internal error to report)."""
+
+    def run(project, request, events, stop):
+        from .errors import out_of_memory
+
+        try:
+            return fn(project, request, events, stop)
+        except (RuntimeError, MemoryError) as exc:
+            oom = out_of_memory(exc, project.config) if hasattr(project, "config") else None
+            if oom is None:
+                raise
+            raise oom from None
+
+    return run

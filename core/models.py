@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .config import BUILTIN_MINILM
-from .errors import ConfigError, ModelError
+from .errors import ModelError
 from .support import check_supported
 
 
@@ -100,9 +100,8 @@ def pick_device(setting: str) -> torch.device:
 
     if setting == "auto":
         setting = "cuda" if torch.cuda.is_available() else "cpu"
+    runtime.check_cuda_setting(setting)  # no GPU; a numbered one that is not there, or under torchrun
     device = torch.device(setting)
     if device.type == "cuda" and device.index is None:
-        if not torch.cuda.is_available():
-            raise ConfigError("train.device is 'cuda' but this machine has no CUDA GPU: set it to 'auto' or 'cpu'")
         device = torch.device("cuda", runtime.local_rank() if runtime.initialized() else torch.cuda.current_device())
     return device

@@ -142,11 +142,15 @@ class Project(ProjectStore):
             shutil.rmtree(p, ignore_errors=True)
 
     def load_checkpoint(self, stage: str) -> Checkpoint | None:
+        from . import runtime
         from .runtime import RngState
 
         d = self.checkpoint_dir(stage)
         if is_main_process():
             self._recover_checkpoint(stage)
+        # under torchrun every rank calls this: none may look for trainer.json while rank 0 still finishes an
+        # interrupted swap (rmtree, replace), or ranks would resume at different steps (a no-op in one process)
+        runtime.barrier()
         trainer = d / "trainer.json"
         if not trainer.is_file():
             return None

@@ -114,6 +114,18 @@ def pid_alive(pid: int, proc_start: str | None = None) -> bool:
     return proc_start is None or _proc_start(pid) in (None, proc_start)
 
 
+def local_pids(started: RunStarted) -> list[int]:
+    """The processes of a run that are on this host (rank order), then torchrun's own: what `stop --now` may kill.
+    A pid recorded on another node may name an unrelated process here."""
+    here = socket.gethostname()
+    if started.host != here:
+        return []  # torchrun's pid (launcher_pid) is rank 0's host's
+    pids = list(started.pids) or [started.pid]
+    hosts = list(started.hosts) or [started.host] * len(pids)  # older runs: every rank on rank 0's host
+    mine = [pid for pid, host in zip(pids, hosts) if host == here]
+    return mine + ([started.launcher_pid] if started.launcher_pid else [])
+
+
 def kill_hard(pids) -> list[int]:
     """End these processes of this host now (no checkpoint); returns the ones that were running."""
     killed = []
@@ -408,10 +420,12 @@ class RunSession:
         launcher_pid: int | None = None,
         pids: tuple[int, ...] = (),
         world_size: int = 1,
+        hosts: tuple[str, ...] = (),
     ):
         self.root, self.job, self.stop = Path(root), job, stop
         self.caller = events
         self.launch_id, self.launcher_pid, self.pids, self.world_size = launch_id, launcher_pid, pids, world_size
+        self.hosts = hosts  # the host of each of `pids`: `stop --now` kills only this host's
         self.run_id = uuid.uuid4().hex[:12]
         self.events = events
         self.ran: tuple[str, ...] = ()
@@ -446,6 +460,7 @@ class RunSession:
                 self.launcher_pid,
                 tuple(self.pids) or (os.getpid(),),
                 self.world_size,
+                tuple(self.hosts) if self.pids else (socket.gethostname(),),
             )
             self._writer = EventFileWriter(events_path(self.root), started)
             self.caller(started)

@@ -218,8 +218,7 @@ def _check_teacher(inputs: RunInputs, model, events) -> tuple[dict, dict]:
         eval_batch_size(inputs.cfg, inputs.device),
         inputs.pad_id,
         inputs.device,
-        inputs.precision,
-    )
+    )  # in fp32, as every evaluation
     metrics = compute_metric(inputs.task.metric, logits, np.asarray(inputs.dev.labels))
     check = teacher_check(inputs, logits)
     events(

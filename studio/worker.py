@@ -12,7 +12,6 @@ Either way the GUI thread only parses a few JSON lines per repaint: no engine im
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 import sys
@@ -21,9 +20,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QProcess, QTimer, Signal
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
-from dynastudio.core import registry, runs
+from dynastudio.core import registry, runs, threads
 from dynastudio.core.errors import InternalError
 from dynastudio.core.events import JobEnded, RunEnded, RunStarted, StopAcknowledged, event_from_json
 from dynastudio.core.requests import ExportReport, RunResult, request_to_json
@@ -67,16 +66,10 @@ def child_python() -> str:
     return sys.executable
 
 
-def gpu_count() -> int:
-    """NVIDIA GPUs this process may use, without loading torch (Linux: the driver's /proc entries)."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    try:
-        n = len(os.listdir("/proc/driver/nvidia/gpus"))
-    except OSError:
-        return 0
-    if visible is not None:
-        n = min(n, len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"]))
-    return n
+def child_environment() -> dict[str, str]:
+    """Every job process's environment: the studio's, plus OpenMP's passive wait policy (core/threads.py: two
+    trainings, or a training and an export, no longer spin against each other on shared cores)."""
+    return threads.child_env()
 
 
 class JobHandle(QObject):
@@ -170,6 +163,10 @@ class ChildJob(JobHandle):
         self.process = QProcess(self)
         self.process.setProgram(child_python())
         self.process.setArguments(["-m", "dynastudio.core.child", job.name, str(self.project_root)])
+        env = QProcessEnvironment()
+        for key, value in child_environment().items():
+            env.insert(key, value)
+        self.process.setProcessEnvironment(env)
         self.process.readyReadStandardOutput.connect(self._read_stdout)
         self.process.readyReadStandardError.connect(self._read_stderr)
         self.process.finished.connect(self._on_exit)
@@ -374,15 +371,10 @@ class RunJob(JobHandle):
     def kill(self) -> None:
         self._hard = True
         self.stop_requested = True
-        pids = []
-        if self.run is not None:
-            pids += list(self.run.pids) or [self.run.pid]
-            if self.run.launcher_pid:
-                pids.append(self.run.launcher_pid)
+        pids = runs.local_pids(self.run) if self.run is not None else []  # a remote rank's pid is not ours to kill
         if self.launched_pid:
             pids.append(self.launched_pid)
-        if self.run is None or self.run.host == runs.socket.gethostname():
-            runs.kill_hard(pids)
+        runs.kill_hard(pids)
         self.poll()
 
     # ---- following -------------------------------------------------------------------------------
@@ -521,7 +513,10 @@ def _spawn_detached(command: list[str], cwd: Path, log_path: Path) -> subprocess
         kwargs: dict = {"start_new_session": True}
         if sys.platform == "win32":
             kwargs = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS}
-        return subprocess.Popen(command, cwd=str(cwd), stdin=subprocess.DEVNULL, stdout=log, stderr=log, **kwargs)
+        env = child_environment()
+        return subprocess.Popen(
+            command, cwd=str(cwd), stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, **kwargs
+        )
 
 
 def runs_log(text: str):

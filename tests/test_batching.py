@@ -59,7 +59,7 @@ def test_iterate_batches_dynamic_padding():
 def test_iterate_batches_without_token_types_and_float_labels():
     enc = fake_encoded([2, 3], regression=True, with_types=False)
     (batch,) = iterate_batches(enc, 4, shuffle=True)
-    assert set(batch) == {"input_ids", "attention_mask", "labels"}
+    assert set(batch) == {"input_ids", "attention_mask", "labels", "padded", "n_tokens"}
     assert batch["labels"].dtype == torch.float32
 
 

@@ -13,6 +13,7 @@ import sys
 import traceback
 from importlib.metadata import entry_points
 
+from .. import threads
 from ..errors import UserError
 from . import estimate, pipeline, results
 
@@ -48,6 +49,8 @@ def _unavailable(name: str, exc: ImportError) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done, 1 a failed check or a bug (with its traceback), 2 a user's mistake (one line), 130 stopped."""
+    # before anything imports torch: OpenMP reads its wait policy once, when it loads (core/threads.py says why)
+    threads.set_wait_policy()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -65,3 +68,5 @@ def main(argv: list[str] | None = None) -> int:
         traceback.print_exc()
         print("error: an internal error happened (the traceback above shows where): please report it", file=sys.stderr)
         return 1
+    finally:
+        threads.unregister()  # a caller that goes on (a test, a notebook) no longer counts as computing

@@ -9,7 +9,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .. import tracking
+from .. import threads, tracking
 from ..config import (
     BUILTIN_MINILM,
     DEPTH_RULES,
@@ -50,7 +50,7 @@ def add_parsers(sub) -> None:
     n.add_argument(
         "--precision",
         choices=PRECISIONS,
-        help="auto (default): bf16 on a GPU that has it, fp16 on older GPUs, fp32 on a CPU",
+        help="auto (default): bf16 on a GPU or CPU that computes it natively, fp16 on older GPUs, fp32 on other CPUs",
     )
     n.add_argument(
         "--group-by-length",
@@ -74,7 +74,7 @@ def add_parsers(sub) -> None:
     r.add_argument(
         "--precision",
         choices=PRECISIONS,
-        help="auto (default): bf16 on a GPU that has it, fp16 on older GPUs, fp32 on a CPU; saved in the project",
+        help="auto (default): bf16 on a GPU or CPU that computes it natively, fp16 on older GPUs, fp32 on other CPUs; saved in the project",
     )
     r.add_argument(
         "--report-to",
@@ -229,6 +229,10 @@ def _run(a, project, jobs, runtime, null_sink) -> int:
     # torchrun passes a Ctrl-C on to every process as SIGINT, and a cluster's scheduler stops a job with SIGTERM
     stop, previous = stop_on_sigint(also_sigterm=True)
     printer = make_sink(a.events) if main else null_sink
+    n_threads, why = threads.configure_threads("run")
+    if main and (line := threads.sharing_line(n_threads, why)):
+        print(line, file=sys.stderr)
+    printer = threads.Rebalancer(printer, n_threads)  # gives cores to a job started beside the run, and takes them back
     if main and runtime.world() > 1:
         print(
             f"{runtime.world()} processes ({'NCCL' if runtime.backend() == 'nccl' else 'gloo'}); the batch of "
@@ -348,8 +352,7 @@ def cmd_stop(a) -> int:
         if not lock.local:
             raise ConfigError(f"{root}: the run is on {lock.host}: stop it there (--now works on the same machine)")
         s = view.started
-        pids = list(s.pids) + ([s.launcher_pid] if s.launcher_pid else []) if s is not None else [lock.pid]
-        killed = runs.kill_hard(pids)
+        killed = runs.kill_hard(runs.local_pids(s) if s is not None else [lock.pid])  # never another node's pids
         print(
             f"ended process {', '.join(map(str, killed)) or lock.pid} now: progress since the last checkpoint is lost; "
             f"`dynastudio run {root}` resumes from it"

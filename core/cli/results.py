@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from .. import threads
 from ..errors import ConfigError
 from ..events import LogMessage
 from ..store import BUDGET_PRECISIONS, EXPORT_FORMAT_OF, ProjectStore, best_under_budget
@@ -104,6 +105,13 @@ def add_parsers(sub) -> None:
         "--keep-words", metavar="FILE", help="with --trim-vocab: a text file of words (one per line) to keep too"
     )
     ex.set_defaults(func=cmd_export)
+
+
+def _threads(role: str) -> None:
+    """Size this process's torch threads from the cores it may use (its share, beside other jobs); say so."""
+    n, why = threads.configure_threads(role)
+    if line := threads.sharing_line(n, why):
+        print(f"[info] {line}", file=sys.stderr, flush=True)
 
 
 def cmd_importance(a) -> int:
@@ -243,6 +251,7 @@ def cmd_latency(a) -> int:
         return 0
     from ..export.targets import OPENVINO_DEVICE
 
+    _threads("latency")
     formats = tuple(f.strip().lower() for f in a.formats.split(",") if f.strip())
     seq = a.seq if a.seq is not None else project.config.train.max_seq_length
 
@@ -292,6 +301,7 @@ def _cells(text: str | None):
 
 
 def cmd_device_kit(a) -> int:
+    _threads("device-kit")
     from .. import jobs
     from ..project import Project
 
@@ -308,6 +318,7 @@ def cmd_device_kit(a) -> int:
 
 
 def cmd_export(a) -> int:
+    _threads("export")
     from .. import jobs
     from ..project import Project
 

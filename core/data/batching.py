@@ -87,7 +87,8 @@ def iterate_batches(
     world: int = 1,
     pin_memory: bool = False,
 ) -> Iterator[dict]:
-    """Padded batches of `enc` as tensors. With world > 1, each global batch of `batch_size` rows is split
+    """Padded batches of `enc` as tensors, with two plain values: `padded` (whether any row is padded) and
+    `n_tokens` (this batch's real tokens). With world > 1, each global batch of `batch_size` rows is split
     across the processes, and the batch also holds `n_rows_global`/`n_tokens_global` (ints: the global
     batch's size), so a loss averaged over this process's share can be weighted into the global average."""
     import torch
@@ -115,6 +116,10 @@ def iterate_batches(
         batch["labels"] = torch.tensor([enc.labels[i] for i in idx], dtype=label_dtype)
         if pin_memory:
             batch = {k: v.pin_memory() for k, v in batch.items()}
+        # decided here, on the CPU: asking the mask on a GPU would wait for the device at every forward pass
+        n_tokens = int(sum(len(r) for r in rows))
+        batch["padded"] = n_tokens != len(rows) * width
+        batch["n_tokens"] = n_tokens
         if world > 1:
             full = np.resize(glob, world) if len(glob) < world else glob
             batch["n_rows_global"] = int(len(full))

@@ -32,9 +32,9 @@ from dynastudio.core.events import (
 )
 
 from ..errors import show_error
+from ..gpus import gpu_count, run_processes
 from ..state import StudioState
 from ..style import BANNER_CSS, HINT_CSS, METRIC_BOUNDS, chance_name, fmt_seconds, label_sort_key
-from ..worker import gpu_count
 from .curves import CurvePlot, CurveSet, LegendBox, filter_curves, show_options
 from .estimate_parts import EstimateLine
 from .train_parts import SKIPPED_WHY, STAGE_TITLES, TRAINING_STAGES, RunLog, StageRow
@@ -190,7 +190,7 @@ class TrainPage(QWidget):
             "run",
             project.root,
             RunRequest(until=self.until.currentData()),
-            processes=int(self.gpus.currentData() or 1),
+            processes=run_processes(project.config.train.device, int(self.gpus.currentData() or 1)),
         )
 
     def _on_job(self, handle) -> None:
