@@ -214,7 +214,8 @@ def test_two_processes_end_the_width_and_depth_stages_where_one_process_does(
 
 @pytest.mark.slow
 def test_finetune_and_rewire_under_two_processes_match_one(no_dropout_model, tiny_task_files, tmp_path):
-    cfg = tiny_project_config(no_dropout_model, *tiny_task_files, batch_size=32, teacher_epochs=2)
+    # fp32: exactness is the point (under bf16 autocast each half-batch rounds differently from the whole)
+    cfg = tiny_project_config(no_dropout_model, *tiny_task_files, batch_size=32, teacher_epochs=2, precision="fp32")
     one = new_project(tmp_path / "one", cfg)
     jobs.run("run", one, RunRequest(until="rewire"))
     two = new_project(tmp_path / "two", cfg)
