@@ -295,6 +295,12 @@ def _global_losses(losses: dict[str, torch.Tensor], *flags: bool) -> tuple[dict[
 OVERFLOW_WARN_STEPS = 10  # fp16: warn after this many optimizer steps in a row skipped for inf/NaN gradients
 
 
+def total_steps(rows: int, batch_size: int, epochs: float) -> tuple[int, int]:
+    """(optimizer steps, steps per epoch) of a stage: train_loop counts by this, and so does the time estimate."""
+    per_epoch = num_batches(rows, batch_size)
+    return max(1, math.ceil(epochs * per_epoch)), per_epoch
+
+
 def train_loop(
     model: nn.Module,
     data: Encoded,
@@ -323,8 +329,7 @@ def train_loop(
             f"train.batch_size {s.batch_size} is smaller than the {world} processes: "
             f"each needs rows: use a batch size of at least {world}"
         )
-    per_epoch = num_batches(len(data), s.batch_size)
-    total = max(1, math.ceil(s.epochs * per_epoch))
+    total, per_epoch = total_steps(len(data), s.batch_size, s.epochs)
     warmup = int(s.warmup_frac * total)
     optimizer = make_optimizer(model, s.lr, s.weight_decay)
     scaler = runtime.make_scaler(device, s.precision)

@@ -11,7 +11,6 @@ sub-network's forward over dev; checkpoints, model loads and saves are timed onc
 
 from __future__ import annotations
 
-import math
 import shutil
 import statistics
 import time
@@ -24,6 +23,7 @@ import torch
 from . import runtime
 from .data.batching import batch_order, iterate_batches, num_batches, row_lengths, to_device
 from .data.encoding import Encoded
+from .distill import total_steps
 from .dynamic import SubnetSpec, subnet_grid, subnet_size
 from .events import LogMessage, StopToken, null_sink
 from .prepare import RunInputs, prepare_inputs
@@ -72,12 +72,6 @@ def stage_plans(inputs: RunInputs) -> list[StagePlan]:
         StagePlan("finetune-subnets", rows, t.subnet_epochs, grid, grid, skipped=t.subnet_epochs <= 0),
         StagePlan("evaluate", None, 0.0, (), grid, saves=0),
     ]
-
-
-def total_steps(rows: int, batch_size: int, epochs: float) -> tuple[int, int]:
-    """(optimizer steps, steps per epoch) exactly as core.distill.train_loop counts them."""
-    per_epoch = num_batches(rows, batch_size)
-    return max(1, math.ceil(epochs * per_epoch)), per_epoch
 
 
 def evaluations(total: int, per_epoch: int) -> int:
