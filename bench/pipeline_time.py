@@ -1,20 +1,24 @@
-"""The calibration pipeline, timed: SST-2 with MiniLM on this machine, length-grouped batches vs random ones.
+"""The calibration pipeline, timed: SST-2 with MiniLM on this machine, as a user's `dynastudio run` trains it.
 
 The settings are those of ../shared/CALIBRATION.md (20,000 train rows, 2,000 other train rows for
 importance, the 872 dev rows; batch 32, max length 64; one epoch per stage; teacher lr 5e-5, distillation
 lr 2e-5, l1 = 1 and l2 = 0.1 in both stages; the paper's depth rule), whose plain implementation took
-106 minutes on this machine class. The same pipeline runs twice, side by side in one invocation: once with
-`group_by_length` on (the default) and once with random batches. Every stage runs as its own
-`dynastudio run --until STAGE` child, so its wall time is the stage's own.
+106 minutes on this machine class. Every stage runs as its own `dynastudio run --until STAGE` child, so its
+wall time is the stage's own. Batches are length-grouped (the default); `--compare-random` also runs the
+pipeline with random batches, side by side in one invocation, and compares the two.
 
-Reports, in bench/results/pipeline_time.{md,json}:
-  - wall time per stage and in all, both ways, and their ratio;
-  - real and padded tokens of a training epoch, both ways;
-  - dev accuracy of the 12 width x depth cells both ways, with a 95% paired bootstrap interval of each
-    cell's difference (grouped minus random), dev examples resampled.
+`--precision` is train.precision: auto (the default, what a user gets: bf16 autocast on a CPU that computes
+bf16 natively, fp32 elsewhere), fp32 or bf16. Reports, in bench/results/pipeline_time[_<precision>].{md,json}
+(no suffix for fp32):
+  - wall time per stage and in all;
+  - real and padded tokens of a training epoch;
+  - dev accuracy of the 12 width x depth cells (each dev row's right/wrong is kept in the JSON, so a later run
+    can be compared row by row); with --compare-random, a 95% paired bootstrap interval of each cell's
+    difference (grouped minus random), dev examples resampled; otherwise the cells next to the fp32 report's.
 
-    python bench/pipeline_time.py            # about 1.5 hours on 2 cores; resumable (stages done are kept)
-    python bench/pipeline_time.py --fresh    # start over
+    python bench/pipeline_time.py                      # about 20 minutes on 2 cores with bf16; resumable
+    python bench/pipeline_time.py --precision fp32 --compare-random   # the round-2 comparison, about 2 hours
+    python bench/pipeline_time.py --fresh              # start over
 Nothing else may run on the machine meanwhile: the load average is recorded before and after.
 """
 
@@ -43,15 +47,15 @@ from dynastudio.core.dynamic import subnet_grid  # noqa: E402
 from dynastudio.core.evaluate import predict  # noqa: E402
 from dynastudio.core.prepare import new_project, prepare_inputs  # noqa: E402
 from dynastudio.core.project import Project  # noqa: E402
+from dynastudio.core.runtime import resolve_precision  # noqa: E402
 
 GLUE = ROOT.parent / "shared" / "data" / "glue"
 OUT = ROOT / "bench" / "results"
 STAGES = ("finetune", "rewire", "width", "depth", "evaluate")
-MODES = {"grouped": True, "random": False}
 CALIBRATION_MINUTES = 106  # ../shared/CALIBRATION.md: the plain implementation, same rows and settings
 
 
-def make_config(a, group_by_length: bool, name: str) -> ProjectConfig:
+def make_config(a, group_by_length: bool, name: str, precision: str = "fp32") -> ProjectConfig:
     train = profile_config(
         "paper",
         batch_size=32,
@@ -72,7 +76,7 @@ def make_config(a, group_by_length: bool, name: str) -> ProjectConfig:
         seed=0,
         checkpoint_every=100_000,
         group_by_length=group_by_length,
-        precision="fp32",
+        precision=precision,
     )
     return ProjectConfig(
         model="builtin:minilm", data=DataConfig(kind="glue", task="sst2", data_dir=str(GLUE)), train=train, name=name
@@ -99,16 +103,21 @@ def loadavg() -> list[float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--train-examples", type=int, default=20_000)
-    ap.add_argument("--work", default=str(ROOT / "bench" / ".cache" / "pipeline_time"))
+    ap.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto")
+    ap.add_argument("--compare-random", action="store_true", help="also run with random batches and compare")
+    ap.add_argument("--work", help="work folder (default bench/.cache/pipeline_time_<precision>)")
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--render-only", action="store_true")
     a = ap.parse_args()
+    precision = resolve_precision(a.precision, torch.device("cpu"))
+    stem = "pipeline_time" if precision == "fp32" else f"pipeline_time_{precision}"
     if a.render_only:
-        render(json.loads((OUT / "pipeline_time.json").read_text()))
+        render(json.loads((OUT / f"{stem}.json").read_text()), stem)
         return
+    modes = {"grouped": True, "random": False} if a.compare_random else {"grouped": True}
     if not (GLUE / "SST-2" / "train.tsv").is_file():
         raise SystemExit(f"SST-2 not found under {GLUE}: this benchmark reads ../shared/data/glue/SST-2")
-    work = Path(a.work)
+    work = Path(a.work or ROOT / "bench" / ".cache" / f"pipeline_time_{precision}")
     if a.fresh:
         shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
@@ -117,10 +126,10 @@ def main() -> None:
     load = {"before": loadavg()}
     started = time.strftime("%Y-%m-%d %H:%M:%S")
 
-    for mode, grouped in MODES.items():
+    for mode, grouped in modes.items():
         folder = work / mode
         if not (folder / "project.json").is_file():
-            new_project(folder, make_config(a, grouped, mode))
+            new_project(folder, make_config(a, grouped, mode, precision))
         for stage in STAGES:
             if Project.open(folder).is_done(stage):
                 continue
@@ -129,25 +138,27 @@ def main() -> None:
             print(f"{mode}/{stage}: {times[f'{mode}/{stage}']['seconds']:.0f} s", flush=True)
     load["after"] = loadavg()
 
-    projects = {m: Project.open(work / m) for m in MODES}
+    projects = {m: Project.open(work / m) for m in modes}
     inputs = {m: prepare_inputs(p) for m, p in projects.items()}
     ws = inputs["grouped"]
     y = np.asarray(ws.dev.labels)
     args = (ws.cfg.train.depth_rule, 64, ws.pad_id, "cpu")
     specs = subnet_grid((1.0, 0.75, 0.5, 0.25), (1.0, 0.75, 0.5))
-    models = {m: projects[m].load_model("depth") for m in MODES}
+    models = {m: projects[m].load_model("depth") for m in modes}
     cells = {}
     for spec in specs:
-        ok = {m: predict(models[m], inputs[m].dev, spec, *args).argmax(-1) == y for m in MODES}
+        ok = {m: predict(models[m], inputs[m].dev, spec, *args).argmax(-1) == y for m in modes}
         cells[spec.label] = {
             "width_mult": spec.width_mult,
             "depth_mult": spec.depth_mult,
-            **{m: 100 * float(ok[m].mean()) for m in MODES},
-            "grouped_minus_random": paired_bootstrap(ok["grouped"], ok["random"]),
+            **{m: 100 * float(ok[m].mean()) for m in modes},
+            "dev_correct": {m: np.packbits(ok[m]).tobytes().hex() for m in modes},
         }
-    teacher = {m: 100 * projects[m].stage_info("finetune")["metrics"]["score"] for m in MODES}
-    padding = {m: padding_stats(inputs[m].train, 32, seed=0, epoch=0, group_by_length=g) for m, g in MODES.items()}
-    stage_s = {m: {s: times[f"{m}/{s}"]["seconds"] for s in STAGES} for m in MODES}
+        if "random" in modes:
+            cells[spec.label]["grouped_minus_random"] = paired_bootstrap(ok["grouped"], ok["random"])
+    teacher = {m: 100 * projects[m].stage_info("finetune")["metrics"]["score"] for m in modes}
+    padding = {m: padding_stats(inputs[m].train, 32, seed=0, epoch=0, group_by_length=g) for m, g in modes.items()}
+    stage_s = {m: {s: times[f"{m}/{s}"]["seconds"] for s in STAGES} for m in modes}
     report = {
         "command": "python bench/pipeline_time.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -164,33 +175,37 @@ def main() -> None:
             "distill_lr": 2e-5,
             "l1_l2": [1.0, 0.1],
             "depth_rule": "paper",
-            "precision": "fp32",
+            "precision": precision,
             "threads": torch.get_num_threads(),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "torch": torch.__version__,
         },
         "load_average": load,
         "stage_seconds": stage_s,
-        "peak_rss_mib": {m: {s: times[f"{m}/{s}"].get("peak_rss_mib") for s in STAGES} for m in MODES},
-        "total_minutes": {m: sum(stage_s[m].values()) / 60 for m in MODES},
+        "peak_rss_mib": {m: {s: times[f"{m}/{s}"].get("peak_rss_mib") for s in STAGES} for m in modes},
+        "total_minutes": {m: sum(stage_s[m].values()) / 60 for m in modes},
         "calibration_minutes": CALIBRATION_MINUTES,
         "padding": padding,
         "teacher_dev_accuracy": teacher,
         "cells": cells,
     }
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "pipeline_time.json").write_text(json.dumps(report, indent=2))
-    render(report)
+    (OUT / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    render(report, stem)
 
 
-def render(r: dict) -> None:
+def render(r: dict, stem: str) -> None:
     s, st, pad = r["settings"], r["stage_seconds"], r["padding"]
-    g, rnd = r["total_minutes"]["grouped"], r["total_minutes"]["random"]
+    modes = list(st)
+    total = r["total_minutes"]
+    both = len(modes) == 2
+    title = "length-grouped vs random batches" if both else "length-grouped batches"
     lines = [
-        "# The calibration pipeline, timed: length-grouped vs random batches (MiniLM, SST-2, 2 CPU cores)",
+        f"# The calibration pipeline, timed: {title}, {s['precision']} (MiniLM, SST-2, 2 CPU cores)",
         "",
         f"`{r['command']}` (finished {r['finished']})",
         "",
+        *([r["note"], ""] if r.get("note") else []),
         f"Settings of ../shared/CALIBRATION.md: {s['train_rows']} train rows, {s['importance_rows']} importance rows, "
         f"{s['dev_rows']} dev rows; batch {s['batch_size']}, max length {s['max_seq_length']}, one epoch per stage; "
         f"teacher lr {s['teacher_lr']}, distillation lr {s['distill_lr']}, l1/l2 {s['l1_l2']} in both stages; depth rule "
@@ -199,32 +214,40 @@ def render(r: dict) -> None:
         "",
         "## Wall time",
         "",
-        "| stage | grouped s | random s | random / grouped |",
-        "|---|---|---|---|",
+        "| stage | " + " | ".join(f"{m} s" for m in modes) + (" | random / grouped |" if both else " |"),
+        "|---|" + "---|" * (len(modes) + both),
     ]
     for stage in STAGES:
-        a, b = st["grouped"][stage], st["random"][stage]
-        lines.append(f"| {stage} | {a:.0f} | {b:.0f} | {b / a:.2f} |")
+        row = f"| {stage} | " + " | ".join(f"{st[m][stage]:.0f}" for m in modes) + " |"
+        lines.append(row + (f" {st['random'][stage] / st['grouped'][stage]:.2f} |" if both else ""))
+    row = "| **all** | " + " | ".join(f"**{total[m] * 60:.0f}** ({total[m]:.1f} min)" for m in modes) + " |"
+    lines.append(row + (f" **{total['random'] / total['grouped']:.2f}** |" if both else ""))
+    g = total["grouped"]
     lines += [
-        f"| **all** | **{g * 60:.0f}** ({g:.1f} min) | **{rnd * 60:.0f}** ({rnd:.1f} min) | **{rnd / g:.2f}** |",
         "",
-        f"Target: at most 35 minutes with grouping. The plain implementation of CALIBRATION.md took "
-        f"{r['calibration_minutes']} minutes on this machine class (its figure, not measured in this run): "
-        f"{r['calibration_minutes'] / g:.1f}x the grouped time.",
+        f"The plain implementation of CALIBRATION.md took {r['calibration_minutes']} minutes on this machine class "
+        f"(its figure, not measured in this run): {r['calibration_minutes'] / g:.1f}x the grouped time.",
         "",
         "## Padding in one training epoch (the same order every stage uses)",
         "",
         "| batches | real tokens | padded tokens | padded / real |",
         "|---|---|---|---|",
     ]
-    for m in ("grouped", "random"):
+    for m in modes:
         p = pad[m]
         lines.append(f"| {m} | {p['real_tokens']:,} | {p['padded_tokens']:,} | {p['ratio']:.2f} |")
     t = r["teacher_dev_accuracy"]
-    lines += [
-        "",
-        "## Dev accuracy of every cell",
-        "",
+    lines += ["", "## Dev accuracy of every cell", ""]
+    if both:
+        lines += _paired_table(r, t, s)
+    else:
+        lines += _cells_against_fp32(r, t, stem)
+    (OUT / f"{stem}.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+def _paired_table(r: dict, t: dict, s: dict) -> list[str]:
+    lines = [
         f"Teacher: grouped {t['grouped']:.2f}, random {t['random']:.2f}. Difference = grouped minus random, points; "
         "95% paired bootstrap interval over the dev rows (5,000 resamples); one dev row is "
         f"{100 / s['dev_rows']:.2f} points.",
@@ -241,13 +264,42 @@ def render(r: dict) -> None:
             f"{d['ci95'][0]:+.2f} to {d['ci95'][1]:+.2f} | {d['only_a_right']} / {d['only_b_right']} |"
         )
     mean = np.mean([c["grouped_minus_random"]["diff"] for c in r["cells"].values()])
-    lines += [
+    return [
+        *lines,
         "",
-        f"Mean difference over the 12 cells: {mean:+.2f} points; the interval holds 0 in {inside} of 12 cells.",
+        f"Mean difference over the 12 cells: {mean:+.2f} points; the interval holds 0 in {inside} of 12.",
         "",
     ]
-    (OUT / "pipeline_time.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+
+
+def _cells_against_fp32(r: dict, t: dict, stem: str) -> list[str]:
+    """This run's cells next to the fp32 report's grouped cells, when this run is not that report."""
+    ref_file = OUT / "pipeline_time.json"
+    ref = json.loads(ref_file.read_text()) if stem != "pipeline_time" and ref_file.is_file() else None
+    if ref is None:
+        lines = [f"Teacher: {t['grouped']:.2f}.", "", "| width | depth | dev accuracy |", "|---|---|---|"]
+        lines += [f"| {c['width_mult']:g} | {c['depth_mult']:g} | {c['grouped']:.2f} |" for c in r["cells"].values()]
+        return [*lines, ""]
+    when = ref["finished"]
+    lines = [
+        f"Next to the fp32 pipeline of [pipeline_time.md](pipeline_time.md) (grouped batches, finished {when}). Both "
+        "pipelines trained their own teacher, so this is not a paired comparison of precisions from one teacher; "
+        "that one is bench/bf16_cpu.py (bf16_cpu.md). One dev row is "
+        f"{100 / r['settings']['dev_rows']:.2f} points.",
+        "",
+        f"Teacher: {t['grouped']:.2f} here, {ref['teacher_dev_accuracy']['grouped']:.2f} in fp32.",
+        "",
+        f"| width | depth | {r['settings']['precision']} | fp32 | difference |",
+        "|---|---|---|---|---|",
+    ]
+    diffs = []
+    for label, c in r["cells"].items():
+        other = ref["cells"][label]["grouped"]
+        diffs.append(c["grouped"] - other)
+        lines.append(
+            f"| {c['width_mult']:g} | {c['depth_mult']:g} | {c['grouped']:.2f} | {other:.2f} | {diffs[-1]:+.2f} |"
+        )
+    return [*lines, "", f"Mean difference over the 12 cells: {np.mean(diffs):+.2f} points.", ""]
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import DEFAULT_DEPTH_RULE
@@ -148,6 +149,7 @@ def forward_subnet(
     head_mask: torch.Tensor | None = None,
     need_hidden: bool = False,
     padded: bool | None = None,
+    embedded: torch.Tensor | None = None,
 ) -> SubnetOutput:
     """Forward pass of the sub-network `spec` of an HF sequence classifier whose weights are rewired.
 
@@ -155,6 +157,8 @@ def forward_subnet(
     sub-network is a prefix slice of every weight matrix: cost follows the width.
     `head_mask` (layers x heads, full width) multiplies each head's context; used for importance only.
     `padded`: the batch's flag (see `sdpa_mask`); None for a batch that has none.
+    `embedded`: the embeddings' output before their dropout (see `embed`), computed once for all the sub-networks
+    of a training step; this pass then draws its own dropout on it, as the embeddings module would.
     """
     config = model.config
     kind = check_supported(config)
@@ -164,7 +168,10 @@ def forward_subnet(
     kept = kept_layers(config.num_hidden_layers, spec.depth_mult, depth_rule)
     training = model.training
 
-    h = encoder_of(model).embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+    if embedded is None:
+        h = encoder_of(model).embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+    else:
+        h = F.dropout(embedded, hp.p_hidden, training)
     mask = sdpa_mask(attention_mask, padded)
     hidden = [h] if need_hidden else []
     for i in kept:
@@ -176,6 +183,18 @@ def forward_subnet(
         if need_hidden:
             hidden.append(h)
     return SubnetOutput(classify(model, kind, h), hidden, kept)
+
+
+def embed(model: nn.Module, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+    """The embeddings module's output without its final dropout (BERT's and RoBERTa's embeddings end in a dropout of
+    hidden_dropout_prob, the only thing their training mode changes)."""
+    emb = encoder_of(model).embeddings
+    training = emb.training
+    emb.train(False)
+    try:
+        return emb(input_ids=input_ids, token_type_ids=token_type_ids)
+    finally:
+        emb.train(training)
 
 
 def subnet_grid(width_mults: Sequence[float], depth_mults: Sequence[float]) -> list[SubnetSpec]:
