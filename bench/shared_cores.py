@@ -1,15 +1,17 @@
 """Two trainings on one machine: one run's step time alone, then beside a second identical run, in one invocation.
 
 Each training is its own process (so the OpenMP pools really compete): a BERT with MiniLM's shape (6 layers,
-hidden 384, 12 heads, FFN 1,536; random weights), batch 32, sequence 64, forward + backward + AdamW steps. Three
+hidden 384, 12 heads, FFN 1,536; random weights), batch 32, forward + backward + AdamW steps, at sequence 64 and at
+16 (SST-2's rows are about 14 tokens: many small parallel regions, where how a thread waits matters most). Four
 ways to run them, interleaved over rounds so a load that comes and goes hits all alike:
 - default: what the code did before core/threads.py: no wait policy in the environment, threads = os.cpu_count();
 - passive: OMP_WAIT_POLICY=PASSIVE (and KMP_BLOCKTIME=0), each process on all usable cores;
-- policy: what the code does now: passive, and a process that starts beside another takes its share of the cores
-  (configure_threads), the one already running gives up its share at its next check (threads.Rebalancer).
+- spin: core/threads.py's short spin (GOMP_SPINCOUNT=10000, KMP_BLOCKTIME=1), each process on all usable cores;
+- policy: what the code does now: the short spin, and a process that starts beside another takes its share of the
+  cores (configure_threads), the one already running gives up its share at its next check (threads.Rebalancer).
 Steps are timed only in a window in which every process of the trial is busy (warm-up done, none finished).
 
-    flock /tmp/torch.lock .venv/bin/python bench/shared_cores.py [--rounds 2] [--solo-s 10] [--pair-s 24]
+    flock /tmp/torch.lock .venv/bin/python bench/shared_cores.py [--seq 64 16] [--rounds 2] [--solo-s 8] [--pair-s 16]
 """
 
 from __future__ import annotations
@@ -28,11 +30,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results"
-MODES = ("default", "passive", "policy")
+MODES = ("default", "passive", "spin", "policy")
+SOLO_OF = {
+    "default": "default",
+    "passive": "passive",
+    "spin": "policy",
+    "policy": "policy",
+}  # spin alone = policy alone
 
 
 # ---- one training, in its own process -----------------------------------------------------------------------
-def worker(mode: str, window_s: float, registry: str) -> None:
+def worker(mode: str, window_s: float, registry: str, seq: int) -> None:
     """Protocol on stdin/stdout: 'loaded' -> (configure) -> 'ready' -> (go) -> one JSON line of step times."""
     import torch
     from transformers import BertConfig, BertForSequenceClassification
@@ -45,7 +53,7 @@ def worker(mode: str, window_s: float, registry: str) -> None:
     torch.manual_seed(0)
     model = BertForSequenceClassification(cfg).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    ids = torch.randint(1000, 30000, (32, 64))
+    ids = torch.randint(1000, 30000, (32, seq))
     labels = torch.randint(0, 2, (32,))
 
     def step() -> float:
@@ -62,7 +70,7 @@ def worker(mode: str, window_s: float, registry: str) -> None:
     if mode == "default":
         n = os.cpu_count() or 1
         torch.set_num_threads(n)
-    elif mode == "passive":
+    elif mode in ("passive", "spin"):
         n, _ = threads.configure_threads("bench", share=1.0, registry=Path(registry))
     else:
         n, _ = threads.configure_threads("bench", registry=Path(registry))
@@ -85,21 +93,26 @@ def worker(mode: str, window_s: float, registry: str) -> None:
 
 # ---- the trials ---------------------------------------------------------------------------------------------
 def _env(mode: str) -> dict[str, str]:
+    from dynastudio.core.threads import WAIT_POLICY
+
     env = dict(os.environ)
-    for var in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env.pop(var, None)  # the bench decides these, whatever the caller's shell holds
-    if mode != "default":
+    if mode == "passive":
         env.update({"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"})
+    elif mode != "default":
+        env.update(WAIT_POLICY)
     env["TOKENIZERS_PARALLELISM"] = "false"
     return env
 
 
-def trial(mode: str, n: int, window_s: float) -> list[dict]:
+def trial(mode: str, n: int, window_s: float, seq: int) -> list[dict]:
     """n identical trainings at once; returns each one's step times."""
     with tempfile.TemporaryDirectory(prefix="shared-cores-") as registry:
         procs = [
             subprocess.Popen(
-                [sys.executable, __file__, "--worker", mode, "--window", str(window_s), "--registry", registry],
+                [sys.executable, __file__, "--worker", mode, "--window", str(window_s), "--registry", registry]
+                + ["--seq", str(seq)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,  # torchao's import chatter; a failing worker shows as a protocol error
@@ -129,45 +142,60 @@ def trial(mode: str, n: int, window_s: float) -> list[dict]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--solo-s", type=float, default=10.0)
-    ap.add_argument("--pair-s", type=float, default=24.0)
-    ap.add_argument("--worker", choices=MODES)
-    ap.add_argument("--window", type=float)
-    ap.add_argument("--registry")
-    a = ap.parse_args()
-    if a.worker:
-        worker(a.worker, a.window, a.registry)
-        return
-
-    from dynastudio.core.threads import usable_cores
-
-    load_before = os.getloadavg()
-    t_start = time.time()
-    plan = [("default", 1), ("policy", 1), ("default", 2), ("passive", 2), ("policy", 2)]
+def measure(seq: int, a) -> dict:
+    plan = [("default", 1), ("passive", 1), ("policy", 1), ("default", 2), ("passive", 2), ("spin", 2), ("policy", 2)]
     steps: dict[str, list[float]] = {f"{m} x{n}": [] for m, n in plan}
     threads_seen: dict[str, list] = {f"{m} x{n}": [] for m, n in plan}
     for r in range(a.rounds):
         for mode, n in plan if r % 2 == 0 else plan[::-1]:
             key = f"{mode} x{n}"
             t0 = time.perf_counter()
-            res = trial(mode, n, a.solo_s if n == 1 else a.pair_s)
+            res = trial(mode, n, a.solo_s if n == 1 else a.pair_s, seq)
             for w in res:
                 steps[key] += w["times"]
                 threads_seen[key].append([w["threads_start"], w["threads"]])
             med = [round(statistics.median(w["times"]) * 1000) for w in res if w["times"]]
             took = time.perf_counter() - t0
-            print(f"round {r + 1} {key:<11} ms/step per process: {med}  ({took:.0f} s)", flush=True)
-    load_after = os.getloadavg()
+            print(f"seq {seq} round {r + 1} {key:<11} ms/step per process: {med}  ({took:.0f} s)", flush=True)
     ms = {k: round(statistics.median(v) * 1000, 1) for k, v in steps.items() if v}
-    solo = {"default": ms["default x1"], "passive": ms["policy x1"], "policy": ms["policy x1"]}
     missing = [k for k in steps if k not in ms]
     if missing:  # a step longer than the window: nothing overlapped fully
         raise SystemExit(f"no step fit in the window for {missing}: run again with a longer --pair-s/--solo-s")
-    ratios = {m: round(ms[f"{m} x2"] / solo[m], 2) for m in MODES}
+    solo = {m: ms[f"{SOLO_OF[m]} x1"] for m in MODES}
+    return {
+        "seq": seq,
+        "ms_per_step_median": ms,
+        "steps_timed": {k: len(v) for k, v in steps.items()},
+        "threads_start_end": threads_seen,
+        "solo_used_for_ratio": solo,
+        "ratio_side_by_side_over_solo": {m: round(ms[f"{m} x2"] / solo[m], 2) for m in MODES},
+        "solo_over_default_solo": {m: round(solo[m] / solo["default"], 2) for m in MODES},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seq", type=int, nargs="+", default=[64, 16])
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--solo-s", type=float, default=8.0)
+    ap.add_argument("--pair-s", type=float, default=16.0)
+    ap.add_argument("--worker", choices=MODES)
+    ap.add_argument("--window", type=float)
+    ap.add_argument("--registry")
+    a = ap.parse_args()
+    if a.worker:
+        worker(a.worker, a.window, a.registry, a.seq[0])
+        return
+
+    from dynastudio.core.threads import WAIT_POLICY, usable_cores
+
+    load_before = os.getloadavg()
+    t_start = time.time()
+    by_seq = [measure(seq, a) for seq in a.seq]
+    load_after = os.getloadavg()
     result = {
+        "command": "python bench/shared_cores.py" + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
@@ -176,15 +204,11 @@ def main() -> None:
         },
         "model": "random BERT, MiniLM shape (6 layers, hidden 384, 12 heads, FFN 1536), fp32",
         "batch": 32,
-        "seq": 64,
         "step": "forward + backward + AdamW, each training its own process",
+        "spin": WAIT_POLICY,
         "rounds": a.rounds,
         "window_s": {"solo": a.solo_s, "pair": a.pair_s},
-        "ms_per_step_median": ms,
-        "steps_timed": {k: len(v) for k, v in steps.items()},
-        "threads_start_end": threads_seen,
-        "ratio_side_by_side_over_solo": ratios,
-        "solo_used_for_ratio": solo,
+        "by_seq": by_seq,
         "target_ratio_max": 2.5,
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in load_after],
@@ -196,25 +220,38 @@ def main() -> None:
     lines = [
         "# Two trainings on one machine (bench/shared_cores.py)",
         "",
-        f"{result['model']}; batch 32, seq 64; {result['step']}. {result['machine']['cores']} cores "
-        f"({result['machine']['usable_cores']} usable), {a.rounds} interleaved rounds, median ms per step.",
-        "",
-        "| mode | solo ms/step | side by side ms/step (each) | ratio | threads each (start -> end) |",
-        "|---|---:|---:|---:|---|",
+        f"`{result['command']}` (finished {result['finished']}). {result['model']}; batch 32; {result['step']}. "
+        f"{result['machine']['cores']} cores ({result['machine']['usable_cores']} usable), {a.rounds} interleaved "
+        "rounds, median ms per step.",
     ]
-    for m in MODES:
-        th = threads_seen[f"{m} x2"]
-        lines.append(
-            f"| {m} | {solo[m]:.0f} | {ms[f'{m} x2']:.0f} | {ratios[m]:.2f}x | "
-            + ", ".join(f"{s}->{e}" for s, e in th)
-            + " |"
+    for r in by_seq:
+        ms, solo, ratio, th = (
+            r["ms_per_step_median"],
+            r["solo_used_for_ratio"],
+            r["ratio_side_by_side_over_solo"],
+            r["threads_start_end"],
         )
+        lines += [
+            "",
+            f"## Sequence {r['seq']}",
+            "",
+            "| mode | solo ms/step | solo / default solo | side by side ms/step (each) | ratio | threads each (start -> end) |",
+            "|---|---:|---:|---:|---:|---|",
+        ]
+        for m in MODES:
+            lines.append(
+                f"| {m} | {solo[m]:.0f} | {r['solo_over_default_solo'][m]:.2f} | {ms[f'{m} x2']:.0f} | {ratio[m]:.2f}x | "
+                + ", ".join(f"{s}->{e}" for s, e in th[f"{m} x2"])
+                + " |"
+            )
     lines += [
         "",
         "- default: no wait policy in the environment, threads = os.cpu_count() (the code before core/threads.py).",
         "- passive: OMP_WAIT_POLICY=PASSIVE, KMP_BLOCKTIME=0, all usable cores each.",
-        "- policy: passive, and the second process takes its share of the cores while the first gives up its share "
-        "at its next check (core/threads.py: configure_threads + Rebalancer). Passive and policy share one solo.",
+        f"- spin: {', '.join(f'{k}={v}' for k, v in WAIT_POLICY.items())} (core/threads.py), all usable cores each. "
+        "Alone it is the policy's solo.",
+        "- policy: the short spin, and the second process takes its share of the cores while the first gives up its "
+        "share at its next check (core/threads.py: configure_threads + Rebalancer).",
         f"- Target: at most 2.5x. Load average before {result['load_average_before']}, after "
         f"{result['load_average_after']}; {result['other_work']}. {result['seconds']} s in all.",
     ]

@@ -276,7 +276,7 @@ def precision_scores(project: Project, tokenizer, cells: list[Cell], say) -> lis
         for fmt, path in c.files.items():
             if fmt == "fp32":
                 continue
-            sess = ort_session(path, threads=os.cpu_count())
+            sess = ort_session(path)  # this process's share of the cores (a score, not a timing)
             names = list(c.feed)
             logits = [sess.run(None, feed(b, names))[0] for b in iterate_batches(dev, 64, shuffle=False, pad_id=pad)]
             score = compute_metric(metric, np.concatenate(logits), np.asarray(dev.labels))["score"]

@@ -2,10 +2,10 @@
 
 Torch's CPU build runs its kernels on an OpenMP pool (GNU libgomp in the wheel) as wide as the machine's cores,
 whose idle threads spin for a while before they sleep. Two such processes on one machine spin against each other:
-a training measured 4-10x slower beside a second one instead of about 2x. So every process we start gets a passive
-wait policy in its environment (it must be there before the OpenMP runtime loads, i.e. before torch is imported),
-and sizes its pool from the cores it may really use (affinity, cgroup CPU quota), less when other trainings,
-latency measurements or exports of ours already run on the machine (each its fair share). No torch import here
+a training measured 4-10x slower beside a second one instead of about 2x. So every process we start gets a short
+spin in its environment (it must be there before the OpenMP runtime loads, i.e. before torch is imported), and
+sizes its pool from the cores it may really use (affinity, cgroup CPU quota), less when other trainings, latency
+measurements or exports of ours already run on the machine (each its fair share). No torch import here
 until configure_threads() runs, so the studio may import this module.
 """
 
@@ -20,9 +20,14 @@ import threading
 import time
 from pathlib import Path
 
-# GNU libgomp (torch's CPU wheel) honours OMP_WAIT_POLICY; Intel's OpenMP runtime (some conda builds) reads
-# KMP_BLOCKTIME (ms a thread spins before it sleeps). Both are set with setdefault: a user's own choice wins.
-WAIT_POLICY = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+# How long an idle OpenMP thread spins before it sleeps. GNU libgomp (torch's CPU wheel) counts spins: GOMP_SPINCOUNT,
+# 300,000 by default, 0 under OMP_WAIT_POLICY=PASSIVE. Intel's OpenMP runtime (some conda builds) counts ms:
+# KMP_BLOCKTIME, 200 by default. Passive (no spin) is what makes two processes share well, but on SST-2-length rows
+# (batches of 32 x ~15 tokens: many small parallel regions, each waking the pool) it made a training alone 35 % slower
+# here; 10,000 spins (tens of microseconds) kept the solo speed of the default within noise and shared as well as
+# passive (bench/shared_cores.py). KMP_BLOCKTIME=1 (ms, its smallest step above 0) is the same idea, not measured:
+# torch's wheel uses libgomp. A user's own OMP_WAIT_POLICY, GOMP_SPINCOUNT or KMP_BLOCKTIME wins.
+WAIT_POLICY = {"GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "1"}
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # one file per live process of ours that computes (pid.role), so a newcomer can take its fair share of the cores
 REGISTRY = Path(tempfile.gettempdir()) / f"dynastudio-cpu-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
@@ -30,14 +35,17 @@ REBALANCE_S = 10.0  # how often a training looks again at who else computes on t
 
 
 def set_wait_policy(env=None) -> None:
-    """Add the passive wait policy to `env` (default: this process's environment, inherited by its children)."""
+    """Add the short spin to `env` (default: this process's environment, inherited by its children), unless the
+    user chose a wait policy there (OMP_WAIT_POLICY decides the spin when GOMP_SPINCOUNT is not set)."""
     target = os.environ if env is None else env
+    if "OMP_WAIT_POLICY" in target:
+        return
     for key, value in WAIT_POLICY.items():
         target.setdefault(key, value)
 
 
 def child_env(base=None) -> dict[str, str]:
-    """The environment for a child process we start: `base` (default os.environ) plus the passive wait policy."""
+    """The environment for a child process we start: `base` (default os.environ) plus the short spin."""
     env = dict(os.environ if base is None else base)
     set_wait_policy(env)
     return env

@@ -67,7 +67,7 @@ def child_python() -> str:
 
 
 def child_environment() -> dict[str, str]:
-    """Every job process's environment: the studio's, plus OpenMP's passive wait policy (core/threads.py: two
+    """Every job process's environment: the studio's, plus OpenMP's short spin (core/threads.py: two
     trainings, or a training and an export, no longer spin against each other on shared cores)."""
     return threads.child_env()
 

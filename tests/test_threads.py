@@ -19,7 +19,7 @@ from dynastudio.core import threads
 def _private(tmp_path, monkeypatch):
     """A registry of our own, no OMP_* from the developer's shell, and torch's thread count put back after."""
     monkeypatch.setattr(threads, "REGISTRY", tmp_path / "registry")
-    for var in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "KMP_BLOCKTIME"):
+    for var in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME"):
         monkeypatch.setenv(var, "x")  # so teardown restores the original value, or its absence
         monkeypatch.delenv(var)
     before = torch.get_num_threads()
@@ -82,7 +82,7 @@ def test_configure_threads_sets_torchs_thread_count_to_the_usable_cores(monkeypa
     n, why = threads.configure_threads("test")
     assert n == 1 and torch.get_num_threads() == 1
     assert "1 usable cores" in why
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # for the children this process starts
+    assert os.environ["GOMP_SPINCOUNT"] == "10000"  # for the children this process starts
 
 
 def test_configure_threads_takes_a_share_when_asked(monkeypatch):
@@ -100,8 +100,17 @@ def test_omp_num_threads_set_by_the_user_wins(monkeypatch):
 
 
 def test_a_users_own_wait_policy_wins():
+    # OMP_WAIT_POLICY implies libgomp's spin count: adding ours would override the user's choice
     env = threads.child_env({"OMP_WAIT_POLICY": "ACTIVE", "PATH": "/bin"})
-    assert env == {"OMP_WAIT_POLICY": "ACTIVE", "KMP_BLOCKTIME": "0", "PATH": "/bin"}
+    assert env == {"OMP_WAIT_POLICY": "ACTIVE", "PATH": "/bin"}
+    env = threads.child_env({"GOMP_SPINCOUNT": "INFINITY", "PATH": "/bin"})
+    assert env == {"GOMP_SPINCOUNT": "INFINITY", "KMP_BLOCKTIME": "1", "PATH": "/bin"}
+    assert threads.child_env({}) == {"GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "1"}
+
+
+def test_no_process_of_ours_waits_passively_by_default():
+    """OMP_WAIT_POLICY=PASSIVE cost a training alone 35 % on SST-2-length batches (bench/shared_cores.py)."""
+    assert "OMP_WAIT_POLICY" not in threads.child_env({})
 
 
 def _live_pid() -> int:
@@ -170,7 +179,7 @@ def test_the_studios_run_is_started_with_the_wait_policy(monkeypatch, tmp_path):
 
     monkeypatch.setattr(worker.subprocess, "Popen", FakePopen)
     worker._spawn_detached(["dynastudio", "run", "x"], tmp_path, tmp_path / "run.log")
-    assert got["env"]["OMP_WAIT_POLICY"] == "PASSIVE" and got["env"]["KMP_BLOCKTIME"] == "0"
+    assert got["env"]["GOMP_SPINCOUNT"] == "10000" and got["env"]["KMP_BLOCKTIME"] == "1"
     assert got["env"]["PATH"] == os.environ["PATH"]  # the studio's own environment goes with it
 
 
@@ -180,7 +189,7 @@ def test_the_studios_short_jobs_start_with_the_wait_policy(qapp, tmp_path):
 
     handle = worker.ChildJob(registry.JOBS["latency"], tmp_path, None)
     env = handle.process.processEnvironment()
-    assert env.value("OMP_WAIT_POLICY") == "PASSIVE" and env.value("KMP_BLOCKTIME") == "0"
+    assert env.value("GOMP_SPINCOUNT") == "10000" and env.value("KMP_BLOCKTIME") == "1"
     assert env.value("PATH") == os.environ["PATH"]
     handle.deleteLater()
 
@@ -193,11 +202,11 @@ _PROBE = textwrap.dedent(
     class Probe(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
             if name == "torch" and "torch" not in seen:
-                seen["torch"] = os.environ.get("OMP_WAIT_POLICY")
+                seen["torch"] = os.environ.get("GOMP_SPINCOUNT")
             return None
 
     sys.meta_path.insert(0, Probe())
-    os.environ.pop("OMP_WAIT_POLICY", None)
+    os.environ.pop("GOMP_SPINCOUNT", None)
     MODULE_MAIN
     print("policy when torch loaded:", seen.get("torch"))
     """
@@ -218,14 +227,40 @@ _PROBE = textwrap.dedent(
     ids=["cli-main", "cli-export", "child-latency"],
 )
 def test_the_wait_policy_is_in_place_before_torch_loads(tmp_path, call):
-    """OpenMP reads OMP_WAIT_POLICY once, when torch loads it: the entry points set it before anything imports torch."""
+    """OpenMP reads its spin count once, when torch loads it: the entry points set it before anything imports torch."""
     proc = subprocess.run(
         [sys.executable, "-c", _PROBE.replace("MODULE_MAIN", call), str(tmp_path / "no-project")],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
         timeout=120,
-        env={k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME")},
+        env={k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")},
     )
     out = proc.stdout + proc.stderr  # the child turns its stdout into stderr for everything but its events
-    assert "policy when torch loaded: PASSIVE" in out, out[-3000:]
+    assert "policy when torch loaded: 10000" in out, out[-3000:]
+
+
+def _ort_options(monkeypatch, **kw):
+    import onnxruntime as ort
+
+    from dynastudio.core.export.runners import ort_session
+
+    seen = {}
+    monkeypatch.setattr(ort, "InferenceSession", lambda path, so, **rest: seen.setdefault("so", so))
+    ort_session(Path("model.onnx"), **kw)
+    so = seen["so"]
+    try:
+        spinning = so.get_session_config_entry("session.intra_op.allow_spinning")
+    except RuntimeError:  # not set: onnxruntime's default, spinning
+        spinning = ""
+    return so.intra_op_num_threads, spinning
+
+
+def test_an_onnxruntime_session_beside_a_training_takes_its_share_and_does_not_spin(monkeypatch, tmp_path):
+    _machine(monkeypatch, tmp_path, 4, {})
+    assert _ort_options(monkeypatch) == (4, "")  # alone: every usable core, onnxruntime's own spinning default
+    threads.REGISTRY.mkdir(parents=True)
+    (threads.REGISTRY / f"{os.getppid()}.run").touch()  # a live process of ours computing beside it
+    assert _ort_options(monkeypatch) == (2, "0")  # was os.cpu_count() threads, spinning
+    # a latency measurement names its threads and keeps the spinning a deployed app has
+    assert _ort_options(monkeypatch, threads=1) == (1, "")

@@ -24,10 +24,11 @@ def add_parsers(sub) -> None:
 
 
 def cmd_estimate(a) -> int:
-    from .. import jobs
+    from .. import jobs, threads
     from ..requests import EstimateRequest
 
     project = ProjectStore.open(Path(a.dir))
+    threads.configure_threads("estimate")  # time the steps with the threads a run here would get
     est = Estimate.from_dict(jobs.run("estimate", Path(a.dir), EstimateRequest(again=a.again), print_logs))
     if a.json:
         print(est.to_json())

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import threads as cpu_threads
 from ..errors import ConfigError
 from ..slim import SlimModel
 from .logits import logits_module, quiet_export, quiet_import
@@ -25,16 +26,25 @@ Runner = Callable[[dict], np.ndarray]  # {input name: int64 array} -> fp32 logit
 
 
 def ort_session(path: Path, threads: int | None = None, providers: list[str] | None = None):
-    """An onnxruntime session the way the studio measures and recommends it (sequential, SkipLayerNorm unfused)."""
+    """An onnxruntime session the way the studio measures and recommends it (sequential, SkipLayerNorm unfused).
+
+    `threads`: the intra-op pool for a latency measurement, whose spinning threads are part of what a deployed
+    app gets. Without it (scoring and verifying files), the pool is this process's share of the usable cores
+    (core/threads.py), and while other jobs of ours compute on the machine its idle threads sleep instead of
+    spinning."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
+    if not threads:
+        others = cpu_threads.others_computing()
+        threads, _ = cpu_threads.plan_threads(None, len(others))
+        if others:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
     return ort.InferenceSession(
         str(path), so, providers=providers or ["CPUExecutionProvider"], disabled_optimizers=ORT_DISABLED_OPTIMIZERS
     )
