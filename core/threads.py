@@ -22,11 +22,14 @@ from pathlib import Path
 
 # How long an idle OpenMP thread spins before it sleeps. GNU libgomp (torch's CPU wheel) counts spins: GOMP_SPINCOUNT,
 # 300,000 by default, 0 under OMP_WAIT_POLICY=PASSIVE. Intel's OpenMP runtime (some conda builds) counts ms:
-# KMP_BLOCKTIME, 200 by default. Passive (no spin) is what makes two processes share well, but on SST-2-length rows
-# (batches of 32 x ~15 tokens: many small parallel regions, each waking the pool) it made a training alone 35 % slower
-# here; 10,000 spins (tens of microseconds) kept the solo speed of the default within noise and shared as well as
-# passive (bench/shared_cores.py). KMP_BLOCKTIME=1 (ms, its smallest step above 0) is the same idea, not measured:
-# torch's wheel uses libgomp. A user's own OMP_WAIT_POLICY, GOMP_SPINCOUNT or KMP_BLOCKTIME wins.
+# KMP_BLOCKTIME, 200 by default. Passive (no spin) shares well but made a distillation step on SST-2-length batches
+# (32 x ~15 tokens: many small parallel regions, each waking the pool) 35 % slower alone here; 10,000 spins (tens of
+# microseconds) kept the default's solo speed. Spinning pools still fight when they overlap, so what makes two of our
+# jobs share is the fair share of cores below (1.69x side by side at seq 16, 1.78x at 64; passive on all cores 1.57x
+# and 1.81x, the short spin on all cores 3.12x and 2.28x: bench/results/shared_cores.md). Beside a CPU-heavy program
+# of another kind, OMP_WAIT_POLICY=PASSIVE is the better choice, and ours then adds nothing. KMP_BLOCKTIME=1 (ms,
+# its smallest step above 0) is the same idea for Intel's runtime, not measured: torch's wheel uses libgomp. A
+# user's own OMP_WAIT_POLICY, GOMP_SPINCOUNT or KMP_BLOCKTIME wins.
 WAIT_POLICY = {"GOMP_SPINCOUNT": "10000", "KMP_BLOCKTIME": "1"}
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # one file per live process of ours that computes (pid.role), so a newcomer can take its fair share of the cores
