@@ -203,3 +203,15 @@ def test_fuzzed_files_are_loaded_or_refused_never_a_traceback(tmp_path, case):
         assert "\n" not in msg and len(msg) < 1000, msg
     else:
         assert len(task.train) >= 1 and len(task.train) == len(task.train.labels)
+
+
+def test_a_short_row_under_a_huge_or_multiline_header_is_still_a_one_line_error(tmp_path):
+    """Found by the fuzz test above: the error quoted the header's names whole (300,000 characters here), and a
+    quoted name may hold a newline."""
+    f = tmp_path / "train.csv"
+    f.write_text("x" * 300_000 + 'sentence,"la\nbel"\n"a good film",1\n"a\n', encoding="utf-8")
+    with pytest.raises(DataError) as info:
+        load_task_data(DataConfig(kind="files", train=str(f), dev=str(f)))
+    msg = str(info.value)
+    assert "\n" not in msg and len(msg) < 1000, msg[:2000]
+    assert "line 4 has 1 field, expected 2" in msg and "300,008 characters" in msg and "la\\nbel" in msg

@@ -26,9 +26,11 @@ csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 
 
 def short(text, n: int = 60) -> str:
-    """A value quoted in an error message, cut to `n` characters (a 20 MB header must not make a 20 MB line)."""
+    """A value quoted in an error message, on one line and cut to `n` characters (a 20 MB header must not make a
+    20 MB line)."""
     text = str(text)
-    return text if len(text) <= n else text[:n] + f"... ({len(text):,} characters)"
+    cut = text if len(text) <= n else text[:n] + f"... ({len(text):,} characters)"
+    return cut.replace("\r", "\\r").replace("\n", "\\n")
 
 
 # --------------------------------------------------------------------------- reading files
@@ -202,7 +204,10 @@ def read_delimited(
         needed = max(text_idx) + 2
     if names is not None and strict_width:
         needed = len(names)
-    shown = f" ({', '.join(names)})" if names else ""
+    shown = ""
+    if names:
+        more = f", ... ({len(names)} columns)" if len(names) > 6 else ""
+        shown = f" ({', '.join(short(n, 40) for n in names[:6])}{more})"
     out = RawRows([], [] if len(text_idx) > 1 else None, [], [])
     for line_no, fields in records:
         if len(fields) < needed:
