@@ -68,7 +68,7 @@ def train_feeds(
     idx = np.random.default_rng(seed).permutation(len(train))
     cal, scoring = idx[:calibration_rows], idx[calibration_rows : calibration_rows + scoring_rows]
 
-    def feeds(rows: np.ndarray) -> list[Feed]:
+    def feeds(rows: np.ndarray, same_width: bool) -> list[Feed]:
         types = train.token_type_ids
         enc = Encoded(
             [train.input_ids[i] for i in rows],
@@ -78,9 +78,24 @@ def train_feeds(
         )
         if len(enc) == 0:
             return []
-        return [feed(b, input_names) for b in iterate_batches(enc, batch_size, shuffle=False, pad_id=pad_id)]
+        out = [feed(b, input_names) for b in iterate_batches(enc, batch_size, shuffle=False, pad_id=pad_id)]
+        if not same_width:
+            return out
+        width = max(len(r) for r in enc.input_ids)
+        return [_pad_to(f, width, pad_id) for f in out]
 
-    return feeds(cal), feeds(scoring)
+    # onnxruntime's histogram calibrators (percentile, entropy) stack each tensor's outputs over the batches, so
+    # every calibration batch must have one shape: padded to the sample's longest row (padded positions are
+    # masked in attention, as in any padded batch a deployed model sees)
+    return feeds(cal, True), feeds(scoring, False)
+
+
+def _pad_to(f: Feed, width: int, pad_id: int) -> Feed:
+    out = {}
+    for k, v in f.items():
+        fill = pad_id if k == "input_ids" else 0
+        out[k] = np.concatenate([v, np.full((v.shape[0], width - v.shape[1]), fill, dtype=v.dtype)], axis=1)
+    return out
 
 
 def _method(name: str):

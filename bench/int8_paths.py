@@ -1,0 +1,190 @@
+"""INT8 paths side by side on a trained project: onnxruntime dynamic quantization (what the export does today) against
+static QDQ quantization calibrated on train rows (MinMax, Percentile, Entropy), and static with the sensitivity pass
+(the few MatMuls that cost the most agreement kept fp32).
+
+For each cell: prediction agreement with the cell's fp32 ONNX file and the change of the task metric on dev (dev
+only reports: calibration and the sensitivity pass use train rows), latency with onnxruntime (1 thread, batch 1,
+sequence 128, the variants interleaved), and the file size. The lookup tables stay fp32 in every variant here; the
+export compacts them the same way whatever the MatMul method.
+
+    python bench/int8_paths.py PROJECT_DIR [--cells 1,1 0.5,0.5 0.25,0.5 | --cells all] [--tag NAME]
+Writes bench/results/int8_paths[_NAME].{md,json}. Nothing else may run on the machine meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+OUT = ROOT / "bench" / "results"
+
+import numpy as np  # noqa: E402
+
+from dynastudio.core.data.batching import iterate_batches  # noqa: E402
+from dynastudio.core.dynamic import SubnetSpec, subnet_grid  # noqa: E402
+from dynastudio.core.export.calibrate import CALIBRATORS, sensitivity_pass, static_matmuls, train_feeds  # noqa: E402
+from dynastudio.core.export.formats import write_format  # noqa: E402
+from dynastudio.core.export.logits import input_names_for  # noqa: E402
+from dynastudio.core.export.quantize import dynamic_matmuls  # noqa: E402
+from dynastudio.core.export.runners import feed, ort_session  # noqa: E402
+from dynastudio.core.extract import extract_from_model  # noqa: E402
+from dynastudio.core.metrics import agreement, compute_metric  # noqa: E402
+from dynastudio.core.prepare import prepare_inputs, project_tokenizer  # noqa: E402
+from dynastudio.core.project import Project  # noqa: E402
+
+
+def dev_logits(path: Path, feeds: list[dict]) -> np.ndarray:
+    sess = ort_session(path)
+    return np.concatenate([sess.run(None, f)[0] for f in feeds])
+
+
+def latency_ms(paths: dict[str, Path], names: list[str], vocab: int, rounds: int = 5, runs: int = 20) -> dict:
+    """Median ms of one batch-1, sequence-128 call per file, 1 thread, the files interleaved round by round."""
+    g = np.random.default_rng(0)
+    f = {"input_ids": g.integers(1000, min(vocab, 29000), (1, 128)), "attention_mask": np.ones((1, 128), np.int64)}
+    if "token_type_ids" in names:
+        f["token_type_ids"] = np.zeros((1, 128), np.int64)
+    f = {k: np.asarray(v, np.int64) for k, v in f.items() if k in names}
+    sessions = {k: ort_session(p, threads=1) for k, p in paths.items()}
+    for s in sessions.values():
+        for _ in range(3):
+            s.run(None, f)
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    for _ in range(rounds):
+        for k, s in sessions.items():
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                s.run(None, f)
+                times[k].append(time.perf_counter() - t0)
+    return {k: 1000 * statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("project")
+    ap.add_argument("--cells", nargs="+", default=["1,1", "0.5,0.5", "0.25,0.5"])
+    ap.add_argument("--model", default="depth", help="the project's model to extract from (default: depth)")
+    ap.add_argument("--calibration-rows", type=int, default=256)
+    ap.add_argument("--scoring-rows", type=int, default=512)
+    ap.add_argument("--tag", default="")
+    a = ap.parse_args()
+    project = Project.open(Path(a.project))
+    inputs = prepare_inputs(project)
+    tok = project_tokenizer(project)
+    model = project.load_model(a.model)
+    t = project.config.train
+    if a.cells == ["all"]:
+        specs = subnet_grid(t.width_mults, t.depth_mults)
+    else:
+        specs = [SubnetSpec(*(float(x) for x in c.split(","))) for c in a.cells]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    y = np.asarray(inputs.dev.labels)
+    regression = inputs.task.is_regression
+    load_before, started = os.getloadavg(), time.time()
+    cells = {}
+    with tempfile.TemporaryDirectory(prefix="int8-paths-") as scratch:
+        for spec in specs:
+            slim = extract_from_model(model, spec, t.depth_rule)
+            names = input_names_for(tok, slim)
+            d = Path(scratch) / spec.label
+            (d / "fp32").mkdir(parents=True)
+            fp32 = write_format("onnx", slim, d / "fp32", names)
+            dev = [feed(b, names) for b in iterate_batches(inputs.dev, 64, shuffle=False, pad_id=pad)]
+            cal, scoring = train_feeds(inputs.train, names, pad, a.calibration_rows, a.scoring_rows)
+            ref_dev = dev_logits(fp32, dev)
+            ref_score = np.concatenate([ort_session(fp32).run(None, f)[0] for f in scoring])
+            paths = {"fp32": fp32, "dynamic": d / "dynamic.onnx"}
+            dynamic_matmuls(fp32, paths["dynamic"], False)
+            found = {}
+            for m in CALIBRATORS:
+                paths[f"static-{m}"] = d / f"static-{m}.onnx"
+                static_matmuls(fp32, paths[f"static-{m}"], False, cal, m)
+            # the sensitivity pass on the calibrator that agrees best on the scoring rows (train rows, not dev)
+            on_scoring = {
+                m: agreement(dev_logits(paths[f"static-{m}"], scoring), ref_score, regression=regression)[0]
+                for m in CALIBRATORS
+            }
+            best = max(on_scoring, key=lambda k: on_scoring[k])
+            sens = sensitivity_pass(fp32, cal, scoring, ref_score, dev_logits, best, regression=regression)
+            paths["static+sensitivity"] = d / "static-sensitive.onnx"
+            static_matmuls(fp32, paths["static+sensitivity"], False, cal, best, sens.kept_fp32)
+            found = sens.to_dict()
+            lat = latency_ms(paths, names, slim.config.vocab_size)
+            base = compute_metric(inputs.task.metric, ref_dev, y)["score"]
+            rows = {}
+            for k, p in paths.items():
+                out = ref_dev if k == "fp32" else dev_logits(p, dev)
+                rows[k] = {
+                    "agreement": agreement(out, ref_dev, regression=regression)[0],
+                    "metric": compute_metric(inputs.task.metric, out, y)["score"],
+                    "metric_change": compute_metric(inputs.task.metric, out, y)["score"] - base,
+                    "latency_ms": lat[k],
+                    "size_mb": p.stat().st_size / 1e6,
+                }
+            cells[spec.label] = {
+                "width_mult": spec.width_mult,
+                "depth_mult": spec.depth_mult,
+                "variants": rows,
+                "scoring_agreement": on_scoring,
+                "sensitivity": found,
+            }
+            print(spec.label, json.dumps({k: round(v["agreement"], 4) for k, v in rows.items()}), flush=True)
+    result = {
+        "command": "python bench/int8_paths.py " + " ".join(sys.argv[1:]),
+        "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "project": {
+            "task": inputs.task.metric,
+            "train_rows": len(inputs.train),
+            "dev_rows": len(inputs.dev),
+            "model": a.model,
+            "precision_trained": t.precision,
+        },
+        "calibration_rows": a.calibration_rows,
+        "scoring_rows": a.scoring_rows,
+        "cells": cells,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "seconds": round(time.time() - started),
+    }
+    stem = "int8_paths" + (f"_{a.tag}" if a.tag else "")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = [
+        "# INT8 paths side by side (bench/int8_paths.py)",
+        "",
+        f"`{result['command']}` (finished {result['finished']}). Dev {result['project']['task']} over "
+        f"{result['project']['dev_rows']} rows; calibration on {a.calibration_rows} train rows, the sensitivity pass "
+        f"scored on {a.scoring_rows} other train rows. Latency: onnxruntime, 1 thread, batch 1, sequence 128, "
+        f"median. {result['machine']}; load average before {result['load_average_before']}, after "
+        f"{result['load_average_after']}.",
+        "",
+        "| cell | path | dev agreement with fp32 | metric change (points) | latency ms | vs fp32 | size MB |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, c in cells.items():
+        fp = c["variants"]["fp32"]["latency_ms"]
+        for k, v in c["variants"].items():
+            lines.append(
+                f"| {label} | {k} | {100 * v['agreement']:.2f} % | {100 * v['metric_change']:+.2f} | "
+                f"{v['latency_ms']:.2f} | {fp / v['latency_ms']:.2f}x | {v['size_mb']:.1f} |"
+            )
+        s = c["sensitivity"]
+        lines.append(
+            f"| {label} | (sensitivity: {s['method']}, kept fp32: {', '.join(s['kept_fp32']) or 'none'}) | | | | | |"
+        )
+    (OUT / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
