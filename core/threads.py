@@ -22,9 +22,9 @@ from pathlib import Path
 
 # How long an idle OpenMP thread spins before it sleeps. GNU libgomp (torch's CPU wheel) counts spins: GOMP_SPINCOUNT,
 # 300,000 by default, 0 under OMP_WAIT_POLICY=PASSIVE. Intel's OpenMP runtime (some conda builds) counts ms:
-# KMP_BLOCKTIME, 200 by default. Passive (no spin) shares well but made a distillation step on SST-2-length batches
-# (32 x ~15 tokens: many small parallel regions, each waking the pool) 35 % slower alone here; 10,000 spins (tens of
-# microseconds) kept the default's solo speed. Spinning pools still fight when they overlap, so what makes two of our
+# KMP_BLOCKTIME, 200 by default. Passive (no spin) shares well but made width- and depth-stage steps on SST-2's
+# batches (32 x ~12 tokens: many small parallel regions, each waking the pool) about 20 % slower alone here
+# (bench/results/step_parts.md); 10,000 spins (tens of microseconds) kept the default's solo speed. Spinning pools still fight when they overlap, so what makes two of our
 # jobs share is the fair share of cores below (1.69x side by side at seq 16, 1.78x at 64; passive on all cores 1.57x
 # and 1.81x, the short spin on all cores 3.12x and 2.28x: bench/results/shared_cores.md). Beside a CPU-heavy program
 # of another kind, OMP_WAIT_POLICY=PASSIVE is the better choice, and ours then adds nothing. KMP_BLOCKTIME=1 (ms,

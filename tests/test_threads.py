@@ -109,7 +109,7 @@ def test_a_users_own_wait_policy_wins():
 
 
 def test_no_process_of_ours_waits_passively_by_default():
-    """OMP_WAIT_POLICY=PASSIVE cost a training alone 35 % on SST-2-length batches (bench/shared_cores.py)."""
+    """OMP_WAIT_POLICY=PASSIVE made stage steps on SST-2's batches about 20 % slower alone (bench/step_parts.py)."""
     assert "OMP_WAIT_POLICY" not in threads.child_env({})
 
 
