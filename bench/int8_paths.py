@@ -101,10 +101,9 @@ def main() -> None:
             dev = [feed(b, names) for b in iterate_batches(inputs.dev, 64, shuffle=False, pad_id=pad)]
             cal, scoring = train_feeds(inputs.train, names, pad, a.calibration_rows, a.scoring_rows)
             ref_dev = dev_logits(fp32, dev)
-            ref_score = np.concatenate([ort_session(fp32).run(None, f)[0] for f in scoring])
+            ref_score = dev_logits(fp32, scoring)
             paths = {"fp32": fp32, "dynamic": d / "dynamic.onnx"}
             dynamic_matmuls(fp32, paths["dynamic"], False)
-            found = {}
             for m in CALIBRATORS:
                 paths[f"static-{m}"] = d / f"static-{m}.onnx"
                 static_matmuls(fp32, paths[f"static-{m}"], False, cal, m)
@@ -117,16 +116,16 @@ def main() -> None:
             sens = sensitivity_pass(fp32, cal, scoring, ref_score, dev_logits, best, regression=regression)
             paths["static+sensitivity"] = d / "static-sensitive.onnx"
             static_matmuls(fp32, paths["static+sensitivity"], False, cal, best, sens.kept_fp32)
-            found = sens.to_dict()
             lat = latency_ms(paths, names, slim.config.vocab_size)
             base = compute_metric(inputs.task.metric, ref_dev, y)["score"]
             rows = {}
             for k, p in paths.items():
                 out = ref_dev if k == "fp32" else dev_logits(p, dev)
+                score = compute_metric(inputs.task.metric, out, y)["score"]
                 rows[k] = {
                     "agreement": agreement(out, ref_dev, regression=regression)[0],
-                    "metric": compute_metric(inputs.task.metric, out, y)["score"],
-                    "metric_change": compute_metric(inputs.task.metric, out, y)["score"] - base,
+                    "metric": score,
+                    "metric_change": score - base,
                     "latency_ms": lat[k],
                     "size_mb": p.stat().st_size / 1e6,
                 }
@@ -135,7 +134,7 @@ def main() -> None:
                 "depth_mult": spec.depth_mult,
                 "variants": rows,
                 "scoring_agreement": on_scoring,
-                "sensitivity": found,
+                "sensitivity": sens.to_dict(),
             }
             print(spec.label, json.dumps({k: round(v["agreement"], 4) for k, v in rows.items()}), flush=True)
     result = {
