@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import runtime
 from .data.batching import iterate_batches, num_batches, to_device
 from .data.encoding import Encoded
-from .dynamic import SubnetOutput, SubnetSpec, embed, forward_subnet, layer_targets
+from .dynamic import StepWeights, SubnetOutput, SubnetSpec, embed, forward_subnet, layer_targets
 from .errors import Cancelled, ConfigError
 from .events import CheckpointSaved, LogMessage, StageStarted, StepEnded, StopToken
 from .importance import task_loss
@@ -69,6 +69,7 @@ class SubnetRunner(nn.Module):
         need_hidden: bool,
         padded: bool | None = None,
         embedded: torch.Tensor | None = None,
+        weights: StepWeights | None = None,
     ):
         out = forward_subnet(
             self.model,
@@ -80,6 +81,7 @@ class SubnetRunner(nn.Module):
             need_hidden=need_hidden,
             padded=padded,
             embedded=embedded,
+            weights=weights,
         )
         return out.logits, tuple(out.hidden_states)
 
@@ -134,19 +136,22 @@ class StepContext:
             need_hidden=need_hidden,
             padded=batch.get("padded"),
             embedded=shared.leaf if shared is not None else None,
+            weights=shared.weights if shared is not None else None,
         )
         return SubnetOutput(logits, list(hidden), [])
 
     def share_embedding(self, batch: dict, passes: int) -> SharedEmbedding | None:
-        """The step's embeddings computed once for its `passes` sub-network passes, or None to let each pass
-        compute its own: with one pass, and under DDP, whose gradient sync only covers backward passes that go
-        through its forward."""
+        """The step's embeddings computed once for its `passes` sub-network passes (and, under autocast, the
+        layers' low-precision weights, cast once: `StepWeights`), or None to let each pass compute its own: with
+        one pass, and under DDP, whose gradient sync only covers backward passes that go through its forward."""
         if passes < 2 or isinstance(self.runner, DistributedDataParallel):
             return None
         model = self.runner.model
         with self.autocast():
             output = embed(model, batch["input_ids"], batch.get("token_type_ids"))
-        return SharedEmbedding(output, output.detach().requires_grad_(True))
+        low = runtime.autocast_dtype(self.precision)
+        weights = StepWeights(model, low) if low is not None else None
+        return SharedEmbedding(output, output.detach().requires_grad_(True), weights)
 
     def sync(self, last: bool):
         """DDP averages gradients over processes once per step, in the last backward pass: earlier passes
@@ -173,6 +178,7 @@ class SharedEmbedding:
 
     output: torch.Tensor  # before dropout, in the graph of the embedding parameters
     leaf: torch.Tensor
+    weights: StepWeights | None = None  # the layers' weights in the autocast dtype, cast once for the step
 
     def backward(self) -> None:
         if self.leaf.grad is not None:

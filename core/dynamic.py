@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import DEFAULT_DEPTH_RULE
 
 # the layer math lives in the self-contained slim module (it ships inside HF-style exports)
-from .slim import LayerHyper, LayerWeights, layer_forward
+from .slim import LayerHyper, LayerWeights, dropout, layer_forward
 from .support import check_supported
 
 
@@ -130,6 +129,43 @@ def layer_hyper(config) -> LayerHyper:
     )
 
 
+class _CastSlice(torch.autograd.Function):
+    """A slice of a parameter's low-precision copy; its gradient, in the parameter's dtype, goes to the parameter.
+
+    Autocast casts a weight again in every sub-network pass, since a slice is not a leaf it can cache. With the
+    copy made once per step (`StepWeights`), a pass only slices it. The backward gives what autocast's would: the
+    slice's gradient converted to the parameter's dtype, zero elsewhere."""
+
+    @staticmethod
+    def forward(ctx, param: torch.Tensor, low: torch.Tensor, index: tuple[slice, ...]) -> torch.Tensor:
+        ctx.shape, ctx.dtype, ctx.index = param.shape, param.dtype, index
+        return low[index]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        if grad.shape == ctx.shape:
+            return grad.to(ctx.dtype), None, None
+        full = grad.new_zeros(ctx.shape, dtype=ctx.dtype)
+        full[ctx.index] = grad
+        return full, None, None
+
+
+class StepWeights:
+    """Every layer's projection weights and biases cast to the autocast dtype once per training step, for all of
+    the step's sub-network passes (`forward_subnet(weights=...)`). Made after the optimizer's last update, so the
+    copies hold the step's current weights; the LayerNorms, which autocast runs in fp32, keep theirs."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        self.layers = [layer_weights(model, i) for i in range(model.config.num_hidden_layers)]
+        names = self.layers[0].slices(1, 1, 1).keys() | {"ao_b", "fo_b"}
+        self.low = [{name: getattr(w, name).detach().to(dtype) for name in names} for w in self.layers]
+
+    def layer(self, i: int, n_heads: int, head_dim: int, n_neurons: int) -> LayerWeights:
+        w, low = self.layers[i], self.low[i]
+        index = {name: (slice(None),) for name in low} | w.slices(n_heads, head_dim, n_neurons)
+        return replace(w, **{name: _CastSlice.apply(getattr(w, name), low[name], index[name]) for name in low})
+
+
 def classify(model: nn.Module, kind: str, h: torch.Tensor) -> torch.Tensor:
     """Apply the model's own classification head to the last hidden state."""
     if kind == "roberta":
@@ -150,6 +186,7 @@ def forward_subnet(
     need_hidden: bool = False,
     padded: bool | None = None,
     embedded: torch.Tensor | None = None,
+    weights: StepWeights | None = None,
 ) -> SubnetOutput:
     """Forward pass of the sub-network `spec` of an HF sequence classifier whose weights are rewired.
 
@@ -159,6 +196,7 @@ def forward_subnet(
     `padded`: the batch's flag (see `sdpa_mask`); None for a batch that has none.
     `embedded`: the embeddings' output before their dropout (see `embed`), computed once for all the sub-networks
     of a training step; this pass then draws its own dropout on it, as the embeddings module would.
+    `weights`: the step's low-precision copies of the layers' weights (see `StepWeights`), under autocast only.
     """
     config = model.config
     kind = check_supported(config)
@@ -171,13 +209,16 @@ def forward_subnet(
     if embedded is None:
         h = encoder_of(model).embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
     else:
-        h = F.dropout(embedded, hp.p_hidden, training)
+        h = dropout(embedded, hp.p_hidden, training)
     mask = sdpa_mask(attention_mask, padded)
     hidden = [h] if need_hidden else []
     for i in kept:
-        w = layer_weights(model, i)
-        if n_heads != config.num_attention_heads or n_neurons != config.intermediate_size:
-            w = w.sliced(n_heads, hp.head_dim, n_neurons)
+        if weights is not None:
+            w = weights.layer(i, n_heads, hp.head_dim, n_neurons)
+        else:
+            w = layer_weights(model, i)
+            if n_heads != config.num_attention_heads or n_neurons != config.intermediate_size:
+                w = w.sliced(n_heads, hp.head_dim, n_neurons)
         hm = head_mask[i, :n_heads] if head_mask is not None else None
         h = layer_forward(h, mask, w, n_heads, hp, training, hm)
         if need_hidden:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 import torch
 from torch import nn
@@ -13,6 +16,7 @@ from .dynamic import SubnetSpec, forward_subnet, subnet_grid, subnet_size
 from .events import EvalEnded, StageProgress, StageStarted
 from .metrics import compute_metric
 from .prepare import RunInputs
+from .store import atomic_write_text, is_main_process
 
 
 @torch.inference_mode()
@@ -100,6 +104,47 @@ def evaluate_specs(
         if on_spec is not None:
             on_spec(i + 1)
     return out
+
+
+# ---- the last scores, kept for the evaluate stage --------------------------------------------------
+def scores_key(inputs: RunInputs, model: nn.Module, depth_rule: str) -> str:
+    """What dev scores depend on: every weight's bytes, the encoded dev rows, the depth rule and the metric."""
+    h = hashlib.blake2b(digest_size=20)
+    h.update(json.dumps([depth_rule, inputs.task.metric, inputs.task.is_regression]).encode())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    dev = inputs.dev
+    for column in (dev.input_ids, dev.token_type_ids or [], [dev.labels]):
+        for row in column:
+            h.update(np.asarray(row).tobytes())
+            h.update(b"|")
+    return h.hexdigest()
+
+
+def keep_scores(inputs: RunInputs, model: nn.Module, scores: dict[str, dict]) -> None:
+    """Keep these dev scores of `model` (cache/dev_scores.json) so the evaluate stage need not compute them again:
+    the last epoch's evaluation of the depth stage scores the very model the evaluate stage loads."""
+    if not is_main_process():
+        return
+    rule = inputs.cfg.train.depth_rule
+    record = {"key": scores_key(inputs, model, rule), "scores": scores}
+    atomic_write_text(inputs.project.dev_scores_path, json.dumps(record))
+
+
+def kept_scores(inputs: RunInputs, model: nn.Module, labels) -> dict[str, dict]:
+    """The kept scores of those sub-networks `labels` for which they were computed on exactly this model, dev rows
+    and depth rule; {} when there are none (any difference in a weight misses)."""
+    path = inputs.project.dev_scores_path
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        scores = record["scores"]
+        key = record["key"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    if not isinstance(scores, dict) or key != scores_key(inputs, model, inputs.cfg.train.depth_rule):
+        return {}
+    return {label: scores[label] for label in labels if isinstance(scores.get(label), dict)}
 
 
 def grid_rows(inputs: RunInputs, model: nn.Module, specs, scores: dict[str, dict]) -> list[dict]:
@@ -208,10 +253,11 @@ def evaluate_grid(inputs: RunInputs, model: nn.Module, model_name: str, teacher:
     t = inputs.cfg.train
     specs = subnet_grid(t.width_mults, t.depth_mults)
     events(StageStarted("evaluate", len(specs)))
-    scores = {}
+    scores = kept_scores(inputs, model, [s.label for s in specs])  # the depth stage's last evaluation, if current
     for i, spec in enumerate(specs):
         runtime.check_stop(stop)
-        scores.update(evaluate_specs(inputs, model, [spec]))
+        if spec.label not in scores:
+            scores.update(evaluate_specs(inputs, model, [spec]))
         events(StageProgress("evaluate", i + 1, len(specs)))
     rows = grid_rows(inputs, model, specs, scores)
     chance = chance_score(inputs)

@@ -9,7 +9,7 @@ HF's own BERT cannot hold fewer heads than hidden_size / head_dim, hence a class
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -43,26 +43,46 @@ class LayerWeights:
     ln2_w: torch.Tensor
     ln2_b: torch.Tensor
 
+    def slices(self, n_heads: int, head_dim: int, n_neurons: int) -> dict[str, tuple[slice, ...]]:
+        """Where the first `n_heads` heads and `n_neurons` FFN neurons sit in each sliced tensor."""
+        kd, all_ = slice(0, n_heads * head_dim), slice(None)
+        nn_ = slice(0, n_neurons)
+        return {
+            "q_w": (kd,),
+            "q_b": (kd,),
+            "k_w": (kd,),
+            "k_b": (kd,),
+            "v_w": (kd,),
+            "v_b": (kd,),
+            "ao_w": (all_, kd),
+            "fi_w": (nn_,),
+            "fi_b": (nn_,),
+            "fo_w": (all_, nn_),
+        }
+
     def sliced(self, n_heads: int, head_dim: int, n_neurons: int) -> LayerWeights:
-        kd = n_heads * head_dim
-        return LayerWeights(
-            self.q_w[:kd],
-            self.q_b[:kd],
-            self.k_w[:kd],
-            self.k_b[:kd],
-            self.v_w[:kd],
-            self.v_b[:kd],
-            self.ao_w[:, :kd],
-            self.ao_b,
-            self.ln1_w,
-            self.ln1_b,
-            self.fi_w[:n_neurons],
-            self.fi_b[:n_neurons],
-            self.fo_w[:, :n_neurons],
-            self.fo_b,
-            self.ln2_w,
-            self.ln2_b,
-        )
+        cut = {name: getattr(self, name)[index] for name, index in self.slices(n_heads, head_dim, n_neurons).items()}
+        return replace(self, **cut)
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """F.dropout with a cheaper random draw on the CPU; the same distribution (to 1 part in 131,072 of p).
+
+    torch's CPU dropout draws its Bernoulli mask one element at a time (about 6 ns each), which was 14 % of a
+    depth-stage step. Here one 64-bit draw from torch's generator gives four 16-bit numbers, each kept when it
+    is at or above round(p * 65536) of the 65,536 values: a quarter of the draws, from the same seeded generator
+    (resumable, reproducible). Kept values are scaled by 1 / (1 - p), as F.dropout does. Other devices, whose
+    dropout is already fast and fused, keep F.dropout.
+    """
+    if not training or p <= 0.0:
+        return x
+    if x.device.type != "cpu" or p >= 1.0 or not x.is_floating_point():
+        return F.dropout(x, p, training)
+    n = x.numel()
+    draws = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
+    r = draws.view(torch.int16)[:n].view(x.shape)
+    keep = r >= (round(p * 65536) - 32768)
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
 
 
 @dataclass(frozen=True)
@@ -97,10 +117,10 @@ def layer_forward(
     if head_mask is not None:
         ctx = ctx * head_mask.view(1, n_heads, 1, 1)
     ctx = ctx.transpose(1, 2).reshape(bsz, seq, n_heads * hd)
-    a = F.dropout(F.linear(ctx, w.ao_w, w.ao_b), hp.p_hidden, training)
+    a = dropout(F.linear(ctx, w.ao_w, w.ao_b), hp.p_hidden, training)
     h1 = F.layer_norm(a + h, (h.shape[-1],), w.ln1_w, w.ln1_b, hp.eps)
     inter = ACT2FN[hp.act](F.linear(h1, w.fi_w, w.fi_b))
-    o = F.dropout(F.linear(inter, w.fo_w, w.fo_b), hp.p_hidden, training)
+    o = dropout(F.linear(inter, w.fo_w, w.fo_b), hp.p_hidden, training)
     return F.layer_norm(o + h1, (h.shape[-1],), w.ln2_w, w.ln2_b, hp.eps)
 
 

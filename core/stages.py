@@ -16,7 +16,15 @@ from .data.batching import iterate_batches, to_device
 from .distill import LoopSettings, distill_step, task_step, train_loop
 from .dynamic import SubnetSpec, forward_subnet, subnet_grid
 from .errors import ConfigError, InternalError, ProjectError
-from .evaluate import chance_score, eval_batch_size, evaluate_grid, evaluate_specs, predict, teacher_check
+from .evaluate import (
+    chance_score,
+    eval_batch_size,
+    evaluate_grid,
+    evaluate_specs,
+    keep_scores,
+    predict,
+    teacher_check,
+)
 from .events import (
     EvalEnded,
     ImportanceReady,
@@ -124,6 +132,7 @@ def _tracked(job):
 def _eval_hook(inputs: RunInputs, stage: str, model: nn.Module, specs, events):
     def on_epoch_end(step: int, epoch: int) -> None:
         scores = evaluate_specs(inputs, model, specs)
+        keep_scores(inputs, model, scores)
         results = {k: v["score"] for k, v in scores.items()}
         events(EvalEnded(stage, step, inputs.task.metric, results, chance_score(inputs)))
         model.train()

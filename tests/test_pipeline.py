@@ -143,6 +143,30 @@ def test_every_stage_reports_its_start_progress_and_end(done_project):
     assert next(e for e in log.of(StageStarted) if e.stage == "evaluate").total_steps == 12  # one unit per sub-network
 
 
+def test_the_evaluate_stage_reuses_the_last_scores_of_the_same_model_only(done_project):
+    """The depth stage's last evaluation scores the model the evaluate stage loads: evaluate takes those scores
+    (cache/dev_scores.json) instead of computing them again, and only when every weight, the dev rows and the
+    depth rule are the same."""
+    from dynastudio.core.evaluate import evaluate_specs, kept_scores, scores_key
+    from dynastudio.core.store import final_model_name
+
+    project, _ = done_project
+    inputs = prepare_inputs(project)
+    model = project.load_model(final_model_name(project), inputs.device)
+    specs = subnet_grid(inputs.cfg.train.width_mults, inputs.cfg.train.depth_mults)
+    labels = [s.label for s in specs]
+    kept = kept_scores(inputs, model, labels)
+    assert sorted(kept) == sorted(labels)  # what the evaluate stage found
+    fresh = evaluate_specs(inputs, model, specs)
+    assert kept == fresh
+    assert {r["label"]: r["metrics"] for r in project.load_results()["rows"]} == fresh
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] += 1e-3  # one weight changed: nothing is reused
+    assert kept_scores(inputs, model, labels) == {}
+    model = project.load_model(final_model_name(project), inputs.device)
+    assert scores_key(inputs, model, "paper") != scores_key(inputs, model, "keep-last")  # the rule is in the key
+
+
 def _own_task_files(tiny_task_files, folder: Path) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     out = []

@@ -110,6 +110,10 @@ class ProjectStore:
         return self.root / "cache" / "inputs.safetensors"
 
     @property
+    def dev_scores_path(self) -> Path:
+        return self.root / "cache" / "dev_scores.json"
+
+    @property
     def importance_path(self) -> Path:
         return self.root / "importance.safetensors"
 
