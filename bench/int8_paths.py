@@ -1,13 +1,16 @@
-"""INT8 paths side by side on a trained project: onnxruntime dynamic quantization (what the export does today) against
-static QDQ quantization calibrated on train rows (MinMax, Percentile, Entropy), and static with the sensitivity pass
-(the few MatMuls that cost the most agreement kept fp32).
+"""INT8 paths side by side on a trained project: onnxruntime dynamic quantization (what the export does), checked
+in batches of 32 padded rows (the check before round 5) and one row at a time (as a device runs it, and as the
+export checks it now); static QDQ quantization calibrated on train rows (MinMax, Percentile, Entropy), and static
+with the sensitivity pass (the few MatMuls that cost the most agreement kept fp32); and dynamic quantization of the
+int8-aware stage's weights (quantization-aware distillation), with how closely its PyTorch emulation reproduces
+the file.
 
 For each cell: prediction agreement with the cell's fp32 ONNX file and the change of the task metric on dev (dev
 only reports: calibration and the sensitivity pass use train rows), latency with onnxruntime (1 thread, batch 1,
 sequence 128, the variants interleaved), and the file size. The lookup tables stay fp32 in every variant here; the
 export compacts them the same way whatever the MatMul method.
 
-    python bench/int8_paths.py PROJECT_DIR [--cells 1,1 0.5,0.5 0.25,0.5 | --cells all] [--tag NAME]
+    python bench/int8_paths.py PROJECT_DIR [--cells 1,1 0.5,0.5 0.25,0.5 | --cells all] [--paths ...] [--tag NAME]
 Writes bench/results/int8_paths[_NAME].{md,json}. Nothing else may run on the machine meanwhile.
 """
 
@@ -33,6 +36,7 @@ from dynastudio.core.data.batching import iterate_batches  # noqa: E402
 from dynastudio.core.dynamic import SubnetSpec, subnet_grid  # noqa: E402
 from dynastudio.core.export.calibrate import CALIBRATORS, sensitivity_pass, static_matmuls, train_feeds  # noqa: E402
 from dynastudio.core.export.formats import write_format  # noqa: E402
+from dynastudio.core.export.job import int8_runner  # noqa: E402
 from dynastudio.core.export.logits import input_names_for  # noqa: E402
 from dynastudio.core.export.quantize import dynamic_matmuls  # noqa: E402
 from dynastudio.core.export.runners import feed, ort_session  # noqa: E402
@@ -68,19 +72,37 @@ def latency_ms(paths: dict[str, Path], names: list[str], vocab: int, rounds: int
     return {k: 1000 * statistics.median(v) for k, v in times.items()}
 
 
+PATHS = ("dynamic-batch32", "dynamic", "static", "static+sensitivity", "int8-aware")
+
+
+def dev_feeds(inputs, names: list[str], pad: int, rows: int) -> list[dict]:
+    return [feed(b, names) for b in iterate_batches(inputs.dev, rows, shuffle=False, pad_id=pad)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("project")
     ap.add_argument("--cells", nargs="+", default=["1,1", "0.5,0.5", "0.25,0.5"])
-    ap.add_argument("--model", default="depth", help="the project's model to extract from (default: depth)")
+    ap.add_argument("--model", default="depth", help="the project's fp32 model to extract from (default: depth)")
+    ap.add_argument(
+        "--paths",
+        default=",".join(PATHS),
+        help=f"comma separated, of {', '.join(PATHS)} (int8-aware needs the project's int8-aware stage)",
+    )
     ap.add_argument("--calibration-rows", type=int, default=256)
     ap.add_argument("--scoring-rows", type=int, default=512)
     ap.add_argument("--tag", default="")
     a = ap.parse_args()
+    paths_on = [x for x in a.paths.split(",") if x]
+    if unknown := set(paths_on) - set(PATHS):
+        raise SystemExit(f"--paths: unknown {sorted(unknown)}; choose from {', '.join(PATHS)}")
     project = Project.open(Path(a.project))
+    if "int8-aware" in paths_on and not project.has_int8_aware_model():
+        raise SystemExit(f"{a.project}: no int8-aware model: run it with `dynastudio run DIR --int8-epochs 1` first")
     inputs = prepare_inputs(project)
     tok = project_tokenizer(project)
     model = project.load_model(a.model)
+    aware_model = project.load_model("int8") if "int8-aware" in paths_on else None
     t = project.config.train
     if a.cells == ["all"]:
         specs = subnet_grid(t.width_mults, t.depth_mults)
@@ -98,29 +120,56 @@ def main() -> None:
             d = Path(scratch) / spec.label
             (d / "fp32").mkdir(parents=True)
             fp32 = write_format("onnx", slim, d / "fp32", names)
-            dev = [feed(b, names) for b in iterate_batches(inputs.dev, 64, shuffle=False, pad_id=pad)]
-            cal, scoring = train_feeds(inputs.train, names, pad, a.calibration_rows, a.scoring_rows)
-            ref_dev = dev_logits(fp32, dev)
-            ref_score = dev_logits(fp32, scoring)
-            paths = {"fp32": fp32, "dynamic": d / "dynamic.onnx"}
-            dynamic_matmuls(fp32, paths["dynamic"], False)
-            for m in CALIBRATORS:
-                paths[f"static-{m}"] = d / f"static-{m}.onnx"
-                static_matmuls(fp32, paths[f"static-{m}"], False, cal, m)
-            # the sensitivity pass on the calibrator that agrees best on the scoring rows (train rows, not dev)
-            on_scoring = {
-                m: agreement(dev_logits(paths[f"static-{m}"], scoring), ref_score, regression=regression)[0]
-                for m in CALIBRATORS
-            }
-            best = max(on_scoring, key=lambda k: on_scoring[k])
-            sens = sensitivity_pass(fp32, cal, scoring, ref_score, dev_logits, best, regression=regression)
-            paths["static+sensitivity"] = d / "static-sensitive.onnx"
-            static_matmuls(fp32, paths["static+sensitivity"], False, cal, best, sens.kept_fp32)
+            batched, one_row = dev_feeds(inputs, names, pad, 32), dev_feeds(inputs, names, pad, 1)
+            ref_dev = dev_logits(fp32, batched)
+            paths = {"fp32": fp32}
+            rows_per_call = {"fp32": 32}
+            extra: dict = {}
+            if "dynamic-batch32" in paths_on or "dynamic" in paths_on:
+                dyn = d / "dynamic.onnx"
+                dynamic_matmuls(fp32, dyn, False)
+                for k in ("dynamic-batch32", "dynamic"):
+                    if k in paths_on:
+                        paths[k], rows_per_call[k] = dyn, 32 if k == "dynamic-batch32" else 1
+            if "static" in paths_on or "static+sensitivity" in paths_on:
+                cal, scoring = train_feeds(inputs.train, names, pad, a.calibration_rows, a.scoring_rows)
+                ref_score = dev_logits(fp32, scoring)
+                statics = {}
+                for m in CALIBRATORS:
+                    statics[m] = d / f"static-{m}.onnx"
+                    static_matmuls(fp32, statics[m], False, cal, m)
+                    if "static" in paths_on:
+                        paths[f"static-{m}"], rows_per_call[f"static-{m}"] = statics[m], 32  # fixed ranges
+                # the sensitivity pass on the calibrator that agrees best on the scoring rows (train rows, not dev)
+                on_scoring = {
+                    m: agreement(dev_logits(statics[m], scoring), ref_score, regression=regression)[0]
+                    for m in CALIBRATORS
+                }
+                extra["scoring_agreement"] = on_scoring
+                if "static+sensitivity" in paths_on:
+                    best = max(on_scoring, key=lambda k: on_scoring[k])
+                    sens = sensitivity_pass(fp32, cal, scoring, ref_score, dev_logits, best, regression=regression)
+                    paths["static+sensitivity"] = d / "static-sensitive.onnx"
+                    rows_per_call["static+sensitivity"] = 32
+                    static_matmuls(fp32, paths["static+sensitivity"], False, cal, best, sens.kept_fp32)
+                    extra["sensitivity"] = sens.to_dict()
+            if aware_model is not None:
+                aware = extract_from_model(aware_model, spec, t.depth_rule)
+                (d / "aware").mkdir()
+                aware_fp32 = write_format("onnx", aware, d / "aware", names)
+                paths["int8-aware"], rows_per_call["int8-aware"] = d / "aware.onnx", 1
+                dynamic_matmuls(aware_fp32, paths["int8-aware"], False)
+                emulated = np.concatenate([int8_runner(aware_model, spec, t.depth_rule)(f) for f in one_row])
+                file_out = dev_logits(paths["int8-aware"], one_row)
+                extra["int8_aware_file_vs_emulation"] = {
+                    "agreement": agreement(file_out, emulated, regression=regression)[0],
+                    "max_abs_diff": float(np.abs(file_out - emulated).max()),
+                }
             lat = latency_ms(paths, names, slim.config.vocab_size)
             base = compute_metric(inputs.task.metric, ref_dev, y)["score"]
             rows = {}
             for k, p in paths.items():
-                out = ref_dev if k == "fp32" else dev_logits(p, dev)
+                out = ref_dev if k == "fp32" else dev_logits(p, one_row if rows_per_call[k] == 1 else batched)
                 score = compute_metric(inputs.task.metric, out, y)["score"]
                 rows[k] = {
                     "agreement": agreement(out, ref_dev, regression=regression)[0],
@@ -128,13 +177,13 @@ def main() -> None:
                     "metric_change": score - base,
                     "latency_ms": lat[k],
                     "size_mb": p.stat().st_size / 1e6,
+                    "rows_per_call": rows_per_call[k],
                 }
             cells[spec.label] = {
                 "width_mult": spec.width_mult,
                 "depth_mult": spec.depth_mult,
                 "variants": rows,
-                "scoring_agreement": on_scoring,
-                "sensitivity": sens.to_dict(),
+                **extra,
             }
             print(spec.label, json.dumps({k: round(v["agreement"], 4) for k, v in rows.items()}), flush=True)
     result = {
@@ -167,6 +216,11 @@ def main() -> None:
         f"median. {result['machine']}; load average before {result['load_average_before']}, after "
         f"{result['load_average_after']}.",
         "",
+        "Agreement and metric of the dynamically quantized files (dynamic, int8-aware) with the dev rows one at a "
+        "time, as a device runs them (their activation ranges come from the batch they are given); dynamic-batch32 "
+        "is the same file as dynamic, run in batches of 32 padded rows (the export's check before this round). "
+        "Static files have fixed ranges and run in batches of 32.",
+        "",
         "| cell | path | dev agreement with fp32 | metric change (points) | latency ms | vs fp32 | size MB |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
@@ -177,10 +231,17 @@ def main() -> None:
                 f"| {label} | {k} | {100 * v['agreement']:.2f} % | {100 * v['metric_change']:+.2f} | "
                 f"{v['latency_ms']:.2f} | {fp / v['latency_ms']:.2f}x | {v['size_mb']:.1f} |"
             )
-        s = c["sensitivity"]
-        lines.append(
-            f"| {label} | (sensitivity: {s['method']}, kept fp32: {', '.join(s['kept_fp32']) or 'none'}) | | | | | |"
-        )
+        s = c.get("sensitivity", {})
+        if "sensitivity" in c:
+            lines.append(
+                f"| {label} | (sensitivity: {s['method']}, kept fp32: {', '.join(s['kept_fp32']) or 'none'}) | | | | | |"
+            )
+        if "int8_aware_file_vs_emulation" in c:
+            e = c["int8_aware_file_vs_emulation"]
+            lines.append(
+                f"| {label} | (int8-aware file vs its PyTorch emulation: {100 * e['agreement']:.2f} %, max logit "
+                f"difference {e['max_abs_diff']:.1e}) | | | | | |"
+            )
     (OUT / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

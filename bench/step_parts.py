@@ -8,9 +8,7 @@ so a load that comes and goes hits all alike:
   3. +fused AdamW
   4. +short spin: GOMP_SPINCOUNT=10000 instead of the passive wait (core/threads.py)
   5. +bf16: autocast, what train.precision auto picks on a CPU with native bf16
-  6. +weights cast once: the layers' bf16 weights made once per step, not by autocast in every pass
-     (dynamic.StepWeights)
-  7. +cheap dropout: the dropout mask from 16-bit slices of 64-bit draws instead of torch's element-at-a-time
+  6. +cheap dropout: the dropout mask from 16-bit slices of 64-bit draws instead of torch's element-at-a-time
      Bernoulli (slim.dropout); the code as it ships here
 A step is what train_loop does: the sub-networks' passes, gradient clipping, the optimizer step.
 
@@ -39,8 +37,7 @@ VARIANTS = {
     "+shared embeddings": {"shared": True, "fused": False, "wait": "passive", "precision": "fp32"},
     "+fused AdamW": {"shared": True, "fused": True, "wait": "passive", "precision": "fp32"},
     "+short spin": {"shared": True, "fused": True, "wait": "spin", "precision": "fp32"},
-    "+bf16": {"shared": True, "fused": True, "wait": "spin", "precision": "bf16", "cast": False},
-    "+weights cast once": {"shared": True, "fused": True, "wait": "spin", "precision": "bf16"},
+    "+bf16": {"shared": True, "fused": True, "wait": "spin", "precision": "bf16"},
     "+cheap dropout": {"shared": True, "fused": True, "wait": "spin", "precision": "bf16", "cheap": True},
 }
 
@@ -60,8 +57,6 @@ def worker(name: str, steps: int) -> None:
 
     v = VARIANTS[name]
     torch.set_num_threads(2)
-    if not v.get("cast", True):
-        distill.StepWeights = lambda model, dtype: None  # autocast casts each pass's slices, as before
     if not v.get("cheap", False):  # torch's own dropout in every variant before the last
         from dynastudio.core import dynamic, slim
 

@@ -20,14 +20,15 @@ DEFAULT_DEPTH_RULE = "paper"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # where a run's losses, learning rate and dev metrics also go (core.tracking), besides metrics.jsonl
 REPORT_TO = ("tensorboard", "mlflow")
-STAGES = ("finetune", "rewire", "width", "depth", "finetune-subnets", "evaluate")
-# the model each training stage leaves in models/ (finetune-subnets leaves none when it is skipped)
+STAGES = ("finetune", "rewire", "width", "depth", "finetune-subnets", "int8-aware", "evaluate")
+# the model each training stage leaves in models/ (finetune-subnets and int8-aware leave none when skipped)
 STAGE_MODEL = {
     "finetune": "teacher",
     "rewire": "rewired",
     "width": "width",
     "depth": "depth",
     "finetune-subnets": "subnets",
+    "int8-aware": "int8",  # the weights the INT8 exports quantize (fp32 exports keep the model before it)
 }
 
 
@@ -70,6 +71,9 @@ class TrainConfig:
     depth_lr: float = 2e-5
     subnet_epochs: float = 0.0  # 0 = skip the optional finetune-subnets stage
     subnet_lr: float = 2e-5
+    # 0 = skip the optional int8-aware stage: quantization-aware distillation of every sub-network for INT8 exports
+    int8_epochs: float = 0.0
+    int8_lr: float = 1e-5
     # linear warm-up over this fraction of each stage's steps; null: the model family's default, which is what
     # the paper's code does (6 % for RoBERTa, none for BERT): see `warmup_for`
     warmup_frac: float | None = None
@@ -171,10 +175,10 @@ def validate_train(t: TrainConfig) -> TrainConfig:
         raise bad("batch_size", "must be at least 1")
     if not 8 <= t.max_seq_length <= 4096:
         raise bad("max_seq_length", "must be between 8 and 4096")
-    for name in ("teacher_lr", "width_lr", "depth_lr", "subnet_lr"):
+    for name in ("teacher_lr", "width_lr", "depth_lr", "subnet_lr", "int8_lr"):
         if not 0 < getattr(t, name) < 1:
             raise bad(name, "must be a small positive number such as 2e-5")
-    for name in ("teacher_epochs", "width_epochs", "depth_epochs", "subnet_epochs"):
+    for name in ("teacher_epochs", "width_epochs", "depth_epochs", "subnet_epochs", "int8_epochs"):
         if getattr(t, name) < 0:
             raise bad(name, "must be 0 or more")
     for name, mults in (("width_mults", t.width_mults), ("depth_mults", t.depth_mults)):

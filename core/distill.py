@@ -18,8 +18,8 @@ from torch.nn.parallel import DistributedDataParallel
 from . import runtime
 from .data.batching import iterate_batches, num_batches, to_device
 from .data.encoding import Encoded
-from .dynamic import StepWeights, SubnetOutput, SubnetSpec, embed, forward_subnet, layer_targets
-from .errors import Cancelled, ConfigError
+from .dynamic import SubnetOutput, SubnetSpec, embed, forward_subnet, layer_targets
+from .errors import Cancelled, ConfigError, InternalError
 from .events import CheckpointSaved, LogMessage, StageStarted, StepEnded, StopToken
 from .importance import task_loss
 
@@ -69,7 +69,7 @@ class SubnetRunner(nn.Module):
         need_hidden: bool,
         padded: bool | None = None,
         embedded: torch.Tensor | None = None,
-        weights: StepWeights | None = None,
+        int8: bool = False,
     ):
         out = forward_subnet(
             self.model,
@@ -81,7 +81,7 @@ class SubnetRunner(nn.Module):
             need_hidden=need_hidden,
             padded=padded,
             embedded=embedded,
-            weights=weights,
+            int8=int8,
         )
         return out.logits, tuple(out.hidden_states)
 
@@ -126,6 +126,7 @@ class StepContext:
         depth_rule: str,
         need_hidden: bool = False,
         shared: SharedEmbedding | None = None,
+        int8: bool = False,
     ) -> SubnetOutput:
         logits, hidden = self.runner(
             batch["input_ids"],
@@ -136,22 +137,20 @@ class StepContext:
             need_hidden=need_hidden,
             padded=batch.get("padded"),
             embedded=shared.leaf if shared is not None else None,
-            weights=shared.weights if shared is not None else None,
+            int8=int8,
         )
         return SubnetOutput(logits, list(hidden), [])
 
     def share_embedding(self, batch: dict, passes: int) -> SharedEmbedding | None:
-        """The step's embeddings computed once for its `passes` sub-network passes (and, under autocast, the
-        layers' low-precision weights, cast once: `StepWeights`), or None to let each pass compute its own: with
-        one pass, and under DDP, whose gradient sync only covers backward passes that go through its forward."""
+        """The step's embeddings computed once for its `passes` sub-network passes, or None to let each pass
+        compute its own: with one pass, and under DDP, whose gradient sync only covers backward passes that go
+        through its forward."""
         if passes < 2 or isinstance(self.runner, DistributedDataParallel):
             return None
         model = self.runner.model
         with self.autocast():
             output = embed(model, batch["input_ids"], batch.get("token_type_ids"))
-        low = runtime.autocast_dtype(self.precision)
-        weights = StepWeights(model, low) if low is not None else None
-        return SharedEmbedding(output, output.detach().requires_grad_(True), weights)
+        return SharedEmbedding(output, output.detach().requires_grad_(True))
 
     def sync(self, last: bool):
         """DDP averages gradients over processes once per step, in the last backward pass: earlier passes
@@ -178,7 +177,6 @@ class SharedEmbedding:
 
     output: torch.Tensor  # before dropout, in the graph of the embedding parameters
     leaf: torch.Tensor
-    weights: StepWeights | None = None  # the layers' weights in the autocast dtype, cast once for the step
 
     def backward(self) -> None:
         if self.leaf.grad is not None:
@@ -250,6 +248,54 @@ def distill_step(
                 if l2 > 0:
                     targets = [t.hidden[0]] + [t.hidden[j + 1] for j in layer_targets(L, spec.depth_mult, depth_rule)]
                     loss = loss + (l2 * ctx.token_share) * hidden_loss(out.hidden_states, targets, mask)
+            ctx.backward(loss)
+        losses[spec.label] = loss.detach()
+    if shared is not None:
+        shared.backward()
+    return cast(dict[str, torch.Tensor], losses)  # every spec's entry is set above
+
+
+def int8_step(
+    student: nn.Module,
+    teacher: nn.Module,
+    batch: dict,
+    specs: Sequence[SubnetSpec],
+    *,
+    l1: float,
+    l2: float,
+    depth_rule: str,
+    is_regression: bool,
+    ctx: StepContext | None = None,
+) -> dict[str, torch.Tensor]:
+    """Quantization-aware distillation: each sub-network, computed as its INT8 file computes it (fake-quantized
+    weights and activations, see quantaware.py), learns the outputs and hidden states of the same sub-network of
+    the frozen full-precision `teacher`, the model the INT8 file's agreement is measured against. The same losses
+    as the depth stage; every layer is matched to itself (both keep the same layers). Runs in fp32: the rounding
+    it emulates is finer than bf16's."""
+    ctx = (ctx or StepContext.plain(student)).for_batch(batch)
+    if ctx.precision != "fp32":
+        raise InternalError(f"the INT8-aware step runs in fp32, not {ctx.precision}: the stage sets it")
+    mask = batch["attention_mask"]
+    losses: dict[str, torch.Tensor | None] = {spec.label: None for spec in specs}  # filled below, in specs' order
+    order = sync_last(specs)
+    shared = ctx.share_embedding(batch, len(order))
+    for i, spec in enumerate(order):
+        with torch.no_grad():
+            t = forward_subnet(
+                teacher,
+                batch["input_ids"],
+                mask,
+                batch.get("token_type_ids"),
+                spec=spec,
+                depth_rule=depth_rule,
+                need_hidden=l2 > 0,
+                padded=batch.get("padded"),
+            )
+        with ctx.sync(last=i == len(order) - 1):
+            out = ctx.forward(batch, spec, depth_rule, need_hidden=l2 > 0, shared=shared, int8=True)
+            loss = (l1 * ctx.row_share) * logits_loss(out.logits, t.logits, is_regression)
+            if l2 > 0:
+                loss = loss + (l2 * ctx.token_share) * hidden_loss(out.hidden_states, t.hidden_states, mask)
             ctx.backward(loss)
         losses[spec.label] = loss.detach()
     if shared is not None:

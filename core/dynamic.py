@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import DEFAULT_DEPTH_RULE
+from .quantaware import int8_linear
 
 # the layer math lives in the self-contained slim module (it ships inside HF-style exports)
 from .slim import LayerHyper, LayerWeights, dropout, layer_forward
@@ -129,49 +131,20 @@ def layer_hyper(config) -> LayerHyper:
     )
 
 
-class _CastSlice(torch.autograd.Function):
-    """A slice of a parameter's low-precision copy; its gradient, in the parameter's dtype, goes to the parameter.
-
-    Autocast casts a weight again in every sub-network pass, since a slice is not a leaf it can cache. With the
-    copy made once per step (`StepWeights`), a pass only slices it. The backward gives what autocast's would: the
-    slice's gradient converted to the parameter's dtype, zero elsewhere."""
-
-    @staticmethod
-    def forward(ctx, param: torch.Tensor, low: torch.Tensor, index: tuple[slice, ...]) -> torch.Tensor:
-        ctx.shape, ctx.dtype, ctx.index = param.shape, param.dtype, index
-        return low[index]
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        if grad.shape == ctx.shape:
-            return grad.to(ctx.dtype), None, None
-        full = grad.new_zeros(ctx.shape, dtype=ctx.dtype)
-        full[ctx.index] = grad
-        return full, None, None
-
-
-class StepWeights:
-    """Every layer's projection weights and biases cast to the autocast dtype once per training step, for all of
-    the step's sub-network passes (`forward_subnet(weights=...)`). Made after the optimizer's last update, so the
-    copies hold the step's current weights; the LayerNorms, which autocast runs in fp32, keep theirs."""
-
-    def __init__(self, model: nn.Module, dtype: torch.dtype):
-        self.layers = [layer_weights(model, i) for i in range(model.config.num_hidden_layers)]
-        names = self.layers[0].slices(1, 1, 1).keys() | {"ao_b", "fo_b"}
-        self.low = [{name: getattr(w, name).detach().to(dtype) for name in names} for w in self.layers]
-
-    def layer(self, i: int, n_heads: int, head_dim: int, n_neurons: int) -> LayerWeights:
-        w, low = self.layers[i], self.low[i]
-        index = {name: (slice(None),) for name in low} | w.slices(n_heads, head_dim, n_neurons)
-        return replace(w, **{name: _CastSlice.apply(getattr(w, name), low[name], index[name]) for name in low})
-
-
-def classify(model: nn.Module, kind: str, h: torch.Tensor) -> torch.Tensor:
-    """Apply the model's own classification head to the last hidden state."""
+def classify(model: nn.Module, kind: str, h: torch.Tensor, linear=None) -> torch.Tensor:
+    """Apply the model's own classification head to the last hidden state; `linear` computes its projections when
+    given (INT8 emulation), else the head's own modules do."""
+    if linear is None:
+        if kind == "roberta":
+            return model.classifier(h)
+        return model.classifier(model.dropout(encoder_of(model).pooler(h)))
     if kind == "roberta":
-        return model.classifier(h)
-    pooled = encoder_of(model).pooler(h)
-    return model.classifier(model.dropout(pooled))
+        head = model.classifier
+        x = head.dropout(torch.tanh(linear(head.dropout(h[:, 0]), head.dense.weight, head.dense.bias)))
+        return linear(x, head.out_proj.weight, head.out_proj.bias)
+    dense = encoder_of(model).pooler.dense
+    pooled = torch.tanh(linear(h[:, 0], dense.weight, dense.bias))
+    return linear(model.dropout(pooled), model.classifier.weight, model.classifier.bias)
 
 
 def forward_subnet(
@@ -186,7 +159,7 @@ def forward_subnet(
     need_hidden: bool = False,
     padded: bool | None = None,
     embedded: torch.Tensor | None = None,
-    weights: StepWeights | None = None,
+    int8: bool = False,
 ) -> SubnetOutput:
     """Forward pass of the sub-network `spec` of an HF sequence classifier whose weights are rewired.
 
@@ -196,7 +169,8 @@ def forward_subnet(
     `padded`: the batch's flag (see `sdpa_mask`); None for a batch that has none.
     `embedded`: the embeddings' output before their dropout (see `embed`), computed once for all the sub-networks
     of a training step; this pass then draws its own dropout on it, as the embeddings module would.
-    `weights`: the step's low-precision copies of the layers' weights (see `StepWeights`), under autocast only.
+    `int8`: every projection computed as the INT8 export computes it (quantaware.int8_linear; the weights stay fp32
+    and learn through the rounding), for quantization-aware distillation.
     """
     config = model.config
     kind = check_supported(config)
@@ -211,19 +185,17 @@ def forward_subnet(
     else:
         h = dropout(embedded, hp.p_hidden, training)
     mask = sdpa_mask(attention_mask, padded)
+    linear = int8_linear(attention_mask) if int8 else F.linear
     hidden = [h] if need_hidden else []
     for i in kept:
-        if weights is not None:
-            w = weights.layer(i, n_heads, hp.head_dim, n_neurons)
-        else:
-            w = layer_weights(model, i)
-            if n_heads != config.num_attention_heads or n_neurons != config.intermediate_size:
-                w = w.sliced(n_heads, hp.head_dim, n_neurons)
+        w = layer_weights(model, i)
+        if n_heads != config.num_attention_heads or n_neurons != config.intermediate_size:
+            w = w.sliced(n_heads, hp.head_dim, n_neurons)
         hm = head_mask[i, :n_heads] if head_mask is not None else None
-        h = layer_forward(h, mask, w, n_heads, hp, training, hm)
+        h = layer_forward(h, mask, w, n_heads, hp, training, hm, linear)
         if need_hidden:
             hidden.append(h)
-    return SubnetOutput(classify(model, kind, h), hidden, kept)
+    return SubnetOutput(classify(model, kind, h, linear if int8 else None), hidden, kept)
 
 
 def embed(model: nn.Module, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:

@@ -70,6 +70,19 @@ def stage_plans(inputs: RunInputs) -> list[StagePlan]:
         StagePlan("width", rows, t.width_epochs, widths, widths, teacher=True, hidden_loss=t.width_l2 > 0, loads=2),
         StagePlan("depth", rows, t.depth_epochs, grid, grid, teacher=True, hidden_loss=t.depth_l2 > 0, loads=2),
         StagePlan("finetune-subnets", rows, t.subnet_epochs, grid, grid, skipped=t.subnet_epochs <= 0),
+        # a teacher pass per sub-network, in fp32, with the rounding emulated: timed as a distillation step, which
+        # underestimates it
+        StagePlan(
+            "int8-aware",
+            rows,
+            t.int8_epochs,
+            grid,
+            grid,
+            teacher=True,
+            hidden_loss=t.depth_l2 > 0,
+            loads=2,
+            skipped=t.int8_epochs <= 0,
+        ),
         StagePlan("evaluate", None, 0.0, (), grid, saves=0),
     ]
 

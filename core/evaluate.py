@@ -29,9 +29,11 @@ def predict(
     pad_id: int,
     device,
     precision: str = "fp32",
+    int8: bool = False,
 ) -> np.ndarray:
     """Logits of every row of `enc`, in its order (float32, on the CPU). Scores are computed in fp32 (the default):
-    what results.json, the teacher check and Explore show, beside the INT8/fp16 files' scores.
+    what results.json, the teacher check and Explore show, beside the INT8/fp16 files' scores. `int8`: computed as
+    the INT8 file computes them (quantaware.py), for the int8-aware stage's own curve.
 
     Rows run sorted by length, longest first (batches carry almost no padding; a row's logits do not depend on its
     batch-mates), so a batch too big for the device fails at once; a batch that runs out of memory is run again in
@@ -49,7 +51,7 @@ def predict(
     )
     while True:
         try:
-            local = _logits(model, part, spec, depth_rule, batch_size, pad_id, device, precision)
+            local = _logits(model, part, spec, depth_rule, batch_size, pad_id, device, precision, int8)
             break
         except torch.OutOfMemoryError:
             if batch_size <= 1:
@@ -63,7 +65,7 @@ def predict(
     return result
 
 
-def _logits(model, part: Encoded, spec, depth_rule, batch_size, pad_id, device, precision) -> np.ndarray:
+def _logits(model, part: Encoded, spec, depth_rule, batch_size, pad_id, device, precision, int8) -> np.ndarray:
     out = []
     for batch in iterate_batches(part, batch_size, shuffle=False, pad_id=pad_id):
         b = to_device(batch, device)
@@ -76,6 +78,7 @@ def _logits(model, part: Encoded, spec, depth_rule, batch_size, pad_id, device, 
                 spec=spec,
                 depth_rule=depth_rule,
                 padded=b.get("padded"),
+                int8=int8,
             ).logits
         out.append(logits.float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, model.config.num_labels), dtype=np.float32)
@@ -91,15 +94,16 @@ def eval_batch_size(cfg, device) -> int:
 
 
 def evaluate_specs(
-    inputs: RunInputs, model: nn.Module, specs, depth_rule: str | None = None, on_spec=None
+    inputs: RunInputs, model: nn.Module, specs, depth_rule: str | None = None, on_spec=None, int8: bool = False
 ) -> dict[str, dict]:
-    """The task metric on dev for each sub-network: label -> metrics dict (with "score")."""
+    """The task metric on dev for each sub-network: label -> metrics dict (with "score"); `int8`: of the sub-network
+    computed as its INT8 file computes it."""
     rule = depth_rule or inputs.cfg.train.depth_rule
     labels = np.asarray(inputs.dev.labels)
     rows = eval_batch_size(inputs.cfg, inputs.device)
     out = {}
     for i, spec in enumerate(specs):
-        logits = predict(model, inputs.dev, spec, rule, rows, inputs.pad_id, inputs.device)  # fp32
+        logits = predict(model, inputs.dev, spec, rule, rows, inputs.pad_id, inputs.device, int8=int8)  # fp32
         out[spec.label] = compute_metric(inputs.task.metric, logits, labels)
         if on_spec is not None:
             on_spec(i + 1)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import errors
+from .config import STAGE_MODEL
 from .dynamic import SubnetSpec, subnet_grid, subnet_size
 from .errors import Cancelled, ConfigError, ModelError, ProjectError
 from .events import FormatLatency, LatencyMeasured, LogMessage, StageEnded, StageProgress, StageStarted, StopToken
@@ -119,15 +120,19 @@ class Cell:
         return out
 
 
-def export_cell(slim, input_names: list[str], formats, folder: Path, s: LatencySettings) -> Cell:
-    """Write `slim` in each of `formats` into `folder` with the export job's own writer (int8 from the fp32 file)."""
+def export_cell(slim, input_names: list[str], formats, folder: Path, s: LatencySettings, int8_slim=None) -> Cell:
+    """Write `slim` in each of `formats` into `folder` with the export job's own writer (int8 from the fp32 file;
+    from `int8_slim`'s, the int8-aware stage's weights, when given, as the INT8 export makes it)."""
     from .export.formats import write_format
 
     folder.mkdir(parents=True, exist_ok=True)
     fp32 = write_format("onnx", slim, folder, input_names)
     files = {"fp32": fp32}
     for f in formats:
-        if f != "fp32":
+        if f == "int8" and int8_slim is not None:
+            source = write_format("onnx", int8_slim, folder / "int8-aware", input_names)
+            files[f] = write_format(EXPORT_FORMAT_OF[f], int8_slim, folder, input_names, fp32_onnx=source)
+        elif f != "fp32":
             files[f] = write_format(EXPORT_FORMAT_OF[f], slim, folder, input_names, fp32_onnx=fp32)
     return Cell({f: files[f] for f in formats}, latency_feed(input_names, slim.config.vocab_size, s.batch, s.seq))
 
@@ -278,7 +283,11 @@ def precision_scores(project: Project, tokenizer, cells: list[Cell], say) -> lis
                 continue
             sess = ort_session(path)  # this process's share of the cores (a score, not a timing)
             names = list(c.feed)
-            logits = [sess.run(None, feed(b, names))[0] for b in iterate_batches(dev, 64, shuffle=False, pad_id=pad)]
+            # INT8 rows one at a time, as a device runs them: its activation ranges come from the batch it is given
+            # (export.verify.dev_agreement); fp16 does not depend on the batch
+            rows = 1 if fmt == "int8" else 64
+            batches = iterate_batches(dev, rows, shuffle=False, pad_id=pad)
+            logits = [sess.run(None, feed(b, names))[0] for b in batches]
             score = compute_metric(metric, np.concatenate(logits), np.asarray(dev.labels))["score"]
             scores.update(Figures(metric=score).to_values(fmt))
             del sess
@@ -313,6 +322,8 @@ def _child_main() -> int:
         quiet_transformers()
         project = Project.open(Path(req["root"]))
         model, name = model_for_latency(project)
+        aware = "int8" in s.formats and project.has_int8_aware_model()
+        int8_model = project.load_model(STAGE_MODEL["int8-aware"]) if aware else None
         c = model.config
         longest = c.max_position_embeddings - ((c.pad_token_id or 0) + 1 if c.model_type != "bert" else 0)
         if s.seq > longest:
@@ -320,7 +331,7 @@ def _child_main() -> int:
                 f"latency --seq {s.seq}: the model takes at most {longest} tokens: pick a shorter sequence"
             )
         tokenizer = project_tokenizer(project)
-        send(setup=latency_setup(s, name))
+        send(setup={**latency_setup(s, name), "int8_weights": STAGE_MODEL["int8-aware"] if aware else name})
         rule = project.config.train.depth_rule
         full_flops = subnet_size(model.config, SubnetSpec(), rule)["flops"]
         cells, sizes = [], []
@@ -328,13 +339,13 @@ def _child_main() -> int:
             specs = [SubnetSpec(w, d) for w, d in req["specs"]]
             for i, spec in enumerate(specs):
                 slim = extract_from_model(model, spec, rule)
-                cells.append(
-                    export_cell(slim, input_names_for(tokenizer, slim), s.formats, Path(scratch) / spec.label, s)
-                )
+                int8_slim = extract_from_model(int8_model, spec, rule) if int8_model is not None else None
+                names = input_names_for(tokenizer, slim)
+                cells.append(export_cell(slim, names, s.formats, Path(scratch) / spec.label, s, int8_slim))
                 size = subnet_size(model.config, spec, rule)
                 sizes.append({**size, "flops_rel": size["flops"] / full_flops})
                 send(progress=f"exported {spec.label} ({i + 1}/{len(specs)})")
-            del model
+            del model, int8_model
             measured = time_cells(cells, s, lambda r, n: send(progress=f"timing round {r}/{n} done"))
             scores = precision_scores(project, tokenizer, cells, lambda m: send(progress=m))
         for spec, size, values, score in zip(specs, sizes, measured, scores):

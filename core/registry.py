@@ -56,6 +56,7 @@ _STAGE_TITLES = {
     "width": "Width distillation",
     "depth": "Width x depth distillation",
     "finetune-subnets": "Fine-tune sub-networks",
+    "int8-aware": "INT8-aware distillation",
     "evaluate": "Evaluate every sub-network",
 }
 register(Job("create", ".jobs:create_job", CreateRequest, "Create the project", opens_project=False))

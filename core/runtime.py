@@ -201,11 +201,6 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=torch.device(device).type, dtype=_DTYPES[precision])
 
 
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    """The dtype autocast computes in at `precision`; None for fp32 (no autocast)."""
-    return _DTYPES.get(precision)
-
-
 def make_scaler(device: torch.device, precision: str):
     """A gradient scaler for fp16 (its small range underflows gradients); None otherwise."""
     if precision != "fp16":

@@ -9,7 +9,7 @@ HF's own BERT cannot hold fewer heads than hidden_size / head_dim, hence a class
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -43,26 +43,26 @@ class LayerWeights:
     ln2_w: torch.Tensor
     ln2_b: torch.Tensor
 
-    def slices(self, n_heads: int, head_dim: int, n_neurons: int) -> dict[str, tuple[slice, ...]]:
-        """Where the first `n_heads` heads and `n_neurons` FFN neurons sit in each sliced tensor."""
-        kd, all_ = slice(0, n_heads * head_dim), slice(None)
-        nn_ = slice(0, n_neurons)
-        return {
-            "q_w": (kd,),
-            "q_b": (kd,),
-            "k_w": (kd,),
-            "k_b": (kd,),
-            "v_w": (kd,),
-            "v_b": (kd,),
-            "ao_w": (all_, kd),
-            "fi_w": (nn_,),
-            "fi_b": (nn_,),
-            "fo_w": (all_, nn_),
-        }
-
     def sliced(self, n_heads: int, head_dim: int, n_neurons: int) -> LayerWeights:
-        cut = {name: getattr(self, name)[index] for name, index in self.slices(n_heads, head_dim, n_neurons).items()}
-        return replace(self, **cut)
+        kd = n_heads * head_dim
+        return LayerWeights(
+            self.q_w[:kd],
+            self.q_b[:kd],
+            self.k_w[:kd],
+            self.k_b[:kd],
+            self.v_w[:kd],
+            self.v_b[:kd],
+            self.ao_w[:, :kd],
+            self.ao_b,
+            self.ln1_w,
+            self.ln1_b,
+            self.fi_w[:n_neurons],
+            self.fi_b[:n_neurons],
+            self.fo_w[:, :n_neurons],
+            self.fo_b,
+            self.ln2_w,
+            self.ln2_b,
+        )
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -102,25 +102,27 @@ def layer_forward(
     hp: LayerHyper,
     training: bool,
     head_mask: torch.Tensor | None = None,
+    linear=F.linear,
 ) -> torch.Tensor:
-    """One post-LN transformer layer over (possibly sliced) weights; cost scales with n_heads and neurons."""
+    """One post-LN transformer layer over (possibly sliced) weights; cost scales with n_heads and neurons.
+    `linear`: how the six projections are computed (F.linear; quantization-aware training passes INT8 emulation)."""
     bsz, seq, _ = h.shape
     hd = hp.head_dim
 
     def heads(x: torch.Tensor) -> torch.Tensor:
         return x.view(bsz, seq, n_heads, hd).transpose(1, 2)
 
-    q = heads(F.linear(h, w.q_w, w.q_b))
-    k = heads(F.linear(h, w.k_w, w.k_b))
-    v = heads(F.linear(h, w.v_w, w.v_b))
+    q = heads(linear(h, w.q_w, w.q_b))
+    k = heads(linear(h, w.k_w, w.k_b))
+    v = heads(linear(h, w.v_w, w.v_b))
     ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=hp.p_attn if training else 0.0)
     if head_mask is not None:
         ctx = ctx * head_mask.view(1, n_heads, 1, 1)
     ctx = ctx.transpose(1, 2).reshape(bsz, seq, n_heads * hd)
-    a = dropout(F.linear(ctx, w.ao_w, w.ao_b), hp.p_hidden, training)
+    a = dropout(linear(ctx, w.ao_w, w.ao_b), hp.p_hidden, training)
     h1 = F.layer_norm(a + h, (h.shape[-1],), w.ln1_w, w.ln1_b, hp.eps)
-    inter = ACT2FN[hp.act](F.linear(h1, w.fi_w, w.fi_b))
-    o = dropout(F.linear(inter, w.fo_w, w.fo_b), hp.p_hidden, training)
+    inter = ACT2FN[hp.act](linear(h1, w.fi_w, w.fi_b))
+    o = dropout(linear(inter, w.fo_w, w.fo_b), hp.p_hidden, training)
     return F.layer_norm(o + h1, (h.shape[-1],), w.ln2_w, w.ln2_b, hp.eps)
 
 

@@ -1,4 +1,4 @@
-"""The pipeline's stage jobs (finetune, rewire, width, depth, finetune-subnets, evaluate) and `run`, which chains them."""
+"""The pipeline's stage jobs (finetune, rewire, width, depth, finetune-subnets, int8-aware, evaluate) and `run`, which chains them."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from torch import nn
 from . import runtime, tracking
 from .config import STAGE_MODEL, STAGES, warmup_for
 from .data.batching import iterate_batches, to_device
-from .distill import LoopSettings, distill_step, task_step, train_loop
+from .distill import LoopSettings, distill_step, int8_step, task_step, train_loop
 from .dynamic import SubnetSpec, forward_subnet, subnet_grid
 from .errors import ConfigError, InternalError, ProjectError
 from .evaluate import (
@@ -130,9 +130,12 @@ def _tracked(job):
 
 
 def _eval_hook(inputs: RunInputs, stage: str, model: nn.Module, specs, events):
+    int8 = stage == "int8-aware"  # that stage's curve: its sub-networks as their INT8 files compute them
+
     def on_epoch_end(step: int, epoch: int) -> None:
-        scores = evaluate_specs(inputs, model, specs)
-        keep_scores(inputs, model, scores)
+        scores = evaluate_specs(inputs, model, specs, int8=int8)
+        if not int8:
+            keep_scores(inputs, model, scores)
         results = {k: v["score"] for k, v in scores.items()}
         events(EvalEnded(stage, step, inputs.task.metric, results, chance_score(inputs)))
         model.train()
@@ -140,7 +143,9 @@ def _eval_hook(inputs: RunInputs, stage: str, model: nn.Module, specs, events):
     return on_epoch_end
 
 
-def _train(inputs: RunInputs, stage: str, model, step_fn, epochs: float, lr: float, eval_specs, events, stop) -> dict:
+def _train(
+    inputs: RunInputs, stage: str, model, step_fn, epochs: float, lr: float, eval_specs, events, stop, precision=None
+) -> dict:
     p, t = inputs.project, inputs.cfg.train
     # the teacher never sees the importance rows; the stages after rewiring may (train.reuse_importance_rows)
     data = inputs.train if stage == "finetune" else inputs.student_rows
@@ -174,7 +179,7 @@ def _train(inputs: RunInputs, stage: str, model, step_fn, epochs: float, lr: flo
         t.checkpoint_every,
         t.checkpoint_minutes * 60,
         t.group_by_length,
-        inputs.precision,
+        precision or inputs.precision,
     )
     return train_loop(
         model.to(inputs.device),
@@ -342,6 +347,36 @@ def finetune_subnets_job(project: Project, request: StageRequest, events, stop: 
 
 
 @_tracked
+def int8_aware_job(project: Project, request: StageRequest, events, stop: StopToken) -> StageResult:
+    """Optional: quantization-aware distillation (models/int8). Every sub-network, computed as its INT8 export
+    computes it, learns from the same sub-network of the full-precision model (distill.int8_step), in fp32. The INT8
+    exports quantize this model's weights; the fp32 exports and results.json keep the model before it."""
+    t0 = time.perf_counter()
+    t = project.config.train
+    if t.int8_epochs <= 0:
+        return _skip(project, "int8-aware", t0, events, "int8_epochs is 0")
+    inputs = prepare_inputs(project, events)
+    source = final_model_name(project)
+    teacher = project.load_model(source, inputs.device).eval()
+    student = project.load_model(source, inputs.device)
+    specs = subnet_grid(t.width_mults, t.depth_mults)
+    step_fn = lambda m, b, ctx: int8_step(
+        m,
+        teacher,
+        b,
+        specs,
+        l1=t.depth_l1,
+        l2=t.depth_l2,
+        depth_rule=t.depth_rule,
+        is_regression=inputs.task.is_regression,
+        ctx=ctx,
+    )
+    info = _train(inputs, "int8-aware", student, step_fn, t.int8_epochs, t.int8_lr, specs, events, stop, "fp32")
+    project.save_model("int8", student)
+    return _finish(project, "int8-aware", t0, events, steps=info["steps"])
+
+
+@_tracked
 def evaluate_job(project: Project, request: StageRequest, events, stop: StopToken) -> StageResult:
     """Score every sub-network of the most trained model on dev: results.json (its only writer)."""
     t0 = time.perf_counter()
@@ -361,6 +396,7 @@ STAGE_JOBS = {
     "width": width_job,
     "depth": depth_job,
     "finetune-subnets": finetune_subnets_job,
+    "int8-aware": int8_aware_job,
     "evaluate": evaluate_job,
 }
 assert tuple(STAGE_JOBS) == STAGES

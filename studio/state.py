@@ -36,6 +36,8 @@ def will_skip(cfg, stage: str) -> bool:
     """A stage the settings skip (a "pending" bar there read as work still to come)."""
     if stage == "finetune-subnets":
         return cfg.train.subnet_epochs <= 0
+    if stage == "int8-aware":
+        return cfg.train.int8_epochs <= 0
     return stage == "finetune" and bool(cfg.model_is_finetuned)
 
 

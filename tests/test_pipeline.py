@@ -79,7 +79,7 @@ def done_project(tmp_path_factory, tiny_model_dir, tiny_task_files):
 @pytest.mark.slow
 def test_full_pipeline_produces_every_artefact(done_project):
     project, log = done_project
-    for stage in ("finetune", "rewire", "width", "depth", "finetune-subnets", "evaluate"):
+    for stage in ("finetune", "rewire", "width", "depth", "finetune-subnets", "int8-aware", "evaluate"):
         assert project.is_done(stage), stage
     for name in ("teacher", "rewired", "width", "depth"):
         assert (project.model_dir(name) / "model.safetensors").is_file()

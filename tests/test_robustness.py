@@ -369,14 +369,14 @@ def test_following_the_advice_for_a_deleted_model_works(tiny_model_dir, tiny_tas
     jobs.run("run", p)
     assert pending_stages(p) == []
     shutil.rmtree(p.model_dir("depth"))
-    assert pending_stages(p) == ["depth", "finetune-subnets", "evaluate"]
+    assert pending_stages(p) == ["depth", "finetune-subnets", "int8-aware", "evaluate"]
     with pytest.raises(ProjectError, match=r"models/depth: the depth stage's output is missing: run `dynastudio run"):
         final_model_name(p)  # export and latency say so instead of taking the width model
     assert main(["status", str(p.root)]) == 0
     assert "depth             done, but" in capsys.readouterr().out
     p.results_path.unlink()
     out = jobs.run("run", Project.open(p.root))
-    assert out.ran == ("depth", "finetune-subnets", "evaluate")
+    assert out.ran == ("depth", "finetune-subnets", "int8-aware", "evaluate")
     q = Project.open(p.root)
     assert final_model_name(q) == "depth" and len(q.load_results()["rows"]) == 4
 

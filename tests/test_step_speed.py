@@ -1,9 +1,8 @@
-"""The training step's shared work: one embeddings pass per step for all sub-networks, the layers' weights cast
-once per step under autocast, a cheaper dropout draw on the CPU, and the fused optimizer.
+"""The training step's shared work: one embeddings pass per step for all sub-networks, a cheaper dropout draw on
+the CPU, and the fused optimizer.
 
 Each test here failed before the change it guards: every sub-network's pass ran the embeddings and their backward
-(a dense zero-filled gradient of the whole word-embedding table per pass), autocast cast every sliced weight again
-in each pass, dropout drew its mask with torch's element-at-a-time Bernoulli, and AdamW ran its per-tensor loop.
+(a dense zero-filled gradient of the whole word-embedding table per pass), dropout drew its mask with torch's element-at-a-time Bernoulli, and AdamW ran its per-tensor loop.
 """
 
 from __future__ import annotations
@@ -11,9 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dynastudio.core import distill
 from dynastudio.core.distill import StepContext, distill_step, make_optimizer, task_step
-from dynastudio.core.dynamic import StepWeights, SubnetSpec, embed, encoder_of, forward_subnet, subnet_grid
+from dynastudio.core.dynamic import SubnetSpec, embed, encoder_of, forward_subnet, subnet_grid
 from dynastudio.core.slim import dropout
 from helpers import tiny_config, tiny_model
 
@@ -114,44 +112,6 @@ def test_adamw_is_fused_on_a_cpu():
     opt = make_optimizer(tiny_model(), 1e-3, 0.01)
     assert opt.defaults["fused"] is True
     assert all(group["fused"] for group in opt.param_groups)
-
-
-NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
-
-
-def _bf16_grads(monkeypatch, cast_once: bool) -> dict[str, torch.Tensor]:
-    teacher, student = tiny_model(seed=1, **NO_DROPOUT), tiny_model(seed=2, **NO_DROPOUT).train()
-    ctx = StepContext.plain(student)
-    ctx.precision = "bf16"
-    made = []
-    if cast_once:
-        monkeypatch.setattr(
-            distill, "StepWeights", lambda model, dtype: made.append(dtype) or StepWeights(model, dtype)
-        )
-    else:
-        monkeypatch.setattr(distill, "StepWeights", lambda model, dtype: None)
-    distill_step(student, teacher, _batch(), SPECS, l1=1.0, l2=0.5, depth_rule="paper", is_regression=False, ctx=ctx)
-    monkeypatch.undo()
-    assert made == ([torch.bfloat16] if cast_once else [])  # one cast of the weights for the step's 6 passes
-    return _grads(student)
-
-
-def test_weights_cast_once_per_step_give_autocasts_own_gradients(monkeypatch):
-    """Slicing the step's bf16 copy instead of letting autocast cast each pass's slice changes no number: the same
-    bf16 values go into every matmul, and each slice's gradient reaches the fp32 parameter as autocast's would."""
-    once = _bf16_grads(monkeypatch, True)
-    each = _bf16_grads(monkeypatch, False)
-    assert once.keys() == each.keys()
-    assert "bert.encoder.layer.0.intermediate.dense.weight" in once
-    for name in once:
-        assert once[name].dtype == torch.float32
-        assert torch.equal(once[name], each[name]), name
-
-
-def test_no_low_precision_copies_in_fp32():
-    student = tiny_model(seed=2).train()
-    shared = StepContext.plain(student).share_embedding(_batch(), passes=3)
-    assert shared is not None and shared.weights is None
 
 
 def test_cheap_dropout_keeps_each_value_with_probability_1_minus_p():

@@ -39,6 +39,7 @@ def _estimate(project, **changes) -> Estimate:
         StageEstimate("width", steps=30, steps_per_epoch=30, evals=1, step_seconds=2.0, eval_seconds=10.0),
         StageEstimate("depth", steps=30, steps_per_epoch=30, evals=1, step_seconds=4.0, eval_seconds=20.0),
         StageEstimate("finetune-subnets", skipped=True),
+        StageEstimate("int8-aware", skipped=True),
         StageEstimate("evaluate", evals=1, eval_seconds=30.0),
     )
     est = Estimate(estimate_key(project), stages, measured_at=1_700_000_000.0, threads=2, **changes)
@@ -68,7 +69,7 @@ def _mark_done(project, *stages) -> None:
     for stage in stages:
         if stage == "rewire":
             project.importance_path.write_bytes(b"x")  # what missing_output looks for
-        if stage not in ("evaluate", "finetune-subnets"):
+        if stage not in ("evaluate", "finetune-subnets", "int8-aware"):
             from dynastudio.core.config import STAGE_MODEL
 
             d = project.model_dir(STAGE_MODEL[stage])
@@ -76,7 +77,7 @@ def _mark_done(project, *stages) -> None:
             (d / "model.safetensors").write_bytes(b"x")
         if stage == "evaluate":
             project.results_path.write_text("{}")
-        project.mark_done(stage, {"seconds": 1.0, "skipped": stage == "finetune-subnets"})
+        project.mark_done(stage, {"seconds": 1.0, "skipped": stage in ("finetune-subnets", "int8-aware")})
 
 
 def test_before_start_the_page_says_how_long_the_whole_pipeline_takes(page, project, qtbot):
@@ -85,7 +86,7 @@ def test_before_start_the_page_says_how_long_the_whole_pipeline_takes(page, proj
     page.show()
     qtbot.waitExposed(page)
     text = _text(page)
-    total = est.seconds(["finetune", "rewire", "width", "depth", "finetune-subnets", "evaluate"])
+    total = est.seconds(["finetune", "rewire", "width", "depth", "finetune-subnets", "int8-aware", "evaluate"])
     assert text.startswith("Whole pipeline: about ") and f"{about(total)} on this machine" in text
     assert "thread" in text and "timed " in text and text.endswith("Re-estimate")
     assert page.estimate_line.job is None  # the saved estimate fits the settings: nothing is timed again
@@ -162,9 +163,9 @@ def test_during_a_run_the_page_says_the_time_left_done_stages_counting_nothing(p
     assert 0 < left and f"{about(left)} left" in _text(page)
     assert left > 10 * 4.0 + 20.0 + 30.0  # more than the estimate says of depth's 10 last steps and evaluate
     # the run ends: what it took, beside what was estimated
-    _mark_done(project, "width", "depth", "finetune-subnets", "evaluate")
+    _mark_done(project, "width", "depth", "finetune-subnets", "int8-aware", "evaluate")
     page.state.reload()
-    h._end("done", RunResult(("width", "depth", "finetune-subnets", "evaluate")))
+    h._end("done", RunResult(("width", "depth", "finetune-subnets", "int8-aware", "evaluate")))
     text = _text(page)
     assert text.startswith("This run took ") and "(estimated 4:00)" in text  # the 4 stages this run ran
 

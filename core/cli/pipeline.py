@@ -77,6 +77,13 @@ def add_parsers(sub) -> None:
         help="auto (default): bf16 on a GPU or CPU that computes it natively, fp16 on older GPUs, fp32 on other CPUs; saved in the project",
     )
     r.add_argument(
+        "--int8-epochs",
+        type=float,
+        metavar="N",
+        help="quantization-aware distillation for the INT8 exports: N epochs after the depth stage (0 skips it, the "
+        "default); saved in the project, and the stage runs again when N changes",
+    )
+    r.add_argument(
         "--report-to",
         metavar="TRACKERS",
         help=f"none, or {', '.join(REPORT_TO)}, comma separated: for this run only, in place of the project's "
@@ -184,6 +191,12 @@ def _apply_run_options(project, a) -> None:
     if a.precision is not None and a.precision != t.precision:
         # precision may change between runs: checkpoints keep fp32 weights, so a stage resumes in any precision
         project.save_config(project.config.with_train(precision=a.precision))
+    if a.int8_epochs is not None and a.int8_epochs != t.int8_epochs:
+        if a.int8_epochs < 0:
+            raise ConfigError(f"--int8-epochs {a.int8_epochs:g}: must be 0 or more (0 skips the int8-aware stage)")
+        project.save_config(project.config.with_train(int8_epochs=a.int8_epochs))
+        if project.is_done("int8-aware") or project.checkpoint_dir("int8-aware").exists():
+            project.reopen("int8-aware")  # it ran (or was skipped) with the old setting
     if not changes:
         return
     started = [s for s in STAGES if project.is_done(s) or project.checkpoint_dir(s).exists()]

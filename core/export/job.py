@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..config import STAGE_MODEL
 from ..dynamic import SubnetSpec
 from ..errors import ConfigError, ProjectError, UserError, disk_full
 from ..events import ExportDone, LogMessage, StageEnded, StageProgress, StageStarted, StopToken
@@ -44,6 +45,7 @@ from .verify import (
 from .vocab import VocabPlan, plan_vocab, read_word_list, save_trimmed_tokenizer, trim_model
 
 EXPORT_STEPS = 5  # extract, write, verify, dev agreement, move into place
+INT8_FORMATS = ("onnx-int8", "ort-int8")
 
 
 def export_job(project: Project, request: ExportRequest, events, stop: StopToken) -> ExportReport:
@@ -96,7 +98,7 @@ class _Source:
     name: str  # the project's model the sub-network was extracted from
     spec: SubnetSpec
     depth_rule: str
-    slim: SlimModel  # the extracted model: PyTorch fp32, the reference of every check
+    slim: SlimModel  # the extracted model: PyTorch fp32, the reference of every check of the file
     shipped: SlimModel  # what the folder holds: `slim`, its vocabulary trimmed when asked
     tokenizer: Any
     input_names: list[str]
@@ -104,6 +106,11 @@ class _Source:
     probe: Probe
     vocab: VocabPlan | None
     extraction_diff: float
+    # INT8 from the int8-aware stage's weights: the file's predictions are compared with the fp32 cell of `fp32_name`
+    # (`reference`), and with its own weights computed as the file computes them (`emulated`, quantaware.py)
+    fp32_name: str | None = None
+    reference: SlimModel | None = None
+    emulated: Any = None
 
 
 def _checked_request(project: Project, request: ExportRequest) -> tuple[str, str | None, SubnetSpec, Path]:
@@ -142,11 +149,19 @@ def _resolve_model(
                 "warning",
             )
         )
-    name = request.model_name or final_model_name(project)
+    fp32_name = request.model_name or final_model_name(project)
+    aware = request.model_name is None and fmt in INT8_FORMATS and project.has_int8_aware_model()
+    name = STAGE_MODEL["int8-aware"] if aware else fp32_name
     model = project.load_model(name)
     slim = extract_from_model(model, spec, t.depth_rule)
     slim.config.source = {**slim.config.source, "model_name": name}
     _name_the_labels(slim, project)
+    reference = emulated = None
+    if aware:
+        events(LogMessage(f"INT8 from the int8-aware stage's weights; checked against the fp32 {fp32_name} model"))
+        reference = extract_from_model(project.load_model(fp32_name), spec, t.depth_rule)
+        _name_the_labels(reference, project)
+        emulated = int8_runner(model, spec, t.depth_rule)
     tokenizer = project_tokenizer(project)
     input_names = input_names_for(tokenizer, slim)
     trim_on = request.trim_vocab if request.trim_vocab is not None else bool(target and target in TRIM_BY_DEFAULT)
@@ -157,7 +172,45 @@ def _resolve_model(
     del model
     plan = _plan_vocab(rows, probe, tokenizer, slim, request.keep_words, events) if trim_on else None
     shipped = trim_model(slim, plan.trim) if plan else slim
-    return _Source(name, spec, t.depth_rule, slim, shipped, tokenizer, input_names, rows, probe, plan, extraction_diff)
+    return _Source(
+        name,
+        spec,
+        t.depth_rule,
+        slim,
+        shipped,
+        tokenizer,
+        input_names,
+        rows,
+        probe,
+        plan,
+        extraction_diff,
+        fp32_name if aware else None,
+        reference,
+        emulated,
+    )
+
+
+def int8_runner(model, spec: SubnetSpec, depth_rule: str):
+    """The sub-network of the (full, dynamic) `model` computed as its INT8 file computes it, fed as the files are."""
+    from ..dynamic import forward_subnet
+
+    model.eval()
+
+    def run(f: dict):
+        with torch.no_grad():
+            t = {k: torch.from_numpy(v) for k, v in f.items()}
+            out = forward_subnet(
+                model,
+                t["input_ids"],
+                t.get("attention_mask"),
+                t.get("token_type_ids"),
+                spec=spec,
+                depth_rule=depth_rule,
+                int8=True,
+            )
+        return out.logits.float().numpy()
+
+    return run
 
 
 def _plan_vocab(rows: TaskRows, probe: Probe, tokenizer, slim: SlimModel, keep_words: str | None, events) -> VocabPlan:
@@ -209,16 +262,22 @@ def _verify(
     trim = src.vocab.trim if src.vocab else None
     check = check_format(fmt, tmp, src.slim, src.input_names, src.probe, src.spec.label, trim, src.tokenizer)
     events(StageProgress("export", 3, EXPORT_STEPS))
-    dev, failure = None, None
+    dev, failure, emulation = None, None, None
     if check.deployed is not None and (fmt in AGREEMENT_FORMATS or src.vocab):
         if src.probe.dev is None:
             failure = f"the dev set was unavailable, so the {fmt} predictions could not be checked ({src.probe.source})"
         else:
             events(LogMessage(f"checking {fmt} predictions on the dev set"))
-            ref = torch_runner(src.slim, src.input_names)
-            dev = dev_agreement(check.deployed, ref, src.probe, src.input_names, request.agreement_rows, stop)
+            ref = torch_runner(src.reference or src.slim, src.input_names)
+            one_row = fmt in INT8_FORMATS  # as a device runs it: see verify.dev_agreement
+            rows = request.agreement_rows
+            dev = dev_agreement(check.deployed, ref, src.probe, src.input_names, rows, stop, one_row)
             failure = agreement_failure(fmt, dev, request.min_agreement)
+            if src.emulated is not None:
+                events(LogMessage(f"checking the {fmt} file against its INT8 emulation in PyTorch"))
+                emulation = dev_agreement(check.deployed, src.emulated, src.probe, src.input_names, rows, stop, True)
     check.deployed = None  # a compiled OpenVINO model holds memory the vocabulary check can use
+    src.emulated = None
     vocabulary = None
     if src.vocab and src.rows.texts is not None:
         events(LogMessage("measuring the trimmed vocabulary on dev rows held out from it"))
@@ -235,7 +294,16 @@ def _verify(
             stop,
         )
     events(StageProgress("export", 4, EXPORT_STEPS))
-    return _record(project, request, fmt, target, src, check, dev, failure, vocabulary, tmp, t0)
+    record = _record(project, request, fmt, target, src, check, dev, failure, vocabulary, tmp, t0)
+    if fmt in INT8_FORMATS:
+        record["quantization"] = {
+            "path": "int8-aware" if src.fp32_name else "dynamic",
+            "weights_from": src.name,
+            "activations": "UINT8, one range per tensor computed on the fly (onnxruntime dynamic quantization)",
+            "weights": "INT8 per output channel, symmetric",
+            "emulation": emulation,
+        }
+    return record
 
 
 def _record(
@@ -271,7 +339,11 @@ def _record(
         },
         # the project's name, not its path: nothing exported records where it was made
         "source": {"project": project.config.name or project.root.name, "model": src.name},
-        "reference": "PyTorch fp32 (the extracted model)",
+        "reference": (
+            f"PyTorch fp32 (the sub-network of the {src.fp32_name} model; the file's weights come from {src.name})"
+            if src.fp32_name
+            else "PyTorch fp32 (the extracted model)"
+        ),
         "probe": {"source": src.probe.source, "shapes": check.shapes},
         "max_abs_diff": check.max_abs_diff,
         "tolerance": check.tolerance,

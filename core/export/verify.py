@@ -240,9 +240,20 @@ def check_format(
 
 
 def dev_agreement(
-    run: Runner, ref: Runner, probe: Probe, input_names: list[str], max_rows: int | None, stop: StopToken
+    run: Runner,
+    ref: Runner,
+    probe: Probe,
+    input_names: list[str],
+    max_rows: int | None,
+    stop: StopToken,
+    one_row: bool = False,
 ) -> dict:
-    """Prediction agreement and task metric of the exported model vs PyTorch on the (first max_rows of the) dev set."""
+    """Prediction agreement and task metric of the exported model vs PyTorch on the (first max_rows of the) dev set.
+
+    `one_row`: the exported file runs the rows one at a time, unpadded, as a device serving a classifier runs it.
+    An INT8 file's activations are quantized with one range per tensor, computed on the fly from the batch it is
+    given, so its output for a row depends on the other rows of a batch and on their padding; one row at a time
+    it does not. The reference is computed in batches either way (PyTorch fp32 does not depend on them)."""
     dev = probe.dev
     if dev is None:
         raise InternalError("dev_agreement without dev rows: the caller checks probe.dev first")
@@ -258,8 +269,13 @@ def dev_agreement(
     for batch in iterate_batches(enc, 32, shuffle=False, pad_id=probe.pad_id):
         stop.check()
         f = feed(batch, input_names)
-        outs.append(run(f))
         refs.append(ref(f))
+        if not one_row:
+            outs.append(run(f))
+    if one_row:
+        for batch in iterate_batches(enc, 1, shuffle=False, pad_id=probe.pad_id):
+            stop.check()
+            outs.append(run(feed(batch, input_names)))
     a, b = np.concatenate(outs), np.concatenate(refs)
     share, kind = agreement(a, b, regression=enc.is_regression)
     out = {
@@ -268,6 +284,7 @@ def dev_agreement(
         "agreement_kind": kind,
         "max_abs_diff": float(np.abs(a - b).max()),
         "rows_capped_at": max_rows if enc is not dev else None,
+        "rows_per_call": 1 if one_row else 32,
         "metric": probe.metric,
     }
     if probe.metric:

@@ -141,12 +141,22 @@ class ProjectStore:
             return None
         if stage == "evaluate":
             return None if self.results_path.is_file() else self.results_path
-        if stage == "finetune-subnets" and self.stage_info(stage).get("skipped"):
-            return None  # subnet_epochs 0: it made nothing
+        if stage in ("finetune-subnets", "int8-aware") and self.stage_info(stage).get("skipped"):
+            return None  # subnet_epochs or int8_epochs 0: it made nothing
         if stage == "rewire" and not self.importance_path.is_file():
             return self.importance_path
         name = STAGE_MODEL[stage]
         return None if self.has_model(name) else self.model_dir(name)
+
+    def has_int8_aware_model(self) -> bool:
+        """Whether the int8-aware stage left weights for the INT8 files (it ran, was not skipped, its model is
+        there): the INT8 exports and the latency job's INT8 files quantize those; everything fp32 keeps the model
+        before it."""
+        return (
+            self.is_done("int8-aware")
+            and not self.stage_info("int8-aware").get("skipped")
+            and self.has_model(STAGE_MODEL["int8-aware"])
+        )
 
     def mark_done(self, stage: str, record: dict[str, Any]) -> None:
         """Record a finished stage (state.json has this one writer) and drop its mid-stage checkpoint.
@@ -162,6 +172,18 @@ class ProjectStore:
         if "evaluate" in undone:
             # the grid scored the old models: the evaluate stage writes it again (latency.json stays: the device
             # kits' imported timings depend on the cells' shapes, not their weights)
+            self._remove_results()
+
+    def reopen(self, stage: str) -> None:
+        """Forget that `stage` and every stage after it ran (a setting of theirs changed): the next run does them
+        again. Their checkpoints go; so does results.json when evaluate was among them."""
+        stages = self.state.setdefault("stages", {})
+        again = STAGES[STAGES.index(stage) :]
+        undone = [s for s in again if stages.pop(s, None) is not None]
+        self._save_state()
+        for s in again:
+            self.clear_checkpoint(s)
+        if "evaluate" in undone:
             self._remove_results()
 
     def checkpoint_progress(self, stage: str) -> tuple[int | None, int | None] | None:

@@ -67,6 +67,10 @@ HELP = {
     "subnet_epochs": "Optional plain fine-tuning of every sub-network on the labels after distillation; "
     "0 skips it (the paper's default), try 1 if the small sub-networks lag.",
     "subnet_lr": "Peak learning rate of the optional sub-network fine-tuning (used only when its epochs are above 0).",
+    "int8_epochs": "Optional quantization-aware distillation: every sub-network trained as its INT8 file computes "
+    "(INT8 weights and activations emulated), learning from its own full-precision self, for INT8 exports that agree "
+    "with fp32; 0 skips it.",
+    "int8_lr": "Peak learning rate of the INT8-aware stage (used only when its epochs are above 0).",
     "warmup_frac": "Share of each stage's steps over which the learning rate ramps up from 0; empty = the model "
     "family's default (6 % for RoBERTa, none for BERT). Try 0.06-0.1 if early steps are unstable.",
     "weight_decay": "AdamW weight decay in every stage (0.01 as in the paper); rarely worth changing.",

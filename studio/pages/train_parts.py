@@ -19,9 +19,10 @@ STAGE_TITLES = {
     "width": "Width distillation",
     "depth": "Width + depth distillation",
     "finetune-subnets": "Fine-tune sub-networks",
+    "int8-aware": "INT8-aware distillation",
     "evaluate": "Evaluate",
 }
-TRAINING_STAGES = ("finetune", "width", "depth", "finetune-subnets")  # the stages with loss curves
+TRAINING_STAGES = ("finetune", "width", "depth", "finetune-subnets", "int8-aware")  # the stages with loss curves
 # why a stage can be skipped, in the row beside its (empty) bar; the engine's log line gives the setting
 SKIPPED_WHY = {
     "finetune": ("the model is already fine-tuned", "The model was given as fine-tuned: it is the teacher as it is."),
@@ -29,6 +30,11 @@ SKIPPED_WHY = {
         "optional, off in this profile",
         "Fine-tuning each sub-network on its own after distillation is optional: "
         "set subnet_epochs above 0 in project.json to run it.",
+    ),
+    "int8-aware": (
+        "optional, off in this profile",
+        "Training every sub-network as its INT8 file computes, for INT8 exports that agree with fp32: "
+        "set int8_epochs above 0 in project.json to run it.",
     ),
 }
 

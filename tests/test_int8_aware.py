@@ -1,0 +1,192 @@
+"""The int8-aware stage: PyTorch's INT8 emulation reproduces the export's INT8 file, the stage trains every
+sub-network through it and resumes exactly after a stop, and the INT8 exports take its weights while the fp32
+model stays their reference."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dynastudio.core import jobs
+from dynastudio.core.dynamic import SubnetSpec, forward_subnet
+from dynastudio.core.errors import Cancelled
+from dynastudio.core.events import CheckpointSaved, EventLog, StepEnded, StopToken, null_sink
+from dynastudio.core.export.formats import write_format
+from dynastudio.core.export.job import export_job, int8_runner
+from dynastudio.core.export.logits import input_names_for
+from dynastudio.core.export.runners import ort_session
+from dynastudio.core.extract import extract_from_model
+from dynastudio.core.prepare import new_project
+from dynastudio.core.project import Project
+from dynastudio.core.quantaware import activation_uint8, weight_int8
+from dynastudio.core.requests import ExportRequest, RunRequest
+from helpers import tiny_model, tiny_project_config
+
+
+def _dynamic_quantize_linear(x: np.ndarray) -> np.ndarray:
+    """onnxruntime's DynamicQuantizeLinear followed by DequantizeLinear, on one tensor."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]),
+            helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"]),
+        ],
+        "dql",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+@pytest.mark.parametrize("shift", [0.0, 3.0, -3.0])  # mixed signs, all positive (min widened to 0), all negative
+def test_activation_rounding_is_dynamic_quantize_linears(shift):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 7, 16, generator=g) * 2 + shift
+    want = _dynamic_quantize_linear(x.numpy())
+    got = activation_uint8(x).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert not np.allclose(got, x.numpy(), atol=1e-4)  # it did round
+
+
+def test_each_row_takes_its_own_range_over_its_real_tokens():
+    """What a device computes for each row alone: a second row, or padding, changes nothing in the first."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 5, 8, generator=g)
+    x[1] *= 50  # a row with a far wider range
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    x[0, 3:] = 1000.0  # padding: would stretch the first row's range if it counted
+    both = activation_uint8(x, mask)
+    alone = activation_uint8(x[:1, :3])
+    torch.testing.assert_close(both[0, :3], alone[0], rtol=0, atol=0)
+
+
+def test_weights_round_per_output_channel_symmetrically():
+    w = torch.tensor([[0.5, -1.0, 0.25], [100.0, 3.0, -2.0]])
+    q = weight_int8(w)
+    scale = torch.tensor([1.0, 100.0]) / 127
+    torch.testing.assert_close(q, torch.round(w / scale[:, None]) * scale[:, None])
+    assert q[0, 1] == -1.0 and q[1, 0] == 100.0  # each channel's largest value is exact
+
+
+@pytest.mark.parametrize("kind", ["bert", "roberta"])
+def test_the_int8_emulation_reproduces_the_int8_file(kind, tmp_path):
+    """The exported INT8 file, run one row at a time, gives what forward_subnet(int8=True) gives; fp32 does not."""
+    from transformers import BertTokenizerFast
+
+    from helpers import make_tiny_model_dir
+
+    tok = BertTokenizerFast.from_pretrained(str(make_tiny_model_dir(tmp_path / "tok")))
+    model = tiny_model(kind, seed=5).eval()
+    spec = SubnetSpec(0.5, 0.5)
+    slim = extract_from_model(model, spec, "paper")
+    names = input_names_for(tok, slim)
+    (tmp_path / "int8").mkdir()
+    path = write_format("onnx-int8", slim, tmp_path / "int8", names)
+    sess = ort_session(path)
+    emulated = int8_runner(model, spec, "paper")
+    g = np.random.default_rng(3)
+    worst, fp32_gap = 0.0, 0.0
+    for length in (3, 9, 17):
+        ids = g.integers(5, model.config.vocab_size, (1, length))
+        f = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        if "token_type_ids" in names:
+            f["token_type_ids"] = np.zeros_like(ids)
+        f = {k: np.asarray(v, np.int64) for k, v in f.items() if k in names}
+        file_out = sess.run(None, f)[0]
+        worst = max(worst, float(np.abs(file_out - emulated(f)).max()))
+        with torch.no_grad():
+            t = {k: torch.from_numpy(v) for k, v in f.items()}
+            fp32 = forward_subnet(model, t["input_ids"], t["attention_mask"], t.get("token_type_ids"), spec=spec)
+        fp32_gap = max(fp32_gap, float(np.abs(file_out - fp32.logits.numpy()).max()))
+    # within a few rounding steps: onnxruntime may send a value that sits on a rounding tie the other way
+    assert worst < 1e-3, worst
+    assert fp32_gap > 20 * max(worst, 1e-6), (fp32_gap, worst)  # the emulation follows the file, not fp32
+
+
+def _run(project, events=null_sink, stop=None, until=None):
+    return jobs.run("run", project, RunRequest(until=until), events, stop or StopToken())
+
+
+@pytest.mark.slow
+def test_the_stage_trains_resumes_exactly_and_feeds_the_int8_export(tiny_model_dir, tiny_task_files, tmp_path):
+    cfg = tiny_project_config(tiny_model_dir, *tiny_task_files, int8_epochs=1, int8_lr=5e-4, checkpoint_every=100)
+    ref = new_project(tmp_path / "ref", cfg)
+    _run(ref, until="int8-aware")
+    assert ref.is_done("int8-aware") and ref.has_model("int8")
+    a, d = ref.load_model("int8").state_dict(), ref.load_model("depth").state_dict()
+    assert any(not torch.equal(a[k], d[k]) for k in a)  # it trained
+
+    cut = new_project(tmp_path / "cut", cfg)
+    stop, seen = StopToken(), EventLog()
+
+    def sink(event):
+        seen(event)
+        if isinstance(event, StepEnded) and event.stage == "int8-aware" and event.step == 3:
+            stop.set()
+
+    with pytest.raises(Cancelled):
+        _run(cut, sink, stop)
+    assert seen.of(CheckpointSaved)[-1].stage == "int8-aware"
+    reopened = Project.open(cut.root)
+    assert _run(reopened, until="int8-aware").ran == ("int8-aware",)
+    b = reopened.load_model("int8").state_dict()
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert worst < 1e-6, worst
+
+    _run(ref)  # evaluate: results.json keeps the fp32 model's scores
+    assert ref.load_results()["model"] == "depth"
+    out = tmp_path / "phone"
+    report = export_job(ref, ExportRequest(0.5, 0.5, "onnx-int8", str(out)), null_sink, StopToken())
+    v = json.loads((out / "verification.json").read_text())
+    assert v["quantization"]["path"] == "int8-aware" and v["quantization"]["weights_from"] == "int8"
+    assert "depth" in v["reference"] and v["source"]["model"] == "int8"
+    assert v["dev"]["rows_per_call"] == 1
+    emulation = v["quantization"]["emulation"]
+    assert emulation["agreement"] == 1.0 and emulation["max_abs_diff"] < 1e-3, emulation
+    assert report.format == "onnx-int8"
+    # the fp32 export of the same cell keeps the depth model's weights
+    fp32 = tmp_path / "fp32"
+    export_job(ref, ExportRequest(0.5, 0.5, "onnx", str(fp32)), null_sink, StopToken())
+    assert json.loads((fp32 / "verification.json").read_text())["source"]["model"] == "depth"
+
+
+@pytest.mark.slow
+def test_without_the_stage_int8_exports_say_dynamic(tiny_model_dir, tiny_task_files, tmp_path):
+    project = new_project(tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files))
+    _run(project)
+    assert project.stage_info("int8-aware").get("skipped")
+    out = tmp_path / "phone"
+    export_job(project, ExportRequest(0.5, 0.5, "onnx-int8", str(out)), null_sink, StopToken())
+    v = json.loads((out / "verification.json").read_text())
+    assert v["quantization"]["path"] == "dynamic" and v["quantization"]["emulation"] is None
+    assert v["source"]["model"] == "depth"
+
+
+def test_changing_int8_epochs_runs_the_stage_again(tiny_model_dir, tiny_task_files, tmp_path):
+    """`dynastudio run --int8-epochs N` saves N; a stage that ran (or was skipped) with another N runs again, and so
+    does evaluate after it, while the stages before it stay done."""
+    from argparse import Namespace
+
+    from dynastudio.core.cli.pipeline import _apply_run_options
+    from dynastudio.core.errors import ConfigError
+
+    p = new_project(tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files))
+    for stage in ("finetune-subnets", "int8-aware", "evaluate"):
+        p.mark_done(stage, {"seconds": 1.0, "skipped": stage != "evaluate"})
+    p.results_path.write_text("{}")
+    options = Namespace(profile=None, max_train_examples=None, precision=None, int8_epochs=1.0)
+    _apply_run_options(p, options)
+    again = Project.open(p.root)
+    assert again.config.train.int8_epochs == 1.0
+    assert again.is_done("finetune-subnets") and not again.is_done("int8-aware") and not again.is_done("evaluate")
+    assert not again.results_path.exists()
+    with pytest.raises(ConfigError, match="--int8-epochs -1: must be 0 or more"):
+        _apply_run_options(again, Namespace(**{**vars(options), "int8_epochs": -1.0}))
