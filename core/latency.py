@@ -130,6 +130,7 @@ def export_cell(slim, input_names: list[str], formats, folder: Path, s: LatencyS
     files = {"fp32": fp32}
     for f in formats:
         if f == "int8" and int8_slim is not None:
+            (folder / "int8-aware").mkdir(exist_ok=True)
             source = write_format("onnx", int8_slim, folder / "int8-aware", input_names)
             files[f] = write_format(EXPORT_FORMAT_OF[f], int8_slim, folder, input_names, fp32_onnx=source)
         elif f != "fp32":

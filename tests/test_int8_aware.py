@@ -152,6 +152,14 @@ def test_the_stage_trains_resumes_exactly_and_feeds_the_int8_export(tiny_model_d
     emulation = v["quantization"]["emulation"]
     assert emulation["agreement"] == 1.0 and emulation["max_abs_diff"] < 1e-3, emulation
     assert report.format == "onnx-int8"
+    # the latency job's INT8 files (Explore's INT8 points) are the ones the export ships
+    from dynastudio.core.latency import latency_job
+    from dynastudio.core.requests import LatencyRequest
+
+    timed = latency_job(
+        ref, LatencyRequest(formats=("fp32", "int8"), runs=4, warmup=1, specs=((0.5, 0.5),)), EventLog(), StopToken()
+    )
+    assert timed["setup"]["int8_weights"] == "int8"
     # the fp32 export of the same cell keeps the depth model's weights
     fp32 = tmp_path / "fp32"
     export_job(ref, ExportRequest(0.5, 0.5, "onnx", str(fp32)), null_sink, StopToken())
