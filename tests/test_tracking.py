@@ -151,8 +151,8 @@ def _scalars(acc, tag: str) -> list[tuple[int, float]]:
 def test_tensorboard_event_files_hold_each_stage_read_back_by_tensorboard(tracked_run):
     project, log = tracked_run
     root = project.root / TENSORBOARD_DIR
-    # one TensorBoard run per stage, numbered in pipeline order; the skipped finetune-subnets stage has none
-    assert sorted(p.name for p in root.iterdir()) == ["1-finetune", "2-rewire", "3-width", "4-depth", "6-evaluate"]
+    # one TensorBoard run per stage, numbered in pipeline order; the skipped finetune-subnets and int8-aware have none
+    assert sorted(p.name for p in root.iterdir()) == ["1-finetune", "2-rewire", "3-width", "4-depth", "7-evaluate"]
     for stage, folder in (("finetune", "1-finetune"), ("width", "3-width"), ("depth", "4-depth")):
         acc = _accumulator(root / folder)
         steps = [e for e in log.of(StepEnded) if e.stage == stage]
@@ -169,7 +169,7 @@ def test_tensorboard_event_files_hold_each_stage_read_back_by_tensorboard(tracke
     assert _scalars(_accumulator(root / "1-finetune"), "teacher/constant")
     # the final grid: every sub-network's dev score, as scalars and as a table
     results = json.loads(project.results_path.read_text())
-    acc = _accumulator(root / "6-evaluate")
+    acc = _accumulator(root / "7-evaluate")
     for row in results["rows"]:
         assert _scalars(acc, f"grid/accuracy/{row['label']}") == [(0, pytest.approx(row["value"]))]
     table = acc.Tensors("grid/text_summary")[0].tensor_proto.string_val[0].decode()
