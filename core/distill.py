@@ -214,6 +214,28 @@ def teacher_forward(teacher: nn.Module, batch: dict) -> Teacher:
     return Teacher(out.logits, out.hidden_states)
 
 
+def each_subnet(
+    ctx: StepContext,
+    batch: dict,
+    specs: Sequence[SubnetSpec],
+    loss_of: Callable[[SubnetSpec, SharedEmbedding | None], torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """The loop every step shares: each sub-network's loss (`loss_of`) and its backward, the full model last (its
+    pass syncs DDP's gradients), the embeddings shared when they can be. Returns each sub-network's loss, detached,
+    in `specs`' order."""
+    losses: dict[str, torch.Tensor | None] = {spec.label: None for spec in specs}  # filled below, in specs' order
+    order = sync_last(specs)
+    shared = ctx.share_embedding(batch, len(order))
+    for i, spec in enumerate(order):
+        with ctx.sync(last=i == len(order) - 1):
+            loss = loss_of(spec, shared)
+            ctx.backward(loss)
+        losses[spec.label] = loss.detach()
+    if shared is not None:
+        shared.backward()
+    return cast(dict[str, torch.Tensor], losses)  # every spec's entry is set above
+
+
 def distill_step(
     student: nn.Module,
     teacher: nn.Module,
@@ -237,22 +259,17 @@ def distill_step(
         t = teacher_forward(teacher, batch)
     mask = batch["attention_mask"]
     L = student.config.num_hidden_layers
-    losses: dict[str, torch.Tensor | None] = {spec.label: None for spec in specs}  # filled below, in specs' order
-    order = sync_last(specs)
-    shared = ctx.share_embedding(batch, len(order))
-    for i, spec in enumerate(order):
-        with ctx.sync(last=i == len(order) - 1):
-            with ctx.autocast():
-                out = ctx.forward(batch, spec, depth_rule, need_hidden=l2 > 0, shared=shared)
-                loss = (l1 * ctx.row_share) * logits_loss(out.logits.float(), t.logits.float(), is_regression)
-                if l2 > 0:
-                    targets = [t.hidden[0]] + [t.hidden[j + 1] for j in layer_targets(L, spec.depth_mult, depth_rule)]
-                    loss = loss + (l2 * ctx.token_share) * hidden_loss(out.hidden_states, targets, mask)
-            ctx.backward(loss)
-        losses[spec.label] = loss.detach()
-    if shared is not None:
-        shared.backward()
-    return cast(dict[str, torch.Tensor], losses)  # every spec's entry is set above
+
+    def loss_of(spec: SubnetSpec, shared: SharedEmbedding | None) -> torch.Tensor:
+        with ctx.autocast():
+            out = ctx.forward(batch, spec, depth_rule, need_hidden=l2 > 0, shared=shared)
+            loss = (l1 * ctx.row_share) * logits_loss(out.logits.float(), t.logits.float(), is_regression)
+            if l2 > 0:
+                targets = [t.hidden[0]] + [t.hidden[j + 1] for j in layer_targets(L, spec.depth_mult, depth_rule)]
+                loss = loss + (l2 * ctx.token_share) * hidden_loss(out.hidden_states, targets, mask)
+        return loss
+
+    return each_subnet(ctx, batch, specs, loss_of)
 
 
 def int8_step(
@@ -276,10 +293,8 @@ def int8_step(
     if ctx.precision != "fp32":
         raise InternalError(f"the INT8-aware step runs in fp32, not {ctx.precision}: the stage sets it")
     mask = batch["attention_mask"]
-    losses: dict[str, torch.Tensor | None] = {spec.label: None for spec in specs}  # filled below, in specs' order
-    order = sync_last(specs)
-    shared = ctx.share_embedding(batch, len(order))
-    for i, spec in enumerate(order):
+
+    def loss_of(spec: SubnetSpec, shared: SharedEmbedding | None) -> torch.Tensor:
         with torch.no_grad():
             t = forward_subnet(
                 teacher,
@@ -291,16 +306,13 @@ def int8_step(
                 need_hidden=l2 > 0,
                 padded=batch.get("padded"),
             )
-        with ctx.sync(last=i == len(order) - 1):
-            out = ctx.forward(batch, spec, depth_rule, need_hidden=l2 > 0, shared=shared, int8=True)
-            loss = (l1 * ctx.row_share) * logits_loss(out.logits, t.logits, is_regression)
-            if l2 > 0:
-                loss = loss + (l2 * ctx.token_share) * hidden_loss(out.hidden_states, t.hidden_states, mask)
-            ctx.backward(loss)
-        losses[spec.label] = loss.detach()
-    if shared is not None:
-        shared.backward()
-    return cast(dict[str, torch.Tensor], losses)  # every spec's entry is set above
+        out = ctx.forward(batch, spec, depth_rule, need_hidden=l2 > 0, shared=shared, int8=True)
+        loss = (l1 * ctx.row_share) * logits_loss(out.logits, t.logits, is_regression)
+        if l2 > 0:
+            loss = loss + (l2 * ctx.token_share) * hidden_loss(out.hidden_states, t.hidden_states, mask)
+        return loss
+
+    return each_subnet(ctx, batch, specs, loss_of)
 
 
 def task_step(
@@ -314,19 +326,13 @@ def task_step(
 ) -> dict[str, torch.Tensor]:
     """Plain task-loss training of each sub-network (fine-tuning the teacher is the single full spec)."""
     ctx = (ctx or StepContext.plain(model)).for_batch(batch)
-    losses: dict[str, torch.Tensor | None] = {spec.label: None for spec in specs}  # filled below, in specs' order
-    order = sync_last(specs)
-    shared = ctx.share_embedding(batch, len(order))
-    for i, spec in enumerate(order):
-        with ctx.sync(last=i == len(order) - 1):
-            with ctx.autocast():
-                out = ctx.forward(batch, spec, depth_rule, shared=shared)
-                loss = ctx.row_share * task_loss(out.logits.float(), batch["labels"], is_regression)
-            ctx.backward(loss)
-        losses[spec.label] = loss.detach()
-    if shared is not None:
-        shared.backward()
-    return cast(dict[str, torch.Tensor], losses)  # every spec's entry is set above
+
+    def loss_of(spec: SubnetSpec, shared: SharedEmbedding | None) -> torch.Tensor:
+        with ctx.autocast():
+            out = ctx.forward(batch, spec, depth_rule, shared=shared)
+            return ctx.row_share * task_loss(out.logits.float(), batch["labels"], is_regression)
+
+    return each_subnet(ctx, batch, specs, loss_of)
 
 
 def get_lr(step: int, total: int, base_lr: float, warmup: int) -> float:
