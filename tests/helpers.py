@@ -110,6 +110,20 @@ def tiny_project_config(model_dir: Path, train: Path, dev: Path, **train_overrid
     )
 
 
+def stopping_at(stage: str, step: int):
+    """(stop token, event log, sink): the sink records every event and sets the token once `stage` ends `step`."""
+    from dynastudio.core.events import EventLog, StepEnded, StopToken
+
+    stop, seen = StopToken(), EventLog()
+
+    def sink(event) -> None:
+        seen(event)
+        if isinstance(event, StepEnded) and event.stage == stage and event.step == step:
+            stop.set()
+
+    return stop, seen, sink
+
+
 def register_test_job(monkeypatch, name: str, fn: str, trains: bool = False, request_type: str = "StageRequest"):
     """Put a job of tests/studio_jobs.py (`fn`, its function's name) into the registry, here and in the job
     child processes the studio starts, for this test."""

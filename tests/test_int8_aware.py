@@ -13,7 +13,7 @@ import torch
 from dynastudio.core import jobs
 from dynastudio.core.dynamic import SubnetSpec, forward_subnet
 from dynastudio.core.errors import Cancelled
-from dynastudio.core.events import CheckpointSaved, EventLog, StepEnded, StopToken, null_sink
+from dynastudio.core.events import CheckpointSaved, EventLog, StopToken, null_sink
 from dynastudio.core.export.formats import write_format
 from dynastudio.core.export.job import export_job, int8_runner
 from dynastudio.core.export.logits import input_names_for
@@ -23,7 +23,7 @@ from dynastudio.core.prepare import new_project
 from dynastudio.core.project import Project
 from dynastudio.core.quantaware import activation_uint8, weight_int8
 from dynastudio.core.requests import ExportRequest, RunRequest
-from helpers import tiny_model, tiny_project_config
+from helpers import stopping_at, tiny_model, tiny_project_config
 
 
 def _dynamic_quantize_linear(x: np.ndarray) -> np.ndarray:
@@ -125,13 +125,7 @@ def test_the_stage_trains_resumes_exactly_and_feeds_the_int8_export(tiny_model_d
     assert any(not torch.equal(a[k], d[k]) for k in a)  # it trained
 
     cut = new_project(tmp_path / "cut", cfg)
-    stop, seen = StopToken(), EventLog()
-
-    def sink(event):
-        seen(event)
-        if isinstance(event, StepEnded) and event.stage == "int8-aware" and event.step == 3:
-            stop.set()
-
+    stop, seen, sink = stopping_at("int8-aware", 3)
     with pytest.raises(Cancelled):
         _run(cut, sink, stop)
     assert seen.of(CheckpointSaved)[-1].stage == "int8-aware"

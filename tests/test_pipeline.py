@@ -37,7 +37,7 @@ from dynastudio.core.prepare import cache_key, new_project, prepare_inputs, spli
 from dynastudio.core.project import Project
 from dynastudio.core.requests import RunRequest, RunResult
 from dynastudio.core.store import TaskInfo, read_task
-from helpers import tiny_project_config
+from helpers import stopping_at, tiny_project_config
 
 CORE = Path(__file__).resolve().parents[1] / "core"
 
@@ -320,14 +320,7 @@ def test_cancel_then_resume_matches_an_uninterrupted_run(tiny_model_dir, tiny_ta
     run_pipeline(ref, until="width")
 
     project = new_project(tmp_path / "cut", cfg)
-    stop = StopToken()
-    seen = EventLog()
-
-    def sink(event):
-        seen(event)
-        if isinstance(event, StepEnded) and event.stage == "width" and event.step == 5:
-            stop.set()
-
+    stop, seen, sink = stopping_at("width", 5)
     with pytest.raises(Cancelled):
         run_pipeline(project, sink, stop)
     assert project.is_done("rewire") and not project.is_done("width")
