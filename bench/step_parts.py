@@ -7,7 +7,9 @@ so a load that comes and goes hits all alike:
   2. +shared embeddings: one embeddings pass per step (distill.SharedEmbedding)
   3. +fused AdamW
   4. +short spin: GOMP_SPINCOUNT=10000 instead of the passive wait (core/threads.py)
-  5. +bf16: autocast, what train.precision auto picks on a CPU with native bf16 (the code as it ships here)
+  5. +bf16: autocast, what train.precision auto picks on a CPU with native bf16
+  6. +cheap dropout: the dropout mask from 16-bit slices of 64-bit draws instead of torch's element-at-a-time
+     Bernoulli (slim.dropout); the code as it ships here
 A step is what train_loop does: the sub-networks' passes, gradient clipping, the optimizer step.
 
     flock /tmp/torch.lock .venv/bin/python bench/step_parts.py [--steps 8] [--rounds 2]
@@ -36,6 +38,7 @@ VARIANTS = {
     "+fused AdamW": {"shared": True, "fused": True, "wait": "passive", "precision": "fp32"},
     "+short spin": {"shared": True, "fused": True, "wait": "spin", "precision": "fp32"},
     "+bf16": {"shared": True, "fused": True, "wait": "spin", "precision": "bf16"},
+    "+cheap dropout": {"shared": True, "fused": True, "wait": "spin", "precision": "bf16", "cheap": True},
 }
 
 
@@ -54,6 +57,13 @@ def worker(name: str, steps: int) -> None:
 
     v = VARIANTS[name]
     torch.set_num_threads(2)
+    if not v.get("cheap", False):  # torch's own dropout in every variant before the last
+        from dynastudio.core import dynamic, slim
+
+        def torch_dropout(x, p, training):
+            return torch.nn.functional.dropout(x, p, training)
+
+        slim.dropout = dynamic.dropout = torch_dropout
     task = load_task_data(DataConfig(kind="glue", task="sst2", data_dir=str(GLUE)))
     tok = load_tokenizer("builtin:minilm")
     enc = encode(subset(task.train, 2000, seed=0), tok, 64)
@@ -171,7 +181,7 @@ def main() -> None:
         "",
         "Each row adds one change to the row above it. before: fp32, the passive OpenMP wait of the previous round, "
         "each sub-network's pass running the embeddings (their backward zero-fills and adds a dense gradient of the "
-        "whole 30,522 x 384 word-embedding table), AdamW's per-tensor loop. +bf16 is the code as it ships on this CPU.",
+        "whole 30,522 x 384 word-embedding table), AdamW's per-tensor loop. +cheap dropout is the code as it ships on this CPU.",
         f"Load average before {result['load_average_before']}, after {result['load_average_after']}; "
         f"{result['other_work']}. {result['seconds']} s in all.",
         "",

@@ -14,7 +14,7 @@ from .config import DEFAULT_DEPTH_RULE
 from .quantaware import int8_linear
 
 # the layer math lives in the self-contained slim module (it ships inside HF-style exports)
-from .slim import LayerHyper, LayerWeights, layer_forward
+from .slim import LayerHyper, LayerWeights, dropout, layer_forward
 from .support import check_supported
 
 
@@ -183,7 +183,7 @@ def forward_subnet(
     if embedded is None:
         h = encoder_of(model).embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
     else:
-        h = F.dropout(embedded, hp.p_hidden, training)
+        h = dropout(embedded, hp.p_hidden, training)
     mask = sdpa_mask(attention_mask, padded)
     linear = int8_linear(attention_mask) if int8 else F.linear
     hidden = [h] if need_hidden else []

@@ -122,6 +122,28 @@ def any_process(flag: bool) -> bool:
     return bool(t.item() > 0)
 
 
+def release_memory() -> bool:
+    """Between two stages of one run: collect the last stage's garbage and give its freed heap back (glibc's
+    malloc_trim), so the next stage starts from a compact heap. In one process, a stage that followed others was
+    measured slower than the same stage in a fresh process, with more of its time in glibc's malloc
+    (bench/results/stage_age.md). True when the heap was trimmed (Linux with glibc)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    if platform.system() != "Linux":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # musl and other C libraries have no malloc_trim
+        return False
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    trim(0)
+    return True
+
+
 def check_stop(stop) -> None:
     """`stop.check()` agreed by every process (a stop asked in one stops all, at the same point)."""
     if any_process(stop.is_set()):

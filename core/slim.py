@@ -65,6 +65,26 @@ class LayerWeights:
         )
 
 
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """F.dropout with a cheaper random draw on the CPU; the same distribution (to 1 part in 131,072 of p).
+
+    torch's CPU dropout draws its Bernoulli mask one element at a time (about 6 ns each), which was 14 % of a
+    depth-stage step. Here one 64-bit draw from torch's generator gives four 16-bit numbers, each kept when it
+    is at or above round(p * 65536) of the 65,536 values: a quarter of the draws, from the same seeded generator
+    (resumable, reproducible). Kept values are scaled by 1 / (1 - p), as F.dropout does. Other devices, whose
+    dropout is already fast and fused, keep F.dropout.
+    """
+    if not training or p <= 0.0:
+        return x
+    if x.device.type != "cpu" or p >= 1.0 or not x.is_floating_point():
+        return F.dropout(x, p, training)
+    n = x.numel()
+    draws = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
+    r = draws.view(torch.int16)[:n].view(x.shape)
+    keep = r >= (round(p * 65536) - 32768)
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
+
+
 @dataclass(frozen=True)
 class LayerHyper:
     head_dim: int
@@ -99,10 +119,10 @@ def layer_forward(
     if head_mask is not None:
         ctx = ctx * head_mask.view(1, n_heads, 1, 1)
     ctx = ctx.transpose(1, 2).reshape(bsz, seq, n_heads * hd)
-    a = F.dropout(linear(ctx, w.ao_w, w.ao_b), hp.p_hidden, training)
+    a = dropout(linear(ctx, w.ao_w, w.ao_b), hp.p_hidden, training)
     h1 = F.layer_norm(a + h, (h.shape[-1],), w.ln1_w, w.ln1_b, hp.eps)
     inter = ACT2FN[hp.act](linear(h1, w.fi_w, w.fi_b))
-    o = F.dropout(linear(inter, w.fo_w, w.fo_b), hp.p_hidden, training)
+    o = dropout(linear(inter, w.fo_w, w.fo_b), hp.p_hidden, training)
     return F.layer_norm(o + h1, (h.shape[-1],), w.ln2_w, w.ln2_b, hp.eps)
 
 

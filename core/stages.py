@@ -415,6 +415,8 @@ def run_job(project: Project, request: RunRequest, events, stop: StopToken) -> R
     ran = []
     for stage in pending_stages(project, request.until):
         runtime.check_stop(stop)
+        if ran:
+            runtime.release_memory()
         STAGE_JOBS[stage](project, StageRequest(), events, stop)
         ran.append(stage)
     return RunResult(tuple(ran))

@@ -1,15 +1,18 @@
-"""The training step's shared work: one embeddings pass per step for all sub-networks, and the fused optimizer.
+"""The training step's shared work: one embeddings pass per step for all sub-networks, a cheaper dropout draw on
+the CPU, and the fused optimizer.
 
 Each test here failed before the change it guards: every sub-network's pass ran the embeddings and their backward
-(a dense zero-filled gradient of the whole word-embedding table per pass), and AdamW ran its per-tensor loop.
+(a dense zero-filled gradient of the whole word-embedding table per pass), dropout drew its mask with torch's element-at-a-time Bernoulli, and AdamW ran its per-tensor loop.
 """
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from dynastudio.core.distill import StepContext, distill_step, make_optimizer, task_step
 from dynastudio.core.dynamic import SubnetSpec, embed, encoder_of, forward_subnet, subnet_grid
+from dynastudio.core.slim import dropout
 from helpers import tiny_config, tiny_model
 
 SPECS = subnet_grid((1.0, 0.5, 0.25), (1.0, 0.5))
@@ -109,3 +112,37 @@ def test_adamw_is_fused_on_a_cpu():
     opt = make_optimizer(tiny_model(), 1e-3, 0.01)
     assert opt.defaults["fused"] is True
     assert all(group["fused"] for group in opt.param_groups)
+
+
+def test_cheap_dropout_keeps_each_value_with_probability_1_minus_p():
+    torch.manual_seed(0)
+    x = torch.ones(1_000_003)  # not a multiple of four: the last 64-bit draw is cut
+    y = dropout(x, 0.1, True)
+    kept = y != 0
+    # 1,000,003 Bernoulli(0.9) draws: the standard deviation of the kept share is 0.0003
+    assert abs(kept.double().mean().item() - 0.9) < 0.0015
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.9))
+    # each of the four 16-bit lanes of a 64-bit draw is uniform: a draw over [0, 2**63) would never drop in one lane
+    lanes = (~kept[:1_000_000]).view(-1, 4).double().mean(0)
+    assert ((lanes - 0.1).abs() < 0.004).all(), lanes
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cheap_dropout_is_seeded_and_its_gradient_is_the_mask(dtype):
+    x = torch.randn(7, 5, 11, dtype=dtype, requires_grad=True)
+    torch.manual_seed(3)
+    y = dropout(x, 0.3, True)
+    torch.manual_seed(3)
+    assert torch.equal(dropout(x, 0.3, True), y)  # the same seed, the same mask (resume restores the generator)
+    assert not torch.equal(dropout(x, 0.3, True), y)  # the next call draws a new one
+    assert y.dtype == dtype
+    y.sum().backward()
+    scale = torch.tensor(1 / 0.7, dtype=dtype)
+    torch.testing.assert_close(x.grad, torch.where(y != 0, scale, torch.zeros((), dtype=dtype)))
+
+
+def test_cheap_dropout_leaves_eval_and_p_0_alone():
+    x = torch.randn(4, 3)
+    assert dropout(x, 0.1, False) is x
+    assert dropout(x, 0.0, True) is x
+    assert torch.equal(dropout(x, 1.0, True), torch.zeros_like(x))
