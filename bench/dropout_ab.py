@@ -49,6 +49,7 @@ def main() -> None:
     from dynastudio.core.data.task import load_task_data
     from dynastudio.core.dynamic import SubnetSpec, subnet_grid
     from dynastudio.core.models import load_base_model, load_tokenizer
+    from dynastudio.core.runtime import resolve_precision
     from dynastudio.core.store import TaskInfo
 
     n_threads, _ = threads.configure_threads("bench")
@@ -71,7 +72,7 @@ def main() -> None:
     student = load_base_model("builtin:minilm", info, finetuned=False, seed=0).train()
     opt = distill.make_optimizer(student, 1e-5, 0.01)
     ctx = distill.StepContext.plain(student)
-    ctx.precision = "bf16" if torch.backends.mkldnn.is_available() and _native_bf16() else "fp32"
+    ctx.precision = resolve_precision("auto", torch.device("cpu"))  # what a run here picks
     grids = {
         "width": [SubnetSpec(w, 1.0) for w in (1.0, 0.75, 0.5, 0.25)],
         "depth": subnet_grid((1.0, 0.75, 0.5, 0.25), (1.0, 0.75, 0.5)),
@@ -154,14 +155,6 @@ def main() -> None:
     ]
     (OUT / "dropout_ab.md").write_text("\n".join(lines))
     print("\n".join(lines))
-
-
-def _native_bf16() -> bool:
-    from dynastudio.core.runtime import resolve_precision
-
-    import torch
-
-    return resolve_precision("auto", torch.device("cpu")) == "bf16"
 
 
 if __name__ == "__main__":

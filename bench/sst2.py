@@ -53,9 +53,12 @@ _PEAK_WRAPPER = """
 import atexit, runpy, sys
 out = sys.argv[1]
 def _peak():
+    import resource
     try:
         with open('/proc/self/status') as f:
             kb = next(int(l.split()[1]) for l in f if l.startswith('VmHWM:'))
+        # a run's stages in child processes of their own: the largest of them counts too (Linux: KiB)
+        kb = max(kb, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
         with open(out, 'w') as f:
             f.write(str(kb))
     except (OSError, StopIteration):
@@ -66,15 +69,16 @@ runpy.run_module('dynastudio.core.cli', run_name='__main__')
 """
 
 
-def run_stage(project: Path, stage: str) -> dict:
-    """Run one stage in a child process; return its wall time and its own peak resident memory (MiB)."""
+def run_stage(project: Path, stage: str, extra: tuple[str, ...] = ()) -> dict:
+    """`dynastudio run --until STAGE` (plus `extra` options) in a child process; return its wall time and the peak
+    resident memory (MiB) of that process or of the largest child process it ran."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         peak_file = Path(tmp) / "peak_kb"
         t0 = time.perf_counter()
         proc = subprocess.run(
-            [sys.executable, "-c", _PEAK_WRAPPER, str(peak_file), "run", str(project), "--until", stage],
+            [sys.executable, "-c", _PEAK_WRAPPER, str(peak_file), "run", str(project), "--until", stage, *extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,

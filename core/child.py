@@ -64,11 +64,16 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"unknown job '{name}': choose one of {', '.join(registry.JOBS)}")
         request = request_from_json(first, job.request_type) if first.strip() else None
         sink = emit
+        stage_of_a_run = name == "run-stage"
+        if stage_of_a_run:
+            from .stageproc import become_stage_child
+
+            become_stage_child()
         if job.opens_project:  # a job that computes: its share of the cores, said in the log when it shares them
             n, why = threads.configure_threads(name)
             if line := threads.sharing_line(n, why):
                 emit(LogMessage(line))
-            sink = threads.Rebalancer(emit, n) if job.trains else emit
+            sink = threads.Rebalancer(emit, n) if job.trains or stage_of_a_run else emit
         result = jobs.run(name, folder, request, sink, stop)
         end = JobEnded("done", result_to_json(result))
     except Cancelled:

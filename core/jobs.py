@@ -74,6 +74,8 @@ def run(
     stop = stop or StopToken()
     if job.trains:
         return _run_training(job, project, request, events, stop, launch_id)
+    if name == "run-stage":  # a stage in the child process of a run, which holds the lock and the session
+        return _oom_is_a_user_error(job.fn)(project, request, events, stop)
     if job.locks:
         from . import runs
 

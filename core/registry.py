@@ -20,6 +20,7 @@ from .requests import (
     LatencyRequest,
     RunRequest,
     StageRequest,
+    StageRunRequest,
     TableSummaryRequest,
 )
 
@@ -73,6 +74,8 @@ for _stage in STAGES:
             locks=True,
         )
     )
+# one stage of a run, in the child process the run started for it (core.stageproc): the run holds the lock
+register(Job("run-stage", ".stages:run_stage_job", StageRunRequest, "One stage of a run"))
 register(Job("estimate", ".estimate:estimate_job", EstimateRequest, "Estimate the training time"))
 register(Job("latency", ".latency:latency_job", LatencyRequest, "Measure latency", locks=True))
 register(Job("export", ".export.job:export_job", ExportRequest, "Export a sub-network"))

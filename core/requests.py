@@ -22,6 +22,15 @@ class StageRequest:
 @dataclass(frozen=True)
 class RunRequest:
     until: str | None = None  # the last stage to run; None = to the end
+    # each stage in its own child process (core.stageproc); the `dynastudio run` command asks for it
+    stage_processes: bool = False
+
+
+@dataclass(frozen=True)
+class StageRunRequest:
+    """One stage of a run, in the child process the run started for it (core.stageproc)."""
+
+    stage: str = ""
 
 
 @dataclass(frozen=True)

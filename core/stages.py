@@ -41,7 +41,7 @@ from .metrics import compute_metric
 from .models import load_base_model
 from .prepare import RunInputs, prepare_inputs
 from .project import Project
-from .requests import RunRequest, RunResult, StageRequest
+from .requests import RunRequest, RunResult, StageRequest, StageRunRequest
 from .store import final_model_name
 from .store.estimate import stages_to_run
 
@@ -413,10 +413,27 @@ def pending_stages(project: Project, until: str | None = None) -> list[str]:
 def run_job(project: Project, request: RunRequest, events, stop: StopToken) -> RunResult:
     """Run every unfinished stage in order, each resuming mid-stage from its checkpoint, up to `request.until`."""
     ran = []
+    in_children = request.stage_processes and not runtime.initialized()
     for stage in pending_stages(project, request.until):
         runtime.check_stop(stop)
-        if ran:
-            runtime.release_memory()
-        STAGE_JOBS[stage](project, StageRequest(), events, stop)
+        if in_children:
+            from .stageproc import run_stage_in_child
+
+            run_stage_in_child(project.root, stage, events, stop)
+        else:
+            if ran:
+                runtime.release_memory()
+            STAGE_JOBS[stage](project, StageRequest(), events, stop)
         ran.append(stage)
     return RunResult(tuple(ran))
+
+
+def run_stage_job(project: Project, request: StageRunRequest, events, stop: StopToken) -> StageResult:
+    """One stage of a run, in the child process the run started for it (core.stageproc). No lock of its own (the
+    run holds it), and no trackers: the run's process relays these events to its own (train.report_to)."""
+    from dataclasses import replace
+
+    if request.stage not in STAGE_JOBS:
+        raise InternalError(f"run-stage: unknown stage {request.stage!r}")
+    project.config = replace(project.config, train=replace(project.config.train, report_to="none"))
+    return STAGE_JOBS[request.stage](project, StageRequest(), events, stop)

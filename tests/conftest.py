@@ -56,6 +56,9 @@ def cli(capsys):
 def _isolated_settings(tmp_path, monkeypatch):
     # recent projects go to a temp folder, never the developer's own list
     monkeypatch.setenv("DYNASTUDIO_CONFIG_DIR", str(tmp_path / "config"))
+    # `dynastudio run` runs its stages in this process, where a test's monkeypatches reach them (each stage in a
+    # child process of its own is tested in test_stage_processes.py)
+    monkeypatch.setenv("DYNASTUDIO_ONE_PROCESS", "1")
 
 
 @pytest.fixture

@@ -69,6 +69,12 @@ def add_parsers(sub) -> None:
     r = sub.add_parser("run", help="run (or resume) the pipeline")
     r.add_argument("dir")
     r.add_argument("--until", choices=STAGES)
+    r.add_argument(
+        "--one-process",
+        action="store_true",
+        help="run every stage in this process (for a debugger or a profiler); by default each stage starts fresh "
+        "in a child process of the run, which trains faster (DYNASTUDIO_ONE_PROCESS=1 does the same)",
+    )
     r.add_argument("--profile", choices=sorted(PROFILES))
     r.add_argument("--max-train-examples", type=int)
     r.add_argument(
@@ -257,7 +263,11 @@ def _run(a, project, jobs, runtime, null_sink) -> int:
 
         run_banner(project, a.until)  # the saved estimate's line, when it fits the settings: nothing is timed here
     try:
-        out = jobs.run("run", project, jobs.RunRequest(until=a.until), printer, stop, launch_id=a.launch_id)
+        from ..stageproc import one_process_by_default
+
+        children = not (a.one_process or one_process_by_default()) and runtime.world() == 1
+        request = jobs.RunRequest(until=a.until, stage_processes=children)
+        out = jobs.run("run", project, request, printer, stop, launch_id=a.launch_id)
     except Cancelled:
         if main:
             close_sink(printer)
