@@ -73,7 +73,7 @@ def worker(name: str, steps: int) -> None:
     teacher = load_base_model("builtin:minilm", info, finetuned=False, seed=0).eval()
     student = load_base_model("builtin:minilm", info, finetuned=False, seed=0).train()
     if not v["shared"]:
-        distill.StepContext.share_embedding = lambda self, batch, passes: None
+        distill.StepContext.share_embedding = lambda self, batch, passes, int8=False: None
     opt = distill.make_optimizer(student, 1e-5, 0.01)
     if not v["fused"]:
         groups = [{k: val for k, val in g.items() if k != "fused"} for g in opt.param_groups]

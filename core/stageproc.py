@@ -2,10 +2,13 @@
 
 A stage that followed others in the same process was measured 7-25 % slower than the same stage started fresh
 (bench/results/stage_age.md): the earlier stages leave glibc's heap fragmented, and the main thread's share of
-time in malloc went from 11 % to 19 %. So `dynastudio run` (and the studio, which starts it) runs every stage as
+time in malloc went from 11 % to 19 %. So `dynastudio run` (and the studio, which starts it) runs each long training
+stage that follows others (width, depth, and the optional finetune-subnets and int8-aware: stages.CHILD_STAGES) as
 `python -m dynastudio.core.child run-stage DIR`: the run's lock, events file and stop file stay with the run's
 process, which relays the child's events to them and passes a stop on to it. The child costs a process start
-(importing torch and transformers, a few seconds) per stage.
+(importing torch and transformers, a few seconds) per stage; the teacher's fine-tuning (first, in a
+fresh process), rewiring and the evaluation (short) stay in the run's process, which returns its freed heap
+before each child starts (runtime.release_memory).
 
 The child ignores Ctrl-C, SIGTERM and SIGHUP (a terminal sends them to the whole process group): the run's
 process receives them too and asks the child to stop through its stdin, so the stage saves as it does in one

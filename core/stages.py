@@ -409,6 +409,20 @@ def pending_stages(project: Project, until: str | None = None) -> list[str]:
     return stages_to_run(project, until)  # the store's rule (torch-free), which the studio reads too
 
 
+# the stages a run starts in a child process of their own (core/stageproc.py): the long trainings that follow
+# other stages. The teacher's fine-tuning comes first (its process is still fresh), rewiring and the final
+# evaluation are short: they run in the run's own process and spare a process start (about 5-7 s) each.
+CHILD_STAGES = ("width", "depth", "finetune-subnets", "int8-aware")
+
+
+def _in_child(project: Project, stage: str) -> bool:
+    """Whether a run with stage processes starts `stage` in a child: one of CHILD_STAGES that trains (an optional
+    stage its settings turn off only records its skip)."""
+    t = project.config.train
+    skips = (stage == "finetune-subnets" and t.subnet_epochs <= 0) or (stage == "int8-aware" and t.int8_epochs <= 0)
+    return stage in CHILD_STAGES and not skips
+
+
 @_tracked
 def run_job(project: Project, request: RunRequest, events, stop: StopToken) -> RunResult:
     """Run every unfinished stage in order, each resuming mid-stage from its checkpoint, up to `request.until`."""
@@ -416,13 +430,16 @@ def run_job(project: Project, request: RunRequest, events, stop: StopToken) -> R
     in_children = request.stage_processes and not runtime.initialized()
     for stage in pending_stages(project, request.until):
         runtime.check_stop(stop)
-        if in_children:
+        if ran:
+            runtime.release_memory()
+        if in_children and _in_child(project, stage):
             from .stageproc import run_stage_in_child
 
-            run_stage_in_child(project.root, stage, events, stop)
+            try:
+                run_stage_in_child(project.root, stage, events, stop)
+            finally:
+                project.reload_state()  # the child recorded the stage in state.json
         else:
-            if ran:
-                runtime.release_memory()
             STAGE_JOBS[stage](project, StageRequest(), events, stop)
         ran.append(stage)
     return RunResult(tuple(ran))

@@ -14,7 +14,7 @@ from dynastudio.core.events import CheckpointSaved, EventLog, RunEnded, StageEnd
 from dynastudio.core.prepare import new_project
 from dynastudio.core.project import Project
 from dynastudio.core.requests import RunRequest
-from helpers import stopping_at, tiny_project_config
+from helpers import stopping_at, tiny_model, tiny_project_config
 
 HERE = str(Path(__file__).resolve().parent)
 
@@ -29,14 +29,26 @@ def _worst(a: Project, b: Project, model: str) -> float:
     return max(float((x[k].float() - y[k].float()).abs().max()) for k in x)
 
 
-def _no_stage_here(monkeypatch) -> None:
-    """Every stage job in this process fails: a run that completes ran its stages elsewhere."""
+def _no_child_stage_here(monkeypatch) -> list[str]:
+    """The stages a run starts in children fail in this process, so a run that completes ran them elsewhere; the
+    others (fine-tuning, rewiring, evaluation, and the optional stages the tiny project turns off, which only
+    record their skip) run here. Returns the list of the stages that ran here, filled as they run."""
+    here: list[str] = []
 
-    def here(project, request, events, stop):
-        raise AssertionError("a stage ran in the run's own process")
+    def local(stage, job):
+        def run(project, request, events, stop):
+            here.append(stage)
+            return job(project, request, events, stop)
 
-    for stage in list(stages.STAGE_JOBS):
-        monkeypatch.setitem(stages.STAGE_JOBS, stage, here)
+        return run
+
+    def boom(project, request, events, stop):
+        raise AssertionError("a training stage ran in the run's own process")
+
+    for stage, job in list(stages.STAGE_JOBS.items()):
+        in_child = stage in stages.CHILD_STAGES and stage not in ("finetune-subnets", "int8-aware")
+        monkeypatch.setitem(stages.STAGE_JOBS, stage, boom if in_child else local(stage, job))
+    return here
 
 
 @pytest.mark.slow
@@ -48,7 +60,7 @@ def test_stages_in_child_processes_train_what_one_process_trains_and_resume_afte
     jobs.run("run", ref, RunRequest(until="width"), EventLog())  # one process
 
     project = new_project(tmp_path / "cut", cfg)
-    _no_stage_here(monkeypatch)
+    here = _no_child_stage_here(monkeypatch)
     stop, seen, sink = stopping_at("width", 3)
     with pytest.raises(Cancelled):
         _in_children(project, sink, stop)
@@ -69,29 +81,39 @@ def test_stages_in_child_processes_train_what_one_process_trains_and_resume_afte
     assert out.ran == ("width",)
     assert _worst(ref, reopened, "teacher") == 0.0  # the same teacher, to the bit
     assert _worst(ref, reopened, "width") < 1e-6  # and the width stage, resumed mid-stage, as uninterrupted
+    # to the end: the skipped optional stages in this process, the others in children
+    out = _in_children(reopened)
+    assert out.ran == ("depth", "finetune-subnets", "int8-aware", "evaluate")
+    assert here == ["finetune", "rewire", "finetune-subnets", "int8-aware", "evaluate"]
+    assert reopened.stage_info("int8-aware")["skipped"] and len(reopened.load_results()["rows"]) == len(
+        cfg.train.width_mults
+    ) * len(cfg.train.depth_mults)
 
 
 def test_a_stage_child_fails_with_the_users_error_or_the_bugs_traceback(
     tiny_model_dir, tiny_task_files, tmp_path, monkeypatch
 ):
     project = new_project(tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files))
+    for stage, model in (("finetune", "teacher"), ("rewire", "rewired")):  # the width stage is next: a child's
+        project.save_model(model, tiny_model(seed=11))
+        project.mark_done(stage, {})
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [HERE, os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv("DYNASTUDIO_JOB_MODULES", "stage_faults")
 
-    monkeypatch.setenv("DYNASTUDIO_TEST_STAGE_FAULT", "finetune:user")
+    monkeypatch.setenv("DYNASTUDIO_TEST_STAGE_FAULT", "width:user")
     with pytest.raises(UserError) as user:
         _in_children(project)
     assert str(user.value) == "train.csv, line 3: the label 'maybe' is not one of the task's labels: fix that line"
 
-    monkeypatch.setenv("DYNASTUDIO_TEST_STAGE_FAULT", "finetune:bug")
+    monkeypatch.setenv("DYNASTUDIO_TEST_STAGE_FAULT", "width:bug")
     log = EventLog()
     with pytest.raises(InternalError) as bug:
         _in_children(Project.open(project.root), log)
     text = str(bug.value)
     assert "ZeroDivisionError: a bug in the stage" in text and "Traceback" in text and "stage_faults.py" in text
     assert log.of(RunEnded)[-1].outcome == "failed"
-    # the run let go of the project: the next run may start, and nothing ran
+    # the run let go of the project: the next run may start, and the stage is still to do
     from dynastudio.core import runs
 
     assert runs.live_lock(project.root) is None
-    assert not Project.open(project.root).is_done("finetune")
+    assert not Project.open(project.root).is_done("width")

@@ -42,7 +42,7 @@ def _distill_grads(monkeypatch, share: bool, **dropout) -> dict[str, torch.Tenso
     teacher = tiny_model(seed=1, **dropout)
     student = tiny_model(seed=2, **dropout).train()
     if not share:
-        monkeypatch.setattr(StepContext, "share_embedding", lambda self, batch, passes: None)
+        monkeypatch.setattr(StepContext, "share_embedding", lambda self, batch, passes, int8=False: None)
     distill_step(student, teacher, _batch(), SPECS, l1=1.0, l2=0.5, depth_rule="paper", is_regression=False)
     monkeypatch.undo()
     return _grads(student)
@@ -63,7 +63,7 @@ def test_task_step_shares_them_too(monkeypatch):
     task_step(model, _batch(1), SPECS, depth_rule="paper", is_regression=False)
     shared = _grads(model)
     model.zero_grad(set_to_none=True)
-    monkeypatch.setattr(StepContext, "share_embedding", lambda self, batch, passes: None)
+    monkeypatch.setattr(StepContext, "share_embedding", lambda self, batch, passes, int8=False: None)
     task_step(model, _batch(1), SPECS, depth_rule="paper", is_regression=False)
     for name, g in _grads(model).items():
         torch.testing.assert_close(shared[name], g, rtol=1e-5, atol=1e-6, msg=name)

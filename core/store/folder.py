@@ -57,18 +57,13 @@ class ProjectStore:
             config = ProjectConfig.from_json(cfg_path.read_text(encoding="utf-8"), str(cfg_path))
         except UnicodeDecodeError:
             raise ConfigError(f"{cfg_path}: not UTF-8 text: restore it or create the project again") from None
-        state_path = root / STATE_FILE
-        state: Any = {"stages": {}}
-        if state_path.is_file():
-            try:
-                state = json.loads(state_path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-                state = None
-            if not isinstance(state, dict) or not isinstance(state.get("stages", {}), dict):
-                raise ProjectError(f"{state_path}: corrupted: delete it to redo every stage") from None
-        project = cls(root, config, state)
+        project = cls(root, config, _read_state(root))
         project.migrate_files()
         return project
+
+    def reload_state(self) -> None:
+        """Read state.json again: another process (a run's stage in its own child process) wrote it."""
+        self.state = _read_state(self.root)
 
     def save_config(self, config: ProjectConfig) -> None:
         self.config = config
@@ -354,6 +349,19 @@ class ProjectStore:
             self.save_latency({"setup": res["latency_setup"], "rows": moved})
         del res["latency_setup"]
         self.save_evaluation(res)
+
+
+def _read_state(root: Path) -> dict:
+    state_path = root / STATE_FILE
+    state: Any = {"stages": {}}
+    if state_path.is_file():
+        try:
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            state = None
+        if not isinstance(state, dict) or not isinstance(state.get("stages", {}), dict):
+            raise ProjectError(f"{state_path}: corrupted: delete it to redo every stage") from None
+    return state
 
 
 def final_model_name(project: ProjectStore) -> str:
