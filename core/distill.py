@@ -141,7 +141,7 @@ class StepContext:
         )
         return SubnetOutput(logits, list(hidden), [])
 
-    def share_embedding(self, batch: dict, passes: int) -> SharedEmbedding | None:
+    def share_embedding(self, batch: dict, passes: int, int8: bool = False) -> SharedEmbedding | None:
         """The step's embeddings computed once for its `passes` sub-network passes, or None to let each pass
         compute its own: with one pass, and under DDP, whose gradient sync only covers backward passes that go
         through its forward."""
@@ -149,7 +149,7 @@ class StepContext:
             return None
         model = self.runner.model
         with self.autocast():
-            output = embed(model, batch["input_ids"], batch.get("token_type_ids"))
+            output = embed(model, batch["input_ids"], batch.get("token_type_ids"), int8)
         return SharedEmbedding(output, output.detach().requires_grad_(True))
 
     def sync(self, last: bool):
@@ -219,13 +219,14 @@ def each_subnet(
     batch: dict,
     specs: Sequence[SubnetSpec],
     loss_of: Callable[[SubnetSpec, SharedEmbedding | None], torch.Tensor],
+    int8: bool = False,
 ) -> dict[str, torch.Tensor]:
     """The loop every step shares: each sub-network's loss (`loss_of`) and its backward, the full model last (its
     pass syncs DDP's gradients), the embeddings shared when they can be. Returns each sub-network's loss, detached,
     in `specs`' order."""
     losses: dict[str, torch.Tensor | None] = {spec.label: None for spec in specs}  # filled below, in specs' order
     order = sync_last(specs)
-    shared = ctx.share_embedding(batch, len(order))
+    shared = ctx.share_embedding(batch, len(order), int8)
     for i, spec in enumerate(order):
         with ctx.sync(last=i == len(order) - 1):
             loss = loss_of(spec, shared)
@@ -312,7 +313,7 @@ def int8_step(
             loss = loss + (l2 * ctx.token_share) * hidden_loss(out.hidden_states, t.hidden_states, mask)
         return loss
 
-    return each_subnet(ctx, batch, specs, loss_of)
+    return each_subnet(ctx, batch, specs, loss_of, int8=True)
 
 
 def task_step(

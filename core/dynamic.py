@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import DEFAULT_DEPTH_RULE
-from .quantaware import int8_linear
+from .quantaware import int8_linear, int8_tables
 
 # the layer math lives in the self-contained slim module (it ships inside HF-style exports)
 from .slim import LayerHyper, LayerWeights, dropout, layer_forward
@@ -181,7 +181,7 @@ def forward_subnet(
     training = model.training
 
     if embedded is None:
-        h = encoder_of(model).embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        h = embeddings_output(encoder_of(model).embeddings, input_ids, token_type_ids, int8)
     else:
         h = dropout(embedded, hp.p_hidden, training)
     mask = sdpa_mask(attention_mask, padded)
@@ -198,16 +198,27 @@ def forward_subnet(
     return SubnetOutput(classify(model, kind, h, linear if int8 else None), hidden, kept)
 
 
-def embed(model: nn.Module, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+def embed(
+    model: nn.Module, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None, int8: bool = False
+) -> torch.Tensor:
     """The embeddings module's output without its final dropout (BERT's and RoBERTa's embeddings end in a dropout of
-    hidden_dropout_prob, the only thing their training mode changes)."""
+    hidden_dropout_prob, the only thing their training mode changes). `int8`: the large lookup tables as the INT8
+    file stores them (quantaware.int8_tables)."""
     emb = encoder_of(model).embeddings
     training = emb.training
     emb.train(False)
     try:
-        return emb(input_ids=input_ids, token_type_ids=token_type_ids)
+        return embeddings_output(emb, input_ids, token_type_ids, int8)
     finally:
         emb.train(training)
+
+
+def embeddings_output(emb: nn.Module, input_ids, token_type_ids, int8: bool) -> torch.Tensor:
+    """The embeddings module's forward (in its own training mode); `int8`: with its large tables INT8-rounded."""
+    if not int8:
+        return emb(input_ids=input_ids, token_type_ids=token_type_ids)
+    kwargs = {"input_ids": input_ids, "token_type_ids": token_type_ids}
+    return torch.func.functional_call(emb, int8_tables(emb), args=(), kwargs=kwargs, strict=False)
 
 
 def subnet_grid(width_mults: Sequence[float], depth_mults: Sequence[float]) -> list[SubnetSpec]:

@@ -76,15 +76,25 @@ def test_weights_round_per_output_channel_symmetrically():
     assert q[0, 1] == -1.0 and q[1, 0] == 100.0  # each channel's largest value is exact
 
 
-@pytest.mark.parametrize("kind", ["bert", "roberta"])
-def test_the_int8_emulation_reproduces_the_int8_file(kind, tmp_path):
-    """The exported INT8 file, run one row at a time, gives what forward_subnet(int8=True) gives; fp32 does not."""
+@pytest.mark.parametrize(
+    "kind,tables",
+    [("bert", "fp32"), ("roberta", "fp32"), ("bert", "int8"), ("roberta", "int8")],
+)
+def test_the_int8_emulation_reproduces_the_int8_file(kind, tables, tmp_path):
+    """The exported INT8 file, run one row at a time, gives what forward_subnet(int8=True) gives; fp32 does not.
+    tables="int8": word and position tables large enough (2,100 x 32 entries, as a real model's are) that the file
+    stores them as INT8 rows, which the emulation must round alike."""
     from transformers import BertTokenizerFast
 
+    from dynastudio.core.quantaware import TABLE_MIN_ELEMENTS
     from helpers import make_tiny_model_dir
 
     tok = BertTokenizerFast.from_pretrained(str(make_tiny_model_dir(tmp_path / "tok")))
-    model = tiny_model(kind, seed=5).eval()
+    big = {"vocab_size": 2100, "max_position_embeddings": 2100} if tables == "int8" else {}
+    model = tiny_model(kind, seed=5, **big).eval()
+    emb = model.base_model.embeddings
+    assert (emb.word_embeddings.weight.numel() >= TABLE_MIN_ELEMENTS) == (tables == "int8")
+    assert (emb.position_embeddings.weight.numel() >= TABLE_MIN_ELEMENTS) == (tables == "int8")
     spec = SubnetSpec(0.5, 0.5)
     slim = extract_from_model(model, spec, "paper")
     names = input_names_for(tok, slim)

@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, InternalError
+
+# smaller lookup tables stay fp32: the few bytes saved are not worth a rounding (quantaware emulates the same rule)
+from ..quantaware import TABLE_MIN_ELEMENTS as MIN_TABLE_ELEMENTS
 from .logits import quiet_export
 
 RARE_GROUP = 32  # values per scale and offset in the 4-bit rows of rare tokens
-MIN_TABLE_ELEMENTS = 65536  # smaller lookup tables stay fp32: the few bytes saved are not worth a rounding
 TABLE_KINDS = ("int8", "fp16")
 
 
