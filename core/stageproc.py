@@ -63,24 +63,26 @@ def run_stage_in_child(root: Path, stage: str, events, stop) -> None:
         encoding="utf-8",
         env={**threads.child_env(), PARENT_ENV: str(os.getpid())},
     )
+    stdin, stdout = proc.stdin, proc.stdout
+    assert stdin is not None and stdout is not None  # both are pipes
     stopped = threading.Event()
 
     def forward_stop() -> None:
         while not stopped.wait(0.1):
             if stop.is_set():
                 try:
-                    proc.stdin.write("stop\n")
-                    proc.stdin.flush()
+                    stdin.write("stop\n")
+                    stdin.flush()
                 except OSError:  # it has ended already
                     pass
                 return
 
     end: JobEnded | None = None
     try:
-        proc.stdin.write(request_to_json(StageRunRequest(stage)) + "\n")
-        proc.stdin.flush()
+        stdin.write(request_to_json(StageRunRequest(stage)) + "\n")
+        stdin.flush()
         threading.Thread(target=forward_stop, name="dynastudio-stage-stop", daemon=True).start()
-        for line in proc.stdout:
+        for line in stdout:
             if not line.strip():
                 continue
             event = event_from_json(line)
@@ -94,7 +96,7 @@ def run_stage_in_child(root: Path, stage: str, events, stop) -> None:
         if proc.poll() is None:  # we are leaving on an error of our own (or a second Ctrl-C): no orphan
             proc.kill()
             proc.wait()
-        for pipe in (proc.stdin, proc.stdout):
+        for pipe in (stdin, stdout):
             try:
                 pipe.close()
             except OSError:

@@ -426,7 +426,7 @@ def _in_child(project: Project, stage: str) -> bool:
 @_tracked
 def run_job(project: Project, request: RunRequest, events, stop: StopToken) -> RunResult:
     """Run every unfinished stage in order, each resuming mid-stage from its checkpoint, up to `request.until`."""
-    ran = []
+    ran: list[str] = []
     in_children = request.stage_processes and not runtime.initialized()
     for stage in pending_stages(project, request.until):
         runtime.check_stop(stop)
