@@ -73,7 +73,7 @@ def run_stage_in_child(root: Path, stage: str, events, stop) -> None:
                 try:
                     stdin.write("stop\n")
                     stdin.flush()
-                except OSError:  # it has ended already
+                except (OSError, ValueError):  # it has ended already, or its pipe was closed
                     pass
                 return
 
