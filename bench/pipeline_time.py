@@ -263,8 +263,8 @@ def render(r: dict, stem: str) -> None:
         "",
         (
             "Each stage's time is the one it recorded in state.json; the total is the wall time of the one "
-            "`dynastudio run` that ran them all, as a user runs the pipeline, each stage in a child process of the "
-            "run's (the command's default; a stage's time does not include its process's start)."
+            "`dynastudio run` that ran them all, as a user runs the pipeline, the long training stages each in a child "
+            "process of the run's (the command's default; a stage's time does not include its process's start)."
             if children
             else "Each stage's time is the one it recorded in state.json; the total is the wall time of the one "
             "`dynastudio run` process that ran them all (`--one-process`)."
