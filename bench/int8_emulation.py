@@ -41,7 +41,7 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from dynastudio.core import dynamic
+    from dynastudio.core import dynamic, quantaware
     from dynastudio.core.dynamic import SubnetSpec
     from dynastudio.core.export.formats import write_format
     from dynastudio.core.export.job import int8_runner
@@ -94,7 +94,8 @@ def main() -> None:
         real_tables = dynamic.int8_tables
         for variant, path in files.items():
             # the emulation rounds the tables exactly when the file stores them as INT8 rows
-            dynamic.int8_tables = real_tables if variant.startswith("INT8") else (lambda emb: {})
+            tables = real_tables if variant.startswith("INT8") else (lambda emb: {})
+            dynamic.int8_tables = quantaware.int8_tables = tables  # the runner takes them from quantaware
             emulated = emulate()
             for opt, level in (
                 ("on", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
@@ -105,7 +106,7 @@ def main() -> None:
                 sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
                 out = np.concatenate([sess.run(None, f)[0] for f in feeds])
                 rows[f"file ({variant}, graph optimizations {opt}) vs emulation"] = compare(out, emulated)
-        dynamic.int8_tables = real_tables
+        dynamic.int8_tables = quantaware.int8_tables = real_tables
     base = emulate()
     rows["emulation, 2 threads vs 1 thread"] = compare(base, emulate(1))
     with torch.no_grad():

@@ -213,12 +213,14 @@ def embed(
         emb.train(training)
 
 
-def embeddings_output(emb: nn.Module, input_ids, token_type_ids, int8: bool) -> torch.Tensor:
-    """The embeddings module's forward (in its own training mode); `int8`: with its large tables INT8-rounded."""
+def embeddings_output(emb: nn.Module, input_ids, token_type_ids, int8: bool, tables=None) -> torch.Tensor:
+    """The embeddings module's forward (in its own training mode); `int8`: with its large tables INT8-rounded
+    (`tables`: int8_tables(emb) computed once by a caller whose weights do not change, else here)."""
     if not int8:
         return emb(input_ids=input_ids, token_type_ids=token_type_ids)
     kwargs = {"input_ids": input_ids, "token_type_ids": token_type_ids}
-    return torch.func.functional_call(emb, int8_tables(emb), args=(), kwargs=kwargs, strict=False)
+    tables = int8_tables(emb) if tables is None else tables
+    return torch.func.functional_call(emb, tables, args=(), kwargs=kwargs, strict=False)
 
 
 def subnet_grid(width_mults: Sequence[float], depth_mults: Sequence[float]) -> list[SubnetSpec]:

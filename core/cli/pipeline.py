@@ -72,8 +72,9 @@ def add_parsers(sub) -> None:
     r.add_argument(
         "--one-process",
         action="store_true",
-        help="run every stage in this process (for a debugger or a profiler); by default each stage starts fresh "
-        "in a child process of the run, which trains faster (DYNASTUDIO_ONE_PROCESS=1 does the same)",
+        help="run every stage in this process (for a debugger or a profiler); by default the long training stages "
+        "(width, depth) start fresh in child processes of the run, which train faster (DYNASTUDIO_ONE_PROCESS=1 "
+        "does the same)",
     )
     r.add_argument("--profile", choices=sorted(PROFILES))
     r.add_argument("--max-train-examples", type=int)

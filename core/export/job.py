@@ -10,9 +10,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 
 from ..config import STAGE_MODEL
 from ..dynamic import SubnetSpec
@@ -191,21 +192,29 @@ def _resolve_model(
 
 
 def int8_runner(model, spec: SubnetSpec, depth_rule: str):
-    """The sub-network of the (full, dynamic) `model` computed as its INT8 file computes it, fed as the files are."""
-    from ..dynamic import forward_subnet
+    """The sub-network of the (full, dynamic) `model` computed as its INT8 file computes it, fed as the files are.
+    The INT8-rounded lookup tables are computed once, on the first call (the weights do not change while it runs)."""
+    from ..dynamic import embeddings_output, encoder_of, forward_subnet
+    from ..quantaware import int8_tables
 
     model.eval()
+    emb = cast(nn.Module, encoder_of(model).embeddings)
+    tables: dict = {}
 
     def run(f: dict):
         with torch.no_grad():
+            if not tables:
+                tables.update(int8_tables(emb))
             t = {k: torch.from_numpy(v) for k, v in f.items()}
+            tt = t.get("token_type_ids")
             out = forward_subnet(
                 model,
                 t["input_ids"],
                 t.get("attention_mask"),
-                t.get("token_type_ids"),
+                tt,
                 spec=spec,
                 depth_rule=depth_rule,
+                embedded=embeddings_output(emb, t["input_ids"], tt, True, tables),
                 int8=True,
             )
         return out.logits.float().numpy()
