@@ -200,6 +200,8 @@ def main() -> None:
             "depth_rule": "paper",
             "precision": precision,
             "threads": torch.get_num_threads(),
+            # what the run's own process ran with (its stage processes inherit it): tcmalloc when installed
+            "malloc": sorted({str(v.get("malloc")) for k, v in times.items() if k.split("/")[0] in modes}),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores",
             "torch": torch.__version__,
         },
@@ -237,7 +239,8 @@ def render(r: dict, stem: str) -> None:
         f"{s['dev_rows']} dev rows; batch {s['batch_size']}, max length {s['max_seq_length']}, one epoch per stage; "
         f"teacher lr {s['teacher_lr']}, distillation lr {s['distill_lr']}, l1/l2 {s['l1_l2']} in both stages; depth rule "
         f"{s['depth_rule']}; {s['precision']}; {s['threads']} threads, {s['machine']}, torch {s['torch']}. "
-        f"Load average before/after (1, 5, 15 min): {r['load_average']['before']} / {r['load_average']['after']}.",
+        f"Load average before/after (1, 5, 15 min): {r['load_average']['before']} / {r['load_average']['after']}."
+        + (f" malloc: {', '.join(s['malloc'])} (core/malloc.py)." if s.get("malloc") else ""),
         "",
         "## Wall time",
         "",

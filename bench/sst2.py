@@ -59,8 +59,9 @@ def _peak():
             kb = next(int(l.split()[1]) for l in f if l.startswith('VmHWM:'))
         # a run's stages in child processes of their own: the largest of them counts too (Linux: KiB)
         kb = max(kb, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+        from dynastudio.core import malloc
         with open(out, 'w') as f:
-            f.write(str(kb))
+            f.write(f"{kb}\n{malloc.active() or 'glibc'}")
     except (OSError, StopIteration):
         pass
 atexit.register(_peak)
@@ -70,9 +71,13 @@ runpy.run_module('dynastudio.core.cli', run_name='__main__')
 
 
 def run_stage(project: Path, stage: str, extra: tuple[str, ...] = ()) -> dict:
-    """`dynastudio run --until STAGE` (plus `extra` options) in a child process; return its wall time and the peak
-    resident memory (MiB) of that process or of the largest child process it ran."""
+    """`dynastudio run --until STAGE` (plus `extra` options) in a child process; return its wall time, the peak
+    resident memory (MiB) of that process or of the largest child process it ran, and the malloc it ran with.
+    The child starts as `dynastudio run` restarts itself: with tcmalloc preloaded when the machine has it
+    (core/malloc.py; here at the start, so that this wrapper, which a restart would drop, still sees the end)."""
     import tempfile
+
+    from dynastudio.core import malloc
 
     with tempfile.TemporaryDirectory() as tmp:
         peak_file = Path(tmp) / "peak_kb"
@@ -83,12 +88,14 @@ def run_stage(project: Path, stage: str, extra: tuple[str, ...] = ()) -> dict:
             stderr=subprocess.PIPE,
             text=True,
             cwd=ROOT,
+            env=malloc.preload_env(),
         )
         seconds = time.perf_counter() - t0
         if proc.returncode != 0:
             raise SystemExit(f"stage {stage} of {project} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-        peak = int(peak_file.read_text()) / 1024 if peak_file.is_file() else None
-    return {"seconds": seconds, "peak_rss_mib": peak, "peak_method": "VmHWM"}
+        kb, used = peak_file.read_text().split("\n") if peak_file.is_file() else (None, None)
+        peak = int(kb) / 1024 if kb is not None else None
+    return {"seconds": seconds, "peak_rss_mib": peak, "peak_method": "VmHWM", "malloc": used}
 
 
 def grid_scores(ws, model) -> dict[str, float]:

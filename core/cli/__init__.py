@@ -13,7 +13,7 @@ import sys
 import traceback
 from importlib.metadata import entry_points
 
-from .. import threads
+from .. import malloc, threads
 from ..errors import UserError
 from . import estimate, pipeline, results
 
@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     threads.set_wait_policy()
     args = build_parser().parse_args(argv)
     try:
+        if argv is None and args.cmd == "run" and not args.follow:
+            # a training process: restart it with tcmalloc when the machine has it (core/malloc.py says why)
+            malloc.reexec([sys.executable, "-m", "dynastudio.core.cli", *sys.argv[1:]])
         return args.func(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
