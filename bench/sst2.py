@@ -61,7 +61,7 @@ def _peak():
         kb = max(kb, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
         from dynastudio.core import malloc
         with open(out, 'w') as f:
-            f.write(f"{kb}\n{malloc.active() or 'glibc'}")
+            f.write(f"{kb}\\n{malloc.active() or 'glibc'}")
     except (OSError, StopIteration):
         pass
 atexit.register(_peak)
