@@ -33,7 +33,8 @@ from dynastudio.core.data.encoding import Encoded  # noqa: E402
 from dynastudio.core.dynamic import SubnetSpec  # noqa: E402
 from dynastudio.core.export.calibrate import matmul_nodes  # noqa: E402
 from dynastudio.core.export.formats import write_format  # noqa: E402
-from dynastudio.core.export.logits import input_names_for, quiet_export  # noqa: E402
+from dynastudio.core.export.logits import input_names_for  # noqa: E402
+from dynastudio.core.export.quantize import dynamic_matmuls  # noqa: E402
 from dynastudio.core.export.runners import feed, ort_session  # noqa: E402
 from dynastudio.core.extract import extract_from_model  # noqa: E402
 from dynastudio.core.prepare import prepare_inputs, project_tokenizer  # noqa: E402
@@ -46,20 +47,6 @@ KINDS = ("query", "key", "value", "attention output", "FFN input", "FFN output")
 def logits(path: Path, feeds: list[dict]) -> np.ndarray:
     session = ort_session(path)
     return np.concatenate([session.run(None, f)[0] for f in feeds])
-
-
-def dynamic(src: Path, dst: Path, exclude: list[str]) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with quiet_export():  # the export's own settings (export/quantize.dynamic_matmuls), plus the exclusions
-        quantize_dynamic(
-            str(src),
-            str(dst),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            op_types_to_quantize=["MatMul"],
-            nodes_to_exclude=exclude,
-        )
 
 
 def check_order(path: Path, nodes: list[str], hidden: int) -> None:
@@ -121,7 +108,7 @@ def main() -> None:
             out = {}
             for name, exclude in variants.items():
                 q = d / "q.onnx"
-                dynamic(fp32, q, exclude)
+                dynamic_matmuls(fp32, q, False, exclude)  # the export's own settings
                 got = logits(q, feeds)
                 diff = np.abs(got - ref).max(axis=1)
                 out[name] = {

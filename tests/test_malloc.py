@@ -80,25 +80,18 @@ def test_reexec_restarts_the_process_once_with_the_library_loaded():
     assert out.stdout.split() == ["True", lib, "True"]
 
 
+def _cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "dynastudio.core.cli", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+
+
 def test_run_applies_the_setting_and_other_commands_do_not(tmp_path):
     env = {**os.environ, malloc.ENV: str(tmp_path / "missing.so")}
-    run = subprocess.run(
-        [sys.executable, "-m", "dynastudio.core.cli", "run", str(tmp_path / "p")],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    run = _cli("run", str(tmp_path / "p"), env=env)
     assert run.returncode == 2
     assert run.stderr.strip().splitlines() == [
         f"error: {malloc.ENV}={tmp_path / 'missing.so'}: no such file; set it to the path of a malloc library "
         "(such as libtcmalloc_minimal.so.4), to 'auto' or to 'system'"
     ]
-    status = subprocess.run(
-        [sys.executable, "-m", "dynastudio.core.cli", "status", str(tmp_path / "p")],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    status = _cli("status", str(tmp_path / "p"), env=env)
     assert malloc.ENV not in status.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,9 +35,9 @@ def quantize_int8(src: Path, dst: Path, tables: str = "int8", rare_from: int | N
 
 # ---- the weight MatMuls: one function per method, each writing an ONNX file whose MatMuls are INT8 and whose
 # lookup tables are still fp32 (quantize_int8 compacts those the same way whatever the method) -------------
-def dynamic_matmuls(src: Path, dst: Path, external: bool) -> None:
+def dynamic_matmuls(src: Path, dst: Path, external: bool, exclude: Sequence[str] = ()) -> None:
     """onnxruntime dynamic quantization: INT8 weights per output channel, activations quantized on the fly
-    (no calibration data needed)."""
+    (no calibration data needed). `exclude`: MatMul nodes left in fp32 (bench/int8_sensitivity.py)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with quiet_export():
@@ -46,6 +47,7 @@ def dynamic_matmuls(src: Path, dst: Path, external: bool) -> None:
             weight_type=QuantType.QInt8,
             per_channel=True,
             op_types_to_quantize=["MatMul"],
+            nodes_to_exclude=list(exclude),
             use_external_data_format=external,
         )
 
