@@ -131,20 +131,11 @@ def layer_hyper(config) -> LayerHyper:
     )
 
 
-def classify(model: nn.Module, kind: str, h: torch.Tensor, linear=None) -> torch.Tensor:
-    """Apply the model's own classification head to the last hidden state; `linear` computes its projections when
-    given (INT8 emulation), else the head's own modules do."""
-    if linear is None:
-        if kind == "roberta":
-            return model.classifier(h)
-        return model.classifier(model.dropout(encoder_of(model).pooler(h)))
+def classify(model: nn.Module, kind: str, h: torch.Tensor) -> torch.Tensor:
+    """Apply the model's own classification head to the last hidden state."""
     if kind == "roberta":
-        head = model.classifier
-        x = head.dropout(torch.tanh(linear(head.dropout(h[:, 0]), head.dense.weight, head.dense.bias)))
-        return linear(x, head.out_proj.weight, head.out_proj.bias)
-    dense = encoder_of(model).pooler.dense
-    pooled = torch.tanh(linear(h[:, 0], dense.weight, dense.bias))
-    return linear(model.dropout(pooled), model.classifier.weight, model.classifier.bias)
+        return model.classifier(h)
+    return model.classifier(model.dropout(encoder_of(model).pooler(h)))
 
 
 def forward_subnet(
@@ -169,8 +160,8 @@ def forward_subnet(
     `padded`: the batch's flag (see `sdpa_mask`); None for a batch that has none.
     `embedded`: the embeddings' output before their dropout (see `embed`), computed once for all the sub-networks
     of a training step; this pass then draws its own dropout on it, as the embeddings module would.
-    `int8`: every projection computed as the INT8 export computes it (quantaware.int8_linear; the weights stay fp32
-    and learn through the rounding), for quantization-aware distillation.
+    `int8`: every layer's projection computed as the INT8 export computes it (quantaware.int8_linear; the weights
+    stay fp32 and learn through the rounding), for quantization-aware distillation; the head stays fp32, as there.
     """
     config = model.config
     kind = check_supported(config)
@@ -185,17 +176,18 @@ def forward_subnet(
     else:
         h = dropout(embedded, hp.p_hidden, training)
     mask = sdpa_mask(attention_mask, padded)
-    linear = int8_linear(attention_mask) if int8 else F.linear
+    linear = int8_linear() if int8 else F.linear
+    linear_after_act = int8_linear(lopsided=True) if int8 else None
     hidden = [h] if need_hidden else []
     for i in kept:
         w = layer_weights(model, i)
         if n_heads != config.num_attention_heads or n_neurons != config.intermediate_size:
             w = w.sliced(n_heads, hp.head_dim, n_neurons)
         hm = head_mask[i, :n_heads] if head_mask is not None else None
-        h = layer_forward(h, mask, w, n_heads, hp, training, hm, linear)
+        h = layer_forward(h, mask, w, n_heads, hp, training, hm, linear, linear_after_act)
         if need_hidden:
             hidden.append(h)
-    return SubnetOutput(classify(model, kind, h, linear if int8 else None), hidden, kept)
+    return SubnetOutput(classify(model, kind, h), hidden, kept)  # the INT8 files keep the head in fp32 too
 
 
 def embed(

@@ -120,6 +120,12 @@ class Cell:
         return out
 
 
+def int8_method_for(runtime: str) -> str:
+    """How the INT8 files a runtime is timed on are quantized: the export's per-token files need onnxruntime's own
+    operators, which OpenVINO's ONNX reader lacks; it reads the dynamic ones."""
+    return "dynamic" if runtime == "openvino" else "per-token"
+
+
 def export_cell(slim, input_names: list[str], formats, folder: Path, s: LatencySettings, int8_slim=None) -> Cell:
     """Write `slim` in each of `formats` into `folder` with the export job's own writer (int8 from the fp32 file;
     from `int8_slim`'s, the int8-aware stage's weights, when given, as the INT8 export makes it)."""
@@ -128,13 +134,14 @@ def export_cell(slim, input_names: list[str], formats, folder: Path, s: LatencyS
     folder.mkdir(parents=True, exist_ok=True)
     fp32 = write_format("onnx", slim, folder, input_names)
     files = {"fp32": fp32}
+    method = int8_method_for(s.runtime)
     for f in formats:
         if f == "int8" and int8_slim is not None:
             (folder / "int8-aware").mkdir(exist_ok=True)
             source = write_format("onnx", int8_slim, folder / "int8-aware", input_names)
-            files[f] = write_format(EXPORT_FORMAT_OF[f], int8_slim, folder, input_names, fp32_onnx=source)
+            files[f] = write_format(EXPORT_FORMAT_OF[f], int8_slim, folder, input_names, source, method)
         elif f != "fp32":
-            files[f] = write_format(EXPORT_FORMAT_OF[f], slim, folder, input_names, fp32_onnx=fp32)
+            files[f] = write_format(EXPORT_FORMAT_OF[f], slim, folder, input_names, fp32_onnx=fp32, int8_method=method)
     return Cell({f: files[f] for f in formats}, latency_feed(input_names, slim.config.vocab_size, s.batch, s.seq))
 
 
@@ -247,6 +254,7 @@ def latency_setup(s: LatencySettings, model_name: str) -> dict:
         "runs": s.runs,
         "warmup": s.warmup,
         "formats": list(s.formats),
+        "int8_method": int8_method_for(s.runtime) if "int8" in s.formats else None,
         "statistics": f"median and p90 of the timed runs (in {n_rounds(s.runs)} interleaved rounds), milliseconds per batch",
         "runtime": runtime,
         "onnxruntime": onnxruntime.__version__,
@@ -258,9 +266,9 @@ def latency_setup(s: LatencySettings, model_name: str) -> dict:
     }
 
 
-def precision_scores(project: Project, tokenizer, cells: list[Cell], say) -> list[dict]:
-    """Each cell's dev metric in its reduced-precision files (INT8, fp16), run with onnxruntime on the whole
-    dev set: {"metric_int8": score, ...} per cell. The fp32 point's metric is the evaluation's (PyTorch
+def precision_scores(project: Project, tokenizer, cells: list[Cell], say, int8_method: str = "per-token") -> list[dict]:
+    """Each cell's dev metric in its reduced-precision files (INT8 quantized by `int8_method`, fp16), run with
+    onnxruntime on the whole dev set: {"metric_int8": score, ...} per cell. The fp32 point's metric is the evaluation's (PyTorch
     fp32, which the fp32 ONNX file matches within 1e-4). Empty dicts when the dev set cannot be read."""
     from .data.batching import iterate_batches
     from .export.runners import feed, ort_session
@@ -284,9 +292,9 @@ def precision_scores(project: Project, tokenizer, cells: list[Cell], say) -> lis
                 continue
             sess = ort_session(path)  # this process's share of the cores (a score, not a timing)
             names = list(c.feed)
-            # INT8 rows one at a time, as a device runs them: its activation ranges come from the batch it is given
-            # (export.verify.dev_agreement); fp16 does not depend on the batch
-            rows = 1 if fmt == "int8" else 64
+            # a per-token INT8 file quantizes each token on its own, so a row's result does not depend on its batch
+            # (nor does fp16's); a dynamic one's does: its rows run one at a time, as a device runs them
+            rows = 1 if fmt == "int8" and int8_method == "dynamic" else 64
             batches = iterate_batches(dev, rows, shuffle=False, pad_id=pad)
             logits = [sess.run(None, feed(b, names))[0] for b in batches]
             score = compute_metric(metric, np.concatenate(logits), np.asarray(dev.labels))["score"]
@@ -348,7 +356,7 @@ def _child_main() -> int:
                 send(progress=f"exported {spec.label} ({i + 1}/{len(specs)})")
             del model, int8_model
             measured = time_cells(cells, s, lambda r, n: send(progress=f"timing round {r}/{n} done"))
-            scores = precision_scores(project, tokenizer, cells, lambda m: send(progress=m))
+            scores = precision_scores(project, tokenizer, cells, lambda m: send(progress=m), int8_method_for(s.runtime))
         for spec, size, values, score in zip(specs, sizes, measured, scores):
             values.update(score)
             send(row={"width_mult": spec.width_mult, "depth_mult": spec.depth_mult, "sizes": size, "values": values})

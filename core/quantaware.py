@@ -1,20 +1,20 @@
-"""INT8 fake quantization that reproduces the export's onnxruntime dynamic quantization, for quantization-aware
-distillation (the int8-aware stage).
+"""INT8 fake quantization that reproduces the export's INT8 files (export/quantize.per_token_matmuls), for
+quantization-aware distillation (the int8-aware stage) and the export's check of that stage's files.
 
-The INT8 files (export/quantize.py) come from onnxruntime's `quantize_dynamic`: each MatMul with a weight input gets
+In the INT8 files each MatMul with a weight input (the six projections of every layer) gets
   - its weight as INT8 per output channel, symmetric over [-127, 127]: scale = max |w| of the channel / 127;
-  - its activation input quantized on the fly by DynamicQuantizeLinear: UINT8, one scale and zero point for the
-    whole tensor, from that tensor's own minimum and maximum (each widened to include 0):
-    scale = (max - min) / 255, zero point = round(-min / scale);
-  - the product accumulated in int32 and scaled back to fp32, then the bias added in fp32;
+  - its input quantized on the fly with a scale per token (a row of the input; per_token_matmuls says why):
+    the output of the FFN's activation function, which is lopsided around 0, asymmetrically (UINT8, a scale and
+    zero point per token from its minimum and maximum, each widened to include 0), every other input
+    symmetrically (scale = max |x| of the token / 127, zero point 128);
+  - the product accumulated in int32, scaled back to fp32, then the bias added in fp32;
   - the large lookup tables (word and position embeddings) stored as INT8 rows, a scale per row (table_int8). A
     trimmed vocabulary's rare rows are stored at 4 bits in the android/arm-linux files: not emulated here.
-A deployed classifier answers one text at a time (batch 1, no padding), so the activation's "whole tensor" is one
-row's real tokens. Training batches many padded rows: the ranges here are taken per row over its real tokens,
-which is what the file computes for that row alone.
+The pooler and classifier stay fp32 in the files (Gemm nodes) and here. A token's quantization depends on that
+token alone, so padded training batches compute what the file computes for each row alone.
 
-torch's fake_quantize ops round half to even (as onnxruntime does) and pass the gradient straight through inside
-the range (the straight-through estimator). Weights and activations are fake-quantized in fp32.
+The rounding is half to even (as onnxruntime's); the gradient passes straight through the rounding (the
+straight-through estimator). Weights and activations are fake-quantized in fp32.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ import torch.nn.functional as F
 
 WEIGHT_QMAX = 127  # symmetric INT8: onnxruntime's range for symmetric QInt8 weights is [-127, 127]
 ACT_QMAX = 255  # UINT8 activations
+ACT_LEVELS = ACT_QMAX  # an asymmetric range is split into this many steps
+SYMMETRIC_ZERO = 128  # the zero point of a symmetric UINT8 input (values 1..255)
+SCALE_FLOOR = 1e-30  # the scale of an all-zero token (any positive scale keeps it zero)
 # lookup tables (embeddings) of at least this many entries are stored as INT8 rows in the INT8 files
 # (export/quantize.py compact_lookup_tables); smaller ones stay fp32
 TABLE_MIN_ELEMENTS = 65536
@@ -37,23 +40,25 @@ def weight_int8(w: torch.Tensor) -> torch.Tensor:
     return torch.fake_quantize_per_channel_affine(w32, scale, zero, 0, -WEIGHT_QMAX, WEIGHT_QMAX)
 
 
-def activation_uint8(x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """`x` (rows x tokens x features, or rows x features) rounded to UINT8 with one scale and zero point per row,
-    from that row's real tokens (`mask`: rows x tokens, true or 1 for a real token), back in fp32."""
+def activation_per_token(x: torch.Tensor, lopsided: bool = False) -> torch.Tensor:
+    """`x` (..., features) rounded to UINT8 with a range per token (its last axis), back in fp32, as
+    export/quantize.per_token_matmuls computes it: asymmetric when `lopsided` (an activation function's output),
+    else symmetric around zero point 128."""
     x32 = x.float()
-    rows = x32.shape[0]
-    flat = x32.detach().reshape(rows, -1, x32.shape[-1])
-    if mask is not None and x32.dim() == 3:
-        real = mask.bool()[:, :, None]
-        lo = flat.masked_fill(~real, float("inf")).amin(dim=(1, 2))
-        hi = flat.masked_fill(~real, float("-inf")).amax(dim=(1, 2))
+    d = x32.detach()
+    if lopsided:
+        lo = d.amin(dim=-1, keepdim=True).clamp_max(0.0)
+        hi = d.amax(dim=-1, keepdim=True).clamp_min(0.0)
+        scale = ((hi - lo) / ACT_LEVELS).clamp_min(SCALE_FLOOR)
+        zero = torch.clamp(torch.round(-lo / scale), 0, ACT_QMAX)
     else:
-        lo, hi = flat.amin(dim=(1, 2)), flat.amax(dim=(1, 2))
-    lo, hi = lo.clamp_max(0.0), hi.clamp_min(0.0)
-    scale = (hi - lo) / ACT_QMAX
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero row: any scale keeps it zero
-    zero = torch.round(-lo / scale).clamp(0, ACT_QMAX).to(torch.int32)
-    out = torch.fake_quantize_per_channel_affine(x32.reshape(rows, -1), scale, zero, 0, 0, ACT_QMAX)
+        scale = (d.abs().amax(dim=-1, keepdim=True) / WEIGHT_QMAX).clamp_min(SCALE_FLOOR)
+        zero = torch.full_like(scale, float(SYMMETRIC_ZERO))
+    # torch's fake quantization with a "channel" per token: the rows of the input flattened to (tokens, features)
+    rows = x32.reshape(-1, x32.shape[-1])
+    out = torch.fake_quantize_per_channel_affine(
+        rows, scale.reshape(-1), zero.reshape(-1).to(torch.int32), 0, 0, ACT_QMAX
+    )
     return out.reshape(x32.shape)
 
 
@@ -78,11 +83,10 @@ def int8_tables(embeddings: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def int8_linear(mask: torch.Tensor | None):
-    """F.linear as the INT8 file computes it, for the rows of one batch (`mask`: its attention mask)."""
+def int8_linear(lopsided: bool = False):
+    """F.linear as the INT8 file computes a projection; `lopsided`: its input is an activation function's output."""
 
     def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-        row_mask = mask if x.dim() == 3 else None
-        return F.linear(activation_uint8(x, row_mask), weight_int8(w), None if b is None else b.float())
+        return F.linear(activation_per_token(x, lopsided), weight_int8(w), None if b is None else b.float())
 
     return linear

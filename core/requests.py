@@ -14,6 +14,11 @@ from .config import ProjectConfig
 MIN_AGREEMENT = 0.99  # INT8/fp16 pass only when at least this share of dev predictions match PyTorch
 
 
+# how the INT8 formats quantize each MatMul's input: a range per token (the default) or one per tensor (onnxruntime's
+# dynamic quantization: faster, further from fp32); export/quantize.py has both, bench/int8_paths.py compares them
+INT8_METHODS = ("per-token", "dynamic")
+
+
 @dataclass(frozen=True)
 class StageRequest:
     """A stage job takes no options: everything comes from the project's settings."""
@@ -91,6 +96,7 @@ class ExportRequest:
     agreement_rows: int | None = 5000  # dev rows the INT8/fp16 agreement is measured on (None = all)
     trim_vocab: bool | None = None  # keep only the task's tokens; None = what the target preset says
     keep_words: str | None = None  # a word list (one per line) whose tokens trimming keeps too
+    int8_method: str = "per-token"  # how INT8 formats quantize each MatMul's input: one of INT8_METHODS
 
 
 @dataclass(frozen=True)

@@ -103,9 +103,11 @@ def layer_forward(
     training: bool,
     head_mask: torch.Tensor | None = None,
     linear=F.linear,
+    linear_after_act=None,
 ) -> torch.Tensor:
     """One post-LN transformer layer over (possibly sliced) weights; cost scales with n_heads and neurons.
-    `linear`: how the six projections are computed (F.linear; quantization-aware training passes INT8 emulation)."""
+    `linear`: how the six projections are computed (F.linear; quantization-aware training passes INT8 emulation);
+    `linear_after_act`: how the FFN output's is, which reads the activation function's output (default: `linear`)."""
     bsz, seq, _ = h.shape
     hd = hp.head_dim
 
@@ -122,7 +124,7 @@ def layer_forward(
     a = dropout(linear(ctx, w.ao_w, w.ao_b), hp.p_hidden, training)
     h1 = F.layer_norm(a + h, (h.shape[-1],), w.ln1_w, w.ln1_b, hp.eps)
     inter = ACT2FN[hp.act](linear(h1, w.fi_w, w.fi_b))
-    o = dropout(linear(inter, w.fo_w, w.fo_b), hp.p_hidden, training)
+    o = dropout((linear_after_act or linear)(inter, w.fo_w, w.fo_b), hp.p_hidden, training)
     return F.layer_norm(o + h1, (h.shape[-1],), w.ln2_w, w.ln2_b, hp.eps)
 
 

@@ -115,6 +115,52 @@ def test_every_format_exports_reloads_and_verifies(project, tmp_path, choice):
 
 
 @pytest.mark.slow
+def test_int8_methods_per_token_by_default_dynamic_on_request(project, tmp_path, capsys):
+    """The INT8 formats quantize each token's input on its own by default: a padded batch gives each row what it
+    gives alone, so the dev check runs in batches; `--int8-method dynamic` gives onnxruntime's per-tensor file,
+    checked one row at a time. Both verify and say which method they took; an unknown method is one line."""
+    import onnx
+    import onnxruntime as ort
+
+    from dynastudio.core.export.runners import ORT_DISABLED_OPTIMIZERS
+
+    files = {}
+    for method in ("per-token", "dynamic"):
+        out = tmp_path / method
+        rep = export(project, (1.0, 1.0), "onnx-int8", out, int8_method=method)
+        v = json.loads((out / "verification.json").read_text())
+        assert rep.passed and v["quantization"]["method"] == method and v["quantization"]["path"] == "post-training"
+        assert v["dev"]["rows_per_call"] == (32 if method == "per-token" else 1)
+        assert ("range per token" in (out / "README.md").read_text()) == (method == "per-token")
+        files[method] = out / MODEL_FILES["onnx-int8"]
+    ops = {n.op_type for n in onnx.load(str(files["per-token"])).graph.node}
+    assert {"QuantizeLinear", "MatMulIntegerToFloat"} <= ops and "DynamicQuantizeLinear" not in ops
+    assert "MatMul" in ops  # the attention's two activation products stay fp32
+
+    slim = extract(project, 1.0, 1.0)
+    padded = _feeds(
+        slim.config.vocab_size, json.loads((tmp_path / "dynamic" / "verification.json").read_text())["inputs"]
+    )[1]
+    shift = {}
+    for method, path in files.items():
+        sess = ort.InferenceSession(
+            str(path), providers=["CPUExecutionProvider"], disabled_optimizers=ORT_DISABLED_OPTIMIZERS
+        )
+        batch = sess.run(None, padded)[0]
+        n = int(padded["attention_mask"][0].sum())
+        alone = sess.run(None, {k: v[:1, :n] for k, v in padded.items()})[0]
+        shift[method] = float(np.abs(batch[:1] - alone).max())
+    assert shift["per-token"] < 1e-5 and shift["dynamic"] > 1e-5, shift  # only the dynamic file depends on the batch
+
+    base = ["export", str(project.root), "--width", "1", "--depth", "1", "--format", "onnx-int8"]
+    with pytest.raises(SystemExit):
+        main([*base, "--out", str(tmp_path / "bad"), "--int8-method", "static"])
+    assert "--int8-method" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="int8_method 'static': choose one of per-token, dynamic"):
+        export(project, (1.0, 1.0), "onnx-int8", tmp_path / "bad2", int8_method="static")
+    assert not (tmp_path / "bad2").exists()
+
+
 def test_hf_folder_loads_without_the_project(project, tmp_path):
     out = tmp_path / "hf"
     export(project, (0.5, 1.0), "hf", out)

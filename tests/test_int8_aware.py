@@ -21,51 +21,78 @@ from dynastudio.core.export.runners import ort_session
 from dynastudio.core.extract import extract_from_model
 from dynastudio.core.prepare import new_project
 from dynastudio.core.project import Project
-from dynastudio.core.quantaware import activation_uint8, weight_int8
+from dynastudio.core.quantaware import activation_per_token, int8_linear, weight_int8
 from dynastudio.core.requests import ExportRequest, RunRequest
 from helpers import stopping_at, tiny_model, tiny_project_config
 
 
-def _dynamic_quantize_linear(x: np.ndarray) -> np.ndarray:
-    """onnxruntime's DynamicQuantizeLinear followed by DequantizeLinear, on one tensor."""
-    from onnx import TensorProto, helper
+def _per_token_file(tmp_path, w: np.ndarray, lopsided: bool):
+    """A one-MatMul ONNX file (x @ w.T + bias) quantized by the INT8 export's per_token_matmuls, as a session; its
+    input comes from a Gelu (an FFN's activation: `lopsided`) or from a Reshape that keeps its shape (as an
+    attention context does)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
 
+    from dynastudio.core.export.quantize import per_token_matmuls
+
+    n_out, n_in = w.shape
+    before = (
+        helper.make_node("Gelu", ["x"], ["a"], name="act")
+        if lopsided
+        else helper.make_node("Reshape", ["x", "shape"], ["a"], name="same")
+    )
     graph = helper.make_graph(
         [
-            helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]),
-            helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"]),
+            before,
+            helper.make_node("MatMul", ["a", "w"], ["mm"], name="mm"),
+            helper.make_node("Add", ["mm", "b"], ["y"], name="bias"),
         ],
-        "dql",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))],
+        "one",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, n_in])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [
+            numpy_helper.from_array(w.T.copy(), "w"),
+            numpy_helper.from_array(np.zeros(n_out, np.float32), "b"),
+            numpy_helper.from_array(np.array([0, 0, n_in], np.int64), "shape"),
+        ],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    import onnxruntime as ort
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])  # Gelu: opset 20
+    onnx.save(model, tmp_path / "fp32.onnx")
+    per_token_matmuls(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", False)
+    quantized = onnx.load(str(tmp_path / "int8.onnx"))
+    assert "MatMul" not in {n.op_type for n in quantized.graph.node}  # it did quantize
+    return ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"])
 
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run(None, {"x": x})[0]
 
-
-@pytest.mark.parametrize("shift", [0.0, 3.0, -3.0])  # mixed signs, all positive (min widened to 0), all negative
-def test_activation_rounding_is_dynamic_quantize_linears(shift):
+@pytest.mark.parametrize("lopsided", [False, True])  # an FFN output's input (asymmetric), any other (symmetric)
+@pytest.mark.parametrize("shift", [0.0, 3.0, -3.0])  # mixed signs, all positive, all negative: 0 is in every range
+def test_the_emulation_rounds_each_token_as_the_int8_file_does(lopsided, shift, tmp_path):
     g = torch.Generator().manual_seed(1)
-    x = torch.randn(1, 7, 16, generator=g) * 2 + shift
-    want = _dynamic_quantize_linear(x.numpy())
-    got = activation_uint8(x).numpy()
-    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
-    assert not np.allclose(got, x.numpy(), atol=1e-4)  # it did round
+    x = torch.randn(2, 7, 16, generator=g) * 2 + shift
+    x[1, 2] = 0.0  # an all-zero token: the scale floor keeps it zero
+    w = torch.randn(5, 16, generator=g)
+    got = _per_token_file(tmp_path, w.numpy(), lopsided).run(None, {"x": x.numpy()})[0]
+    a = torch.nn.functional.gelu(x) if lopsided else x
+    want = int8_linear(lopsided)(a, w).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-5)
+    assert np.abs(got - (a @ w.T).numpy()).max() > 1e-3  # it did round
+    assert np.all(got[1, 2] == 0)
+    other = int8_linear(not lopsided)(a, w).numpy()
+    assert np.abs(other - want).max() > 1e-4  # and the two ways of rounding differ
 
 
-def test_each_row_takes_its_own_range_over_its_real_tokens():
-    """What a device computes for each row alone: a second row, or padding, changes nothing in the first."""
+def test_each_token_takes_its_own_range():
+    """What a device computes for a text alone: other tokens, other rows and padding change nothing in a token."""
     g = torch.Generator().manual_seed(2)
     x = torch.randn(2, 5, 8, generator=g)
     x[1] *= 50  # a row with a far wider range
-    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
-    x[0, 3:] = 1000.0  # padding: would stretch the first row's range if it counted
-    both = activation_uint8(x, mask)
-    alone = activation_uint8(x[:1, :3])
-    torch.testing.assert_close(both[0, :3], alone[0], rtol=0, atol=0)
+    x[0, 3:] = 1000.0  # padding
+    for lopsided in (False, True):
+        both = activation_per_token(x, lopsided)
+        alone = activation_per_token(x[:1, :3], lopsided)
+        torch.testing.assert_close(both[0, :3], alone[0], rtol=0, atol=0)
+        assert not torch.equal(both, x)
 
 
 def test_weights_round_per_output_channel_symmetrically():
@@ -81,7 +108,7 @@ def test_weights_round_per_output_channel_symmetrically():
     [("bert", "fp32"), ("roberta", "fp32"), ("bert", "int8"), ("roberta", "int8")],
 )
 def test_the_int8_emulation_reproduces_the_int8_file(kind, tables, tmp_path):
-    """The exported INT8 file, run one row at a time, gives what forward_subnet(int8=True) gives; fp32 does not.
+    """The exported INT8 file gives what forward_subnet(int8=True) gives; fp32 does not.
     tables="int8": word and position tables large enough (2,100 x 32 entries, as a real model's are) that the file
     stores them as INT8 rows, which the emulation must round alike."""
     from transformers import BertTokenizerFast
@@ -118,7 +145,7 @@ def test_the_int8_emulation_reproduces_the_int8_file(kind, tables, tmp_path):
         fp32_gap = max(fp32_gap, float(np.abs(file_out - fp32.logits.numpy()).max()))
     # within a few rounding steps: onnxruntime may send a value that sits on a rounding tie the other way
     assert worst < 1e-3, worst
-    assert fp32_gap > 20 * max(worst, 1e-6), (fp32_gap, worst)  # the emulation follows the file, not fp32
+    assert fp32_gap > 20 * max(worst, 1e-8), (fp32_gap, worst)  # the emulation follows the file, not fp32
 
 
 def _run(project, events=null_sink, stop=None, until=None):
@@ -152,7 +179,7 @@ def test_the_stage_trains_resumes_exactly_and_feeds_the_int8_export(tiny_model_d
     v = json.loads((out / "verification.json").read_text())
     assert v["quantization"]["path"] == "int8-aware" and v["quantization"]["weights_from"] == "int8"
     assert "depth" in v["reference"] and v["source"]["model"] == "int8"
-    assert v["dev"]["rows_per_call"] == 1
+    assert v["quantization"]["method"] == "per-token" and v["dev"]["rows_per_call"] == 32  # batches change nothing
     emulation = v["quantization"]["emulation"]
     assert emulation["agreement"] == 1.0 and emulation["max_abs_diff"] < 1e-3, emulation
     assert report.format == "onnx-int8"
@@ -171,14 +198,15 @@ def test_the_stage_trains_resumes_exactly_and_feeds_the_int8_export(tiny_model_d
 
 
 @pytest.mark.slow
-def test_without_the_stage_int8_exports_say_dynamic(tiny_model_dir, tiny_task_files, tmp_path):
+def test_without_the_stage_int8_exports_say_post_training(tiny_model_dir, tiny_task_files, tmp_path):
     project = new_project(tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files))
     _run(project)
     assert project.stage_info("int8-aware").get("skipped")
     out = tmp_path / "phone"
     export_job(project, ExportRequest(0.5, 0.5, "onnx-int8", str(out)), null_sink, StopToken())
     v = json.loads((out / "verification.json").read_text())
-    assert v["quantization"]["path"] == "dynamic" and v["quantization"]["emulation"] is None
+    assert v["quantization"]["path"] == "post-training" and v["quantization"]["emulation"] is None
+    assert v["quantization"]["method"] == "per-token"
     assert v["source"]["model"] == "depth"
 
 

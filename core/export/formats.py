@@ -14,12 +14,17 @@ from .targets import MODEL_FILES, require_extra
 
 
 def write_format(
-    fmt: str, slim: SlimModel, folder: Path, input_names: list[str], fp32_onnx: Path | None = None
+    fmt: str,
+    slim: SlimModel,
+    folder: Path,
+    input_names: list[str],
+    fp32_onnx: Path | None = None,
+    int8_method: str = "per-token",
 ) -> Path:
     """Write `slim` into `folder` in one format; returns the model file. Export and latency both use this.
 
     `fp32_onnx`: an fp32 ONNX file of the same model already written, which onnx-int8 then quantizes
-    instead of exporting the model again.
+    instead of exporting the model again. `int8_method`: how onnx-int8 and ort-int8 quantize (quantize.INT8_METHODS).
     """
     if fmt == "onnx":
         export_onnx(slim, folder / MODEL_FILES[fmt], input_names)
@@ -28,15 +33,15 @@ def write_format(
     elif fmt == "onnx-int8":
         rare_from = (slim.config.source or {}).get("vocab_rare_from")  # a trimmed vocabulary's rare rows: 4 bits
         if fp32_onnx is not None:
-            quantize_int8(fp32_onnx, folder / MODEL_FILES[fmt], rare_from=rare_from)
+            quantize_int8(fp32_onnx, folder / MODEL_FILES[fmt], rare_from=rare_from, method=int8_method)
         else:
             with tempfile.TemporaryDirectory(dir=folder) as scratch:
                 fp32 = export_onnx(slim, Path(scratch) / "model.onnx", input_names)
-                quantize_int8(fp32, folder / MODEL_FILES[fmt], rare_from=rare_from)
+                quantize_int8(fp32, folder / MODEL_FILES[fmt], rare_from=rare_from, method=int8_method)
     elif fmt in ("ort", "ort-int8"):
         with tempfile.TemporaryDirectory(dir=folder) as scratch:
             onnx_file = write_format(
-                "onnx" if fmt == "ort" else "onnx-int8", slim, Path(scratch), input_names, fp32_onnx
+                "onnx" if fmt == "ort" else "onnx-int8", slim, Path(scratch), input_names, fp32_onnx, int8_method
             )
             to_ort(onnx_file, folder / MODEL_FILES[fmt])
     elif fmt == "openvino":

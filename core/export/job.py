@@ -21,7 +21,7 @@ from ..errors import ConfigError, ProjectError, UserError, disk_full
 from ..events import ExportDone, LogMessage, StageEnded, StageProgress, StageStarted, StopToken
 from ..extract import check_spec, extract_from_model
 from ..project import Project
-from ..requests import ExportReport, ExportRequest
+from ..requests import INT8_METHODS, ExportReport, ExportRequest
 from ..slim import SlimModel
 from ..store import atomic_write_text, final_model_name
 from .formats import file_sizes, model_size, write_format
@@ -47,6 +47,11 @@ from .vocab import VocabPlan, plan_vocab, read_word_list, save_trimmed_tokenizer
 
 EXPORT_STEPS = 5  # extract, write, verify, dev agreement, move into place
 INT8_FORMATS = ("onnx-int8", "ort-int8")
+ACTIVATIONS = {  # how each INT8 method quantizes a MatMul's input, for the report
+    "per-token": "UINT8 with a range per token computed on the fly: symmetric, asymmetric after the FFN's "
+    "activation (export/quantize.per_token_matmuls)",
+    "dynamic": "UINT8, one range per tensor computed on the fly (onnxruntime dynamic quantization)",
+}
 
 
 def export_job(project: Project, request: ExportRequest, events, stop: StopToken) -> ExportReport:
@@ -74,7 +79,7 @@ def export_job(project: Project, request: ExportRequest, events, stop: StopToken
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the export is meant to be shared
         events(LogMessage(f"exporting {spec.label} as {fmt} to {out_dir}"))
-        _write_folder(fmt, src, tmp, stop)
+        _write_folder(fmt, src, tmp, stop, request.int8_method)
         events(StageProgress("export", 2, EXPORT_STEPS))
         verification = _verify(project, request, fmt, target, src, tmp, events, stop, t0)
         atomic_write_text(tmp / VERIFICATION_FILE, json.dumps(verification, indent=2))
@@ -121,6 +126,8 @@ def _checked_request(project: Project, request: ExportRequest) -> tuple[str, str
     spec = check_spec(SubnetSpec(request.width_mult, request.depth_mult))
     if not 0 < request.min_agreement <= 1:
         raise ConfigError(f"min_agreement {request.min_agreement}: must be in (0, 1], e.g. 0.99")
+    if request.int8_method not in INT8_METHODS:
+        raise ConfigError(f"int8_method {request.int8_method!r}: choose one of {', '.join(INT8_METHODS)}")
     out_dir = Path(request.out_dir).expanduser().resolve()
     _check_out_dir(out_dir, project.root, request.overwrite)
     try:
@@ -238,7 +245,7 @@ def _plan_vocab(rows: TaskRows, probe: Probe, tokenizer, slim: SlimModel, keep_w
     return plan_vocab(tokenizer, slim.config.vocab_size, rows.texts, words)
 
 
-def _write_folder(fmt: str, src: _Source, tmp: Path, stop: StopToken) -> None:
+def _write_folder(fmt: str, src: _Source, tmp: Path, stop: StopToken, int8_method: str) -> None:
     """The tokenizer (trimmed with the model), the model in its format, and the shape and labels beside them."""
     # the tokenizer first: a trimmed one is loaded back from the folder, which must not hold the hf format's
     # config.json yet (its auto_map made transformers ask on the console whether to run the folder's code)
@@ -246,7 +253,7 @@ def _write_folder(fmt: str, src: _Source, tmp: Path, stop: StopToken) -> None:
         save_trimmed_tokenizer(src.tokenizer, src.vocab.trim, tmp)
     else:
         src.tokenizer.save_pretrained(str(tmp))
-    write_format(fmt, src.shipped, tmp, src.input_names)
+    write_format(fmt, src.shipped, tmp, src.input_names, int8_method=int8_method)
     stop.check()
     if fmt != "hf":
         # the full shape; not as config.json: AutoTokenizer reads that and warns about the unknown model type
@@ -278,13 +285,14 @@ def _verify(
         else:
             events(LogMessage(f"checking {fmt} predictions on the dev set"))
             ref = torch_runner(src.reference or src.slim, src.input_names)
-            one_row = fmt in INT8_FORMATS  # as a device runs it: see verify.dev_agreement
+            # as a device runs it: a dynamic INT8 file's output for a row depends on its batch (verify.dev_agreement)
+            one_row = fmt in INT8_FORMATS and request.int8_method == "dynamic"
             rows = request.agreement_rows
             dev = dev_agreement(check.deployed, ref, src.probe, src.input_names, rows, stop, one_row)
             failure = agreement_failure(fmt, dev, request.min_agreement)
-            if src.emulated is not None:
+            if src.emulated is not None and request.int8_method == "per-token":  # the method the stage emulates
                 events(LogMessage(f"checking the {fmt} file against its INT8 emulation in PyTorch"))
-                emulation = dev_agreement(check.deployed, src.emulated, src.probe, src.input_names, rows, stop, True)
+                emulation = dev_agreement(check.deployed, src.emulated, src.probe, src.input_names, rows, stop)
     check.deployed = None  # a compiled OpenVINO model holds memory the vocabulary check can use
     src.emulated = None
     vocabulary = None
@@ -306,9 +314,10 @@ def _verify(
     record = _record(project, request, fmt, target, src, check, dev, failure, vocabulary, tmp, t0)
     if fmt in INT8_FORMATS:
         record["quantization"] = {
-            "path": "int8-aware" if src.fp32_name else "dynamic",
+            "path": "int8-aware" if src.fp32_name else "post-training",
+            "method": request.int8_method,
             "weights_from": src.name,
-            "activations": "UINT8, one range per tensor computed on the fly (onnxruntime dynamic quantization)",
+            "activations": ACTIVATIONS[request.int8_method],
             "weights": "INT8 per output channel, symmetric",
             "emulation": emulation,
         }

@@ -11,24 +11,34 @@ import numpy as np
 from ..errors import ConfigError, InternalError
 
 # smaller lookup tables stay fp32: the few bytes saved are not worth a rounding (quantaware emulates the same rule)
+from ..quantaware import ACT_LEVELS, SCALE_FLOOR, SYMMETRIC_ZERO, WEIGHT_QMAX
 from ..quantaware import TABLE_MIN_ELEMENTS as MIN_TABLE_ELEMENTS
+from ..requests import INT8_METHODS
 from .logits import quiet_export
 
+# the inputs per_token_matmuls quantizes symmetrically: LayerNorm outputs and attention contexts (reshaped); the others
+# (an FFN activation's output) get a zero point per row
+SYMMETRIC_AFTER = ("LayerNormalization", "Reshape", "Transpose")
+MS_DOMAIN = "com.microsoft"  # onnxruntime's own operators
 RARE_GROUP = 32  # values per scale and offset in the 4-bit rows of rare tokens
 TABLE_KINDS = ("int8", "fp16")
 
 
-def quantize_int8(src: Path, dst: Path, tables: str = "int8", rare_from: int | None = None) -> Path:
-    """The INT8 ONNX file of an fp32 one: the weight MatMuls by `dynamic_matmuls`, the lookup tables (word and
-    position embeddings) by `compact_lookup_tables`: one INT8 value per entry with one scale per row
-    (`tables="int8"`, the default), or as fp16 (`tables="fp16"`). onnxruntime's own Gather quantization
-    uses one scale for the whole table, which flipped 0.8% of SST-2 dev predictions of a MiniLM; a scale
-    per row (per token) keeps each row's own range.
+def quantize_int8(
+    src: Path, dst: Path, tables: str = "int8", rare_from: int | None = None, method: str = "per-token"
+) -> Path:
+    """The INT8 ONNX file of an fp32 one: the weight MatMuls by `method` (INT8_METHODS: `per_token_matmuls`, the
+    default, or onnxruntime's `dynamic_matmuls`), the lookup tables (word and position embeddings) by
+    `compact_lookup_tables`: one INT8 value per entry with one scale per row (`tables="int8"`, the default), or as
+    fp16 (`tables="fp16"`). onnxruntime's own Gather quantization uses one scale for the whole table, which flipped
+    0.8% of SST-2 dev predictions of a MiniLM; a scale per row (per token) keeps each row's own range.
     """
+    if method not in INT8_METHODS:
+        raise ConfigError(f"INT8 method {method!r}: choose one of {', '.join(INT8_METHODS)}")
     big = Path(str(src) + ".data").exists()  # the exporter's external-data file for > 2 GB models
     with tempfile.TemporaryDirectory(dir=Path(dst).parent) as scratch:
         tmp = Path(scratch) / "int8.onnx"
-        dynamic_matmuls(Path(src), tmp, big)
+        (per_token_matmuls if method == "per-token" else dynamic_matmuls)(Path(src), tmp, big)
         compact_lookup_tables(tmp, Path(dst), big, tables, rare_from=rare_from)
     return Path(dst)
 
@@ -50,6 +60,115 @@ def dynamic_matmuls(src: Path, dst: Path, external: bool, exclude: Sequence[str]
             nodes_to_exclude=list(exclude),
             use_external_data_format=external,
         )
+
+
+def per_token_matmuls(src: Path, dst: Path, external: bool, exclude: Sequence[str] = ()) -> None:
+    """INT8 weights per output channel (symmetric, as `dynamic_matmuls`), each input quantized with a range per token.
+
+    onnxruntime's dynamic quantization gives a MatMul's whole input one range. In a BERT-family model a few tokens
+    ([CLS], [SEP], punctuation) carry activations far larger than the others', so that one range leaves the other
+    tokens a handful of levels: on SST-2 it flipped 1.5-2.2 % of a MiniLM's dev predictions. Here each token's row
+    of the input gets its own scale (bench/int8_paths.py measures both):
+      - the FFN output's input (the activation function's output, lopsided around 0; any input that is not made
+        by a LayerNormalization or a Reshape): UINT8 with a scale and zero point per row, lo and hi the row's
+        minimum and maximum widened to include 0, s = (hi - lo) / 255, z = round(-lo / s); onnxruntime's integer
+        MatMuls take one zero point for the whole input, so the result is corrected by z * (the column sums of
+        the INT8 weight);
+      - every other input (LayerNorm outputs, attention contexts): symmetric, s = max |x| / 127, zero point 128,
+        which the fused MatMul takes as it is.
+    q = QuantizeLinear(x, s, z) blocked over the row (opset 21); y = MatMulIntegerToFloat(q, W_q) * w_scale * s.
+    An input is quantized once for all the MatMuls that read it (query, key, value). A row's result depends on
+    that row alone, so a padded batch gives each row's own result. quantaware.activation_per_token emulates this.
+    `exclude`: MatMul nodes left in fp32.
+    """
+    import onnx
+    from onnx import TensorProto, numpy_helper
+
+    m = onnx.load(str(src))
+    g = m.graph
+    b = _GraphBuilder(g)
+    inits = {i.name: i for i in g.initializer}
+    producer = {o: n.op_type for n in g.node for o in n.output}
+
+    def lopsided(x: str) -> bool:
+        """Not a LayerNorm's output nor an attention context (a reshape of one): an FFN activation's output."""
+        return producer.get(x) not in SYMMETRIC_AFTER
+
+    for name, value, dtype in (
+        ("axes", -1, np.int64),
+        ("zero", 0.0, np.float32),
+        ("one", 1.0, np.float32),
+        ("levels", float(ACT_LEVELS), np.float32),
+        ("half_levels", float(WEIGHT_QMAX), np.float32),
+        ("tiny", SCALE_FLOOR, np.float32),
+        ("mid", SYMMETRIC_ZERO, np.uint8),
+    ):
+        b.const(f"pt_{name}", np.array([value] if name == "axes" else value, dtype))
+    nodes: list = []
+    quantized: dict[tuple[str, bool], tuple[str, str, str | None]] = {}
+
+    def op(name: str, inputs: list[str], out: str, **attrs) -> str:
+        nodes.append(b.node(name, inputs, out, **attrs))
+        return out
+
+    def quantize_input(x: str, width: int, lopsided: bool) -> tuple[str, str, str | None]:
+        """The input's UINT8 values, its scale per row and (lopsided) its zero point per row, as fp32."""
+        if (x, lopsided) in quantized:
+            return quantized[(x, lopsided)]
+        t = f"{x}_pt{'a' if lopsided else 's'}_"
+        z: str | None = None
+        if lopsided:
+            lo = op("Min", [op("ReduceMin", [x, "pt_axes"], t + "min", keepdims=1), "pt_zero"], t + "lo")
+            hi = op("Max", [op("ReduceMax", [x, "pt_axes"], t + "max", keepdims=1), "pt_zero"], t + "hi")
+            span = op("Div", [op("Sub", [hi, lo], t + "span"), "pt_levels"], t + "s0")
+            s = op("Max", [span, "pt_tiny"], t + "scale")
+            # z = round(-lo / s) by QuantizeLinear itself (a block per value: s has -lo's shape)
+            z8 = op("QuantizeLinear", [op("Neg", [lo], t + "nlo"), s], t + "z8", axis=-1, block_size=1)
+            z = op("Cast", [z8], t + "zf", to=TensorProto.FLOAT)
+        else:
+            top = op("ReduceMax", [op("Abs", [x], t + "abs"), "pt_axes"], t + "top", keepdims=1)
+            s = op("Max", [op("Div", [top, "pt_half_levels"], t + "s0"), "pt_tiny"], t + "scale")
+            z8 = op("Expand", ["pt_mid", op("Shape", [s], t + "shape")], t + "z8")
+        # one block per row: the block is the whole last axis, whose size the weight fixes
+        q = op("QuantizeLinear", [x, s, z8], t + "q", axis=-1, block_size=width)
+        quantized[(x, lopsided)] = (q, s, z)
+        return quantized[(x, lopsided)]
+
+    for n in g.node:
+        w = inits.get(n.input[1]) if n.op_type == "MatMul" and len(n.input) == 2 and n.name not in exclude else None
+        if w is None or len(w.dims) != 2 or w.data_type != TensorProto.FLOAT:
+            nodes.append(n)
+            continue
+        weight = numpy_helper.to_array(w).astype(np.float32)  # (in, out): a MatMul's weight is W^T
+        g.initializer.remove(w)
+        w_scale = np.abs(weight).max(axis=0) / WEIGHT_QMAX
+        w_scale[w_scale == 0] = 1.0
+        w_q = np.clip(np.rint(weight / w_scale), -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8)
+        name, out = w.name, n.output[0]
+        b.const(name + "_q", w_q)
+        b.const(name + "_scale", w_scale.astype(np.float32))
+        asymmetric = lopsided(n.input[0])
+        q, s, z = quantize_input(n.input[0], int(weight.shape[0]), asymmetric)
+        # onnxruntime's fused integer MatMul scales per output channel; its input scale is one number (1 here)
+        ins = [q, name + "_q", "pt_one", name + "_scale"] + ([] if asymmetric else ["pt_mid"])
+        acc = op("MatMulIntegerToFloat", ins, out + "_pt_acc", domain=MS_DOMAIN)
+        if z is not None:
+            # the zero point's correction: each output channel's sum of INT8 weights, times its scale
+            b.const(name + "_colsum", (w_q.astype(np.int32).sum(axis=0) * w_scale).astype(np.float32))
+            acc = op("Sub", [acc, op("Mul", [z, name + "_colsum"], out + "_pt_zc")], out + "_pt_fixed")
+        op("Mul", [acc, s], out)
+    del g.node[:]
+    g.node.extend(nodes)
+    del g.value_info[:]
+    used = {i for n in nodes for i in n.input}
+    for t in [t for t in g.initializer if t.name.startswith("pt_") and t.name not in used]:
+        g.initializer.remove(t)  # a constant of a kind of input the graph lacks
+    if not any(o.domain == MS_DOMAIN for o in m.opset_import):
+        m.opset_import.append(onnx.helper.make_opsetid(MS_DOMAIN, 1))
+    for o in m.opset_import:  # blocked QuantizeLinear is opset 21; an exported encoder's ops mean the same there
+        if o.domain in ("", "ai.onnx") and o.version < 21:
+            o.version = 21
+    onnx.save(m, str(dst), save_as_external_data=external, location=Path(dst).name + ".data" if external else None)
 
 
 # ---- the lookup tables ------------------------------------------------------------------------------------

@@ -140,7 +140,12 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
                 if q["path"] == "int8-aware"
                 else "quantized from the fp32 model after training (no int8-aware stage)"
             )
-            + "; the dev rows ran one at a time, as a device runs them"
+            + (
+                "; activations quantized with a range per token"
+                if q.get("method", "per-token") == "per-token"
+                else "; activations quantized with one range per tensor (dynamic); the dev rows ran one at a time, "
+                "as a device runs them"
+            )
             + (
                 f"; this file and its emulation in PyTorch agree on {100 * e['agreement']:.2f}% "
                 f"(largest logit difference {e['max_abs_diff']:.1e})"
@@ -259,9 +264,16 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
         if fmt == "onnx-int8":
             lines += [
                 "",
-                "The weight matrices are INT8 (onnxruntime dynamic quantization, one scale per output channel); "
-                "activations are quantized on the fly, one range per tensor; the embedding tables are INT8 with one "
-                "scale per row. "
+                "The weight matrices are INT8 (one scale per output channel); each matrix's input is quantized to "
+                "UINT8 on the fly, "
+                + (
+                    "with a range per token"
+                    if v.get("quantization", {}).get("method", "per-token") == "per-token"
+                    else "one range per tensor (onnxruntime dynamic quantization)"
+                )
+                + "; the embedding tables are INT8 with one scale per row. The file uses onnxruntime's own "
+                "MatMulIntegerToFloat operator and opset 21, so it needs onnxruntime 1.19 or newer, not another "
+                "ONNX runtime. "
                 "Fast on x86 CPUs with AVX2/AVX-512 VNNI and on ARM64.",
             ]
     elif fmt == "torchscript":

@@ -7,7 +7,7 @@ from ..errors import ConfigError
 # format -> what it is (the GUI shows these)
 FORMATS: dict[str, str] = {
     "onnx": "ONNX fp32, dynamic batch and sequence axes (onnxruntime on any CPU)",
-    "onnx-int8": "ONNX with INT8 weights (onnxruntime dynamic quantization, INT8 embedding rows): ~4x smaller, ~2x faster on CPUs",
+    "onnx-int8": "ONNX with INT8 weights and per-token INT8 activations (INT8 embedding rows): ~4x smaller, ~2x faster on CPUs",
     "onnx-fp16": "ONNX fp16 (half the size; for GPUs: onnxruntime-gpu with CUDA or TensorRT)",
     "ort": "ONNX Runtime Mobile (.ort, fp32): onnxruntime-android / onnxruntime-objc, or any onnxruntime",
     "ort-int8": "ONNX Runtime Mobile (.ort) with INT8 weights: the small, fast choice for Android",
