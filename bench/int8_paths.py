@@ -1,14 +1,16 @@
-"""INT8 paths side by side on a trained project: onnxruntime dynamic quantization (what the export does), checked
-in batches of 32 padded rows (the check before round 5) and one row at a time (as a device runs it, and as the
-export checks it now); static QDQ quantization calibrated on train rows (MinMax, Percentile, Entropy), and static
+"""INT8 paths side by side on a trained project: per-token quantization (the export's default since round 8: each
+token's input quantized with its own range), onnxruntime dynamic quantization (one range per tensor: the export's
+method before round 8), checked in batches of 32 padded rows and one row at a time (as a device runs it); the
+`android` export itself (the export job: per-token INT8, trimmed vocabulary, INT8 tables, .ort; its agreement and
+metric from its own verification); static QDQ quantization calibrated on train rows (MinMax, Percentile, Entropy), and static
 with the sensitivity pass (the few MatMuls that cost the most agreement kept fp32); and dynamic quantization of the
-int8-aware stage's weights (quantization-aware distillation), with how closely its PyTorch emulation reproduces
-the file.
+int8-aware stage's weights (quantization-aware distillation), per-token, with how closely its PyTorch emulation
+reproduces the file.
 
 For each cell: prediction agreement with the cell's fp32 ONNX file and the change of the task metric on dev (dev
 only reports: calibration and the sensitivity pass use train rows), latency with onnxruntime (1 thread, batch 1,
-sequence 128, the variants interleaved), and the file size. The lookup tables stay fp32 in every variant here; the
-export compacts them the same way whatever the MatMul method.
+sequence 128, the variants interleaved), and the file size. The lookup tables stay fp32 in every variant here but
+`android`; the export compacts them the same way whatever the MatMul method.
 
     python bench/int8_paths.py PROJECT_DIR [--cells 1,1 0.5,0.5 0.25,0.5 | --cells all] [--paths ...] [--tag NAME]
 Writes bench/results/int8_paths[_NAME].{md,json}. Nothing else may run on the machine meanwhile.
@@ -34,16 +36,18 @@ import numpy as np  # noqa: E402
 
 from dynastudio.core.data.batching import iterate_batches  # noqa: E402
 from dynastudio.core.dynamic import SubnetSpec, subnet_grid  # noqa: E402
+from dynastudio.core.events import StopToken, null_sink  # noqa: E402
 from dynastudio.core.export.calibrate import CALIBRATORS, sensitivity_pass, static_matmuls, train_feeds  # noqa: E402
 from dynastudio.core.export.formats import write_format  # noqa: E402
-from dynastudio.core.export.job import int8_runner  # noqa: E402
+from dynastudio.core.export.job import export_job, int8_runner  # noqa: E402
 from dynastudio.core.export.logits import input_names_for  # noqa: E402
-from dynastudio.core.export.quantize import dynamic_matmuls  # noqa: E402
+from dynastudio.core.export.quantize import dynamic_matmuls, per_token_matmuls  # noqa: E402
 from dynastudio.core.export.runners import feed, ort_session  # noqa: E402
 from dynastudio.core.extract import extract_from_model  # noqa: E402
 from dynastudio.core.metrics import agreement, compute_metric  # noqa: E402
 from dynastudio.core.prepare import prepare_inputs, project_tokenizer  # noqa: E402
 from dynastudio.core.project import Project  # noqa: E402
+from dynastudio.core.requests import ExportRequest  # noqa: E402
 
 
 def dev_logits(path: Path, feeds: list[dict]) -> np.ndarray:
@@ -72,7 +76,7 @@ def latency_ms(paths: dict[str, Path], names: list[str], vocab: int, rounds: int
     return {k: 1000 * statistics.median(v) for k, v in times.items()}
 
 
-PATHS = ("dynamic-batch32", "dynamic", "static", "static+sensitivity", "int8-aware")
+PATHS = ("per-token", "android", "dynamic-batch32", "dynamic", "static", "static+sensitivity", "int8-aware")
 
 
 def dev_feeds(inputs, names: list[str], pad: int, rows: int) -> list[dict]:
@@ -131,6 +135,24 @@ def main() -> None:
                 for k in ("dynamic-batch32", "dynamic"):
                     if k in paths_on:
                         paths[k], rows_per_call[k] = dyn, 32 if k == "dynamic-batch32" else 1
+            if "per-token" in paths_on:
+                paths["per-token"], rows_per_call["per-token"] = d / "per-token.onnx", 1
+                per_token_matmuls(fp32, paths["per-token"], False)
+            vocab = slim.config.vocab_size
+            if "android" in paths_on:
+                shipped = d / "android"
+                request = ExportRequest(spec.width_mult, spec.depth_mult, "android", str(shipped), model_name=a.model)
+                export_job(project, request, null_sink, StopToken())
+                v = json.loads((shipped / "verification.json").read_text())
+                paths["android"], rows_per_call["android"] = shipped / v["model_file"], 0  # 0: the export's own check
+                extra["android"] = {
+                    "agreement": v["dev"]["agreement"],
+                    "metric_change": v["dev"]["exported_score"] - v["dev"]["pytorch_score"],
+                    "rows_per_call": v["dev"]["rows_per_call"],
+                    "passed": v["passed"],
+                    "vocabulary": v["vocabulary"]["kept_tokens"] if v.get("vocabulary") else None,
+                }
+                vocab = min(vocab, json.loads((shipped / "dynabert_config.json").read_text())["vocab_size"])
             if "static" in paths_on or "static+sensitivity" in paths_on:
                 cal, scoring = train_feeds(inputs.train, names, pad, a.calibration_rows, a.scoring_rows)
                 ref_score = dev_logits(fp32, scoring)
@@ -158,17 +180,20 @@ def main() -> None:
                 (d / "aware").mkdir()
                 aware_fp32 = write_format("onnx", aware, d / "aware", names)
                 paths["int8-aware"], rows_per_call["int8-aware"] = d / "aware.onnx", 1
-                dynamic_matmuls(aware_fp32, paths["int8-aware"], False)
+                per_token_matmuls(aware_fp32, paths["int8-aware"], False)
                 emulated = np.concatenate([int8_runner(aware_model, spec, t.depth_rule)(f) for f in one_row])
                 file_out = dev_logits(paths["int8-aware"], one_row)
                 extra["int8_aware_file_vs_emulation"] = {
                     "agreement": agreement(file_out, emulated, regression=regression)[0],
                     "max_abs_diff": float(np.abs(file_out - emulated).max()),
                 }
-            lat = latency_ms(paths, names, slim.config.vocab_size)
+            lat = latency_ms(paths, names, vocab)  # ids the trimmed vocabulary has too
             base = compute_metric(inputs.task.metric, ref_dev, y)["score"]
             rows = {}
             for k, p in paths.items():
+                if k == "android":  # its own verification: the trimmed vocabulary's ids are not the dev feeds'
+                    rows[k] = {**extra.pop("android"), "latency_ms": lat[k], "size_mb": p.stat().st_size / 1e6}
+                    continue
                 out = ref_dev if k == "fp32" else dev_logits(p, one_row if rows_per_call[k] == 1 else batched)
                 score = compute_metric(inputs.task.metric, out, y)["score"]
                 rows[k] = {
@@ -216,10 +241,12 @@ def main() -> None:
         f"median. {result['machine']}; load average before {result['load_average_before']}, after "
         f"{result['load_average_after']}.",
         "",
-        "Agreement and metric of the dynamically quantized files (dynamic, int8-aware) with the dev rows one at a "
-        "time, as a device runs them (their activation ranges come from the batch they are given); dynamic-batch32 "
-        "is the same file as dynamic, run in batches of 32 padded rows (the export's check before this round). "
-        "Static files have fixed ranges and run in batches of 32.",
+        "Agreement and metric of the files quantized on the fly (per-token, dynamic, int8-aware) with the dev rows "
+        "one at a time, as a device runs them; dynamic-batch32 is the same file as dynamic, run in batches of 32 "
+        "padded rows (a dynamic file's ranges come from the batch it is given; a per-token file gives the same in "
+        "batches). Static files have fixed ranges and run in batches of 32. android: the export job's own file "
+        "and check (`dynastudio export --target android`: per-token INT8, trimmed vocabulary, INT8 tables, .ort), "
+        "agreement with the PyTorch fp32 cell on dev; its latency with ids the trimmed vocabulary has.",
         "",
         "| cell | path | dev agreement with fp32 | metric change (points) | latency ms | vs fp32 | size MB |",
         "|---|---|---:|---:|---:|---:|---:|",
