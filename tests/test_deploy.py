@@ -352,6 +352,43 @@ def test_device_formats_export_and_verify_with_their_runtime(wide_vocab_project,
 
 
 @pytest.mark.slow
+def test_openvino_int8_is_calibrated_on_train_rows_only_and_verified(wide_vocab_project, tmp_path, monkeypatch):
+    """openvino-int8: NNCF quantizes the OpenVINO model with activation ranges from train rows, never dev rows
+    (dev only reports), one row per feed; the INT8 IR is checked on dev at OpenVINO's own precision."""
+    import importlib.util
+
+    if importlib.util.find_spec("nncf") is None or importlib.util.find_spec("openvino") is None:
+        pytest.skip("openvino and nncf are not installed")
+    from dynastudio.core.export import formats
+    from dynastudio.core.prepare import prepare_inputs
+
+    seen: list[dict] = []
+    real = formats.openvino_int8
+
+    def spy(src, dst, calibration):
+        seen.extend(calibration)
+        return real(src, dst, calibration)
+
+    monkeypatch.setattr(formats, "openvino_int8", spy)
+    rep = export(wide_vocab_project, (0.5, 0.5), "openvino-int8", tmp_path / "ov8")
+    v = rep.verification
+    assert rep.format == "openvino-int8" and rep.passed and rep.agreement is not None
+    assert v["quantization"]["path"] == "post-training" and "NNCF" in v["quantization"]["method"]
+    inputs = prepare_inputs(wide_vocab_project)
+    train = {tuple(r) for r in inputs.train.input_ids}
+    dev = {tuple(r) for r in inputs.dev.input_ids} - train  # a sentence in both splits proves nothing
+    rows = [tuple(f["input_ids"][0]) for f in seen]
+    assert len(rows) == min(300, len(inputs.train)) and all(f["input_ids"].shape[0] == 1 for f in seen)
+    assert set(rows) <= train and not set(rows) & dev and dev
+    import openvino as ov
+
+    ops = {
+        o.get_type_name() for o in ov.Core().read_model(str(tmp_path / "ov8" / MODEL_FILES["openvino-int8"])).get_ops()
+    }
+    assert "FakeQuantize" in ops  # NNCF's INT8 quantizers, which the CPU plugin runs as INT8 kernels
+
+
+@pytest.mark.slow
 def test_coreml_is_spec_checked_and_says_it_was_not_run(wide_vocab_project, tmp_path):
     import importlib.util
 

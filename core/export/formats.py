@@ -5,11 +5,18 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InternalError
 from ..slim import SlimModel
 from .onnx import export_onnx, to_ort
 from .quantize import quantize_int8, table_bytes, table_storage
-from .runtimes import export_coreml, export_executorch, export_torchscript, save_hf_folder, to_openvino
+from .runtimes import (
+    export_coreml,
+    export_executorch,
+    export_torchscript,
+    openvino_int8,
+    save_hf_folder,
+    to_openvino,
+)
 from .targets import MODEL_FILES, require_extra
 
 
@@ -20,11 +27,13 @@ def write_format(
     input_names: list[str],
     fp32_onnx: Path | None = None,
     int8_method: str = "per-token",
+    calibration: list[dict] | None = None,
 ) -> Path:
     """Write `slim` into `folder` in one format; returns the model file. Export and latency both use this.
 
     `fp32_onnx`: an fp32 ONNX file of the same model already written, which onnx-int8 then quantizes
     instead of exporting the model again. `int8_method`: how onnx-int8 and ort-int8 quantize (quantize.INT8_METHODS).
+    `calibration`: openvino-int8's calibration feeds (train rows, one per feed).
     """
     if fmt == "onnx":
         export_onnx(slim, folder / MODEL_FILES[fmt], input_names)
@@ -49,6 +58,13 @@ def write_format(
         with tempfile.TemporaryDirectory(dir=folder) as scratch:
             onnx_file = fp32_onnx or export_onnx(slim, Path(scratch) / "model.onnx", input_names)
             to_openvino(onnx_file, folder / MODEL_FILES[fmt])
+    elif fmt == "openvino-int8":
+        require_extra(fmt)
+        if not calibration:
+            raise InternalError("openvino-int8 needs calibration rows: the export job passes train rows")
+        with tempfile.TemporaryDirectory(dir=folder) as scratch:
+            onnx_file = fp32_onnx or export_onnx(slim, Path(scratch) / "model.onnx", input_names)
+            openvino_int8(onnx_file, folder / MODEL_FILES[fmt], calibration)
     elif fmt == "executorch":
         require_extra(fmt)
         export_executorch(slim, folder / MODEL_FILES[fmt], input_names)

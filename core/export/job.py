@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,6 +46,7 @@ from .verify import (
 )
 from .vocab import VocabPlan, plan_vocab, read_word_list, save_trimmed_tokenizer, trim_model
 
+CALIBRATION_ROWS = 300  # train rows that calibrate openvino-int8 (NNCF's default sample size)
 EXPORT_STEPS = 5  # extract, write, verify, dev agreement, move into place
 INT8_FORMATS = ("onnx-int8", "ort-int8")
 ACTIVATIONS = {  # how each INT8 method quantizes a MatMul's input, for the report
@@ -79,7 +81,8 @@ def export_job(project: Project, request: ExportRequest, events, stop: StopToken
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the export is meant to be shared
         events(LogMessage(f"exporting {spec.label} as {fmt} to {out_dir}"))
-        _write_folder(fmt, src, tmp, stop, request.int8_method)
+        calibration = _calibration_feeds(project, src) if fmt == "openvino-int8" else None
+        _write_folder(fmt, src, tmp, stop, request.int8_method, calibration)
         events(StageProgress("export", 2, EXPORT_STEPS))
         verification = _verify(project, request, fmt, target, src, tmp, events, stop, t0)
         atomic_write_text(tmp / VERIFICATION_FILE, json.dumps(verification, indent=2))
@@ -245,7 +248,35 @@ def _plan_vocab(rows: TaskRows, probe: Probe, tokenizer, slim: SlimModel, keep_w
     return plan_vocab(tokenizer, slim.config.vocab_size, rows.texts, words)
 
 
-def _write_folder(fmt: str, src: _Source, tmp: Path, stop: StopToken, int8_method: str) -> None:
+def _calibration_feeds(project: Project, src: _Source, rows: int = CALIBRATION_ROWS) -> list[dict]:
+    """Feeds of `rows` train rows drawn at random (seeded), one row each, unpadded, as a device sends them, for
+    the formats whose activation ranges are calibrated (openvino-int8). Train rows only: dev reports the result.
+    A trimmed vocabulary's model gets its own ids."""
+    from ..data.batching import iterate_batches
+    from ..data.encoding import Encoded
+    from ..prepare import prepare_inputs
+    from .runners import feed
+
+    train = prepare_inputs(project).train
+    picked = np.sort(np.random.default_rng(project.config.train.seed).permutation(len(train))[:rows])
+    types = train.token_type_ids
+    sample = Encoded(
+        [train.input_ids[i] for i in picked],
+        None if types is None else [types[i] for i in picked],
+        [train.labels[i] for i in picked],
+        train.is_regression,
+    )
+    out = [feed(b, src.input_names) for b in iterate_batches(sample, 1, shuffle=False, pad_id=0)]
+    if src.vocab:
+        unk = src.tokenizer.unk_token_id
+        unk_new = int(src.vocab.trim.old_to_new[unk]) if unk is not None else 0
+        out = [{**f, "input_ids": src.vocab.trim.remap_ids(f["input_ids"], unk_new)} for f in out]
+    return out
+
+
+def _write_folder(
+    fmt: str, src: _Source, tmp: Path, stop: StopToken, int8_method: str, calibration: list[dict] | None
+) -> None:
     """The tokenizer (trimmed with the model), the model in its format, and the shape and labels beside them."""
     # the tokenizer first: a trimmed one is loaded back from the folder, which must not hold the hf format's
     # config.json yet (its auto_map made transformers ask on the console whether to run the folder's code)
@@ -253,7 +284,7 @@ def _write_folder(fmt: str, src: _Source, tmp: Path, stop: StopToken, int8_metho
         save_trimmed_tokenizer(src.tokenizer, src.vocab.trim, tmp)
     else:
         src.tokenizer.save_pretrained(str(tmp))
-    write_format(fmt, src.shipped, tmp, src.input_names, int8_method=int8_method)
+    write_format(fmt, src.shipped, tmp, src.input_names, int8_method=int8_method, calibration=calibration)
     stop.check()
     if fmt != "hf":
         # the full shape; not as config.json: AutoTokenizer reads that and warns about the unknown model type
@@ -320,6 +351,13 @@ def _verify(
             "activations": ACTIVATIONS[request.int8_method],
             "weights": "INT8 per output channel, symmetric",
             "emulation": emulation,
+        }
+    if fmt == "openvino-int8":
+        record["quantization"] = {
+            "path": "post-training",
+            "method": "NNCF post-training quantization (transformer preset)",
+            "weights_from": src.name,
+            "calibration": f"{CALIBRATION_ROWS} train rows at most (never dev), one at a time",
         }
     return record
 

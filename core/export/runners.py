@@ -67,8 +67,8 @@ def runner(fmt: str, folder: Path, strict: bool = False) -> Runner | None:
     path = folder / MODEL_FILES[fmt]
     if fmt in UNVERIFIABLE_FORMATS:
         return None
-    if fmt == "openvino":
-        return _openvino_runner(path, strict)
+    if fmt in ("openvino", "openvino-int8"):
+        return _openvino_runner(path, strict and fmt == "openvino")
     if fmt == "executorch":
         return _executorch_runner(path)
     if fmt.startswith("onnx") or fmt.startswith("ort"):

@@ -12,6 +12,7 @@ FORMATS: dict[str, str] = {
     "ort": "ONNX Runtime Mobile (.ort, fp32): onnxruntime-android / onnxruntime-objc, or any onnxruntime",
     "ort-int8": "ONNX Runtime Mobile (.ort) with INT8 weights: the small, fast choice for Android",
     "openvino": "OpenVINO IR (xml + bin): the fastest runtime on Intel and AMD x86 CPUs",
+    "openvino-int8": "OpenVINO IR quantized to INT8 by NNCF, calibrated on train rows: faster still on x86 CPUs",
     "executorch": "ExecuTorch program (.pte) with the XNNPACK delegate: PyTorch's on-device runtime (Android, iOS, embedded)",
     "coreml": "Core ML package (.mlpackage, ML program): iPhone, iPad and Mac (Neural Engine, GPU or CPU)",
     "torchscript": "TorchScript (traced): LibTorch in C++, or torch.jit.load in Python without transformers",
@@ -59,6 +60,7 @@ MODEL_FILES = {
     "ort": "model.ort",
     "ort-int8": "model_int8.ort",
     "openvino": "openvino_model.xml",
+    "openvino-int8": "openvino_model.xml",
     "executorch": "model.pte",
     "coreml": "model.mlpackage",
     "torchscript": "model.torchscript.pt",
@@ -70,6 +72,7 @@ CONFIG_FILE = "dynabert_config.json"  # the sub-network's shape and labels, in t
 # formats that need an optional package: format -> (module to import, pip extra)
 FORMAT_EXTRAS = {
     "openvino": ("openvino", "openvino"),
+    "openvino-int8": ("nncf", "openvino"),
     "executorch": ("executorch", "executorch"),
     "coreml": ("coremltools", "coreml"),
 }

@@ -28,7 +28,7 @@ from .vocab import VocabPlan, VocabTrim, save_trimmed_tokenizer, trim_model
 FP32_FORMATS = ("onnx", "ort", "torchscript", "hf", "executorch", "openvino")  # within FP32_TOLERANCE of PyTorch
 # formats whose predictions are checked on the dev set (reduced precision; OpenVINO's default CPU precision is
 # bf16 on CPUs that have it, so its deployed predictions are checked besides its strict fp32 run)
-AGREEMENT_FORMATS = ("onnx-int8", "onnx-fp16", "ort-int8", "openvino")
+AGREEMENT_FORMATS = ("onnx-int8", "onnx-fp16", "ort-int8", "openvino", "openvino-int8")
 FP32_TOLERANCE = 1e-4  # an fp32 export further than this from PyTorch is broken, not "slightly off"
 EXTRACTION_TOLERANCE = 1e-4
 
@@ -232,7 +232,7 @@ def check_format(
             tolerance,
             shape,
         )
-    if fmt == "openvino":  # the deployed predictions: OpenVINO's default precision on this CPU
+    if fmt in ("openvino", "openvino-int8"):  # the deployed predictions: OpenVINO's default precision on this CPU
         run = runner(fmt, folder)
         if trim is not None and run is not None:
             run = remapping(run, trim, tokenizer)
