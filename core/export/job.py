@@ -60,8 +60,8 @@ def export_job(project: Project, request: ExportRequest, events, stop: StopToken
     """Extract a sub-network of the project and export it to `request.out_dir`, verified against PyTorch.
 
     Formats (`request.target` names one, or a target preset that picks one; see targets.FORMATS): onnx,
-    onnx-int8, onnx-fp16, ort, ort-int8 (ONNX Runtime Mobile), openvino, executorch, coreml, torchscript and
-    hf (a Hugging Face folder). The folder gets the model, the tokenizer files, the model's shape and labels
+    onnx-int8, onnx-fp16, ort, ort-int8 (ONNX Runtime Mobile), openvino, openvino-int8 (NNCF, calibrated on
+    train rows), executorch, coreml, torchscript and hf (a Hugging Face folder). The folder gets the model, the tokenizer files, the model's shape and labels
     (config.json in the hf format, dynabert_config.json in the others), a README.md on how to run it, and
     verification.json: the largest difference to PyTorch on dev inputs at two (batch, sequence) shapes, and
     for the reduced-precision formats (and a trimmed vocabulary) the prediction agreement on the dev set.
