@@ -3,11 +3,11 @@ the INT8 file, on a real model, and how exactly can it?
 
 On one cell of a trained project's int8-aware model, over the first N dev rows one at a time (as a device runs
 them), compares the logits of:
-  - the INT8 file (onnxruntime dynamic quantization), its lookup tables fp32 or INT8 rows as the export stores
-    them, with onnxruntime's graph optimizations on and off, against the emulation;
+  - the INT8 file (per-token quantization, the export's default), its lookup tables fp32 or INT8 rows as the
+    export stores them, with onnxruntime's graph optimizations on and off, against the emulation;
   - the emulation against itself with 1 and 2 threads (another summation order of the same fp32 arithmetic);
   - the emulation against itself with every weight multiplied by 1 + 1e-7 (about one fp32 rounding step).
-Dynamic INT8 rounds every activation to one of 256 levels: a value that sits within an fp32 rounding step of a
+INT8 rounds every activation to one of 256 levels: a value that sits within an fp32 rounding step of a
 level boundary goes one way or the other, and the step it takes moves everything after it. The last two rows give
 that floor: how far two computations that agree to fp32's precision end up apart.
 
@@ -46,7 +46,7 @@ def main() -> None:
     from dynastudio.core.export.formats import write_format
     from dynastudio.core.export.job import int8_runner
     from dynastudio.core.export.logits import input_names_for
-    from dynastudio.core.export.quantize import dynamic_matmuls, quantize_int8
+    from dynastudio.core.export.quantize import per_token_matmuls, quantize_int8
     from dynastudio.core.extract import extract_from_model
     from dynastudio.core.prepare import prepare_inputs, project_tokenizer
     from dynastudio.core.project import Project
@@ -89,7 +89,7 @@ def main() -> None:
         (folder / "fp32").mkdir()
         fp32 = write_format("onnx", slim, folder / "fp32", names)
         files = {"fp32 tables": folder / "a.onnx", "INT8 tables (as exported)": folder / "b.onnx"}
-        dynamic_matmuls(fp32, files["fp32 tables"], False)
+        per_token_matmuls(fp32, files["fp32 tables"], False)
         quantize_int8(fp32, files["INT8 tables (as exported)"])
         real_tables = dynamic.int8_tables
         for variant, path in files.items():

@@ -230,6 +230,10 @@ def main() -> None:
         "seconds": round(time.time() - started),
     }
     stem = "int8_paths" + (f"_{a.tag}" if a.tag else "")
+
+    def agree(x: float) -> str:  # classification: the share of same predictions; regression: Pearson r
+        return f"{x:.4f}" if regression else f"{100 * x:.2f} %"
+
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
@@ -248,14 +252,16 @@ def main() -> None:
         "and check (`dynastudio export --target android`: per-token INT8, trimmed vocabulary, INT8 tables, .ort), "
         "agreement with the PyTorch fp32 cell on dev; its latency with ids the trimmed vocabulary has.",
         "",
-        "| cell | path | dev agreement with fp32 | metric change (points) | latency ms | vs fp32 | size MB |",
+        "| cell | path | "
+        + ("Pearson r with fp32 on dev" if regression else "dev agreement with fp32")
+        + " | metric change (points) | latency ms | vs fp32 | size MB |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for label, c in cells.items():
         fp = c["variants"]["fp32"]["latency_ms"]
         for k, v in c["variants"].items():
             lines.append(
-                f"| {label} | {k} | {100 * v['agreement']:.2f} % | {100 * v['metric_change']:+.2f} | "
+                f"| {label} | {k} | {agree(v['agreement'])} | {100 * v['metric_change']:+.2f} | "
                 f"{v['latency_ms']:.2f} | {fp / v['latency_ms']:.2f}x | {v['size_mb']:.1f} |"
             )
         s = c.get("sensitivity", {})

@@ -132,6 +132,10 @@ def test_int8_methods_per_token_by_default_dynamic_on_request(project, tmp_path,
         assert rep.passed and v["quantization"]["method"] == method and v["quantization"]["path"] == "post-training"
         assert v["dev"]["rows_per_call"] == (32 if method == "per-token" else 1)
         assert ("range per token" in (out / "README.md").read_text()) == (method == "per-token")
+        speed = v["quantization"]["speed"]  # timed against the fp32 file, which is not shipped
+        assert speed["int8_ms"] > 0 and speed["fp32_ms"] > 0 and "1 thread" in speed["setup"]
+        assert f"{speed['int8_ms']:.2f} ms" in (out / "README.md").read_text()
+        assert not any(p.name.startswith(".") for p in out.iterdir()) and "model.onnx" not in v["files"]
         files[method] = out / MODEL_FILES["onnx-int8"]
     ops = {n.op_type for n in onnx.load(str(files["per-token"])).graph.node}
     assert {"QuantizeLinear", "MatMulIntegerToFloat"} <= ops and "DynamicQuantizeLinear" not in ops

@@ -82,6 +82,41 @@ def test_the_emulation_rounds_each_token_as_the_int8_file_does(lopsided, shift, 
     assert np.abs(other - want).max() > 1e-4  # and the two ways of rounding differ
 
 
+def test_a_weight_shared_by_two_products_is_quantized_once(tmp_path):
+    """The exporter stores equal weights once; both products that read it are quantized, and computed alike."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from dynastudio.core.export.quantize import per_token_matmuls
+
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(8, 8, generator=g)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["x", "shape"], ["a"], name="in"),
+            helper.make_node("MatMul", ["a", "w"], ["h"], name="first"),
+            helper.make_node("Reshape", ["h", "shape"], ["h2"], name="mid"),
+            helper.make_node("MatMul", ["h2", "w"], ["y"], name="second"),
+        ],
+        "shared",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w.T.numpy().copy(), "w"), numpy_helper.from_array(np.array([0, 0, 8]), "shape")],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "fp32.onnx")
+    per_token_matmuls(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", False)
+    m = onnx.load(str(tmp_path / "int8.onnx"))
+    assert [n.op_type for n in m.graph.node].count("MatMulIntegerToFloat") == 2
+    assert "w" not in {t.name for t in m.graph.initializer}  # no fp32 copy left behind
+    x = torch.randn(1, 5, 8, generator=g)
+    got = ort.InferenceSession(str(tmp_path / "int8.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x.numpy()}
+    )[0]
+    linear = int8_linear()
+    np.testing.assert_allclose(got, linear(linear(x, w), w).numpy(), rtol=0, atol=1e-5)
+
+
 def test_each_token_takes_its_own_range():
     """What a device computes for a text alone: other tokens, other rows and padding change nothing in a token."""
     g = torch.Generator().manual_seed(2)

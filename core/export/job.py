@@ -46,6 +46,7 @@ from .verify import (
 )
 from .vocab import VocabPlan, plan_vocab, read_word_list, save_trimmed_tokenizer, trim_model
 
+SPEED_ROUNDS, SPEED_RUNS = 3, 10  # the INT8 file's timing against fp32 in an export
 CALIBRATION_ROWS = 300  # train rows that calibrate openvino-int8 (NNCF's default sample size)
 EXPORT_STEPS = 5  # extract, write, verify, dev agreement, move into place
 INT8_FORMATS = ("onnx-int8", "ort-int8")
@@ -82,9 +83,16 @@ def export_job(project: Project, request: ExportRequest, events, stop: StopToken
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the export is meant to be shared
         events(LogMessage(f"exporting {spec.label} as {fmt} to {out_dir}"))
         calibration = _calibration_feeds(project, src) if fmt == "openvino-int8" else None
-        _write_folder(fmt, src, tmp, stop, request.int8_method, calibration)
+        fp32 = _write_folder(fmt, src, tmp, stop, request.int8_method, calibration)
+        speed = None
+        if fp32 is not None:
+            events(LogMessage(f"timing the {fmt} file against fp32 on this machine"))
+            speed = _int8_speed(tmp / MODEL_FILES[fmt], fp32, src, project.config.train.max_seq_length, stop)
+            shutil.rmtree(fp32.parent)  # the reference is not shipped
         events(StageProgress("export", 2, EXPORT_STEPS))
         verification = _verify(project, request, fmt, target, src, tmp, events, stop, t0)
+        if speed is not None:
+            verification["quantization"]["speed"] = speed
         atomic_write_text(tmp / VERIFICATION_FILE, json.dumps(verification, indent=2))
         atomic_write_text(tmp / "README.md", readme(verification, src.shipped, out_dir.name))
         stop.check()
@@ -274,17 +282,46 @@ def _calibration_feeds(project: Project, src: _Source, rows: int = CALIBRATION_R
     return out
 
 
+def _int8_speed(int8: Path, fp32: Path, src: _Source, seq: int, stop: StopToken) -> dict:
+    """What the INT8 file costs and saves in time: it and the fp32 ONNX file of the same model, timed side by side
+    on this machine (onnxruntime, 1 thread, batch 1, `seq` tokens), in interleaved rounds."""
+    from ..latency import cpu_name, latency_feed, time_runs
+    from .runners import ort_session
+
+    f = latency_feed(src.input_names, src.shipped.config.vocab_size, 1, seq)
+    sessions = {"fp32": ort_session(fp32, threads=1), "int8": ort_session(int8, threads=1)}
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for round_ in range(SPEED_ROUNDS):
+        for k, s in sessions.items():
+            stop.check()
+            times[k] += list(time_runs(s, f, SPEED_RUNS, 3 if round_ == 0 else 0))
+    ms = {k: 1000 * float(np.median(v)) for k, v in times.items()}
+    return {
+        "fp32_ms": ms["fp32"],
+        "int8_ms": ms["int8"],
+        "speedup": ms["fp32"] / ms["int8"],
+        "setup": f"onnxruntime, 1 thread, batch 1, {seq} tokens, median of {SPEED_ROUNDS} interleaved rounds of "
+        f"{SPEED_RUNS} runs, {cpu_name()}",
+    }
+
+
 def _write_folder(
     fmt: str, src: _Source, tmp: Path, stop: StopToken, int8_method: str, calibration: list[dict] | None
-) -> None:
-    """The tokenizer (trimmed with the model), the model in its format, and the shape and labels beside them."""
+) -> Path | None:
+    """The tokenizer (trimmed with the model), the model in its format, and the shape and labels beside them.
+    An onnxruntime INT8 format is quantized from an fp32 ONNX file written first into a hidden folder, kept for
+    timing the two (returned; the caller removes it), else None."""
     # the tokenizer first: a trimmed one is loaded back from the folder, which must not hold the hf format's
     # config.json yet (its auto_map made transformers ask on the console whether to run the folder's code)
     if src.vocab:
         save_trimmed_tokenizer(src.tokenizer, src.vocab.trim, tmp)
     else:
         src.tokenizer.save_pretrained(str(tmp))
-    write_format(fmt, src.shipped, tmp, src.input_names, int8_method=int8_method, calibration=calibration)
+    fp32 = None
+    if fmt in INT8_FORMATS:
+        (tmp / ".fp32").mkdir()
+        fp32 = write_format("onnx", src.shipped, tmp / ".fp32", src.input_names)
+    write_format(fmt, src.shipped, tmp, src.input_names, fp32, int8_method, calibration)
     stop.check()
     if fmt != "hf":
         # the full shape; not as config.json: AutoTokenizer reads that and warns about the unknown model type
@@ -292,6 +329,7 @@ def _write_folder(
     if fmt.startswith("onnx"):
         # the ecosystem's layout (optimum, transformers.js...): config.json with the labels, base model type
         atomic_write_text(tmp / "config.json", json.dumps(onnx_folder_config(src.shipped, src.input_names), indent=2))
+    return fp32
 
 
 def _verify(

@@ -67,7 +67,7 @@ def per_token_matmuls(src: Path, dst: Path, external: bool, exclude: Sequence[st
 
     onnxruntime's dynamic quantization gives a MatMul's whole input one range. In a BERT-family model a few tokens
     ([CLS], [SEP], punctuation) carry activations far larger than the others', so that one range leaves the other
-    tokens a handful of levels: on SST-2 it flipped 1.5-2.2 % of a MiniLM's dev predictions. Here each token's row
+    tokens a handful of levels: on SST-2 it flipped 0.6-2.2 % of a MiniLM's dev predictions. Here each token's row
     of the input gets its own scale (bench/int8_paths.py measures both):
       - the FFN output's input (the activation function's output, lopsided around 0; any input that is not made
         by a LayerNormalization or a Reshape): UINT8 with a scale and zero point per row, lo and hi the row's
@@ -106,6 +106,7 @@ def per_token_matmuls(src: Path, dst: Path, external: bool, exclude: Sequence[st
         b.const(f"pt_{name}", np.array([value] if name == "axes" else value, dtype))
     nodes: list = []
     quantized: dict[tuple[str, bool], tuple[str, str, str | None]] = {}
+    weights: dict[str, int] = {}  # weight initializers quantized so far -> their input width
 
     def op(name: str, inputs: list[str], out: str, **attrs) -> str:
         nodes.append(b.node(name, inputs, out, **attrs))
@@ -139,30 +140,32 @@ def per_token_matmuls(src: Path, dst: Path, external: bool, exclude: Sequence[st
         if w is None or len(w.dims) != 2 or w.data_type != TensorProto.FLOAT:
             nodes.append(n)
             continue
-        weight = numpy_helper.to_array(w).astype(np.float32)  # (in, out): a MatMul's weight is W^T
-        g.initializer.remove(w)
-        w_scale = np.abs(weight).max(axis=0) / WEIGHT_QMAX
-        w_scale[w_scale == 0] = 1.0
-        w_q = np.clip(np.rint(weight / w_scale), -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8)
         name, out = w.name, n.output[0]
-        b.const(name + "_q", w_q)
-        b.const(name + "_scale", w_scale.astype(np.float32))
+        if name not in weights:  # the exporter shares one initializer between equal weights: quantize it once
+            weight = numpy_helper.to_array(w).astype(np.float32)  # (in, out): a MatMul's weight is W^T
+            g.initializer.remove(w)
+            w_scale = np.abs(weight).max(axis=0) / WEIGHT_QMAX
+            w_scale[w_scale == 0] = 1.0
+            w_q = np.clip(np.rint(weight / w_scale), -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8)
+            b.const(name + "_q", w_q)
+            b.const(name + "_scale", w_scale.astype(np.float32))
+            # for an asymmetric input, the zero point's correction: each output channel's INT8 sum, times its scale
+            b.const(name + "_colsum", (w_q.astype(np.int32).sum(axis=0) * w_scale).astype(np.float32))
+            weights[name] = int(weight.shape[0])
         asymmetric = lopsided(n.input[0])
-        q, s, z = quantize_input(n.input[0], int(weight.shape[0]), asymmetric)
+        q, s, z = quantize_input(n.input[0], weights[name], asymmetric)
         # onnxruntime's fused integer MatMul scales per output channel; its input scale is one number (1 here)
         ins = [q, name + "_q", "pt_one", name + "_scale"] + ([] if asymmetric else ["pt_mid"])
         acc = op("MatMulIntegerToFloat", ins, out + "_pt_acc", domain=MS_DOMAIN)
         if z is not None:
-            # the zero point's correction: each output channel's sum of INT8 weights, times its scale
-            b.const(name + "_colsum", (w_q.astype(np.int32).sum(axis=0) * w_scale).astype(np.float32))
             acc = op("Sub", [acc, op("Mul", [z, name + "_colsum"], out + "_pt_zc")], out + "_pt_fixed")
         op("Mul", [acc, s], out)
     del g.node[:]
     g.node.extend(nodes)
     del g.value_info[:]
     used = {i for n in nodes for i in n.input}
-    for t in [t for t in g.initializer if t.name.startswith("pt_") and t.name not in used]:
-        g.initializer.remove(t)  # a constant of a kind of input the graph lacks
+    for t in [t for t in g.initializer if t.name not in used and t.name not in inits]:
+        g.initializer.remove(t)  # a constant this graph has no use for (a kind of input it lacks)
     if not any(o.domain == MS_DOMAIN for o in m.opset_import):
         m.opset_import.append(onnx.helper.make_opsetid(MS_DOMAIN, 1))
     for o in m.opset_import:  # blocked QuantizeLinear is opset 21; an exported encoder's ops mean the same there

@@ -132,7 +132,12 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
         "",
     ]
     if q := v.get("quantization"):
-        e = q.get("emulation")
+        e, speed, method = q.get("emulation"), q.get("speed"), q.get("method", "per-token")
+        how = {
+            "per-token": "; activations quantized with a range per token",
+            "dynamic": "; activations quantized with one range per tensor (dynamic); the dev rows ran one at a time, "
+            "as a device runs them",
+        }
         lines[-3:-3] = [
             "- INT8 weights "
             + (
@@ -140,12 +145,7 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
                 if q["path"] == "int8-aware"
                 else "quantized from the fp32 model after training (no int8-aware stage)"
             )
-            + (
-                "; activations quantized with a range per token"
-                if q.get("method", "per-token") == "per-token"
-                else "; activations quantized with one range per tensor (dynamic); the dev rows ran one at a time, "
-                "as a device runs them"
-            )
+            + how.get(method, f" by {method}, calibrated on {q.get('calibration', 'train rows')}")
             + (
                 f"; this file and its emulation in PyTorch agree on {100 * e['agreement']:.2f}% "
                 f"(largest logit difference {e['max_abs_diff']:.1e})"
@@ -154,6 +154,11 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
             )
             + "."
         ]
+        if speed:
+            lines[-3:-3] = [
+                f"- On the machine that exported it, this file ran in {speed['int8_ms']:.2f} ms against "
+                f"{speed['fp32_ms']:.2f} ms for the fp32 model ({speed['speedup']:.2f}x; {speed['setup']})."
+            ]
     if voc := v.get("vocabulary"):
         lines[-3:-3] = [
             f"- Vocabulary trimmed to the task: {voc['kept_tokens']:,} of {voc['original_tokens']:,} tokens kept "
