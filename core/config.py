@@ -30,6 +30,10 @@ STAGE_MODEL = {
     "finetune-subnets": "subnets",
     "int8-aware": "int8",  # the weights the INT8 exports quantize (fp32 exports keep the model before it)
 }
+# the INT8 method the int8-aware stage trains through (quantaware.py emulates it; requests.INT8_METHODS): its
+# weights serve the INT8 files of this method only, and a stage that ran with another (before round 8, one range
+# per tensor) left weights the exports no longer take
+INT8_EMULATION = "per-token"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import errors
-from .config import STAGE_MODEL
+from .config import INT8_EMULATION, STAGE_MODEL
 from .dynamic import SubnetSpec, subnet_grid, subnet_size
 from .errors import Cancelled, ConfigError, ModelError, ProjectError
 from .events import FormatLatency, LatencyMeasured, LogMessage, StageEnded, StageProgress, StageStarted, StopToken
@@ -331,7 +331,7 @@ def _child_main() -> int:
         quiet_transformers()
         project = Project.open(Path(req["root"]))
         model, name = model_for_latency(project)
-        aware = "int8" in s.formats and project.has_int8_aware_model()
+        aware = "int8" in s.formats and project.has_int8_aware_model() and int8_method_for(s.runtime) == INT8_EMULATION
         int8_model = project.load_model(STAGE_MODEL["int8-aware"]) if aware else None
         c = model.config
         longest = c.max_position_embeddings - ((c.pad_token_id or 0) + 1 if c.model_type != "bert" else 0)

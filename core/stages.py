@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from . import runtime, tracking
-from .config import STAGE_MODEL, STAGES, warmup_for
+from .config import INT8_EMULATION, STAGE_MODEL, STAGES, warmup_for
 from .data.batching import iterate_batches, to_device
 from .distill import LoopSettings, distill_step, int8_step, task_step, train_loop
 from .dynamic import SubnetSpec, forward_subnet, subnet_grid
@@ -56,6 +56,7 @@ class StageResult:
     steps: int = 0
     metrics: dict[str, float] = field(default_factory=dict)  # finetune: the teacher's dev metrics
     teacher_check: dict | None = None  # finetune: the teacher against the constant prediction (evaluate.teacher_check)
+    emulation: str | None = None  # int8-aware: the INT8 method it trained through (config.INT8_EMULATION)
 
     def record(self) -> dict:
         return asdict(self)
@@ -373,7 +374,7 @@ def int8_aware_job(project: Project, request: StageRequest, events, stop: StopTo
     )
     info = _train(inputs, "int8-aware", student, step_fn, t.int8_epochs, t.int8_lr, specs, events, stop, "fp32")
     project.save_model("int8", student)
-    return _finish(project, "int8-aware", t0, events, steps=info["steps"])
+    return _finish(project, "int8-aware", t0, events, steps=info["steps"], emulation=INT8_EMULATION)
 
 
 @_tracked

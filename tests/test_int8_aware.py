@@ -192,7 +192,7 @@ def test_the_stage_trains_resumes_exactly_and_feeds_the_int8_export(tiny_model_d
     cfg = tiny_project_config(tiny_model_dir, *tiny_task_files, int8_epochs=1, int8_lr=5e-4, checkpoint_every=100)
     ref = new_project(tmp_path / "ref", cfg)
     _run(ref, until="int8-aware")
-    assert ref.is_done("int8-aware") and ref.has_model("int8")
+    assert ref.is_done("int8-aware") and ref.has_model("int8") and ref.int8_aware_trained_for() == "per-token"
     a, d = ref.load_model("int8").state_dict(), ref.load_model("depth").state_dict()
     assert any(not torch.equal(a[k], d[k]) for k in a)  # it trained
 
@@ -243,6 +243,19 @@ def test_without_the_stage_int8_exports_say_post_training(tiny_model_dir, tiny_t
     assert v["quantization"]["path"] == "post-training" and v["quantization"]["emulation"] is None
     assert v["quantization"]["method"] == "per-token"
     assert v["source"]["model"] == "depth"
+
+
+def test_int8_aware_weights_serve_only_the_method_they_were_trained_for(tiny_model_dir, tiny_task_files, tmp_path):
+    """A stage of before round 8 trained through one range per tensor and recorded no method: its weights are not
+    the per-token files' (they would lose to the fp32 model's); one that recorded per-token's are."""
+    p = new_project(tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files))
+    p.save_model("int8", tiny_model("bert", seed=1))
+    p.mark_done("int8-aware", {"seconds": 1.0, "skipped": False})
+    assert p.int8_aware_trained_for() == "dynamic" and not p.has_int8_aware_model()
+    p.mark_done("int8-aware", {"seconds": 1.0, "skipped": False, "emulation": "per-token"})
+    assert p.int8_aware_trained_for() == "per-token" and p.has_int8_aware_model()
+    p.mark_done("int8-aware", {"seconds": 1.0, "skipped": True, "emulation": "per-token"})
+    assert p.int8_aware_trained_for() is None and not p.has_int8_aware_model()
 
 
 def test_changing_int8_epochs_runs_the_stage_again(tiny_model_dir, tiny_task_files, tmp_path):

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import STAGE_MODEL
+from ..config import INT8_EMULATION, STAGE_MODEL
 from ..dynamic import SubnetSpec
 from ..errors import ConfigError, ProjectError, UserError, disk_full
 from ..events import ExportDone, LogMessage, StageEnded, StageProgress, StageStarted, StopToken
@@ -169,7 +169,20 @@ def _resolve_model(
             )
         )
     fp32_name = request.model_name or final_model_name(project)
-    aware = request.model_name is None and fmt in INT8_FORMATS and project.has_int8_aware_model()
+    aware = (
+        request.model_name is None
+        and fmt in INT8_FORMATS
+        and request.int8_method == INT8_EMULATION
+        and project.has_int8_aware_model()
+    )
+    trained_for = project.int8_aware_trained_for()
+    if request.model_name is None and fmt in INT8_FORMATS and trained_for and not aware:
+        events(
+            LogMessage(
+                f"the int8-aware stage's weights were trained for {trained_for} INT8, not {request.int8_method}: "
+                f"quantizing the {fp32_name} model instead (run the stage again to train for it)"
+            )
+        )
     name = STAGE_MODEL["int8-aware"] if aware else fp32_name
     model = project.load_model(name)
     slim = extract_from_model(model, spec, t.depth_rule)

@@ -143,7 +143,7 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
             + (
                 "from the int8-aware stage (trained as this file computes), checked against the fp32 model"
                 if q["path"] == "int8-aware"
-                else "quantized from the fp32 model after training (no int8-aware stage)"
+                else "quantized from the fp32 model after training (no int8-aware weights)"
             )
             + how.get(method, f" by {method}, calibrated on {q.get('calibration', 'train rows')}")
             + (

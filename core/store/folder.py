@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..config import STAGE_MODEL, STAGES, ProjectConfig
+from ..config import INT8_EMULATION, STAGE_MODEL, STAGES, ProjectConfig
 from ..errors import ConfigError, ProjectError
 from .files import atomic_write_text, main_process_writes
 from .grid import MEASURED_PREFIXES, Grid
@@ -144,14 +144,17 @@ class ProjectStore:
         return None if self.has_model(name) else self.model_dir(name)
 
     def has_int8_aware_model(self) -> bool:
-        """Whether the int8-aware stage left weights for the INT8 files (it ran, was not skipped, its model is
-        there): the INT8 exports and the latency job's INT8 files quantize those; everything fp32 keeps the model
-        before it."""
-        return (
-            self.is_done("int8-aware")
-            and not self.stage_info("int8-aware").get("skipped")
-            and self.has_model(STAGE_MODEL["int8-aware"])
-        )
+        """Whether the int8-aware stage left weights for the INT8 files (it ran through the INT8 method the files
+        use now, was not skipped, its model is there): the INT8 exports and the latency job's INT8 files quantize
+        those; everything fp32 keeps the model before it."""
+        return self.int8_aware_trained_for() == INT8_EMULATION and self.has_model(STAGE_MODEL["int8-aware"])
+
+    def int8_aware_trained_for(self) -> str | None:
+        """The INT8 method the int8-aware stage trained through, or None when it did not run (or was skipped). A
+        stage of before round 8 recorded none: it trained through one range per tensor ("dynamic")."""
+        if not self.is_done("int8-aware") or self.stage_info("int8-aware").get("skipped"):
+            return None
+        return self.stage_info("int8-aware").get("emulation", "dynamic")
 
     def mark_done(self, stage: str, record: dict[str, Any]) -> None:
         """Record a finished stage (state.json has this one writer) and drop its mid-stage checkpoint.
