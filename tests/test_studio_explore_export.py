@@ -301,3 +301,58 @@ def test_the_chance_label_keeps_clear_of_the_points_on_explore(window, tmp_path)
         near = box.adjusted(-5, -5, 5, 5)  # a marker's radius around the text
         assert not near.contains(centre), (x, y)
     assert not box.intersects(chart.legend.sceneBoundingRect())
+
+
+def test_the_int8_method_is_offered_for_int8_targets_only_and_reaches_the_request(window, tmp_path, monkeypatch):
+    from dynastudio.core.requests import INT8_METHODS, ExportReport
+
+    state = window.state
+    root = write_project(tmp_path / "p")
+    state.open_project(root)
+    state.select("w1_d1")
+    window.go_to("export")
+    xp = window.pages["export"]
+    assert [xp.int8_method.itemData(i) for i in range(xp.int8_method.count())] == list(INT8_METHODS)
+    assert xp.int8_method.currentData() == "per-token"  # the export's default
+
+    def pick(target: str) -> None:
+        xp.target.setCurrentIndex(xp.target.findData(target))
+
+    for target, int8 in (("android", True), ("onnx-int8", True), ("arm-linux", True), ("onnx", False), ("ios", False)):
+        pick(target)
+        assert xp.int8_method.isHidden() is not int8, target
+        assert xp.int8_label.isHidden() is not int8, target
+
+    seen = []
+    monkeypatch.setattr(state, "start_job", lambda parent, name, root, request: seen.append(request))
+    pick("android")
+    xp.int8_method.setCurrentIndex(xp.int8_method.findData("dynamic"))
+    xp.start_export()
+    assert seen and seen[-1].int8_method == "dynamic" and seen[-1].target == "android"
+
+    folder = root / "exports" / "int8"
+    folder.mkdir(parents=True)
+    (folder / "model.ort").write_bytes(b"x" * 100)
+    quantization = {
+        "path": "post-training",
+        "method": "per-token",
+        "speed": {"fp32_ms": 9.0, "int8_ms": 4.0, "speedup": 2.25},
+    }
+    xp._on_finished(
+        ExportReport(
+            str(folder),
+            "ort-int8",
+            "android",
+            1.0,
+            1.0,
+            0.01,
+            0.995,
+            True,
+            None,
+            872,
+            0.1,
+            verification={"quantization": quantization},
+        )
+    )
+    text = xp.verify.text()
+    assert "INT8: post-training, per-token" in text and "2.25x the fp32 file's speed" in text

@@ -30,7 +30,15 @@ from .logits import input_names_for
 from .onnx import onnx_folder_config
 from .readme import readme
 from .runners import torch_runner
-from .targets import CONFIG_FILE, MODEL_FILES, TRIM_BY_DEFAULT, VERIFICATION_FILE, require_extra, resolve_format
+from .targets import (
+    CONFIG_FILE,
+    INT8_FORMATS,
+    MODEL_FILES,
+    TRIM_BY_DEFAULT,
+    VERIFICATION_FILE,
+    require_extra,
+    resolve_format,
+)
 from .verify import (
     AGREEMENT_FORMATS,
     FormatCheck,
@@ -49,7 +57,6 @@ from .vocab import VocabPlan, plan_vocab, read_word_list, save_trimmed_tokenizer
 SPEED_ROUNDS, SPEED_RUNS = 3, 10  # the INT8 file's timing against fp32 in an export
 CALIBRATION_ROWS = 300  # train rows that calibrate openvino-int8 (NNCF's default sample size)
 EXPORT_STEPS = 5  # extract, write, verify, dev agreement, move into place
-INT8_FORMATS = ("onnx-int8", "ort-int8")
 ACTIVATIONS = {  # how each INT8 method quantizes a MatMul's input, for the report
     "per-token": "UINT8 with a range per token computed on the fly: symmetric, asymmetric after the FFN's "
     "activation (export/quantize.per_token_matmuls)",

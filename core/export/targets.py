@@ -52,6 +52,9 @@ PRESET_ALIASES: dict[str, str] = {"mobile-arm": "android"}
 # presets that trim the vocabulary unless told not to (phones: the embedding table is most of a small model)
 TRIM_BY_DEFAULT = ("android", "ios")
 
+# the formats whose MatMuls are quantized by quantize.quantize_int8 (the method is ExportRequest.int8_method)
+INT8_FORMATS = ("onnx-int8", "ort-int8")
+
 # the file holding the model in each format
 MODEL_FILES = {
     "onnx": "model.onnx",

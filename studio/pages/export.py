@@ -28,11 +28,13 @@ from PySide6.QtWidgets import (
 from dynastudio.core.export.targets import (
     FORMAT_EXTRAS,
     FORMATS,
+    INT8_FORMATS,
     PRESET_DESCRIPTIONS,
     PRESETS,
     TRIM_BY_DEFAULT,
     missing_extra,
 )
+from dynastudio.core.requests import INT8_METHODS
 
 from ..dialogs import open_folder
 from ..errors import show_error
@@ -41,6 +43,12 @@ from ..style import HINT_CSS, fmt_bytes, label_sort_key
 from .pareto_chart import DetailLine
 
 NO_EXPORT = "No export yet: pick a sub-network and a target, then Export."
+
+# how each INT8 method reads in the list (core/requests.INT8_METHODS; docs/deploying.md has the measurements)
+INT8_METHOD_TEXT = {
+    "per-token": "per-token: each token's input gets its own range (closest to fp32)",
+    "dynamic": "dynamic: one range per input tensor (onnxruntime's quantize_dynamic)",
+}
 
 
 def presets() -> tuple[dict, dict, dict]:
@@ -85,6 +93,15 @@ class ExportPage(QWidget):
             "sub-networks. The phone presets (android, ios) turn it on."
         )
         self.trim.setObjectName("exportTrim")
+        self.int8_method = QComboBox()
+        self.int8_method.setObjectName("exportInt8Method")
+        for m in INT8_METHODS:
+            self.int8_method.addItem(INT8_METHOD_TEXT.get(m, m), m)
+        self.int8_method.setToolTip(
+            "How the INT8 formats (onnx-int8, ort-int8; the android and arm-linux presets) quantize each matrix "
+            "product's input. per-token agrees with fp32 on more rows; dynamic is onnxruntime's default method."
+        )
+        self.int8_label = QLabel("INT8 method")
         self.export_button = QPushButton("Export")
         self.export_button.setObjectName("exportButton")
         self.export_button.setMinimumHeight(32)
@@ -117,6 +134,7 @@ class ExportPage(QWidget):
         target_col.addWidget(self.target_help)
         form.addRow("Target", target_col)
         form.addRow("Folder", out_row)
+        form.addRow(self.int8_label, self.int8_method)
         form.addRow("", self.trim)
         form.addRow("", self.overwrite)
         form.addRow("", self.export_button)
@@ -225,6 +243,9 @@ class ExportPage(QWidget):
             text += f" Not installed here; install it with: {self.missing[fmt]}"
         self.target_help.setText(text)
         self.trim.setChecked(name in TRIM_BY_DEFAULT)
+        int8 = fmt in INT8_FORMATS  # the method means nothing to the other formats: not shown for them
+        self.int8_method.setVisible(int8)
+        self.int8_label.setVisible(int8)
         self._default_out()
 
     def _default_out(self) -> None:
@@ -275,6 +296,7 @@ class ExportPage(QWidget):
             out,
             overwrite=self.overwrite.isChecked(),
             trim_vocab=self.trim.isChecked(),
+            int8_method=self.int8_method.currentData(),
         )
         handle = self.state.start_job(self.window(), "export", project.root, request)
         if handle is None:
@@ -362,6 +384,13 @@ class ExportPage(QWidget):
                 f"{100 * report.agreement:.2f}% of {report.dev_examples} dev examples"
                 + (f" (required {100 * need:g}%)" if need else "")
             )
+        if q := v.get("quantization"):
+            text = f"INT8: {q.get('path', '?')}, {q.get('method', '?')}"
+            if sp := q.get("speed"):
+                text += (
+                    f"; {sp['speedup']:.2f}x the fp32 file's speed here ({sp['int8_ms']:.1f} vs {sp['fp32_ms']:.1f} ms)"
+                )
+            lines.append(text)
         if voc := v.get("vocabulary"):
             lines.append(
                 f"vocabulary trimmed to {voc['kept_tokens']:,} of {voc['original_tokens']:,} tokens: "
