@@ -1,8 +1,9 @@
-"""OpenVINO's own INT8 (NNCF post-training quantization, the `openvino-int8` export) against OpenVINO at its default
-precision (bf16 on a CPU with AVX512-BF16, the `openvino` export), OpenVINO in fp32, and onnxruntime's fp32 and
-per-token INT8 files, on a trained project.
+"""OpenVINO's own INT8 (the `openvino-int8` export: per-token, its default, with NNCF's INT8 weights and inputs
+quantized on the fly by OpenVINO's CPU plugin; and static, NNCF's post-training quantization calibrated on train
+rows) against OpenVINO at its default precision (bf16 on a CPU with AVX512-BF16, the `openvino` export), OpenVINO in
+fp32, and onnxruntime's fp32 and per-token INT8 files, on a trained project.
 
-For each cell: the two OpenVINO exports are made by the export job itself (so their dev agreement with the PyTorch
+For each cell: the three OpenVINO exports are made by the export job itself (so their dev agreement with the PyTorch
 fp32 cell is the export's own check; NNCF calibrates on train rows only), then every file is timed side by side in
 this one process: 1 thread, batch 1, sequence 128, the files interleaved round by round, median.
 
@@ -39,6 +40,10 @@ from dynastudio.core.extract import extract_from_model  # noqa: E402
 from dynastudio.core.prepare import project_tokenizer  # noqa: E402
 from dynastudio.core.project import Project  # noqa: E402
 from dynastudio.core.requests import ExportRequest  # noqa: E402
+
+# (name, format, --int8-method): OpenVINO at its default precision, its INT8 per token (the default) and static
+EXPORTS = (("openvino", "openvino", "per-token"), ("openvino-int8", "openvino-int8", "per-token"))
+EXPORTS += (("openvino-int8 static", "openvino-int8", "static"),)
 
 
 class OpenVino:
@@ -97,18 +102,21 @@ def main() -> None:
             spec = SubnetSpec(*(float(x) for x in c.split(",")))
             d = Path(scratch) / spec.label
             checks, files = {}, {}
-            for fmt in ("openvino", "openvino-int8"):
-                request = ExportRequest(spec.width_mult, spec.depth_mult, fmt, str(d / fmt), model_name=a.model)
+            for key, fmt, method in EXPORTS:
+                out = d / key.replace(" ", "-")
+                request = ExportRequest(
+                    spec.width_mult, spec.depth_mult, fmt, str(out), model_name=a.model, int8_method=method
+                )
                 t0 = time.time()
                 export_job(project, request, null_sink, StopToken())
-                v = json.loads((d / fmt / "verification.json").read_text())
-                files[fmt] = d / fmt / v["model_file"]
-                checks[fmt] = {
+                v = json.loads((out / "verification.json").read_text())
+                files[key] = out / v["model_file"]
+                checks[key] = {
                     "agreement": v["dev"]["agreement"],
                     "metric_change": v["dev"]["exported_score"] - v["dev"]["pytorch_score"],
                     "passed": v["passed"],
                     "export_seconds": round(time.time() - t0, 1),
-                    "size_mb": sum(p.stat().st_size for p in (d / fmt).glob("openvino_model.*")) / 1e6,
+                    "size_mb": sum(p.stat().st_size for p in out.glob("openvino_model.*")) / 1e6,
                 }
             slim = extract_from_model(model, spec, rule)
             names = input_names_for(tok, slim)
@@ -122,7 +130,10 @@ def main() -> None:
             runners = {
                 "OpenVINO fp32": OpenVino(files["openvino"], f32=True),
                 "OpenVINO default (openvino)": OpenVino(files["openvino"], f32=False),
-                "OpenVINO INT8 (openvino-int8)": OpenVino(files["openvino-int8"], f32=False),
+                "OpenVINO INT8 per-token (openvino-int8)": OpenVino(files["openvino-int8"], f32=False),
+                "OpenVINO INT8 static (openvino-int8, --int8-method static)": OpenVino(
+                    files["openvino-int8 static"], f32=False
+                ),
                 "onnxruntime fp32 (onnx)": Ort(fp32),
                 "onnxruntime INT8 per-token (onnx-int8)": Ort(int8),
             }
@@ -142,13 +153,15 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "openvino_int8.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
-        "# OpenVINO INT8 (NNCF) against OpenVINO's default precision, fp32 and onnxruntime (bench/openvino_int8.py)",
+        "# OpenVINO INT8 (per-token and static) against OpenVINO's default precision, fp32 and onnxruntime (bench/openvino_int8.py)",
         "",
         f"`{result['command']}` (finished {result['finished']}, {result['seconds']} s), OpenVINO {result['openvino']}, "
         f"{result['machine']}; load average before {result['load_average_before']}, after "
         f"{result['load_average_after']}. Latency: 1 thread, batch 1, sequence 128, median of {a.rounds} interleaved "
-        f"rounds of {a.runs} runs. Agreement: the export job's own check on dev against the PyTorch fp32 cell; NNCF "
-        "calibrated on train rows only.",
+        f"rounds of {a.runs} runs. Agreement: the export job's own check on dev against the PyTorch fp32 cell. "
+        "openvino-int8 per-token (the default): NNCF's INT8 weights, inputs quantized on the fly with a range per "
+        "token (per hidden-size group of values); static: NNCF's post-training quantization calibrated on 300 train "
+        "rows (never dev).",
         "",
         "| cell | runtime and file | latency ms | vs OpenVINO default | vs OpenVINO fp32 |",
         "|---|---|---:|---:|---:|",

@@ -14,9 +14,16 @@ from .config import ProjectConfig
 MIN_AGREEMENT = 0.99  # INT8/fp16 pass only when at least this share of dev predictions match PyTorch
 
 
-# how the INT8 formats quantize each MatMul's input: a range per token (the default) or one per tensor (onnxruntime's
-# dynamic quantization: faster, further from fp32); export/quantize.py has both, bench/int8_paths.py compares them
-INT8_METHODS = ("per-token", "dynamic")
+# how the INT8 formats quantize each MatMul's input. onnx-int8 and ort-int8: a range per token (the default) or one
+# per tensor (onnxruntime's dynamic quantization: faster, further from fp32); export/quantize.py has both,
+# bench/int8_paths.py compares them. openvino-int8: a range per token's group of channels, computed by OpenVINO's CPU
+# plugin on the fly (the default), or static ranges calibrated on train rows by NNCF (bench/openvino_int8.py).
+INT8_METHODS_BY_FORMAT = {
+    "onnx-int8": ("per-token", "dynamic"),
+    "ort-int8": ("per-token", "dynamic"),
+    "openvino-int8": ("per-token", "static"),
+}
+INT8_METHODS = ("per-token", "dynamic", "static")  # every format's, the default first
 
 
 @dataclass(frozen=True)

@@ -352,40 +352,64 @@ def test_device_formats_export_and_verify_with_their_runtime(wide_vocab_project,
 
 
 @pytest.mark.slow
-def test_openvino_int8_is_calibrated_on_train_rows_only_and_verified(wide_vocab_project, tmp_path, monkeypatch):
-    """openvino-int8: NNCF quantizes the OpenVINO model with activation ranges from train rows, never dev rows
-    (dev only reports), one row per feed; the INT8 IR is checked on dev at OpenVINO's own precision."""
+def test_openvino_int8_quantizes_per_token_on_the_fly_or_static_from_train_rows_only(
+    wide_vocab_project, tmp_path, monkeypatch
+):
+    """openvino-int8, per-token (the default): NNCF's INT8 weights, and a group size in the IR that makes OpenVINO's
+    CPU plugin quantize each token's inputs on the fly (no calibration). static: NNCF quantizes with activation
+    ranges from train rows, never dev rows (dev only reports), one row per feed. Both checked on dev in OpenVINO;
+    a method of the ONNX INT8 formats is refused in one line."""
     import importlib.util
 
     if importlib.util.find_spec("nncf") is None or importlib.util.find_spec("openvino") is None:
         pytest.skip("openvino and nncf are not installed")
     from dynastudio.core.export import formats
+    from dynastudio.core.export.runtimes import import_openvino
     from dynastudio.core.prepare import prepare_inputs
 
+    ov = import_openvino()  # without OpenVINO's telemetry, as the studio imports it
+
     seen: list[dict] = []
-    real = formats.openvino_int8
+    real = formats.openvino_int8_static
 
     def spy(src, dst, calibration):
         seen.extend(calibration)
         return real(src, dst, calibration)
 
-    monkeypatch.setattr(formats, "openvino_int8", spy)
+    monkeypatch.setattr(formats, "openvino_int8_static", spy)
     rep = export(wide_vocab_project, (0.5, 0.5), "openvino-int8", tmp_path / "ov8")
     v = rep.verification
-    assert rep.format == "openvino-int8" and rep.passed and rep.agreement is not None
-    assert v["quantization"]["path"] == "post-training" and "NNCF" in v["quantization"]["method"]
+    assert rep.format == "openvino-int8" and rep.passed and rep.agreement is not None and not seen
+    assert v["quantization"]["method"] == "per-token" and v["quantization"]["path"] == "post-training"
+    core = ov.Core()
+    model = core.read_model(str(tmp_path / "ov8" / MODEL_FILES["openvino-int8"]))
+    hidden = json.loads((tmp_path / "ov8" / "dynabert_config.json").read_text())["hidden_size"]
+    assert model.get_rt_info(["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"]).astype(int) == hidden
+    assert core.compile_model(model, "CPU").get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE") == hidden
+    ops = {o.get_type_name() for o in model.get_ops()}
+    consts = [o for o in model.get_ops() if o.get_type_name() == "Constant"]
+    assert "FakeQuantize" not in ops and any(o.get_element_type() == ov.Type.u8 for o in consts)
+    readme = (tmp_path / "ov8" / "README.md").read_text()
+    assert "compile_model" in readme and "range per token" in readme and "DYNAMIC_QUANTIZATION_GROUP_SIZE" in readme
+
+    rep = export(wide_vocab_project, (0.5, 0.5), "openvino-int8", tmp_path / "ov8s", int8_method="static")
+    v = rep.verification
+    assert rep.passed and v["quantization"]["method"] == "static" and "NNCF" in v["quantization"]["activations"]
     inputs = prepare_inputs(wide_vocab_project)
     train = {tuple(r) for r in inputs.train.input_ids}
     dev = {tuple(r) for r in inputs.dev.input_ids} - train  # a sentence in both splits proves nothing
     rows = [tuple(f["input_ids"][0]) for f in seen]
     assert len(rows) == min(300, len(inputs.train)) and all(f["input_ids"].shape[0] == 1 for f in seen)
     assert set(rows) <= train and not set(rows) & dev and dev
-    import openvino as ov
-
-    ops = {
-        o.get_type_name() for o in ov.Core().read_model(str(tmp_path / "ov8" / MODEL_FILES["openvino-int8"])).get_ops()
-    }
+    ops = {o.get_type_name() for o in core.read_model(str(tmp_path / "ov8s" / MODEL_FILES["openvino-int8"])).get_ops()}
     assert "FakeQuantize" in ops  # NNCF's INT8 quantizers, which the CPU plugin runs as INT8 kernels
+    assert "calibrated on train rows (NNCF)" in (tmp_path / "ov8s" / "README.md").read_text()
+
+    with pytest.raises(
+        ConfigError, match="int8_method 'dynamic' is not one of openvino-int8's: choose one of per-token, static$"
+    ):
+        export(wide_vocab_project, (0.5, 0.5), "openvino-int8", tmp_path / "bad", int8_method="dynamic")
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.slow

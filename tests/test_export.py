@@ -158,10 +158,15 @@ def test_int8_methods_per_token_by_default_dynamic_on_request(project, tmp_path,
 
     base = ["export", str(project.root), "--width", "1", "--depth", "1", "--format", "onnx-int8"]
     with pytest.raises(SystemExit):
-        main([*base, "--out", str(tmp_path / "bad"), "--int8-method", "static"])
+        main([*base, "--out", str(tmp_path / "bad"), "--int8-method", "minmax"])
     assert "--int8-method" in capsys.readouterr().err
-    with pytest.raises(ConfigError, match="int8_method 'static': choose one of per-token, dynamic"):
+    # a method of another INT8 format: one line naming this format's
+    with pytest.raises(
+        ConfigError, match="int8_method 'static' is not one of onnx-int8's: choose one of per-token, dynamic$"
+    ):
         export(project, (1.0, 1.0), "onnx-int8", tmp_path / "bad2", int8_method="static")
+    with pytest.raises(ConfigError, match="int8_method 'typo': choose one of per-token, dynamic$"):
+        export(project, (1.0, 1.0), "onnx-int8", tmp_path / "bad2", int8_method="typo")
     assert not (tmp_path / "bad2").exists()
 
 

@@ -304,7 +304,7 @@ def test_the_chance_label_keeps_clear_of_the_points_on_explore(window, tmp_path)
 
 
 def test_the_int8_method_is_offered_for_int8_targets_only_and_reaches_the_request(window, tmp_path, monkeypatch):
-    from dynastudio.core.requests import INT8_METHODS, ExportReport
+    from dynastudio.core.requests import INT8_METHODS_BY_FORMAT, ExportReport
 
     state = window.state
     root = write_project(tmp_path / "p")
@@ -312,16 +312,19 @@ def test_the_int8_method_is_offered_for_int8_targets_only_and_reaches_the_reques
     state.select("w1_d1")
     window.go_to("export")
     xp = window.pages["export"]
-    assert [xp.int8_method.itemData(i) for i in range(xp.int8_method.count())] == list(INT8_METHODS)
-    assert xp.int8_method.currentData() == "per-token"  # the export's default
 
     def pick(target: str) -> None:
         xp.target.setCurrentIndex(xp.target.findData(target))
 
-    for target, int8 in (("android", True), ("onnx-int8", True), ("arm-linux", True), ("onnx", False), ("ios", False)):
+    cases = (("android", "ort-int8"), ("onnx-int8", "onnx-int8"), ("arm-linux", "onnx-int8"), ("openvino-int8", None))
+    for target, fmt in (*cases, ("onnx", None), ("ios", None)):
         pick(target)
-        assert xp.int8_method.isHidden() is not int8, target
-        assert xp.int8_label.isHidden() is not int8, target
+        methods = INT8_METHODS_BY_FORMAT.get(fmt or target, ())
+        assert xp.int8_method.isHidden() is not bool(methods), target
+        assert xp.int8_label.isHidden() is not bool(methods), target
+        assert [xp.int8_method.itemData(i) for i in range(xp.int8_method.count())] == list(methods), target
+        if methods:
+            assert xp.int8_method.currentData() == "per-token"  # every INT8 format's default
 
     seen = []
     monkeypatch.setattr(state, "start_job", lambda parent, name, root, request: seen.append(request))

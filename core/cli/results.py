@@ -109,8 +109,9 @@ def add_parsers(sub) -> None:
         "--int8-method",
         choices=INT8_METHODS,
         default="per-token",
-        help="how the INT8 formats quantize each MatMul's input: a range per token (default: closest to fp32) or "
-        "one per tensor (dynamic: onnxruntime's own, about 10%% faster, further from fp32)",
+        help="how the INT8 formats quantize each MatMul's input: a range per token (default: closest to fp32); "
+        "onnx-int8 and ort-int8 also take dynamic (one range per tensor: onnxruntime's own, about 10%% faster, "
+        "further from fp32), openvino-int8 static (NNCF's ranges calibrated on train rows)",
     )
     ex.set_defaults(func=cmd_export)
 

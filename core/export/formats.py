@@ -14,6 +14,7 @@ from .runtimes import (
     export_executorch,
     export_torchscript,
     openvino_int8,
+    openvino_int8_static,
     save_hf_folder,
     to_openvino,
 )
@@ -33,7 +34,7 @@ def write_format(
 
     `fp32_onnx`: an fp32 ONNX file of the same model already written, which onnx-int8 then quantizes
     instead of exporting the model again. `int8_method`: how onnx-int8 and ort-int8 quantize (quantize.INT8_METHODS).
-    `calibration`: openvino-int8's calibration feeds (train rows, one per feed).
+    `calibration`: the calibration feeds of openvino-int8's static method (train rows, one per feed).
     """
     if fmt == "onnx":
         export_onnx(slim, folder / MODEL_FILES[fmt], input_names)
@@ -60,11 +61,14 @@ def write_format(
             to_openvino(onnx_file, folder / MODEL_FILES[fmt])
     elif fmt == "openvino-int8":
         require_extra(fmt)
-        if not calibration:
-            raise InternalError("openvino-int8 needs calibration rows: the export job passes train rows")
+        if int8_method == "static" and not calibration:
+            raise InternalError("openvino-int8 static needs calibration rows: the export job passes train rows")
         with tempfile.TemporaryDirectory(dir=folder) as scratch:
             onnx_file = fp32_onnx or export_onnx(slim, Path(scratch) / "model.onnx", input_names)
-            openvino_int8(onnx_file, folder / MODEL_FILES[fmt], calibration)
+            if int8_method == "static" and calibration:
+                openvino_int8_static(onnx_file, folder / MODEL_FILES[fmt], calibration)
+            else:
+                openvino_int8(onnx_file, folder / MODEL_FILES[fmt], slim.config.hidden_size)
     elif fmt == "executorch":
         require_extra(fmt)
         export_executorch(slim, folder / MODEL_FILES[fmt], input_names)

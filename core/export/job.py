@@ -22,7 +22,7 @@ from ..errors import ConfigError, ProjectError, UserError, disk_full
 from ..events import ExportDone, LogMessage, StageEnded, StageProgress, StageStarted, StopToken
 from ..extract import check_spec, extract_from_model
 from ..project import Project
-from ..requests import INT8_METHODS, ExportReport, ExportRequest
+from ..requests import INT8_METHODS, INT8_METHODS_BY_FORMAT, ExportReport, ExportRequest
 from ..slim import SlimModel
 from ..store import atomic_write_text, final_model_name
 from .formats import file_sizes, model_size, write_format
@@ -89,7 +89,8 @@ def export_job(project: Project, request: ExportRequest, events, stop: StopToken
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the export is meant to be shared
         events(LogMessage(f"exporting {spec.label} as {fmt} to {out_dir}"))
-        calibration = _calibration_feeds(project, src) if fmt == "openvino-int8" else None
+        static = fmt == "openvino-int8" and request.int8_method == "static"
+        calibration = _calibration_feeds(project, src) if static else None
         fp32 = _write_folder(fmt, src, tmp, stop, request.int8_method, calibration)
         speed = None
         if fp32 is not None:
@@ -144,8 +145,13 @@ def _checked_request(project: Project, request: ExportRequest) -> tuple[str, str
     spec = check_spec(SubnetSpec(request.width_mult, request.depth_mult))
     if not 0 < request.min_agreement <= 1:
         raise ConfigError(f"min_agreement {request.min_agreement}: must be in (0, 1], e.g. 0.99")
-    if request.int8_method not in INT8_METHODS:
-        raise ConfigError(f"int8_method {request.int8_method!r}: choose one of {', '.join(INT8_METHODS)}")
+    methods = INT8_METHODS_BY_FORMAT.get(fmt, INT8_METHODS)  # a format that quantizes nothing ignores it
+    if request.int8_method not in methods:
+        raise ConfigError(
+            f"int8_method {request.int8_method!r}"
+            + (f" is not one of {fmt}'s" if request.int8_method in INT8_METHODS else "")
+            + f": choose one of {', '.join(methods)}"
+        )
     out_dir = Path(request.out_dir).expanduser().resolve()
     _check_out_dir(out_dir, project.root, request.overwrite)
     try:
@@ -410,12 +416,23 @@ def _verify(
             "weights": "INT8 per output channel, symmetric",
             "emulation": emulation,
         }
-    if fmt == "openvino-int8":
+    if fmt == "openvino-int8" and request.int8_method == "static":
         record["quantization"] = {
             "path": "post-training",
-            "method": "NNCF post-training quantization (transformer preset)",
+            "method": "static",
             "weights_from": src.name,
-            "calibration": f"{CALIBRATION_ROWS} train rows at most (never dev), one at a time",
+            "activations": "INT8 with fixed ranges: NNCF post-training quantization (transformer preset), "
+            f"calibrated on {CALIBRATION_ROWS} train rows at most (never dev), one at a time",
+            "weights": "INT8 per output channel (NNCF)",
+        }
+    elif fmt == "openvino-int8":
+        record["quantization"] = {
+            "path": "post-training",
+            "method": "per-token",
+            "weights_from": src.name,
+            "activations": f"8 bits with a range per {src.shipped.config.hidden_size} values of each token, computed "
+            "on the fly by OpenVINO's CPU plugin (DYNAMIC_QUANTIZATION_GROUP_SIZE, stored in the IR)",
+            "weights": "INT8 per output channel, asymmetric (NNCF weight compression)",
         }
     return record
 

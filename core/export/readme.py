@@ -137,6 +137,7 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
             "per-token": "; activations quantized with a range per token",
             "dynamic": "; activations quantized with one range per tensor (dynamic); the dev rows ran one at a time, "
             "as a device runs them",
+            "static": "; activations quantized with fixed ranges calibrated on train rows (NNCF)",
         }
         lines[-3:-3] = [
             "- INT8 weights "
@@ -186,7 +187,7 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
             "",
             *_ort_python(v, folder_name, feed_keys),
         ]
-    elif fmt == "openvino":
+    elif fmt in ("openvino", "openvino-int8"):
         lines += [
             "```bash",
             "pip install openvino transformers",
@@ -208,7 +209,16 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
             "The weights are fp32 (`openvino_model.bin`). OpenVINO's CPU plugin computes in bf16 on CPUs that have it "
             '(AVX512-BF16, AMX) and in fp32 elsewhere; pass `{"INFERENCE_PRECISION_HINT": "f32"}` to '
             "`compile_model` for fp32 everywhere. `verification.json` has both checks: strict fp32, and the default "
-            "precision's dev-set agreement.",
+            "precision's dev-set agreement."
+            if fmt == "openvino"
+            else "The weights are INT8 (`openvino_model.bin`). "
+            + (
+                "The file asks OpenVINO's CPU plugin to quantize each product's input on the fly, with a range per "
+                "token (`DYNAMIC_QUANTIZATION_GROUP_SIZE` in the model's `runtime_options`; a `compile_model` "
+                "setting of your own overrides it). A CPU where the plugin cannot do so runs INT8 weights only."
+                if (v.get("quantization") or {}).get("method") == "per-token"
+                else "NNCF fixed its activation ranges from train rows; OpenVINO runs its INT8 kernels."
+            ),
         ]
     elif fmt == "executorch":
         lines += [

@@ -24,12 +24,25 @@ def to_openvino(src: Path, dst: Path) -> Path:
     return Path(dst)
 
 
-def openvino_int8(src: Path, dst: Path, calibration: list[dict]) -> Path:
-    """ONNX -> OpenVINO IR quantized to INT8 by NNCF's post-training quantization, the OpenVINO toolkit's own
-    (its CPU plugin runs OpenVINO's INT8 graphs with its own kernels; onnxruntime's INT8 files run slower in it).
-    `calibration`: feeds of train rows, one row each as a device sends them, from which NNCF sets the activation
-    ranges; the transformer preset keeps the ops that lose accuracy at INT8 (softmax, LayerNorm, GELU) in
-    floating point."""
+def openvino_int8(src: Path, dst: Path, group: int) -> Path:
+    """ONNX -> OpenVINO IR with INT8 weights (NNCF's weight compression: asymmetric, per output channel) whose
+    MatMul inputs OpenVINO's CPU plugin quantizes to 8 bits on the fly, with a range per `group` consecutive
+    values of each token (the hidden size: a range per token, as the per-token ONNX files). The group size
+    travels in the IR (rt_info runtime_options), so every app that compiles the file gets it. Data-free."""
+    ov = import_openvino()
+    with quiet_import():
+        import nncf
+
+    model = nncf.compress_weights(ov.Core().read_model(str(src)), mode=nncf.CompressWeightsMode.INT8_ASYM)
+    model.set_rt_info(str(group), ["runtime_options", "DYNAMIC_QUANTIZATION_GROUP_SIZE"])
+    ov.save_model(model, str(dst), compress_to_fp16=False)
+    return Path(dst)
+
+
+def openvino_int8_static(src: Path, dst: Path, calibration: list[dict]) -> Path:
+    """ONNX -> OpenVINO IR quantized to INT8 by NNCF's post-training quantization (`--int8-method static`): its
+    activation ranges fixed from `calibration`, feeds of train rows, one row each as a device sends them; the
+    transformer preset keeps the ops that lose accuracy at INT8 (softmax, LayerNorm, GELU) in floating point."""
     ov = import_openvino()
     with quiet_import():
         import nncf

@@ -12,7 +12,8 @@ FORMATS: dict[str, str] = {
     "ort": "ONNX Runtime Mobile (.ort, fp32): onnxruntime-android / onnxruntime-objc, or any onnxruntime",
     "ort-int8": "ONNX Runtime Mobile (.ort) with INT8 weights: the small, fast choice for Android",
     "openvino": "OpenVINO IR (xml + bin): the fastest runtime on Intel and AMD x86 CPUs",
-    "openvino-int8": "OpenVINO IR quantized to INT8 by NNCF, calibrated on train rows: faster still on x86 CPUs",
+    "openvino-int8": "OpenVINO IR with INT8 weights (NNCF) and inputs quantized per token on the fly: faster "
+    "still on x86 CPUs",
     "executorch": "ExecuTorch program (.pte) with the XNNPACK delegate: PyTorch's on-device runtime (Android, iOS, embedded)",
     "coreml": "Core ML package (.mlpackage, ML program): iPhone, iPad and Mac (Neural Engine, GPU or CPU)",
     "torchscript": "TorchScript (traced): LibTorch in C++, or torch.jit.load in Python without transformers",

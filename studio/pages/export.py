@@ -28,13 +28,12 @@ from PySide6.QtWidgets import (
 from dynastudio.core.export.targets import (
     FORMAT_EXTRAS,
     FORMATS,
-    INT8_FORMATS,
     PRESET_DESCRIPTIONS,
     PRESETS,
     TRIM_BY_DEFAULT,
     missing_extra,
 )
-from dynastudio.core.requests import INT8_METHODS
+from dynastudio.core.requests import INT8_METHODS_BY_FORMAT
 
 from ..dialogs import open_folder
 from ..errors import show_error
@@ -44,10 +43,11 @@ from .pareto_chart import DetailLine
 
 NO_EXPORT = "No export yet: pick a sub-network and a target, then Export."
 
-# how each INT8 method reads in the list (core/requests.INT8_METHODS; docs/deploying.md has the measurements)
+# how each INT8 method reads in the list (core/requests.INT8_METHODS_BY_FORMAT; docs/deploying.md has the measurements)
 INT8_METHOD_TEXT = {
     "per-token": "per-token: each token's input gets its own range (closest to fp32)",
     "dynamic": "dynamic: one range per input tensor (onnxruntime's quantize_dynamic)",
+    "static": "static: fixed ranges calibrated on 300 train rows (NNCF)",
 }
 
 
@@ -95,11 +95,9 @@ class ExportPage(QWidget):
         self.trim.setObjectName("exportTrim")
         self.int8_method = QComboBox()
         self.int8_method.setObjectName("exportInt8Method")
-        for m in INT8_METHODS:
-            self.int8_method.addItem(INT8_METHOD_TEXT.get(m, m), m)
         self.int8_method.setToolTip(
-            "How the INT8 formats (onnx-int8, ort-int8; the android and arm-linux presets) quantize each matrix "
-            "product's input. per-token agrees with fp32 on more rows; dynamic is onnxruntime's default method."
+            "How the INT8 formats (onnx-int8, ort-int8, openvino-int8; the android and arm-linux presets) quantize "
+            "each matrix product's input. per-token agrees with fp32 on more rows."
         )
         self.int8_label = QLabel("INT8 method")
         self.export_button = QPushButton("Export")
@@ -243,7 +241,12 @@ class ExportPage(QWidget):
             text += f" Not installed here; install it with: {self.missing[fmt]}"
         self.target_help.setText(text)
         self.trim.setChecked(name in TRIM_BY_DEFAULT)
-        int8 = fmt in INT8_FORMATS  # the method means nothing to the other formats: not shown for them
+        methods = INT8_METHODS_BY_FORMAT.get(fmt, ())  # the other formats quantize nothing: not shown for them
+        if methods != tuple(self.int8_method.itemData(i) for i in range(self.int8_method.count())):
+            self.int8_method.clear()  # this format's methods, its default first
+            for m in methods:
+                self.int8_method.addItem(INT8_METHOD_TEXT.get(m, m), m)
+        int8 = bool(methods)
         self.int8_method.setVisible(int8)
         self.int8_label.setVisible(int8)
         self._default_out()
@@ -296,7 +299,7 @@ class ExportPage(QWidget):
             out,
             overwrite=self.overwrite.isChecked(),
             trim_vocab=self.trim.isChecked(),
-            int8_method=self.int8_method.currentData(),
+            int8_method=self.int8_method.currentData() or "per-token",
         )
         handle = self.state.start_job(self.window(), "export", project.root, request)
         if handle is None:
