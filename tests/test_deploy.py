@@ -389,6 +389,8 @@ def test_openvino_int8_quantizes_per_token_on_the_fly_or_static_from_train_rows_
     ops = {o.get_type_name() for o in model.get_ops()}
     consts = [o for o in model.get_ops() if o.get_type_name() == "Constant"]
     assert "FakeQuantize" not in ops and any(o.get_element_type() == ov.Type.u8 for o in consts)
+    bin_bytes = (tmp_path / "ov8" / "openvino_model.bin").stat().st_size  # the weights count in the model's size
+    assert rep.size_mb * 1e6 >= bin_bytes > 0
     readme = (tmp_path / "ov8" / "README.md").read_text()
     assert "compile_model" in readme and "range per token" in readme and "DYNAMIC_QUANTIZATION_GROUP_SIZE" in readme
 

@@ -98,7 +98,7 @@ def model_size(folder: Path, fmt: str) -> int:
     """Bytes of the model itself: its file with the files that belong to it (ONNX external data, OpenVINO's .bin)."""
     main = Path(folder) / MODEL_FILES[fmt]
     parts = [main, Path(str(main) + ".data")]
-    if fmt == "openvino":
+    if fmt in ("openvino", "openvino-int8"):
         parts.append(main.with_suffix(".bin"))
     return sum(tree_size(p) for p in parts if p.exists())
 
