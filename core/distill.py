@@ -371,6 +371,7 @@ class LoopSettings:
     checkpoint_seconds: float = 600.0  # a checkpoint at least this often, whatever the step count
     group_by_length: bool = False
     precision: str = "fp32"  # resolved: fp32, bf16 or fp16
+    eval_every: int = 0  # also call on_epoch_end every this many steps (0: at epoch ends only)
 
 
 def _wrap(model: nn.Module, device: torch.device) -> nn.Module:
@@ -421,7 +422,7 @@ def train_loop(
     pad_id: int,
     resume=None,
     save_checkpoint: Callable[..., str] | None = None,  # (step, total, model, optimizer, extra, rngs), main process
-    on_epoch_end: Callable[[int, int], None] | None = None,
+    on_epoch_end: Callable[[int, int], None] | None = None,  # (step, epoch): also every s.eval_every steps
 ) -> dict:
     """lr -> (stop?) -> batch -> losses/backward -> clip -> step -> zero_grad -> StepEnded -> checkpoint, until done.
 
@@ -527,7 +528,7 @@ def train_loop(
             if step < total and ((s.checkpoint_every > 0 and step % s.checkpoint_every == 0) or by_clock):
                 checkpoint()
                 last_checkpoint = time.perf_counter()
-            if step % per_epoch == 0 or step == total:
+            if step % per_epoch == 0 or step == total or (s.eval_every > 0 and step % s.eval_every == 0):
                 if on_epoch_end is not None:
                     on_epoch_end(step, epoch)
             if step >= total:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -42,7 +44,7 @@ from .models import load_base_model
 from .prepare import RunInputs, prepare_inputs
 from .project import Project
 from .requests import RunRequest, RunResult, StageRequest, StageRunRequest
-from .store import final_model_name
+from .store import atomic_write_text, final_model_name
 from .store.estimate import stages_to_run
 
 
@@ -57,6 +59,7 @@ class StageResult:
     metrics: dict[str, float] = field(default_factory=dict)  # finetune: the teacher's dev metrics
     teacher_check: dict | None = None  # finetune: the teacher against the constant prediction (evaluate.teacher_check)
     emulation: str | None = None  # int8-aware: the INT8 method it trained through (config.INT8_EMULATION)
+    teacher_kept: dict | None = None  # finetune: the checkpoint kept by its held-out score (_BestTeacher.summary)
 
     def record(self) -> dict:
         return asdict(self)
@@ -145,7 +148,17 @@ def _eval_hook(inputs: RunInputs, stage: str, model: nn.Module, specs, events):
 
 
 def _train(
-    inputs: RunInputs, stage: str, model, step_fn, epochs: float, lr: float, eval_specs, events, stop, precision=None
+    inputs: RunInputs,
+    stage: str,
+    model,
+    step_fn,
+    epochs: float,
+    lr: float,
+    eval_specs,
+    events,
+    stop,
+    precision=None,
+    after_eval=None,
 ) -> dict:
     p, t = inputs.project, inputs.cfg.train
     # the teacher never sees the importance rows; the stages after rewiring may (train.reuse_importance_rows)
@@ -181,7 +194,17 @@ def _train(
         t.checkpoint_minutes * 60,
         t.group_by_length,
         precision or inputs.precision,
+        TEACHER_EVAL_STEPS if after_eval is not None else 0,
     )
+    hook = _eval_hook(inputs, stage, model, eval_specs, events)
+    if after_eval is not None:
+        dev_hook = hook
+
+        def hook(step: int, epoch: int) -> None:
+            dev_hook(step, epoch)
+            after_eval(step)
+            model.train()
+
     return train_loop(
         model.to(inputs.device),
         data,
@@ -193,7 +216,7 @@ def _train(
         pad_id=inputs.pad_id,
         resume=resume,
         save_checkpoint=save_ckpt,
-        on_epoch_end=_eval_hook(inputs, stage, model, eval_specs, events),
+        on_epoch_end=hook,
     )
 
 
@@ -215,10 +238,111 @@ def finetune_job(project: Project, request: StageRequest, events, stop: StopToke
     step_fn = lambda m, b, ctx: task_step(
         m, b, [full], depth_rule=t.depth_rule, is_regression=inputs.task.is_regression, ctx=ctx
     )
-    info = _train(inputs, "finetune", model, step_fn, t.teacher_epochs, t.teacher_lr, [full], events, stop)
+    best = _BestTeacher(inputs, model, events)
+    info = _train(
+        inputs,
+        "finetune",
+        model,
+        step_fn,
+        t.teacher_epochs,
+        t.teacher_lr,
+        [full],
+        events,
+        stop,
+        after_eval=best.consider if best.enabled else None,
+    )
+    kept = best.restore()
     metrics, check = _check_teacher(inputs, model, events)
     project.save_model("teacher", model)
-    return _finish(project, "finetune", t0, events, steps=info["steps"], metrics=metrics, teacher_check=check)
+    best.clear()
+    return _finish(
+        project, "finetune", t0, events, steps=info["steps"], metrics=metrics, teacher_check=check, teacher_kept=kept
+    )
+
+
+TEACHER_EVAL_STEPS = 1000  # a teacher epoch longer than this is also scored on the held-out rows every this many steps
+BEST_TEACHER = "teacher-best"  # models/ folder of the best teacher so far, while the finetune stage runs
+
+
+class _BestTeacher:
+    """The teacher's best checkpoint by its score on the held-out importance rows, which it never trains on (the
+    paper's released code also keeps the best epoch). Scored at each epoch's end, and every TEACHER_EVAL_STEPS
+    steps of a longer epoch; the best so far is saved to models/teacher-best with its step and score, so a resumed
+    run still knows it. Dev only reports. Without held-out train rows (importance_split "dev", or none) the last
+    weights are kept, as before."""
+
+    def __init__(self, inputs: RunInputs, model, events):
+        self.inputs, self.model, self.events = inputs, model, events
+        self.project = inputs.project
+        t = inputs.cfg.train
+        self.enabled = t.importance_split == "heldout" and len(inputs.heldout) > 0
+        self.folder = self.project.model_dir(BEST_TEACHER)
+        self.best: dict | None = None
+        self.last: dict | None = None
+        if not self.enabled:
+            return
+        if self.project.checkpoint_progress("finetune") is None:
+            self.clear()  # a fresh stage: a best of an earlier teacher run is not this one's
+        elif (self.folder / "best.json").is_file():
+            try:
+                self.best = json.loads((self.folder / "best.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                self.best = None  # unreadable: the next evaluation starts the race again
+
+    def score(self) -> float:
+        t = self.inputs.cfg.train
+        logits = predict(
+            self.model,
+            self.inputs.heldout,
+            SubnetSpec(),
+            t.depth_rule,
+            eval_batch_size(self.inputs.cfg, self.inputs.device),
+            self.inputs.pad_id,
+            self.inputs.device,
+        )
+        return float(compute_metric(self.inputs.task.metric, logits, np.asarray(self.inputs.heldout.labels))["score"])
+
+    def consider(self, step: int) -> None:
+        score = self.score()
+        self.last = {"step": step, "score": score}
+        if self.best is None or score > self.best["score"]:
+            self.best = dict(self.last)
+            self.project.save_model(BEST_TEACHER, self.model)
+            if runtime.is_main():  # (save_model writes from the main process only, too)
+                atomic_write_text(self.folder / "best.json", json.dumps(self.best))
+        self.events(
+            LogMessage(
+                f"teacher at step {step}: {self.inputs.task.metric} {score:.4f} on {len(self.inputs.heldout)} "
+                f"held-out train rows (best {self.best['score']:.4f}, step {self.best['step']})"
+            )
+        )
+
+    def restore(self) -> dict | None:
+        """Load the best weights into the model when they beat the last; what was kept, for state.json."""
+        if not self.enabled or self.best is None or self.last is None:
+            return None
+        kept = self.best["step"] != self.last["step"] and self.best["score"] > self.last["score"]
+        if kept:
+            best = self.project.load_model(BEST_TEACHER, self.inputs.device)
+            self.model.load_state_dict(best.state_dict())
+            self.events(
+                LogMessage(
+                    f"kept the teacher of step {self.best['step']} ({self.inputs.task.metric} "
+                    f"{self.best['score']:.4f} on the held-out train rows), not the last ({self.last['score']:.4f})"
+                )
+            )
+        return {
+            "step": self.best["step"] if kept else self.last["step"],
+            "heldout_score": self.best["score"] if kept else self.last["score"],
+            "last_step": self.last["step"],
+            "last_heldout_score": self.last["score"],
+            "heldout_rows": len(self.inputs.heldout),
+        }
+
+    def clear(self) -> None:
+        runtime.barrier()  # under torchrun: every process has read the best weights before they go
+        if runtime.is_main():
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def _check_teacher(inputs: RunInputs, model, events) -> tuple[dict, dict]:

@@ -18,7 +18,7 @@ import pytest
 from dynastudio.core import jobs
 from dynastudio.core.config import profile_config, warmup_for
 from dynastudio.core.errors import Cancelled, ProjectError
-from dynastudio.core.evaluate import constant_logits, teacher_check
+from dynastudio.core.evaluate import constant_logits, suggested_teacher_settings, teacher_check
 from dynastudio.core.events import EventLog, LogMessage, StageStarted, StepEnded, StopToken, TeacherChecked
 from dynastudio.core.prepare import new_project, prepare_inputs
 from dynastudio.core.project import Project
@@ -177,6 +177,13 @@ def test_teacher_check_compares_with_the_constant_prediction(tiny_model_dir, tin
     same = teacher_check(inputs, const)
     assert same["score"] == same["constant"] and not same["clearly_better"]
     assert "more training rows" in same["advice"] and "teacher_lr" in same["advice"]
+    t = inputs.cfg.train
+    lr, epochs = suggested_teacher_settings(t.teacher_lr, t.teacher_epochs)
+    # concrete values to try, not only the names of the settings
+    assert f"teacher_lr {lr:g} instead of {t.teacher_lr:g}" in same["advice"]
+    assert f"teacher_epochs {epochs:g} instead of {t.teacher_epochs:g}" in same["advice"]
+    assert suggested_teacher_settings(2e-5, 3.0) == (1e-4, 5.0)  # the paper profile's teacher: the rate that worked
+    assert suggested_teacher_settings(3e-4, 6.0) == (pytest.approx(1e-4), 8.0)  # already high: lower, longer
     perfect = np.eye(2)[labels.astype(int)]
     good = teacher_check(inputs, perfect)
     assert good["clearly_better"] and good["score"] == 1.0 and good["margin_low"] > 0 and good["advice"] == ""
