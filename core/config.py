@@ -68,7 +68,8 @@ class TrainConfig:
     # and finetune-subnets stages too (false: they stay out of every stage, as before 0.3)
     reuse_importance_rows: bool = True
     teacher_epochs: float = 3.0
-    teacher_lr: float = 2e-5
+    # null: chosen by a short trial of TEACHER_LR_CANDIDATES scored on the held-out train rows (stages.py)
+    teacher_lr: float | None = 2e-5
     width_epochs: float = 3.0
     width_lr: float = 2e-5
     depth_epochs: float = 3.0
@@ -102,6 +103,13 @@ class TrainConfig:
     # "none", or the trackers that also get the run, comma separated: "tensorboard", "mlflow", "tensorboard,mlflow"
     # (a string, not a list, so that it reads and edits as one box like the other settings)
     report_to: str = "none"
+
+
+# the teacher learning rates a trial tries when train.teacher_lr is null, the paper's 2e-5 first: each trains a copy
+# of the teacher for TEACHER_LR_TRIAL_STEPS steps at most (a tenth of the teacher's steps when fewer) on train rows,
+# and the one scoring best on the held-out train rows is used (a tie goes to the lower rate)
+TEACHER_LR_CANDIDATES = (2e-5, 5e-5, 1e-4, 2e-4)
+TEACHER_LR_TRIAL_STEPS = 100
 
 
 PROFILES: dict[str, dict[str, Any]] = {
@@ -179,8 +187,12 @@ def validate_train(t: TrainConfig) -> TrainConfig:
         raise bad("batch_size", "must be at least 1")
     if not 8 <= t.max_seq_length <= 4096:
         raise bad("max_seq_length", "must be between 8 and 4096")
+    lr = t.teacher_lr
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr != lr):
+        raise bad("teacher_lr", f"{lr!r} is not a number: write one such as 2e-5, or null to let a short trial choose")
     for name in ("teacher_lr", "width_lr", "depth_lr", "subnet_lr", "int8_lr"):
-        if not 0 < getattr(t, name) < 1:
+        v = getattr(t, name)
+        if v is not None and not 0 < v < 1:
             raise bad(name, "must be a small positive number such as 2e-5")
     for name in ("teacher_epochs", "width_epochs", "depth_epochs", "subnet_epochs", "int8_epochs"):
         if getattr(t, name) < 0:

@@ -201,7 +201,7 @@ TEACHER_MIN_MARGIN = 0.01  # one point of the metric (accuracy, F1, Matthews, co
 TEACHER_RESAMPLES = 1000
 
 
-def teacher_check(inputs: RunInputs, logits: np.ndarray) -> dict:
+def teacher_check(inputs: RunInputs, logits: np.ndarray, lr: float | None = None) -> dict:
     """Is the fine-tuned teacher clearly better than the constant prediction on dev? Clearly: at least
     TEACHER_MIN_MARGIN ahead, and ahead at the one-sided 95 % lower bound of a paired bootstrap over the dev rows
     (a teacher that learned nothing lands within noise of the constant, whatever its exact score)."""
@@ -219,7 +219,7 @@ def teacher_check(inputs: RunInputs, logits: np.ndarray) -> dict:
         )
     low = float(np.percentile(diffs, 5)) if diffs else score - base
     clearly = bool(score - base >= TEACHER_MIN_MARGIN and low > 0)
-    advice = "" if clearly else _teacher_advice(inputs, score, base, low)
+    advice = "" if clearly else _teacher_advice(inputs, score, base, low, lr)
     return {
         "score": float(score),
         "constant": float(base),
@@ -241,15 +241,16 @@ def suggested_teacher_settings(lr: float, epochs: float) -> tuple[float, float]:
     return new_lr, max(ADVISED_TEACHER_EPOCHS, epochs + 2)
 
 
-def _teacher_advice(inputs: RunInputs, score: float, base: float, low: float) -> str:
+def _teacher_advice(inputs: RunInputs, score: float, base: float, low: float, lr: float | None = None) -> str:
+    """`lr`: the rate the teacher trained with (train.teacher_lr, or the trial's choice when that is null)."""
     t, root = inputs.cfg.train, inputs.project.root
+    used = lr if lr is not None else t.teacher_lr if t.teacher_lr is not None else ADVISED_TEACHER_LR
     what = "the mean label" if inputs.task.is_regression else "the majority class"
-    lr, epochs = suggested_teacher_settings(t.teacher_lr, t.teacher_epochs)
+    lr, epochs = suggested_teacher_settings(used, t.teacher_epochs)
     fixes = [
         f"more training rows (it trained on {len(inputs.train):,})",
         f"more teacher epochs (teacher_epochs {epochs:g} instead of {t.teacher_epochs:g})",
-        f"a {'higher' if lr > t.teacher_lr else 'lower'} teacher learning rate (teacher_lr {lr:g} instead of "
-        f"{t.teacher_lr:g})",
+        f"a {'higher' if lr > used else 'lower'} teacher learning rate (teacher_lr {lr:g} instead of {used:g})",
     ]
     lengths = row_lengths(inputs.train)
     cut = float(np.mean(lengths >= t.max_seq_length)) if len(lengths) else 0.0

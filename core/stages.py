@@ -13,9 +13,17 @@ import torch
 from torch import nn
 
 from . import runtime, tracking
-from .config import INT8_EMULATION, STAGE_MODEL, STAGES, warmup_for
+from .config import (
+    INT8_EMULATION,
+    STAGE_MODEL,
+    STAGES,
+    TEACHER_LR_CANDIDATES,
+    TEACHER_LR_TRIAL_STEPS,
+    warmup_for,
+)
 from .data.batching import iterate_batches, to_device
-from .distill import LoopSettings, distill_step, int8_step, task_step, train_loop
+from .data.encoding import Encoded
+from .distill import LoopSettings, distill_step, int8_step, task_step, total_steps, train_loop
 from .dynamic import SubnetSpec, forward_subnet, subnet_grid
 from .errors import ConfigError, InternalError, ProjectError
 from .evaluate import (
@@ -59,7 +67,8 @@ class StageResult:
     metrics: dict[str, float] = field(default_factory=dict)  # finetune: the teacher's dev metrics
     teacher_check: dict | None = None  # finetune: the teacher against the constant prediction (evaluate.teacher_check)
     emulation: str | None = None  # int8-aware: the INT8 method it trained through (config.INT8_EMULATION)
-    teacher_kept: dict | None = None  # finetune: the checkpoint kept by its held-out score (_BestTeacher.summary)
+    teacher_kept: dict | None = None  # finetune: the checkpoint kept by its held-out score (_BestTeacher.restore)
+    teacher_lr_trial: dict | None = None  # finetune with teacher_lr null: the trial's scores and choice (_teacher_lr)
 
     def record(self) -> dict:
         return asdict(self)
@@ -239,25 +248,159 @@ def finetune_job(project: Project, request: StageRequest, events, stop: StopToke
         m, b, [full], depth_rule=t.depth_rule, is_regression=inputs.task.is_regression, ctx=ctx
     )
     best = _BestTeacher(inputs, model, events)
+    lr, trial = _teacher_lr(inputs, model, step_fn, events, stop)
     info = _train(
         inputs,
         "finetune",
         model,
         step_fn,
         t.teacher_epochs,
-        t.teacher_lr,
+        lr,
         [full],
         events,
         stop,
         after_eval=best.consider if best.enabled else None,
     )
     kept = best.restore()
-    metrics, check = _check_teacher(inputs, model, events)
+    metrics, check = _check_teacher(inputs, model, events, lr)
     project.save_model("teacher", model)
     best.clear()
+    _clear_model_folder(project, LR_TRIAL)
     return _finish(
-        project, "finetune", t0, events, steps=info["steps"], metrics=metrics, teacher_check=check, teacher_kept=kept
+        project,
+        "finetune",
+        t0,
+        events,
+        steps=info["steps"],
+        metrics=metrics,
+        teacher_check=check,
+        teacher_kept=kept,
+        teacher_lr_trial=trial,
     )
+
+
+LR_TRIAL = "teacher-lr-trial"  # models/ folder holding the trial's outcome while the finetune stage runs
+
+
+def _clear_model_folder(project: Project, name: str) -> None:
+    runtime.barrier()
+    if runtime.is_main():
+        shutil.rmtree(project.model_dir(name), ignore_errors=True)
+
+
+def _sample_rows(enc: Encoded, n: int, seed: int) -> Encoded:
+    """`n` rows of `enc` drawn at random (seeded), in their order."""
+    if n >= len(enc):
+        return enc
+    picked = np.sort(np.random.default_rng(seed).permutation(len(enc))[:n])
+    types = enc.token_type_ids
+    return Encoded(
+        [enc.input_ids[i] for i in picked],
+        None if types is None else [types[i] for i in picked],
+        [enc.labels[i] for i in picked],
+        enc.is_regression,
+    )
+
+
+def _teacher_lr(inputs: RunInputs, model, step_fn, events, stop: StopToken) -> tuple[float, dict | None]:
+    """The teacher's learning rate: train.teacher_lr when set (a user's value wins); when null, the best of a short
+    trial. Each of TEACHER_LR_CANDIDATES trains a copy of the untrained teacher on the same train rows for the same
+    few steps (TEACHER_LR_TRIAL_STEPS at most, a tenth of the teacher's own steps when fewer), with the stage's
+    schedule; the one scoring best on the held-out train rows wins (a tie: the lower rate). Dev is not used. The
+    outcome is kept while the stage runs, so a resumed stage trains on with the same rate."""
+    p, t = inputs.project, inputs.cfg.train
+    if t.teacher_lr is not None:
+        return float(t.teacher_lr), None
+    saved = p.model_dir(LR_TRIAL) / "trial.json"
+    if p.checkpoint_progress("finetune") is not None and saved.is_file():
+        try:
+            trial = json.loads(saved.read_text(encoding="utf-8"))
+            events(LogMessage(f"teacher_lr {trial['chosen']:g}: chosen by the trial before this run was stopped"))
+            return float(trial["chosen"]), trial
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # unreadable: run the trial again
+    if t.importance_split != "heldout" or not len(inputs.heldout):
+        lr = TEACHER_LR_CANDIDATES[1]
+        events(
+            LogMessage(
+                f"teacher_lr {lr:g}: no held-out train rows to run the learning-rate trial on (importance_split is "
+                f"{t.importance_split!r}); set train.teacher_lr in project.json to choose it yourself",
+                "warning",
+            )
+        )
+        return lr, {"chosen": lr, "candidates": {}, "reason": "no held-out train rows"}
+    t0 = time.perf_counter()
+    total, _ = total_steps(len(inputs.train), t.batch_size, t.teacher_epochs)
+    steps = max(1, min(TEACHER_LR_TRIAL_STEPS, total // 10))
+    rows = min(len(inputs.train), steps * t.batch_size)
+    sample = _sample_rows(inputs.train, rows, t.seed)
+    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    scores: dict[str, float] = {}
+    for i, lr in enumerate(TEACHER_LR_CANDIDATES):
+        model.load_state_dict(start)
+        settings = LoopSettings(
+            "finetune-lr-trial",
+            1.0,
+            lr,
+            t.batch_size,
+            t.seed,
+            t.weight_decay,
+            warmup_for(t, getattr(getattr(model, "config", None), "model_type", None)),
+            t.max_grad_norm,
+            0,
+            float("inf"),  # no checkpoints: a stopped trial starts again
+            t.group_by_length,
+            inputs.precision,
+        )
+        train_loop(
+            model.to(inputs.device),
+            sample,
+            step_fn,
+            settings,
+            events=lambda e: None,  # its steps are not the teacher's curve
+            stop=stop,
+            device=inputs.device,
+            pad_id=inputs.pad_id,
+        )
+        logits = predict(
+            model,
+            inputs.heldout,
+            SubnetSpec(),
+            t.depth_rule,
+            eval_batch_size(inputs.cfg, inputs.device),
+            inputs.pad_id,
+            inputs.device,
+        )
+        scores[f"{lr:g}"] = float(
+            compute_metric(inputs.task.metric, logits, np.asarray(inputs.heldout.labels))["score"]
+        )
+        events(
+            LogMessage(
+                f"teacher_lr trial {i + 1}/{len(TEACHER_LR_CANDIDATES)}: {lr:g} scores {scores[f'{lr:g}']:.4f} "
+                f"{inputs.task.metric} on {len(inputs.heldout)} held-out train rows after {steps} steps"
+            )
+        )
+    model.load_state_dict(start)  # the teacher itself starts from the same weights as every candidate
+    model.train()
+    chosen = max(TEACHER_LR_CANDIDATES, key=lambda lr: (scores[f"{lr:g}"], -lr))
+    trial = {
+        "chosen": chosen,
+        "candidates": scores,
+        "steps_each": steps,
+        "rows": rows,
+        "heldout_rows": len(inputs.heldout),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    if runtime.is_main():
+        p.model_dir(LR_TRIAL).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(saved, json.dumps(trial))
+    events(
+        LogMessage(
+            f"teacher_lr {chosen:g} chosen by a trial of {len(TEACHER_LR_CANDIDATES)} rates x {steps} steps on "
+            f"{rows} train rows ({trial['seconds']:.0f} s); set train.teacher_lr to choose it yourself"
+        )
+    )
+    return chosen, trial
 
 
 TEACHER_EVAL_STEPS = 1000  # a teacher epoch longer than this is also scored on the held-out rows every this many steps
@@ -345,7 +488,7 @@ class _BestTeacher:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _check_teacher(inputs: RunInputs, model, events) -> tuple[dict, dict]:
+def _check_teacher(inputs: RunInputs, model, events, lr: float | None = None) -> tuple[dict, dict]:
     """The teacher's dev metrics, and whether it is clearly better than the constant prediction: when it is not,
     a warning (the CLI prints it, the studio shows a banner) before any distillation time is spent on it."""
     t = inputs.cfg.train
@@ -359,7 +502,7 @@ def _check_teacher(inputs: RunInputs, model, events) -> tuple[dict, dict]:
         inputs.device,
     )  # in fp32, as every evaluation
     metrics = compute_metric(inputs.task.metric, logits, np.asarray(inputs.dev.labels))
-    check = teacher_check(inputs, logits)
+    check = teacher_check(inputs, logits, lr)
     events(
         TeacherChecked(
             inputs.task.metric,

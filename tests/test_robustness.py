@@ -57,7 +57,8 @@ def test_project_json_of_the_wrong_shape_is_one_line(made, tmp_path, capsys, tex
         ("max_seq_length", 64.5, "64.5 is not a whole number"),
         ("batch_size", "32", "'32' is not a whole number"),
         ("seed", -1, "between 0 and"),
-        ("teacher_lr", None, "None is not a number"),
+        ("width_lr", None, "None is not a number"),
+        ("teacher_lr", "fast", "'fast' is not a number"),  # null is allowed: a trial chooses it
         ("checkpoint_minutes", 0, "more than 0"),
         ("max_train_examples", 2.5, "not a whole number"),
     ],

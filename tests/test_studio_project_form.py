@@ -228,3 +228,17 @@ def test_a_project_opened_by_a_relative_path_is_named_by_its_absolute_one(window
     project = window.state.open_project("rel")
     assert project.root.is_absolute() and project.root == (tmp_path / "rel").resolve()
     assert str((tmp_path / "rel").resolve()) in window.windowTitle()
+
+
+def test_an_emptied_teacher_lr_box_means_a_trial_chooses_it(qtbot):
+    from dynastudio.studio.pages.new_project import NewProjectForm
+    from dynastudio.studio.state import StudioState
+
+    form = NewProjectForm(StudioState())
+    qtbot.addWidget(form)
+    box = form.hp.editors["teacher_lr"]
+    assert box.text() == "5e-05" and "trial" in box.placeholderText()  # the quick profile's rate until emptied
+    box.setText("")
+    assert form.config().train.teacher_lr is None  # not the profile's 5e-5 again
+    box.setText("3e-4")
+    assert form.config().train.teacher_lr == 3e-4

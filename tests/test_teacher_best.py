@@ -3,6 +3,8 @@ scored at each epoch's end and every TEACHER_EVAL_STEPS steps of a long epoch; a
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -123,3 +125,68 @@ def test_the_held_out_score_uses_the_train_rows_the_teacher_never_saw_and_dev_on
     _run(other)
     assert Project.open(other.root).stage_info("finetune")["teacher_kept"] is None
     assert np.isfinite(Project.open(other.root).stage_info("finetune")["metrics"]["score"])
+
+
+def _loops(monkeypatch) -> list:
+    """Every train_loop the stages start: (stage, lr, rows, steps)."""
+    from dynastudio.core.distill import total_steps
+
+    seen = []
+    real = stages.train_loop
+
+    def spy(model, data, step_fn, s, **k):
+        seen.append(
+            (s.stage, s.lr, {tuple(r) for r in data.input_ids}, total_steps(len(data), s.batch_size, s.epochs)[0])
+        )
+        return real(model, data, step_fn, s, **k)
+
+    monkeypatch.setattr(stages, "train_loop", spy)
+    return seen
+
+
+def test_a_null_teacher_lr_is_chosen_by_a_short_trial_on_held_out_rows_and_kept_across_a_resume(
+    tiny_model_dir, tiny_task_files, tmp_path, monkeypatch
+):
+    from dynastudio.core.config import TEACHER_LR_CANDIDATES
+
+    cfg = tiny_project_config(tiny_model_dir, *tiny_task_files, teacher_epochs=3)
+    project = new_project(
+        tmp_path / "p", dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, teacher_lr=None))
+    )
+    inputs = prepare_inputs(project)
+    loops = _loops(monkeypatch)
+    stop, seen, sink = stopping_at("finetune", 5)
+    with pytest.raises(Cancelled):
+        _run(project, sink, stop)
+    trials = [x for x in loops if x[0] == "finetune-lr-trial"]
+    assert [x[1] for x in trials] == list(TEACHER_LR_CANDIDATES)
+    total = 3 * -(-len(inputs.train) // 16)
+    assert all(x[3] == max(1, total // 10) and x[2] == trials[0][2] for x in trials)  # same rows, same few steps
+    heldout = {tuple(r) for r in inputs.heldout.input_ids}
+    assert not trials[0][2] & heldout and trials[0][2] <= {tuple(r) for r in inputs.train.input_ids}
+    (first,) = [x for x in loops if x[0] == "finetune"]
+    chosen = first[1]
+    assert chosen in TEACHER_LR_CANDIDATES
+    said = [e.text for e in seen.of(LogMessage) if e.text.startswith("teacher_lr trial")]
+    scores = {float(t.split(": ")[1].split(" ")[0]): float(t.split(" scores ")[1].split(" ")[0]) for t in said}
+    assert chosen == max(TEACHER_LR_CANDIDATES, key=lambda lr: (scores[lr], -lr))  # the best held-out score
+
+    # resumed: the same rate, no second trial
+    loops.clear()
+    _run(Project.open(project.root))
+    assert [x[0] for x in loops] == ["finetune"] and loops[0][1] == chosen
+    p = Project.open(project.root)
+    trial = p.stage_info("finetune")["teacher_lr_trial"]
+    assert trial["chosen"] == chosen and set(trial["candidates"]) == {f"{lr:g}" for lr in TEACHER_LR_CANDIDATES}
+    assert trial["heldout_rows"] == len(inputs.heldout) and trial["seconds"] >= 0
+    assert not p.model_dir(stages.LR_TRIAL).exists()
+
+
+def test_a_teacher_lr_the_user_set_is_used_without_a_trial(tiny_model_dir, tiny_task_files, tmp_path, monkeypatch):
+    project = new_project(
+        tmp_path / "p", tiny_project_config(tiny_model_dir, *tiny_task_files, teacher_epochs=1, teacher_lr=3e-3)
+    )
+    loops = _loops(monkeypatch)
+    _run(project)
+    assert [(x[0], x[1]) for x in loops] == [("finetune", 3e-3)]
+    assert Project.open(project.root).stage_info("finetune")["teacher_lr_trial"] is None

@@ -18,7 +18,11 @@ CHOICES = {
     "precision": PRECISIONS,
 }
 # what an empty box of an optional setting stands for
-EMPTY_MEANS = {"max_train_examples": "all", "warmup_frac": "the model's default: 0.06 for RoBERTa, 0 for BERT"}
+EMPTY_MEANS = {
+    "max_train_examples": "all",
+    "warmup_frac": "the model's default: 0.06 for RoBERTa, 0 for BERT",
+    "teacher_lr": "auto: a short trial of 2e-5 to 2e-4 picks it",
+}
 # the hyper-parameters most people touch first; the rest sit under "More"
 MAIN_FIELDS = (
     "batch_size",
@@ -57,7 +61,8 @@ HELP = {
     "teacher_epochs": "Passes over train when fine-tuning the full model (the teacher) on the task; "
     "2-3 usually, more for a small data set (unused if the model is already fine-tuned).",
     "teacher_lr": "Peak learning rate of the teacher's fine-tuning (the paper: 2e-5); "
-    "lower it if the teacher's dev score collapses or jumps around.",
+    "lower it if the teacher's dev score collapses or jumps around. Empty: a short trial of 2e-5, 5e-5, 1e-4 "
+    "and 2e-4, scored on the held-out train rows, picks it (a small model often needs 1e-4).",
     "width_epochs": "Passes over train while the teacher is distilled into every width (stage 1); "
     "more helps the narrowest widths most.",
     "width_lr": "Peak learning rate of the width stage (the paper: 2e-5); lower it if its losses grow.",

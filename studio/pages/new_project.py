@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 from pathlib import Path
@@ -28,7 +29,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from dynastudio.core.config import BUILTIN_MINILM, PROFILES, DataConfig, ProjectConfig, profile_config
+from dynastudio.core.config import (
+    BUILTIN_MINILM,
+    PROFILES,
+    DataConfig,
+    ProjectConfig,
+    profile_config,
+    validate_train,
+)
 from dynastudio.core.data.columns import ColumnGuess, check_roles, guess_columns
 from dynastudio.core.errors import UserError
 from dynastudio.core.requests import CreateRequest
@@ -375,6 +383,10 @@ class NewProjectForm(QWidget):
         values = self.hp.values()
         profile = self.profile.currentData() or "quick"
         train = profile_config(profile, **{k: v for k, v in values.items()})
+        # an emptied box means its null (teacher_lr: a trial chooses it), where profile_config keeps the profile's
+        nulls = {k: None for k, v in values.items() if v is None and getattr(train, k) is not None}
+        if nulls:
+            train = validate_train(dataclasses.replace(train, **nulls))
         folder = self.folder.text().strip()
         return ProjectConfig(
             model=self.model_name(),

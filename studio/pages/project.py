@@ -188,7 +188,10 @@ class ProjectPage(QWidget):
                 ("batch", t.batch_size),
                 ("sequence", t.max_seq_length),
                 ("epochs", f"{t.teacher_epochs:g}/{t.width_epochs:g}/{t.depth_epochs:g}"),
-                ("lr", f"{t.teacher_lr:g}/{t.width_lr:g}/{t.depth_lr:g}"),
+                (
+                    "lr",
+                    f"{'auto' if t.teacher_lr is None else format(t.teacher_lr, 'g')}/{t.width_lr:g}/{t.depth_lr:g}",
+                ),
                 ("widths", ",".join(f"{w:g}" for w in t.width_mults)),
                 ("depths", ",".join(f"{x:g}" for x in t.depth_mults)),
                 ("depth rule", t.depth_rule),
