@@ -22,7 +22,6 @@ from .config import (
     warmup_for,
 )
 from .data.batching import iterate_batches, to_device
-from .data.encoding import Encoded
 from .distill import LoopSettings, distill_step, int8_step, task_step, total_steps, train_loop
 from .dynamic import SubnetSpec, forward_subnet, subnet_grid
 from .errors import ConfigError, InternalError, ProjectError
@@ -288,20 +287,6 @@ def _clear_model_folder(project: Project, name: str) -> None:
         shutil.rmtree(project.model_dir(name), ignore_errors=True)
 
 
-def _sample_rows(enc: Encoded, n: int, seed: int) -> Encoded:
-    """`n` rows of `enc` drawn at random (seeded), in their order."""
-    if n >= len(enc):
-        return enc
-    picked = np.sort(np.random.default_rng(seed).permutation(len(enc))[:n])
-    types = enc.token_type_ids
-    return Encoded(
-        [enc.input_ids[i] for i in picked],
-        None if types is None else [types[i] for i in picked],
-        [enc.labels[i] for i in picked],
-        enc.is_regression,
-    )
-
-
 def _teacher_lr(inputs: RunInputs, model, step_fn, events, stop: StopToken) -> tuple[float, dict | None]:
     """The teacher's learning rate: train.teacher_lr when set (a user's value wins); when null, the best of a short
     trial. Each of TEACHER_LR_CANDIDATES trains a copy of the untrained teacher on the same train rows for the same
@@ -333,7 +318,7 @@ def _teacher_lr(inputs: RunInputs, model, step_fn, events, stop: StopToken) -> t
     total, _ = total_steps(len(inputs.train), t.batch_size, t.teacher_epochs)
     steps = max(1, min(TEACHER_LR_TRIAL_STEPS, total // 10))
     rows = min(len(inputs.train), steps * t.batch_size)
-    sample = _sample_rows(inputs.train, rows, t.seed)
+    sample = inputs.train.sample(rows, t.seed)
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     scores: dict[str, float] = {}
     for i, lr in enumerate(TEACHER_LR_CANDIDATES):
@@ -362,18 +347,7 @@ def _teacher_lr(inputs: RunInputs, model, step_fn, events, stop: StopToken) -> t
             device=inputs.device,
             pad_id=inputs.pad_id,
         )
-        logits = predict(
-            model,
-            inputs.heldout,
-            SubnetSpec(),
-            t.depth_rule,
-            eval_batch_size(inputs.cfg, inputs.device),
-            inputs.pad_id,
-            inputs.device,
-        )
-        scores[f"{lr:g}"] = float(
-            compute_metric(inputs.task.metric, logits, np.asarray(inputs.heldout.labels))["score"]
-        )
+        scores[f"{lr:g}"] = _full_model_score(inputs, model, inputs.heldout)
         events(
             LogMessage(
                 f"teacher_lr trial {i + 1}/{len(TEACHER_LR_CANDIDATES)}: {lr:g} scores {scores[f'{lr:g}']:.4f} "
@@ -433,17 +407,7 @@ class _BestTeacher:
                 self.best = None  # unreadable: the next evaluation starts the race again
 
     def score(self) -> float:
-        t = self.inputs.cfg.train
-        logits = predict(
-            self.model,
-            self.inputs.heldout,
-            SubnetSpec(),
-            t.depth_rule,
-            eval_batch_size(self.inputs.cfg, self.inputs.device),
-            self.inputs.pad_id,
-            self.inputs.device,
-        )
-        return float(compute_metric(self.inputs.task.metric, logits, np.asarray(self.inputs.heldout.labels))["score"])
+        return _full_model_score(self.inputs, self.model, self.inputs.heldout)
 
     def consider(self, step: int) -> None:
         score = self.score()
@@ -488,19 +452,29 @@ class _BestTeacher:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _check_teacher(inputs: RunInputs, model, events, lr: float | None = None) -> tuple[dict, dict]:
-    """The teacher's dev metrics, and whether it is clearly better than the constant prediction: when it is not,
-    a warning (the CLI prints it, the studio shows a banner) before any distillation time is spent on it."""
-    t = inputs.cfg.train
-    logits = predict(
+def _full_model_logits(inputs: RunInputs, model, rows) -> np.ndarray:
+    """The full model's logits on `rows`, in fp32 as every evaluation."""
+    return predict(
         model,
-        inputs.dev,
+        rows,
         SubnetSpec(),
-        t.depth_rule,
+        inputs.cfg.train.depth_rule,
         eval_batch_size(inputs.cfg, inputs.device),
         inputs.pad_id,
         inputs.device,
-    )  # in fp32, as every evaluation
+    )
+
+
+def _full_model_score(inputs: RunInputs, model, rows) -> float:
+    """The task metric of the full model on `rows` (the held-out train rows, for the teacher's choices)."""
+    logits = _full_model_logits(inputs, model, rows)
+    return float(compute_metric(inputs.task.metric, logits, np.asarray(rows.labels))["score"])
+
+
+def _check_teacher(inputs: RunInputs, model, events, lr: float | None = None) -> tuple[dict, dict]:
+    """The teacher's dev metrics, and whether it is clearly better than the constant prediction: when it is not,
+    a warning (the CLI prints it, the studio shows a banner) before any distillation time is spent on it."""
+    logits = _full_model_logits(inputs, model, inputs.dev)
     metrics = compute_metric(inputs.task.metric, logits, np.asarray(inputs.dev.labels))
     check = teacher_check(inputs, logits, lr)
     events(

@@ -22,6 +22,22 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.input_ids)
 
+    def select(self, rows) -> Encoded:
+        """These rows at the given indices, in that order."""
+        types = self.token_type_ids
+        return Encoded(
+            [self.input_ids[i] for i in rows],
+            None if types is None else [types[i] for i in rows],
+            [self.labels[i] for i in rows],
+            self.is_regression,
+        )
+
+    def sample(self, n: int, seed: int) -> Encoded:
+        """`n` rows drawn at random (seeded), kept in their order; all of them when there are no more."""
+        import numpy as np
+
+        return self.select(np.sort(np.random.default_rng(seed).permutation(len(self))[:n]))
+
     def joined(self, other: Encoded) -> Encoded:
         """These rows followed by `other`'s (the same task, so the same label kind)."""
         if (self.token_type_ids is None) != (other.token_type_ids is None) or self.is_regression != other.is_regression:

@@ -69,13 +69,7 @@ def train_feeds(
     cal, scoring = idx[:calibration_rows], idx[calibration_rows : calibration_rows + scoring_rows]
 
     def feeds(rows: np.ndarray, same_width: bool) -> list[Feed]:
-        types = train.token_type_ids
-        enc = Encoded(
-            [train.input_ids[i] for i in rows],
-            [types[i] for i in rows] if types is not None else None,
-            [train.labels[i] for i in rows],
-            train.is_regression,
-        )
+        enc = train.select(rows)
         if len(enc) == 0:
             return []
         out = [feed(b, input_names) for b in iterate_batches(enc, batch_size, shuffle=False, pad_id=pad_id)]

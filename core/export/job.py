@@ -287,19 +287,10 @@ def _calibration_feeds(project: Project, src: _Source, rows: int = CALIBRATION_R
     the formats whose activation ranges are calibrated (openvino-int8). Train rows only: dev reports the result.
     A trimmed vocabulary's model gets its own ids."""
     from ..data.batching import iterate_batches
-    from ..data.encoding import Encoded
     from ..prepare import prepare_inputs
     from .runners import feed
 
-    train = prepare_inputs(project).train
-    picked = np.sort(np.random.default_rng(project.config.train.seed).permutation(len(train))[:rows])
-    types = train.token_type_ids
-    sample = Encoded(
-        [train.input_ids[i] for i in picked],
-        None if types is None else [types[i] for i in picked],
-        [train.labels[i] for i in picked],
-        train.is_regression,
-    )
+    sample = prepare_inputs(project).train.sample(rows, project.config.train.seed)
     out = [feed(b, src.input_names) for b in iterate_batches(sample, 1, shuffle=False, pad_id=0)]
     if src.vocab:
         unk = src.tokenizer.unk_token_id
