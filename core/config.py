@@ -10,10 +10,14 @@ from typing import Any
 
 from .errors import ConfigError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 BUILTIN_MINILM = "builtin:minilm"
 DEPTH_RULES = ("paper", "keep-last")
+# the order of the distilling stages: paper = width first (stage 1), then every width x depth from the width model
+# (stage 2); joint = no width stage: the depth stage distils the rewired teacher into every width x depth at once, for
+# width_epochs + depth_epochs epochs (the same number of student updates), with the depth stage's loss weights and lr
+STAGE_ORDERS = ("paper", "joint")
 # measured on SST-2 from one teacher and one width-stage model: dropping the last layers (paper) beat dropping
 # layer 0 (keep-last) by 1.58 points over the reduced depths (bench/results/depth_rule.md)
 DEFAULT_DEPTH_RULE = "paper"
@@ -51,6 +55,8 @@ class DataConfig:
     dev: str | None = None
     text_columns: tuple[str, ...] = ()
     label_column: str | None = None
+    # the user's unlabeled in-domain text (data/unlabeled.py): the distilling stages learn the teacher's outputs on it
+    unlabeled: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,10 @@ class TrainConfig:
     # 0 = skip the optional int8-aware stage: quantization-aware distillation of every sub-network for INT8 exports
     int8_epochs: float = 0.0
     int8_lr: float = 1e-5
+    # augmented copies of each student row (data/augment.py) that the distilling stages also learn the teacher's
+    # outputs on: 0 = none; null = the default for the task's size (data.augment.auto_copies: more copies for a
+    # smaller task, capped so a CPU run stays bounded). The paper profile sets null, quick sets 0
+    augment: int | None = 0
     # linear warm-up over this fraction of each stage's steps; null: the model family's default, which is what
     # the paper's code does (6 % for RoBERTa, none for BERT): see `warmup_for`
     warmup_frac: float | None = None
@@ -92,6 +102,7 @@ class TrainConfig:
     width_mults: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
     depth_mults: tuple[float, ...] = (1.0, 0.75, 0.5)
     depth_rule: str = DEFAULT_DEPTH_RULE
+    stage_order: str = "paper"  # STAGE_ORDERS
     checkpoint_every: int = 200  # optimizer steps between mid-stage checkpoints
     checkpoint_minutes: float = 10.0  # and at least this often by the clock, so slow steps lose little to a kill
     device: str = "auto"
@@ -124,6 +135,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         depth_epochs=3.0,
         depth_lr=2e-5,
         checkpoint_every=500,
+        augment=None,  # the paper's GLUE results distil on augmented rows (TinyBERT's augmentation)
     ),
     # Small enough that the built-in demo runs end to end on 2 CPU cores in a few minutes.
     "quick": dict(
@@ -137,6 +149,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         depth_lr=5e-5,
         importance_examples=256,
         checkpoint_every=50,
+        augment=0,
     ),
 }
 
@@ -194,6 +207,9 @@ def validate_train(t: TrainConfig) -> TrainConfig:
         v = getattr(t, name)
         if v is not None and not 0 < v < 1:
             raise bad(name, "must be a small positive number such as 2e-5")
+    n = t.augment
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 100):
+        raise bad("augment", f"{n!r} must be a whole number of copies from 0 to 100, or null for the task's default")
     for name in ("teacher_epochs", "width_epochs", "depth_epochs", "subnet_epochs", "int8_epochs"):
         if getattr(t, name) < 0:
             raise bad(name, "must be 0 or more")
@@ -204,6 +220,8 @@ def validate_train(t: TrainConfig) -> TrainConfig:
             raise bad(name, "must include 1.0 (the full model is always trained)")
     if t.depth_rule not in DEPTH_RULES:
         raise bad("depth_rule", f"must be one of {', '.join(DEPTH_RULES)}")
+    if t.stage_order not in STAGE_ORDERS:
+        raise bad("stage_order", f"{t.stage_order!r} must be one of {', '.join(STAGE_ORDERS)}")
     if t.importance_split not in ("heldout", "dev"):
         raise bad("importance_split", "must be 'heldout' or 'dev'")
     if t.max_train_examples is not None and t.max_train_examples < 1:
@@ -352,4 +370,9 @@ def migrate(raw: dict, source: str = "project.json") -> dict:
         # 3 added train.report_to (TensorBoard / MLflow), "none" by default: nothing to change. The number moves so
         # that an older release opening a newer project asks to be upgraded instead of naming report_to unknown.
         raw = {**raw, "schema_version": 3}
+        version = 3
+    if version == 3:
+        # 4 added train.augment (0 when absent: an older project keeps its rows, so a stopped stage resumes) and
+        # train.stage_order ("paper" when absent, the only order before)
+        raw = {**raw, "schema_version": 4}
     return raw

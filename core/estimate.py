@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from . import runtime
+from .augmentation import planned_distill_rows
 from .data.batching import batch_order, iterate_batches, num_batches, row_lengths, to_device
 from .data.encoding import Encoded
 from .distill import total_steps
@@ -64,17 +65,38 @@ def stage_plans(inputs: RunInputs) -> list[StagePlan]:
     widths = tuple(SubnetSpec(w, 1.0) for w in sorted(set(t.width_mults), reverse=True))
     grid = tuple(subnet_grid(t.width_mults, t.depth_mults))
     rows = inputs.student_rows
+    distilled = planned_distill_rows(inputs)  # with the augmented and unlabeled rows
+    joint = t.stage_order == "joint"  # no width stage; the depth stage trains for both stages' epochs
     return [
         StagePlan("finetune", None if cfg.model_is_finetuned else inputs.train, t.teacher_epochs, full, full),
         StagePlan("rewire", None, 0.0, (), ()),
-        StagePlan("width", rows, t.width_epochs, widths, widths, teacher=True, hidden_loss=t.width_l2 > 0, loads=2),
-        StagePlan("depth", rows, t.depth_epochs, grid, grid, teacher=True, hidden_loss=t.depth_l2 > 0, loads=2),
+        StagePlan(
+            "width",
+            distilled,
+            t.width_epochs,
+            widths,
+            widths,
+            teacher=True,
+            hidden_loss=t.width_l2 > 0,
+            loads=2,
+            skipped=joint,
+        ),
+        StagePlan(
+            "depth",
+            distilled,
+            t.depth_epochs + (t.width_epochs if joint else 0.0),
+            grid,
+            grid,
+            teacher=True,
+            hidden_loss=t.depth_l2 > 0,
+            loads=2,
+        ),
         StagePlan("finetune-subnets", rows, t.subnet_epochs, grid, grid, skipped=t.subnet_epochs <= 0),
         # a teacher pass per sub-network, in fp32, with the rounding emulated: timed as a distillation step, which
         # underestimates it
         StagePlan(
             "int8-aware",
-            rows,
+            distilled,
             t.int8_epochs,
             grid,
             grid,

@@ -59,7 +59,8 @@ def cache_key(project: Project) -> str:
     t = cfg.train
     key = {
         "version": CACHE_VERSION,
-        "data": asdict(cfg.data),
+        # the unlabeled file is encoded on its own (augmentation.unlabeled_rows): setting it keeps this cache
+        "data": {k: v for k, v in asdict(cfg.data).items() if k != "unlabeled"},
         "max_seq_length": t.max_seq_length,
         "seed": t.seed,
         "importance_split": t.importance_split,
@@ -278,6 +279,12 @@ def new_project(root: Path, config: ProjectConfig, overwrite: bool = False, even
         raise ProjectError(f"{root}: a project already exists here: open it, or pick another folder")
     check_writable_folder(root)
     task = load_task_data(config.data)  # raises DataError on a bad file before anything is written
+    if config.data.unlabeled:
+        from .augmentation import check_unlabeled
+
+        check_unlabeled(
+            config.data
+        )  # so is the unlabeled file, and it is read again (and tokenized) by the width stage
     if task.columns is not None:
         if task.columns.guessed:
             events(

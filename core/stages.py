@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from . import runtime, tracking
+from .augmentation import distill_rows
 from .config import (
     INT8_EMULATION,
     STAGE_MODEL,
@@ -68,6 +69,7 @@ class StageResult:
     emulation: str | None = None  # int8-aware: the INT8 method it trained through (config.INT8_EMULATION)
     teacher_kept: dict | None = None  # finetune: the checkpoint kept by its held-out score (_BestTeacher.restore)
     teacher_lr_trial: dict | None = None  # finetune with teacher_lr null: the trial's scores and choice (_teacher_lr)
+    augment: dict | None = None  # distilling stages: the augmented rows they also learned from (augmentation.py)
 
     def record(self) -> dict:
         return asdict(self)
@@ -167,10 +169,13 @@ def _train(
     stop,
     precision=None,
     after_eval=None,
+    data=None,
 ) -> dict:
     p, t = inputs.project, inputs.cfg.train
-    # the teacher never sees the importance rows; the stages after rewiring may (train.reuse_importance_rows)
-    data = inputs.train if stage == "finetune" else inputs.student_rows
+    # the teacher never sees the importance rows; the stages after rewiring may (train.reuse_importance_rows); the
+    # distilling stages pass their rows (augmentation.distill_rows)
+    if data is None:
+        data = inputs.train if stage == "finetune" else inputs.student_rows
 
     def save_ckpt(step, total, m, opt, extra, rngs):
         return str(
@@ -544,18 +549,22 @@ def _distill(project: Project, stage: str, source: str, specs, l1, l2, epochs, l
     t = project.config.train
     teacher = project.load_model(source, inputs.device)
     student = project.load_model(source, inputs.device)
+    rows, augment = distill_rows(inputs, events, stop)
     step_fn = lambda m, b, ctx: distill_step(
         m, teacher, b, specs, l1=l1, l2=l2, depth_rule=t.depth_rule, is_regression=inputs.task.is_regression, ctx=ctx
     )
-    info = _train(inputs, stage, student, step_fn, epochs, lr, specs, events, stop)
+    info = _train(inputs, stage, student, step_fn, epochs, lr, specs, events, stop, data=rows)
     project.save_model(STAGE_MODEL[stage], student)
-    return _finish(project, stage, t0, events, steps=info["steps"])
+    return _finish(project, stage, t0, events, steps=info["steps"], augment=augment)
 
 
 @_tracked
 def width_job(project: Project, request: StageRequest, events, stop: StopToken) -> StageResult:
     """Stage 1: distil the rewired teacher into every width at full depth (models/width)."""
     t = project.config.train
+    if t.stage_order == "joint":
+        why = "stage_order is joint: the depth stage distils the rewired teacher into every width and depth at once"
+        return _skip(project, "width", time.perf_counter(), events, why)
     specs = [SubnetSpec(w, 1.0) for w in sorted(set(t.width_mults), reverse=True)]
     return _distill(
         project, "width", "rewired", specs, t.width_l1, t.width_l2, t.width_epochs, t.width_lr, events, stop
@@ -564,9 +573,13 @@ def width_job(project: Project, request: StageRequest, events, stop: StopToken) 
 
 @_tracked
 def depth_job(project: Project, request: StageRequest, events, stop: StopToken) -> StageResult:
-    """Stage 2: the width model at full size teaches every width x depth (models/depth)."""
+    """Stage 2: the width model at full size teaches every width x depth (models/depth); with stage_order joint, the
+    rewired teacher does, for the epochs of both stages."""
     t = project.config.train
     specs = subnet_grid(t.width_mults, t.depth_mults)
+    if t.stage_order == "joint":  # one stage from the rewired teacher, as many updates as the two stages make
+        epochs = t.width_epochs + t.depth_epochs
+        return _distill(project, "depth", "rewired", specs, t.depth_l1, t.depth_l2, epochs, t.depth_lr, events, stop)
     return _distill(project, "depth", "width", specs, t.depth_l1, t.depth_l2, t.depth_epochs, t.depth_lr, events, stop)
 
 
@@ -613,9 +626,12 @@ def int8_aware_job(project: Project, request: StageRequest, events, stop: StopTo
         is_regression=inputs.task.is_regression,
         ctx=ctx,
     )
-    info = _train(inputs, "int8-aware", student, step_fn, t.int8_epochs, t.int8_lr, specs, events, stop, "fp32")
+    rows, augment = distill_rows(inputs, events, stop)
+    info = _train(
+        inputs, "int8-aware", student, step_fn, t.int8_epochs, t.int8_lr, specs, events, stop, "fp32", data=rows
+    )
     project.save_model("int8", student)
-    return _finish(project, "int8-aware", t0, events, steps=info["steps"], emulation=INT8_EMULATION)
+    return _finish(project, "int8-aware", t0, events, steps=info["steps"], emulation=INT8_EMULATION, augment=augment)
 
 
 @_tracked

@@ -38,6 +38,8 @@ def will_skip(cfg, stage: str) -> bool:
         return cfg.train.subnet_epochs <= 0
     if stage == "int8-aware":
         return cfg.train.int8_epochs <= 0
+    if stage == "width":
+        return cfg.train.stage_order == "joint"
     return stage == "finetune" and bool(cfg.model_is_finetuned)
 
 

@@ -129,7 +129,7 @@ def test_projects_made_before_length_grouping_keep_their_random_batches(tiny_mod
     for k in ("group_by_length", "precision"):
         del old["train"][k]
     migrated = ProjectConfig.from_dict(migrate(old))
-    assert migrated.train.group_by_length is False and migrated.schema_version == 3
+    assert migrated.train.group_by_length is False and migrated.schema_version == 4
     with pytest.raises(ConfigError, match="train.precision"):
         cfg.with_train(precision="fp8")
 

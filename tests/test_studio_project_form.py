@@ -242,3 +242,25 @@ def test_an_emptied_teacher_lr_box_means_a_trial_chooses_it(qtbot):
     assert form.config().train.teacher_lr is None  # not the profile's 5e-5 again
     box.setText("3e-4")
     assert form.config().train.teacher_lr == 3e-4
+
+
+def test_the_form_takes_augmentation_and_an_unlabeled_file(qtbot, tmp_path):
+    from dynastudio.studio.pages.new_project import NewProjectForm
+    from dynastudio.studio.state import StudioState
+
+    form = NewProjectForm(StudioState())
+    qtbot.addWidget(form)
+    box = form.hp.editors["augment"]
+    assert box.text() == "0" and "auto" in box.placeholderText()  # quick's 0 until emptied
+    box.setText("")
+    assert form.config().train.augment is None
+    box.setText("3")
+    assert form.config().train.augment == 3
+    assert form.config().data.unlabeled is None
+    form.unlabeled_file.setText(str(tmp_path / "missing.txt"))
+    form._touched = True
+    assert any("missing.txt: file not found" in e for e in form.validate())
+    (tmp_path / "reviews.txt").write_text("a fine film\n", encoding="utf-8")
+    form.unlabeled_file.setText(str(tmp_path / "reviews.txt"))
+    assert not any("reviews.txt" in e for e in form.validate())
+    assert form.config().data.unlabeled == str((tmp_path / "reviews.txt").resolve())

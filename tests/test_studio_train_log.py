@@ -303,3 +303,5 @@ def test_a_stage_the_settings_skip_says_so_before_the_run(page):
     assert state.stage_view("finetune-subnets") == StageView("pending")
     row.idle(state.stage_view("finetune-subnets"))
     assert row.status.text() == "pending" and row.bar.isEnabled()
+    state.project = Unrun(stage_order="joint")  # the depth stage trains every width itself
+    assert state.stage_view("width") == StageView("will skip")

@@ -16,6 +16,7 @@ from ..config import (
     PRECISIONS,
     PROFILES,
     REPORT_TO,
+    STAGE_ORDERS,
     STAGES,
     DataConfig,
     ProjectConfig,
@@ -63,6 +64,25 @@ def add_parsers(sub) -> None:
         help=f"none (default), or {', '.join(REPORT_TO)}, comma separated: each run's losses, learning rate, dev "
         "metrics and final grid also go to these trackers (saved in the project)",
     )
+    n.add_argument(
+        "--augment",
+        metavar="N",
+        help="augmented copies of each training row for the distilling stages (replacements from the model's own "
+        "masked-LM head or input embeddings): 0 for none, auto for the task's size (the paper profile's default; "
+        "quick's is 0)",
+    )
+    n.add_argument(
+        "--stage-order",
+        choices=STAGE_ORDERS,
+        help="paper (default): width, then width and depth; joint: every width and depth from the teacher at once, "
+        "for the epochs of both stages",
+    )
+    n.add_argument(
+        "--unlabeled",
+        metavar="FILE",
+        help="your unlabeled in-domain text (.txt one per line, or .csv/.tsv/.jsonl with the task's text columns): "
+        "the distilling stages also learn the teacher's outputs on it",
+    )
     n.add_argument("--overwrite", action="store_true", help="replace a project that exists in DIR")
     n.set_defaults(func=cmd_new)
 
@@ -89,6 +109,23 @@ def add_parsers(sub) -> None:
         metavar="N",
         help="quantization-aware distillation for the INT8 exports: N epochs after the depth stage (0 skips it, the "
         "default); saved in the project, and the stage runs again when N changes",
+    )
+    r.add_argument(
+        "--augment",
+        metavar="N",
+        help="augmented copies of each training row for the distilling stages: 0 for none, auto for the task's "
+        "size; saved in the project, and the width stage and those after it run again when it changes",
+    )
+    r.add_argument(
+        "--stage-order",
+        choices=STAGE_ORDERS,
+        help="as for new; saved in the project, and the width stage and those after it run again when it changes",
+    )
+    r.add_argument(
+        "--unlabeled",
+        metavar="FILE",
+        help="unlabeled in-domain text for the distilling stages (none drops it); saved in the project, and the "
+        "width stage and those after it run again when it changes",
     )
     r.add_argument(
         "--report-to",
@@ -146,6 +183,33 @@ def _data_config(a) -> DataConfig:
     )
 
 
+def describe_extra_rows(facts: dict) -> str:
+    """A distilling stage's record of its rows beyond the labelled ones (augmentation.distill_rows), in words."""
+    parts = []
+    if "rows" in facts and "copies" in facts:
+        parts.append(
+            f"{facts['rows']:,} augmented rows ({facts['copies']} copies of {facts.get('source_rows', 0):,} rows, "
+            f"made in {facts.get('seconds', 0):.0f}s; replacements: {facts.get('source', '?')})"
+        )
+    if isinstance(facts.get("unlabeled"), dict):
+        u = facts["unlabeled"]
+        parts.append(f"{u.get('rows', 0):,} unlabeled rows from {u.get('file')}")
+    return " and ".join(parts) or "no other rows"
+
+
+def augment_setting(text: str) -> int | None:
+    """--augment's value as train.augment: a whole number of copies, or None for auto."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= 100:
+        raise ConfigError(f"--augment {text}: write a whole number of copies from 0 to 100, or auto")
+    return n
+
+
 def cmd_new(a) -> int:
     from .. import jobs
 
@@ -167,11 +231,17 @@ def cmd_new(a) -> int:
         precision=a.precision,
         group_by_length=None if a.group_by_length is None else a.group_by_length == "on",
         report_to=a.report_to,
+        stage_order=a.stage_order,
     )
+    if a.augment is not None:
+        train = replace(train, augment=augment_setting(a.augment))
+    data = _data_config(a)
+    if a.unlabeled:
+        data = replace(data, unlabeled=str(Path(a.unlabeled).resolve()))
     config = ProjectConfig(
         model=model,
         model_is_finetuned=a.finetuned,
-        data=_data_config(a),
+        data=data,
         train=train,
         name=Path(a.dir).name,
     )
@@ -204,6 +274,26 @@ def _apply_run_options(project, a) -> None:
         project.save_config(project.config.with_train(int8_epochs=a.int8_epochs))
         if project.is_done("int8-aware") or project.checkpoint_dir("int8-aware").exists():
             project.reopen("int8-aware")  # it ran (or was skipped) with the old setting
+    distilled = ("width", "depth", "int8-aware")
+    if a.augment is not None and augment_setting(a.augment) != t.augment:
+        project.save_config(project.config.with_train(augment=augment_setting(a.augment)))
+        if any(project.is_done(s) or project.checkpoint_dir(s).exists() for s in distilled):
+            project.reopen("width")  # they learned from the rows of the old setting
+    if a.stage_order is not None and a.stage_order != t.stage_order:
+        project.save_config(project.config.with_train(stage_order=a.stage_order))
+        if any(project.is_done(s) or project.checkpoint_dir(s).exists() for s in distilled):
+            project.reopen("width")
+    if a.unlabeled is not None:
+        from ..augmentation import check_unlabeled
+
+        path = None if a.unlabeled.strip().lower() in ("", "none") else str(Path(a.unlabeled).resolve())
+        if path != project.config.data.unlabeled:
+            data = replace(project.config.data, unlabeled=path)
+            if path is not None:
+                check_unlabeled(data)  # a bad file is refused before the project changes
+            project.save_config(replace(project.config, data=data))
+            if any(project.is_done(s) or project.checkpoint_dir(s).exists() for s in distilled):
+                project.reopen("width")
     if not changes:
         return
     started = [s for s in STAGES if project.is_done(s) or project.checkpoint_dir(s).exists()]
@@ -429,6 +519,9 @@ def cmd_status(a) -> int:
             extra = " (skipped)" if info.get("skipped") else ""
             secs = f" {info['seconds']:.0f}s" if "seconds" in info else ""
             print(f"  {stage:<17} done{extra}{secs}")
+            extra_rows = info.get("augment")
+            if isinstance(extra_rows, dict):
+                print(f"  {'':<17} also learned the teacher's outputs on {describe_extra_rows(extra_rows)}")
             check = info.get("teacher_check")
             if isinstance(check, dict) and check.get("clearly_better") is False:
                 print(f"  {'':<17} warning: {check.get('advice')}")

@@ -164,6 +164,11 @@ def cmd_report(a) -> int:
     print(f"task {grid.task}  model {grid.model}  depth rule {grid.depth_rule}  dev rows {grid.dev_examples}")
     if teacher is not None:
         print(f"teacher (fine-tuned, full): {metric} {100 * teacher:.2f}")
+    extra = (project.stage_info("depth") or {}).get("augment")
+    if isinstance(extra, dict):
+        from .pipeline import describe_extra_rows
+
+        print(f"the students also learned the teacher's outputs on {describe_extra_rows(extra)}")
     # a column per figure some row has: median and p90 latency per precision, then the files' sizes
     lat_cols = []
     for p in grid.precisions():

@@ -136,8 +136,8 @@ class ProjectStore:
             return None
         if stage == "evaluate":
             return None if self.results_path.is_file() else self.results_path
-        if stage in ("finetune-subnets", "int8-aware") and self.stage_info(stage).get("skipped"):
-            return None  # subnet_epochs or int8_epochs 0: it made nothing
+        if stage in ("width", "finetune-subnets", "int8-aware") and self.stage_info(stage).get("skipped"):
+            return None  # stage_order joint, subnet_epochs or int8_epochs 0: it made nothing
         if stage == "rewire" and not self.importance_path.is_file():
             return self.importance_path
         name = STAGE_MODEL[stage]

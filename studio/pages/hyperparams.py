@@ -8,11 +8,12 @@ import html
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QWidget
 
-from dynastudio.core.config import DEPTH_RULES, PRECISIONS, TrainConfig
+from dynastudio.core.config import DEPTH_RULES, PRECISIONS, STAGE_ORDERS, TrainConfig
 from dynastudio.core.errors import ConfigError
 
 CHOICES = {
     "depth_rule": DEPTH_RULES,
+    "stage_order": STAGE_ORDERS,
     "importance_split": ("heldout", "dev"),
     "device": ("auto", "cpu", "cuda"),
     "precision": PRECISIONS,
@@ -22,6 +23,7 @@ EMPTY_MEANS = {
     "max_train_examples": "all",
     "warmup_frac": "the model's default: 0.06 for RoBERTa, 0 for BERT",
     "teacher_lr": "auto: a short trial of 2e-5 to 2e-4 picks it",
+    "augment": "auto: more copies for a smaller task (none from 20,000 rows)",
 }
 # the hyper-parameters most people touch first; the rest sit under "More"
 MAIN_FIELDS = (
@@ -36,6 +38,7 @@ MAIN_FIELDS = (
     "width_mults",
     "depth_mults",
     "max_train_examples",
+    "augment",
     "seed",
 )
 
@@ -75,6 +78,10 @@ HELP = {
     "int8_epochs": "Optional quantization-aware distillation: every sub-network trained as its INT8 file computes "
     "(INT8 weights and activations emulated), learning from its own full-precision self, for INT8 exports that agree "
     "with fp32; 0 skips it.",
+    "augment": "Augmented copies of each training row (words swapped for the model's own masked-LM predictions or "
+    "nearest input embeddings, as the paper's GLUE runs did) on which the width, depth and INT8-aware stages learn "
+    "the teacher's outputs; helps small tasks most, and each copy adds a pass's worth of time to those stages. "
+    "0 = none; empty = by the task's size (up to 20 copies, at most 20,000 rows).",
     "int8_lr": "Peak learning rate of the INT8-aware stage (used only when its epochs are above 0).",
     "warmup_frac": "Share of each stage's steps over which the learning rate ramps up from 0; empty = the model "
     "family's default (6 % for RoBERTa, none for BERT). Try 0.06-0.1 if early steps are unstable.",
@@ -93,6 +100,9 @@ HELP = {
     "depth_mults": "Depths trained, as the share of layers kept (must include 1); fewer values train faster.",
     "depth_rule": "Which layers a shallower sub-network keeps: paper keeps 0, 2, 4 of 6 at depth 0.5 (the last is "
     "dropped), keep-last keeps 1, 3, 5; paper scored 1.6 points better on SST-2.",
+    "stage_order": "paper: width first (stage 1), then every width and depth learning from the width model "
+    "(stage 2), as the paper does; joint: no width stage, every width and depth learns from the teacher at once "
+    "for the epochs of both stages (the same number of updates). Measured in bench/results/stage_order_*.md.",
     "checkpoint_every": "Optimizer steps between mid-stage checkpoints: Stop or a crash loses at most this many; "
     "lower it on a slow machine.",
     "checkpoint_minutes": "A mid-stage checkpoint is also written at least this often by the clock, "

@@ -191,8 +191,16 @@ class NewProjectForm(QWidget):
         fg.addWidget(self.preview, 4, 0, 1, 6)
         fg.addWidget(self.label_counts, 5, 0, 1, 6)
         tg.addWidget(self.files_box, 3, 0, 1, 4)
+        self.unlabeled_file = QLineEdit()
+        self.unlabeled_file.setObjectName("unlabeledFile")
+        self.unlabeled_file.setPlaceholderText(
+            "optional: your unlabeled in-domain text (.txt one per line, or .csv/.tsv/.jsonl with the task's text "
+            "columns); the width, depth and INT8-aware stages learn the teacher's outputs on it"
+        )
+        tg.addWidget(QLabel("unlabeled text"), 4, 0)
+        tg.addLayout(self._with_browse(self.unlabeled_file, lambda: self._pick_file(self.unlabeled_file)), 4, 1, 1, 3)
         self.task_error = error_label()
-        tg.addWidget(self.task_error, 4, 0, 1, 4)
+        tg.addWidget(self.task_error, 5, 0, 1, 4)
 
         # --- training ---
         self.profile = QComboBox()
@@ -253,7 +261,15 @@ class NewProjectForm(QWidget):
         QVBoxLayout(self).addWidget(self.scroll_area)
 
         # any change re-validates (debounced)
-        for w in (self.folder, self.model_dir, self.model_id, self.glue_dir, self.train_file, self.dev_file):
+        for w in (
+            self.folder,
+            self.model_dir,
+            self.model_id,
+            self.glue_dir,
+            self.train_file,
+            self.dev_file,
+            self.unlabeled_file,
+        ):
             w.textChanged.connect(self._schedule_validate)
         for b in (
             self.model_builtin,
@@ -360,6 +376,11 @@ class NewProjectForm(QWidget):
         return BUILTIN_MINILM
 
     def data_config(self) -> DataConfig:
+        data = self._task_config()
+        u = self.unlabeled_file.text().strip()
+        return dataclasses.replace(data, unlabeled=str(Path(u).expanduser().resolve()) if u else None)
+
+    def _task_config(self) -> DataConfig:
         if self.task_demo.isChecked():
             return DataConfig(kind="demo")
         if self.task_glue.isChecked():
@@ -459,6 +480,9 @@ class NewProjectForm(QWidget):
     def _check_task(self) -> tuple[str, QWidget] | None:
         self.preview.setRowCount(0)
         self.label_counts.setText("")
+        u = self.unlabeled_file.text().strip()
+        if u and not Path(u).expanduser().is_file():
+            return f"{u}: file not found: pick your unlabeled text file, or leave the box empty.", self.unlabeled_file
         if self.task_glue.isChecked():
             d = self.glue_dir.text().strip()
             if d and not Path(d).expanduser().is_dir():

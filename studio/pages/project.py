@@ -170,6 +170,8 @@ class ProjectPage(QWidget):
             "glue": f"GLUE {d.task}" + (f" from {d.data_dir}" if d.data_dir else ""),
             "files": f"{d.train} / {d.dev}, text {', '.join(d.text_columns)}, label {d.label_column}",
         }.get(d.kind, d.kind)
+        if d.unlabeled:
+            data += f"; unlabeled text {d.unlabeled}"
         task = self._task_info(project)
 
         def took(stage: str) -> str:
@@ -192,9 +194,11 @@ class ProjectPage(QWidget):
                     "lr",
                     f"{'auto' if t.teacher_lr is None else format(t.teacher_lr, 'g')}/{t.width_lr:g}/{t.depth_lr:g}",
                 ),
+                ("augment", "auto" if t.augment is None else f"{t.augment} copies" if t.augment else "off"),
                 ("widths", ",".join(f"{w:g}" for w in t.width_mults)),
                 ("depths", ",".join(f"{x:g}" for x in t.depth_mults)),
                 ("depth rule", t.depth_rule),
+                ("stage order", t.stage_order),
             )
         )
         task_line = (

@@ -26,6 +26,11 @@ TRAINING_STAGES = ("finetune", "width", "depth", "finetune-subnets", "int8-aware
 # why a stage can be skipped, in the row beside its (empty) bar; the engine's log line gives the setting
 SKIPPED_WHY = {
     "finetune": ("the model is already fine-tuned", "The model was given as fine-tuned: it is the teacher as it is."),
+    "width": (
+        "stage order joint: the depth stage trains every width",
+        "With train.stage_order joint the depth stage distils the teacher into every width and depth at once, for "
+        "the epochs of both stages; set it to paper in project.json for the paper's two stages.",
+    ),
     "finetune-subnets": (
         "optional, off in this profile",
         "Fine-tuning each sub-network on its own after distillation is optional: "
