@@ -208,8 +208,10 @@ def test_the_augment_setting_is_checked_migrated_and_changed_by_the_cli(tiny_mod
     bad = cli(*args, "--augment", "many")
     assert bad.returncode != 0 and "--augment many: write a whole number of copies from 0 to 100, or auto" in bad.stderr
     assert not (tmp_path / "p").exists()
-    assert cli(*args, "--profile", "quick", "--augment", "auto").returncode == 0  # quick's own is 0
-    assert Project.open(tmp_path / "p").config.train.augment is None
+    made = cli(*args, "--profile", "quick", "--augment", "auto")  # quick's own is 0
+    assert made.returncode == 0 and Project.open(tmp_path / "p").config.train.augment is None
+    rows = len(prepare_inputs(Project.open(tmp_path / "p")).student_rows)
+    assert f"augmentation: auto gives 20 copies of each of the {rows:,} student rows (about 21x" in made.stdout
 
 
 def test_run_augment_reopens_the_distilling_stages(tiny_model_dir, tiny_task_files, tmp_path, cli):
@@ -254,3 +256,14 @@ def test_a_bad_unlabeled_file_stops_new_before_anything_is_written(tiny_model_di
 def test_the_words_of_a_text_are_its_runs_of_letters():
     text = "it's a well-made film, 10/10!"
     assert [text[a:b] for a, b in words_of(text)] == ["it", "well", "made", "film"]
+
+
+def test_the_estimate_counts_the_augmented_rows_before_and_after_they_are_made(
+    tiny_model_dir, tiny_task_files, tmp_path
+):
+    cfg = tiny_project_config(tiny_model_dir, *tiny_task_files, augment=2)
+    inputs = prepare_inputs(new_project(tmp_path / "p", cfg))
+    n = len(inputs.student_rows)
+    assert len(augmentation.planned_distill_rows(inputs)) == 3 * n  # not made yet: each row once per copy
+    made, _ = augmentation.augmented_rows(inputs, EventLog())
+    assert len(augmentation.planned_distill_rows(inputs)) == n + len(made) <= 3 * n

@@ -251,6 +251,20 @@ def cmd_new(a) -> int:
         f"created {project.root}: model {model}, task {task.name} ({task.train_rows} train / {task.dev_rows} dev rows, "
         f"metric {task.metric}), profile {profile}"
     )
+    if train.augment is None:  # say what "auto" comes to for this task, and what it costs
+        from ..augmentation import copies_for
+        from ..prepare import prepare_inputs
+
+        inputs = prepare_inputs(project)
+        n = copies_for(inputs)
+        print(
+            f"augmentation: auto gives {n} copies of each of the {len(inputs.student_rows):,} student rows"
+            + (
+                f" (about {n + 1}x the time of the distilling stages; --augment 0 turns it off)"
+                if n
+                else " (the task is large enough without)"
+            )
+        )
     for command in tracking.missing(train.report_to):  # the run refuses to start without them; say so now
         print(f"note: train.report_to is {train.report_to}: before `dynastudio run`, {command}", file=sys.stderr)
     print(f"next: dynastudio run {project.root}")

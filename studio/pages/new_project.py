@@ -210,7 +210,7 @@ class NewProjectForm(QWidget):
         self.profile.setCurrentText("quick")
         self.profile_help = QLabel(
             "quick: short runs for a CPU (sequence 64, 3/2/2 epochs); "
-            "paper: the DynaBERT paper's settings (sequence 128, 3 epochs per stage)"
+            "paper: the DynaBERT paper's settings (sequence 128, 3 epochs per stage, augmented rows for a small task)"
         )
         self.profile_help.setStyleSheet(HINT_CSS)
         self.profile_help.setWordWrap(True)
