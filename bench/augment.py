@@ -84,6 +84,16 @@ def compare(projects: dict[str, Project], base: str, other: str, boot: int) -> t
     return metric, scores, ci
 
 
+def stage_facts(projects: dict[str, Project]) -> dict:
+    """Each arm's width and depth stage: wall seconds and optimizer steps, as state.json records them."""
+    return {
+        f"stage_{fact}": {
+            arm: {s: p.stage_info(s).get(fact) for s in ("width", "depth")} for arm, p in projects.items()
+        }
+        for fact in ("seconds", "steps")
+    }
+
+
 def settings_of(src: Project) -> dict:
     t = src.config.train
     return {
@@ -161,12 +171,7 @@ def main() -> None:
         "teacher": teacher_metrics(src)["score"],
         "scores": scores,
         "augmented_minus_plain_ci95": ci,
-        "stage_seconds": {
-            arm: {s: p.stage_info(s).get("seconds") for s in ("width", "depth")} for arm, p in projects.items()
-        },
-        "stage_steps": {
-            arm: {s: p.stage_info(s).get("steps") for s in ("width", "depth")} for arm, p in projects.items()
-        },
+        **stage_facts(projects),
         "measured_here": measured,
     }
     OUT.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from augment import cell_table, compare, measured_lines, run_arms, settings_of  # noqa: E402
+from augment import cell_table, compare, measured_lines, run_arms, settings_of, stage_facts  # noqa: E402
 from sst2 import OUT, teacher_metrics, write_md  # noqa: E402
 
 from dynastudio.core.project import Project  # noqa: E402
@@ -53,12 +53,7 @@ def main() -> None:
         "teacher": teacher_metrics(src)["score"],
         "scores": scores,
         "joint_minus_paper_ci95": ci,
-        "stage_seconds": {
-            arm: {s: p.stage_info(s).get("seconds") for s in ("width", "depth")} for arm, p in projects.items()
-        },
-        "stage_steps": {
-            arm: {s: p.stage_info(s).get("steps") for s in ("width", "depth")} for arm, p in projects.items()
-        },
+        **stage_facts(projects),
         "measured_here": measured,
     }
     OUT.mkdir(parents=True, exist_ok=True)
