@@ -50,7 +50,8 @@ def copy_arm(src: Project, dst: Path, train: dict) -> None:
     for stale in (dst / "cache").glob("augment*"):
         (shutil.rmtree if stale.is_dir() else Path.unlink)(stale)  # each arm makes its own (and is timed)
     cfg = json.loads((dst / "project.json").read_text())
-    cfg["train"].update(train)
+    # the int8-aware stage's model is not the one compared (evaluate scores the model before it): not run
+    cfg["train"].update({"int8_epochs": 0.0, **train})
     cfg["name"] = f"{cfg.get('name', 'project')}-{dst.name}"
     (dst / "project.json").write_text(json.dumps(cfg, indent=2))
     state = json.loads((src.root / "state.json").read_text())
