@@ -84,9 +84,9 @@ def read_unlabeled(path, pair: bool, text_columns: Sequence[str] = ()) -> TextTa
         cols = _columns(path, list(first[1]), text_columns, n, f"line {first[0]}")
         rows = _read_jsonl(path, cols, cols[0])
     else:
-        first = next(_csv_records(path, _DELIMITERS[suffix], _quoting(suffix)), None)
-        if first is None:
+        header = next(_csv_records(path, _DELIMITERS[suffix], _quoting(suffix)), None)
+        if header is None:
             raise DataError(f"{path}: the file is empty: add a header row naming the text column and data rows")
-        cols = _columns(path, [h.strip() for h in first[1]], text_columns, n, "line 1 (header)")
+        cols = _columns(path, [h.strip() for h in header[1]], text_columns, n, "line 1 (header)")
         rows = read_delimited(path, _DELIMITERS[suffix], _quoting(suffix), True, cols, cols[0])
     return TextTable(rows.text_a, rows.text_b, [None] * len(rows.text_a), str(path))
