@@ -72,12 +72,14 @@ def main() -> None:
         "--trial-epochs", type=float, default=None, help="the trial's teacher epochs (default: the largest)"
     )
     ap.add_argument("--name", default="")
+    ap.add_argument("--no-trial", action="store_true", help="only the grid (the trial's row can be added later)")
     a = ap.parse_args()
     src, work = Path(a.project), Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     started, load_before = time.time(), os.getloadavg()
     rows = [teacher(src, work, lr, e) for e in a.epochs for lr in a.rates]
-    rows.append(teacher(src, work, None, a.trial_epochs or max(a.epochs)))
+    if not a.no_trial:
+        rows.append(teacher(src, work, None, a.trial_epochs or max(a.epochs)))
     for r in rows:
         print(json.dumps({k: r[k] for k in ("setting", "dev_score", "stage_seconds")}), flush=True)
     p = Project.open(src)
@@ -124,7 +126,13 @@ def main() -> None:
             f"| {lr} | {r['teacher_epochs']:g} | {100 * r['dev_score']:.2f} | {k.get('step', '-')} ({k.get('last_step', '-')}) "
             f"| {100 * k.get('heldout_score', float('nan')):.2f} | {r['stage_seconds']:.0f} |"
         )
-    trial = rows[-1]
+    trial = rows[-1] if rows[-1]["teacher_lr"] is None else None
+    if trial is None:
+        (OUT / f"{stem}.md").write_text(
+            "\n".join([*lines, "", f"Best of the grid on dev: {best['setting']} at {100 * best['dev_score']:.2f}."])
+            + "\n"
+        )
+        return
     lines += [
         "",
         f"Best of the grid on dev: {best['setting']} at {100 * best['dev_score']:.2f}; the trial's teacher "
@@ -135,8 +143,20 @@ def main() -> None:
         lines.append(
             f"The trial: {', '.join(f'{k}: {100 * v:.2f}' for k, v in t['candidates'].items())} on "
             f"{t.get('heldout_rows')} held-out train rows after {t.get('steps_each')} steps each on {t.get('rows')} "
-            f"rows; {t.get('seconds')} s."
+            f"rows."
         )
+        if t.get("race"):
+            lines.append(
+                "Then a whole teacher at each of the best "
+                f"{len(t['race'])}: "
+                + ", ".join(
+                    f"{k}: {100 * v['heldout_score']:.2f} held-out ({v['seconds']:.0f} s)" for k, v in t["race"].items()
+                )
+                + f"; kept {t['chosen']:g}. The trial's short runs took {t.get('trial_seconds')} s, all of it "
+                f"{t.get('seconds')} s (the stage: {trial['stage_seconds']:.0f} s)."
+            )
+        else:
+            lines.append(f"The trial took {t.get('seconds')} s.")
     (OUT / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -59,6 +59,19 @@ class StagePlan:
     skipped: bool = False
 
 
+def teacher_epochs(inputs: RunInputs) -> float:
+    """The finetune stage's epochs over the train rows: the teacher's own, or with train.teacher_lr null (and rows
+    held out to choose on), the trial's short runs and a whole teacher for each rate of the race (stages._teacher_lr)."""
+    from .config import TEACHER_LR_CANDIDATES, TEACHER_LR_RACE, TEACHER_LR_TRIAL_STEPS
+
+    t = inputs.cfg.train
+    if t.teacher_lr is not None or t.importance_split != "heldout" or not len(inputs.heldout):
+        return t.teacher_epochs
+    total, per_epoch = total_steps(len(inputs.train), t.batch_size, t.teacher_epochs)
+    trial = len(TEACHER_LR_CANDIDATES) * max(1, min(TEACHER_LR_TRIAL_STEPS, total // 10))
+    return TEACHER_LR_RACE * t.teacher_epochs + trial / max(1, per_epoch)
+
+
 def stage_plans(inputs: RunInputs) -> list[StagePlan]:
     t, cfg = inputs.cfg.train, inputs.cfg
     full = (SubnetSpec(),)
@@ -68,7 +81,7 @@ def stage_plans(inputs: RunInputs) -> list[StagePlan]:
     distilled = planned_distill_rows(inputs)  # with the augmented and unlabeled rows
     joint = t.stage_order == "joint"  # no width stage; the depth stage trains for both stages' epochs
     return [
-        StagePlan("finetune", None if cfg.model_is_finetuned else inputs.train, t.teacher_epochs, full, full),
+        StagePlan("finetune", None if cfg.model_is_finetuned else inputs.train, teacher_epochs(inputs), full, full),
         StagePlan("rewire", None, 0.0, (), ()),
         StagePlan(
             "width",

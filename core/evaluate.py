@@ -261,9 +261,10 @@ def _teacher_advice(inputs: RunInputs, score: float, base: float, low: float, lr
     return (
         f"the teacher scores {score:.4f} {inputs.task.metric} on dev, not clearly better than always predicting {what} "
         f"({base:.4f}; 95 % lower bound of the difference {low:+.4f}), so distilling it cannot give useful "
-        f"sub-networks. Likely fixes: {', '.join(fixes[:-1])} or {fixes[-1]}. To train it again with other settings: edit "
-        f'"train" in {root / "project.json"}, delete {root / "models" / "teacher"} and run again (the teacher '
-        "and every stage after it are redone)"
+        f"sub-networks. Likely fixes: {', '.join(fixes[:-1])} or {fixes[-1]}. To train it again at another rate: "
+        f'`dynastudio run {root} --teacher-lr {lr:g}`; for the other settings edit "train" in '
+        f"{root / 'project.json'}, delete {root / 'models' / 'teacher'} and run again (the teacher and every stage "
+        "after it are redone)"
     )
 
 

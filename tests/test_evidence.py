@@ -254,6 +254,7 @@ def test_following_the_advice_trains_the_teacher_again_and_every_stage_after_it(
     assert (
         f'edit "train" in {project.root / "project.json"}, delete {project.root / "models" / "teacher"}' in check.advice
     )
+    assert f"`dynastudio run {project.root} --teacher-lr " in check.advice  # or the one-command way, for the rate
     raw = json.loads((project.root / "project.json").read_text())
     raw["train"]["teacher_epochs"] = 2
     (project.root / "project.json").write_text(json.dumps(raw))

@@ -144,18 +144,31 @@ def _loops(monkeypatch) -> list:
     return seen
 
 
-def test_a_null_teacher_lr_is_chosen_by_a_short_trial_on_held_out_rows_and_kept_across_a_resume(
-    tiny_model_dir, tiny_task_files, tmp_path, monkeypatch
+def test_a_null_teacher_lr_is_chosen_by_a_trial_then_a_race_of_whole_teachers_and_kept_across_a_resume(
+    tiny_model_dir, tiny_task_files, tmp_path, monkeypatch, cli
 ):
-    from dynastudio.core.config import TEACHER_LR_CANDIDATES
+    from dynastudio.core.config import TEACHER_LR_CANDIDATES, TEACHER_LR_RACE
+    from dynastudio.core.events import StepEnded, StopToken
 
     cfg = tiny_project_config(tiny_model_dir, *tiny_task_files, teacher_epochs=3)
     project = new_project(
         tmp_path / "p", dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, teacher_lr=None))
     )
     inputs = prepare_inputs(project)
+    from dynastudio.core.estimate import estimate_pipeline
+
+    planned = estimate_pipeline(project, timing=False).stage("finetune").steps
     loops = _loops(monkeypatch)
-    stop, seen, sink = stopping_at("finetune", 5)
+    # stopped in the second candidate's whole run
+    stop, seen, fives = StopToken(), EventLog(), []
+
+    def sink(event) -> None:
+        seen(event)
+        if isinstance(event, StepEnded) and event.stage == "finetune" and event.step == 5:
+            fives.append(1)
+            if len(fives) == 2:
+                stop.set()
+
     with pytest.raises(Cancelled):
         _run(project, sink, stop)
     trials = [x for x in loops if x[0] == "finetune-lr-trial"]
@@ -164,22 +177,37 @@ def test_a_null_teacher_lr_is_chosen_by_a_short_trial_on_held_out_rows_and_kept_
     assert all(x[3] == max(1, total // 10) and x[2] == trials[0][2] for x in trials)  # same rows, same few steps
     heldout = {tuple(r) for r in inputs.heldout.input_ids}
     assert not trials[0][2] & heldout and trials[0][2] <= {tuple(r) for r in inputs.train.input_ids}
-    (first,) = [x for x in loops if x[0] == "finetune"]
-    chosen = first[1]
-    assert chosen in TEACHER_LR_CANDIDATES
-    said = [e.text for e in seen.of(LogMessage) if e.text.startswith("teacher_lr trial")]
+    said = [e.text for e in seen.of(LogMessage) if e.text.startswith("teacher_lr trial ")]
     scores = {float(t.split(": ")[1].split(" ")[0]): float(t.split(" scores ")[1].split(" ")[0]) for t in said}
-    assert chosen == max(TEACHER_LR_CANDIDATES, key=lambda lr: (scores[lr], -lr))  # the best held-out score
+    race = sorted(TEACHER_LR_CANDIDATES, key=lambda lr: (-scores[lr], lr))[:TEACHER_LR_RACE]
+    whole = [x for x in loops if x[0] == "finetune"]
+    assert [x[1] for x in whole] == race and all(x[3] == total for x in whole)  # each trains a whole teacher
+    assert all(x[2] == {tuple(r) for r in inputs.train.input_ids} for x in whole)
+    # the time estimate counted the trial's steps and every whole teacher's
+    assert planned == sum(x[3] for x in trials) + sum(x[3] for x in whole)
 
-    # resumed: the same rate, no second trial
+    # resumed: no second trial, the finished candidate is not trained again, the second goes on from its checkpoint
     loops.clear()
     _run(Project.open(project.root))
-    assert [x[0] for x in loops] == ["finetune"] and loops[0][1] == chosen
+    assert [(x[0], x[1]) for x in loops] == [("finetune", race[1])]
     p = Project.open(project.root)
-    trial = p.stage_info("finetune")["teacher_lr_trial"]
-    assert trial["chosen"] == chosen and set(trial["candidates"]) == {f"{lr:g}" for lr in TEACHER_LR_CANDIDATES}
-    assert trial["heldout_rows"] == len(inputs.heldout) and trial["seconds"] >= 0
-    assert not p.model_dir(stages.LR_TRIAL).exists()
+    info = p.stage_info("finetune")
+    trial = info["teacher_lr_trial"]
+    assert set(trial["candidates"]) == {f"{lr:g}" for lr in TEACHER_LR_CANDIDATES}
+    assert trial["race_rates"] == race and set(trial["race"]) == {f"{lr:g}" for lr in race}
+    held = {float(k): v["heldout_score"] for k, v in trial["race"].items()}
+    low, high = sorted(race)
+    assert "margin_low" in trial["race"][f"{high:g}"]  # the higher rate's lead, at the bootstrap's lower bound
+    assert trial["chosen"] == (high if trial["race"][f"{high:g}"]["margin_low"] > 0 else low)
+    assert trial["heldout_rows"] == len(inputs.heldout) and trial["seconds"] >= trial["trial_seconds"] >= 0
+    assert info["teacher_kept"] == trial["race"][f"{trial['chosen']:g}"]["kept"]
+    teacher = p.load_model("teacher")
+    assert stages._full_model_score(inputs, teacher, inputs.heldout) == pytest.approx(held[trial["chosen"]])
+    assert not p.model_dir(stages.LR_TRIAL).exists() and p.checkpoint_progress("finetune") is None
+    # `status` says what was chosen, and the whole teachers' scores
+    out = cli("status", project.root).stdout
+    assert f"teacher_lr {trial['chosen']:g} chosen by a trial" in out
+    assert all(f"{k} {v['heldout_score']:.4f}" in out for k, v in trial["race"].items())
 
 
 def test_a_teacher_lr_the_user_set_is_used_without_a_trial(tiny_model_dir, tiny_task_files, tmp_path, monkeypatch):
@@ -190,3 +218,60 @@ def test_a_teacher_lr_the_user_set_is_used_without_a_trial(tiny_model_dir, tiny_
     _run(project)
     assert [(x[0], x[1]) for x in loops] == [("finetune", 3e-3)]
     assert Project.open(project.root).stage_info("finetune")["teacher_lr_trial"] is None
+
+
+def test_teacher_lr_on_the_command_line_auto_or_a_rate_and_a_change_retrains_the_teacher(
+    tiny_model_dir, tiny_task_files, tmp_path, cli, monkeypatch
+):
+    import json
+
+    from test_cli import assert_user_error
+
+    from dynastudio.core.events import StopToken
+
+    train, dev = tiny_task_files
+    files = ["--model", tiny_model_dir, "--train", train, "--dev", dev, "--text-columns", "sentence"]
+    proj = tmp_path / "p"
+    made = cli("new", proj, *files, "--label-column", "label", "--profile", "quick", "--teacher-lr", "auto")
+    assert made.returncode == 0, made.stderr
+    assert json.loads((proj / "project.json").read_text())["train"]["teacher_lr"] is None  # quick's own is 5e-5
+    assert "teacher_lr: auto, a short trial of 2e-05, 5e-05, 0.0001, 0.0002" in made.stdout
+    assert_user_error(cli("new", tmp_path / "q", *files, "--teacher-lr", "fast"), "--teacher-lr fast", "1e-4")
+    assert not (tmp_path / "q").exists()
+    # a finished teacher, then another rate: the teacher and everything after it are redone
+    project = Project.open(proj)
+    project.mark_done("finetune", {"seconds": 1.0})
+    stop = StopToken()
+    stop.set()  # the run starts and stops at once: the settings are saved before it trains
+    monkeypatch.setattr("dynastudio.core.cli.pipeline.stop_on_sigint", lambda also_sigterm: (stop, {}))
+    assert cli("run", proj).returncode == 130 and Project.open(proj).is_done("finetune")  # nothing changed
+    assert cli("run", proj, "--teacher-lr", "3e-4").returncode == 130
+    assert json.loads((proj / "project.json").read_text())["train"]["teacher_lr"] == 3e-4
+    assert not Project.open(proj).is_done("finetune")
+    assert_user_error(cli("run", proj, "--teacher-lr", "0"), "--teacher-lr 0")
+
+
+def test_the_race_keeps_a_higher_rate_only_when_it_is_clearly_better_on_the_held_out_rows():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 600)
+    right = np.stack([1 - labels, labels], 1).astype(np.float32)  # logits that predict every label
+    wrong = right[:, ::-1].copy()
+
+    def correct_on(fraction: float) -> np.ndarray:
+        out = wrong.copy()
+        out[: int(fraction * len(labels))] = right[: int(fraction * len(labels))]
+        return out
+
+    # 0.3 points ahead on 600 rows: noise, so the lower rate stays; 8 points ahead: the higher rate
+    close = {1e-4: correct_on(0.820), 2e-4: correct_on(0.823)}
+    chosen, lows = stages.race_winner("accuracy", labels, close)
+    assert chosen == 1e-4 and lows[2e-4] <= 0
+    clear = {1e-4: correct_on(0.82), 2e-4: correct_on(0.90), 5e-5: correct_on(0.95)}
+    chosen, lows = stages.race_winner("accuracy", labels, clear)
+    assert chosen == 5e-5 and set(lows) == {1e-4, 2e-4}  # the lowest rate is best by far: nothing beats it
+    chosen, lows = stages.race_winner("accuracy", labels, {1e-4: correct_on(0.82), 2e-4: correct_on(0.90)})
+    assert chosen == 2e-4 and lows[2e-4] > 0.05
+    # a regression metric, the same way
+    y = rng.normal(size=600).astype(np.float32)
+    noisy = {1e-4: (y + rng.normal(scale=1.0, size=600))[:, None], 2e-4: (y + rng.normal(scale=0.3, size=600))[:, None]}
+    assert stages.race_winner("pearson_spearman", y, noisy)[0] == 2e-4

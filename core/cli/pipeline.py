@@ -49,6 +49,12 @@ def add_parsers(sub) -> None:
     n.add_argument("--depth-rule", choices=DEPTH_RULES)
     n.add_argument("--seed", type=int)
     n.add_argument(
+        "--teacher-lr",
+        metavar="LR",
+        help="the teacher's learning rate, such as 1e-4; auto: a short trial of four rates, then a whole teacher at "
+        "each of the best two, the better on held-out train rows kept (the paper profile's default)",
+    )
+    n.add_argument(
         "--precision",
         choices=PRECISIONS,
         help="auto (default): bf16 on a GPU or CPU that computes it natively, fp16 on older GPUs, fp32 on other CPUs",
@@ -98,6 +104,11 @@ def add_parsers(sub) -> None:
     )
     r.add_argument("--profile", choices=sorted(PROFILES))
     r.add_argument("--max-train-examples", type=int)
+    r.add_argument(
+        "--teacher-lr",
+        metavar="LR",
+        help="as for new; saved in the project, and the teacher and every stage after it run again when it changes",
+    )
     r.add_argument(
         "--precision",
         choices=PRECISIONS,
@@ -197,6 +208,32 @@ def describe_extra_rows(facts: dict) -> str:
     return " and ".join(parts) or "no other rows"
 
 
+def describe_teacher_lr(trial: dict) -> str:
+    """The finetune stage's record of its learning-rate trial (stages._teacher_lr), in words."""
+    if not trial.get("candidates"):
+        return f"teacher_lr {trial.get('chosen', 0):g} ({trial.get('reason', 'no trial')})"
+    short = ", ".join(f"{k} {v:.4f}" for k, v in trial["candidates"].items())
+    text = f"teacher_lr {trial['chosen']:g} chosen by a trial: after {trial.get('steps_each')} steps each, {short}"
+    race = trial.get("race") or {}
+    if race:
+        whole = ", ".join(f"{k} {v['heldout_score']:.4f}" for k, v in race.items())
+        text += f"; then whole teachers, {whole}"
+    return text + f" (held-out train rows; {trial.get('seconds', 0):.0f}s in all)"
+
+
+def teacher_lr_setting(text: str) -> float | None:
+    """--teacher-lr's value as train.teacher_lr: a positive rate, or None for auto (the trial)."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        lr = float(text)
+    except ValueError:
+        lr = -1.0
+    if not 0 < lr < 1:
+        raise ConfigError(f"--teacher-lr {text}: write a learning rate between 0 and 1 such as 1e-4, or auto")
+    return lr
+
+
 def augment_setting(text: str) -> int | None:
     """--augment's value as train.augment: a whole number of copies, or None for auto."""
     if text.strip().lower() == "auto":
@@ -235,6 +272,8 @@ def cmd_new(a) -> int:
     )
     if a.augment is not None:
         train = replace(train, augment=augment_setting(a.augment))
+    if a.teacher_lr is not None:
+        train = replace(train, teacher_lr=teacher_lr_setting(a.teacher_lr))
     data = _data_config(a)
     if a.unlabeled:
         data = replace(data, unlabeled=str(Path(a.unlabeled).resolve()))
@@ -265,6 +304,14 @@ def cmd_new(a) -> int:
                 else " (the task is large enough without)"
             )
         )
+    if train.teacher_lr is None and not a.finetuned:
+        from ..config import TEACHER_LR_CANDIDATES, TEACHER_LR_RACE
+
+        print(
+            f"teacher_lr: auto, a short trial of {', '.join(f'{x:g}' for x in TEACHER_LR_CANDIDATES)}, then a whole "
+            f"teacher at each of the best {TEACHER_LR_RACE} (about {TEACHER_LR_RACE}x the teacher's time; "
+            "--teacher-lr 1e-4 sets one)"
+        )
     for command in tracking.missing(train.report_to):  # the run refuses to start without them; say so now
         print(f"note: train.report_to is {train.report_to}: before `dynastudio run`, {command}", file=sys.stderr)
     print(f"next: dynastudio run {project.root}")
@@ -288,6 +335,10 @@ def _apply_run_options(project, a) -> None:
         project.save_config(project.config.with_train(int8_epochs=a.int8_epochs))
         if project.is_done("int8-aware") or project.checkpoint_dir("int8-aware").exists():
             project.reopen("int8-aware")  # it ran (or was skipped) with the old setting
+    if a.teacher_lr is not None and teacher_lr_setting(a.teacher_lr) != t.teacher_lr:
+        project.save_config(project.config.with_train(teacher_lr=teacher_lr_setting(a.teacher_lr)))
+        if any(project.is_done(s) or project.checkpoint_dir(s).exists() for s in STAGES):
+            project.reopen("finetune")  # the teacher, and everything learned from it
     distilled = ("width", "depth", "int8-aware")
     if a.augment is not None and augment_setting(a.augment) != t.augment:
         project.save_config(project.config.with_train(augment=augment_setting(a.augment)))
@@ -536,6 +587,8 @@ def cmd_status(a) -> int:
             extra_rows = info.get("augment")
             if isinstance(extra_rows, dict):
                 print(f"  {'':<17} also learned the teacher's outputs on {describe_extra_rows(extra_rows)}")
+            if isinstance(info.get("teacher_lr_trial"), dict):
+                print(f"  {'':<17} {describe_teacher_lr(info['teacher_lr_trial'])}")
             check = info.get("teacher_check")
             if isinstance(check, dict) and check.get("clearly_better") is False:
                 print(f"  {'':<17} warning: {check.get('advice')}")

@@ -164,6 +164,11 @@ def cmd_report(a) -> int:
     print(f"task {grid.task}  model {grid.model}  depth rule {grid.depth_rule}  dev rows {grid.dev_examples}")
     if teacher is not None:
         print(f"teacher (fine-tuned, full): {metric} {100 * teacher:.2f}")
+    trial = (project.stage_info("finetune") or {}).get("teacher_lr_trial")
+    if isinstance(trial, dict):
+        from .pipeline import describe_teacher_lr
+
+        print(describe_teacher_lr(trial))
     extra = (project.stage_info("depth") or {}).get("augment")
     if isinstance(extra, dict):
         from .pipeline import describe_extra_rows

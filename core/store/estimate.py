@@ -52,6 +52,7 @@ def estimate_key(project) -> str:
         "finetuned": cfg.model_is_finetuned,
         "data": asdict(cfg.data),
         "train": train,
+        "teacher_lr_trial": cfg.train.teacher_lr is None,  # a trial and a race of whole teachers take longer
         "rows": rows,
         "machine": machine(),
     }

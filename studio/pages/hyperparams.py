@@ -22,7 +22,7 @@ CHOICES = {
 EMPTY_MEANS = {
     "max_train_examples": "all",
     "warmup_frac": "the model's default: 0.06 for RoBERTa, 0 for BERT",
-    "teacher_lr": "auto: a short trial of 2e-5 to 2e-4 picks it",
+    "teacher_lr": "auto: a trial of 2e-5 to 2e-4, then two whole teachers",
     "augment": "auto: more copies for a smaller task (none from 20,000 rows)",
 }
 # the hyper-parameters most people touch first; the rest sit under "More"
@@ -64,8 +64,9 @@ HELP = {
     "teacher_epochs": "Passes over train when fine-tuning the full model (the teacher) on the task; "
     "2-3 usually, more for a small data set (unused if the model is already fine-tuned).",
     "teacher_lr": "Peak learning rate of the teacher's fine-tuning (the paper: 2e-5); "
-    "lower it if the teacher's dev score collapses or jumps around. Empty: a short trial of 2e-5, 5e-5, 1e-4 "
-    "and 2e-4, scored on the held-out train rows, picks it (a small model often needs 1e-4).",
+    "lower it if the teacher's dev score collapses or jumps around. Empty (the paper profile's default): "
+    "a short trial of 2e-5, 5e-5, 1e-4 and 2e-4 on part of train, then a whole teacher at each of the best two; "
+    "the one scoring better on the held-out train rows is kept (a small model often needs 1e-4).",
     "width_epochs": "Passes over train while the teacher is distilled into every width (stage 1); "
     "more helps the narrowest widths most.",
     "width_lr": "Peak learning rate of the width stage (the paper: 2e-5); lower it if its losses grow.",
