@@ -254,7 +254,7 @@ def finetune_job(project: Project, request: StageRequest, events, stop: StopToke
         m, b, [full], depth_rule=t.depth_rule, is_regression=inputs.task.is_regression, ctx=ctx
     )
     lrs, trial = _teacher_lr(inputs, model, step_fn, events, stop)
-    if len(lrs) == 1:
+    if trial is None or len(lrs) == 1:
         best = _BestTeacher(inputs, model, events)
         info = _train(
             inputs,
@@ -363,6 +363,7 @@ def _teacher_lr(inputs: RunInputs, model, step_fn, events, stop: StopToken) -> t
     sample = inputs.train.sample(rows, t.seed)
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     scores: dict[str, float] = {}
+    losses: dict[str, float] = {}
     for i, lr in enumerate(TEACHER_LR_CANDIDATES):
         model.load_state_dict(start)
         settings = LoopSettings(
@@ -389,20 +390,26 @@ def _teacher_lr(inputs: RunInputs, model, step_fn, events, stop: StopToken) -> t
             device=inputs.device,
             pad_id=inputs.pad_id,
         )
-        scores[f"{lr:g}"] = _full_model_score(inputs, model, inputs.heldout)
+        logits = _full_model_logits(inputs, model, inputs.heldout)
+        labels = np.asarray(inputs.heldout.labels)
+        scores[f"{lr:g}"] = float(compute_metric(inputs.task.metric, logits, labels)["score"])
+        losses[f"{lr:g}"] = _task_loss(logits, labels, inputs.task.is_regression)
         events(
             LogMessage(
                 f"teacher_lr trial {i + 1}/{len(TEACHER_LR_CANDIDATES)}: {lr:g} scores {scores[f'{lr:g}']:.4f} "
-                f"{inputs.task.metric} on {len(inputs.heldout)} held-out train rows after {steps} steps"
+                f"{inputs.task.metric} (loss {losses[f'{lr:g}']:.4f}) on {len(inputs.heldout)} held-out train rows after {steps} steps"
             )
         )
     model.load_state_dict(start)  # every whole teacher starts from the same weights as every candidate
     model.train()
-    ranked = sorted(TEACHER_LR_CANDIDATES, key=lambda lr: (-scores[f"{lr:g}"], lr))  # a tie: the lower rate first
+    # a tie of the metric (after so few steps every copy may still predict the majority class: Matthews 0 for all on
+    # CoLA) is broken by the held-out loss, which still shows which copy learned most; then the lower rate
+    ranked = sorted(TEACHER_LR_CANDIDATES, key=lambda lr: (-scores[f"{lr:g}"], losses[f"{lr:g}"], lr))
     race = ranked[:TEACHER_LR_RACE]
     trial = {
         "chosen": race[0],  # until the race says otherwise
         "candidates": scores,
+        "losses": losses,
         "steps_each": steps,
         "rows": rows,
         "heldout_rows": len(inputs.heldout),
@@ -487,6 +494,15 @@ def _teacher_race(inputs: RunInputs, model, step_fn, lrs: list[float], trial: di
         )
     )
     return chosen, won["kept"], won["steps"]
+
+
+def _task_loss(logits: np.ndarray, labels: np.ndarray, regression: bool) -> float:
+    """The task's loss of `logits` on `labels`: mean squared error for regression, cross-entropy otherwise."""
+    if regression:
+        return float(np.mean((logits.reshape(len(labels), -1)[:, 0] - labels) ** 2))
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_p[np.arange(len(labels)), labels.astype(np.int64)].mean())
 
 
 def race_winner(metric: str, labels: np.ndarray, logits: dict[float, np.ndarray]) -> tuple[float, dict[float, float]]:
