@@ -4,6 +4,7 @@ scored at each epoch's end and every TEACHER_EVAL_STEPS steps of a long epoch; a
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -179,7 +180,10 @@ def test_a_null_teacher_lr_is_chosen_by_a_trial_then_a_race_of_whole_teachers_an
     assert not trials[0][2] & heldout and trials[0][2] <= {tuple(r) for r in inputs.train.input_ids}
     said = [e.text for e in seen.of(LogMessage) if e.text.startswith("teacher_lr trial ")]
     scores = {float(t.split(": ")[1].split(" ")[0]): float(t.split(" scores ")[1].split(" ")[0]) for t in said}
-    race = sorted(TEACHER_LR_CANDIDATES, key=lambda lr: (-scores[lr], lr))[:TEACHER_LR_RACE]
+    losses = json.loads((project.model_dir(stages.LR_TRIAL) / "trial.json").read_text())["losses"]
+    assert set(losses) == {f"{lr:g}" for lr in TEACHER_LR_CANDIDATES}
+    # the best held-out scores; a tie goes to the lower held-out loss, then to the lower rate
+    race = sorted(TEACHER_LR_CANDIDATES, key=lambda lr: (-scores[lr], losses[f"{lr:g}"], lr))[:TEACHER_LR_RACE]
     whole = [x for x in loops if x[0] == "finetune"]
     assert [x[1] for x in whole] == race and all(x[3] == total for x in whole)  # each trains a whole teacher
     assert all(x[2] == {tuple(r) for r in inputs.train.input_ids} for x in whole)
@@ -223,8 +227,6 @@ def test_a_teacher_lr_the_user_set_is_used_without_a_trial(tiny_model_dir, tiny_
 def test_teacher_lr_on_the_command_line_auto_or_a_rate_and_a_change_retrains_the_teacher(
     tiny_model_dir, tiny_task_files, tmp_path, cli, monkeypatch
 ):
-    import json
-
     from test_cli import assert_user_error
 
     from dynastudio.core.events import StopToken
@@ -275,3 +277,11 @@ def test_the_race_keeps_a_higher_rate_only_when_it_is_clearly_better_on_the_held
     y = rng.normal(size=600).astype(np.float32)
     noisy = {1e-4: (y + rng.normal(scale=1.0, size=600))[:, None], 2e-4: (y + rng.normal(scale=0.3, size=600))[:, None]}
     assert stages.race_winner("pearson_spearman", y, noisy)[0] == 2e-4
+
+
+def test_the_trial_loss_is_the_task_loss():
+    labels = np.array([0, 1, 1])
+    sure = np.array([[9.0, -9.0], [-9.0, 9.0], [-9.0, 9.0]])
+    assert stages._task_loss(sure, labels, False) < 1e-6 < stages._task_loss(np.zeros((3, 2)), labels, False)
+    assert stages._task_loss(np.zeros((3, 2)), labels, False) == pytest.approx(np.log(2))
+    assert stages._task_loss(np.array([[1.0], [2.0]]), np.array([1.0, 4.0]), True) == pytest.approx(2.0)
