@@ -255,20 +255,7 @@ def finetune_job(project: Project, request: StageRequest, events, stop: StopToke
     )
     lrs, trial = _teacher_lr(inputs, model, step_fn, events, stop)
     if trial is None or len(lrs) == 1:
-        best = _BestTeacher(inputs, model, events)
-        info = _train(
-            inputs,
-            "finetune",
-            model,
-            step_fn,
-            t.teacher_epochs,
-            lrs[0],
-            [full],
-            events,
-            stop,
-            after_eval=best.consider if best.enabled else None,
-        )
-        kept = best.restore()
+        best, info, kept = _train_teacher(inputs, model, step_fn, lrs[0], events, stop)
         best.clear()
         lr, steps = lrs[0], info["steps"]
     else:
@@ -430,13 +417,31 @@ def _teacher_lr(inputs: RunInputs, model, step_fn, events, stop: StopToken) -> t
     return race, trial
 
 
+def _train_teacher(inputs: RunInputs, model, step_fn, lr: float, events, stop: StopToken):
+    """One whole teacher at `lr` (resumed from the stage's checkpoint when there is one), its best checkpoint on the
+    held-out rows restored into `model`. Returns (the _BestTeacher, the loop's info, what was kept)."""
+    best = _BestTeacher(inputs, model, events)
+    info = _train(
+        inputs,
+        "finetune",
+        model,
+        step_fn,
+        inputs.cfg.train.teacher_epochs,
+        lr,
+        [SubnetSpec()],
+        events,
+        stop,
+        after_eval=best.consider if best.enabled else None,
+    )
+    return best, info, best.restore()
+
+
 def _teacher_race(inputs: RunInputs, model, step_fn, lrs: list[float], trial: dict, events, stop):
     """Train a whole teacher at each of `lrs`, one after the other from the same start, each keeping its best
     checkpoint on the held-out rows; leave the best of them in `model`. Each finished candidate is saved under
     models/teacher-lr-trial with its held-out score, so a stopped stage resumes at the candidate it was training.
     Returns (the chosen rate, what was kept of it, its steps); `trial` gains every candidate's outcome."""
-    p, t = inputs.project, inputs.cfg.train
-    full = SubnetSpec()
+    p = inputs.project
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     for i, lr in enumerate(lrs):
         key = f"{lr:g}"
@@ -446,20 +451,7 @@ def _teacher_race(inputs: RunInputs, model, step_fn, lrs: list[float], trial: di
         if p.checkpoint_progress("finetune") is None:
             model.load_state_dict(start)
         events(LogMessage(f"teacher candidate {i + 1}/{len(lrs)}: learning rate {key}"))
-        best = _BestTeacher(inputs, model, events)
-        info = _train(
-            inputs,
-            "finetune",
-            model,
-            step_fn,
-            t.teacher_epochs,
-            lr,
-            [full],
-            events,
-            stop,
-            after_eval=best.consider if best.enabled else None,
-        )
-        kept = best.restore()
+        best, info, kept = _train_teacher(inputs, model, step_fn, lr, events, stop)
         p.save_model(f"{LR_TRIAL}/{key}", model)
         if runtime.is_main():  # its held-out predictions, for the comparison at the end
             np.save(
