@@ -270,15 +270,10 @@ def test_changing_int8_epochs_runs_the_stage_again(tiny_model_dir, tiny_task_fil
     for stage in ("finetune-subnets", "int8-aware", "evaluate"):
         p.mark_done(stage, {"seconds": 1.0, "skipped": stage != "evaluate"})
     p.results_path.write_text("{}")
-    options = Namespace(
-        profile=None,
-        max_train_examples=None,
-        precision=None,
-        int8_epochs=1.0,
-        augment=None,
-        unlabeled=None,
-        stage_order=None,
-    )
+    from dynastudio.core.cli import build_parser
+
+    # the options as `run` parses them (every option it has, so a new one cannot be missing here)
+    options = build_parser().parse_args(["run", str(p.root), "--int8-epochs", "1"])
     _apply_run_options(p, options)
     again = Project.open(p.root)
     assert again.config.train.int8_epochs == 1.0
