@@ -121,6 +121,13 @@ class TrainConfig:
 # and the TEACHER_LR_RACE scoring best on the held-out train rows go on to the race (a tie: the lower rate first)
 TEACHER_LR_CANDIDATES = (2e-5, 5e-5, 1e-4, 2e-4)
 TEACHER_LR_TRIAL_STEPS = 100
+
+
+def teacher_lr_trial_steps(teacher_steps: int) -> int:
+    """The steps each rate of the trial trains: TEACHER_LR_TRIAL_STEPS, or a tenth of the teacher's own when fewer."""
+    return max(1, min(TEACHER_LR_TRIAL_STEPS, teacher_steps // 10))
+
+
 # the trial's best rates that then each train a whole teacher: the better on the held-out rows is the teacher
 TEACHER_LR_RACE = 2
 

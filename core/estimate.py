@@ -62,13 +62,13 @@ class StagePlan:
 def teacher_epochs(inputs: RunInputs) -> float:
     """The finetune stage's epochs over the train rows: the teacher's own, or with train.teacher_lr null (and rows
     held out to choose on), the trial's short runs and a whole teacher for each rate of the race (stages._teacher_lr)."""
-    from .config import TEACHER_LR_CANDIDATES, TEACHER_LR_RACE, TEACHER_LR_TRIAL_STEPS
+    from .config import TEACHER_LR_CANDIDATES, TEACHER_LR_RACE, teacher_lr_trial_steps
 
     t = inputs.cfg.train
     if t.teacher_lr is not None or t.importance_split != "heldout" or not len(inputs.heldout):
         return t.teacher_epochs
     total, per_epoch = total_steps(len(inputs.train), t.batch_size, t.teacher_epochs)
-    trial = len(TEACHER_LR_CANDIDATES) * max(1, min(TEACHER_LR_TRIAL_STEPS, total // 10))
+    trial = len(TEACHER_LR_CANDIDATES) * teacher_lr_trial_steps(total)
     return TEACHER_LR_RACE * t.teacher_epochs + trial / max(1, per_epoch)
 
 

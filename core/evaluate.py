@@ -201,6 +201,16 @@ TEACHER_MIN_MARGIN = 0.01  # one point of the metric (accuracy, F1, Matthews, co
 TEACHER_RESAMPLES = 1000
 
 
+def paired_lower_bound(n: int, difference) -> float:
+    """The one-sided 95 % lower bound of a difference between two predictions on the same n rows, by a paired
+    bootstrap: `difference(idx)` on TEACHER_RESAMPLES resamples of the row indices (seeded, so the same on every
+    call). With a single row, the difference itself."""
+    if n <= 1:
+        return float(difference(np.arange(n)))
+    rng = np.random.default_rng(0)
+    return float(np.percentile([difference(rng.integers(0, n, n)) for _ in range(TEACHER_RESAMPLES)], 5))
+
+
 def teacher_check(inputs: RunInputs, logits: np.ndarray, lr: float | None = None) -> dict:
     """Is the fine-tuned teacher clearly better than the constant prediction on dev? Clearly: at least
     TEACHER_MIN_MARGIN ahead, and ahead at the one-sided 95 % lower bound of a paired bootstrap over the dev rows
@@ -210,14 +220,12 @@ def teacher_check(inputs: RunInputs, logits: np.ndarray, lr: float | None = None
     const = constant_logits(inputs, len(labels))
     score = compute_metric(metric, logits, labels)["score"]
     base = _constant_score(metric, const, labels)
-    rng = np.random.default_rng(0)
-    diffs = []
-    for _ in range(TEACHER_RESAMPLES if len(labels) > 1 else 0):
-        idx = rng.integers(0, len(labels), len(labels))
-        diffs.append(
+    low = paired_lower_bound(
+        len(labels),
+        lambda idx: (
             compute_metric(metric, logits[idx], labels[idx])["score"] - _constant_score(metric, const[idx], labels[idx])
-        )
-    low = float(np.percentile(diffs, 5)) if diffs else score - base
+        ),
+    )
     clearly = bool(score - base >= TEACHER_MIN_MARGIN and low > 0)
     advice = "" if clearly else _teacher_advice(inputs, score, base, low, lr)
     return {

@@ -20,7 +20,7 @@ from .config import (
     STAGES,
     TEACHER_LR_CANDIDATES,
     TEACHER_LR_RACE,
-    TEACHER_LR_TRIAL_STEPS,
+    teacher_lr_trial_steps,
     warmup_for,
 )
 from .data.batching import iterate_batches, to_device
@@ -28,12 +28,12 @@ from .distill import LoopSettings, distill_step, int8_step, task_step, total_ste
 from .dynamic import SubnetSpec, forward_subnet, subnet_grid
 from .errors import ConfigError, InternalError, ProjectError
 from .evaluate import (
-    TEACHER_RESAMPLES,
     chance_score,
     eval_batch_size,
     evaluate_grid,
     evaluate_specs,
     keep_scores,
+    paired_lower_bound,
     predict,
     teacher_check,
 )
@@ -345,12 +345,13 @@ def _teacher_lr(inputs: RunInputs, model, step_fn, events, stop: StopToken) -> t
         return [lr], {"chosen": lr, "candidates": {}, "reason": "no held-out train rows"}
     t0 = time.perf_counter()
     total, _ = total_steps(len(inputs.train), t.batch_size, t.teacher_epochs)
-    steps = max(1, min(TEACHER_LR_TRIAL_STEPS, total // 10))
+    steps = teacher_lr_trial_steps(total)
     rows = min(len(inputs.train), steps * t.batch_size)
     sample = inputs.train.sample(rows, t.seed)
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     scores: dict[str, float] = {}
     losses: dict[str, float] = {}
+    labels = np.asarray(inputs.heldout.labels)
     for i, lr in enumerate(TEACHER_LR_CANDIDATES):
         model.load_state_dict(start)
         settings = LoopSettings(
@@ -378,7 +379,6 @@ def _teacher_lr(inputs: RunInputs, model, step_fn, events, stop: StopToken) -> t
             pad_id=inputs.pad_id,
         )
         logits = _full_model_logits(inputs, model, inputs.heldout)
-        labels = np.asarray(inputs.heldout.labels)
         scores[f"{lr:g}"] = float(compute_metric(inputs.task.metric, logits, labels)["score"])
         losses[f"{lr:g}"] = _task_loss(logits, labels, inputs.task.is_regression)
         events(
@@ -453,13 +453,13 @@ def _teacher_race(inputs: RunInputs, model, step_fn, lrs: list[float], trial: di
         events(LogMessage(f"teacher candidate {i + 1}/{len(lrs)}: learning rate {key}"))
         best, info, kept = _train_teacher(inputs, model, step_fn, lr, events, stop)
         p.save_model(f"{LR_TRIAL}/{key}", model)
-        if runtime.is_main():  # its held-out predictions, for the comparison at the end
-            np.save(
-                p.model_dir(f"{LR_TRIAL}/{key}") / "heldout_logits.npy",
-                _full_model_logits(inputs, model, inputs.heldout),
-            )
+        logits = _full_model_logits(inputs, model, inputs.heldout)  # for its score, and the comparison at the end
+        if runtime.is_main():
+            np.save(p.model_dir(f"{LR_TRIAL}/{key}") / "heldout_logits.npy", logits)
         trial["race"][key] = {
-            "heldout_score": (kept or {}).get("heldout_score", _full_model_score(inputs, model, inputs.heldout)),
+            "heldout_score": float(
+                compute_metric(inputs.task.metric, logits, np.asarray(inputs.heldout.labels))["score"]
+            ),
             "kept": kept,
             "steps": info["steps"],
             "seconds": round(time.perf_counter() - t_lr, 1),
@@ -469,8 +469,8 @@ def _teacher_race(inputs: RunInputs, model, step_fn, lrs: list[float], trial: di
         p.clear_checkpoint("finetune")  # the next candidate starts its own run
         runtime.barrier()
     runtime.barrier()
-    logits = {lr: np.load(p.model_dir(f"{LR_TRIAL}/{lr:g}") / "heldout_logits.npy") for lr in lrs}
-    chosen, lows = race_winner(inputs.task.metric, np.asarray(inputs.heldout.labels), logits)
+    predicted = {lr: np.load(p.model_dir(f"{LR_TRIAL}/{lr:g}") / "heldout_logits.npy") for lr in lrs}
+    chosen, lows = race_winner(inputs.task.metric, np.asarray(inputs.heldout.labels), predicted)
     for lr, low in lows.items():
         trial["race"][f"{lr:g}"]["margin_low"] = low
     won = trial["race"][f"{chosen:g}"]
@@ -490,31 +490,27 @@ def _teacher_race(inputs: RunInputs, model, step_fn, lrs: list[float], trial: di
 
 def _task_loss(logits: np.ndarray, labels: np.ndarray, regression: bool) -> float:
     """The task's loss of `logits` on `labels`: mean squared error for regression, cross-entropy otherwise."""
+    x = torch.from_numpy(np.asarray(logits, dtype=np.float32))
     if regression:
-        return float(np.mean((logits.reshape(len(labels), -1)[:, 0] - labels) ** 2))
-    z = logits - logits.max(axis=1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-log_p[np.arange(len(labels)), labels.astype(np.int64)].mean())
+        y = torch.from_numpy(np.asarray(labels, dtype=np.float32))
+        return float(nn.functional.mse_loss(x.reshape(len(y), -1)[:, 0], y))
+    return float(nn.functional.cross_entropy(x, torch.from_numpy(np.asarray(labels, dtype=np.int64))))
 
 
 def race_winner(metric: str, labels: np.ndarray, logits: dict[float, np.ndarray]) -> tuple[float, dict[float, float]]:
     """The race's teacher from each candidate rate's held-out predictions. The lowest rate stands unless a higher
     one is clearly better: ahead at the one-sided 95 % lower bound of a paired bootstrap over the held-out rows
-    (TEACHER_RESAMPLES resamples, seeded). A difference within that noise is no evidence, and the short trial that
+    (evaluate.paired_lower_bound). A difference within that noise is no evidence, and the short trial that
     put the rates in the race favours large ones, so then the lower rate, the more stable fine-tuning, is kept.
     Returns (the rate, {each higher rate: the lower bound of its lead over the rate it was compared with})."""
     rates = sorted(logits)
-    n = len(labels)
-    rng = np.random.default_rng(0)
-    samples = [rng.integers(0, n, n) for _ in range(TEACHER_RESAMPLES if n > 1 else 0)]
 
-    def score(lr: float, idx=slice(None)) -> float:
+    def score(lr: float, idx) -> float:
         return float(compute_metric(metric, logits[lr][idx], labels[idx])["score"])
 
     chosen, lows = rates[0], {}
     for lr in rates[1:]:
-        diffs = [score(lr, idx) - score(chosen, idx) for idx in samples]
-        lows[lr] = float(np.percentile(diffs, 5)) if diffs else score(lr) - score(chosen)
+        lows[lr] = paired_lower_bound(len(labels), lambda idx, a=lr, b=chosen: score(a, idx) - score(b, idx))
         if lows[lr] > 0:
             chosen = lr
     return chosen, lows
