@@ -128,6 +128,14 @@ def teacher_lr_trial_steps(teacher_steps: int) -> int:
     return max(1, min(TEACHER_LR_TRIAL_STEPS, teacher_steps // 10))
 
 
+def teacher_lr_trial_longer(steps: int, teacher_steps: int) -> int | None:
+    """The steps of the trial's next round when its last round left every rate with the same score (after a few
+    dozen steps on CoLA every copy still predicted the majority class: Matthews 0 for all four, and the race was
+    then sent the wrong rates): twice `steps`, while that stays within a quarter of the teacher's own steps."""
+    longer = 2 * steps
+    return longer if longer <= teacher_steps // 4 else None
+
+
 # the trial's best rates that then each train a whole teacher: the better on the held-out rows is the teacher
 TEACHER_LR_RACE = 2
 

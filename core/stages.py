@@ -20,6 +20,7 @@ from .config import (
     STAGES,
     TEACHER_LR_CANDIDATES,
     TEACHER_LR_RACE,
+    teacher_lr_trial_longer,
     teacher_lr_trial_steps,
     warmup_for,
 )
@@ -310,7 +311,8 @@ def _teacher_lr(inputs: RunInputs, model, step_fn, events, stop: StopToken) -> t
     successive-halving trial whose last rung is the teacher's own budget. First each of TEACHER_LR_CANDIDATES trains
     a copy of the untrained teacher on the same train rows for the same few steps (TEACHER_LR_TRIAL_STEPS at most, a
     tenth of the teacher's own steps when fewer), with the stage's schedule, and is scored on the held-out train
-    rows. The TEACHER_LR_RACE best then each train a whole teacher (`_teacher_race`), and the one scoring best on the
+    rows; when every rate scores the same, the round runs again with twice the steps while that stays within a
+    quarter of the teacher's steps (config.teacher_lr_trial_longer). The TEACHER_LR_RACE best then each train a whole teacher (`_teacher_race`), and the one scoring best on the
     held-out rows is kept. The short rung alone favours large rates: few steps reward fast early progress, not
     where a run ends (on SST-2 it chose 2e-4, whose teacher ended 1.95 dev points below 1e-4's; see
     bench/results/teacher_lr_*.md). Dev is not used. The trial is saved while the stage runs, so a resumed stage
@@ -345,10 +347,65 @@ def _teacher_lr(inputs: RunInputs, model, step_fn, events, stop: StopToken) -> t
         return [lr], {"chosen": lr, "candidates": {}, "reason": "no held-out train rows"}
     t0 = time.perf_counter()
     total, _ = total_steps(len(inputs.train), t.batch_size, t.teacher_epochs)
-    steps = teacher_lr_trial_steps(total)
-    rows = min(len(inputs.train), steps * t.batch_size)
-    sample = inputs.train.sample(rows, t.seed)
     start = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    steps: int | None = teacher_lr_trial_steps(total)
+    rounds: list[dict] = []
+    while steps is not None:
+        rows = min(len(inputs.train), steps * t.batch_size)
+        scores, losses = _trial_round(inputs, model, step_fn, start, steps, rows, events, stop)
+        rounds.append({"steps": steps, "rows": rows, "scores": scores, "losses": losses})
+        if len(set(scores.values())) > 1:
+            break
+        longer = teacher_lr_trial_longer(steps, total)
+        events(
+            LogMessage(
+                f"teacher_lr trial: every rate scored {next(iter(scores.values())):.4f} after {steps} steps, so the "
+                "score cannot rank them; "
+                + (
+                    f"the trial runs again with {longer} steps each"
+                    if longer
+                    else "a longer trial would pass a quarter of the teacher's steps, so the held-out loss ranks them"
+                )
+            )
+        )
+        steps = longer
+    model.load_state_dict(start)  # every whole teacher starts from the same weights as every candidate
+    model.train()
+    # a tie of the metric (after so few steps every copy may still predict the majority class: Matthews 0 for all on
+    # CoLA) is broken by the held-out loss, which still shows which copy learned most; then the lower rate
+    ranked = sorted(TEACHER_LR_CANDIDATES, key=lambda lr: (-scores[f"{lr:g}"], losses[f"{lr:g}"], lr))
+    race = ranked[:TEACHER_LR_RACE]
+    trial = {
+        "chosen": race[0],  # until the race says otherwise
+        "candidates": scores,
+        "losses": losses,
+        "steps_each": rounds[-1]["steps"],
+        "rows": rows,
+        "rounds": [{k: r[k] for k in ("steps", "scores")} for r in rounds[:-1]],  # those that left every rate tied
+        "heldout_rows": len(inputs.heldout),
+        "race_rates": race,
+        "race": {},
+        "trial_seconds": round(time.perf_counter() - t0, 1),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "settings": _trial_settings(inputs),
+    }
+    _save_trial(p, trial)
+    events(
+        LogMessage(
+            f"teacher_lr trial: {', '.join(f'{x:g}' for x in race)} scored best after {trial['steps_each']} steps each on {rows} "
+            f"train rows ({trial['trial_seconds']:.0f} s); each now trains a whole teacher, and the better on the "
+            "held-out rows is kept. Set train.teacher_lr to choose the rate yourself"
+        )
+    )
+    return race, trial
+
+
+def _trial_round(inputs: RunInputs, model, step_fn, start: dict, steps: int, rows: int, events, stop: StopToken):
+    """One round of the learning-rate trial: each of TEACHER_LR_CANDIDATES trains a copy of the untrained teacher
+    (`start`) for `steps` steps on the same `rows` train rows, with the stage's schedule; returns each rate's score
+    and task loss on the held-out train rows ({rate: value}, the rate written as f"{lr:g}")."""
+    t = inputs.cfg.train
+    sample = inputs.train.sample(rows, t.seed)
     scores: dict[str, float] = {}
     losses: dict[str, float] = {}
     labels = np.asarray(inputs.heldout.labels)
@@ -387,34 +444,7 @@ def _teacher_lr(inputs: RunInputs, model, step_fn, events, stop: StopToken) -> t
                 f"{inputs.task.metric} (loss {losses[f'{lr:g}']:.4f}) on {len(inputs.heldout)} held-out train rows after {steps} steps"
             )
         )
-    model.load_state_dict(start)  # every whole teacher starts from the same weights as every candidate
-    model.train()
-    # a tie of the metric (after so few steps every copy may still predict the majority class: Matthews 0 for all on
-    # CoLA) is broken by the held-out loss, which still shows which copy learned most; then the lower rate
-    ranked = sorted(TEACHER_LR_CANDIDATES, key=lambda lr: (-scores[f"{lr:g}"], losses[f"{lr:g}"], lr))
-    race = ranked[:TEACHER_LR_RACE]
-    trial = {
-        "chosen": race[0],  # until the race says otherwise
-        "candidates": scores,
-        "losses": losses,
-        "steps_each": steps,
-        "rows": rows,
-        "heldout_rows": len(inputs.heldout),
-        "race_rates": race,
-        "race": {},
-        "trial_seconds": round(time.perf_counter() - t0, 1),
-        "seconds": round(time.perf_counter() - t0, 1),
-        "settings": _trial_settings(inputs),
-    }
-    _save_trial(p, trial)
-    events(
-        LogMessage(
-            f"teacher_lr trial: {', '.join(f'{x:g}' for x in race)} scored best after {steps} steps each on {rows} "
-            f"train rows ({trial['trial_seconds']:.0f} s); each now trains a whole teacher, and the better on the "
-            "held-out rows is kept. Set train.teacher_lr to choose the rate yourself"
-        )
-    )
-    return race, trial
+    return scores, losses
 
 
 def _train_teacher(inputs: RunInputs, model, step_fn, lr: float, events, stop: StopToken):

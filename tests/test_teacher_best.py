@@ -128,6 +128,18 @@ def test_the_held_out_score_uses_the_train_rows_the_teacher_never_saw_and_dev_on
     assert np.isfinite(Project.open(other.root).stage_info("finetune")["metrics"]["score"])
 
 
+def _script_trial_scores(monkeypatch, scores: list[float]) -> None:
+    """The trial copies' held-out scores, in the order they are computed (each round's rates in order); every score
+    after these is the real one."""
+    scripted = list(scores)
+    real = stages.compute_metric
+
+    def metric(name, logits, labels):
+        return {"score": scripted.pop(0)} if scripted else real(name, logits, labels)
+
+    monkeypatch.setattr(stages, "compute_metric", metric)
+
+
 def _loops(monkeypatch) -> list:
     """Every train_loop the stages start: (stage, lr, rows, steps)."""
     from dynastudio.core.distill import total_steps
@@ -159,6 +171,9 @@ def test_a_null_teacher_lr_is_chosen_by_a_trial_then_a_race_of_whole_teachers_an
     from dynastudio.core.estimate import estimate_pipeline
 
     planned = estimate_pipeline(project, timing=False).stage("finetune").steps
+    # the tiny model's copies may all score alike after 3 steps, which makes the trial run longer (the next test);
+    # here the first round's scores differ, so its one round is what the estimate counted
+    _script_trial_scores(monkeypatch, [0.5, 0.75, 0.7, 0.6])
     loops = _loops(monkeypatch)
     # stopped in the second candidate's whole run
     stop, seen, fives = StopToken(), EventLog(), []
@@ -285,3 +300,59 @@ def test_the_trial_loss_is_the_task_loss():
     assert stages._task_loss(sure, labels, False) < 1e-6 < stages._task_loss(np.zeros((3, 2)), labels, False)
     assert stages._task_loss(np.zeros((3, 2)), labels, False) == pytest.approx(np.log(2))
     assert stages._task_loss(np.array([[1.0], [2.0]]), np.array([1.0, 4.0]), True) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("separates", [True, False])
+def test_when_every_rate_scores_the_same_the_trial_runs_again_longer_up_to_a_quarter_of_the_teacher(
+    tiny_model_dir, tiny_task_files, tmp_path, monkeypatch, cli, separates
+):
+    from dynastudio.core.config import TEACHER_LR_CANDIDATES, teacher_lr_trial_longer, teacher_lr_trial_steps
+
+    cfg = tiny_project_config(tiny_model_dir, *tiny_task_files, teacher_epochs=4)
+    project = new_project(
+        tmp_path / "p", dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, teacher_lr=None))
+    )
+    inputs = prepare_inputs(project)
+    total = 4 * -(-len(inputs.train) // 16)
+    # the held-out score of each trial copy, scripted: every rate ties in the first round (as on CoLA, where every
+    # copy still predicted the majority class); the second round ranks 1e-4 first and 5e-5 second, or ties again
+    n = len(TEACHER_LR_CANDIDATES)
+    _script_trial_scores(monkeypatch, [0.5] * n + ([0.6, 0.8, 0.9, 0.7] if separates else [0.5] * n))
+    losses = []
+    real_loss = stages._task_loss
+
+    def loss(*a):
+        losses.append(real_loss(*a))
+        return losses[-1]
+
+    monkeypatch.setattr(stages, "_task_loss", loss)
+    loops = _loops(monkeypatch)
+    seen = EventLog()
+    _run(project, seen)
+
+    base = teacher_lr_trial_steps(total)
+    longer = teacher_lr_trial_longer(base, total)
+    assert longer == 2 * base and teacher_lr_trial_longer(longer, total) is None  # this config allows one longer round
+    trials = [x for x in loops if x[0] == "finetune-lr-trial"]
+    assert [(x[1], x[3]) for x in trials] == [(lr, s) for s in (base, longer) for lr in TEACHER_LR_CANDIDATES]
+    assert len(trials[-1][2]) == min(len(inputs.train), longer * 16) > len(trials[0][2])  # more rows too
+    assert any("every rate scored 0.5000 after" in e.text for e in seen.of(LogMessage))
+    trial = Project.open(project.root).stage_info("finetune")["teacher_lr_trial"]
+    assert trial["steps_each"] == longer and trial["rounds"] == [
+        {"steps": base, "scores": {f"{lr:g}": 0.5 for lr in TEACHER_LR_CANDIDATES}}
+    ]
+    if separates:
+        assert trial["race_rates"] == [1e-4, 5e-5]
+    else:  # tied to the end: the second round's held-out loss ranks them, then the lower rate
+        last = dict(zip(TEACHER_LR_CANDIDATES, losses[n : 2 * n]))
+        assert trial["race_rates"] == sorted(TEACHER_LR_CANDIDATES, key=lambda lr: (last[lr], lr))[:2]
+    assert [x[1] for x in loops if x[0] == "finetune"] == trial["race_rates"]
+    assert f"every rate tied after {base} steps" in cli("status", project.root).stdout
+
+
+def test_the_trial_runs_longer_only_within_a_quarter_of_the_teacher():
+    from dynastudio.core.config import teacher_lr_trial_longer
+
+    assert teacher_lr_trial_longer(100, 1205) == 200  # CoLA's 5-epoch teacher: 200 steps is within 301
+    assert teacher_lr_trial_longer(200, 1205) is None
+    assert teacher_lr_trial_longer(72, 723) == 144 and teacher_lr_trial_longer(144, 723) is None

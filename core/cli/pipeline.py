@@ -214,6 +214,9 @@ def describe_teacher_lr(trial: dict) -> str:
         return f"teacher_lr {trial.get('chosen', 0):g} ({trial.get('reason', 'no trial')})"
     short = ", ".join(f"{k} {v:.4f}" for k, v in trial["candidates"].items())
     text = f"teacher_lr {trial['chosen']:g} chosen by a trial: after {trial.get('steps_each')} steps each, {short}"
+    tied = [r["steps"] for r in trial.get("rounds") or []]
+    if tied:
+        text += f" (every rate tied after {' and '.join(map(str, tied))} steps)"
     race = trial.get("race") or {}
     if race:
         whole = ", ".join(f"{k} {v['heldout_score']:.4f}" for k, v in race.items())
