@@ -61,7 +61,10 @@ class StagePlan:
 
 def teacher_epochs(inputs: RunInputs) -> float:
     """The finetune stage's epochs over the train rows: the teacher's own, or with train.teacher_lr null (and rows
-    held out to choose on), the trial's short runs and a whole teacher for each rate of the race (stages._teacher_lr)."""
+    held out to choose on), the trial's short runs and a whole teacher for each rate of the race (stages._teacher_lr).
+    The trial's first round only: a round that leaves every rate tied runs again longer, which cannot be foreseen
+    (each longer round doubles the last, up to a quarter of the teacher's steps: at worst, across the four rates,
+    under twice the teacher's steps more)."""
     from .config import TEACHER_LR_CANDIDATES, TEACHER_LR_RACE, teacher_lr_trial_steps
 
     t = inputs.cfg.train
