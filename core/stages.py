@@ -313,7 +313,8 @@ def _teacher_lr(inputs: RunInputs, model, step_fn, events, stop: StopToken) -> t
     tenth of the teacher's own steps when fewer), with the stage's schedule, and is scored on the held-out train
     rows; when every rate scores the same, the round runs again with twice the steps while that stays within a
     quarter of the teacher's steps (config.teacher_lr_trial_longer). The TEACHER_LR_RACE best then each train a
-    whole teacher (`_teacher_race`), and the one scoring best on the held-out rows is kept. The short rung alone favours large rates: few steps reward fast early progress, not
+    whole teacher (`_teacher_race`), and `race_winner` keeps one: the lower rate, unless the higher is clearly
+    better on the held-out rows. The short rung alone favours large rates: few steps reward fast early progress, not
     where a run ends (on SST-2 it chose 2e-4, whose teacher ended 1.95 dev points below 1e-4's; see
     bench/results/teacher_lr_*.md). Dev is not used. The trial is saved while the stage runs, so a resumed stage
     neither repeats it nor retrains a candidate that finished."""
