@@ -192,7 +192,7 @@ def render(report: dict, path: Path) -> None:
     ]
     md += [f"- {k.replace('_', ' ')}: {v}" for k, v in s.items()]
     md += [
-        f"- augmentation: {aug['copies']} copies of each of {aug['source_rows']:,} student rows, {aug['rows']:,} "
+        f"- augmentation: {aug['copies']} {'copy' if aug['copies'] == 1 else 'copies'} of each of {aug['source_rows']:,} student rows, {aug['rows']:,} "
         f"rows made in {aug['seconds']:.0f} s; replacements: {aug['source']}",
         "",
         f"Teacher dev {report['metric']}: {100 * report['teacher']:.2f}. The two columns differ only in the rows the "
