@@ -71,16 +71,23 @@ def run_arms(src: Project, work: Path, arms: dict[str, dict]) -> tuple[dict[str,
     return {arm: Project.open(work / arm) for arm in arms}, measured
 
 
+def paired_differences(metric: str, other: np.ndarray, base: np.ndarray, y: np.ndarray, boot: int) -> np.ndarray:
+    """The metric of `other` minus that of `base` (two predictions of the same rows `y`) on `boot` resamples of the
+    rows, seeded (the same resamples on every call): a paired bootstrap."""
+    idx = np.random.default_rng(0).integers(0, len(y), size=(boot, len(y)))
+    return np.array(
+        [compute_metric(metric, other[i], y[i])["score"] - compute_metric(metric, base[i], y[i])["score"] for i in idx]
+    )
+
+
 def compare(projects: dict[str, Project], base: str, other: str, boot: int) -> tuple[str, dict, dict]:
     """(metric, each arm's dev score per cell, the 95 % paired-bootstrap interval of other - base per cell)."""
     logits = {arm: cell_logits(p) for arm, p in projects.items()}
     y, metric = logits[base][1], logits[base][2]
     scores = {arm: {k: compute_metric(metric, v, y)["score"] for k, v in lg[0].items()} for arm, lg in logits.items()}
-    idx = np.random.default_rng(0).integers(0, len(y), size=(boot, len(y)))
     ci = {}
     for k in scores[base]:
-        p_, q_ = logits[other][0][k], logits[base][0][k]
-        d = [compute_metric(metric, p_[i], y[i])["score"] - compute_metric(metric, q_[i], y[i])["score"] for i in idx]
+        d = paired_differences(metric, logits[other][0][k], logits[base][0][k], y, boot)
         ci[k] = [float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))]
     return metric, scores, ci
 
@@ -192,8 +199,8 @@ def render(report: dict, path: Path) -> None:
     ]
     md += [f"- {k.replace('_', ' ')}: {v}" for k, v in s.items()]
     md += [
-        f"- augmentation: {aug['copies']} {'copy' if aug['copies'] == 1 else 'copies'} of each of {aug['source_rows']:,} student rows, {aug['rows']:,} "
-        f"rows made in {aug['seconds']:.0f} s; replacements: {aug['source']}",
+        f"- augmentation: {aug['copies']} {'copy' if aug['copies'] == 1 else 'copies'} of each of "
+        f"{aug['source_rows']:,} student rows, {aug['rows']:,} rows made in {aug['seconds']:.0f} s; replacements: {aug['source']}",
         "",
         f"Teacher dev {report['metric']}: {100 * report['teacher']:.2f}. The two columns differ only in the rows the "
         "width and depth stages learn from (the same settings and epochs, so the augmented arm takes more steps).",

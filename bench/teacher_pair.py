@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "bench" / "results"
 
+from augment import paired_differences  # noqa: E402
+
 from dynastudio.core.metrics import compute_metric  # noqa: E402
 from dynastudio.core.prepare import prepare_inputs  # noqa: E402
 from dynastudio.core.project import Project  # noqa: E402
@@ -49,8 +51,7 @@ def main() -> None:
         return float(compute_metric(metric, logits[idx], y[idx])["score"])
 
     every = np.arange(len(y))
-    idx = np.random.default_rng(0).integers(0, len(y), size=(args.boot, len(y)))
-    diffs = np.array([score(lb, i) - score(la, i) for i in idx])
+    diffs = paired_differences(metric, lb, la, y, args.boot)
     report = {
         "argv": "python bench/teacher_pair.py " + " ".join(sys.argv[1:]),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),

@@ -136,7 +136,8 @@ def teacher_lr_trial_longer(steps: int, teacher_steps: int) -> int | None:
     return longer if longer <= teacher_steps // 4 else None
 
 
-# the trial's best rates that then each train a whole teacher: the better on the held-out rows is the teacher
+# the trial's best rates that then each train a whole teacher; race_winner keeps the lower unless the higher is
+# clearly better on the held-out rows
 TEACHER_LR_RACE = 2
 
 

@@ -394,8 +394,9 @@ def _teacher_lr(inputs: RunInputs, model, step_fn, events, stop: StopToken) -> t
     events(
         LogMessage(
             f"teacher_lr trial: {', '.join(f'{x:g}' for x in race)} scored best after {trial['steps_each']} steps "
-            f"each on {rows} train rows ({trial['trial_seconds']:.0f} s); each now trains a whole teacher, and the better on the "
-            "held-out rows is kept. Set train.teacher_lr to choose the rate yourself"
+            f"each on {rows} train rows ({trial['trial_seconds']:.0f} s); each now trains a whole teacher, and the "
+            "lower rate is kept unless the higher is clearly better on the held-out rows. Set train.teacher_lr to "
+            "choose the rate yourself"
         )
     )
     return race, trial
