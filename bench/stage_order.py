@@ -51,6 +51,10 @@ def main() -> None:
         "metric": metric,
         "settings": settings_of(src),
         "teacher": teacher_metrics(src)["score"],
+        "augment": {
+            arm: p.stage_info("width").get("augment") or p.stage_info("depth").get("augment")
+            for arm, p in projects.items()
+        },
         "scores": scores,
         "joint_minus_paper_ci95": ci,
         **stage_facts(projects),
@@ -59,6 +63,16 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{a.name}.json").write_text(json.dumps(report, indent=2))
     render(report, OUT / f"{a.name}.md")
+
+
+def augment_words(aug: dict | None) -> str:
+    """What an arm's width or depth stage learned from besides the labelled rows, in words."""
+    if not aug or not aug.get("copies"):
+        return "none"
+    copies = f"{aug['copies']} {'copy' if aug['copies'] == 1 else 'copies'}"
+    return (
+        f"{copies} of each of {aug['source_rows']:,} student rows, {aug['rows']:,} rows; replacements: {aug['source']}"
+    )
 
 
 def render(report: dict, path: Path) -> None:
@@ -71,6 +85,7 @@ def render(report: dict, path: Path) -> None:
         "",
     ]
     md += [f"- {k.replace('_', ' ')}: {v}" for k, v in report["settings"].items()]
+    md += [f"- augmentation, {arm}: {augment_words(aug)}" for arm, aug in report.get("augment", {}).items()]
     md += [
         "",
         f"Teacher dev {report['metric']}: {100 * report['teacher']:.2f}. paper: the width stage (width epochs, its loss "
