@@ -19,10 +19,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-OUT = ROOT / "bench" / "results"
 
 from augment import LABELS, paired_differences  # noqa: E402
 from depth_rule import cell_logits  # noqa: E402
+from sst2 import OUT, write_md  # noqa: E402
 from teacher_pair import dev_logits  # noqa: E402
 
 from dynastudio.core.metrics import compute_metric  # noqa: E402
@@ -97,8 +97,7 @@ def main() -> None:
             f"| {w} | {d} | {pts(r['score']):.2f} | {pts(r['minus_teacher']):+.2f} | "
             f"{pts(r['ci95'][0]):+.2f} to {pts(r['ci95'][1]):+.2f} | {mark} |"
         )
-    (OUT / f"{stem}.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+    write_md(md, report, OUT / f"{stem}.md")
 
 
 if __name__ == "__main__":
