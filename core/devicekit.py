@@ -31,14 +31,21 @@ def device_kit_job(project: Project, request: DeviceKitRequest, events, stop: St
     from .export.logits import input_names_for
     from .export.runners import ORT_DISABLED_OPTIMIZERS
     from .extract import extract_from_model
-    from .latency import LatencySettings, export_cell, model_for_latency
+    from .latency import LatencySettings, export_cell, model_for_latency, shape_specs
     from .prepare import project_tokenizer
 
     bad = [f for f in request.formats if f not in KIT_FORMATS]
     if bad or not request.formats:
         raise ConfigError(f"device-kit --formats {','.join(request.formats)}: choose from {', '.join(KIT_FORMATS)}")
     t = project.config.train
-    specs = [SubnetSpec(w, d) for w, d in request.cells] if request.cells else subnet_grid(t.width_mults, t.depth_mults)
+    specs: list = (
+        [SubnetSpec(w, d) for w, d in request.cells] if request.cells else subnet_grid(t.width_mults, t.depth_mults)
+    )
+    labels = [sp.label for sp in specs]
+    shape_layers = None
+    if request.shapes:
+        shape_labels, shape_models, shape_layers = shape_specs(project)
+        labels, specs = labels + shape_labels, specs + shape_models
     out = Path(request.out_dir).expanduser().resolve()
     if out.exists() and not request.overwrite:
         raise ConfigError(f"{out}: exists: pick another --out, or --overwrite to replace it")
@@ -55,11 +62,11 @@ def device_kit_job(project: Project, request: DeviceKitRequest, events, stop: St
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     try:
         cells = []
-        for i, spec in enumerate(specs):
+        for i, (spec, label) in enumerate(zip(specs, labels)):
             stop.check()
             slim = extract_from_model(model, spec, t.depth_rule)
             names = input_names_for(tokenizer, slim)
-            folder = tmp / "models" / spec.label
+            folder = tmp / "models" / label
             cell = export_cell(slim, names, request.formats, folder, settings)
             keep = {p.name for p in cell.files.values()}
             for p in folder.iterdir():  # export_cell also leaves the fp32 file that int8 is made from
@@ -67,12 +74,12 @@ def device_kit_job(project: Project, request: DeviceKitRequest, events, stop: St
                     p.unlink()
             cells.append(
                 {
-                    "label": spec.label,
-                    "width_mult": spec.width_mult,
-                    "depth_mult": spec.depth_mult,
+                    "label": label,
+                    "width_mult": getattr(spec, "width_mult", None),  # None: a shape model, not a grid cell
+                    "depth_mult": getattr(spec, "depth_mult", None),
                     "inputs": names,
                     "vocab_size": slim.config.vocab_size,
-                    "files": {fmt: f"models/{spec.label}/{p.name}" for fmt, p in cell.files.items()},
+                    "files": {fmt: f"models/{label}/{p.name}" for fmt, p in cell.files.items()},
                 }
             )
             events(StageProgress("device-kit", i + 1, len(specs)))
@@ -88,6 +95,8 @@ def device_kit_job(project: Project, request: DeviceKitRequest, events, stop: St
             "made": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "cells": cells,
         }
+        if shape_layers:
+            kit["shape_layers"] = shape_layers
         atomic_write_text(tmp / "kit.json", json.dumps(kit, indent=2))
         runner = resources.files("dynastudio.core").joinpath("kit/run_kit.py").read_text(encoding="utf-8")
         atomic_write_text(tmp / "run_kit.py", runner)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +34,80 @@ class SubnetSpec:
     @property
     def is_full(self) -> bool:
         return self.width_mult == 1.0 and self.depth_mult == 1.0
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A sub-network of any shape, beyond the grid's uniform cells: the layers it keeps (original indices, bottom
+    first) and, per kept layer, its number of attention heads and FFN neurons (the leading ones, which rewiring made
+    the most important). What the search explores; a grid cell is the case where every layer has the same counts."""
+
+    layers: tuple[int, ...]
+    heads: tuple[int, ...]
+    neurons: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not len(self.layers) == len(self.heads) == len(self.neurons):
+            raise ValueError(
+                f"ArchSpec: {len(self.layers)} layers, {len(self.heads)} heads, {len(self.neurons)} neurons"
+            )
+
+    @property
+    def label(self) -> str:
+        """Short and stable: the same shape always gets the same label (a digest of its counts)."""
+        digest = hashlib.blake2b(json.dumps(self.to_json()).encode(), digest_size=3).hexdigest()
+        return f"s{len(self.layers)}L-{digest}"
+
+    @property
+    def is_full(self) -> bool:
+        return False
+
+    def to_json(self) -> dict:
+        return {"layers": list(self.layers), "heads": list(self.heads), "neurons": list(self.neurons)}
+
+    @staticmethod
+    def from_json(d: dict) -> ArchSpec:
+        return ArchSpec(*(tuple(int(x) for x in d[k]) for k in ("layers", "heads", "neurons")))
+
+    def describe(self) -> str:
+        """One line for people: the kept layers, and the heads and neurons of each."""
+        return f"layers {','.join(map(str, self.layers))}; heads {'/'.join(map(str, self.heads))}; " + (
+            f"neurons {'/'.join(map(str, self.neurons))}"
+        )
+
+
+AnySpec = SubnetSpec | ArchSpec
+
+
+def spec_to_json(spec: AnySpec):
+    """A spec as JSON: [width, depth] for a grid cell, the counts' dict for an ArchSpec."""
+    return spec.to_json() if isinstance(spec, ArchSpec) else [spec.width_mult, spec.depth_mult]
+
+
+def spec_from_json(v) -> AnySpec:
+    return ArchSpec.from_json(v) if isinstance(v, dict) else SubnetSpec(float(v[0]), float(v[1]))
+
+
+def layer_plan(config, spec: AnySpec, rule: str) -> tuple[list[int], list[int], list[int]]:
+    """(kept layer indices, heads per kept layer, FFN neurons per kept layer) of any spec on a model's config."""
+    if isinstance(spec, ArchSpec):
+        return list(spec.layers), list(spec.heads), list(spec.neurons)
+    kept = kept_layers(config.num_hidden_layers, spec.depth_mult, rule)
+    n_heads = n_heads_kept(config.num_attention_heads, spec.width_mult)
+    n_neurons = n_neurons_kept(config.intermediate_size, spec.width_mult)
+    return kept, [n_heads] * len(kept), [n_neurons] * len(kept)
+
+
+def check_arch(spec: ArchSpec, config) -> None:
+    """A ConfigError naming the first count that does not fit the model (a searched file edited by hand)."""
+    from .errors import ConfigError
+
+    L, H, N = config.num_hidden_layers, config.num_attention_heads, config.intermediate_size
+    if list(spec.layers) != sorted(set(spec.layers)) or any(not 0 <= i < L for i in spec.layers):
+        raise ConfigError(f"layers {list(spec.layers)}: give distinct layer indices from 0 to {L - 1}, bottom first")
+    for i, (h, n) in enumerate(zip(spec.heads, spec.neurons)):
+        if not 1 <= h <= H or not 1 <= n <= N:
+            raise ConfigError(f"layer {spec.layers[i]}: {h} heads and {n} neurons: keep 1-{H} heads and 1-{N} neurons")
 
 
 def n_heads_kept(num_heads: int, width_mult: float) -> int:
@@ -144,7 +220,7 @@ def forward_subnet(
     attention_mask: torch.Tensor | None = None,
     token_type_ids: torch.Tensor | None = None,
     *,
-    spec: SubnetSpec = SubnetSpec(),
+    spec: AnySpec = SubnetSpec(),
     depth_rule: str = DEFAULT_DEPTH_RULE,
     head_mask: torch.Tensor | None = None,
     need_hidden: bool = False,
@@ -166,9 +242,7 @@ def forward_subnet(
     config = model.config
     kind = check_supported(config)
     hp = layer_hyper(config)
-    n_heads = n_heads_kept(config.num_attention_heads, spec.width_mult)
-    n_neurons = n_neurons_kept(config.intermediate_size, spec.width_mult)
-    kept = kept_layers(config.num_hidden_layers, spec.depth_mult, depth_rule)
+    kept, heads, neurons = layer_plan(config, spec, depth_rule)
     training = model.training
 
     if embedded is None:
@@ -179,7 +253,7 @@ def forward_subnet(
     linear = int8_linear() if int8 else F.linear
     linear_after_act = int8_linear(lopsided=True) if int8 else None
     hidden = [h] if need_hidden else []
-    for i in kept:
+    for i, n_heads, n_neurons in zip(kept, heads, neurons):
         w = layer_weights(model, i)
         if n_heads != config.num_attention_heads or n_neurons != config.intermediate_size:
             w = w.sliced(n_heads, hp.head_dim, n_neurons)
@@ -222,25 +296,28 @@ def subnet_grid(width_mults: Sequence[float], depth_mults: Sequence[float]) -> l
     ]
 
 
-def subnet_size(config, spec: SubnetSpec, depth_rule: str, seq_len: int = 128) -> dict:
-    """Parameter counts (encoder and total) and per-example FLOPs at `seq_len` of a sub-network."""
+def subnet_size(config, spec: AnySpec, depth_rule: str, seq_len: int = 128) -> dict:
+    """Parameter counts (encoder and total) and per-example FLOPs at `seq_len` of a sub-network. "heads" and
+    "neurons" are per layer (a searched sub-network's: their mean over its layers, rounded)."""
     H = config.hidden_size
     hd = H // config.num_attention_heads
-    kd = n_heads_kept(config.num_attention_heads, spec.width_mult) * hd
-    kn = n_neurons_kept(config.intermediate_size, spec.width_mult)
-    n_layers = len(kept_layers(config.num_hidden_layers, spec.depth_mult, depth_rule))
+    kept, heads, neurons = layer_plan(config, spec, depth_rule)
     emb = (config.vocab_size + config.max_position_embeddings + config.type_vocab_size) * H + 2 * H
-    per_layer = 3 * (kd * H + kd) + (kd * H + H) + 2 * H + (kn * H + kn) + (kn * H + H) + 2 * H
     head = H * H + H + H * config.num_labels + config.num_labels
     S = seq_len
-    # multiply-accumulates of the matmuls (projections, scores, context, FFN, head); x2 = FLOPs
-    macs_layer = 3 * S * H * kd + 2 * S * S * kd + S * kd * H + 2 * S * H * kn
-    flops = 2 * (n_layers * macs_layer + H * H + H * config.num_labels)
+    layer_params, macs = 0, 0
+    for nh, kn in zip(heads, neurons):
+        kd = nh * hd
+        layer_params += 3 * (kd * H + kd) + (kd * H + H) + 2 * H + (kn * H + kn) + (kn * H + H) + 2 * H
+        # multiply-accumulates of the matmuls (projections, scores, context, FFN); x2 = FLOPs
+        macs += 3 * S * H * kd + 2 * S * S * kd + S * kd * H + 2 * S * H * kn
+    flops = 2 * (macs + H * H + H * config.num_labels)
+    n = max(1, len(kept))
     return {
-        "encoder_params": emb + n_layers * per_layer,
-        "total_params": emb + n_layers * per_layer + head,
+        "encoder_params": emb + layer_params,
+        "total_params": emb + layer_params + head,
         "flops": flops,
-        "layers": n_layers,
-        "heads": kd // hd,
-        "neurons": kn,
+        "layers": len(kept),
+        "heads": round(sum(heads) / n),
+        "neurons": round(sum(neurons) / n),
     }

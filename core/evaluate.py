@@ -12,7 +12,7 @@ from torch import nn
 from . import runtime
 from .data.batching import iterate_batches, row_lengths, to_device
 from .data.encoding import Encoded
-from .dynamic import SubnetSpec, forward_subnet, subnet_grid, subnet_size
+from .dynamic import AnySpec, SubnetSpec, forward_subnet, subnet_grid, subnet_size
 from .events import EvalEnded, StageProgress, StageStarted
 from .metrics import compute_metric
 from .prepare import RunInputs
@@ -23,7 +23,7 @@ from .store import atomic_write_text, is_main_process
 def predict(
     model: nn.Module,
     enc: Encoded,
-    spec: SubnetSpec,
+    spec: AnySpec,
     depth_rule: str,
     batch_size: int,
     pad_id: int,

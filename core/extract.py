@@ -9,39 +9,46 @@ from torch import nn
 
 from .config import DEFAULT_DEPTH_RULE, DEPTH_RULES
 from .dynamic import (
+    AnySpec,
+    ArchSpec,
     SubnetSpec,
+    check_arch,
     check_supported,
     encoder_of,
-    kept_layers,
     layer_hyper,
+    layer_plan,
     layer_weights,
-    n_heads_kept,
-    n_neurons_kept,
 )
 from .errors import ConfigError
 from .project import Project
 from .slim import DynaBertSlimConfig, SlimModel
 
 
-def check_spec(spec: SubnetSpec) -> SubnetSpec:
+def check_spec(spec: AnySpec) -> AnySpec:
+    if isinstance(spec, ArchSpec):
+        return spec  # checked against the model's config by slim_config_for
     for name, v in (("width", spec.width_mult), ("depth", spec.depth_mult)):
         if not isinstance(v, (int, float)) or not 0 < v <= 1:
             raise ConfigError(f"--{name} {v}: a multiplier must be in (0, 1], e.g. 0.5")
     return SubnetSpec(float(spec.width_mult), float(spec.depth_mult))
 
 
-def slim_config_for(config, spec: SubnetSpec, depth_rule: str) -> DynaBertSlimConfig:
-    """The shape of the sub-network `spec` of an HF BERT/RoBERTa classifier config."""
+def slim_config_for(config, spec: AnySpec, depth_rule: str) -> DynaBertSlimConfig:
+    """The shape of the sub-network `spec` (a grid cell or a searched shape) of an HF BERT/RoBERTa classifier config."""
     kind = check_supported(config)
-    kept = kept_layers(config.num_hidden_layers, spec.depth_mult, depth_rule)
-    n_heads = n_heads_kept(config.num_attention_heads, spec.width_mult)
-    n_neurons = n_neurons_kept(config.intermediate_size, spec.width_mult)
+    where: dict
+    if isinstance(spec, ArchSpec):
+        check_arch(spec, config)
+        where = {"searched": spec.to_json(), "label": spec.label}
+    else:
+        where = {"width_mult": spec.width_mult, "depth_mult": spec.depth_mult}
+    kept, heads, neurons = layer_plan(config, spec, depth_rule)
     return DynaBertSlimConfig(
         vocab_size=config.vocab_size,
         hidden_size=config.hidden_size,
         head_dim=config.hidden_size // config.num_attention_heads,
-        heads_per_layer=[n_heads] * len(kept),
-        ffn_per_layer=[n_neurons] * len(kept),
+        heads_per_layer=heads,
+        ffn_per_layer=neurons,
         max_position_embeddings=config.max_position_embeddings,
         type_vocab_size=config.type_vocab_size,
         pad_token_id=config.pad_token_id,
@@ -58,8 +65,7 @@ def slim_config_for(config, spec: SubnetSpec, depth_rule: str) -> DynaBertSlimCo
         return_dict=False,  # the studio's own calls want the logits tensor
         source={
             "model_type": config.model_type,
-            "width_mult": spec.width_mult,
-            "depth_mult": spec.depth_mult,
+            **where,
             "depth_rule": depth_rule,
             "kept_layers": kept,
             "full_layers": config.num_hidden_layers,
@@ -70,7 +76,7 @@ def slim_config_for(config, spec: SubnetSpec, depth_rule: str) -> DynaBertSlimCo
 
 
 @torch.no_grad()
-def extract_from_model(model: nn.Module, spec: SubnetSpec, depth_rule: str = DEFAULT_DEPTH_RULE) -> SlimModel:
+def extract_from_model(model: nn.Module, spec: AnySpec, depth_rule: str = DEFAULT_DEPTH_RULE) -> SlimModel:
     """The sub-network `spec` of a (rewired) HF sequence classifier as a standalone SlimModel.
 
     Kept heads and neurons are the leading ones (rewiring put the most important first), kept layers
@@ -83,7 +89,6 @@ def extract_from_model(model: nn.Module, spec: SubnetSpec, depth_rule: str = DEF
     slim_cfg = slim_config_for(config, spec, depth_rule)
     hp = layer_hyper(config)
     kept = slim_cfg.source["kept_layers"]
-    n_heads, n_neurons = slim_cfg.heads_per_layer[0], slim_cfg.ffn_per_layer[0]
 
     emb = encoder_of(model).embeddings
     state = {
@@ -93,7 +98,7 @@ def extract_from_model(model: nn.Module, spec: SubnetSpec, depth_rule: str = DEF
         "embeddings.LayerNorm.weight": emb.LayerNorm.weight,
         "embeddings.LayerNorm.bias": emb.LayerNorm.bias,
     }
-    for j, i in enumerate(kept):
+    for j, (i, n_heads, n_neurons) in enumerate(zip(kept, slim_cfg.heads_per_layer, slim_cfg.ffn_per_layer)):
         w = layer_weights(model, i).sliced(n_heads, hp.head_dim, n_neurons)
         p = f"layers.{j}."
         for name, (wt, bs) in {

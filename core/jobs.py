@@ -20,6 +20,7 @@ from .requests import (  # noqa: F401  (the requests are used as jobs.RunRequest
     LatencyRequest,
     RunRequest,
     RunResult,
+    SearchRequest,
     StageRequest,
     TableSummaryRequest,
 )

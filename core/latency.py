@@ -18,12 +18,13 @@ import numpy as np
 
 from . import errors
 from .config import INT8_EMULATION, STAGE_MODEL
-from .dynamic import SubnetSpec, subnet_grid, subnet_size
+from .dynamic import SubnetSpec, spec_from_json, spec_to_json, subnet_grid, subnet_size
 from .errors import Cancelled, ConfigError, ModelError, ProjectError
 from .events import FormatLatency, LatencyMeasured, LogMessage, StageEnded, StageProgress, StageStarted, StopToken
 from .project import Project
 from .requests import LatencyRequest
 from .store import EXPORT_FORMAT_OF, LATENCY_PRECISIONS, Figures, final_model_name
+from .store.shapes import BASE_LABEL, SHAPES_KEY, shape_counts, shape_label
 
 RUNTIMES = ("onnxruntime", "openvino")
 from .export.targets import OPENVINO_DEVICE  # noqa: E402  (latency.json keeps OpenVINO's figures as a device of their own)
@@ -345,7 +346,7 @@ def _child_main() -> int:
         full_flops = subnet_size(model.config, SubnetSpec(), rule)["flops"]
         cells, sizes = [], []
         with tempfile.TemporaryDirectory(prefix="dynastudio-latency-") as scratch:
-            specs = [SubnetSpec(w, d) for w, d in req["specs"]]
+            specs = [spec_from_json(v) for v in req["specs"]]
             for i, spec in enumerate(specs):
                 slim = extract_from_model(model, spec, rule)
                 int8_slim = extract_from_model(int8_model, spec, rule) if int8_model is not None else None
@@ -356,10 +357,14 @@ def _child_main() -> int:
                 send(progress=f"exported {spec.label} ({i + 1}/{len(specs)})")
             del model, int8_model
             measured = time_cells(cells, s, lambda r, n: send(progress=f"timing round {r}/{n} done"))
-            scores = precision_scores(project, tokenizer, cells, lambda m: send(progress=m), int8_method_for(s.runtime))
+            scores = (
+                precision_scores(project, tokenizer, cells, lambda m: send(progress=m), int8_method_for(s.runtime))
+                if req.get("score", True)
+                else [{} for _ in cells]
+            )
         for spec, size, values, score in zip(specs, sizes, measured, scores):
             values.update(score)
-            send(row={"width_mult": spec.width_mult, "depth_mult": spec.depth_mult, "sizes": size, "values": values})
+            send(row={"spec": spec_to_json(spec), "sizes": size, "values": values})
     except errors.UserError as exc:
         send(error={"type": type(exc).__name__, "message": str(exc)})
         return 2
@@ -430,6 +435,30 @@ def _run_child(request: dict, threads: int, on_message, stop: StopToken) -> None
 
 
 # ---- the job ------------------------------------------------------------------------------------
+def _where(spec) -> dict:
+    """What a latency.json row says of its sub-network: a cell's multipliers, a searched shape's counts."""
+    if isinstance(spec, SubnetSpec):
+        return {"width_mult": spec.width_mult, "depth_mult": spec.depth_mult}
+    return {"searched": spec.to_json()}
+
+
+def shape_specs(project: Project) -> tuple[list[str], list, int]:
+    """(labels, specs, L): the models the shape table is timed on: no layer (the base), then for each pair of
+    head and neuron counts the trained widths keep, every layer at that shape."""
+    from .dynamic import ArchSpec
+    from .models import load_model_config
+
+    c = load_model_config(project.config.model)
+    L = c.num_hidden_layers
+    heads, neurons = shape_counts(c.num_attention_heads, c.intermediate_size, project.config.train.width_mults)
+    labels, specs = [BASE_LABEL], [ArchSpec((), (), ())]
+    for h in heads:
+        for n in neurons:
+            labels.append(shape_label(h, n))
+            specs.append(ArchSpec(tuple(range(L)), (h,) * L, (n,) * L))
+    return labels, specs, L
+
+
 def _cpu_jiffies() -> tuple[int, int] | None:
     """(busy, total) CPU time of every core since boot, from /proc/stat (Linux); None where there is none."""
     try:
@@ -489,16 +518,20 @@ def latency_job(project: Project, request: LatencyRequest, events, stop: StopTok
         runtime=request.runtime,
     ).checked()
     t = project.config.train
-    specs = (
+    specs: list = (
         [SubnetSpec(w, d) for w, d in request.specs]
         if request.specs is not None
         else subnet_grid(t.width_mults, t.depth_mults)
     )
+    labels, n_layers = [sp.label for sp in specs], 0
+    if request.shapes:
+        labels, specs, n_layers = shape_specs(project)
     stop.check()
     t0 = time.perf_counter()
     # one unit per sub-network exported, then one per timing round
     # then one per sub-network scored on the dev set in its INT8/fp16 files
-    total = len(specs) + n_rounds(s.runs) + (len(specs) if any(f != "fp32" for f in s.formats) else 0)
+    scored = any(f != "fp32" for f in s.formats) and not request.shapes
+    total = len(specs) + n_rounds(s.runs) + (len(specs) if scored else 0)
     events(StageStarted("latency", total))
     if busy := busy_warning():
         events(LogMessage(busy, "warning"))
@@ -514,20 +547,10 @@ def latency_job(project: Project, request: LatencyRequest, events, stop: StopTok
             events(LogMessage(f"latency: {msg['progress']}"))
         elif "row" in msg:
             row = msg["row"]
-            spec = specs[len(measured)]  # the child answers in request order
-            if (row["width_mult"], row["depth_mult"]) != (spec.width_mult, spec.depth_mult):
-                raise errors.InternalError(
-                    f"latency: got {row['width_mult']}/{row['depth_mult']} for {spec.label}: please report it"
-                )
-            measured.append(
-                {
-                    "label": spec.label,
-                    "width_mult": spec.width_mult,
-                    "depth_mult": spec.depth_mult,
-                    "values": row["values"],
-                    "sizes": row["sizes"],
-                }
-            )
+            spec, label = specs[len(measured)], labels[len(measured)]  # the child answers in request order
+            if spec_from_json(row["spec"]) != spec:
+                raise errors.InternalError(f"latency: got {row['spec']} for {spec.label}: please report it")
+            measured.append({"label": label, **_where(spec), "values": row["values"], "sizes": row["sizes"]})
             fl = []
             for f in s.formats:
                 x = Figures.from_values(row["values"], f)
@@ -536,23 +559,33 @@ def latency_job(project: Project, request: LatencyRequest, events, stop: StopTok
                         f"latency: {spec.label} came back without its {f} figures: please report it"
                     )
                 fl.append(FormatLatency(f, x.median_ms, x.p90_ms, x.size_mb))
-            events(LatencyMeasured(spec.label, spec.width_mult, spec.depth_mult, tuple(fl), len(measured), len(specs)))
+            w, d = (spec.width_mult, spec.depth_mult) if isinstance(spec, SubnetSpec) else (0.0, 0.0)
+            events(LatencyMeasured(label, w, d, tuple(fl), len(measured), len(specs)))
 
     child_request = {
         "root": str(project.root.resolve()),
-        "specs": [[sp.width_mult, sp.depth_mult] for sp in specs],
+        "specs": [spec_to_json(sp) for sp in specs],
         "settings": {**asdict(s), "formats": list(s.formats)},
+        "score": not request.shapes,
     }
     _run_child(child_request, s.threads, on_message, stop)
     if len(measured) != len(specs) or "setup" not in state:
         raise errors.InternalError("the latency measurement process ended early without an error: please report it")
     setup = {**state["setup"], "seconds": round(time.perf_counter() - t0, 1)}
     latency = project.load_latency() or {}
-    if s.runtime == "openvino":  # a device of its own beside this machine's onnxruntime figures
+    if request.shapes:
+        shapes = {"setup": setup, "layers": n_layers, "rows": measured}
+        if s.runtime == "openvino":
+            device = latency.setdefault("devices", {}).setdefault(OPENVINO_DEVICE, {"rows": []})
+            device[SHAPES_KEY] = shapes
+        else:
+            latency[SHAPES_KEY] = shapes
+        project.save_latency(latency)
+    elif s.runtime == "openvino":  # a device of its own beside this machine's onnxruntime figures
         latency["devices"] = {**latency.get("devices", {}), OPENVINO_DEVICE: {"setup": setup, "rows": measured}}
         project.save_latency(latency)
     else:
-        kept = {k: v for k, v in latency.items() if k == "devices"}  # devices' own figures stay
+        kept = {k: v for k, v in latency.items() if k in ("devices", SHAPES_KEY)}  # devices' figures, the table stay
         project.save_latency({"setup": setup, "rows": measured, **kept})
     events(StageEnded("latency", time.perf_counter() - t0))
     return {"rows": [dict(label=m["label"], **m["values"]) for m in measured], "setup": setup}

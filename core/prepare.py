@@ -44,6 +44,21 @@ def split_rows(task: TaskData, t) -> dict:
     return {"train": train, "heldout": held, "dev": task.dev}
 
 
+def unused_train_rows(task: TaskData, t, n: int):
+    """Up to `n` rows of the train file that no stage trains on and that are not the held-out importance rows: what
+    max_train_examples left out (drawn in the same seeded order as `split_rows`). None when every train row is used."""
+    if t.max_train_examples is None:
+        return None
+    train = task.train
+    if t.importance_split == "heldout":
+        train, _ = split_heldout(train, min(t.importance_examples, max(1, len(train) // 10)), t.seed)
+    if t.max_train_examples >= len(train):
+        return None
+    order = np.random.default_rng(t.seed).permutation(len(train))
+    rest = order[max(0, int(t.max_train_examples)) :]
+    return train.select(np.sort(rest[:n])) if len(rest) else None
+
+
 def _tokenizer_digest(folder: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(folder.glob("*")):

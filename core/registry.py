@@ -19,6 +19,7 @@ from .requests import (
     ExportRequest,
     LatencyRequest,
     RunRequest,
+    SearchRequest,
     StageRequest,
     StageRunRequest,
     TableSummaryRequest,
@@ -78,5 +79,6 @@ for _stage in STAGES:
 register(Job("run-stage", ".stages:run_stage_job", StageRunRequest, "One stage of a run"))
 register(Job("estimate", ".estimate:estimate_job", EstimateRequest, "Estimate the training time"))
 register(Job("latency", ".latency:latency_job", LatencyRequest, "Measure latency", locks=True))
+register(Job("search", ".search:search_job", SearchRequest, "Search sub-networks under a latency budget", locks=True))
 register(Job("export", ".export.job:export_job", ExportRequest, "Export a sub-network"))
 register(Job("device-kit", ".devicekit:device_kit_job", DeviceKitRequest, "Make a device kit"))

@@ -87,6 +87,22 @@ class LatencyRequest:
     warmup: int = 10
     specs: tuple[tuple[float, float], ...] | None = None  # (width, depth) pairs; None = the project's grid
     runtime: str = "onnxruntime"  # or "openvino": the same ONNX files timed with OpenVINO (kept as its own device)
+    # time the per-layer shape table a search predicts latency from (store/shapes.py) instead of the grid's cells
+    shapes: bool = False
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """A search for the best sub-network of any shape within `budget_ms` on a device (None: this machine)."""
+
+    budget_ms: float = 0.0
+    device: str | None = None
+    precision: str = "fp32"
+    generations: int = 12
+    population: int = 20
+    rows: int = 1000  # train rows no stage trained on, each shape is scored on
+    seed: int = 0
+    measure: bool = True  # on this machine: time the best shapes for real and keep the best that fits
 
 
 @dataclass(frozen=True)
@@ -104,6 +120,7 @@ class ExportRequest:
     trim_vocab: bool | None = None  # keep only the task's tokens; None = what the target preset says
     keep_words: str | None = None  # a word list (one per line) whose tokens trimming keeps too
     int8_method: str = "per-token"  # how INT8 formats quantize each MatMul's input: one of INT8_METHODS
+    searched: str | None = None  # a searched point's label (search.json): export that shape, not width x depth
 
 
 @dataclass(frozen=True)
@@ -114,6 +131,7 @@ class DeviceKitRequest:
     cells: tuple[tuple[float, float], ...] | None = None  # (width, depth) pairs; None = the project's grid
     formats: tuple[str, ...] = ("fp32", "int8")
     overwrite: bool = False
+    shapes: bool = False  # also the per-layer shape models `dynastudio search --device` predicts latency from
 
 
 @dataclass

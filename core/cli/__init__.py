@@ -15,7 +15,7 @@ from importlib.metadata import entry_points
 
 from .. import malloc, threads
 from ..errors import UserError
-from . import estimate, pipeline, results
+from . import estimate, pipeline, results, search
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline.add_parsers(sub)
     results.add_parsers(sub)
     estimate.add_parsers(sub)
+    search.add_parsers(sub)
     _plugin_commands(sub)
     return p
 

@@ -62,6 +62,11 @@ def add_parsers(sub) -> None:
         help="measure nothing: merge a device kit's latency-<device>.json under its device's name",
     )
     lt.add_argument("--device", help="with --import: the name to file it under (default: the one in the file)")
+    lt.add_argument(
+        "--shapes",
+        action="store_true",
+        help="time the per-layer shape table `dynastudio search` predicts latency from, instead of the grid",
+    )
     lt.set_defaults(func=cmd_latency)
 
     dk = sub.add_parser("device-kit", help="a folder to time the sub-networks on a device (numpy + onnxruntime there)")
@@ -70,14 +75,22 @@ def add_parsers(sub) -> None:
     dk.add_argument("--cells", help="WIDTHxDEPTH list, e.g. 1x1,0.5x0.5 (default: the project's whole grid)")
     dk.add_argument("--formats", default="fp32,int8", help="comma separated: fp32, int8, fp16 (default fp32,int8)")
     dk.add_argument("--overwrite", action="store_true")
+    dk.add_argument(
+        "--shapes",
+        action="store_true",
+        help="also the per-layer shape models that `dynastudio search --device NAME` predicts latency from",
+    )
     dk.set_defaults(func=cmd_device_kit)
 
     from ..export.targets import FORMATS, PRESET_ALIASES, PRESETS
 
     ex = sub.add_parser("export", help="one sub-network as a standalone model for a device (verified)")
     ex.add_argument("dir")
-    ex.add_argument("--width", type=float, required=True, help="width multiplier, e.g. 0.5")
-    ex.add_argument("--depth", type=float, required=True, help="depth multiplier, e.g. 0.75")
+    ex.add_argument("--width", type=float, help="width multiplier, e.g. 0.5")
+    ex.add_argument("--depth", type=float, help="depth multiplier, e.g. 0.75")
+    ex.add_argument(
+        "--searched", metavar="LABEL", help="a point `dynastudio search` found (instead of --width/--depth)"
+    )
     what = ex.add_mutually_exclusive_group(required=True)
     what.add_argument("--format", choices=list(FORMATS), help="; ".join(f"{k}: {v}" for k, v in FORMATS.items()))
     what.add_argument(
@@ -189,6 +202,8 @@ def cmd_report(a) -> int:
         return f" {format(v, fmt):>{width}}" if v is not None else f" {'-':>{width}}"
 
     for r in grid.rows:
+        if r.kind == "searched":
+            continue  # listed below, with their shapes
         # a row measured by `latency` before `evaluate` ran has no metric yet
         value = f"{100 * r.value:>10.2f}" if r.value is not None else f"{'-':>10}"
         line = f"{r.width_mult:>5g} {r.depth_mult:>5g} {value}"
@@ -196,6 +211,14 @@ def cmd_report(a) -> int:
         line += "".join(num(_figure(r, p, f), ".2f", 14) for _, p, f in lat_cols)
         line += "".join(num(_figure(r, p, f), ".1f", 13) for _, p, f in size_cols)
         print(line)
+    searched = [r for r in grid.rows if r.kind == "searched"]
+    if searched:
+        print(f"searched by `dynastudio search` (dev {metric} reported only; chosen on held-out train rows):")
+        for r in sorted(searched, key=lambda r: r.latency_ms("fp32") or 0.0):
+            shape = "; ".join(f"{k} {'/'.join(map(str, v))}" for k, v in (r.searched or {}).items())
+            ms = r.latency_ms("fp32")
+            value = f"{100 * r.value:.2f}" if r.value is not None else "-"
+            print(f"  {r.label:<11} {metric} {value:>6}  {f'{ms:.2f} ms' if ms is not None else '-':>9}  {shape}")
     if grid.setup is not None:
         s = grid.setup
         print(
@@ -290,13 +313,26 @@ def cmd_latency(a) -> int:
         "latency",
         project,
         jobs.LatencyRequest(
-            batch=a.batch, seq=seq, threads=a.threads, formats=formats, runs=a.runs, warmup=a.warmup, runtime=a.runtime
+            batch=a.batch,
+            seq=seq,
+            threads=a.threads,
+            formats=formats,
+            runs=a.runs,
+            warmup=a.warmup,
+            runtime=a.runtime,
+            shapes=a.shapes,
         ),
         show,
         "stopped; latency.json was not changed",
     )
     if out is None:
         return 130
+    if a.shapes:
+        print(
+            f"timed {len(out['rows'])} layer shapes on {out['setup']['device']}: `dynastudio search {project.root} "
+            "--budget-ms MS` predicts latency from them"
+        )
+        return 0
     print(
         f"measured {len(out['rows'])} sub-networks on {out['setup']['device']} with {out['setup']['runtime']}: "
         f"`dynastudio report {project.root}"
@@ -326,7 +362,7 @@ def cmd_device_kit(a) -> int:
 
     project = Project.open(Path(a.dir))
     formats = tuple(f.strip().lower() for f in a.formats.split(",") if f.strip())
-    request = jobs.DeviceKitRequest(a.out, _cells(a.cells), formats, a.overwrite)
+    request = jobs.DeviceKitRequest(a.out, _cells(a.cells), formats, a.overwrite, a.shapes)
     out = run_stoppable("device-kit", project, request, print_logs, "stopped; nothing was written")
     if out is None:
         return 130
@@ -342,9 +378,13 @@ def cmd_export(a) -> int:
     from ..project import Project
 
     project = Project.open(Path(a.dir))
+    if a.searched is not None and (a.width is not None or a.depth is not None):
+        raise ConfigError("export: give either --searched LABEL or --width and --depth, not both")
+    if a.searched is None and (a.width is None or a.depth is None):
+        raise ConfigError("export: give --width and --depth (e.g. --width 0.5 --depth 0.75), or --searched LABEL")
     request = jobs.ExportRequest(
-        a.width,
-        a.depth,
+        a.width if a.width is not None else 1.0,
+        a.depth if a.depth is not None else 1.0,
         a.target or a.format,
         a.out,
         overwrite=a.overwrite,
@@ -353,17 +393,21 @@ def cmd_export(a) -> int:
         trim_vocab=a.trim_vocab,
         keep_words=a.keep_words,
         int8_method=a.int8_method,
+        searched=a.searched,
     )
     rep = run_stoppable("export", project, request, print_logs, "stopped; nothing was written")
     if rep is None:
         return 130
     v = rep.verification
     via = f" (target {rep.target})" if rep.target else ""
-    print(f"exported w{rep.width_mult:g} d{rep.depth_mult:g} as {rep.format}{via} to {rep.path}")
-    print(
-        f"  {v['model_file']}: {rep.size_mb:.1f} MB, {v['subnet']['params']:,} parameters, "
-        f"{v['subnet']['layers']} layers x {v['subnet']['heads']} heads x {v['subnet']['neurons']} neurons"
+    what = a.searched or f"w{rep.width_mult:g} d{rep.depth_mult:g}"
+    print(f"exported {what} as {rep.format}{via} to {rep.path}")
+    shape = (
+        "; ".join(f"{k} {'/'.join(map(str, x))}" for k, x in v["subnet"]["searched"].items())
+        if "searched" in v["subnet"]
+        else f"{v['subnet']['layers']} layers x {v['subnet']['heads']} heads x {v['subnet']['neurons']} neurons"
     )
+    print(f"  {v['model_file']}: {rep.size_mb:.1f} MB, {v['subnet']['params']:,} parameters, {shape}")
     if rep.max_abs_diff is None:
         line = f"  not verified on this machine (no {rep.format} runtime here); spec checked: inputs, outputs, shapes"
     else:

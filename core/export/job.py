@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..config import INT8_EMULATION, STAGE_MODEL
-from ..dynamic import SubnetSpec
+from ..dynamic import AnySpec, ArchSpec, SubnetSpec
 from ..errors import ConfigError, ProjectError, UserError, disk_full
 from ..events import ExportDone, LogMessage, StageEnded, StageProgress, StageStarted, StopToken
 from ..extract import check_spec, extract_from_model
@@ -121,7 +121,7 @@ class _Source:
     """What is exported and what checks it."""
 
     name: str  # the project's model the sub-network was extracted from
-    spec: SubnetSpec
+    spec: AnySpec
     depth_rule: str
     slim: SlimModel  # the extracted model: PyTorch fp32, the reference of every check of the file
     shipped: SlimModel  # what the folder holds: `slim`, its vocabulary trimmed when asked
@@ -138,11 +138,29 @@ class _Source:
     emulated: Any = None
 
 
-def _checked_request(project: Project, request: ExportRequest) -> tuple[str, str | None, SubnetSpec, Path]:
+def searched_spec(project: Project, label: str) -> ArchSpec:
+    """The shape of the searched point `label` (search.json), or a one-line error listing the known ones."""
+    from ..search import load_runs
+
+    found = {p["label"]: p["searched"] for run in load_runs(project) for p in run.get("points", []) if "searched" in p}
+    if label not in found:
+        known = ", ".join(sorted(found)[:8]) or "none yet: run `dynastudio search` first"
+        raise ConfigError(f"--searched {label}: no searched point has that label in {project.root} (known: {known})")
+    try:
+        return ArchSpec.from_json(found[label])
+    except (KeyError, TypeError, ValueError):
+        raise ConfigError(f"{project.root / 'search.json'}: point {label} has no valid shape: search again") from None
+
+
+def _checked_request(project: Project, request: ExportRequest) -> tuple[str, str | None, AnySpec, Path]:
     """(format, target preset, sub-network, output folder), every setting checked before anything is loaded."""
     fmt, target = resolve_format(request.target)
     require_extra(fmt)
-    spec = check_spec(SubnetSpec(request.width_mult, request.depth_mult))
+    spec = (
+        searched_spec(project, request.searched)
+        if request.searched
+        else check_spec(SubnetSpec(request.width_mult, request.depth_mult))
+    )
     if not 0 < request.min_agreement <= 1:
         raise ConfigError(f"min_agreement {request.min_agreement}: must be in (0, 1], e.g. 0.99")
     methods = INT8_METHODS_BY_FORMAT.get(fmt, INT8_METHODS)  # a format that quantizes nothing ignores it
@@ -167,13 +185,13 @@ def _checked_request(project: Project, request: ExportRequest) -> tuple[str, str
 
 
 def _resolve_model(
-    project: Project, request: ExportRequest, fmt: str, target: str | None, spec: SubnetSpec, events, stop: StopToken
+    project: Project, request: ExportRequest, fmt: str, target: str | None, spec: AnySpec, events, stop: StopToken
 ) -> _Source:
     """Load the project's model, extract the sub-network, check it against the dynamic model, plan the vocabulary."""
     from ..prepare import project_tokenizer
 
     t = project.config.train
-    if spec.width_mult not in t.width_mults or spec.depth_mult not in t.depth_mults:
+    if isinstance(spec, SubnetSpec) and (spec.width_mult not in t.width_mults or spec.depth_mult not in t.depth_mults):
         events(
             LogMessage(
                 f"{spec.label} is outside the trained grid (widths {list(t.width_mults)}, depths "
@@ -235,7 +253,7 @@ def _resolve_model(
     )
 
 
-def int8_runner(model, spec: SubnetSpec, depth_rule: str):
+def int8_runner(model, spec: AnySpec, depth_rule: str):
     """The sub-network of the (full, dynamic) `model` computed as its INT8 file computes it, fed as the files are.
     The INT8-rounded lookup tables are computed once, on the first call (the weights do not change while it runs)."""
     from ..dynamic import embeddings_output, encoder_of, forward_subnet
@@ -450,8 +468,7 @@ def _record(
         "inputs": src.input_names,
         "outputs": ["logits"],
         "subnet": {
-            "width_mult": src.spec.width_mult,
-            "depth_mult": src.spec.depth_mult,
+            **_multipliers(src.spec, c),
             "depth_rule": src.depth_rule,
             "layers": len(c.heads_per_layer),
             "heads": c.heads_per_layer[0] if c.heads_per_layer else 0,
@@ -483,6 +500,22 @@ def _record(
         "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def _multipliers(spec: AnySpec, c) -> dict:
+    """A grid cell's width and depth multipliers; a searched shape's label and counts, with its share of the full
+    model's heads and layers in their place (what the report and the README print)."""
+    if isinstance(spec, SubnetSpec):
+        return {"width_mult": spec.width_mult, "depth_mult": spec.depth_mult}
+    src = c.source or {}
+    heads = src.get("full_heads") or max(c.heads_per_layer or [1])
+    layers = src.get("full_layers") or len(spec.layers) or 1
+    return {
+        "width_mult": round(sum(spec.heads) / (max(1, len(spec.heads)) * heads), 4),
+        "depth_mult": round(len(spec.layers) / layers, 4),
+        "searched": spec.to_json(),
+        "label": spec.label,
     }
 
 

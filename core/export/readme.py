@@ -91,8 +91,9 @@ def readme(v: dict, slim: SlimModel, folder_name: str) -> str:
     s = v["subnet"]
     fmt = v["format"]
     feed_keys = ", ".join(f'"{k}"' for k in v["inputs"])
+    name = f"{s['label']} (searched)" if "label" in s else f"w{s['width_mult']:g} d{s['depth_mult']:g}"
     lines = [
-        f"# DynaBERT sub-network w{s['width_mult']:g} d{s['depth_mult']:g} ({fmt})",
+        f"# DynaBERT sub-network {name} ({fmt})",
         "",
     ]
     if not v.get("passed", True):

@@ -13,7 +13,7 @@ import torch
 from ..data.batching import iterate_batches
 from ..data.encoding import Encoded, encode
 from ..data.task import TaskData
-from ..dynamic import SubnetSpec, forward_subnet
+from ..dynamic import AnySpec, forward_subnet
 from ..errors import InternalError, UserError
 from ..events import StopToken
 from ..metrics import agreement, compute_metric
@@ -147,7 +147,7 @@ def _largest_difference(run: Runner, ref: Runner, probe: Probe) -> tuple[float, 
 
 # ---- the checks ---------------------------------------------------------------------------------
 def check_extraction(
-    model, slim: SlimModel, spec: SubnetSpec, depth_rule: str, probe: Probe, input_names: list[str], fmt: str
+    model, slim: SlimModel, spec: AnySpec, depth_rule: str, probe: Probe, input_names: list[str], fmt: str
 ) -> float:
     """The extracted model must compute what the dynamic one computes at `spec` before anything is written."""
 

@@ -136,6 +136,8 @@ def main(argv=None):
         },
         "rows": rows,
     }
+    if kit.get("shape_layers"):  # the per-layer shape models' layer count, for the search's latency table
+        result["shape_layers"] = kit["shape_layers"]
     out = a.out or os.path.join(HERE, "latency-%s.json" % re.sub(r"[^A-Za-z0-9._-]+", "_", a.device))
     tmp = out + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..errors import ProjectError
 from .folder import ProjectStore
+from .shapes import BASE_LABEL, SHAPES_KEY, parse_shape_label
 
 RESULT_KIND = "dynastudio-device-latency"  # run_kit.py writes it; a file without it is not a kit's result
 
@@ -50,6 +51,12 @@ def import_device_latency(project: ProjectStore, path: Path, device: str | None 
     """Merge a kit's result file into latency.json under its device's name (or `device`); returns the name."""
     d = read_device_latency(path)
     name = (device or d["setup"]["device"]).strip()
+    is_shape = [r["label"] == BASE_LABEL or parse_shape_label(r["label"]) is not None for r in d["rows"]]
+    shape_rows = [r for r, s in zip(d["rows"], is_shape) if s]
+    d = {**d, "rows": [r for r, s in zip(d["rows"], is_shape) if not s]}
+    layers = d.get("shape_layers")
+    if shape_rows and (not isinstance(layers, int) or layers < 1):
+        raise _field(Path(path), "'shape_layers' is missing though the file has layer-shape rows")
     grid = {
         f"w{w:g}_d{dd:g}"
         for w, dd in (
@@ -63,12 +70,20 @@ def import_device_latency(project: ProjectStore, path: Path, device: str | None 
         raise _field(Path(path), f"rows {unknown} lack width_mult/depth_mult or do not match their label")
     latency = project.load_latency() or {}
     devices = dict(latency.get("devices", {}))
+    before = devices.get(name, {})
+    setup = {**d["setup"], "imported": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "kit": d.get("kit")}
+    if not d["rows"] and before.get("rows"):  # a shapes-only kit keeps the cells an earlier kit timed
+        d = {**d, "rows": before["rows"]}
     devices[name] = {
-        "setup": {**d["setup"], "imported": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "kit": d.get("kit")},
+        "setup": setup,
         "rows": [
             {"label": r["label"], "width_mult": r["width_mult"], "depth_mult": r["depth_mult"], "values": r["values"]}
             for r in d["rows"]
         ],
     }
+    if shape_rows:
+        devices[name][SHAPES_KEY] = {"setup": setup, "layers": layers, "rows": shape_rows}
+    elif SHAPES_KEY in before:
+        devices[name][SHAPES_KEY] = before[SHAPES_KEY]
     project.save_latency({**latency, "devices": devices})
     return name

@@ -324,10 +324,27 @@ class ProjectStore:
                     row.setdefault(k, v)
                 row.update(m["values"])
             res["latency_setup"] = latency.get("setup", {})
+        searched = self._searched_rows(device)
+        labels = {r["label"] for r in rows}
+        rows += [r for r in searched if r["label"] not in labels]
         res["rows"] = rows
         if devices:
             res["latency_devices"] = devices  # the devices a kit measured, for a picker
         return res
+
+    def _searched_rows(self, device: str | None) -> list[dict]:
+        """The points `dynastudio search` kept (search.json) for this device, as grid rows of kind "searched"; the
+        latest search's wins when two kept the same shape. Their latency is what was measured on this machine."""
+        data = self._read_json(self.root / "search.json")
+        runs = data.get("runs", []) if isinstance(data, dict) else []
+        by_label: dict[str, dict] = {}
+        for run in runs:
+            if not isinstance(run, dict) or run.get("device") != device:
+                continue
+            for point in run.get("points", []):
+                if isinstance(point, dict) and "label" in point and isinstance(point.get("searched"), dict):
+                    by_label[point["label"]] = {**point, "kind": "searched", "budget_ms": run.get("budget_ms")}
+        return list(by_label.values())
 
     @main_process_writes
     def migrate_files(self) -> None:

@@ -81,6 +81,8 @@ class GridRow:
     flops: float | None = None
     flops_rel: float | None = None  # of the full model's FLOPs, at the project's sequence length
     precisions: dict[str, Figures] = field(default_factory=dict)
+    kind: str = "cell"  # "cell": one of the trained grid's; "searched": a shape `dynastudio search` found
+    searched: dict | None = None  # a searched row's shape: {"layers", "heads", "neurons"} (core.dynamic.ArchSpec)
 
     def figures(self, precision: str) -> Figures | None:
         return self.precisions.get(precision)
@@ -110,6 +112,8 @@ class GridRow:
             _number(r.get("flops")),
             _number(r.get("flops_rel")),
             {p: Figures.from_values(r, p) for p in _precisions_in(r)},
+            "searched" if isinstance(r.get("searched"), dict) else "cell",
+            dict(r["searched"]) if isinstance(r.get("searched"), dict) else None,
         )
 
 
