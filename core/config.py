@@ -10,7 +10,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 BUILTIN_MINILM = "builtin:minilm"
 DEPTH_RULES = ("paper", "keep-last")
@@ -103,6 +103,10 @@ class TrainConfig:
     depth_mults: tuple[float, ...] = (1.0, 0.75, 0.5)
     depth_rule: str = DEFAULT_DEPTH_RULE
     stage_order: str = "paper"  # STAGE_ORDERS
+    # shapes with their own heads and neurons per layer (search.Space) drawn at random each step of the depth stage
+    # and distilled beside the grid's cells (the sandwich rule of BigNAS/OFA: the grid already holds the largest and
+    # the smallest), so shapes between the cells that `dynastudio search` explores are trained too. 0 = the cells only
+    sandwich: int = 0
     checkpoint_every: int = 200  # optimizer steps between mid-stage checkpoints
     checkpoint_minutes: float = 10.0  # and at least this often by the clock, so slow steps lose little to a kill
     device: str = "auto"
@@ -242,6 +246,9 @@ def validate_train(t: TrainConfig) -> TrainConfig:
             raise bad(name, "each multiplier must be in (0, 1], e.g. 1.0,0.75,0.5")
         if 1.0 not in mults:
             raise bad(name, "must include 1.0 (the full model is always trained)")
+    k = t.sandwich
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= 16:
+        raise bad("sandwich", f"{k!r} must be a whole number of sampled shapes per step from 0 to 16")
     if t.depth_rule not in DEPTH_RULES:
         raise bad("depth_rule", f"must be one of {', '.join(DEPTH_RULES)}")
     if t.stage_order not in STAGE_ORDERS:
@@ -399,4 +406,8 @@ def migrate(raw: dict, source: str = "project.json") -> dict:
         # 4 added train.augment (0 when absent: an older project keeps its rows, so a stopped stage resumes) and
         # train.stage_order ("paper" when absent, the only order before)
         raw = {**raw, "schema_version": 4}
+        version = 4
+    if version == 4:
+        # 5 added train.sandwich (0 when absent: the depth stage trains the grid's cells only, as before)
+        raw = {**raw, "schema_version": 5}
     return raw

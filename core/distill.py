@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from . import runtime
 from .data.batching import iterate_batches, num_batches, to_device
 from .data.encoding import Encoded
-from .dynamic import SubnetOutput, SubnetSpec, embed, forward_subnet, layer_targets
+from .dynamic import AnySpec, SubnetOutput, embed, forward_subnet, spec_targets
 from .errors import Cancelled, ConfigError, InternalError
 from .events import CheckpointSaved, LogMessage, StageStarted, StepEnded, StopToken
 from .importance import task_loss
@@ -64,7 +64,7 @@ class SubnetRunner(nn.Module):
         input_ids,
         attention_mask,
         token_type_ids,
-        spec: SubnetSpec,
+        spec: AnySpec,
         depth_rule: str,
         need_hidden: bool,
         padded: bool | None = None,
@@ -103,6 +103,7 @@ class StepContext:
     world: int = 1
     row_share: float = 1.0
     token_share: float = 1.0
+    step: int = 0  # the optimizer steps done before this one (what a step's random draws are seeded with)
 
     @staticmethod
     def plain(model: nn.Module) -> StepContext:
@@ -122,7 +123,7 @@ class StepContext:
     def forward(
         self,
         batch: dict,
-        spec: SubnetSpec,
+        spec: AnySpec,
         depth_rule: str,
         need_hidden: bool = False,
         shared: SharedEmbedding | None = None,
@@ -183,7 +184,7 @@ class SharedEmbedding:
             self.output.backward(self.leaf.grad)
 
 
-def sync_last(specs: Sequence[SubnetSpec]) -> list[SubnetSpec]:
+def sync_last(specs: Sequence[AnySpec]) -> list[AnySpec]:
     """The sub-networks in the order one step runs them: the full model last.
 
     DDP syncs gradients in the last backward pass of a step, and only for the parameters that pass used
@@ -217,8 +218,8 @@ def teacher_forward(teacher: nn.Module, batch: dict) -> Teacher:
 def each_subnet(
     ctx: StepContext,
     batch: dict,
-    specs: Sequence[SubnetSpec],
-    loss_of: Callable[[SubnetSpec, SharedEmbedding | None], torch.Tensor],
+    specs: Sequence[AnySpec],
+    loss_of: Callable[[AnySpec, SharedEmbedding | None], torch.Tensor],
     int8: bool = False,
 ) -> dict[str, torch.Tensor]:
     """The loop every step shares: each sub-network's loss (`loss_of`) and its backward, the full model last (its
@@ -241,7 +242,7 @@ def distill_step(
     student: nn.Module,
     teacher: nn.Module,
     batch: dict,
-    specs: Sequence[SubnetSpec],
+    specs: Sequence[AnySpec],
     *,
     l1: float,
     l2: float,
@@ -261,12 +262,12 @@ def distill_step(
     mask = batch["attention_mask"]
     L = student.config.num_hidden_layers
 
-    def loss_of(spec: SubnetSpec, shared: SharedEmbedding | None) -> torch.Tensor:
+    def loss_of(spec: AnySpec, shared: SharedEmbedding | None) -> torch.Tensor:
         with ctx.autocast():
             out = ctx.forward(batch, spec, depth_rule, need_hidden=l2 > 0, shared=shared)
             loss = (l1 * ctx.row_share) * logits_loss(out.logits.float(), t.logits.float(), is_regression)
             if l2 > 0:
-                targets = [t.hidden[0]] + [t.hidden[j + 1] for j in layer_targets(L, spec.depth_mult, depth_rule)]
+                targets = [t.hidden[0]] + [t.hidden[j + 1] for j in spec_targets(spec, L, depth_rule)]
                 loss = loss + (l2 * ctx.token_share) * hidden_loss(out.hidden_states, targets, mask)
         return loss
 
@@ -277,7 +278,7 @@ def int8_step(
     student: nn.Module,
     teacher: nn.Module,
     batch: dict,
-    specs: Sequence[SubnetSpec],
+    specs: Sequence[AnySpec],
     *,
     l1: float,
     l2: float,
@@ -295,7 +296,7 @@ def int8_step(
         raise InternalError(f"the INT8-aware step runs in fp32, not {ctx.precision}: the stage sets it")
     mask = batch["attention_mask"]
 
-    def loss_of(spec: SubnetSpec, shared: SharedEmbedding | None) -> torch.Tensor:
+    def loss_of(spec: AnySpec, shared: SharedEmbedding | None) -> torch.Tensor:
         with torch.no_grad():
             t = forward_subnet(
                 teacher,
@@ -319,7 +320,7 @@ def int8_step(
 def task_step(
     model: nn.Module,
     batch: dict,
-    specs: Sequence[SubnetSpec],
+    specs: Sequence[AnySpec],
     *,
     depth_rule: str,
     is_regression: bool,
@@ -328,7 +329,7 @@ def task_step(
     """Plain task-loss training of each sub-network (fine-tuning the teacher is the single full spec)."""
     ctx = (ctx or StepContext.plain(model)).for_batch(batch)
 
-    def loss_of(spec: SubnetSpec, shared: SharedEmbedding | None) -> torch.Tensor:
+    def loss_of(spec: AnySpec, shared: SharedEmbedding | None) -> torch.Tensor:
         with ctx.autocast():
             out = ctx.forward(batch, spec, depth_rule, shared=shared)
             return ctx.row_share * task_loss(out.logits.float(), batch["labels"], is_regression)
@@ -501,6 +502,7 @@ def train_loop(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = to_device(batch, device)
+            base_ctx.step = step
             losses = step_fn(model, batch, base_ctx)
             if shared:  # the flags as they stand now, agreed by every process in the losses' collective
                 clock = time.perf_counter() - last_checkpoint >= s.checkpoint_seconds

@@ -145,10 +145,21 @@ def layer_targets(num_layers: int, depth_mult: float, rule: str) -> list[int]:
     and the dropped layers that follow it, so it is matched to the teacher's output at the end of
     that run; under `keep-last` it replaces the dropped layers before it, so it is matched to itself.
     """
-    kept = kept_layers(num_layers, depth_mult, rule)
+    return kept_targets(kept_layers(num_layers, depth_mult, rule), num_layers, rule)
+
+
+def kept_targets(kept: Sequence[int], num_layers: int, rule: str) -> list[int]:
+    """`layer_targets` for any set of kept layers (a searched shape's as well as a depth multiplier's)."""
     if rule == "paper":
         return [kept[j + 1] - 1 if j + 1 < len(kept) else num_layers - 1 for j in range(len(kept))]
     return list(kept)
+
+
+def spec_targets(spec: AnySpec, num_layers: int, rule: str) -> list[int]:
+    """The teacher layer each kept layer of `spec` is matched to in distillation."""
+    if isinstance(spec, ArchSpec):
+        return kept_targets(spec.layers, num_layers, rule)
+    return layer_targets(num_layers, spec.depth_mult, rule)
 
 
 def sdpa_mask(attention_mask: torch.Tensor | None, padded: bool | None = None) -> torch.Tensor | None:

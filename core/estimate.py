@@ -59,6 +59,16 @@ class StagePlan:
     skipped: bool = False
 
 
+def sandwich_proxies(t) -> tuple[SubnetSpec, ...]:
+    """What train.sandwich's random shapes cost, for timing: each as a uniform shape of the mean width and depth
+    they are drawn from (a layer's width and the depth are drawn uniformly from the trained ones)."""
+    if not t.sandwich:
+        return ()
+    w = sum(t.width_mults) / len(t.width_mults)
+    d = sum(t.depth_mults) / len(t.depth_mults)
+    return (SubnetSpec(w, d),) * t.sandwich
+
+
 def teacher_epochs(inputs: RunInputs) -> float:
     """The finetune stage's epochs over the train rows: the teacher's own, or with train.teacher_lr null (and rows
     held out to choose on), the trial's short runs and a whole teacher for each rate of the race (stages._teacher_lr).
@@ -101,7 +111,7 @@ def stage_plans(inputs: RunInputs) -> list[StagePlan]:
             "depth",
             distilled,
             t.depth_epochs + (t.width_epochs if joint else 0.0),
-            grid,
+            grid + sandwich_proxies(t),
             grid,
             teacher=True,
             hidden_loss=t.depth_l2 > 0,
@@ -333,6 +343,7 @@ def _fractions(inputs: RunInputs, unit: Timing | None) -> dict[SubnetSpec, float
     """Each sub-network's share of the full model's FLOPs at the training rows' mean length (1.0 when not timing)."""
     t = inputs.cfg.train
     specs = set(subnet_grid(t.width_mults, t.depth_mults)) | {SubnetSpec(w, 1.0) for w in t.width_mults}
+    specs |= set(sandwich_proxies(t))
     if unit is None:
         return {s: 1.0 for s in specs}
     from .models import load_model_config

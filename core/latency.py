@@ -442,6 +442,16 @@ def _where(spec) -> dict:
     return {"searched": spec.to_json()}
 
 
+def merged_shapes(before: dict | None, setup: dict, rows: list[dict]) -> list[dict]:
+    """The shape rows to keep: these, with the figures of other precisions timed before at the same batch, sequence,
+    threads and runtime (so an int8 table joins the fp32 one); earlier figures of another setup are dropped."""
+    same = ("batch", "seq", "threads", "runtime", "device")
+    if not before or any(before.get("setup", {}).get(k) != setup.get(k) for k in same):
+        return rows
+    old = {r["label"]: r for r in before.get("rows", [])}
+    return [{**r, "values": {**old.get(r["label"], {}).get("values", {}), **r["values"]}} for r in rows]
+
+
 def shape_specs(project: Project) -> tuple[list[str], list, int]:
     """(labels, specs, L): the models the shape table is timed on: no layer (the base), then for each pair of
     head and neuron counts the trained widths keep, every layer at that shape."""
@@ -574,7 +584,8 @@ def latency_job(project: Project, request: LatencyRequest, events, stop: StopTok
     setup = {**state["setup"], "seconds": round(time.perf_counter() - t0, 1)}
     latency = project.load_latency() or {}
     if request.shapes:
-        shapes = {"setup": setup, "layers": n_layers, "rows": measured}
+        where = latency.get("devices", {}).get(OPENVINO_DEVICE, {}) if s.runtime == "openvino" else latency
+        shapes = {"setup": setup, "layers": n_layers, "rows": merged_shapes(where.get(SHAPES_KEY), setup, measured)}
         if s.runtime == "openvino":
             device = latency.setdefault("devices", {}).setdefault(OPENVINO_DEVICE, {"rows": []})
             device[SHAPES_KEY] = shapes

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .dynamic import ArchSpec, SubnetSpec, kept_layers, layer_plan, subnet_grid, subnet_size
-from .errors import ConfigError, ProjectError
+from .errors import ConfigError, InternalError, ProjectError
 from .events import LogMessage, StageEnded, StageProgress, StageStarted, StopToken
 from .project import Project
 from .requests import SearchRequest
@@ -104,20 +104,26 @@ def predicted(table: ShapeTable, a: ArchSpec) -> float:
 
 
 # ---- checks: one line for each request that cannot run -------------------------------------------
-def checked_table(project: Project, request: SearchRequest) -> ShapeTable:
-    """The shape table for the request's device and precision, or a one-line error saying how to time it."""
+def checked_table(project: Project, request: SearchRequest, events, stop: StopToken) -> ShapeTable:
+    """The shape table for the request's device and precision. On this machine a missing one is timed first (the
+    latency job's shapes, a minute or two); a device's comes from its kit, else a one-line error says how."""
     r, root = request, project.root
     if r.precision not in LATENCY_PRECISIONS:
         raise ConfigError(f"--precision {r.precision}: choose one of {', '.join(LATENCY_PRECISIONS)}")
-    latency = project.load_latency()
-    table = shape_table(latency, r.device, r.precision)
+    table = shape_table(project.load_latency(), r.device, r.precision)
     if table is not None:
         return table
     if r.device is None:
-        raise ProjectError(
-            f"{root}: no {r.precision} layer shapes timed on this machine: time them with "
-            f"`dynastudio latency {root} --shapes --formats {r.precision}` (a minute or two)"
-        )
+        from .latency import latency_job
+        from .requests import LatencyRequest
+
+        events(LogMessage(f"search: timing the {r.precision} layer shapes on this machine first"))
+        latency_job(project, LatencyRequest(formats=(r.precision,), shapes=True), events, stop)
+        table = shape_table(project.load_latency(), None, r.precision)
+        if table is None:
+            raise InternalError("search: the layer shapes just timed cannot be read back: please report it")
+        return table
+    latency = project.load_latency()
     known = sorted((latency or {}).get("devices", {}))
     if r.device not in known:
         raise ProjectError(
@@ -206,7 +212,7 @@ def search_job(project: Project, request: SearchRequest, events, stop: StopToken
 
     r = request
     check_ready(project)
-    table = checked_table(project, r)
+    table = checked_table(project, r, events, stop)
     where = f"device '{r.device}'" if r.device else "this machine"
     name = final_model_name(project)
     model = project.load_model(name)
@@ -257,7 +263,7 @@ def search_job(project: Project, request: SearchRequest, events, stop: StopToken
 
     def offspring(parents: list[ArchSpec]) -> ArchSpec:
         """A parent mutated, or two parents crossed (then mutated a little)."""
-        if rng.random() < 0.5:
+        if len(parents) < 2 or rng.random() < 0.5:
             return space.mutate(parents[rng.integers(len(parents))], rng)
         i, j = rng.choice(len(parents), 2, replace=False)
         return space.mutate(space.crossover(parents[i], parents[j], rng), rng, p=0.1)
@@ -354,6 +360,8 @@ def search_job(project: Project, request: SearchRequest, events, stop: StopToken
             "flops_rel": size["flops"] / full_flops,
             **measured.get(a.label, {}),
         }
+        if r.device is not None:  # nothing is timed on a device from here: its chart places the point by prediction
+            point.update({f"latency_{r.precision}_ms": predicted(table, a), "latency_predicted": True})
         points.append(point)
     record = {
         "id": time.strftime("%Y%m%dT%H%M%S"),

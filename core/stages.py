@@ -73,6 +73,7 @@ class StageResult:
     teacher_kept: dict | None = None  # finetune: the checkpoint kept by its held-out score (_BestTeacher.restore)
     teacher_lr_trial: dict | None = None  # finetune with teacher_lr null: the trial's scores and choice (_teacher_lr)
     augment: dict | None = None  # distilling stages: the augmented rows they also learned from (augmentation.py)
+    sandwich: int = 0  # depth: the random per-layer shapes each step distilled beside the cells (train.sandwich)
 
     def record(self) -> dict:
         return asdict(self)
@@ -716,12 +717,51 @@ def _distill(project: Project, stage: str, source: str, specs, l1, l2, epochs, l
     teacher = project.load_model(source, inputs.device)
     student = project.load_model(source, inputs.device)
     rows, augment = distill_rows(inputs, events, stop)
-    step_fn = lambda m, b, ctx: distill_step(
-        m, teacher, b, specs, l1=l1, l2=l2, depth_rule=t.depth_rule, is_regression=inputs.task.is_regression, ctx=ctx
-    )
+    k = t.sandwich if stage == "depth" else 0
+    sample = SandwichSampler(student.config, t, k) if k else None
+
+    def step_fn(m, b, ctx):
+        extra = sample(ctx.step) if sample is not None else []
+        losses = distill_step(
+            m,
+            teacher,
+            b,
+            [*specs, *extra],
+            l1=l1,
+            l2=l2,
+            depth_rule=t.depth_rule,
+            is_regression=inputs.task.is_regression,
+            ctx=ctx,
+        )
+        if extra:  # one curve for the sampled shapes (each step's are new): their mean loss
+            losses["sampled"] = torch.stack([losses.pop(a.label) for a in extra]).mean()
+        return losses
+
     info = _train(inputs, stage, student, step_fn, epochs, lr, specs, events, stop, data=rows)
     project.save_model(STAGE_MODEL[stage], student)
-    return _finish(project, stage, t0, events, steps=info["steps"], augment=augment)
+    extra_info = {"sandwich": k} if k else {}
+    return _finish(project, stage, t0, events, steps=info["steps"], augment=augment, **extra_info)
+
+
+class SandwichSampler:
+    """The random shapes of one depth-stage step: `k` distinct shapes of the search space (search.Space: a trained
+    depth, per layer a trained width's heads and neurons), drawn from a generator seeded by (seed, step), so every
+    process of a torchrun run draws the same ones and a resumed stage draws what it would have."""
+
+    def __init__(self, config, train, k: int):
+        from .search import Space
+
+        self.space, self.seed, self.k = Space.of(config, train), train.seed, k
+
+    def __call__(self, step: int) -> list:
+        rng = np.random.default_rng([self.seed, step, 0x5A4D])
+        out: dict = {}
+        for _ in range(20 * self.k):
+            a = self.space.random(rng)
+            out.setdefault(a.label, a)
+            if len(out) == self.k:
+                break
+        return list(out.values())
 
 
 @_tracked

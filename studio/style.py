@@ -16,6 +16,12 @@ _WIDTH_COLOURS = ["#1f4e99", "#AA3377", "#228833", "#E69F00", "#66CCEE", "#EE667
 _DEPTH_SYMBOLS = ["o", "t", "s", "d", "star"]
 _DEPTH_STYLES = [Qt.PenStyle.SolidLine, Qt.PenStyle.DashLine, Qt.PenStyle.DotLine, Qt.PenStyle.DashDotLine]
 _LABEL = re.compile(r"^w([0-9.]+)_d([0-9.]+)$")
+_SEARCHED = re.compile(r"^s[0-9]+L-[0-9a-f]+$")  # core.dynamic.ArchSpec.label: a shape `dynastudio search` found
+SEARCHED_COLOUR, SEARCHED_SYMBOL = "#000000", "star"
+
+
+def is_searched(label: str) -> bool:
+    return bool(_SEARCHED.match(label))
 
 
 def parse_label(label: str) -> tuple[float, float] | None:
@@ -30,6 +36,8 @@ def label_sort_key(label: str):
 
 
 def subnet_colour(label: str, widths=(1.0, 0.75, 0.5, 0.25)) -> str:
+    if is_searched(label):
+        return SEARCHED_COLOUR
     wd = parse_label(label)
     if wd is None:
         return _WIDTH_COLOURS[0]
@@ -47,7 +55,10 @@ def subnet_pen(label: str, depths=(1.0, 0.75, 0.5), width: float = 1.6):
 
 
 def subnet_symbol(label: str, depths=(1.0, 0.75, 0.5)) -> str:
-    """Scatter symbol per depth: circle = full depth, triangle, square... (colour already says the width)."""
+    """Scatter symbol per depth: circle = full depth, triangle, square... (colour already says the width); a star
+    for a searched shape."""
+    if is_searched(label):
+        return SEARCHED_SYMBOL
     wd = parse_label(label)
     if wd is None:
         return "o"
@@ -64,6 +75,9 @@ def encoding_legend_html(widths, depths) -> str:
     )
     ds = " ".join(f"{shapes[subnet_symbol(f'w1_d{d:g}', depths)]} {d:g}" for d in sorted(depths, reverse=True))
     return f"colour = width: {ws} &nbsp;&nbsp; shape = depth: {ds}"
+
+
+SEARCHED_LEGEND = f"<span style='color:{SEARCHED_COLOUR}'>★</span> a shape `dynastudio search` found"
 
 
 def fmt_params(n) -> str:

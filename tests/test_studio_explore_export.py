@@ -359,3 +359,73 @@ def test_the_int8_method_is_offered_for_int8_targets_only_and_reaches_the_reques
     )
     text = xp.verify.text()
     assert "INT8: post-training, per-token" in text and "2.25x the fp32 file's speed" in text
+
+
+# ---- searched shapes on Explore and Export --------------------------------------------------------
+SEARCHED = {"layers": [0, 1], "heads": [6, 3], "neurons": [768, 384]}
+
+
+def write_search(root: Path, device: str | None = None) -> str:
+    """search.json as the search job leaves it, with one point (a shape measured at 2.5 ms)."""
+    from dynastudio.core.dynamic import ArchSpec
+
+    label = ArchSpec.from_json(SEARCHED).label
+    point = {
+        "label": label,
+        "kind": "searched",
+        "searched": SEARCHED,
+        "width_mult": 0.375,
+        "depth_mult": 0.5,
+        "metric": "accuracy",
+        "value": 0.83,
+        "metrics": {"accuracy": 0.83},
+        "search_score": 0.85,
+        "predicted_fp32_ms": 2.4,
+        "total_params": int(1e7),
+        "flops_rel": 0.2,
+        "latency_fp32_ms": 2.5,
+    }
+    run = {"budget_ms": 3.0, "device": device, "precision": "fp32", "chosen": label, "points": [point]}
+    (root / "search.json").write_text(json.dumps({"runs": [run]}))
+    return label
+
+
+def test_a_searched_point_is_a_star_with_its_shape_and_exports_by_its_label(window, tmp_path, monkeypatch):
+    from dynastudio.studio.style import SEARCHED_COLOUR, SEARCHED_SYMBOL
+
+    state = window.state
+    root = write_project(tmp_path / "p")
+    label = write_search(root)
+    state.open_project(root)
+    window.go_to("explore")
+    page = window.pages["explore"]
+    assert label in page.labels and page.point_for(label) == (2.5, 0.83)
+    i = page._plot_labels.index(label)
+    assert page._colours[i] == SEARCHED_COLOUR
+    assert "dynastudio search" in page.encoding.text() and "★" in page.encoding.text()
+    tip = page._tip(0, 0, label)
+    assert "searched: layers 0/1; heads 6/3; neurons 768/384" in tip and "latency fp32: 2.50 ms" in tip
+    from dynastudio.studio.style import subnet_symbol
+
+    assert subnet_symbol(label) == SEARCHED_SYMBOL and subnet_symbol("w0.5_d1") != SEARCHED_SYMBOL
+    # the cells' legend does not count the searched shape's width or depth as a grid value
+    assert "0.375" not in page.encoding.text()
+
+    # the search button asks for a search within the budget set, on the device shown
+    seen = []
+    monkeypatch.setattr(state, "start_job", lambda parent, name, root, request: seen.append((name, request)))
+    page.set_budget(6.0)
+    assert page.search_budget.value() == pytest.approx(page.plot.budget_line.value(), abs=0.01)
+    page.search_budget.setValue(4.0)
+    page.search_subnets()
+    assert seen[-1][0] == "search" and seen[-1][1].budget_ms == 4.0 and seen[-1][1].device is None
+
+    # selected, it exports as the searched shape, not as width x depth
+    state.select(label)
+    window.go_to("export")
+    xp = window.pages["export"]
+    assert xp.subnet.currentData() == label
+    xp.target.setCurrentIndex(xp.target.findData("onnx"))
+    xp.start_export()
+    name, request = seen[-1]
+    assert name == "export" and request.searched == label

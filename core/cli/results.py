@@ -218,7 +218,10 @@ def cmd_report(a) -> int:
             shape = "; ".join(f"{k} {'/'.join(map(str, v))}" for k, v in (r.searched or {}).items())
             ms = r.latency_ms("fp32")
             value = f"{100 * r.value:.2f}" if r.value is not None else "-"
-            print(f"  {r.label:<11} {metric} {value:>6}  {f'{ms:.2f} ms' if ms is not None else '-':>9}  {shape}")
+            when = f"{ms:.2f} ms" + ("*" if r.latency_predicted else "") if ms is not None else "-"
+            print(f"  {r.label:<11} {metric} {value:>6}  {when:>9}  {shape}")
+        if any(r.latency_predicted for r in searched):
+            print("  (* predicted from the device's timed layer shapes)")
     if grid.setup is not None:
         s = grid.setup
         print(

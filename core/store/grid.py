@@ -83,6 +83,7 @@ class GridRow:
     precisions: dict[str, Figures] = field(default_factory=dict)
     kind: str = "cell"  # "cell": one of the trained grid's; "searched": a shape `dynastudio search` found
     searched: dict | None = None  # a searched row's shape: {"layers", "heads", "neurons"} (core.dynamic.ArchSpec)
+    latency_predicted: bool = False  # a searched row on a device: its latency is the shape table's prediction
 
     def figures(self, precision: str) -> Figures | None:
         return self.precisions.get(precision)
@@ -114,6 +115,7 @@ class GridRow:
             {p: Figures.from_values(r, p) for p in _precisions_in(r)},
             "searched" if isinstance(r.get("searched"), dict) else "cell",
             dict(r["searched"]) if isinstance(r.get("searched"), dict) else None,
+            r.get("latency_predicted") is True,
         )
 
 

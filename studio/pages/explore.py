@@ -11,6 +11,7 @@ import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QComboBox,
+    QDoubleSpinBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
@@ -40,9 +41,11 @@ from ..state import StudioState
 from ..style import (
     HINT_CSS,
     METRIC_BOUNDS,
+    SEARCHED_LEGEND,
     chance_name,
     encoding_legend_html,
     fmt_params,
+    is_searched,
     label_sort_key,
     subnet_colour,
     subnet_symbol,
@@ -121,9 +124,11 @@ class ExplorePage(ReloadWhenShown, QWidget):
         lay.addLayout(self._device_bar())
         lay.addWidget(split, 1)
         lay.addLayout(self._budget_bar())
+        lay.addLayout(self._search_bar())
         lay.addWidget(self.hover)
 
         self.handle = None  # the latency job this page started
+        self.search_handle = None  # the search job this page started
         state.projectChanged.connect(self._on_project_changed)
         state.projectUpdated.connect(lambda _: self.reload_when_shown())
         state.selectionChanged.connect(self._show_selection)
@@ -234,6 +239,82 @@ class ExplorePage(ReloadWhenShown, QWidget):
         budget.addWidget(self.budget_text)
         budget.addWidget(self.pick_best)
         return budget
+
+    def _search_bar(self) -> QHBoxLayout:
+        """A search for the best shape of any depth and per-layer width within a latency budget."""
+        self.search_budget = QDoubleSpinBox()
+        self.search_budget.setObjectName("searchBudget")
+        self.search_budget.setRange(0.01, 1e6)
+        self.search_budget.setDecimals(2)
+        self.search_budget.setSuffix(" ms")
+        self.search_budget.setValue(5.0)
+        self.search_button = QPushButton("Search sub-networks")
+        self.search_button.setObjectName("searchSubnets")
+        self.search_button.setToolTip(
+            "Searches shapes beyond the grid (a trained depth; per layer its own heads and neurons) for the best "
+            "score on held-out train rows within this latency on the device shown, predicted from timed layer "
+            "shapes; on this machine the best are then timed for real. The results join the chart as stars."
+        )
+        self.search_button.clicked.connect(self.search_subnets)
+        for text in ("Search sub-networks", "Cancelling…", "Cancel search (888/888)"):
+            self.search_button.setText(text)
+            self.search_button.setMinimumWidth(
+                max(self.search_button.minimumWidth(), self.search_button.sizeHint().width())
+            )
+        self.search_button.setText("Search sub-networks")
+        self.search_text = DetailLine(lines=1, min_width=300)
+        self.search_text.setObjectName("searchText")
+        bar = QHBoxLayout()
+        bar.addWidget(QLabel("Search any shape within:"))
+        bar.addWidget(self.search_budget)
+        bar.addWidget(self.search_button)
+        bar.addWidget(self.search_text, 1)
+        return bar
+
+    def searching(self) -> bool:
+        return self.search_handle is not None and self.search_handle.is_running()
+
+    def search_subnets(self) -> None:
+        """The button searches, or cancels the search it started (a later search resumes it)."""
+        from dynastudio.core.requests import SearchRequest
+
+        if self.searching():
+            self.search_handle.stop()
+            self.search_button.setText("Cancelling…")
+            return
+        project = self.state.project
+        if project is None:
+            return
+        request = SearchRequest(budget_ms=float(self.search_budget.value()), device=self.selected_device())
+        handle = self.state.start_job(self.window(), "search", project.root, request)
+        if handle is None:
+            return
+        self.search_handle = handle
+        self.search_text.setText("searching…")
+        handle.bridge.stageProgress.connect(
+            lambda e: self.search_button.setText(f"Cancel search ({e.done}/{e.total})") if e.stage == "search" else None
+        )
+        handle.bridge.log.connect(lambda e: e.text.startswith("search:") and self.search_text.setText(e.text))
+        handle.failed.connect(lambda info: show_error(self.window(), info, "The search failed"))
+        handle.finished.connect(self._on_search_done)
+        handle.ended.connect(lambda _: self._on_search_ended())
+        self._update_measure()
+
+    def _on_search_done(self, result) -> None:
+        if isinstance(result, dict) and "chosen" in result:
+            chosen = next((p for p in result.get("points", []) if p.get("label") == result["chosen"]), None)
+            if chosen is not None:
+                self.search_text.setText(
+                    f"best within {result['budget_ms']:g} ms: {chosen['label']}, dev {self.metric_name} "
+                    f"{chosen['value']:.4f} (chosen on held-out train rows); select its star to export it"
+                )
+
+    def _on_search_ended(self) -> None:
+        if self.search_text.text() == "searching…":
+            self.search_text.setText("")
+        self.state.reload()
+        self.reload()
+        self._update_measure()
 
     def _on_project_changed(self, project) -> None:
         """Another project: nothing of the last one stays (its hovered point, its budget, its device)."""
@@ -350,10 +431,13 @@ class ExplorePage(ReloadWhenShown, QWidget):
             f"{len(self.xs)} sub-networks",
             size="11pt",
         )
-        widths = sorted({r.width_mult for r in self.rows}, reverse=True) or [1.0]
-        depths = sorted({r.depth_mult for r in self.rows}, reverse=True) or [1.0]
+        cells = [r for r in self.rows if r.kind == "cell"]
+        widths = sorted({r.width_mult for r in cells}, reverse=True) or [1.0]
+        depths = sorted({r.depth_mult for r in cells}, reverse=True) or [1.0]
         self._colours = [subnet_colour(split_key(k)[0], widths) for k in self._plot_labels]
         legend = encoding_legend_html(widths, depths) if self.rows else ""
+        if any(is_searched(split_key(k)[0]) for k in self._plot_labels):
+            legend += f" &nbsp;·&nbsp; {SEARCHED_LEGEND}"
         shown = [p for p in PRECISION_LOOKS if p in self._precisions]  # only the precisions with points
         if len(shown) > 1:
             legend += f" &nbsp;·&nbsp; {', '.join(PRECISION_LOOKS[p] for p in shown)} (each at its own dev metric)"
@@ -419,11 +503,16 @@ class ExplorePage(ReloadWhenShown, QWidget):
             if p != "fp32" and (m := r.metric_at(p)) is not None
         ]
         size = fp32_size(r)
-        lat = [f"latency {p}: {ms:.2f} ms" for p in r.precisions if (ms := r.latency_ms(p)) is not None]
+        how = " (predicted from the device's timed layer shapes)" if r.latency_predicted else ""
+        lat = [f"latency {p}: {ms:.2f} ms{how}" for p in r.precisions if (ms := r.latency_ms(p)) is not None]
+        shape = (
+            "searched: " + "; ".join(f"{k} {'/'.join(map(str, v))}" for k, v in r.searched.items())
+            if r.searched
+            else f"width {r.width_mult:g}, depth {r.depth_mult:g}"
+        )
         return "\n".join(
             [
-                f"{r.label}  (width {r.width_mult:g}, depth {r.depth_mult:g})"
-                + (f", point: {precision}" if precision != "fp32" else ""),
+                f"{r.label}  ({shape})" + (f", point: {precision}" if precision != "fp32" else ""),
                 f"dev {self.metric_name} fp32: {r.value:.4f}",
                 *scores,
                 f"parameters: {fmt_params(r.total_params)}",
@@ -491,6 +580,8 @@ class ExplorePage(ReloadWhenShown, QWidget):
             )
             self.table.mark_best(label, precision if self.x_key != FLOPS_AXIS else None)
         self.pick_best.setEnabled(self.best is not None)
+        if self.x_key != FLOPS_AXIS and not self.searching():  # the search starts from the budget set here
+            self.search_budget.setValue(round(budget, 2))
 
     def set_budget(self, budget: float) -> None:
         lo, hi = (float(self.xs.min()), float(self.xs.max())) if len(self.xs) else (0.0, 1.0)
@@ -558,6 +649,11 @@ class ExplorePage(ReloadWhenShown, QWidget):
 
     def _update_measure(self) -> None:
         mine = self.measuring()
+        searching = self.searching()
+        free = self.state.project is not None and not self.state.runner.is_running()
+        self.search_button.setEnabled(searching or free)
+        if not searching:
+            self.search_button.setText("Search sub-networks")
         self.measure.setEnabled(self.state.project is not None and (mine or not self.state.runner.is_running()))
         if mine:
             self.measure.setText("Cancel measuring")

@@ -300,6 +300,8 @@ class ExportPage(QWidget):
             overwrite=self.overwrite.isChecked(),
             trim_vocab=self.trim.isChecked(),
             int8_method=self.int8_method.currentData() or "per-token",
+            # a point `dynastudio search` found: exported by its label (its shape), not by width x depth
+            searched=label if isinstance(row.get("searched"), dict) else None,
         )
         handle = self.state.start_job(self.window(), "export", project.root, request)
         if handle is None:
@@ -369,7 +371,12 @@ class ExportPage(QWidget):
         tol = v.get("tolerance")
         lines = [
             f"<b>{'✔ verified' if ok else '✘ verification failed'}</b>: {report.format} "
-            f"(target {report.target or '-'}) of w{report.width_mult:g} d{report.depth_mult:g}",
+            f"(target {report.target or '-'}) of "
+            + (
+                v["subnet"]["label"]
+                if "label" in v.get("subnet", {})
+                else f"w{report.width_mult:g} d{report.depth_mult:g}"
+            ),
         ]
         if report.max_abs_diff is not None:
             lines.append(
