@@ -104,6 +104,9 @@ HELP = {
     "stage_order": "paper: width first (stage 1), then every width and depth learning from the width model "
     "(stage 2), as the paper does; joint: no width stage, every width and depth learns from the teacher at once "
     "for the epochs of both stages (the same number of updates). Measured in bench/results/stage_order_*.md.",
+    "sandwich": "Random shapes (a trained depth, per layer its own heads and neurons) distilled beside the 12 cells "
+    "at each step of the depth stage, so the shapes between the cells that a latency search explores are trained too; "
+    "each adds about a twelfth to a depth step. 0 = the cells only.",
     "checkpoint_every": "Optimizer steps between mid-stage checkpoints: Stop or a crash loses at most this many; "
     "lower it on a slow machine.",
     "checkpoint_minutes": "A mid-stage checkpoint is also written at least this often by the clock, "
