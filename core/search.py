@@ -306,14 +306,17 @@ def search_job(project: Project, request: SearchRequest, events, stop: StopToken
         while len(parents) + len(children) < r.population and tries < 50 * r.population:
             tries += 1
             a = draw(partial(offspring, parents))
-            if a is not None and a.label not in seen:
+            if a is not None and a.label not in seen and a.label not in scores:  # new shapes only: scores are kept
                 seen.add(a.label)
                 children.append(a)
         population = parents + children
         _save_state(project, key, gen + 1, population, scores, archs, history, rng)
     search_seconds = time.perf_counter() - t0
 
-    finalists = sorted((archs[k] for k in scores if fits(archs[k])), key=lambda a: (-scores[a.label], a.label))
+    # the best first; on a tie the faster (by prediction), as the generations rank them
+    finalists = sorted(
+        (archs[k] for k in scores if fits(archs[k])), key=lambda a: (-scores[a.label], predicted(table, a), a.label)
+    )
     measured: dict[str, dict] = {}
     if r.device is None and r.measure:
         finalists = finalists[:TIMED_FINALISTS]
@@ -378,6 +381,8 @@ def search_job(project: Project, request: SearchRequest, events, stop: StopToken
         "search_seconds": round(search_seconds, 1),
         "seconds": round(time.perf_counter() - t0, 1),
         "chosen": chosen.label,
+        # the grid's cells that fit, with their held-out scores: what the chosen shape had to beat on those rows
+        "cells": {cell_of[k]: v for k, v in scores.items() if k in cell_of},
         "predictor_check": [
             {"label": a.label, "predicted_ms": predicted(table, a), "measured_ms": m[f"latency_{r.precision}_ms"]}
             for a in finalists

@@ -109,12 +109,16 @@ def test_the_table_predicts_base_plus_each_layer_and_interpolates_between_counts
 # ---- a project to search -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def searchable(tmp_path_factory, tiny_task_files) -> Project:
+    return make_searchable(tmp_path_factory.mktemp("search"), *tiny_task_files)
+
+
+def make_searchable(root: Path, train: Path, dev: Path) -> Project:
     """A tiny project whose stages up to depth are marked done (a random model stands for the trained one), with
     max_train_examples leaving train rows out, and its shape table timed on this machine."""
-    root = tmp_path_factory.mktemp("search")
     cfg = tiny_project_config(
         make_tiny_model_dir(root / "model"),
-        *tiny_task_files,
+        train,
+        dev,
         width_mults=(1.0, 0.5),
         depth_mults=(1.0, 0.5),
         max_train_examples=100,
@@ -204,6 +208,26 @@ def test_the_search_keeps_the_best_shape_within_the_budget(searchable, tmp_path)
     assert rows[chosen["label"]].latency_ms("fp32") == chosen["latency_fp32_ms"]
     assert not (p.root / STATE_FILE).exists()
     assert any("generation 3/3" in e.text for e in seen.of(LogMessage))
+
+
+def test_dev_chooses_nothing_flipped_dev_labels_give_the_same_search(searchable, tmp_path, tiny_task_files):
+    train, dev = tiny_task_files
+    lines = dev.read_text(encoding="utf-8").splitlines()
+    flipped = tmp_path / "dev_flipped.tsv"
+    flip = {"0": "1", "1": "0"}
+    flipped.write_text(
+        "\n".join([lines[0]] + [f"{t.rsplit(chr(9), 1)[0]}\t{flip[t.rsplit(chr(9), 1)[1]]}" for t in lines[1:]]) + "\n",
+        encoding="utf-8",
+    )
+    other = make_searchable(tmp_path / "other", train, flipped)
+    shutil.copy2(searchable.root / "latency.json", other.root / "latency.json")  # the same timings: ties break alike
+    a = _search(_copy(searchable, tmp_path / "a"), 1e9, measure=False)
+    b = _search(other, 1e9, measure=False)
+    assert a["chosen"] == b["chosen"] and a["history"] == b["history"]  # chosen on the same train rows
+    dev_a = {x["label"]: x["value"] for x in a["points"]}
+    dev_b = {x["label"]: x["value"] for x in b["points"]}
+    assert dev_a.keys() == dev_b.keys()
+    assert all(dev_b[k] == pytest.approx(1 - dev_a[k]) for k in dev_a)  # dev was only reported
 
 
 def test_a_budget_only_the_smallest_cell_fits_still_searches(searchable, tmp_path):
