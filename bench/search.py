@@ -200,8 +200,8 @@ def save(a, stem, name, space, latency, table, check, errors, cells_check, resul
         },
         "predictor": {
             "random": check,
-            "median_abs_error_pct": float(np.median(errors)),
-            "worst_abs_error_pct": float(errors.max()),
+            "median_abs_error_pct": float(np.median(errors)) if len(errors) else None,
+            "worst_abs_error_pct": float(errors.max()) if len(errors) else None,
             "cells": cells_check,
         },
         "searches": results,
@@ -232,9 +232,13 @@ def render(r: dict, stem: Path) -> None:
         "",
         "## The latency predictor",
         "",
-        f"{s['check']} random shapes of the space, predicted from the shape table and timed in one child process: "
-        f"**median absolute error {p['median_abs_error_pct']:.1f} %, worst {p['worst_abs_error_pct']:.1f} %** "
-        "(target: median within 10 %).",
+        (
+            f"{s['check']} random shapes of the space, predicted from the shape table and timed in one child process: "
+            f"**median absolute error {p['median_abs_error_pct']:.1f} %, worst {p['worst_abs_error_pct']:.1f} %** "
+            "(target: median within 10 %)."
+            if p["random"]
+            else "No random shapes checked in this run (--check 0)."
+        ),
         "",
         "| shape | predicted ms | measured ms | error |",
         "|---|---:|---:|---:|",

@@ -190,7 +190,17 @@ def test_the_search_keeps_the_best_shape_within_the_budget(searchable, tmp_path)
     assert "left out by max_train_examples" in out["rows"]
     chosen = next(x for x in out["points"] if x["label"] == out["chosen"])
     assert chosen["predicted_fp32_ms"] <= budget
-    assert chosen["latency_fp32_ms"] <= budget  # timed for real, and kept because it fits
+    # timed for real: kept because it fits, or (timings drift) the best with a warning that says so
+    if out["chosen_fits_measured"]:
+        assert chosen["latency_fp32_ms"] <= budget
+        assert all(
+            c["measured_ms"] > budget
+            for c in out["predictor_check"][
+                : out["predictor_check"].index(next(c for c in out["predictor_check"] if c["label"] == chosen["label"]))
+            ]
+        )
+    else:
+        assert any("none of the best" in e.text for e in seen.of(LogMessage))
     assert table.predict(chosen["searched"]["heads"], chosen["searched"]["neurons"]) == pytest.approx(
         chosen["predicted_fp32_ms"]
     )
@@ -239,6 +249,23 @@ def test_a_budget_only_the_smallest_cell_fits_still_searches(searchable, tmp_pat
     layers = kept_layers(4, 0.5, p.config.train.depth_rule)
     assert chosen["searched"] == {"layers": layers, "heads": [2, 2], "neurons": [32, 32]}
     assert chosen["cell"] == "w0.5_d0.5"
+
+
+def test_when_no_finalist_measures_within_the_budget_the_best_is_kept_with_a_warning(searchable, tmp_path, monkeypatch):
+    from dynastudio.core import search
+
+    p = _copy(searchable, tmp_path / "p")
+    slow = lambda project, specs, precision, stop: {a.label: {"latency_fp32_ms": 1e6} for a in specs}  # noqa: E731
+    monkeypatch.setattr(search, "_time_specs", slow)
+    seen = EventLog()
+    out = _search(p, 1e9, seen)
+    assert not out["chosen_fits_measured"]
+    warned = [e for e in seen.of(LogMessage) if "none of the best" in e.text]
+    assert warned and warned[0].level == "warning" and out["chosen"] in warned[0].text
+    checked = out["predictor_check"]
+    assert checked[0]["label"] == out["chosen"]  # the best by held-out score, timed first
+    scores = [next(x["search_score"] for x in out["points"] if x["label"] == out["chosen"])]
+    assert scores[0] == max(x["search_score"] for x in out["points"])
 
 
 def test_a_stopped_search_resumes_to_the_same_result(searchable, tmp_path):
