@@ -317,11 +317,17 @@ def search_job(project: Project, request: SearchRequest, events, stop: StopToken
     finalists = sorted(
         (archs[k] for k in scores if fits(archs[k])), key=lambda a: (-scores[a.label], predicted(table, a), a.label)
     )
+    cell_of = {
+        as_arch(model.config, c, rule).label: c.label for c in subnet_grid(cfg.train.width_mults, cfg.train.depth_mults)
+    }
+    # the front of predicted latency against held-out score, beside the kept shape (the cells are on the grid already)
+    front = [archs[k] for k in _front([(predicted(table, archs[k]), scores[k], k) for k in scores]) if k not in cell_of]
     measured: dict[str, dict] = {}
     if r.device is None and r.measure:
         finalists = finalists[:TIMED_FINALISTS]
-        events(LogMessage(f"search: timing the best {len(finalists)} shapes on this machine"))
-        measured = _time_specs(project, finalists, r.precision, stop)
+        timed = finalists + [a for a in front[:8] if a not in finalists]
+        events(LogMessage(f"search: timing the best {len(finalists)} shapes and the front on this machine"))
+        measured = _time_specs(project, timed, r.precision, stop)
     chosen = None
     for a in finalists:
         ms = measured.get(a.label, {}).get(f"latency_{r.precision}_ms")
@@ -341,17 +347,13 @@ def search_job(project: Project, request: SearchRequest, events, stop: StopToken
                 "warning",
             )
         )
-    front = _front([(predicted(table, archs[k]), scores[k], k) for k in scores])
-    keep = [chosen] + [archs[k] for k in front if k != chosen.label][:7]
+    keep = [chosen] + [a for a in front if a.label != chosen.label][:7]
     dev = {}
     for a in keep:
         stop.check()
         logits = predict(model, inputs.dev, a, rule, batch, inputs.pad_id, inputs.device)
         dev[a.label] = compute_metric(metric, logits, np.asarray(inputs.dev.labels))
     full_flops = subnet_size(model.config, SubnetSpec(), rule, cfg.train.max_seq_length)["flops"]
-    cell_of = {
-        as_arch(model.config, c, rule).label: c.label for c in subnet_grid(cfg.train.width_mults, cfg.train.depth_mults)
-    }
     points = []
     for a in keep:
         size = subnet_size(model.config, a, rule, cfg.train.max_seq_length)
@@ -394,7 +396,7 @@ def search_job(project: Project, request: SearchRequest, events, stop: StopToken
         "cells": {cell_of[k]: v for k, v in scores.items() if k in cell_of},
         "predictor_check": [
             {"label": a.label, "predicted_ms": predicted(table, a), "measured_ms": m[f"latency_{r.precision}_ms"]}
-            for a in finalists
+            for a in dict.fromkeys(finalists + keep)
             if (m := measured.get(a.label)) and f"latency_{r.precision}_ms" in m
         ],
         "points": points,
