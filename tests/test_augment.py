@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dynastudio.core import augmentation, jobs, stages
-from dynastudio.core.config import ConfigError, ProjectConfig
+from dynastudio.core.config import SCHEMA_VERSION, ConfigError, ProjectConfig
 from dynastudio.core.data.augment import (
     AUGMENT_PROB,
     NO_LABEL,
@@ -201,7 +201,7 @@ def test_the_augment_setting_is_checked_migrated_and_changed_by_the_cli(tiny_mod
     raw["train"].pop("augment")
     raw["schema_version"] = 3
     assert ProjectConfig.from_json(json.dumps(raw)).train.augment == 0  # an older project keeps its rows
-    assert ProjectConfig.from_json(json.dumps(raw)).schema_version == 4
+    assert ProjectConfig.from_json(json.dumps(raw)).schema_version == SCHEMA_VERSION
 
     train, dev = tiny_task_files
     args = ["new", str(tmp_path / "p"), "--model", str(tiny_model_dir), "--train", str(train), "--dev", str(dev)]

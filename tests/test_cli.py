@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from dynastudio.core.config import SCHEMA_VERSION
 from helpers import tiny_sentences, write_tsv
 
 
@@ -143,7 +144,9 @@ def test_demo_project_is_created_from_the_builtin_model(tmp_path):
     proc = dyn("new", tmp_path / "demo", "--demo")
     assert proc.returncode == 0, proc.stderr
     cfg = json.loads((tmp_path / "demo" / "project.json").read_text())
-    assert cfg["model"] == "builtin:minilm" and cfg["data"]["kind"] == "demo" and cfg["schema_version"] == 4
+    assert (
+        cfg["model"] == "builtin:minilm" and cfg["data"]["kind"] == "demo" and cfg["schema_version"] == SCHEMA_VERSION
+    )
     assert (tmp_path / "demo" / "tokenizer" / "tokenizer.json").is_file() or (
         tmp_path / "demo" / "tokenizer" / "vocab.txt"
     ).is_file()

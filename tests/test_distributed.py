@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from dynastudio.core import jobs
-from dynastudio.core.config import ProjectConfig, migrate
+from dynastudio.core.config import SCHEMA_VERSION, ProjectConfig, migrate
 from dynastudio.core.data import batching as D
 from dynastudio.core.data.encoding import Encoded
 from dynastudio.core.distill import StepContext, distill_step, sync_last
@@ -129,7 +129,7 @@ def test_projects_made_before_length_grouping_keep_their_random_batches(tiny_mod
     for k in ("group_by_length", "precision"):
         del old["train"][k]
     migrated = ProjectConfig.from_dict(migrate(old))
-    assert migrated.train.group_by_length is False and migrated.schema_version == 4
+    assert migrated.train.group_by_length is False and migrated.schema_version == SCHEMA_VERSION
     with pytest.raises(ConfigError, match="train.precision"):
         cfg.with_train(precision="fp8")
 

@@ -636,9 +636,7 @@ def test_latency_job_reports_its_stage_and_writes_only_latency_json(project, tmp
                 for k, x in (("latency", "_ms"), ("latency", "_p90_ms"), ("size_onnx", "_mb"))
             }
             values["metric_int8"] = 0.5 + i / 10
-            on_message(
-                {"row": {"width_mult": w, "depth_mult": d, "sizes": {"total_params": 10 * (i + 1)}, "values": values}}
-            )
+            on_message({"row": {"spec": [w, d], "sizes": {"total_params": 10 * (i + 1)}, "values": values}})
 
     monkeypatch.setattr(lat, "_run_child", fake_child)
     log = EventLog()
