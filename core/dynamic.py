@@ -71,9 +71,9 @@ class ArchSpec:
 
     def describe(self) -> str:
         """One line for people: the kept layers, and the heads and neurons of each."""
-        return f"layers {','.join(map(str, self.layers))}; heads {'/'.join(map(str, self.heads))}; " + (
-            f"neurons {'/'.join(map(str, self.neurons))}"
-        )
+        from .store.shapes import describe_shape
+
+        return describe_shape(self.to_json())
 
 
 AnySpec = SubnetSpec | ArchSpec

@@ -22,8 +22,8 @@ from .errors import ConfigError, InternalError, ProjectError
 from .events import LogMessage, StageEnded, StageProgress, StageStarted, StopToken
 from .project import Project
 from .requests import SearchRequest
-from .store import LATENCY_PRECISIONS, atomic_write_text, final_model_name
-from .store.shapes import ShapeTable, shape_counts, shape_table
+from .store import LATENCY_PRECISIONS, Point, atomic_write_text, final_model_name, pareto_front
+from .store.shapes import ShapeTable, shape_counts, shape_multipliers, shape_table
 
 SEARCH_FILE = "search.json"
 STATE_FILE = "search-state.json"  # the search under way (deleted when it ends): what a resume continues from
@@ -321,7 +321,11 @@ def search_job(project: Project, request: SearchRequest, events, stop: StopToken
         as_arch(model.config, c, rule).label: c.label for c in subnet_grid(cfg.train.width_mults, cfg.train.depth_mults)
     }
     # the front of predicted latency against held-out score, beside the kept shape (the cells are on the grid already)
-    front = [archs[k] for k in _front([(predicted(table, archs[k]), scores[k], k) for k in scores]) if k not in cell_of]
+    front = [
+        archs[p.label]
+        for p in pareto_front([Point(k, r.precision, predicted(table, archs[k]), scores[k]) for k in scores])
+        if p.label not in cell_of
+    ]
     measured: dict[str, dict] = {}
     if r.device is None and r.measure:
         finalists = finalists[:TIMED_FINALISTS]
@@ -361,8 +365,7 @@ def search_job(project: Project, request: SearchRequest, events, stop: StopToken
             "label": a.label,
             "kind": "searched",
             "searched": a.to_json(),
-            "width_mult": round(sum(a.heads) / (len(a.heads) * mc.num_attention_heads), 4),
-            "depth_mult": round(len(a.layers) / mc.num_hidden_layers, 4),
+            **shape_multipliers(a.to_json(), mc.num_attention_heads, mc.num_hidden_layers),
             "metric": metric,
             "value": dev[a.label]["score"],
             "metrics": dev[a.label],
@@ -405,16 +408,6 @@ def search_job(project: Project, request: SearchRequest, events, stop: StopToken
     _drop_state(project)
     events(StageEnded("search", time.perf_counter() - t0))
     return record
-
-
-def _front(items: list[tuple[float, float, str]]) -> list[str]:
-    """Labels of the (predicted ms, score) pairs no other beats on both, fastest first."""
-    out, best = [], -float("inf")
-    for _ms, s, label in sorted(items, key=lambda x: (x[0], -x[1])):
-        if s > best:
-            out.append(label)
-            best = s
-    return out
 
 
 def _time_specs(project: Project, specs: list[ArchSpec], precision: str, stop: StopToken) -> dict[str, dict]:

@@ -12,6 +12,7 @@ from ..errors import ConfigError
 from ..events import LogMessage
 from ..requests import INT8_METHODS
 from ..store import BUDGET_PRECISIONS, EXPORT_FORMAT_OF, ProjectStore, best_under_budget
+from ..store.shapes import describe_shape
 from .progress import print_logs, run_stoppable
 
 
@@ -215,7 +216,7 @@ def cmd_report(a) -> int:
     if searched:
         print(f"searched by `dynastudio search` (dev {metric} reported only; chosen on held-out train rows):")
         for r in sorted(searched, key=lambda r: r.latency_ms("fp32") or 0.0):
-            shape = "; ".join(f"{k} {'/'.join(map(str, v))}" for k, v in (r.searched or {}).items())
+            shape = describe_shape(r.searched or {})
             ms = r.latency_ms("fp32")
             value = f"{100 * r.value:.2f}" if r.value is not None else "-"
             when = f"{ms:.2f} ms" + ("*" if r.latency_predicted else "") if ms is not None else "-"
@@ -406,7 +407,7 @@ def cmd_export(a) -> int:
     what = a.searched or f"w{rep.width_mult:g} d{rep.depth_mult:g}"
     print(f"exported {what} as {rep.format}{via} to {rep.path}")
     shape = (
-        "; ".join(f"{k} {'/'.join(map(str, x))}" for k, x in v["subnet"]["searched"].items())
+        describe_shape(v["subnet"]["searched"])
         if "searched" in v["subnet"]
         else f"{v['subnet']['layers']} layers x {v['subnet']['heads']} heads x {v['subnet']['neurons']} neurons"
     )

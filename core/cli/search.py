@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..store import LATENCY_PRECISIONS
+from ..store.shapes import describe_shape
 from .progress import print_logs, run_stoppable
 
 
@@ -49,7 +50,7 @@ def cmd_search(a) -> int:
     ms = f"{measured:.2f} ms measured, " if measured is not None else ""
     print(
         f"best within {out['budget_ms']:g} ms: {chosen['label']} ({chosen['layers']} layers; "
-        + "; ".join(f"{k} {'/'.join(map(str, v))}" for k, v in chosen["searched"].items() if k != "layers")
+        + describe_shape(chosen["searched"], layers=False)
         + f"): {ms}{chosen[f'predicted_{p}_ms']:.2f} ms predicted; held-out {chosen['metric']} "
         f"{chosen['search_score']:.4f}, dev {chosen['value']:.4f} (dev reported only)"
     )

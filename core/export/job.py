@@ -25,6 +25,7 @@ from ..project import Project
 from ..requests import INT8_METHODS, INT8_METHODS_BY_FORMAT, ExportReport, ExportRequest
 from ..slim import SlimModel
 from ..store import atomic_write_text, final_model_name
+from ..store.shapes import shape_multipliers
 from .formats import file_sizes, model_size, write_format
 from .logits import input_names_for
 from .onnx import onnx_folder_config
@@ -511,12 +512,7 @@ def _multipliers(spec: AnySpec, c) -> dict:
     src = c.source or {}
     heads = src.get("full_heads") or max(c.heads_per_layer or [1])
     layers = src.get("full_layers") or len(spec.layers) or 1
-    return {
-        "width_mult": round(sum(spec.heads) / (max(1, len(spec.heads)) * heads), 4),
-        "depth_mult": round(len(spec.layers) / layers, 4),
-        "searched": spec.to_json(),
-        "label": spec.label,
-    }
+    return {**shape_multipliers(spec.to_json(), heads, layers), "searched": spec.to_json(), "label": spec.label}
 
 
 def _report(out_dir: Path, v: dict, events, t0: float) -> ExportReport:

@@ -29,6 +29,20 @@ def parse_shape_label(label: str) -> tuple[int, int] | None:
     return (int(h), int(n)) if h.isdigit() and n.isdigit() else None
 
 
+def describe_shape(shape: dict, layers: bool = True) -> str:
+    """A searched shape ({"layers", "heads", "neurons"}) in one line: 'layers 0/1/2/4; heads 3/6/6/6; neurons ...'."""
+    return "; ".join(f"{k} {'/'.join(map(str, v))}" for k, v in shape.items() if layers or k != "layers")
+
+
+def shape_multipliers(shape: dict, full_heads: int, full_layers: int) -> dict[str, float]:
+    """What a searched shape puts where a cell has its multipliers: its share of the heads and of the layers."""
+    n = max(1, len(shape["heads"]))
+    return {
+        "width_mult": round(sum(shape["heads"]) / (n * full_heads), 4),
+        "depth_mult": round(len(shape["layers"]) / max(1, full_layers), 4),
+    }
+
+
 def shape_counts(num_heads: int, intermediate: int, width_mults) -> tuple[list[int], list[int]]:
     """The head and neuron counts the table covers: those the trained widths keep (int(), as the slicing counts)."""
     heads = sorted({max(1, int(num_heads * w + 1e-6)) for w in width_mults})

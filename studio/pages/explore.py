@@ -35,6 +35,7 @@ from dynastudio.core.store import (
     grid_points,
     latency_axis,
 )
+from dynastudio.core.store.shapes import describe_shape
 
 from ..errors import show_error
 from ..state import StudioState
@@ -68,6 +69,14 @@ def point_key(label: str, precision: str) -> str:
 def split_key(key: str) -> tuple[str, str]:
     label, _, precision = str(key).partition(PRECISION_SEP)
     return label, precision or "fp32"
+
+
+def wide_enough(button: QPushButton, *texts: str) -> None:
+    """As wide as its longest text from the start (a count in its text must not widen the window); the last
+    text stays on it."""
+    for text in texts:
+        button.setText(text)
+        button.setMinimumWidth(max(button.minimumWidth(), button.sizeHint().width()))
 
 
 class ExplorePage(ReloadWhenShown, QWidget):
@@ -172,9 +181,9 @@ class ExplorePage(ReloadWhenShown, QWidget):
         )
         self.measure.clicked.connect(self.measure_latency)
         # as wide as its longest text from the start: counting "Cancel (3/12 done)" must not widen the window
-        for text in ("Measure latency", "Measure again", "Cancelling…", "Cancel measuring", "Cancel (88/88 done)"):
-            self.measure.setText(text)
-            self.measure.setMinimumWidth(max(self.measure.minimumWidth(), self.measure.sizeHint().width()))
+        wide_enough(
+            self.measure, "Measure latency", "Measure again", "Cancelling…", "Cancel measuring", "Cancel (88/88 done)"
+        )
         lat = QHBoxLayout()
         lat.addWidget(QLabel("x axis:"))
         lat.addWidget(self.axis)
@@ -256,12 +265,7 @@ class ExplorePage(ReloadWhenShown, QWidget):
             "shapes; on this machine the best are then timed for real. The results join the chart as stars."
         )
         self.search_button.clicked.connect(self.search_subnets)
-        for text in ("Search sub-networks", "Cancelling…", "Cancel search (888/888)"):
-            self.search_button.setText(text)
-            self.search_button.setMinimumWidth(
-                max(self.search_button.minimumWidth(), self.search_button.sizeHint().width())
-            )
-        self.search_button.setText("Search sub-networks")
+        wide_enough(self.search_button, "Cancelling…", "Cancel search (888/888)", "Search sub-networks")
         self.search_text = DetailLine(lines=1, min_width=300)
         self.search_text.setObjectName("searchText")
         bar = QHBoxLayout()
@@ -506,7 +510,7 @@ class ExplorePage(ReloadWhenShown, QWidget):
         how = " (predicted from the device's timed layer shapes)" if r.latency_predicted else ""
         lat = [f"latency {p}: {ms:.2f} ms{how}" for p in r.precisions if (ms := r.latency_ms(p)) is not None]
         shape = (
-            "searched: " + "; ".join(f"{k} {'/'.join(map(str, v))}" for k, v in r.searched.items())
+            "searched: " + describe_shape(r.searched)
             if r.searched
             else f"width {r.width_mult:g}, depth {r.depth_mult:g}"
         )
